@@ -1,0 +1,99 @@
+# agentd: build and install (DESTDIR-aware, FHS paths).
+#
+#   make vendor     fetch the Python packages Debian 12 does not ship (sdbus)
+#   make install    install everything under $(DESTDIR)
+#   make check      unit tests;  make test: the whole suite (root: boots a testbed)
+#   make lint       ruff
+
+PYTHON      ?= /usr/bin/python3
+PREFIX      ?= /usr
+SYSCONFDIR  ?= /etc
+LIBDIR      := $(PREFIX)/lib/agentd
+PYDIR       := $(LIBDIR)/python
+LIBEXECDIR  := $(PREFIX)/libexec/agentd
+BINDIR      := $(PREFIX)/bin
+DATADIR     := $(PREFIX)/share/agentd
+DOCDIR      := $(PREFIX)/share/doc/agentd
+UNITDIR     := $(PREFIX)/lib/systemd/system
+SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
+TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
+DBUSPOLICYDIR  := $(PREFIX)/share/dbus-1/system.d
+DBUSSERVICEDIR := $(PREFIX)/share/dbus-1/system-services
+CONFDIR     := $(SYSCONFDIR)/agentd
+
+SDBUS_VERSION := 0.14.3
+VENDOR      := build/vendor
+PYPKGS      := agentd agentctl
+
+.PHONY: all vendor install uninstall check test lint clean
+
+all: vendor
+
+vendor: $(VENDOR)/.stamp
+
+$(VENDOR)/.stamp:
+	rm -rf $(VENDOR) build/wheels
+	mkdir -p $(VENDOR) build/wheels
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: \
+	    --python-version 3.11 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+	    -d build/wheels sdbus==$(SDBUS_VERSION)
+	for w in build/wheels/*.whl; do $(PYTHON) -m zipfile -e "$$w" $(VENDOR); done
+	touch $@
+
+define launcher
+	sed -e 's|@PYDIR@|$(PYDIR)|' -e 's|@MODULE@|$(2)|' -e 's|@NAME@|$(notdir $(1))|' \
+	    tools/launcher.in > $(DESTDIR)$(1)
+	chmod 0755 $(DESTDIR)$(1)
+endef
+
+install: vendor
+	install -d -m 0755 $(DESTDIR)$(PYDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(BINDIR) \
+	    $(DESTDIR)$(DATADIR)/templates $(DESTDIR)$(DATADIR)/profiles $(DESTDIR)$(DOCDIR) \
+	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+	    $(DESTDIR)$(DBUSPOLICYDIR) $(DESTDIR)$(DBUSSERVICEDIR) \
+	    $(DESTDIR)$(CONFDIR)/templates $(DESTDIR)$(CONFDIR)/profiles
+	rm -rf $(addprefix $(DESTDIR)$(PYDIR)/,$(PYPKGS))
+	tar -C . --exclude=__pycache__ -cf - $(PYPKGS) | tar -C $(DESTDIR)$(PYDIR) -xf -
+	tar -C $(VENDOR) --exclude=__pycache__ -cf - . | tar -C $(DESTDIR)$(PYDIR) -xf -
+	chmod -R u=rwX,go=rX $(DESTDIR)$(PYDIR)
+	$(PYTHON) -m compileall -q -s "$(DESTDIR)" -p / $(DESTDIR)$(PYDIR) >/dev/null
+	$(call launcher,$(LIBEXECDIR)/agentd,agentd.daemon)
+	$(call launcher,$(LIBEXECDIR)/agentd-runtime,agentd.runtime)
+	$(call launcher,$(BINDIR)/agentctl,agentctl.cli)
+	install -m 0644 units/agentd.service units/agents.slice $(DESTDIR)$(UNITDIR)/
+	install -m 0644 units/agentd.sysusers $(DESTDIR)$(SYSUSERSDIR)/agentd.conf
+	install -m 0644 units/agentd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/agentd.conf
+	install -m 0644 policies/org.agentos.agentd1.conf $(DESTDIR)$(DBUSPOLICYDIR)/
+	install -m 0644 units/org.agentos.agentd1.service $(DESTDIR)$(DBUSSERVICEDIR)/
+	install -m 0644 policies/templates/*.toml $(DESTDIR)$(DATADIR)/templates/
+	install -m 0644 policies/profiles/*.toml $(DESTDIR)$(DATADIR)/profiles/
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/
+	# The admin's config is never overwritten.
+	[ -e $(DESTDIR)$(CONFDIR)/agentd.toml ] || \
+	    install -m 0644 policies/agentd.toml $(DESTDIR)$(CONFDIR)/agentd.toml
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+	    systemd-sysusers agentd.conf; \
+	    systemd-tmpfiles --create agentd.conf; \
+	    systemctl daemon-reload; \
+	    systemctl reload dbus.service || true; \
+	fi
+
+uninstall:
+	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
+	rm -f $(DESTDIR)$(BINDIR)/agentctl $(DESTDIR)$(UNITDIR)/agentd.service \
+	    $(DESTDIR)$(UNITDIR)/agents.slice $(DESTDIR)$(SYSUSERSDIR)/agentd.conf \
+	    $(DESTDIR)$(TMPFILESDIR)/agentd.conf \
+	    $(DESTDIR)$(DBUSPOLICYDIR)/org.agentos.agentd1.conf \
+	    $(DESTDIR)$(DBUSSERVICEDIR)/org.agentos.agentd1.service
+
+check:
+	$(PYTHON) -m pytest tests/unit -q
+
+test:
+	bash tools/test.sh
+
+lint:
+	ruff check agentd agentctl tests bench
+
+clean:
+	rm -rf build

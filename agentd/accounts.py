@@ -1,0 +1,191 @@
+"""Unix accounts and homes for agents, made with the shadow tools.
+
+groupadd/useradd/userdel take the /etc/passwd locks and keep nscd in step, so
+agentd uses them rather than editing the files. One asyncio lock serialises
+them: concurrent useradds would fight over the same lock files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import os
+import pwd
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SystemError_
+
+NOLOGIN = "/usr/sbin/nologin"
+# Exit codes of useradd/userdel/groupdel meaning "no such account".
+_GONE = {6}
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
+    groups: tuple[str, ...]
+
+
+async def _run(*argv: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace").strip()
+
+
+class Accounts:
+    """The real system: NSS look-ups and the shadow tools."""
+
+    def __init__(self, agents_group: str) -> None:
+        self.agents_group = agents_group
+        self.lock = asyncio.Lock()
+
+    # -- look-ups -------------------------------------------------------
+    def user(self, name: str) -> Account | None:
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            return None
+        return self._account(pw)
+
+    def user_by_uid(self, uid: int) -> Account | None:
+        try:
+            return self._account(pwd.getpwuid(uid))
+        except KeyError:
+            return None
+
+    def _account(self, pw: pwd.struct_passwd) -> Account:
+        groups = tuple(g.gr_name for g in grp.getgrall() if pw.pw_name in g.gr_mem)
+        return Account(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir, pw.pw_shell, groups)
+
+    def id_taken(self, uid: int) -> bool:
+        """True if UID is a user or GID a group anywhere in NSS."""
+        for lookup in (pwd.getpwuid, grp.getgrgid):
+            try:
+                lookup(uid)
+                return True
+            except KeyError:
+                pass
+        return False
+
+    def group_exists(self, name: str) -> bool:
+        try:
+            grp.getgrnam(name)
+            return True
+        except KeyError:
+            return False
+
+    def agent_users(self, lo: int, hi: int) -> list[Account]:
+        """Users in the agent ID range that belong to the agents group."""
+        try:
+            members = set(grp.getgrnam(self.agents_group).gr_mem)
+        except KeyError:
+            members = set()
+        return [
+            self._account(pw) for pw in pwd.getpwall()
+            if lo <= pw.pw_uid <= hi and pw.pw_name in members
+        ]
+
+    # -- changes --------------------------------------------------------
+    async def add(self, name: str, uid: int, home: Path) -> None:
+        """Group NAME (gid=UID) and user NAME, locked, nologin, no home made."""
+        async with self.lock:
+            rc, out = await _run("groupadd", "--system", "--gid", str(uid), name)
+            if rc:
+                raise SystemError_(f"groupadd {name} failed: {out}")
+            rc, out = await _run(
+                "useradd", "--system", "--uid", str(uid), "--gid", str(uid),
+                "--groups", self.agents_group, "--no-create-home", "--home-dir", str(home),
+                "--shell", NOLOGIN, "--comment", f"agentd agent {name}", name,
+            )
+            if rc:
+                await _run("groupdel", name)
+                raise SystemError_(f"useradd {name} failed: {out}")
+
+    async def delete(self, name: str) -> None:
+        """Remove user and group NAME; absent ones are fine (idempotent)."""
+        async with self.lock:
+            rc, out = await _run("userdel", name)
+            if rc and rc not in _GONE:
+                raise SystemError_(f"userdel {name} failed: {out}")
+            if self.group_exists(name):
+                rc, out = await _run("groupdel", name)
+                if rc and rc not in _GONE:
+                    raise SystemError_(f"groupdel {name} failed: {out}")
+
+
+class Homes:
+    """Agent homes: /home/agents/NAME, 0700, owned by the agent."""
+
+    def __init__(self, root: Path, archive_dir: Path) -> None:
+        self.root = root
+        self.archive_dir = archive_dir
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def ensure_root(self) -> None:
+        # 0711: agents and users may pass through but not list who exists.
+        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o711)
+
+    def make(self, name: str, uid: int, gid: int) -> Path:
+        self.ensure_root()
+        home = self.path(name)
+        try:
+            os.mkdir(home, 0o700)
+        except FileExistsError:
+            st = os.lstat(home)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, uid):
+                raise SystemError_(f"{home} exists and is not this agent's home") from None
+        os.chown(home, uid, gid)
+        os.chmod(home, 0o700)
+        return home
+
+    def exists(self, name: str) -> bool:
+        return os.path.lexists(self.path(name))
+
+    def owner(self, name: str) -> int | None:
+        try:
+            return os.lstat(self.path(name)).st_uid
+        except FileNotFoundError:
+            return None
+
+    def remove(self, name: str) -> None:
+        home = self.path(name)
+        if not os.path.lexists(home):
+            return
+        if os.path.islink(home) or not os.path.isdir(home):
+            os.unlink(home)
+            return
+        shutil.rmtree(home)  # fd-based on Linux: does not follow links inside
+
+    def archive(self, name: str, dest: Path) -> None:
+        """Tar the home into DEST (root-only), atomically: tmp file, fsync, rename."""
+        if dest.exists() or not self.exists(name):
+            return
+        self.archive_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = dest.with_suffix(dest.suffix + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            with tarfile.open(fileobj=f, mode="w:gz") as tar:
+                tar.add(self.path(name), arcname=name)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, dest)
+
+    def names(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.root.iterdir())
+        except FileNotFoundError:
+            return []

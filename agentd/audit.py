@@ -1,0 +1,171 @@
+"""The audit trail: an append-only, hash-chained log mirrored to journald.
+
+Each row carries the SHA-256 of its own content plus the previous row's hash,
+and the newest (seq, hash) is kept in ``meta``: changing a row breaks its hash,
+deleting one breaks the chain or the head. The journald copy (with
+AGENT_NAME=, AGENT_UID=, AGENTD_AUDIT_HASH= ...) is a second, independent
+record an operator can compare against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .store import Store
+
+GENESIS = "0" * 64
+MESSAGE_ID = "9d6f3c1e0b1a4f0fa0b6a1c2d3e4f501"  # journald catalog id of agentd audit events
+
+JournalSink = Callable[..., None]
+
+
+def _journal_send(**fields: Any) -> None:
+    from systemd import journal  # imported late: unit tests need no journald
+
+    message = fields.pop("MESSAGE")
+    journal.send(message, **fields)
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    ts: float
+    actor_uid: int
+    action: str
+    agent: str | None
+    agent_uid: int | None
+    result: str
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    checked: int
+    message: str
+    bad_seq: int = 0
+
+
+def row_hash(
+    seq: int, ts: float, actor_uid: int, action: str, agent: str | None,
+    agent_uid: int | None, result: str, detail: str, prev_hash: str,
+) -> str:
+    material = json.dumps(
+        [seq, repr(ts), actor_uid, action, agent, agent_uid, result, detail, prev_hash],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+class AuditLog:
+    def __init__(self, store: Store, journal: JournalSink | None = _journal_send) -> None:
+        self.store = store
+        self.journal = journal
+        self.listeners: list[Callable[[Entry], None]] = []
+
+    def _head(self) -> tuple[int, str]:
+        value = self.store.scalar("SELECT value FROM meta WHERE key='audit_head'")
+        if value is None:
+            return 0, GENESIS
+        seq, digest = value.split(":")
+        return int(seq), digest
+
+    def append(
+        self, action: str, *, actor_uid: int, agent: str | None = None,
+        agent_uid: int | None = None, result: str = "ok", **detail: Any,
+    ) -> Entry:
+        """Append one row (inside the caller's transaction, if any)."""
+        detail_json = json.dumps(detail, sort_keys=True, separators=(",", ":"))
+        with self.store.transaction():
+            last_seq, prev = self._head()
+            seq, ts = last_seq + 1, time.time()
+            digest = row_hash(seq, ts, actor_uid, action, agent, agent_uid, result,
+                              detail_json, prev)
+            self.store.execute(
+                "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (seq, ts, actor_uid, action, agent, agent_uid, result, detail_json, prev,
+                 digest),
+            )
+            self.store.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('audit_head', ?)", (f"{seq}:{digest}",)
+            )
+            entry = Entry(seq, ts, actor_uid, action, agent, agent_uid, result, detail, prev,
+                          digest)
+            self.store.after_commit(lambda: self._publish(entry))
+        return entry
+
+    def _publish(self, entry: Entry) -> None:
+        if self.journal is not None:
+            fields = {
+                "MESSAGE": _message(entry),
+                "PRIORITY": 4 if entry.result != "ok" else 6,
+                "SYSLOG_IDENTIFIER": "agentd",
+                "MESSAGE_ID": MESSAGE_ID,
+                "AGENTD_ACTION": entry.action,
+                "AGENTD_RESULT": entry.result,
+                "AGENTD_ACTOR_UID": entry.actor_uid,
+                "AGENTD_AUDIT_SEQ": entry.seq,
+                "AGENTD_AUDIT_HASH": entry.hash,
+            }
+            if entry.agent is not None:
+                fields["AGENT_NAME"] = entry.agent
+            if entry.agent_uid is not None:
+                fields["AGENT_UID"] = entry.agent_uid
+            try:
+                self.journal(**fields)
+            except OSError:
+                pass  # journald down must not stop agentd; the database row is the record
+        for listener in list(self.listeners):
+            listener(entry)
+
+    def entries(self, after: int = 0, limit: int = 1000, agent: str | None = None) -> list[Entry]:
+        sql = "SELECT * FROM audit WHERE seq > ?"
+        params: list[Any] = [after]
+        if agent:
+            sql += " AND agent = ?"
+            params.append(agent)
+        sql += " ORDER BY seq LIMIT ?"
+        params.append(limit)
+        return [_entry(r) for r in self.store.query(sql, tuple(params))]
+
+    def verify(self) -> Verdict:
+        """Walk the whole chain; report the first row that does not fit."""
+        expected_prev, expected_seq, checked = GENESIS, 1, 0
+        for row in self.store.query("SELECT * FROM audit ORDER BY seq"):
+            seq = row["seq"]
+            if seq != expected_seq:
+                return Verdict(False, checked, f"row {expected_seq} is missing", expected_seq)
+            if row["prev_hash"] != expected_prev:
+                return Verdict(False, checked, f"row {seq} does not follow row {seq - 1}", seq)
+            digest = row_hash(seq, row["ts"], row["actor_uid"], row["action"], row["agent"],
+                              row["agent_uid"], row["result"], row["detail"], row["prev_hash"])
+            if digest != row["hash"]:
+                return Verdict(False, checked, f"row {seq} was modified", seq)
+            expected_prev, expected_seq, checked = digest, seq + 1, checked + 1
+        head_seq, head_hash = self._head()
+        if (head_seq, head_hash) != (checked, expected_prev):
+            return Verdict(False, checked,
+                           f"the log ends at row {checked} but its head says {head_seq}",
+                           checked + 1)
+        return Verdict(True, checked, f"{checked} rows, chain intact")
+
+
+def _entry(row: dict[str, Any]) -> Entry:
+    return Entry(**{**row, "detail": json.loads(row["detail"])})
+
+
+def _message(e: Entry) -> str:
+    who = f"uid {e.actor_uid}"
+    what = e.action + (f" {e.agent}" if e.agent else "")
+    extra = e.detail.get("error") or e.detail.get("reason") or ""
+    return f"audit: {what} by {who}: {e.result}" + (f" ({extra})" if extra else "")

@@ -1,0 +1,121 @@
+"""agentd's configuration: /etc/agentd/agentd.toml over built-in defaults.
+
+Unknown keys and out-of-range values are refused at load time (InvalidConfig)
+rather than silently ignored: a typo in a security setting must not pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InvalidConfig
+
+DEFAULT_CONFIG_FILE = Path("/etc/agentd/agentd.toml")
+
+# UID/GID ranges agents must stay out of, with the document that reserves them.
+# The default agent range, 70000-99999, lies in systemd's "unused" 65536-524287
+# block, above Debian's 16-bit ranges (adduser never allocates there) and below
+# the 100000+ subordinate-ID ranges useradd hands out for rootless containers.
+RESERVED_ID_RANGES: tuple[tuple[int, int, str], ...] = (
+    (0, 999, "system users (Debian policy 9.2.2, systemd)"),
+    (1000, 60000, "regular users (Debian policy 9.2.2, systemd)"),
+    (60001, 60577, "systemd-homed and nspawn (systemd UIDS-GIDS)"),
+    (61184, 65519, "systemd DynamicUser= (systemd UIDS-GIDS)"),
+    (65520, 65535, "nobody and (uid_t)-1 (Debian policy 9.2.2)"),
+    (100000, 600100000, "subordinate IDs (login.defs SUB_UID_MIN..SUB_UID_MAX)"),
+    (524288, 1879048191, "container UIDs (systemd UIDS-GIDS)"),
+    (2147483648, 4294967295, "UIDs >= 2^31, unsafe for many tools (systemd UIDS-GIDS)"),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    uid_min: int = 70000
+    uid_max: int = 99999
+    home_root: Path = Path("/home/agents")
+    state_dir: Path = Path("/var/lib/agentd")
+    vendor_dir: Path = Path("/usr/share/agentd")
+    admin_dir: Path = Path("/etc/agentd")
+    admin_group: str = "agentd-admin"
+    agents_group: str = "agentd-agents"
+    max_agents_per_owner: int = 16
+    heartbeat_interval: int = 10
+    runtime_command: Path = Path("/usr/libexec/agentd/agentd-runtime")
+    slice: str = "agents.slice"
+    config_file: Path | None = field(default=None, compare=False)
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "agentd.db"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.state_dir / "archive"
+
+    def as_dict(self) -> dict[str, str | int]:
+        """Flat view for `agentctl status` (paths as strings)."""
+        out: dict[str, str | int] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value if isinstance(value, int) else str(value)
+        return out
+
+
+_INT_BOUNDS = {
+    "uid_min": (1, 2**31 - 1),
+    "uid_max": (1, 2**31 - 1),
+    "max_agents_per_owner": (0, 100000),
+    "heartbeat_interval": (1, 3600),
+}
+
+
+def _coerce(key: str, value: object, default: object) -> object:
+    if isinstance(default, bool) or isinstance(default, int):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidConfig(f"{key}: expected an integer, got {value!r}")
+        lo, hi = _INT_BOUNDS.get(key, (0, 2**63))
+        if not lo <= value <= hi:
+            raise InvalidConfig(f"{key}: {value} is outside {lo}..{hi}")
+        return value
+    if not isinstance(value, str) or not value:
+        raise InvalidConfig(f"{key}: expected a non-empty string, got {value!r}")
+    if isinstance(default, Path):
+        if not value.startswith("/"):
+            raise InvalidConfig(f"{key}: {value!r} must be an absolute path")
+        return Path(value)
+    return value
+
+
+def check_uid_range(lo: int, hi: int) -> None:
+    """Refuse an agent ID range that is empty or overlaps a documented range."""
+    if lo > hi:
+        raise InvalidConfig(f"uid_min {lo} is greater than uid_max {hi}")
+    for rlo, rhi, what in RESERVED_ID_RANGES:
+        if lo <= rhi and rlo <= hi:
+            raise InvalidConfig(
+                f"agent ID range {lo}-{hi} overlaps {rlo}-{rhi}, reserved for {what}"
+            )
+
+
+def load(path: Path = DEFAULT_CONFIG_FILE, *, overrides: dict | None = None) -> Config:
+    """Load PATH (missing file = defaults) and validate every key."""
+    data: dict = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise InvalidConfig(f"{path}: {e}") from None
+    data = {**data, **(overrides or {})}
+    defaults = Config()
+    known = {f.name for f in dataclasses.fields(Config)} - {"config_file"}
+    values: dict[str, object] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise InvalidConfig(f"{path}: unknown setting {key!r}")
+        values[key] = _coerce(key, value, getattr(defaults, key))
+    cfg = dataclasses.replace(defaults, config_file=path, **values)
+    check_uid_range(cfg.uid_min, cfg.uid_max)
+    return cfg

@@ -1,0 +1,146 @@
+"""agentd's main: load config, reconcile, serve the D-Bus API, notify systemd.
+
+Order matters: the registry is reconciled with the system *before* the bus
+name is taken and READY=1 is sent, so no client ever sees a half-made agent
+left by a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from sdbus import request_default_bus_name_async, sd_bus_open_system, set_default_bus
+
+from . import __version__
+from . import config as config_mod
+from .accounts import Accounts, Homes
+from .api.callers import Callers
+from .api.interfaces import BUS_NAME, ROOT_PATH
+from .api.service import ManagerObject
+from .audit import AuditLog
+from .errors import AgentdError, InvalidConfig
+from .registry import Registry
+from .store import Store
+from .systemd import Systemd
+from .templates import Catalog
+
+log = logging.getLogger("agentd")
+
+
+def _notify(state: str) -> None:
+    try:
+        from systemd import daemon
+
+        daemon.notify(state)
+    except ImportError:  # pragma: no cover - systemd-python is a hard dependency
+        pass
+
+
+def ensure_groups(cfg: config_mod.Config) -> None:
+    """agentd's two groups, if sysusers.d has not made them (e.g. a source install)."""
+    import grp
+
+    for group in (cfg.admin_group, cfg.agents_group):
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            subprocess.run(["groupadd", "--system", group], check=True)
+            log.info("created group %s", group)
+
+
+def check_catalog(catalog: Catalog) -> None:
+    """Report every bad template or profile at startup, by file name."""
+    for loader in (catalog.templates, catalog.profiles):
+        try:
+            loader()
+        except InvalidConfig as e:
+            log.error("%s", e)
+
+
+async def serve(cfg: config_mod.Config) -> None:
+    ensure_groups(cfg)
+    store = Store(cfg.db_path)
+    audit = AuditLog(store)
+    homes = Homes(cfg.home_root, cfg.archive_dir)
+    homes.ensure_root()
+    catalog = Catalog(cfg.vendor_dir, cfg.admin_dir)
+    check_catalog(catalog)
+
+    bus = sd_bus_open_system()
+    set_default_bus(bus)
+    systemd = Systemd(bus)
+    await systemd.connect()
+    registry = Registry(cfg, store, audit, Accounts(cfg.agents_group), homes, systemd, catalog)
+
+    repaired = await registry.reconcile()
+    for line in repaired:
+        log.warning("reconcile: %s", line)
+
+    manager = ManagerObject(registry, Callers(bus), bus)
+    manager.export_to_dbus(ROOT_PATH, bus)
+    states = dict(await systemd.list_units("agent-*.service"))
+    for agent in registry.agents():
+        manager.export_agent(agent.name, states.get(agent.unit, "inactive"))
+    registry.listeners.append(manager.on_registry_event)
+    audit.listeners.append(manager.on_audit)
+
+    def on_unit_state(unit: str, active_state: str) -> None:
+        name = unit.removeprefix("agent-").removesuffix(".service")
+        agent = registry.find(name)
+        if agent is not None and active_state in ("inactive", "failed"):
+            registry._set_offline(agent, reason=f"unit {active_state}")
+        manager.on_unit_state(name, active_state)
+
+    await systemd.watch_units("agent-", on_unit_state)
+    await request_default_bus_name_async(BUS_NAME)
+    audit.append("agentd.start", actor_uid=0, version=__version__, repaired=len(repaired))
+    _notify(f"READY=1\nSTATUS=serving {len(registry.agents())} agents")
+    log.info("agentd %s ready on %s (%d agents, %d repairs)", __version__, BUS_NAME,
+             len(registry.agents()), len(repaired))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), cfg.heartbeat_interval)
+        except TimeoutError:
+            registry.sweep()
+    _notify("STOPPING=1")
+    audit.append("agentd.stop", actor_uid=0)
+    store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agentd", description="The agentd daemon.")
+    parser.add_argument("--config", type=Path, default=config_mod.DEFAULT_CONFIG_FILE,
+                        help="configuration file (default: %(default)s)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the configuration, templates and profiles, then exit")
+    parser.add_argument("--version", action="version", version=f"agentd {__version__}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        cfg = config_mod.load(args.config)
+        if args.check_config:
+            catalog = Catalog(cfg.vendor_dir, cfg.admin_dir)
+            catalog.templates()
+            catalog.profiles()
+            print(f"{args.config}: ok")
+            return 0
+        asyncio.run(serve(cfg))
+    except AgentdError as e:
+        log.error("agentd: %s", e)
+        return 78  # EX_CONFIG: systemd will not loop-restart on a bad config forever
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

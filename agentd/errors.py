@@ -1,0 +1,75 @@
+"""Typed engine errors.
+
+Each class carries a short ``name``; the bus layer turns it into
+``org.agentos.agentd1.Error.<name>`` so callers match on names, never on text.
+The engine itself knows nothing of D-Bus.
+"""
+
+from __future__ import annotations
+
+
+class AgentdError(Exception):
+    """Base of every error agentd reports to a caller."""
+
+    name = "Failed"
+
+
+class InvalidName(AgentdError):
+    name = "InvalidName"
+
+
+class InvalidArgument(AgentdError):
+    name = "InvalidArgument"
+
+
+class NoSuchAgent(AgentdError):
+    name = "NoSuchAgent"
+
+
+class NoSuchTemplate(AgentdError):
+    name = "NoSuchTemplate"
+
+
+class AlreadyExists(AgentdError):
+    name = "AlreadyExists"
+
+
+class PermissionDenied(AgentdError):
+    name = "PermissionDenied"
+
+
+class LimitExceeded(AgentdError):
+    """A per-owner agent limit or the UID range is exhausted."""
+
+    name = "LimitExceeded"
+
+
+class Busy(AgentdError):
+    """The agent is in the middle of another operation (creating, removing)."""
+
+    name = "Busy"
+
+
+class InvalidConfig(AgentdError):
+    name = "InvalidConfig"
+
+
+class SystemError_(AgentdError):
+    """A system tool or systemd refused; the message says which and why."""
+
+    name = "SystemError"
+
+
+ALL_ERRORS: tuple[type[AgentdError], ...] = (
+    AgentdError,
+    InvalidName,
+    InvalidArgument,
+    NoSuchAgent,
+    NoSuchTemplate,
+    AlreadyExists,
+    PermissionDenied,
+    LimitExceeded,
+    Busy,
+    InvalidConfig,
+    SystemError_,
+)

@@ -1,0 +1,458 @@
+"""The agent registry: create, start, stop and remove agents, all-or-nothing.
+
+Every change follows one rule: write the intent to the database first
+(state ``creating`` or ``removing``), then touch the system, then write the
+outcome. After a crash, :meth:`Registry.reconcile` reads the intents and
+rolls a half-made agent back and a half-removed one forward, so a restart
+leaves a whole agent or none. The registry knows nothing of D-Bus: callers
+arrive as :class:`Caller` values and changes leave through ``listeners``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import names
+from .accounts import Account
+from .audit import AuditLog
+from .authz import AGENTD, Authority, Caller, Role
+from .config import Config
+from .errors import (
+    AgentdError,
+    AlreadyExists,
+    Busy,
+    LimitExceeded,
+    NoSuchAgent,
+    PermissionDenied,
+)
+from .sandbox import AgentIdentity, UnitProperty, unit_properties
+from .store import Store
+from .systemd import UnitStatus
+from .templates import Catalog, Limits
+
+LIVE = ("creating", "present", "removing")
+
+
+class AccountsAPI(Protocol):
+    def user(self, name: str) -> Account | None: ...
+    def id_taken(self, uid: int) -> bool: ...
+    def group_exists(self, name: str) -> bool: ...
+    def agent_users(self, lo: int, hi: int) -> list[Account]: ...
+    async def add(self, name: str, uid: int, home: Path) -> None: ...
+    async def delete(self, name: str) -> None: ...
+
+
+class HomesAPI(Protocol):
+    def path(self, name: str) -> Path: ...
+    def make(self, name: str, uid: int, gid: int) -> Path: ...
+    def exists(self, name: str) -> bool: ...
+    def owner(self, name: str) -> int | None: ...
+    def remove(self, name: str) -> None: ...
+    def archive(self, name: str, dest: Path) -> None: ...
+    def names(self) -> list[str]: ...
+
+
+class UnitsAPI(Protocol):
+    async def start_transient(self, unit: str, properties: list[UnitProperty]) -> None: ...
+    async def stop(self, unit: str) -> None: ...
+    async def status(self, unit: str) -> UnitStatus: ...
+    async def list_units(self, pattern: str) -> list[tuple[str, str]]: ...
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One registry row, as callers see it."""
+
+    name: str
+    uid: int
+    gid: int
+    owner_uid: int
+    template: str
+    profile: str
+    limits: Limits
+    state: str
+    created_at: float
+    last_seen: float | None
+    home: Path
+    archive: str | None = None
+
+    @property
+    def unit(self) -> str:
+        return names.unit_name(self.name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "uid": self.uid, "gid": self.gid, "owner_uid": self.owner_uid,
+            "template": self.template, "profile": self.profile, "state": self.state,
+            "home": str(self.home), "unit": self.unit, "created_at": self.created_at,
+            "last_seen": self.last_seen, "memory_max": self.limits.memory_max,
+            "cpu_quota": self.limits.cpu_quota, "tasks_max": self.limits.tasks_max,
+        }
+
+
+Listener = Callable[[str, Agent], None]  # (event, agent): created|removed|changed
+
+
+class Registry:
+    def __init__(
+        self, cfg: Config, store: Store, audit: AuditLog, accounts: AccountsAPI,
+        homes: HomesAPI, units: UnitsAPI, catalog: Catalog,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.audit = audit
+        self.accounts = accounts
+        self.homes = homes
+        self.units = units
+        self.catalog = catalog
+        self.authority = Authority(cfg.admin_group, self._is_agent_uid)
+        self.listeners: list[Listener] = []
+        self.online: set[str] = set()
+        self._alloc_lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- reading --------------------------------------------------------
+    def _row_to_agent(self, row: dict[str, Any]) -> Agent:
+        return Agent(
+            name=row["name"], uid=row["uid"], gid=row["gid"], owner_uid=row["owner_uid"],
+            template=row["template"], profile=row["profile"],
+            limits=Limits(row["memory_max"], row["cpu_quota"], row["tasks_max"]),
+            state=row["state"], created_at=row["created_at"], last_seen=row["last_seen"],
+            home=self.homes.path(row["name"]), archive=row["archive"],
+        )
+
+    def _live(self, where: str, params: tuple) -> list[Agent]:
+        rows = self.store.query(
+            f"SELECT * FROM agents WHERE state != 'removed' AND {where} ORDER BY name", params
+        )
+        return [self._row_to_agent(r) for r in rows]
+
+    def find(self, name: str) -> Agent | None:
+        found = self._live("name = ?", (name,))
+        return found[0] if found else None
+
+    def by_uid(self, uid: int) -> Agent | None:
+        found = self._live("uid = ?", (uid,))
+        return found[0] if found else None
+
+    def agents(self, states: tuple[str, ...] = ("present",)) -> list[Agent]:
+        marks = ",".join("?" * len(states))
+        return self._live(f"state IN ({marks})", states)
+
+    def _is_agent_uid(self, uid: int) -> bool:
+        return self.cfg.uid_min <= uid <= self.cfg.uid_max and self.by_uid(uid) is not None
+
+    def visible(self, caller: Caller) -> list[Agent]:
+        return [
+            a for a in self.agents()
+            if self.authority.may_view(caller, a.owner_uid, a.uid)
+        ]
+
+    def get(self, caller: Caller, name: str) -> Agent:
+        """The agent NAME if CALLER may see it."""
+        agent = self.find(name)
+        if agent is None or agent.state != "present":
+            raise NoSuchAgent(f"no agent named {name!r}")
+        if not self.authority.may_view(caller, agent.owner_uid, agent.uid):
+            self._deny(caller, "agent.show", agent)
+        return agent
+
+    async def status(self, agent: Agent) -> UnitStatus:
+        return await self.units.status(agent.unit)
+
+    # -- authorization ----------------------------------------------------
+    def _deny(self, caller: Caller, action: str, agent: Agent | None = None,
+              name: str | None = None, why: str = "") -> None:
+        reason = why or f"uid {caller.uid} may not {action.split('.')[-1]} this agent"
+        self.audit.append(
+            action, actor_uid=caller.uid, agent=agent.name if agent else name,
+            agent_uid=agent.uid if agent else None, result="denied", reason=reason,
+        )
+        raise PermissionDenied(reason)
+
+    def _managed(self, caller: Caller, name: str, action: str) -> Agent:
+        agent = self.find(name) if isinstance(name, str) else None
+        role = self.authority.role(caller)
+        if role is Role.AGENT:
+            self._deny(caller, action, agent, name, why="agents may not manage agents")
+        if agent is None:
+            raise NoSuchAgent(f"no agent named {name!r}")
+        if not self.authority.may_manage(caller, agent.owner_uid):
+            self._deny(caller, action, agent)
+        if agent.state != "present":
+            raise Busy(f"agent {name!r} is {agent.state}")
+        return agent
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    def _emit(self, event: str, agent: Agent) -> None:
+        for listener in list(self.listeners):
+            listener(event, agent)
+
+    # -- create ------------------------------------------------------------
+    async def create(self, caller: Caller, name: str, template: str,
+                     overrides: dict[str, object] | None = None) -> Agent:
+        role = self.authority.role(caller)
+        if role is Role.AGENT:
+            self._deny(caller, "agent.create", name=name, why="agents may not create agents")
+        try:
+            names.check_syntax(name)
+            tmpl = self.catalog.template(template)
+            limits = tmpl.limits.with_overrides(overrides or {})
+            agent = await self._reserve(caller, role, name, tmpl.name, tmpl.profile, limits)
+        except PermissionDenied:
+            raise
+        except AgentdError as e:
+            self.audit.append("agent.create", actor_uid=caller.uid, agent=str(name)[:64],
+                              result="refused", error=e.name, reason=str(e))
+            raise
+        try:
+            await self.accounts.add(name, agent.uid, agent.home)
+            self.homes.make(name, agent.uid, agent.gid)
+        except Exception as e:  # a crash or cancellation is left to reconcile()
+            await self._rollback_create(agent, reason=str(e) or type(e).__name__)
+            raise
+        with self.store.transaction():
+            self.store.execute("UPDATE agents SET state='present' WHERE name=? AND state="
+                               "'creating'", (name,))
+            self.audit.append("agent.create", actor_uid=caller.uid, agent=name,
+                              agent_uid=agent.uid, template=tmpl.name, profile=tmpl.profile,
+                              owner_uid=caller.uid, home=str(agent.home))
+        created = self.find(name)
+        assert created is not None
+        self._emit("created", created)
+        return created
+
+    async def _reserve(self, caller: Caller, role: Role, name: str, template: str,
+                       profile: str, limits: Limits) -> Agent:
+        """Check the name, pick a UID and write the 'creating' row: the intent."""
+        async with self._alloc_lock:
+            if self.find(name) is not None:
+                raise AlreadyExists(f"an agent named {name!r} already exists")
+            names.check_free_account(name)
+            if role is Role.USER:
+                owned = self.store.scalar(
+                    "SELECT count(*) FROM agents WHERE owner_uid=? AND state!='removed'",
+                    (caller.uid,))
+                if owned >= self.cfg.max_agents_per_owner:
+                    raise LimitExceeded(
+                        f"uid {caller.uid} already owns {owned} agents, the most allowed "
+                        f"(max_agents_per_owner={self.cfg.max_agents_per_owner})")
+            uid = self._free_uid()
+            with self.store.transaction():
+                self.store.execute(
+                    "INSERT INTO agents (name, uid, gid, owner_uid, template, profile, "
+                    "memory_max, cpu_quota, tasks_max, state, created_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,'creating',?)",
+                    (name, uid, uid, caller.uid, template, profile, limits.memory_max,
+                     limits.cpu_quota, limits.tasks_max, time.time()),
+                )
+        agent = self.find(name)
+        assert agent is not None
+        return agent
+
+    def _free_uid(self) -> int:
+        used = {r["uid"] for r in self.store.query(
+            "SELECT uid FROM agents WHERE state != 'removed'")}
+        for uid in range(self.cfg.uid_min, self.cfg.uid_max + 1):
+            if uid not in used and not self.accounts.id_taken(uid):
+                return uid
+        raise LimitExceeded(
+            f"the agent ID range {self.cfg.uid_min}-{self.cfg.uid_max} is exhausted")
+
+    async def _rollback_create(self, agent: Agent, reason: str) -> None:
+        """Undo a half-made agent: unit, user, group, home, then its row."""
+        await self.units.stop(agent.unit)
+        account = self.accounts.user(agent.name)
+        if account is not None and account.uid == agent.uid:
+            await self.accounts.delete(agent.name)
+        elif self.accounts.group_exists(agent.name) and account is None:
+            await self.accounts.delete(agent.name)
+        if self.homes.owner(agent.name) in (agent.uid, 0):
+            self.homes.remove(agent.name)
+        with self.store.transaction():
+            self.store.execute("DELETE FROM agents WHERE name=? AND state='creating'",
+                               (agent.name,))
+            self.audit.append("agent.create", actor_uid=0, agent=agent.name,
+                              agent_uid=agent.uid, result="rolled_back", reason=reason)
+
+    # -- start / stop --------------------------------------------------------
+    def unit_properties(self, agent: Agent) -> list[UnitProperty]:
+        profile = self.catalog.profile(agent.profile)
+        ident = AgentIdentity(agent.name, agent.uid, agent.gid, agent.home)
+        return unit_properties(
+            ident, agent.limits, profile, runtime_command=self.cfg.runtime_command,
+            slice_=self.cfg.slice, heartbeat_interval=self.cfg.heartbeat_interval,
+        )
+
+    async def start(self, caller: Caller, name: str) -> Agent:
+        agent = self._managed(caller, name, "agent.start")
+        async with self._lock(name):
+            try:
+                await self.units.start_transient(agent.unit, self.unit_properties(agent))
+            except AgentdError as e:
+                self.audit.append("agent.start", actor_uid=caller.uid, agent=name,
+                                  agent_uid=agent.uid, result="error", reason=str(e))
+                raise
+            self.audit.append("agent.start", actor_uid=caller.uid, agent=name,
+                              agent_uid=agent.uid, unit=agent.unit)
+        self._emit("changed", agent)
+        return agent
+
+    async def stop(self, caller: Caller, name: str) -> Agent:
+        agent = self._managed(caller, name, "agent.stop")
+        async with self._lock(name):
+            await self.units.stop(agent.unit)
+            self.audit.append("agent.stop", actor_uid=caller.uid, agent=name,
+                              agent_uid=agent.uid, unit=agent.unit)
+        self._set_offline(agent)
+        self._emit("changed", agent)
+        return agent
+
+    # -- remove --------------------------------------------------------------
+    async def remove(self, caller: Caller, name: str, keep_home: bool = False) -> Agent:
+        agent = self._managed(caller, name, "agent.remove")
+        async with self._lock(name):
+            archive = None
+            if keep_home:
+                stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+                archive = str(self.cfg.archive_dir / f"{name}-{agent.uid}-{stamp}.tar.gz")
+            with self.store.transaction():
+                self.store.execute(
+                    "UPDATE agents SET state='removing', keep_home=?, archive=? "
+                    "WHERE name=? AND state='present'", (int(keep_home), archive, name))
+            removing = self.find(name)
+            assert removing is not None
+            await self._finish_remove(removing, actor_uid=caller.uid)
+        return agent
+
+    async def _finish_remove(self, agent: Agent, actor_uid: int, repair: bool = False) -> None:
+        """Stop, archive or delete the home, delete user and group: all idempotent."""
+        await self.units.stop(agent.unit)
+        self._set_offline(agent)
+        if agent.archive:
+            self.homes.archive(agent.name, Path(agent.archive))
+        self.homes.remove(agent.name)
+        account = self.accounts.user(agent.name)
+        if account is None or account.uid == agent.uid:
+            await self.accounts.delete(agent.name)
+        with self.store.transaction():
+            self.store.execute(
+                "UPDATE agents SET state='removed', removed_at=? WHERE name=? AND "
+                "state='removing'", (time.time(), agent.name))
+            self.audit.append(
+                "agent.remove", actor_uid=actor_uid, agent=agent.name, agent_uid=agent.uid,
+                result="repaired" if repair else "ok", archive=agent.archive,
+                **({"reason": "finished a removal interrupted by a crash"} if repair else {}))
+        self._emit("removed", agent)
+
+    # -- runtime ---------------------------------------------------------------
+    def runtime_agent(self, caller: Caller) -> Agent:
+        """The agent whose runtime is calling; anyone else is refused."""
+        agent = self.by_uid(caller.uid)
+        if agent is None or agent.state != "present":
+            self._deny(caller, "runtime.register",
+                       why=f"uid {caller.uid} is not an agent")
+        assert agent is not None
+        return agent
+
+    def register_runtime(self, caller: Caller) -> Agent:
+        agent = self.runtime_agent(caller)
+        self._touch(agent)
+        if agent.name not in self.online:
+            self.online.add(agent.name)
+            self.audit.append("agent.online", actor_uid=caller.uid, agent=agent.name,
+                              agent_uid=agent.uid, pid=caller.pid)
+            self._emit("changed", agent)
+        return agent
+
+    def heartbeat(self, caller: Caller) -> Agent:
+        agent = self.runtime_agent(caller)
+        self._touch(agent)
+        if agent.name not in self.online:
+            return self.register_runtime(caller)
+        return agent
+
+    def _touch(self, agent: Agent) -> None:
+        with self.store.transaction():
+            self.store.execute("UPDATE agents SET last_seen=? WHERE name=? AND state="
+                               "'present'", (time.time(), agent.name))
+
+    def _set_offline(self, agent: Agent, reason: str = "") -> None:
+        if agent.name in self.online:
+            self.online.discard(agent.name)
+            self.audit.append("agent.offline", actor_uid=0, agent=agent.name,
+                              agent_uid=agent.uid, **({"reason": reason} if reason else {}))
+
+    def sweep(self, now: float | None = None) -> None:
+        """Mark agents offline whose heartbeats stopped (3 intervals missed)."""
+        limit = (now or time.time()) - 3 * self.cfg.heartbeat_interval
+        for agent in self.agents():
+            if agent.name in self.online and (agent.last_seen or 0) < limit:
+                self._set_offline(agent, reason="heartbeat lost")
+                self._emit("changed", agent)
+
+    # -- recovery -----------------------------------------------------------------
+    async def reconcile(self) -> list[str]:
+        """Make the system match the registry after a crash; return what was repaired."""
+        repaired: list[str] = []
+        for agent in self.agents(("creating",)):
+            await self._rollback_create(agent, reason="agentd stopped during creation")
+            repaired.append(f"rolled back creation of {agent.name}")
+        for agent in self.agents(("removing",)):
+            await self._finish_remove(agent, actor_uid=0, repair=True)
+            repaired.append(f"finished removal of {agent.name}")
+        for agent in self.agents():
+            repaired += await self._repair_present(agent)
+        repaired += await self._remove_orphans()
+        return repaired
+
+    async def _repair_present(self, agent: Agent) -> list[str]:
+        fixed = []
+        account = self.accounts.user(agent.name)
+        if account is None:
+            await self.accounts.add(agent.name, agent.uid, agent.home)
+            fixed.append(f"recreated user {agent.name}")
+        if self.homes.owner(agent.name) != agent.uid:
+            self.homes.make(agent.name, agent.uid, agent.gid)
+            fixed.append(f"recreated home of {agent.name}")
+        for what in fixed:
+            self.audit.append("agent.repair", actor_uid=AGENTD.uid, agent=agent.name,
+                              agent_uid=agent.uid, result="repaired", reason=what)
+        return fixed
+
+    async def _remove_orphans(self) -> list[str]:
+        """Users, homes and units of agents the registry does not have."""
+        live = {a.name for a in self.agents(LIVE)}
+        fixed = []
+        for account in self.accounts.agent_users(self.cfg.uid_min, self.cfg.uid_max):
+            if account.name not in live:
+                await self.accounts.delete(account.name)
+                fixed.append(f"deleted orphan user {account.name} (uid {account.uid})")
+        for unit, _state in await self.units.list_units("agent-*.service"):
+            name = unit.removeprefix("agent-").removesuffix(".service")
+            if name not in live:
+                await self.units.stop(unit)
+                fixed.append(f"stopped orphan unit {unit}")
+        for name in self.homes.names():
+            if name not in live:
+                self._archive_orphan_home(name)
+                fixed.append(f"archived and removed orphan home {self.homes.path(name)}")
+        for what in fixed:
+            self.audit.append("agent.repair", actor_uid=AGENTD.uid, result="repaired",
+                              reason=what)
+        return fixed
+
+    def _archive_orphan_home(self, name: str) -> None:
+        """Never drop data silently: a non-empty orphan home is archived first."""
+        home = self.homes.path(name)
+        if home.is_dir() and not home.is_symlink() and any(home.iterdir()):
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            self.homes.archive(name, self.cfg.archive_dir / f"orphan-{name}-{stamp}.tar.gz")
+        self.homes.remove(name)

@@ -1,0 +1,137 @@
+"""SQLite state through apsw: one writer connection, WAL, versioned schema.
+
+agentd is the only process that opens the database (agentctl goes through
+D-Bus), so one connection on the event-loop thread is the whole concurrency
+story. synchronous=FULL: a registry row is the intent log that makes creation
+and removal recoverable, so it must be on disk before the system is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+# Each entry migrates the schema from version i to i+1. Never edit a shipped
+# entry: append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE agents (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL,
+        uid         INTEGER NOT NULL,
+        gid         INTEGER NOT NULL,
+        owner_uid   INTEGER NOT NULL,
+        template    TEXT NOT NULL,
+        profile     TEXT NOT NULL,
+        memory_max  INTEGER NOT NULL,
+        cpu_quota   INTEGER NOT NULL,
+        tasks_max   INTEGER NOT NULL,
+        state       TEXT NOT NULL
+                    CHECK (state IN ('creating', 'present', 'removing', 'removed')),
+        keep_home   INTEGER NOT NULL DEFAULT 0,
+        archive     TEXT,
+        created_at  REAL NOT NULL,
+        removed_at  REAL,
+        last_seen   REAL
+    );
+    CREATE UNIQUE INDEX agents_live_name ON agents(name) WHERE state != 'removed';
+    CREATE UNIQUE INDEX agents_live_uid ON agents(uid) WHERE state != 'removed';
+    CREATE TABLE audit (
+        seq        INTEGER PRIMARY KEY,
+        ts         REAL NOT NULL,
+        actor_uid  INTEGER NOT NULL,
+        action     TEXT NOT NULL,
+        agent      TEXT,
+        agent_uid  INTEGER,
+        result     TEXT NOT NULL,
+        detail     TEXT NOT NULL,
+        prev_hash  TEXT NOT NULL,
+        hash       TEXT NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        old_umask = os.umask(0o077)
+        try:
+            self.db = apsw.Connection(str(path))
+        finally:
+            os.umask(old_umask)
+        self._after_commit: list[Callable[[], None]] = []
+        self.db.setbusytimeout(5000)
+        self.execute("PRAGMA journal_mode=WAL")
+        self.execute("PRAGMA synchronous=FULL")
+        self.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    @property
+    def version(self) -> int:
+        return int(self.scalar("PRAGMA user_version"))
+
+    def migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION, one transaction per step."""
+        current = self.version
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} has schema version {current}, newer than this agentd "
+                f"({SCHEMA_VERSION}); refusing to run on it"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            with self.transaction():
+                self.db.execute(MIGRATIONS[version])
+                self.db.execute(f"PRAGMA user_version={version + 1}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE .. COMMIT, rolled back on any exception."""
+        if not self.db.getautocommit():  # nested: join the outer transaction
+            yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            self._after_commit.clear()
+            raise
+        self.db.execute("COMMIT")
+        hooks, self._after_commit = self._after_commit, []
+        for hook in hooks:
+            hook()
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run HOOK once the current transaction commits (dropped on rollback)."""
+        self._after_commit.append(hook)
+
+    def execute(self, sql: str, params: tuple | dict = ()) -> None:
+        for _ in self.db.execute(sql, params):
+            pass
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
+        cur = self.db.cursor()
+        cur.execute(sql, params)
+        try:
+            names = [d[0] for d in cur.getdescription()]
+        except apsw.ExecutionCompleteError:  # no rows at all
+            return []
+        return [dict(zip(names, row, strict=True)) for row in cur]
+
+    def scalar(self, sql: str, params: tuple | dict = ()) -> Any:
+        for row in self.db.execute(sql, params):
+            return row[0]
+        return None
+
+    def close(self) -> None:
+        self.db.close()

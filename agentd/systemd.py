@@ -1,0 +1,241 @@
+"""A small client of systemd's D-Bus API: transient units and their state.
+
+agentd asks systemd for units instead of running systemd-run: one bus
+connection, typed errors, and jobs it can wait for. JobRemoved signals are
+matched before any job is queued and their results kept for a while, so a job
+that finishes before its waiter registers is not missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sdbus import (
+    DbusFailedError,
+    DbusInterfaceCommonAsync,
+    SdBus,
+    dbus_method_async,
+    dbus_property_async,
+)
+
+from .errors import SystemError_
+from .sandbox import UnitProperty
+
+SYSTEMD = "org.freedesktop.systemd1"
+SYSTEMD_PATH = "/org/freedesktop/systemd1"
+
+
+class NoSuchUnitError(DbusFailedError):
+    dbus_error_name = "org.freedesktop.systemd1.NoSuchUnit"
+
+
+class UnitExistsError(DbusFailedError):
+    dbus_error_name = "org.freedesktop.systemd1.UnitExists"
+
+
+class _Manager(DbusInterfaceCommonAsync, interface_name="org.freedesktop.systemd1.Manager"):
+    @dbus_method_async("ssa(sv)a(sa(sv))", "o", method_name="StartTransientUnit")
+    async def start_transient_unit(self, name: str, mode: str, properties: list,
+                                   aux: list) -> str:
+        raise NotImplementedError
+
+    @dbus_method_async("ss", "o", method_name="StopUnit")
+    async def stop_unit(self, name: str, mode: str) -> str:
+        raise NotImplementedError
+
+    @dbus_method_async("s", "o", method_name="GetUnit")
+    async def get_unit(self, name: str) -> str:
+        raise NotImplementedError
+
+    @dbus_method_async("s", "", method_name="ResetFailedUnit")
+    async def reset_failed_unit(self, name: str) -> None:
+        raise NotImplementedError
+
+    @dbus_method_async("asas", "a(ssssssouso)", method_name="ListUnitsByPatterns")
+    async def list_units_by_patterns(self, states: list[str], patterns: list[str]) -> list:
+        raise NotImplementedError
+
+    @dbus_method_async("", "", method_name="Subscribe")
+    async def subscribe(self) -> None:
+        raise NotImplementedError
+
+
+class _Unit(DbusInterfaceCommonAsync, interface_name="org.freedesktop.systemd1.Unit"):
+    @dbus_property_async("s", property_name="ActiveState")
+    def active_state(self) -> str:
+        raise NotImplementedError
+
+    @dbus_property_async("s", property_name="SubState")
+    def sub_state(self) -> str:
+        raise NotImplementedError
+
+
+class _Service(DbusInterfaceCommonAsync, interface_name="org.freedesktop.systemd1.Service"):
+    @dbus_property_async("u", property_name="MainPID")
+    def main_pid(self) -> int:
+        raise NotImplementedError
+
+    @dbus_property_async("t", property_name="MemoryCurrent")
+    def memory_current(self) -> int:
+        raise NotImplementedError
+
+    @dbus_property_async("t", property_name="CPUUsageNSec")
+    def cpu_usage_nsec(self) -> int:
+        raise NotImplementedError
+
+    @dbus_property_async("t", property_name="TasksCurrent")
+    def tasks_current(self) -> int:
+        raise NotImplementedError
+
+
+class _ServiceUnit(_Unit, _Service):
+    pass
+
+
+UNSET = 2**64 - 1  # systemd's "no value" for counters
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    active_state: str = "inactive"
+    sub_state: str = "dead"
+    main_pid: int = 0
+    memory_current: int | None = None
+    cpu_usage_nsec: int | None = None
+    tasks_current: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.active_state in ("active", "activating", "reloading")
+
+
+def _counter(value: int) -> int | None:
+    return None if value == UNSET else value
+
+
+UnitStateCallback = Callable[[str, str], None]
+
+
+def _escape(text: str) -> str:
+    """sd_bus_path_encode: every byte outside [A-Za-z0-9] becomes _XX."""
+    return "".join(c if c.isascii() and c.isalnum() else f"_{ord(c):02x}" for c in text)
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"_([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
+
+
+class Systemd:
+    """Transient units through org.freedesktop.systemd1 on BUS."""
+
+    def __init__(self, bus: SdBus) -> None:
+        self.bus = bus
+        self.manager = _Manager.new_proxy(SYSTEMD, SYSTEMD_PATH, bus)
+        self._waiters: dict[str, asyncio.Future[str]] = {}
+        self._finished: OrderedDict[str, str] = OrderedDict()
+        self._slot: object | None = None
+
+    async def connect(self) -> None:
+        self._slot = await self.bus.match_signal_async(
+            SYSTEMD, SYSTEMD_PATH, "org.freedesktop.systemd1.Manager", "JobRemoved",
+            self._on_job_removed,
+        )
+        await self.manager.subscribe()
+
+    def _on_job_removed(self, message: object) -> None:
+        _id, job, _unit, result = message.get_contents()  # type: ignore[attr-defined]
+        waiter = self._waiters.pop(job, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(result)
+            return
+        self._finished[job] = result
+        while len(self._finished) > 4096:
+            self._finished.popitem(last=False)
+
+    async def _wait_job(self, job: str, timeout: float = 90.0) -> str:
+        if job in self._finished:
+            return self._finished.pop(job)
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters[job] = fut
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._waiters.pop(job, None)
+
+    async def watch_units(self, prefix: str, callback: UnitStateCallback) -> None:
+        """Call CALLBACK(unit, active_state) whenever a unit named PREFIX* changes."""
+        path_prefix = f"{SYSTEMD_PATH}/unit/" + _escape(prefix)
+
+        def on_changed(message: object) -> None:
+            path = message.path  # type: ignore[attr-defined]
+            if not path or not path.startswith(path_prefix):
+                return
+            iface, changed, _invalidated = message.get_contents()  # type: ignore[attr-defined]
+            if iface == "org.freedesktop.systemd1.Unit" and "ActiveState" in changed:
+                callback(_unescape(path.rsplit("/", 1)[-1]), changed["ActiveState"][1])
+
+        self._watch_slot = await self.bus.match_signal_async(
+            SYSTEMD, None, "org.freedesktop.DBus.Properties", "PropertiesChanged", on_changed)
+
+    async def start_transient(self, unit: str, properties: list[UnitProperty]) -> None:
+        """Start UNIT; return once systemd's job is done (Type=exec: exec'd)."""
+        for attempt in (1, 2):
+            try:
+                job = await self.manager.start_transient_unit(unit, "fail", properties, [])
+                break
+            except UnitExistsError:
+                status = await self.status(unit)
+                if status.active or attempt == 2:
+                    return  # already running: starting is idempotent
+                await self._reset_failed(unit)
+            except DbusFailedError as e:
+                raise SystemError_(f"systemd refused to start {unit}: {e}") from None
+        result = await self._wait_job(job)
+        if result != "done":
+            raise SystemError_(f"{unit} failed to start (job {result}); see journalctl -u {unit}")
+
+    async def _reset_failed(self, unit: str) -> None:
+        try:
+            await self.manager.reset_failed_unit(unit)
+        except (NoSuchUnitError, DbusFailedError):
+            pass
+
+    async def stop(self, unit: str) -> None:
+        """Stop UNIT and wait until it is down; a unit that is not loaded is fine."""
+        try:
+            job = await self.manager.stop_unit(unit, "replace")
+        except NoSuchUnitError:
+            return
+        except DbusFailedError as e:
+            raise SystemError_(f"systemd refused to stop {unit}: {e}") from None
+        result = await self._wait_job(job)
+        if result not in ("done", "canceled"):
+            raise SystemError_(f"stopping {unit} ended with job result {result}")
+        await self._reset_failed(unit)
+
+    async def status(self, unit: str) -> UnitStatus:
+        try:
+            path = await self.manager.get_unit(unit)
+        except NoSuchUnitError:
+            return UnitStatus()
+        proxy = _ServiceUnit.new_proxy(SYSTEMD, path, self.bus)
+        try:
+            return UnitStatus(
+                active_state=await proxy.active_state,
+                sub_state=await proxy.sub_state,
+                main_pid=await proxy.main_pid,
+                memory_current=_counter(await proxy.memory_current),
+                cpu_usage_nsec=_counter(await proxy.cpu_usage_nsec),
+                tasks_current=_counter(await proxy.tasks_current),
+            )
+        except DbusFailedError:  # collected between the two calls
+            return UnitStatus()
+
+    async def list_units(self, pattern: str) -> list[tuple[str, str]]:
+        """(name, active_state) of loaded units matching PATTERN."""
+        units = await self.manager.list_units_by_patterns([], [pattern])
+        return [(u[0], u[3]) for u in units]

@@ -1,0 +1,217 @@
+"""Agent templates and sandbox profiles, read from TOML.
+
+Vendor files live in /usr/share/agentd/{templates,profiles}; a file of the same
+name in /etc/agentd/{templates,profiles} replaces the vendor one whole, as
+systemd's /etc overrides /usr/lib. Everything is validated when read, so a bad
+file is reported by name instead of failing later inside a unit.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import InvalidArgument, InvalidConfig, NoSuchTemplate
+
+_ID_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_SIZE_RE = re.compile(r"^(\d+)([KMGT]?)$")
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+NETWORK_MODES = ("none", "full")
+
+# Bounds a template or a create-time override must respect.
+MEMORY_MAX_BOUNDS = (16 << 20, 64 << 30)
+CPU_QUOTA_BOUNDS = (1, 800)  # percent of one CPU
+TASKS_MAX_BOUNDS = (8, 16384)
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_max: int = 512 << 20  # bytes
+    cpu_quota: int = 100  # percent of one CPU
+    tasks_max: int = 128
+
+    def validated(self) -> Limits:
+        _bound("memory_max", self.memory_max, MEMORY_MAX_BOUNDS)
+        _bound("cpu_quota", self.cpu_quota, CPU_QUOTA_BOUNDS)
+        _bound("tasks_max", self.tasks_max, TASKS_MAX_BOUNDS)
+        return self
+
+    def with_overrides(self, overrides: dict[str, object]) -> Limits:
+        """Apply create-time overrides (keys: memory_max, cpu_quota, tasks_max)."""
+        unknown = set(overrides) - {"memory_max", "cpu_quota", "tasks_max"}
+        if unknown:
+            raise InvalidArgument(f"unknown limit(s): {', '.join(sorted(unknown))}")
+        values = {}
+        for key, value in overrides.items():
+            if key == "memory_max" and isinstance(value, str):
+                value = parse_size(value)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidArgument(f"limit {key} must be an integer, got {value!r}")
+            values[key] = value
+        return replace(self, **values).validated()
+
+
+def _bound(key: str, value: int, bounds: tuple[int, int]) -> None:
+    lo, hi = bounds
+    if not lo <= value <= hi:
+        raise InvalidArgument(f"{key}={value} is out of range ({lo}..{hi})")
+
+
+def parse_size(text: str) -> int:
+    """'512M' -> bytes (binary units, as systemd reads MemoryMax=)."""
+    m = _SIZE_RE.match(text.strip().upper())
+    if not m:
+        raise InvalidArgument(f"invalid size {text!r}: use e.g. 512M or 2G")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A sandbox profile: what an agent's unit may reach beyond the baseline."""
+
+    name: str
+    description: str = ""
+    network: str = "none"
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    description: str = ""
+    capabilities: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
+    system_prompt: str = ""
+    profile: str = "offline"
+    token_budget: int = 0
+    limits: Limits = field(default_factory=Limits)
+    source: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "capabilities": list(self.capabilities),
+            "tools": list(self.tools),
+            "system_prompt": self.system_prompt,
+            "profile": self.profile,
+            "token_budget": self.token_budget,
+            "memory_max": self.limits.memory_max,
+            "cpu_quota": self.limits.cpu_quota,
+            "tasks_max": self.limits.tasks_max,
+            "source": self.source,
+        }
+
+
+def _str_list(path: Path, key: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and _ID_RE.match(v) for v in value
+    ):
+        raise InvalidConfig(f"{path}: {key} must be a list of lowercase identifiers")
+    return tuple(value)
+
+
+def _typed(path: Path, data: dict, key: str, kind: type, default: object) -> object:
+    value = data.pop(key, default)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidConfig(f"{path}: {key} must be of type {kind.__name__}")
+    return value
+
+
+def _parse_limits(path: Path, raw: object) -> Limits:
+    if not isinstance(raw, dict):
+        raise InvalidConfig(f"{path}: [limits] must be a table")
+    raw = dict(raw)
+    try:
+        mem = raw.pop("memory_max", "512M")
+        limits = Limits(
+            memory_max=parse_size(mem) if isinstance(mem, str) else mem,
+            cpu_quota=raw.pop("cpu_quota", 100),
+            tasks_max=raw.pop("tasks_max", 128),
+        )
+        if raw:
+            raise InvalidConfig(f"{path}: unknown limit(s) {', '.join(sorted(raw))}")
+        return limits.validated()
+    except InvalidArgument as e:
+        raise InvalidConfig(f"{path}: {e}") from None
+
+
+def parse_template(path: Path) -> Template:
+    data = _read_toml(path)
+    t = Template(
+        name=path.stem,
+        description=_typed(path, data, "description", str, ""),
+        capabilities=_str_list(path, "capabilities", data.pop("capabilities", [])),
+        tools=_str_list(path, "tools", data.pop("tools", [])),
+        system_prompt=_typed(path, data, "system_prompt", str, ""),
+        profile=_typed(path, data, "profile", str, "offline"),
+        token_budget=_typed(path, data, "token_budget", int, 0),
+        limits=_parse_limits(path, data.pop("limits", {})),
+        source=str(path),
+    )
+    if data:
+        raise InvalidConfig(f"{path}: unknown key(s) {', '.join(sorted(data))}")
+    return t
+
+
+def parse_profile(path: Path) -> Profile:
+    data = _read_toml(path)
+    p = Profile(
+        name=path.stem,
+        description=_typed(path, data, "description", str, ""),
+        network=_typed(path, data, "network", str, "none"),
+        source=str(path),
+    )
+    if p.network not in NETWORK_MODES:
+        raise InvalidConfig(f"{path}: network must be one of {', '.join(NETWORK_MODES)}")
+    if data:
+        raise InvalidConfig(f"{path}: unknown key(s) {', '.join(sorted(data))}")
+    return p
+
+
+def _read_toml(path: Path) -> dict:
+    if not _ID_RE.match(path.stem):
+        raise InvalidConfig(f"{path}: file name is not a valid template/profile name")
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise InvalidConfig(f"{path}: {e}") from None
+
+
+class Catalog:
+    """Templates and profiles from the vendor dir overlaid by the admin dir."""
+
+    def __init__(self, vendor_dir: Path, admin_dir: Path) -> None:
+        self.dirs = (vendor_dir, admin_dir)
+
+    def _files(self, kind: str) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for base in self.dirs:  # later dirs override earlier ones
+            d = base / kind
+            if d.is_dir():
+                for p in sorted(d.glob("*.toml")):
+                    found[p.stem] = p
+        return found
+
+    def templates(self) -> list[Template]:
+        return [parse_template(p) for _, p in sorted(self._files("templates").items())]
+
+    def template(self, name: str) -> Template:
+        path = self._files("templates").get(name) if _ID_RE.match(name or "") else None
+        if path is None:
+            raise NoSuchTemplate(f"no template named {name!r}")
+        t = parse_template(path)
+        self.profile(t.profile)  # a template naming a missing profile is unusable
+        return t
+
+    def profiles(self) -> list[Profile]:
+        return [parse_profile(p) for _, p in sorted(self._files("profiles").items())]
+
+    def profile(self, name: str) -> Profile:
+        path = self._files("profiles").get(name) if _ID_RE.match(name or "") else None
+        if path is None:
+            raise InvalidConfig(f"no sandbox profile named {name!r}")
+        return parse_profile(path)

@@ -1,0 +1,108 @@
+"""In-memory stand-ins for the system (accounts, homes, systemd) so the
+registry's logic, including crash recovery, is tested with no root and no bus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentd.accounts import Account
+from agentd.systemd import UnitStatus
+
+
+class Crash(BaseException):
+    """Simulates agentd being killed: not an Exception, so nothing catches it."""
+
+
+class FakeAccounts:
+    def __init__(self, agents_group: str = "agentd-agents") -> None:
+        self.users: dict[str, Account] = {}
+        self.groups: dict[str, int] = {}
+        self.foreign = {"root": 0, "daemon": 1}
+        self.crash_after_group = False
+        self.fail_useradd = False
+        self.agents_group = agents_group
+
+    def user(self, name: str) -> Account | None:
+        return self.users.get(name)
+
+    def id_taken(self, uid: int) -> bool:
+        return any(a.uid == uid for a in self.users.values()) or uid in self.groups.values() \
+            or uid in self.foreign.values()
+
+    def group_exists(self, name: str) -> bool:
+        return name in self.groups
+
+    def agent_users(self, lo: int, hi: int) -> list[Account]:
+        return [a for a in self.users.values() if lo <= a.uid <= hi]
+
+    async def add(self, name: str, uid: int, home: Path) -> None:
+        self.groups[name] = uid
+        if self.crash_after_group:
+            raise Crash()
+        if self.fail_useradd:
+            del self.groups[name]
+            from agentd.errors import SystemError_
+            raise SystemError_("useradd failed: simulated")
+        self.users[name] = Account(name, uid, uid, str(home), "/usr/sbin/nologin",
+                                   (self.agents_group,))
+
+    async def delete(self, name: str) -> None:
+        self.users.pop(name, None)
+        self.groups.pop(name, None)
+
+
+class FakeHomes:
+    def __init__(self, root: Path = Path("/home/agents")) -> None:
+        self.root = root
+        self.homes: dict[str, int] = {}
+        self.content: dict[str, bool] = {}
+        self.archives: list[Path] = []
+        self.crash_on_make = False
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def make(self, name: str, uid: int, gid: int) -> Path:
+        if self.crash_on_make:
+            raise Crash()
+        self.homes[name] = uid
+        return self.path(name)
+
+    def exists(self, name: str) -> bool:
+        return name in self.homes
+
+    def owner(self, name: str) -> int | None:
+        return self.homes.get(name)
+
+    def remove(self, name: str) -> None:
+        self.homes.pop(name, None)
+
+    def archive(self, name: str, dest: Path) -> None:
+        if name in self.homes and dest not in self.archives:
+            self.archives.append(dest)
+
+    def names(self) -> list[str]:
+        return sorted(self.homes)
+
+
+class FakeUnits:
+    def __init__(self) -> None:
+        self.running: dict[str, list] = {}
+        self.fail_start = False
+
+    async def start_transient(self, unit: str, properties: list) -> None:
+        if self.fail_start:
+            from agentd.errors import SystemError_
+            raise SystemError_(f"{unit} failed to start")
+        self.running[unit] = properties
+
+    async def stop(self, unit: str) -> None:
+        self.running.pop(unit, None)
+
+    async def status(self, unit: str) -> UnitStatus:
+        if unit in self.running:
+            return UnitStatus("active", "running", 1234, 1 << 20, 10**9, 3)
+        return UnitStatus()
+
+    async def list_units(self, pattern: str) -> list[tuple[str, str]]:
+        return [(u, "active") for u in self.running]

@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from agentd import config, names
+from agentd.errors import InvalidConfig, InvalidName
+
+
+@pytest.mark.parametrize("name", ["a", "research-1", "x" * 32, "a1-b2-c3"])
+def test_valid_names(name: str) -> None:
+    assert names.check_syntax(name) == name
+
+
+@pytest.mark.parametrize("name", [
+    "", "Upper", "has space", "a/b", "a.b", "x" * 33, "1abc", "-a", "a-", "a--b", "a_b",
+    "root", "daemon", "nobody", "agentd-admin", "ünï",
+])
+def test_invalid_names(name: str) -> None:
+    with pytest.raises(InvalidName):
+        names.check_syntax(name)
+
+
+def test_existing_account_is_refused() -> None:
+    with pytest.raises(InvalidName, match="existing system user"):
+        names.check_free_account("root")
+
+
+def test_unit_name() -> None:
+    assert names.unit_name("web-1") == "agent-web-1.service"
+
+
+def test_default_range_is_clear_of_documented_ranges() -> None:
+    cfg = config.Config()
+    config.check_uid_range(cfg.uid_min, cfg.uid_max)
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(500, 600), (1000, 2000), (61184, 61200),
+                                        (65534, 65534), (100000, 100010), (90000, 80000)])
+def test_uid_ranges_overlapping_reserved_ones_are_refused(lo: int, hi: int) -> None:
+    with pytest.raises(InvalidConfig):
+        config.check_uid_range(lo, hi)
+
+
+def test_config_load_validates(tmp_path: Path) -> None:
+    f = tmp_path / "agentd.toml"
+    f.write_text("uid_min = 70000\nuid_max = 70009\nmax_agents_per_owner = 3\n")
+    cfg = config.load(f)
+    assert (cfg.uid_min, cfg.uid_max, cfg.max_agents_per_owner) == (70000, 70009, 3)
+    f.write_text("uid_mni = 70000\n")
+    with pytest.raises(InvalidConfig, match="unknown setting 'uid_mni'"):
+        config.load(f)
+    f.write_text('max_agents_per_owner = "many"\n')
+    with pytest.raises(InvalidConfig, match="expected an integer"):
+        config.load(f)
+    f.write_text('home_root = "relative/path"\n')
+    with pytest.raises(InvalidConfig, match="absolute"):
+        config.load(f)
+    f.write_text("this is [not toml")
+    with pytest.raises(InvalidConfig):
+        config.load(f)
+
+
+def test_missing_config_file_means_defaults(tmp_path: Path) -> None:
+    assert config.load(tmp_path / "absent.toml").uid_min == 70000
