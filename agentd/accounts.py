@@ -104,7 +104,9 @@ class Accounts:
             if rc:
                 raise SystemError_(f"groupadd {name} failed: {out}")
             rc, out = await _run(
-                "useradd", "--system", "--uid", str(uid), "--gid", str(uid),
+                # -K: a system account above SYS_UID_MAX is intended, not worth a warning
+                "useradd", "--system", "-K", f"SYS_UID_MAX={uid}", "--uid", str(uid),
+                "--gid", str(uid),
                 "--groups", self.agents_group, "--no-create-home", "--home-dir", str(home),
                 "--shell", NOLOGIN, "--comment", f"agentd agent {name}", name,
             )

@@ -32,7 +32,7 @@ from .errors import (
 )
 from .sandbox import AgentIdentity, UnitProperty, unit_properties
 from .store import Store
-from .systemd import UnitStatus
+from .units import UnitStatus
 from .templates import Catalog, Limits
 
 LIVE = ("creating", "present", "removing")
@@ -289,6 +289,7 @@ class Registry:
         return unit_properties(
             ident, agent.limits, profile, runtime_command=self.cfg.runtime_command,
             slice_=self.cfg.slice, heartbeat_interval=self.cfg.heartbeat_interval,
+            agents_group=self.cfg.agents_group,
         )
 
     async def start(self, caller: Caller, name: str) -> Agent:

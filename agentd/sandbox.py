@@ -69,7 +69,7 @@ def _network(profile: Profile) -> list[UnitProperty]:
         # AF_UNIX stays: the runtime reaches agentd over the system bus socket.
         return [
             ("PrivateNetwork", ("b", True)),
-            ("IPAddressDeny", ("a(iayu)", [(2, [0, 0, 0, 0], 0), (10, [0] * 16, 0)])),
+            ("IPAddressDeny", ("a(iayu)", [(2, bytes(4), 0), (10, bytes(16), 0)])),
             ("RestrictAddressFamilies", ("(bas)", (True, ["AF_UNIX"]))),
         ]
     return [
@@ -97,6 +97,7 @@ def unit_properties(
     runtime_command: Path,
     slice_: str,
     heartbeat_interval: int,
+    agents_group: str = "agentd-agents",
 ) -> list[UnitProperty]:
     """All properties of agent-NAME.service, in the order systemd applies them."""
     cmd = str(runtime_command)
@@ -106,6 +107,9 @@ def unit_properties(
         ("Type", ("s", "exec")),
         ("User", ("s", ident.name)),
         ("Group", ("s", ident.name)),
+        # The D-Bus policy confines by the groups the process carries, so say it here
+        # too rather than rely on /etc/group alone.
+        ("SupplementaryGroups", ("as", [agents_group])),
         ("WorkingDirectory", ("s", str(ident.home))),
         ("ExecStart", ("a(sasb)", [(cmd, [cmd], False)])),
         ("Environment", ("as", [
@@ -113,7 +117,8 @@ def unit_properties(
             f"AGENTD_HEARTBEAT_INTERVAL={heartbeat_interval}",
         ])),
         ("SyslogIdentifier", ("s", f"agent-{ident.name}")),
-        ("LogExtraFields", ("as", [f"AGENT_NAME={ident.name}", f"AGENT_UID={ident.uid}"])),
+        ("LogExtraFields", ("aay", [f"AGENT_NAME={ident.name}".encode(),
+                                    f"AGENT_UID={ident.uid}".encode()])),
         ("CollectMode", ("s", "inactive-or-failed")),
         ("Restart", ("s", "on-failure")),
         ("RestartUSec", ("t", 2_000_000)),

@@ -12,9 +12,9 @@ import asyncio
 import re
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sdbus import (
+    SdBusBaseError,
     DbusFailedError,
     DbusInterfaceCommonAsync,
     SdBus,
@@ -24,6 +24,7 @@ from sdbus import (
 
 from .errors import SystemError_
 from .sandbox import UnitProperty
+from .units import UnitStatus
 
 SYSTEMD = "org.freedesktop.systemd1"
 SYSTEMD_PATH = "/org/freedesktop/systemd1"
@@ -99,18 +100,10 @@ class _ServiceUnit(_Unit, _Service):
 UNSET = 2**64 - 1  # systemd's "no value" for counters
 
 
-@dataclass(frozen=True)
-class UnitStatus:
-    active_state: str = "inactive"
-    sub_state: str = "dead"
-    main_pid: int = 0
-    memory_current: int | None = None
-    cpu_usage_nsec: int | None = None
-    tasks_current: int | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.active_state in ("active", "activating", "reloading")
+def _text(e: BaseException) -> str:
+    """The message of an sd-bus error, whether mapped to a class or not."""
+    args = getattr(e, "args", ())
+    return str(args[-1]) if args else type(e).__name__
 
 
 def _counter(value: int) -> int | None:
@@ -192,8 +185,8 @@ class Systemd:
                 if status.active or attempt == 2:
                     return  # already running: starting is idempotent
                 await self._reset_failed(unit)
-            except DbusFailedError as e:
-                raise SystemError_(f"systemd refused to start {unit}: {e}") from None
+            except SdBusBaseError as e:
+                raise SystemError_(f"systemd refused to start {unit}: {_text(e)}") from None
         result = await self._wait_job(job)
         if result != "done":
             raise SystemError_(f"{unit} failed to start (job {result}); see journalctl -u {unit}")
@@ -210,8 +203,8 @@ class Systemd:
             job = await self.manager.stop_unit(unit, "replace")
         except NoSuchUnitError:
             return
-        except DbusFailedError as e:
-            raise SystemError_(f"systemd refused to stop {unit}: {e}") from None
+        except SdBusBaseError as e:
+            raise SystemError_(f"systemd refused to stop {unit}: {_text(e)}") from None
         result = await self._wait_job(job)
         if result not in ("done", "canceled"):
             raise SystemError_(f"stopping {unit} ended with job result {result}")

@@ -21,6 +21,9 @@ BUS_NAME = "org.agentos.agentd1"
 ROOT_PATH = "/org/agentos/agentd1"
 AGENT_PATH_PREFIX = "/org/agentos/agentd1/agent"
 U = DbusUnprivilegedFlag
+MANAGER_INTERFACE = "org.agentos.agentd1.Manager"
+RUNTIME_INTERFACE = "org.agentos.agentd1.Runtime"
+AGENT_INTERFACE = "org.agentos.agentd1.Agent"
 
 
 def agent_path(name: str) -> str:
@@ -39,7 +42,7 @@ AGENT_ROW = "(sssuuo)"
 AUDIT_ROW = "(tdussusss)"
 
 
-class ManagerInterface(DbusInterfaceCommonAsync, interface_name="org.agentos.agentd1.Manager"):
+class ManagerInterface(DbusInterfaceCommonAsync, interface_name=MANAGER_INTERFACE):
     @dbus_method_async("ssa{sv}", "o", flags=U, method_name="CreateAgent",
                        input_args_names=("name", "template", "limits"),
                        result_args_names=("agent",))
@@ -133,7 +136,7 @@ class ManagerInterface(DbusInterfaceCommonAsync, interface_name="org.agentos.age
         raise NotImplementedError
 
 
-class RuntimeInterface(DbusInterfaceCommonAsync, interface_name="org.agentos.agentd1.Runtime"):
+class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFACE):
     """Called by an agent's runtime, as the agent's UID, about itself only."""
 
     @dbus_method_async("", "so", flags=U, method_name="Register",
@@ -146,7 +149,7 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name="org.agentos.age
         raise NotImplementedError
 
 
-class AgentInterface(DbusInterfaceCommonAsync, interface_name="org.agentos.agentd1.Agent"):
+class AgentInterface(DbusInterfaceCommonAsync, interface_name=AGENT_INTERFACE):
     @dbus_method_async("", "", flags=U, method_name="Start")
     async def start(self) -> None:
         raise NotImplementedError

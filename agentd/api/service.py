@@ -9,21 +9,28 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sdbus import SdBus, dbus_method_async_override, dbus_property_async_override
+from sdbus import (
+    DbusFailedError,
+    SdBus,
+    dbus_method_async_override,
+    dbus_property_async_override,
+)
 
 from .. import __version__
 from ..audit import Entry
 from ..authz import Caller, Role
 from ..errors import AgentdError, PermissionDenied
 from ..registry import Agent, Registry
-from ..systemd import UnitStatus
+from ..units import UnitStatus
 from .callers import Callers
-from .errors import to_dbus
+from .errors import AgentdDbusError, to_dbus
 from .interfaces import (
+    AGENT_INTERFACE,
     AgentInterface,
     ManagerInterface,
     RuntimeInterface,
@@ -31,6 +38,7 @@ from .interfaces import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("agentd")
 Variant = tuple[str, object]
 
 
@@ -43,6 +51,15 @@ def translated(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             return await fn(*args, **kwargs)
         except AgentdError as e:
             raise to_dbus(e) from None
+        except DbusFailedError:
+            raise
+        except Exception:
+            # A bug, not a caller's mistake: full detail to the journal, a typed
+            # error without Python internals to the caller.
+            log.exception("internal error in %s", fn.__name__)
+            raise AgentdDbusError(
+                f"internal error in agentd while serving {fn.__name__}; "
+                "see journalctl -u agentd") from None
 
     return wrapper
 
@@ -218,8 +235,7 @@ class ManagerObject(ManagerInterface, RuntimeInterface):
             return
         entry[0].cached_state = active_state
         entry[0].properties_changed.emit(
-            (AgentInterface._dbus_interface_name, {},  # type: ignore[attr-defined]
-             ["ActiveState", "Online", "LastSeenTimestamp"]))
+            (AGENT_INTERFACE, {}, ["ActiveState", "Online", "LastSeenTimestamp"]))
         self.agent_changed.emit((name, agent_path(name), active_state))
 
     def on_audit(self, entry: Entry) -> None:
@@ -238,13 +254,16 @@ class ManagerObject(ManagerInterface, RuntimeInterface):
     @dbus_method_async_override()
     @translated
     async def get_agent(self, name: str) -> str:
-        agent = self.registry.get(await self.callers.current(), name)
+        caller = await self.callers.current()
+        await self._not_agent("agent.get", caller)
+        agent = self.registry.get(caller, name)
         return agent_path(agent.name)
 
     @dbus_method_async_override()
     @translated
     async def list_agents(self) -> list[tuple[str, str, str, int, int, str]]:
         caller = await self.callers.current()
+        await self._not_agent("agent.list", caller)
         return [
             (a.name, a.template, self._state(a.name), a.uid, a.owner_uid, agent_path(a.name))
             for a in self.registry.visible(caller)
@@ -257,7 +276,9 @@ class ManagerObject(ManagerInterface, RuntimeInterface):
     @dbus_method_async_override()
     @translated
     async def describe_agent(self, name: str) -> dict[str, Variant]:
-        agent = self.registry.get(await self.callers.current(), name)
+        caller = await self.callers.current()
+        await self._not_agent("agent.show", caller)
+        agent = self.registry.get(caller, name)
         status = await self.registry.status(agent)
         return describe(agent, status, agent.name in self.registry.online)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentd.accounts import Account
-from agentd.systemd import UnitStatus
+from agentd.units import UnitStatus
 
 
 class Crash(BaseException):

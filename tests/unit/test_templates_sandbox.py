@@ -94,6 +94,7 @@ def test_unit_properties_carry_limits_identity_and_hardening() -> None:
     assert p["CapabilityBoundingSet"] == [("t", 0)]
     assert p["PrivateNetwork"] == [("b", True)]
     assert p["RestrictAddressFamilies"] == [("(bas)", (True, ["AF_UNIX"]))]
+    assert ("a(iayu)", [(2, bytes(4), 0), (10, bytes(16), 0)]) in p["IPAddressDeny"]
     assert ("(bas)", (True, ["@system-service"])) in p["SystemCallFilter"]
 
 

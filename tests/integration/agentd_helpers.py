@@ -1,0 +1,80 @@
+"""Integration helpers: agentd installed with `make install` in the disposable
+systemd machine, started as agentd.service, plus ordinary users to act as.
+
+alice and bob are ordinary users; carol is in agentd-admin.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.1)
+
+
+class Agentd:
+    """The installed agentd inside the machine, driven like a user would."""
+
+    def __init__(self, machine: Any) -> None:
+        self.m = machine
+
+    def sh(self, cmd: str, **kw: Any) -> Any:
+        return self.m.run(cmd, **kw)
+
+    def ctl(self, *args: str, user: str | None = None, check: bool = True) -> Any:
+        return self.m.run(["agentctl", *args], user=user, check=check)
+
+    def ctl_json(self, *args: str, user: str | None = None) -> Any:
+        return json.loads(self.ctl(*args, "--json", user=user).stdout)
+
+    def busctl(self, *args: str, user: str | None = None, check: bool = True) -> Any:
+        return self.m.run(["busctl", "--system", *args], user=user, check=check)
+
+    def uid_of(self, name: str) -> int:
+        return int(self.sh(["id", "-u", name]).stdout)
+
+    def main_pid(self, unit: str) -> int:
+        out = self.sh(["systemctl", "show", "-p", "MainPID", "--value", unit]).stdout
+        return int(out.strip())
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.sh(["systemctl", "show", unit, "-p", ",".join(props)]).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def proc_status(self, pid: int) -> dict[str, str]:
+        out = self.sh(["cat", f"/proc/{pid}/status"]).stdout
+        return {k: v.strip() for k, v in (line.split(":", 1) for line in out.splitlines())}
+
+    def create(self, name: str, template: str = "sandbox", user: str | None = None,
+               start: bool = False) -> None:
+        self.ctl("agent", "create", name, "--template", template, user=user)
+        if start:
+            self.ctl("agent", "start", name, user=user)
+
+    def online(self, name: str) -> bool:
+        path = "/org/agentos/agentd1/agent/" + name.replace("-", "_2d")
+        out = self.busctl("get-property", "org.agentos.agentd1", path,
+                          "org.agentos.agentd1.Agent", "Online").stdout
+        return out.strip() == "b true"
+
+    def wait_online(self, name: str) -> None:
+        wait_for(lambda: self.online(name), 30, f"agent {name} online")
+
+    def restart(self) -> None:
+        self.sh(["systemctl", "restart", "agentd.service"])
+
+    def audit(self, action: str | None = None, agent: str | None = None) -> list[dict]:
+        rows = self.ctl_json("audit", "--limit", "100000")
+        return [r for r in rows if (action is None or r["action"] == action)
+                and (agent is None or r["agent"] == agent)]

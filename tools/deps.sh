@@ -1,0 +1,16 @@
+#!/bin/bash
+# Install what agentd, its tests and its demo need on Debian 12 (idempotent).
+set -euo pipefail
+PKGS=(python3 python3-pip python3-apsw python3-psutil python3-click python3-rich
+      python3-systemd python3-pytest make systemd dbus passwd util-linux procps tar
+      libglib2.0-bin sqlite3)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
