@@ -163,4 +163,4 @@ def test_fork_bomb_stops_at_tasks_max(agentd: Agentd, pair) -> None:  # noqa: AN
 def test_denials_carry_the_agents_uid(agentd: Agentd, pair) -> None:  # noqa: ANN001
     rows = [r for r in agentd.audit() if r["result"] == "denied"
             and r["actor_uid"] == agentd.uid_of("sec-a")]
-    assert rows and all("agents may not" in json.loads(r["detail"])["reason"] for r in rows)
+    assert rows and all("agents may not" in r["detail"]["reason"] for r in rows)

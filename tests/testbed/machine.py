@@ -85,18 +85,21 @@ done <"/proc/$main/cgroup"
 if [ -n "$user" ]; then
     uid=$(id -u -- "$user")
     gid=$(id -g -- "$user")
-    groups=--init-groups
 else
     uid=$(awk '/^Uid:/ {print $2}' "/proc/$main/status")
     gid=$(awk '/^Gid:/ {print $2}' "/proc/$main/status")
-    list=$(awk '/^Groups:/ {$1 = ""; print}' "/proc/$main/status" | xargs | tr ' ' ,)
-    if [ -n "$list" ]; then groups=--groups=$list; else groups=--clear-groups; fi
 fi
+# The supplementary groups the unit's process really carries (the D-Bus policy
+# decides on them), read from outside so they are the host's GIDs.
+list=$(awk '/^Groups:/ {$1 = ""; print}' "/proc/$main/status" | xargs | tr ' ' ,)
+if [ -n "$list" ]; then groups=--groups=$list; else groups=--clear-groups; fi
+pre=""
 ns="-m -n -i -u"
 if [ "$(readlink "/proc/$main/ns/user")" != "$(readlink /proc/1/ns/user)" ]; then
-    # PrivateUsers=yes: enter its user namespace too. setgroups is denied there, so the
-    # process keeps no supplementary groups.
-    ns="-U $ns"
+    # PrivateUsers=yes: setgroups is denied inside its user namespace, so set the
+    # groups before entering it and keep them across (nsenter would drop them).
+    ns="--preserve-credentials -U $ns"
+    pre="setpriv $groups --"
     groups=--keep-groups
 fi
 pw=$(getent passwd "$uid" || true)
@@ -106,7 +109,7 @@ if [ -n "$pw" ]; then
     LOGNAME=$USER
     export HOME USER LOGNAME
 fi
-exec nsenter -t "$main" $ns --root --wd -- \
+exec $pre nsenter -t "$main" $ns --root --wd -- \
     setpriv --reuid "$uid" --regid "$gid" $groups \
     --no-new-privs --inh-caps=-all --bounding-set=-all -- "$@"
 """
@@ -541,14 +544,16 @@ class Machine:
         ``nsenter -t MAINPID -m -n -i -u [-U] --root --wd -- setpriv --reuid --regid
         --no-new-privs --inh-caps=-all --bounding-set=-all -- cmd``.
 
-        user: a user name; default is the uid/gid/groups of the unit's main process.
+        user: a user name; default is the uid/gid of the unit's main process. The
+        supplementary groups are always those the main process carries.
 
         Shared with the unit: its cgroups (so MemoryMax, TasksMax, CPUQuota, v1 device
         policy apply, and stopping the unit kills cmd), its mount namespace (ProtectSystem,
         ProtectHome, PrivateTmp, PrivateDevices, BindPaths, Read*Paths, ProtectKernel*,
         ProtectProc...), network (PrivateNetwork), IPC and UTS namespaces, its user
-        namespace if PrivateUsers=yes (then without supplementary groups: setgroups is
-        denied there), root and working dir, and uid/gid.
+        namespace if PrivateUsers=yes (the groups are set before entering it, since
+        setgroups is denied inside), root and working dir, uid/gid and groups (so the
+        D-Bus policy sees the probe as it sees the unit).
 
         NOT shared: the seccomp filter (a running process's filter cannot be copied onto
         another), hence none of SystemCallFilter, SystemCallArchitectures,
