@@ -1,0 +1,441 @@
+"""agentctl's command tree against a fake client: output, exit codes, error lines.
+
+No bus is needed: commands get their client from Env.connect, which the tests
+replace through CliRunner.invoke(obj=Env(...)).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sdbus.dbus_exceptions import DbusAccessDeniedError, DbusServiceUnknownError
+from sdbus.sd_bus_internals import SdBusLibraryError, SdBusUnmappedMessageError
+
+from agentctl import cli as cli_mod
+from agentctl.cli import Env, cli, parse_size
+from agentctl.client import NOT_RUNNING, ClientError, _limit_variants, translate, unwrap
+from agentd import __version__
+from agentd.api.errors import BY_NAME, PREFIX
+
+NOBODY_UID = 3_999_999_999  # no such user on any test machine
+
+AGENTS = [
+    {"name": "scout", "template": "research", "state": "active", "uid": 61001,
+     "owner_uid": 0, "path": "/org/agentos/agentd1/agent/scout"},
+    {"name": "alpha", "template": "ops", "state": "failed", "uid": 61000,
+     "owner_uid": NOBODY_UID, "path": "/org/agentos/agentd1/agent/alpha"},
+]
+
+DESCRIBE = {
+    "name": "scout", "uid": 61001, "gid": 61001, "owner_uid": 0, "template": "research",
+    "profile": "offline", "state": "ready", "home": "/home/agents/scout",
+    "unit": "agent-scout.service", "created_at": 1700000000.5, "memory_max": 512 << 20,
+    "cpu_quota": 150, "tasks_max": 128, "online": True, "active_state": "active",
+    "sub_state": "running", "main_pid": 4242, "memory_current": 12_582_912,
+    "cpu_usage_nsec": 1_500_000_000, "tasks_current": 3, "future_field": "x",
+}
+
+
+def entry(seq: int, **kw: Any) -> dict[str, Any]:
+    e = {"seq": seq, "ts": 1700000000.0 + seq, "actor_uid": 0, "action": "agent.create",
+         "agent": "scout", "agent_uid": 61001, "result": "ok", "detail": {"template": "t"},
+         "hash": f"h{seq}"}
+    e.update(kw)
+    return e
+
+
+class FakeClient:
+    """The AgentdClient methods, answering from canned data and recording calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.fail: dict[str, Exception] = {}
+        self.audit = [entry(i) for i in range(1, 8)]
+        self.live: list[dict[str, Any]] = []
+        self.verdict = {"ok": True, "checked": 7, "message": "ok"}
+
+    def _record(self, method: str, *args: Any) -> None:
+        self.calls.append((method, *args))
+        if method in self.fail:
+            raise self.fail[method]
+
+    async def create_agent(self, name: str, template: str, limits: dict) -> str:
+        self._record("create_agent", name, template, limits)
+        return f"/org/agentos/agentd1/agent/{name}"
+
+    async def get_agent(self, name: str) -> str:
+        self._record("get_agent", name)
+        return f"/org/agentos/agentd1/agent/{name}"
+
+    async def list_agents(self) -> list[dict[str, Any]]:
+        self._record("list_agents")
+        return [dict(a) for a in AGENTS]
+
+    async def describe_agent(self, name: str) -> dict[str, Any]:
+        self._record("describe_agent", name)
+        return dict(DESCRIBE, name=name)
+
+    async def start_agent(self, name: str) -> None:
+        self._record("start_agent", name)
+
+    async def stop_agent(self, name: str) -> None:
+        self._record("stop_agent", name)
+
+    async def remove_agent(self, name: str, keep_home: bool = False) -> None:
+        self._record("remove_agent", name, keep_home)
+
+    async def list_templates(self) -> list[dict[str, Any]]:
+        self._record("list_templates")
+        return [{"name": "research", "description": "Reads and summarises",
+                 "profile": "offline", "capabilities": ["read", "summarise"]}]
+
+    async def describe_template(self, name: str) -> dict[str, Any]:
+        self._record("describe_template", name)
+        return {"name": name, "capabilities": ["read"], "memory_max": 1 << 30,
+                "system_prompt": "line one\nline two"}
+
+    async def list_audit_entries(self, after_seq: int = 0, limit: int = 1000) -> list[dict]:
+        self._record("list_audit_entries", after_seq, limit)
+        return [e for e in self.audit if e["seq"] > after_seq][:limit]
+
+    async def verify_audit(self) -> dict[str, Any]:
+        self._record("verify_audit")
+        return self.verdict
+
+    async def follow_audit(self, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
+        self._record("follow_audit", after_seq)
+        for e in self.live:
+            if e["seq"] > after_seq:
+                yield e
+
+    async def status(self) -> dict[str, Any]:
+        self._record("status")
+        return {"version": "0.1.0", "start_timestamp": 1_700_000_000_000_000, "n_agents": 2,
+                "n_online": 1, "config": {"uid_min": "61000", "admin_group": "agentadm"}}
+
+
+@pytest.fixture
+def fake() -> FakeClient:
+    return FakeClient()
+
+
+def invoke(fake: FakeClient, *args: str, tty: bool = False, execvp: Any = None):
+    env = Env(connect=lambda: fake, tty=tty)
+    if execvp is not None:
+        env.execvp = execvp
+    return CliRunner(mix_stderr=False).invoke(cli, list(args), obj=env)
+
+
+def local_iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+# -- agent list -------------------------------------------------------------------------
+def test_list_plain_is_tab_separated_sorted_without_header(fake: FakeClient) -> None:
+    r = invoke(fake, "agent", "list")
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == [
+        f"alpha\tops\tfailed\t61000\t{NOBODY_UID}",
+        "scout\tresearch\tactive\t61001\troot",
+    ]
+
+
+def test_list_on_terminal_is_a_table(fake: FakeClient) -> None:
+    r = invoke(fake, "agent", "ls", tty=True)
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].split() == ["NAME", "TEMPLATE", "STATE", "UID", "OWNER"]
+    assert "\t" not in r.output
+    assert any(line.split() == ["scout", "research", "active", "61001", "root"]
+               for line in lines)
+
+
+def test_list_json(fake: FakeClient) -> None:
+    r = invoke(fake, "agent", "list", "--json")
+    data = json.loads(r.output)
+    assert [a["name"] for a in data] == ["alpha", "scout"]
+    assert data[1]["owner"] == "root" and data[1]["owner_uid"] == 0
+    assert data[0]["owner"] is None
+
+
+# -- agent show -------------------------------------------------------------------------
+def test_show_formats_fields(fake: FakeClient) -> None:
+    r = invoke(fake, "agent", "show", "scout")
+    assert r.exit_code == 0, r.output
+    fields = dict(line.split("\t", 1) for line in r.output.splitlines())
+    assert fields["memory_max"] == "512 MiB"
+    assert fields["memory_current"] == "12 MiB"
+    assert fields["cpu_usage_nsec"] == "1.500 s"
+    assert fields["cpu_quota"] == "150%"
+    assert fields["owner_uid"] == "root (0)"
+    assert fields["created_at"] == local_iso(1700000000.5)
+    assert fields["active_state"] == "active (running)"
+    assert fields["online"] == "yes"
+    assert fields["future_field"] == "x"  # keys this version does not know still show
+    assert "last_seen" not in fields  # missing means unknown: left out
+
+
+def test_show_on_terminal_uses_labels(fake: FakeClient) -> None:
+    r = invoke(fake, "agent", "show", "scout", tty=True)
+    assert "Memory max:" in r.output and "512 MiB" in r.output
+    assert "Owner:" in r.output and "root (0)" in r.output
+
+
+def test_show_json_is_raw(fake: FakeClient) -> None:
+    r = invoke(fake, "agent", "show", "scout", "--json")
+    assert json.loads(r.output) == DESCRIBE
+
+
+# -- errors -----------------------------------------------------------------------------
+@pytest.mark.parametrize(("error", "code", "line"), [
+    (ClientError("no agent named 'x'", "NoSuchAgent"), 1,
+     "agentctl: no agent named 'x' (NoSuchAgent)"),
+    (ClientError("you do not own agent 'x'", "PermissionDenied", "denied"), 77,
+     "agentctl: you do not own agent 'x' (PermissionDenied)"),
+    (ClientError(NOT_RUNNING, kind="unavailable"), 69,
+     "agentctl: agentd is not running (start it with: systemctl start agentd)"),
+])
+def test_errors_are_one_line_with_exit_code(fake: FakeClient, error: ClientError, code: int,
+                                             line: str) -> None:
+    fake.fail["describe_agent"] = error
+    r = invoke(fake, "agent", "show", "x")
+    assert r.exit_code == code
+    assert r.stderr == line + "\n"
+    assert r.stdout == ""
+    assert isinstance(r.exception, SystemExit)  # no traceback
+
+
+def test_error_from_connect_is_reported(fake: FakeClient) -> None:
+    def connect() -> FakeClient:
+        raise ClientError("cannot connect to the system bus: No such file or directory",
+                          kind="unavailable")
+
+    r = CliRunner(mix_stderr=False).invoke(cli, ["status"], obj=Env(connect=connect))
+    assert r.exit_code == 69
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("agentctl: cannot connect")
+
+
+def test_translate_typed_agentd_errors() -> None:
+    e = translate(BY_NAME[PREFIX + "NoSuchAgent"]("no agent named 'x'"))
+    assert (e.message, e.name, e.kind) == ("no agent named 'x'", "NoSuchAgent", "failed")
+    e = translate(BY_NAME[PREFIX + "PermissionDenied"]("not yours"))
+    assert (e.name, e.kind) == ("PermissionDenied", "denied")
+
+
+def test_translate_bus_errors() -> None:
+    e = translate(DbusServiceUnknownError("The name was not provided by any .service files"))
+    assert (e.message, e.kind) == (NOT_RUNNING, "unavailable")
+    e = translate(DbusAccessDeniedError("Rejected send message"))
+    assert e.kind == "denied"
+    e = translate(SdBusUnmappedMessageError("org.example.Weird", "odd\nthing"))
+    assert (e.message, e.name, e.kind) == ("odd thing", "org.example.Weird", "failed")
+    e = translate(SdBusLibraryError("File: x.c Line: 37. sd_bus_open_system returned "
+                                    "error number: 2"))
+    assert e.kind == "unavailable" and "No such file or directory" in e.message
+
+
+# -- agent create / rm / start / logs ---------------------------------------------------
+@pytest.mark.parametrize(("text", "value"), [
+    ("512M", 512 << 20), ("2G", 2 << 30), ("2g", 2 << 30), ("1.5G", 3 << 29),
+    ("512MiB", 512 << 20), ("64K", 64 << 10), ("1048576", 1 << 20), (" 1T ", 1 << 40),
+])
+def test_parse_size(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "M", "12Q", "-1M", "0", "0M", "1.2.3G", "1 G B x"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_create_with_bad_size_is_a_usage_error(fake: FakeClient) -> None:
+    r = invoke(fake, "agent", "create", "x", "-t", "research", "--memory-max", "lots")
+    assert r.exit_code == 2
+    assert "Invalid value for '--memory-max'" in r.stderr
+    assert fake.calls == []
+
+
+def test_create_with_bad_cpu_quota_is_a_usage_error(fake: FakeClient) -> None:
+    r = invoke(fake, "agent", "create", "x", "-t", "research", "--cpu-quota", "half")
+    assert r.exit_code == 2 and fake.calls == []
+
+
+def test_create_passes_limits_and_prints_name(fake: FakeClient) -> None:
+    r = invoke(fake, "agent", "create", "scout", "--template", "research",
+               "--memory-max", "1G", "--cpu-quota", "150%", "--tasks-max", "64", "--start")
+    assert r.exit_code == 0, r.stderr
+    assert r.output == "scout\n"
+    assert fake.calls == [
+        ("create_agent", "scout", "research",
+         {"memory_max": 1 << 30, "cpu_quota": 150, "tasks_max": 64}),
+        ("start_agent", "scout"),
+    ]
+
+
+def test_create_json_prints_description(fake: FakeClient) -> None:
+    r = invoke(fake, "agent", "create", "scout", "-t", "research", "--json")
+    assert json.loads(r.output)["unit"] == "agent-scout.service"
+    assert fake.calls[0] == ("create_agent", "scout", "research", {})
+
+
+def test_create_requires_template(fake: FakeClient) -> None:
+    r = invoke(fake, "agent", "create", "scout")
+    assert r.exit_code == 2 and fake.calls == []
+
+
+def test_remove_alias_and_keep_home(fake: FakeClient) -> None:
+    r = invoke(fake, "agent", "remove", "scout", "--keep-home")
+    assert r.exit_code == 0 and r.output == ""
+    assert fake.calls == [("remove_agent", "scout", True)]
+    invoke(fake, "agent", "rm", "scout")
+    assert fake.calls[-1] == ("remove_agent", "scout", False)
+
+
+def test_start_and_stop(fake: FakeClient) -> None:
+    assert invoke(fake, "agent", "start", "scout").exit_code == 0
+    assert invoke(fake, "agent", "stop", "scout").exit_code == 0
+    assert fake.calls == [("start_agent", "scout"), ("stop_agent", "scout")]
+
+
+def test_logs_execs_journalctl_after_checking_the_agent(fake: FakeClient) -> None:
+    seen: list[tuple[str, list[str]]] = []
+    r = invoke(fake, "agent", "logs", "scout", "-f", "-n", "20",
+               execvp=lambda file, argv: seen.append((file, argv)))
+    assert r.exit_code == 0, r.stderr
+    assert fake.calls == [("get_agent", "scout")]
+    (file, argv), = seen
+    assert file == "journalctl"
+    assert argv[:7] == ["journalctl", "-o", "short-iso", "-n", "20", "-f",
+                        "_SYSTEMD_UNIT=agent-scout.service"]
+    assert "+" in argv and "AGENT_NAME=scout" in argv
+
+
+def test_logs_of_unknown_agent_does_not_exec(fake: FakeClient) -> None:
+    fake.fail["get_agent"] = ClientError("no agent named 'x'", "NoSuchAgent")
+    seen: list[Any] = []
+    r = invoke(fake, "agent", "logs", "x", execvp=lambda *a: seen.append(a))
+    assert r.exit_code == 1 and seen == []
+    assert r.stderr == "agentctl: no agent named 'x' (NoSuchAgent)\n"
+
+
+def test_logs_without_journalctl(fake: FakeClient) -> None:
+    def missing(file: str, argv: list[str]) -> None:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    r = invoke(fake, "agent", "logs", "scout", execvp=missing)
+    assert r.exit_code == 69
+    assert r.stderr == "agentctl: cannot run journalctl: No such file or directory\n"
+
+
+# -- templates --------------------------------------------------------------------------
+def test_template_list_plain_and_json(fake: FakeClient) -> None:
+    r = invoke(fake, "template", "list")
+    assert r.output == "research\toffline\tread,summarise\tReads and summarises\n"
+    r = invoke(fake, "template", "list", "--json")
+    assert json.loads(r.output)[0]["capabilities"] == ["read", "summarise"]
+
+
+def test_template_show_escapes_newlines_in_plain_output(fake: FakeClient) -> None:
+    r = invoke(fake, "template", "show", "research")
+    fields = dict(line.split("\t", 1) for line in r.output.splitlines())
+    assert fields["memory_max"] == "1024 MiB"
+    assert fields["system_prompt"] == "line one\\nline two"
+
+
+# -- audit ------------------------------------------------------------------------------
+def test_audit_lists_the_newest_entries_across_pages(fake: FakeClient,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_mod, "AUDIT_PAGE", 3)
+    r = invoke(fake, "audit", "-n", "2")
+    assert r.exit_code == 0, r.stderr
+    assert [line.split("\t")[0] for line in r.output.splitlines()] == ["6", "7"]
+    assert r.output.splitlines()[0].split("\t")[1:] == [
+        local_iso(1700000006.0), "root", "agent.create", "scout", "ok", "template=t"]
+    assert [c[1] for c in fake.calls] == [0, 3, 6]
+
+
+def test_audit_after_and_json(fake: FakeClient) -> None:
+    r = invoke(fake, "audit", "--after", "2", "--limit", "3", "--json")
+    assert [e["seq"] for e in json.loads(r.output)] == [3, 4, 5]
+
+
+def test_audit_follow_prints_json_lines(fake: FakeClient) -> None:
+    fake.live = [entry(8), entry(9, result="denied")]
+    r = invoke(fake, "audit", "-f", "-n", "1", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [json.loads(line)["seq"] for line in r.output.splitlines()] == [7, 8, 9]
+    assert ("follow_audit", 7) in fake.calls
+
+
+def test_audit_verify_ok(fake: FakeClient) -> None:
+    r = invoke(fake, "audit", "verify")
+    assert r.exit_code == 0
+    assert "intact" in r.output and "7" in r.output
+
+
+def test_audit_verify_broken_exits_1(fake: FakeClient) -> None:
+    fake.verdict = {"ok": False, "checked": 3, "message": "entry 4: hash mismatch"}
+    r = invoke(fake, "audit", "verify")
+    assert r.exit_code == 1
+    assert "BROKEN" in r.output and "entry 4: hash mismatch" in r.output
+    r = invoke(fake, "audit", "verify", "--json")
+    assert r.exit_code == 1 and json.loads(r.output)["ok"] is False
+
+
+def test_audit_verify_denied(fake: FakeClient) -> None:
+    fake.fail["verify_audit"] = ClientError("only administrators may verify the audit log",
+                                            "PermissionDenied", "denied")
+    r = invoke(fake, "audit", "verify")
+    assert r.exit_code == 77
+
+
+# -- status, version --------------------------------------------------------------------
+def test_status_plain_and_json(fake: FakeClient) -> None:
+    r = invoke(fake, "status")
+    fields = dict(line.split("\t", 1) for line in r.output.splitlines())
+    assert fields["version"] == "0.1.0"
+    assert fields["started"] == local_iso(1_700_000_000)
+    assert int(fields["uptime_sec"]) > 0
+    assert fields["agents"] == "2" and fields["online"] == "1"
+    assert fields["config.uid_min"] == "61000"
+    data = json.loads(invoke(fake, "status", "--json").output)
+    assert data["config"]["admin_group"] == "agentadm" and data["uptime_sec"] > 0
+
+
+def test_status_on_terminal(fake: FakeClient) -> None:
+    r = invoke(fake, "status", tty=True)
+    assert "Uptime:" in r.output and "uid_min" in r.output
+
+
+def test_version(fake: FakeClient) -> None:
+    r = invoke(fake, "--version")
+    assert r.output == f"agentctl {__version__}\n"
+
+
+# -- client helpers ---------------------------------------------------------------------
+def test_limit_variants() -> None:
+    assert _limit_variants({"memory_max": 1 << 30, "cpu_quota": 50, "tasks_max": 10}) == {
+        "memory_max": ("t", 1 << 30), "cpu_quota": ("u", 50), "tasks_max": ("t", 10)}
+    assert _limit_variants({"memory_max": "512M"}) == {"memory_max": ("s", "512M")}
+
+
+def test_unwrap_nested_variants() -> None:
+    assert unwrap({"a": ("s", "x"), "b": ("a{sv}", {"c": ("t", 1)}), "d": ("as", ["y"])}) == {
+        "a": "x", "b": {"c": 1}, "d": ["y"]}
+
+
+def test_translate_activation_failure() -> None:
+    e = translate(SdBusUnmappedMessageError("org.freedesktop.systemd1.UnitMasked",
+                                            "Unit agentd.service is masked."))
+    assert e.kind == "unavailable" and e.name == "org.freedesktop.systemd1.UnitMasked"
+
+
+def test_main_returns_the_exit_status() -> None:
+    assert cli_mod.main(["--version"]) == 0
+    assert cli_mod.main(["agent", "create"]) == 2  # usage error: no bus needed
