@@ -665,7 +665,13 @@ async def _audit_after(c: Any, after: int, limit: int) -> list[dict[str, Any]]:
 
 
 async def _audit_tail(c: Any, limit: int) -> list[dict[str, Any]]:
-    """The newest LIMIT entries. The API only pages forward, so read to the end."""
+    """The newest LIMIT entries: start LIMIT rows before AuditHead; if the caller may
+    see fewer rows than that there (a user sees only their own), read from the start."""
+    start = max(0, await c.audit_head() - limit)
+    if start:
+        recent = await _audit_after(c, start, limit)
+        if len(recent) >= limit:
+            return recent
     newest: deque[dict[str, Any]] = deque(maxlen=limit)
     after = 0
     while True:

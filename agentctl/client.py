@@ -204,6 +204,10 @@ class AgentdClient:
         return [_audit_entry(row) for row in
                 await _call(self.manager.list_audit_entries(after_seq, limit))]
 
+    async def audit_head(self) -> int:
+        """Sequence number of the newest audit row."""
+        return int(await _call(self.manager.audit_head.get_async()))
+
     async def verify_audit(self) -> dict[str, Any]:
         ok, checked, message = await _call(self.manager.verify_audit())
         return {"ok": ok, "checked": checked, "message": message}

@@ -9,6 +9,7 @@ record an operator can compare against.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -73,7 +74,7 @@ class AuditLog:
         self.journal = journal
         self.listeners: list[Callable[[Entry], None]] = []
 
-    def _head(self) -> tuple[int, str]:
+    def head(self) -> tuple[int, str]:
         value = self.store.scalar("SELECT value FROM meta WHERE key='audit_head'")
         if value is None:
             return 0, GENESIS
@@ -87,7 +88,7 @@ class AuditLog:
         """Append one row (inside the caller's transaction, if any)."""
         detail_json = json.dumps(detail, sort_keys=True, separators=(",", ":"))
         with self.store.transaction():
-            last_seq, prev = self._head()
+            last_seq, prev = self.head()
             seq, ts = last_seq + 1, time.time()
             digest = row_hash(seq, ts, actor_uid, action, agent, agent_uid, result,
                               detail_json, prev)
@@ -121,10 +122,9 @@ class AuditLog:
                 fields["AGENT_NAME"] = entry.agent
             if entry.agent_uid is not None:
                 fields["AGENT_UID"] = entry.agent_uid
-            try:
+            # journald down must not stop agentd; the database row is the record
+            with contextlib.suppress(OSError):
                 self.journal(**fields)
-            except OSError:
-                pass  # journald down must not stop agentd; the database row is the record
         for listener in list(self.listeners):
             listener(entry)
 
@@ -152,7 +152,7 @@ class AuditLog:
             if digest != row["hash"]:
                 return Verdict(False, checked, f"row {seq} was modified", seq)
             expected_prev, expected_seq, checked = digest, seq + 1, checked + 1
-        head_seq, head_hash = self._head()
+        head_seq, head_hash = self.head()
         if (head_seq, head_hash) != (checked, expected_prev):
             return Verdict(False, checked,
                            f"the log ends at row {checked} but its head says {head_seq}",

@@ -73,7 +73,7 @@ _INT_BOUNDS = {
 
 
 def _coerce(key: str, value: object, default: object) -> object:
-    if isinstance(default, bool) or isinstance(default, int):
+    if isinstance(default, int):  # bool is an int too
         if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidConfig(f"{key}: expected an integer, got {value!r}")
         lo, hi = _INT_BOUNDS.get(key, (0, 2**63))

@@ -32,8 +32,8 @@ from .errors import (
 )
 from .sandbox import AgentIdentity, UnitProperty, unit_properties
 from .store import Store
-from .units import UnitStatus
 from .templates import Catalog, Limits
+from .units import UnitStatus
 
 LIVE = ("creating", "present", "removing")
 
@@ -270,9 +270,8 @@ class Registry:
         """Undo a half-made agent: unit, user, group, home, then its row."""
         await self.units.stop(agent.unit)
         account = self.accounts.user(agent.name)
-        if account is not None and account.uid == agent.uid:
-            await self.accounts.delete(agent.name)
-        elif self.accounts.group_exists(agent.name) and account is None:
+        ours = account.uid == agent.uid if account else self.accounts.group_exists(agent.name)
+        if ours:  # never delete a same-named account agentd did not make
             await self.accounts.delete(agent.name)
         if self.homes.owner(agent.name) in (agent.uid, 0):
             self.homes.remove(agent.name)

@@ -9,15 +9,16 @@ that finishes before its waiter registers is not missed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections import OrderedDict
 from collections.abc import Callable
 
 from sdbus import (
-    SdBusBaseError,
     DbusFailedError,
     DbusInterfaceCommonAsync,
     SdBus,
+    SdBusBaseError,
     dbus_method_async,
     dbus_property_async,
 )
@@ -192,10 +193,8 @@ class Systemd:
             raise SystemError_(f"{unit} failed to start (job {result}); see journalctl -u {unit}")
 
     async def _reset_failed(self, unit: str) -> None:
-        try:
+        with contextlib.suppress(SdBusBaseError):  # not loaded, or nothing to reset
             await self.manager.reset_failed_unit(unit)
-        except (NoSuchUnitError, DbusFailedError):
-            pass
 
     async def stop(self, unit: str) -> None:
         """Stop UNIT and wait until it is down; a unit that is not loaded is fine."""

@@ -24,13 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, "/usr/lib/agentd/python")
 
-from sdbus import sd_bus_open_system, set_default_bus  # noqa: E402
+from sdbus import sd_bus_open_system, set_default_bus
 
-from agentd.api import errors as _errors  # noqa: E402, F401
-from agentd.api.interfaces import BUS_NAME, ROOT_PATH, ManagerInterface  # noqa: E402
-from agentd.sandbox import AgentIdentity, unit_properties  # noqa: E402
-from agentd.systemd import Systemd  # noqa: E402
-from agentd.templates import Limits, Profile  # noqa: E402
+from agentd.api import errors as _errors  # noqa: F401
+from agentd.api.interfaces import BUS_NAME, ROOT_PATH, ManagerInterface
+from agentd.sandbox import AgentIdentity, unit_properties
+from agentd.systemd import Systemd
+from agentd.templates import Limits, Profile
 
 RUNTIME = Path("/usr/libexec/agentd/agentd-runtime")
 BASE_UID = 99000
@@ -94,19 +94,19 @@ class Baseline:
         shutil.rmtree(Path("/home/agents") / name, ignore_errors=True)
 
 
-async def timed(fn, *args) -> float:  # noqa: ANN001
+async def timed(fn, *args) -> float:
     t0 = time.perf_counter()
     await fn(*args)
     return time.perf_counter() - t0
 
 
-async def latency(n: int, up, down) -> dict:  # noqa: ANN001
+async def latency(n: int, up, down) -> dict:
     ups = [await timed(up, i) for i in range(n)]
     downs = [await timed(down, i) for i in range(n)]
     return {"create_start": summary(ups), "stop_remove": summary(downs)}
 
 
-async def scale(n: int, up, down, concurrency: int, wait_online) -> dict:  # noqa: ANN001
+async def scale(n: int, up, down, concurrency: int, wait_online) -> dict:
     sem = asyncio.Semaphore(concurrency)
     failures: list[str] = []
 
@@ -114,7 +114,7 @@ async def scale(n: int, up, down, concurrency: int, wait_online) -> dict:  # noq
         async with sem:
             try:
                 await up(i)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 failures.append(f"{i}: {e}")
 
     t0 = time.perf_counter()

@@ -37,6 +37,8 @@ def agent_name_from_path(path: str) -> str:
 
 # ListAgents row: name, template, active state, uid, owner uid, object path
 AGENT_ROW = "(sssuuo)"
+# ListTemplates row: name, description, profile, capabilities
+TEMPLATE_ROW = "(sssas)"
 # ListAuditEntries row: seq, time, actor uid, action, agent, agent uid, result,
 # detail (JSON), hash
 AUDIT_ROW = "(tdussusss)"
@@ -78,7 +80,7 @@ class ManagerInterface(DbusInterfaceCommonAsync, interface_name=MANAGER_INTERFAC
     async def remove_agent(self, name: str, keep_home: bool) -> None:
         raise NotImplementedError
 
-    @dbus_method_async("", "a(sssas)", flags=U, method_name="ListTemplates",
+    @dbus_method_async("", "a" + TEMPLATE_ROW, flags=U, method_name="ListTemplates",
                        result_args_names=("templates",))
     async def list_templates(self) -> list[tuple[str, str, str, list[str]]]:
         raise NotImplementedError
@@ -112,6 +114,11 @@ class ManagerInterface(DbusInterfaceCommonAsync, interface_name=MANAGER_INTERFAC
 
     @dbus_property_async("u", property_name="NOnline")
     def n_online(self) -> int:
+        raise NotImplementedError
+
+    @dbus_property_async("t", property_name="AuditHead")
+    def audit_head(self) -> int:
+        """Sequence number of the newest audit row (0: none yet)."""
         raise NotImplementedError
 
     @dbus_property_async("a{ss}", property_name="Config")

@@ -378,6 +378,10 @@ class ManagerObject(ManagerInterface, RuntimeInterface):
         return len(self.registry.online)
 
     @dbus_property_async_override()
+    def audit_head(self) -> int:
+        return self.registry.audit.head()[0]
+
+    @dbus_property_async_override()
     def config(self) -> dict[str, str]:
         return {k: str(v) for k, v in self.registry.cfg.as_dict().items()}
 

@@ -72,6 +72,7 @@ class Agentd:
         wait_for(lambda: self.online(name), 30, f"agent {name} online")
 
     def restart(self) -> None:
+        self.sh(["systemctl", "reset-failed", "agentd.service"])
         self.sh(["systemctl", "restart", "agentd.service"])
 
     def audit(self, action: str | None = None, agent: str | None = None) -> list[dict]:

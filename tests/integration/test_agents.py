@@ -25,7 +25,7 @@ def test_agentd_service_is_up_and_notified(agentd: Agentd) -> None:
 
 def test_create_makes_a_real_locked_user_with_a_private_home(agentd: Agentd) -> None:
     agentd.create("it-basic", user="alice")
-    name, _, uid, gid, _gecos, home, shell = agentd.sh(
+    _name, _, uid, gid, _gecos, home, shell = agentd.sh(
         ["getent", "passwd", "it-basic"]).stdout.strip().split(":")
     assert UID_MIN <= int(uid) <= UID_MAX and gid == uid
     assert home == "/home/agents/it-basic" and shell == "/usr/sbin/nologin"

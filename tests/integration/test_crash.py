@@ -3,7 +3,6 @@ it, every agent is whole or gone, with no orphan user, home or unit."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -38,7 +37,11 @@ def invariants(agentd: Agentd) -> list[str]:
 
 
 def kill_agentd_and_wait(agentd: Agentd) -> None:
+    # The test kills on purpose, often: clear systemd's start-rate counter
+    # (StartLimitBurst) so Restart=on-failure always gets to act.
+    agentd.sh(["systemctl", "reset-failed", "agentd.service"])
     old = agentd.main_pid("agentd.service")
+    assert old, "agentd is not running"
     agentd.sh(["kill", "-9", str(old)])
     wait_for(lambda: agentd.main_pid("agentd.service") not in (0, old)
              and agentd.show("agentd.service", "ActiveState")["ActiveState"] == "active",

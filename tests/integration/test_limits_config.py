@@ -25,7 +25,7 @@ def config(agentd: Agentd) -> Iterator[callable]:
     agentd.restart()
 
 
-def test_per_owner_limit(agentd: Agentd, config) -> None:  # noqa: ANN001
+def test_per_owner_limit(agentd: Agentd, config) -> None:
     config("max_agents_per_owner = 1\n")
     agentd.sh("id dave >/dev/null 2>&1 || useradd -m dave")
     agentd.create("lim-one", user="dave")
@@ -36,7 +36,7 @@ def test_per_owner_limit(agentd: Agentd, config) -> None:  # noqa: ANN001
     agentd.ctl("agent", "rm", "lim-one", user="dave")
 
 
-def test_exhausted_uid_range(agentd: Agentd, config) -> None:  # noqa: ANN001
+def test_exhausted_uid_range(agentd: Agentd, config) -> None:
     used = {a["uid"] for a in agentd.ctl_json("agent", "list")}
     free = next(u for u in range(90000, 99999) if u not in used and u + 1 not in used)
     config(f"uid_min = {free}\nuid_max = {free}\n")

@@ -7,7 +7,6 @@ the real runtime process is checked separately for its seccomp filter.
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -31,18 +30,18 @@ def as_agent(agentd: Agentd, name: str, cmd: str) -> object:
                                 check=False)
 
 
-def test_probe_really_runs_as_the_agent_in_its_unit(agentd: Agentd, pair) -> None:  # noqa: ANN001
+def test_probe_really_runs_as_the_agent_in_its_unit(agentd: Agentd, pair) -> None:
     r = as_agent(agentd, "sec-a", "id -u; cat /proc/self/cgroup; grep NoNewPrivs /proc/self/status")
     assert r.stdout.splitlines()[0] == str(agentd.uid_of("sec-a"))
     assert "agent-sec-a.service" in r.stdout and "NoNewPrivs:\t1" in r.stdout
 
 
-def test_agent_can_use_its_own_home(agentd: Agentd, pair) -> None:  # noqa: ANN001
+def test_agent_can_use_its_own_home(agentd: Agentd, pair) -> None:
     r = as_agent(agentd, "sec-a", "echo hi > $HOME/own && cat /home/agents/sec-a/own")
     assert r.stdout.strip() == "hi"
 
 
-def test_agent_cannot_read_another_agents_home(agentd: Agentd, pair) -> None:  # noqa: ANN001
+def test_agent_cannot_read_another_agents_home(agentd: Agentd, pair) -> None:
     r = as_agent(agentd, "sec-a", "cat /home/agents/sec-b/secret; ls /home/agents/sec-b")
     assert r.returncode != 0 and "secret-of-b" not in r.stdout
     r = as_agent(agentd, "sec-a", "ls -a /home/agents")
@@ -51,18 +50,18 @@ def test_agent_cannot_read_another_agents_home(agentd: Agentd, pair) -> None:  #
 
 @pytest.mark.parametrize("path", ["/etc/agent-was-here", "/var/lib/agentd/x",
                                   "/usr/lib/agentd/python/x", "/home/alice/x"])
-def test_agent_cannot_write_outside_its_home(agentd: Agentd, pair, path: str) -> None:  # noqa: ANN001
+def test_agent_cannot_write_outside_its_home(agentd: Agentd, pair, path: str) -> None:
     r = as_agent(agentd, "sec-a", f"echo x > {path}")
     assert r.returncode != 0
     assert agentd.sh(["test", "-e", path], check=False).returncode == 1
 
 
-def test_agent_cannot_read_agentd_state(agentd: Agentd, pair) -> None:  # noqa: ANN001
+def test_agent_cannot_read_agentd_state(agentd: Agentd, pair) -> None:
     r = as_agent(agentd, "sec-a", "cat /var/lib/agentd/agentd.db | head -c 16; ls /var/lib/agentd")
     assert r.returncode != 0 and "SQLite" not in r.stdout
 
 
-def test_agent_gets_permission_denied_from_manager(agentd: Agentd, pair) -> None:  # noqa: ANN001
+def test_agent_gets_permission_denied_from_manager(agentd: Agentd, pair) -> None:
     before = len([r for r in agentd.audit() if r["result"] == "denied"])
     calls = [
         "CreateAgent ssa{sv} spawned sandbox 0",
@@ -87,7 +86,7 @@ def test_agent_gets_permission_denied_from_manager(agentd: Agentd, pair) -> None
     assert agentd.sh(["getent", "passwd", "spawned"], check=False).returncode == 2
 
 
-def test_agent_cannot_touch_another_agents_object(agentd: Agentd, pair) -> None:  # noqa: ANN001
+def test_agent_cannot_touch_another_agents_object(agentd: Agentd, pair) -> None:
     r = as_agent(agentd, "sec-a", "busctl --system call org.agentos.agentd1 "
                  "/org/agentos/agentd1/agent/sec_2db org.agentos.agentd1.Agent Stop")
     assert r.returncode != 0
@@ -96,7 +95,7 @@ def test_agent_cannot_touch_another_agents_object(agentd: Agentd, pair) -> None:
     assert r.returncode != 0 and "/home/agents" not in r.stdout
 
 
-def test_agent_cannot_talk_to_systemd_or_other_services(agentd: Agentd, pair) -> None:  # noqa: ANN001
+def test_agent_cannot_talk_to_systemd_or_other_services(agentd: Agentd, pair) -> None:
     probes = [
         "busctl --system call org.freedesktop.systemd1 /org/freedesktop/systemd1 "
         "org.freedesktop.systemd1.Manager StartUnit ss agentd.service replace",
@@ -116,14 +115,14 @@ def test_agent_cannot_talk_to_systemd_or_other_services(agentd: Agentd, pair) ->
                      ).stdout.strip() != "active"
 
 
-def test_runtime_process_has_seccomp_and_no_privileges(agentd: Agentd, pair) -> None:  # noqa: ANN001
+def test_runtime_process_has_seccomp_and_no_privileges(agentd: Agentd, pair) -> None:
     st = agentd.proc_status(agentd.main_pid("agent-sec-a.service"))
     assert st["Seccomp"] == "2" and st["NoNewPrivs"] == "1"
     assert st["CapEff"] == st["CapPrm"] == st["CapBnd"] == "0000000000000000"
 
 
 def test_memory_bomb_dies_inside_its_unit_and_agentd_keeps_serving(agentd: Agentd,
-                                                                   pair) -> None:  # noqa: ANN001
+                                                                   pair) -> None:
     bomb = "python3 -c 'x = []\nwhile True: x.append(bytearray(16 << 20))'"
     r = as_agent(agentd, "sec-a", bomb)
     assert r.returncode in (137, -9) or "Killed" in r.stderr or "MemoryError" in r.stderr
@@ -135,7 +134,7 @@ def test_memory_bomb_dies_inside_its_unit_and_agentd_keeps_serving(agentd: Agent
     assert int(usage) <= 256 << 20
 
 
-def test_fork_bomb_stops_at_tasks_max(agentd: Agentd, pair) -> None:  # noqa: ANN001
+def test_fork_bomb_stops_at_tasks_max(agentd: Agentd, pair) -> None:
     script = (
         "import os, time\n"
         "kids = []\n"
@@ -160,7 +159,7 @@ def test_fork_bomb_stops_at_tasks_max(agentd: Agentd, pair) -> None:  # noqa: AN
     assert agentd.show("agent-sec-a.service", "ActiveState")["ActiveState"] == "active"
 
 
-def test_denials_carry_the_agents_uid(agentd: Agentd, pair) -> None:  # noqa: ANN001
+def test_denials_carry_the_agents_uid(agentd: Agentd, pair) -> None:
     rows = [r for r in agentd.audit() if r["result"] == "denied"
             and r["actor_uid"] == agentd.uid_of("sec-a")]
     assert rows and all("agents may not" in r["detail"]["reason"] for r in rows)

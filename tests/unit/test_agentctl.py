@@ -103,6 +103,10 @@ class FakeClient:
         self._record("list_audit_entries", after_seq, limit)
         return [e for e in self.audit if e["seq"] > after_seq][:limit]
 
+    async def audit_head(self) -> int:
+        self._record("audit_head")
+        return max((e["seq"] for e in self.audit), default=0)
+
     async def verify_audit(self) -> dict[str, Any]:
         self._record("verify_audit")
         return self.verdict
@@ -357,7 +361,24 @@ def test_audit_lists_the_newest_entries_across_pages(fake: FakeClient,
     assert [line.split("\t")[0] for line in r.output.splitlines()] == ["6", "7"]
     assert r.output.splitlines()[0].split("\t")[1:] == [
         local_iso(1700000006.0), "root", "agent.create", "scout", "ok", "template=t"]
-    assert [c[1] for c in fake.calls] == [0, 3, 6]
+    lists = [c[1] for c in fake.calls if c[0] == "list_audit_entries"]
+    assert lists == [5]  # straight to AuditHead - 2, no scan from the start
+
+
+def test_audit_tail_scans_when_the_caller_sees_fewer_rows(fake: FakeClient,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user sees only their rows: AuditHead counts everyone's, so near the head
+    there may be too few; then the CLI reads forward from the start."""
+    monkeypatch.setattr(cli_mod, "AUDIT_PAGE", 3)
+
+    async def head() -> int:
+        return 100
+
+    fake.audit_head = head  # type: ignore[method-assign]
+    r = invoke(fake, "audit", "-n", "2")
+    assert [line.split("\t")[0] for line in r.output.splitlines()] == ["6", "7"]
+    lists = [c[1] for c in fake.calls if c[0] == "list_audit_entries"]
+    assert lists == [98, 0, 3, 6]
 
 
 def test_audit_after_and_json(fake: FakeClient) -> None:

@@ -5,6 +5,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from fakes import Crash, FakeAccounts, FakeHomes, FakeUnits
 
 from agentd.audit import AuditLog
 from agentd.authz import Caller
@@ -22,8 +23,6 @@ from agentd.errors import (
 from agentd.registry import Registry
 from agentd.store import Store
 from agentd.templates import Catalog
-
-from fakes import Crash, FakeAccounts, FakeHomes, FakeUnits
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = Caller(0)
@@ -47,7 +46,7 @@ class World:
                             self.units, Catalog(REPO / "policies", self.db.parent / "etc"))
         return self.reg
 
-    def run(self, coro):  # noqa: ANN001, ANN201
+    def run(self, coro):
         return asyncio.run(coro)
 
     def audit_rows(self, action: str) -> list:
@@ -82,7 +81,7 @@ def test_uids_are_unique_and_skip_taken_ones(w: World) -> None:
     ("ok", "sandbox", {"memory_max": 1}, InvalidArgument),
     ("ok", "sandbox", {"tasks_max": 10**9}, InvalidArgument),
 ])
-def test_bad_input_creates_nothing(w: World, name, template, limits, error) -> None:  # noqa: ANN001
+def test_bad_input_creates_nothing(w: World, name, template, limits, error) -> None:
     with pytest.raises(error):
         w.run(w.reg.create(ALICE, name, template, limits))
     assert w.accounts.users == {} and w.homes.homes == {} and w.reg.agents(("creating",

@@ -37,7 +37,7 @@ def test_admin_override_replaces_vendor_template(tmp_path: Path) -> None:
 def test_bad_templates_are_refused_by_file_name(tmp_path: Path, body: str) -> None:
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "bad.toml").write_text(body)
-    with pytest.raises(InvalidConfig, match="bad.toml"):
+    with pytest.raises(InvalidConfig, match=r"bad\.toml"):
         catalog(tmp_path).template("bad")
 
 
