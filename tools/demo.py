@@ -8,7 +8,6 @@ agents and shows what agentctl and the system itself report.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -64,22 +63,10 @@ def demo(m: Machine) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--keep", action="store_true",
-                        help="leave the machine running and print how to enter it")
-    args = parser.parse_args()
-    m = Machine.boot(binds=[REPO])
-    try:
+    argparse.ArgumentParser(description=__doc__).parse_args()
+    with Machine.boot(binds=[REPO]) as m:
         demo(m)
-        if args.keep:
-            print(f"\nThe machine is still running. Enter it with:\n  "
-                  f"{shlex.join(m.enter_command())}\nStop it with: "
-                  f"{shlex.join(m.enter_command())} systemctl poweroff")
-            return 0
-    except BaseException:
-        m.poweroff()
-        raise
-    m.poweroff()
+    print("\nThe machine is powered off; nothing was left on the host.")
     return 0
 
 

@@ -1,7 +1,6 @@
 #!/bin/bash
 # The main job, end to end: boot a disposable systemd machine, install agentd
 # in it, create and start agents as two users, show what the system sees.
-# --keep leaves the machine running and prints how to enter it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/deps.sh
