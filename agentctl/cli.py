@@ -404,7 +404,7 @@ def agent_create(name: str, template: str, memory_max: int | None, cpu_quota: in
     async def body(c: Any) -> dict[str, Any] | None:
         await c.create_agent(name, template, limits)
         if start:
-            await c.start_agent(name)
+            check_job(name, "start", await c.start_agent(name))
         return await c.describe_agent(name) if as_json else None
 
     info = run(body)
@@ -414,18 +414,34 @@ def agent_create(name: str, template: str, memory_max: int | None, cpu_quota: in
         click.echo(name)
 
 
+def check_job(name: str, operation: str, result: str) -> None:
+    """Fail like systemctl does when the unit's job did not end well."""
+    if result not in ("done", "queued"):
+        raise ClientError(f"{operation} of agent-{name}.service ended with job result "
+                          f"'{result}'; see: agentctl agent logs {name}", "JobFailed")
+
+
+no_block_option = click.option(
+    "--no-block", is_flag=True,
+    help="Return once systemd has queued the job instead of waiting for it to end.")
+
+
 @agent.command("start", epilog="""\b
-Example:
-  agentctl agent start scout && agentctl agent show scout""")
+Examples:
+  agentctl agent start scout && agentctl agent show scout
+  agentctl agent start --no-block scout""")
 @click.argument("name")
+@no_block_option
 @json_option
-def agent_start(name: str, as_json: bool) -> None:
+def agent_start(name: str, no_block: bool, as_json: bool) -> None:
     """Start agent NAME's unit (agent-NAME.service).
 
+    Like systemctl start, waits until systemd's start job has ended (the
+    runtime is exec'd as the agent) and fails if it did not succeed.
     Prints nothing on success; with --json, the agent after the start.
     """
     async def body(c: Any) -> dict[str, Any] | None:
-        await c.start_agent(name)
+        check_job(name, "start", await c.start_agent(name, wait=not no_block))
         return await c.describe_agent(name) if as_json else None
 
     info = run(body)
@@ -437,14 +453,16 @@ def agent_start(name: str, as_json: bool) -> None:
 Example:
   agentctl agent stop scout""")
 @click.argument("name")
+@no_block_option
 @json_option
-def agent_stop(name: str, as_json: bool) -> None:
+def agent_stop(name: str, no_block: bool, as_json: bool) -> None:
     """Stop agent NAME's unit; the agent, its user and its home remain.
 
-    Prints nothing on success; with --json, the agent after the stop.
+    Waits until the unit is down (unless --no-block). Prints nothing on
+    success; with --json, the agent after the stop.
     """
     async def body(c: Any) -> dict[str, Any] | None:
-        await c.stop_agent(name)
+        check_job(name, "stop", await c.stop_agent(name, wait=not no_block))
         return await c.describe_agent(name) if as_json else None
 
     info = run(body)
@@ -458,7 +476,7 @@ Examples:
   agentctl agent remove scout --keep-home""")
 @click.argument("name")
 @click.option("--keep-home", is_flag=True,
-              help="Leave /home/agents/NAME on disk (owned by root) instead of deleting it.")
+              help="Archive the home to /var/lib/agentd/archive (root only) before deleting it.")
 @json_option
 def agent_rm(name: str, keep_home: bool, as_json: bool) -> None:
     """Remove agent NAME: stop its unit, delete its user and group and its home.

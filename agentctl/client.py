@@ -37,6 +37,7 @@ from agentd.api.interfaces import BUS_NAME, ROOT_PATH, ManagerInterface
 T = TypeVar("T")
 
 AUDIT_APPENDED = ManagerInterface.audit_appended  # the signal, for its interface/member names
+JOB_REMOVED = ManagerInterface.job_removed
 NOT_RUNNING = "agentd is not running (start it with: systemctl start agentd)"
 PAGE = 1000  # audit rows per ListAuditEntries call; agentd caps at 10000
 
@@ -175,11 +176,62 @@ class AgentdClient:
     async def describe_agent(self, name: str) -> dict[str, Any]:
         return unwrap(await _call(self.manager.describe_agent(name)))
 
-    async def start_agent(self, name: str) -> None:
-        await _call(self.manager.start_agent(name))
+    async def start_agent(self, name: str, wait: bool = True) -> str:
+        """Start NAME's unit; with WAIT, until systemd's job ends. Returns the result
+        ("done", "failed", ...), or "queued" without WAIT."""
+        return await self._job(self.manager.start_agent, name, wait)
 
-    async def stop_agent(self, name: str) -> None:
-        await _call(self.manager.stop_agent(name))
+    async def stop_agent(self, name: str, wait: bool = True) -> str:
+        """Stop NAME's unit; with WAIT, until it is down. Returns the job's result."""
+        return await self._job(self.manager.stop_agent, name, wait)
+
+    async def _job(self, method: Any, name: str, wait: bool, timeout: float = 120) -> str:
+        """Call METHOD, then wait for JobRemoved of the job it returns, as systemctl
+        does: the match is in place before the call, so no ending is missed."""
+        if not wait:
+            await _call(method(name))
+            return "queued"
+        ended: dict[str, str] = {}
+        arrived = asyncio.Event()
+        restarted: list[bool] = []
+
+        def on_signal(msg: Any) -> None:
+            _name, job, _op, result = msg.get_contents()
+            ended[job] = result
+            arrived.set()
+
+        def on_owner(msg: Any) -> None:
+            bus_name, old, _new = msg.get_contents()
+            if bus_name == BUS_NAME and old:  # agentd went away: its signal never comes
+                restarted.append(True)
+                arrived.set()
+
+        slots = [
+            await _call(self.bus.match_signal_async(
+                BUS_NAME, ROOT_PATH, JOB_REMOVED.interface_name, JOB_REMOVED.signal_name,
+                on_signal)),
+            await _call(self.bus.match_signal_async(
+                "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                "NameOwnerChanged", on_owner)),
+        ]
+        job = ""
+        try:
+            job = await _call(method(name))
+            if job == "/":
+                return "done"  # nothing to do: already in the wanted state
+            async with asyncio.timeout(timeout):
+                while job not in ended and not restarted:
+                    arrived.clear()
+                    await arrived.wait()
+            if job not in ended:
+                raise ClientError(f"agentd restarted while {name}'s job {job} was running; "
+                                  f"see: agentctl agent show {name}", "JobLost")
+            return ended[job]
+        except TimeoutError:
+            raise ClientError(f"timed out after {timeout:.0f}s waiting for {job}") from None
+        finally:
+            for slot in slots:
+                slot.close()
 
     async def remove_agent(self, name: str, keep_home: bool = False) -> None:
         await _call(self.manager.remove_agent(name, keep_home))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import subprocess
@@ -88,6 +89,7 @@ async def serve(cfg: config_mod.Config) -> None:
     for agent in registry.agents():
         manager.export_agent(agent.name, states.get(agent.unit, "inactive"))
     registry.listeners.append(manager.on_registry_event)
+    registry.job_listeners.append(manager.on_job)
     audit.listeners.append(manager.on_audit)
 
     def on_unit_state(unit: str, active_state: str) -> None:
@@ -114,6 +116,8 @@ async def serve(cfg: config_mod.Config) -> None:
         except TimeoutError:
             registry.sweep()
     _notify("STOPPING=1")
+    with contextlib.suppress(TimeoutError):  # let queued starts/stops be audited
+        await asyncio.wait_for(registry.settle(), 5)
     audit.append("agentd.stop", actor_uid=0)
     store.close()
 

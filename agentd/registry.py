@@ -58,8 +58,9 @@ class HomesAPI(Protocol):
 
 
 class UnitsAPI(Protocol):
-    async def start_transient(self, unit: str, properties: list[UnitProperty]) -> None: ...
-    async def stop(self, unit: str) -> None: ...
+    async def start_transient(self, unit: str, properties: list[UnitProperty]) -> str: ...
+    async def stop(self, unit: str, wait: bool = True) -> str: ...
+    async def wait_job(self, job: str) -> str: ...
     async def status(self, unit: str) -> UnitStatus: ...
     async def list_units(self, pattern: str) -> list[tuple[str, str]]: ...
 
@@ -96,6 +97,7 @@ class Agent:
 
 
 Listener = Callable[[str, Agent], None]  # (event, agent): created|removed|changed
+JobListener = Callable[[Agent, str, str, str], None]  # (agent, job, start|stop, result)
 
 
 class Registry:
@@ -112,6 +114,8 @@ class Registry:
         self.catalog = catalog
         self.authority = Authority(cfg.admin_group, self._is_agent_uid)
         self.listeners: list[Listener] = []
+        self.job_listeners: list[JobListener] = []
+        self._jobs: set[asyncio.Task[None]] = set()
         self.online: set[str] = set()
         self._alloc_lock = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -291,29 +295,52 @@ class Registry:
             agents_group=self.cfg.agents_group,
         )
 
-    async def start(self, caller: Caller, name: str) -> Agent:
+    async def start(self, caller: Caller, name: str) -> str:
+        """Queue the start of agent-NAME.service; return systemd's job.
+
+        Like systemd's StartUnit, this returns once the job is queued: the
+        outcome is audited and announced to job_listeners when it ends.
+        """
         agent = self._managed(caller, name, "agent.start")
         async with self._lock(name):
             try:
-                await self.units.start_transient(agent.unit, self.unit_properties(agent))
+                job = await self.units.start_transient(agent.unit, self.unit_properties(agent))
             except AgentdError as e:
                 self.audit.append("agent.start", actor_uid=caller.uid, agent=name,
                                   agent_uid=agent.uid, result="error", reason=str(e))
                 raise
-            self.audit.append("agent.start", actor_uid=caller.uid, agent=name,
-                              agent_uid=agent.uid, unit=agent.unit)
-        self._emit("changed", agent)
-        return agent
+        self._watch(agent, job, "start", caller)
+        return job
 
-    async def stop(self, caller: Caller, name: str) -> Agent:
+    async def stop(self, caller: Caller, name: str) -> str:
+        """Queue the stop of the agent's unit; return systemd's job."""
         agent = self._managed(caller, name, "agent.stop")
         async with self._lock(name):
-            await self.units.stop(agent.unit)
-            self.audit.append("agent.stop", actor_uid=caller.uid, agent=name,
-                              agent_uid=agent.uid, unit=agent.unit)
-        self._set_offline(agent)
+            job = await self.units.stop(agent.unit, wait=False)
+        self._watch(agent, job, "stop", caller)
+        return job
+
+    def _watch(self, agent: Agent, job: str, operation: str, caller: Caller) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._job_done(agent, job, operation, caller))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _job_done(self, agent: Agent, job: str, operation: str, caller: Caller) -> None:
+        result = await self.units.wait_job(job)
+        self.audit.append(f"agent.{operation}", actor_uid=caller.uid, agent=agent.name,
+                          agent_uid=agent.uid, result="ok" if result == "done" else "failed",
+                          unit=agent.unit, job=job, job_result=result)
+        if operation == "stop":
+            self._set_offline(agent)
+        for listener in list(self.job_listeners):
+            listener(agent, job, operation, result)
         self._emit("changed", agent)
-        return agent
+
+    async def settle(self) -> None:
+        """Wait for every watched job to end (tests, and a clean shutdown)."""
+        while self._jobs:
+            await asyncio.gather(*list(self._jobs), return_exceptions=True)
 
     # -- remove --------------------------------------------------------------
     async def remove(self, caller: Caller, name: str, keep_home: bool = False) -> Agent:

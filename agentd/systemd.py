@@ -99,6 +99,7 @@ class _ServiceUnit(_Unit, _Service):
 
 
 UNSET = 2**64 - 1  # systemd's "no value" for counters
+NO_JOB = "/"  # what a start or stop returns when there was nothing to do
 
 
 def _text(e: BaseException) -> str:
@@ -150,13 +151,18 @@ class Systemd:
         while len(self._finished) > 4096:
             self._finished.popitem(last=False)
 
-    async def _wait_job(self, job: str, timeout: float = 90.0) -> str:
+    async def wait_job(self, job: str, timeout: float = 90.0) -> str:
+        """The result systemd gives JOB (done, failed, canceled, timeout, ...)."""
+        if job == NO_JOB:
+            return "done"
         if job in self._finished:
             return self._finished.pop(job)
         fut = asyncio.get_running_loop().create_future()
         self._waiters[job] = fut
         try:
             return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return "timeout"
         finally:
             self._waiters.pop(job, None)
 
@@ -175,39 +181,43 @@ class Systemd:
         self._watch_slot = await self.bus.match_signal_async(
             SYSTEMD, None, "org.freedesktop.DBus.Properties", "PropertiesChanged", on_changed)
 
-    async def start_transient(self, unit: str, properties: list[UnitProperty]) -> None:
-        """Start UNIT; return once systemd's job is done (Type=exec: exec'd)."""
+    async def start_transient(self, unit: str, properties: list[UnitProperty]) -> str:
+        """Queue the start of transient UNIT; return systemd's job (NO_JOB: already up).
+
+        Like systemd's StartUnit this returns once the job is queued; wait_job()
+        tells how it ended (with Type=exec: once the runtime was exec'd).
+        """
         for attempt in (1, 2):
             try:
-                job = await self.manager.start_transient_unit(unit, "fail", properties, [])
-                break
+                return await self.manager.start_transient_unit(unit, "fail", properties, [])
             except UnitExistsError:
                 status = await self.status(unit)
                 if status.active or attempt == 2:
-                    return  # already running: starting is idempotent
+                    return NO_JOB  # already running: starting is idempotent
                 await self._reset_failed(unit)
             except SdBusBaseError as e:
                 raise SystemError_(f"systemd refused to start {unit}: {_text(e)}") from None
-        result = await self._wait_job(job)
-        if result != "done":
-            raise SystemError_(f"{unit} failed to start (job {result}); see journalctl -u {unit}")
+        return NO_JOB
 
     async def _reset_failed(self, unit: str) -> None:
         with contextlib.suppress(SdBusBaseError):  # not loaded, or nothing to reset
             await self.manager.reset_failed_unit(unit)
 
-    async def stop(self, unit: str) -> None:
-        """Stop UNIT and wait until it is down; a unit that is not loaded is fine."""
+    async def stop(self, unit: str, wait: bool = True) -> str:
+        """Queue the stop of UNIT (a unit that is not loaded is fine: NO_JOB);
+        with WAIT, return only once it is down."""
         try:
             job = await self.manager.stop_unit(unit, "replace")
         except NoSuchUnitError:
-            return
+            return NO_JOB
         except SdBusBaseError as e:
             raise SystemError_(f"systemd refused to stop {unit}: {_text(e)}") from None
-        result = await self._wait_job(job)
-        if result not in ("done", "canceled"):
-            raise SystemError_(f"stopping {unit} ended with job result {result}")
-        await self._reset_failed(unit)
+        if wait:
+            result = await self.wait_job(job)
+            if result not in ("done", "canceled"):
+                raise SystemError_(f"stopping {unit} ended with job result {result}")
+            await self._reset_failed(unit)
+        return job
 
     async def status(self, unit: str) -> UnitStatus:
         try:

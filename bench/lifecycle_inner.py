@@ -4,7 +4,9 @@ Measures, in one process and one run:
   baseline  groupadd + useradd + home + StartTransientUnit (the same unit
             properties agentd would use, through the same systemd client),
             then StopUnit + userdel + groupdel + rm home;
-  agentd    CreateAgent + StartAgent, then StopAgent + RemoveAgent over D-Bus;
+  agentd    CreateAgent + StartAgent, then StopAgent + RemoveAgent over D-Bus.
+  Both return when systemd has queued the start job, as StartUnit does; the
+  "until running" figures also wait for the job to end (the unit exec'd).
   scale     N agents created and started concurrently, all online at once:
             failures, wall time, agentd's RSS, against N baseline units.
 Prints one JSON document.
@@ -66,6 +68,7 @@ class Baseline:
 
     def __init__(self, systemd: Systemd) -> None:
         self.systemd = systemd
+        self.jobs: dict[int, str] = {}
 
     async def up(self, i: int) -> None:
         name, uid = f"bl{i}", BASE_UID + i
@@ -83,7 +86,8 @@ class Baseline:
                                 slice_="agents.slice", heartbeat_interval=10)
         props = [(k, v) for k, v in props if k != "ExecStart"]
         props.append(("ExecStart", ("a(sasb)", [("/bin/sleep", ["sleep", "infinity"], False)])))
-        await self.systemd.start_transient(f"bl-{name}.service", props)
+        job = await self.systemd.start_transient(f"bl-{name}.service", props)
+        self.jobs[i] = job
 
     async def down(self, i: int) -> None:
         name = f"bl{i}"
@@ -100,10 +104,17 @@ async def timed(fn, *args) -> float:
     return time.perf_counter() - t0
 
 
-async def latency(n: int, up, down) -> dict:
-    ups = [await timed(up, i) for i in range(n)]
+async def latency(n: int, up, down, wait_running) -> dict:
+    ups, running = [], []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await up(i)
+        ups.append(time.perf_counter() - t0)
+        await wait_running(i)
+        running.append(time.perf_counter() - t0)
     downs = [await timed(down, i) for i in range(n)]
-    return {"create_start": summary(ups), "stop_remove": summary(downs)}
+    return {"create_start": summary(ups), "create_until_running": summary(running),
+            "stop_remove": summary(downs)}
 
 
 async def scale(n: int, up, down, concurrency: int, wait_online) -> dict:
@@ -138,9 +149,18 @@ async def main() -> None:
     manager = ManagerInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
     base = Baseline(systemd)
 
+    agent_jobs: dict[int, str] = {}
+
     async def agent_up(i: int) -> None:
         await manager.create_agent(f"bench{i}", "sandbox", {})
-        await manager.start_agent(f"bench{i}")
+        agent_jobs[i] = await manager.start_agent(f"bench{i}")
+
+    async def agent_running(i: int) -> None:
+        # agentd's StartAgent job is systemd's job: wait for it the same way.
+        await systemd.wait_job(agent_jobs[i])
+
+    async def base_running(i: int) -> None:
+        await systemd.wait_job(base.jobs[i])
 
     async def agent_down(i: int) -> None:
         await manager.stop_agent(f"bench{i}")
@@ -154,9 +174,9 @@ async def main() -> None:
 
     pid = agentd_pid()
     report: dict = {"agentd_rss_kib_idle": rss_kib(pid)}
-    report["baseline"] = await latency(n, base.up, base.down)
-    report["agentd"] = await latency(n, agent_up, agent_down)
-    for key in ("create_start", "stop_remove"):
+    report["baseline"] = await latency(n, base.up, base.down, base_running)
+    report["agentd"] = await latency(n, agent_up, agent_down, agent_running)
+    for key in ("create_start", "create_until_running", "stop_remove"):
         report[f"ratio_{key}_p50"] = round(
             report["agentd"][key]["p50_ms"] / report["baseline"][key]["p50_ms"], 2)
     report["scale_baseline"] = await scale(concurrent, base.up, base.down, 16, None)

@@ -67,12 +67,16 @@ class ManagerInterface(DbusInterfaceCommonAsync, interface_name=MANAGER_INTERFAC
     async def describe_agent(self, name: str) -> dict[str, tuple[str, object]]:
         raise NotImplementedError
 
-    @dbus_method_async("s", "", flags=U, method_name="StartAgent", input_args_names=("name",))
-    async def start_agent(self, name: str) -> None:
+    @dbus_method_async("s", "o", flags=U, method_name="StartAgent", input_args_names=("name",),
+                       result_args_names=("job",))
+    async def start_agent(self, name: str) -> str:
+        """Queue the start; returns systemd's job ("/" if already running)."""
         raise NotImplementedError
 
-    @dbus_method_async("s", "", flags=U, method_name="StopAgent", input_args_names=("name",))
-    async def stop_agent(self, name: str) -> None:
+    @dbus_method_async("s", "o", flags=U, method_name="StopAgent", input_args_names=("name",),
+                       result_args_names=("job",))
+    async def stop_agent(self, name: str) -> str:
+        """Queue the stop; returns systemd's job ("/" if not running)."""
         raise NotImplementedError
 
     @dbus_method_async("sb", "", flags=U, method_name="RemoveAgent",
@@ -138,6 +142,12 @@ class ManagerInterface(DbusInterfaceCommonAsync, interface_name=MANAGER_INTERFAC
     def agent_changed(self) -> tuple[str, str, str]:
         raise NotImplementedError
 
+    @dbus_signal_async("soss", signal_name="JobRemoved",
+                       signal_args_names=("name", "job", "operation", "result"))
+    def job_removed(self) -> tuple[str, str, str, str]:
+        """A start or stop queued by StartAgent/StopAgent ended (result as systemd's)."""
+        raise NotImplementedError
+
     @dbus_signal_async("t", signal_name="AuditAppended", signal_args_names=("seq",))
     def audit_appended(self) -> int:
         raise NotImplementedError
@@ -157,12 +167,12 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
 
 
 class AgentInterface(DbusInterfaceCommonAsync, interface_name=AGENT_INTERFACE):
-    @dbus_method_async("", "", flags=U, method_name="Start")
-    async def start(self) -> None:
+    @dbus_method_async("", "o", flags=U, method_name="Start", result_args_names=("job",))
+    async def start(self) -> str:
         raise NotImplementedError
 
-    @dbus_method_async("", "", flags=U, method_name="Stop")
-    async def stop(self) -> None:
+    @dbus_method_async("", "o", flags=U, method_name="Stop", result_args_names=("job",))
+    async def stop(self) -> str:
         raise NotImplementedError
 
     @dbus_method_async("b", "", flags=U, method_name="Remove", input_args_names=("keep_home",))

@@ -114,13 +114,13 @@ class AgentObject(AgentInterface):
 
     @dbus_method_async_override()
     @translated
-    async def start(self) -> None:
-        await self.registry.start(await self.callers.current(), self.agent_name)
+    async def start(self) -> str:
+        return await self.registry.start(await self.callers.current(), self.agent_name)
 
     @dbus_method_async_override()
     @translated
-    async def stop(self) -> None:
-        await self.registry.stop(await self.callers.current(), self.agent_name)
+    async def stop(self) -> str:
+        return await self.registry.stop(await self.callers.current(), self.agent_name)
 
     @dbus_method_async_override()
     @translated
@@ -238,6 +238,9 @@ class ManagerObject(ManagerInterface, RuntimeInterface):
             (AGENT_INTERFACE, {}, ["ActiveState", "Online", "LastSeenTimestamp"]))
         self.agent_changed.emit((name, agent_path(name), active_state))
 
+    def on_job(self, agent: Agent, job: str, operation: str, result: str) -> None:
+        self.job_removed.emit((agent.name, job, operation, result))
+
     def on_audit(self, entry: Entry) -> None:
         self.audit_appended.emit(entry.seq)
 
@@ -284,13 +287,13 @@ class ManagerObject(ManagerInterface, RuntimeInterface):
 
     @dbus_method_async_override()
     @translated
-    async def start_agent(self, name: str) -> None:
-        await self.registry.start(await self.callers.current(), name)
+    async def start_agent(self, name: str) -> str:
+        return await self.registry.start(await self.callers.current(), name)
 
     @dbus_method_async_override()
     @translated
-    async def stop_agent(self, name: str) -> None:
-        await self.registry.stop(await self.callers.current(), name)
+    async def stop_agent(self, name: str) -> str:
+        return await self.registry.stop(await self.callers.current(), name)
 
     @dbus_method_async_override()
     @translated

@@ -262,3 +262,23 @@ def test_agent_state_survives_an_agentd_restart(agentd: Agentd) -> None:
     info = agentd.ctl_json("agent", "show", "it-persist", user="alice")
     assert info["active_state"] == "active"
     agentd.wait_online("it-persist")  # the runtime re-registers by heartbeat
+
+
+def test_audit_verify_detects_a_modified_or_deleted_row(agentd: Agentd) -> None:
+    """Tamper with the live database as root would, then put it back."""
+    db = "/var/lib/agentd/agentd.db"
+    assert agentd.ctl_json("audit", "verify")["ok"]
+    seq, actor = agentd.sh(["sqlite3", db, "SELECT seq, actor_uid FROM audit "
+                            "ORDER BY seq LIMIT 1 OFFSET 2"]).stdout.strip().split("|")
+    agentd.sh(["sqlite3", db, f"UPDATE audit SET actor_uid=4242 WHERE seq={seq}"])
+    r = agentd.ctl("audit", "verify", check=False)
+    assert r.returncode == 1 and f"row {seq} was modified" in r.stdout + r.stderr
+    agentd.sh(["sqlite3", db, f"UPDATE audit SET actor_uid={actor} WHERE seq={seq}"])
+    assert agentd.ctl_json("audit", "verify")["ok"]
+
+    agentd.sh(["sqlite3", db, f"CREATE TABLE saved AS SELECT * FROM audit WHERE seq={seq}; "
+               f"DELETE FROM audit WHERE seq={seq};"])
+    r = agentd.ctl("audit", "verify", check=False)
+    assert r.returncode == 1 and f"row {seq} is missing" in r.stdout + r.stderr
+    agentd.sh(["sqlite3", db, "INSERT INTO audit SELECT * FROM saved; DROP TABLE saved;"])
+    assert agentd.ctl_json("audit", "verify")["ok"]

@@ -54,3 +54,15 @@ def test_bad_config_is_refused_clearly(agentd: Agentd) -> None:
     r = agentd.sh(["/usr/libexec/agentd/agentd", "--check-config", "--config", "/tmp/bad.toml"],
                   check=False)
     assert r.returncode == 78 and "overlaps" in r.stderr
+
+
+def test_a_start_job_that_fails_is_reported_and_audited(agentd: Agentd, config) -> None:  # noqa: ANN001
+    """systemd accepts the unit but cannot exec the runtime: the job fails."""
+    config('runtime_command = "/usr/libexec/agentd/no-such-runtime"\n')
+    agentd.create("job-fails", user="alice")
+    r = agentd.ctl("agent", "start", "job-fails", user="alice", check=False)
+    assert r.returncode == 1 and "(JobFailed)" in r.stderr
+    assert "ended with job result 'failed'" in r.stderr
+    row = agentd.audit("agent.start", "job-fails")[-1]
+    assert row["result"] == "failed" and row["detail"]["job_result"] == "failed"
+    agentd.ctl("agent", "rm", "job-fails", user="alice")

@@ -89,15 +89,27 @@ class FakeUnits:
     def __init__(self) -> None:
         self.running: dict[str, list] = {}
         self.fail_start = False
+        self.job_result = "done"
+        self.jobs = 0
 
-    async def start_transient(self, unit: str, properties: list) -> None:
+    def _job(self) -> str:
+        self.jobs += 1
+        return f"/org/freedesktop/systemd1/job/{self.jobs}"
+
+    async def start_transient(self, unit: str, properties: list) -> str:
         if self.fail_start:
             from agentd.errors import SystemError_
             raise SystemError_(f"{unit} failed to start")
-        self.running[unit] = properties
+        if self.job_result == "done":
+            self.running[unit] = properties
+        return self._job()
 
-    async def stop(self, unit: str) -> None:
+    async def stop(self, unit: str, wait: bool = True) -> str:
         self.running.pop(unit, None)
+        return self._job()
+
+    async def wait_job(self, job: str) -> str:
+        return self.job_result
 
     async def status(self, unit: str) -> UnitStatus:
         if unit in self.running:

@@ -56,6 +56,7 @@ class FakeClient:
         self.calls: list[tuple] = []
         self.fail: dict[str, Exception] = {}
         self.audit = [entry(i) for i in range(1, 8)]
+        self.job_result = "done"
         self.live: list[dict[str, Any]] = []
         self.verdict = {"ok": True, "checked": 7, "message": "ok"}
 
@@ -80,11 +81,13 @@ class FakeClient:
         self._record("describe_agent", name)
         return dict(DESCRIBE, name=name)
 
-    async def start_agent(self, name: str) -> None:
-        self._record("start_agent", name)
+    async def start_agent(self, name: str, wait: bool = True) -> str:
+        self._record("start_agent", name, wait)
+        return self.job_result if wait else "queued"
 
-    async def stop_agent(self, name: str) -> None:
-        self._record("stop_agent", name)
+    async def stop_agent(self, name: str, wait: bool = True) -> str:
+        self._record("stop_agent", name, wait)
+        return self.job_result if wait else "queued"
 
     async def remove_agent(self, name: str, keep_home: bool = False) -> None:
         self._record("remove_agent", name, keep_home)
@@ -278,7 +281,7 @@ def test_create_passes_limits_and_prints_name(fake: FakeClient) -> None:
     assert fake.calls == [
         ("create_agent", "scout", "research",
          {"memory_max": 1 << 30, "cpu_quota": 150, "tasks_max": 64}),
-        ("start_agent", "scout"),
+        ("start_agent", "scout", True),
     ]
 
 
@@ -304,7 +307,7 @@ def test_remove_alias_and_keep_home(fake: FakeClient) -> None:
 def test_start_and_stop(fake: FakeClient) -> None:
     assert invoke(fake, "agent", "start", "scout").exit_code == 0
     assert invoke(fake, "agent", "stop", "scout").exit_code == 0
-    assert fake.calls == [("start_agent", "scout"), ("stop_agent", "scout")]
+    assert fake.calls == [("start_agent", "scout", True), ("stop_agent", "scout", True)]
 
 
 def test_logs_execs_journalctl_after_checking_the_agent(fake: FakeClient) -> None:
@@ -460,3 +463,21 @@ def test_translate_activation_failure() -> None:
 def test_main_returns_the_exit_status() -> None:
     assert cli_mod.main(["--version"]) == 0
     assert cli_mod.main(["agent", "create"]) == 2  # usage error: no bus needed
+
+
+# -- jobs ---------------------------------------------------------------------------------
+def test_start_waits_for_the_job_unless_no_block(fake: FakeClient) -> None:
+    assert invoke(fake, "agent", "start", "scout").exit_code == 0
+    assert invoke(fake, "agent", "start", "--no-block", "scout").exit_code == 0
+    assert [c for c in fake.calls if c[0] == "start_agent"] == [
+        ("start_agent", "scout", True), ("start_agent", "scout", False)]
+
+
+def test_a_failed_start_job_is_one_line_and_exit_1(fake: FakeClient) -> None:
+    fake.job_result = "failed"
+    r = invoke(fake, "agent", "start", "scout")
+    assert r.exit_code == 1
+    assert r.stderr.strip() == ("agentctl: start of agent-scout.service ended with job result "
+                                "'failed'; see: agentctl agent logs scout (JobFailed)")
+    r = invoke(fake, "agent", "create", "scout", "-t", "writing", "--start")
+    assert r.exit_code == 1 and "(JobFailed)" in r.stderr

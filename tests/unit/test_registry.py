@@ -151,6 +151,23 @@ def test_start_failure_is_typed_and_audited(w: World) -> None:
     assert w.audit_rows("agent.start")[-1].result == "error"
 
 
+def test_start_returns_the_job_and_reports_its_outcome(w: World) -> None:
+    w.run(w.reg.create(ALICE, "j", "sandbox"))
+    seen: list = []
+    w.reg.job_listeners.append(lambda a, job, op, result: seen.append((a.name, job, op, result)))
+    job = w.run(w.reg.start(ALICE, "j"))
+    assert job.startswith("/org/freedesktop/systemd1/job/")
+    assert seen == [("j", job, "start", "done")]
+    row = w.audit_rows("agent.start")[-1]
+    assert (row.result, row.detail["job"], row.actor_uid) == ("ok", job, 1000)
+    w.units.job_result = "failed"
+    job = w.run(w.reg.start(ALICE, "j"))
+    assert seen[-1] == ("j", job, "start", "failed")
+    assert w.audit_rows("agent.start")[-1].result == "failed"
+    stop = w.run(w.reg.stop(ALICE, "j"))
+    assert seen[-1][1:3] == (stop, "stop")
+
+
 def test_useradd_failure_rolls_back(w: World) -> None:
     w.accounts.fail_useradd = True
     with pytest.raises(SystemError_):
