@@ -1,7 +1,7 @@
 #!/bin/bash
 # Install what agentd, its tests and its demo need on Debian 12 (idempotent).
 set -euo pipefail
-PKGS=(python3 python3-pip python3-apsw python3-psutil python3-click python3-rich
+PKGS=(python3 python3-pip python3-apsw python3-click python3-rich
       python3-systemd python3-pytest make systemd dbus passwd util-linux procps tar
       libglib2.0-bin sqlite3)
 missing=()

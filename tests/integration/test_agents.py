@@ -74,6 +74,9 @@ def test_start_runs_the_runtime_in_a_hardened_unit(agentd: Agentd) -> None:
     assert agentd.sh(["cat", f"{cg}/memory.limit_in_bytes"]).stdout.strip() == str(256 << 20)
     pids = f"/sys/fs/cgroup/pids/agents.slice/{unit}/pids.max"
     assert agentd.sh(["cat", pids]).stdout.strip() == "32"
+    cpu = f"/sys/fs/cgroup/cpu/agents.slice/{unit}"
+    quota = agentd.sh(f"cat {cpu}/cpu.cfs_quota_us {cpu}/cpu.cfs_period_us").stdout.split()
+    assert quota == ["50000", "100000"]  # CPUQuota=50%
     assert str(pid) in agentd.sh(["cat", f"{cg}/cgroup.procs"]).stdout
 
     agentd.wait_online("it-run")
