@@ -44,6 +44,7 @@ class Entry:
     detail: dict[str, Any]
     prev_hash: str
     hash: str
+    task_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -60,11 +61,13 @@ class Verdict:
 def row_hash(
     seq: int, ts: float, actor_uid: int, action: str, agent: str | None,
     agent_uid: int | None, result: str, detail: str, prev_hash: str,
+    task_id: int | None = None,
 ) -> str:
-    material = json.dumps(
-        [seq, repr(ts), actor_uid, action, agent, agent_uid, result, detail, prev_hash],
-        separators=(",", ":"),
-    )
+    fields: list[object] = [seq, repr(ts), actor_uid, action, agent, agent_uid, result,
+                            detail, prev_hash]
+    if task_id is not None:  # rows from before tasks existed hash as they always did
+        fields.append(task_id)
+    material = json.dumps(fields, separators=(",", ":"))
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -83,25 +86,29 @@ class AuditLog:
 
     def append(
         self, action: str, *, actor_uid: int, agent: str | None = None,
-        agent_uid: int | None = None, result: str = "ok", **detail: Any,
+        agent_uid: int | None = None, result: str = "ok", task_id: int | None = None,
+        **detail: Any,
     ) -> Entry:
         """Append one row (inside the caller's transaction, if any)."""
+        if task_id is not None:
+            detail["task_id"] = task_id
         detail_json = json.dumps(detail, sort_keys=True, separators=(",", ":"))
         with self.store.transaction():
             last_seq, prev = self.head()
             seq, ts = last_seq + 1, time.time()
             digest = row_hash(seq, ts, actor_uid, action, agent, agent_uid, result,
-                              detail_json, prev)
+                              detail_json, prev, task_id)
             self.store.execute(
-                "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO audit (seq, ts, actor_uid, action, agent, agent_uid, result, "
+                "detail, prev_hash, hash, task_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (seq, ts, actor_uid, action, agent, agent_uid, result, detail_json, prev,
-                 digest),
+                 digest, task_id),
             )
             self.store.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('audit_head', ?)", (f"{seq}:{digest}",)
             )
             entry = Entry(seq, ts, actor_uid, action, agent, agent_uid, result, detail, prev,
-                          digest)
+                          digest, task_id)
             self.store.after_commit(lambda: self._publish(entry))
         return entry
 
@@ -128,12 +135,16 @@ class AuditLog:
         for listener in list(self.listeners):
             listener(entry)
 
-    def entries(self, after: int = 0, limit: int = 1000, agent: str | None = None) -> list[Entry]:
+    def entries(self, after: int = 0, limit: int = 1000, agent: str | None = None,
+                task_id: int | None = None) -> list[Entry]:
         sql = "SELECT * FROM audit WHERE seq > ?"
         params: list[Any] = [after]
         if agent:
             sql += " AND agent = ?"
             params.append(agent)
+        if task_id is not None:
+            sql += " AND task_id = ?"
+            params.append(task_id)
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
         return [_entry(r) for r in self.store.query(sql, tuple(params))]
@@ -148,7 +159,8 @@ class AuditLog:
             if row["prev_hash"] != expected_prev:
                 return Verdict(False, checked, f"row {seq} does not follow row {seq - 1}", seq)
             digest = row_hash(seq, row["ts"], row["actor_uid"], row["action"], row["agent"],
-                              row["agent_uid"], row["result"], row["detail"], row["prev_hash"])
+                              row["agent_uid"], row["result"], row["detail"], row["prev_hash"],
+                              row["task_id"])
             if digest != row["hash"]:
                 return Verdict(False, checked, f"row {seq} was modified", seq)
             expected_prev, expected_seq, checked = digest, seq + 1, checked + 1

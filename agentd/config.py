@@ -45,6 +45,12 @@ class Config:
     heartbeat_interval: int = 10
     runtime_command: Path = Path("/usr/libexec/agentd/agentd-runtime")
     slice: str = "agents.slice"
+    # Tasks: a claim lives lease_seconds past the last heartbeat; a lost claim is
+    # retried after retry_backoff * 2^(attempt-1) seconds (capped at 300); an agent
+    # with no work for idle_timeout seconds has its unit stopped (0: never).
+    lease_seconds: int = 30
+    retry_backoff: int = 2
+    idle_timeout: int = 300
     config_file: Path | None = field(default=None, compare=False)
 
     @property
@@ -69,6 +75,9 @@ _INT_BOUNDS = {
     "uid_max": (1, 2**31 - 1),
     "max_agents_per_owner": (0, 100000),
     "heartbeat_interval": (1, 3600),
+    "lease_seconds": (2, 86400),
+    "retry_backoff": (0, 3600),
+    "idle_timeout": (0, 7 * 86400),
 }
 
 
@@ -118,4 +127,7 @@ def load(path: Path = DEFAULT_CONFIG_FILE, *, overrides: dict | None = None) -> 
         values[key] = _coerce(key, value, getattr(defaults, key))
     cfg = dataclasses.replace(defaults, config_file=path, **values)
     check_uid_range(cfg.uid_min, cfg.uid_max)
+    if cfg.lease_seconds <= cfg.heartbeat_interval:
+        raise InvalidConfig(f"lease_seconds ({cfg.lease_seconds}) must exceed "
+                            f"heartbeat_interval ({cfg.heartbeat_interval})")
     return cfg

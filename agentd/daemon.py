@@ -23,12 +23,16 @@ from . import config as config_mod
 from .accounts import Accounts, Homes
 from .api.callers import Callers
 from .api.interfaces import BUS_NAME, ROOT_PATH
+from .api.runtime import RuntimeObject
 from .api.service import ManagerObject
+from .api.tasks import TasksObject
 from .audit import AuditLog
 from .errors import AgentdError, InvalidConfig
 from .registry import Registry
+from .scheduler import Scheduler
 from .store import Store
 from .systemd import Systemd
+from .tasks import TaskQueue
 from .templates import Catalog
 
 log = logging.getLogger("agentd")
@@ -83,8 +87,14 @@ async def serve(cfg: config_mod.Config) -> None:
     for line in repaired:
         log.warning("reconcile: %s", line)
 
-    manager = ManagerObject(registry, Callers(bus), bus)
+    queue = TaskQueue(store, registry)
+    queue.grace()
+    scheduler = Scheduler(registry, queue)
+    callers = Callers(bus)
+    manager = ManagerObject(registry, callers, bus)
     manager.export_to_dbus(ROOT_PATH, bus)
+    RuntimeObject(registry, queue, callers).export_to_dbus(ROOT_PATH, bus)
+    TasksObject(queue, callers).export_to_dbus(ROOT_PATH, bus)
     states = dict(await systemd.list_units("agent-*.service"))
     for agent in registry.agents():
         manager.export_agent(agent.name, states.get(agent.unit, "inactive"))
@@ -98,8 +108,10 @@ async def serve(cfg: config_mod.Config) -> None:
         if agent is not None and active_state in ("inactive", "failed"):
             registry._set_offline(agent, reason=f"unit {active_state}")
         manager.on_unit_state(name, active_state)
+        scheduler.kick()
 
     await systemd.watch_units("agent-", on_unit_state)
+    scheduling = asyncio.get_running_loop().create_task(scheduler.run())
     await request_default_bus_name_async(BUS_NAME)
     audit.append("agentd.start", actor_uid=0, version=__version__, repaired=len(repaired))
     _notify(f"READY=1\nSTATUS=serving {len(registry.agents())} agents")
@@ -116,6 +128,7 @@ async def serve(cfg: config_mod.Config) -> None:
         except TimeoutError:
             registry.sweep()
     _notify("STOPPING=1")
+    scheduling.cancel()
     with contextlib.suppress(TimeoutError):  # let queued starts/stops be audited
         await asyncio.wait_for(registry.settle(), 5)
     audit.append("agentd.stop", actor_uid=0)

@@ -50,6 +50,36 @@ class Busy(AgentdError):
     name = "Busy"
 
 
+class NoSuchTask(AgentdError):
+    name = "NoSuchTask"
+
+
+class NoSuchProject(AgentdError):
+    name = "NoSuchProject"
+
+
+class NoCapableAgent(AgentdError):
+    """No agent the caller owns has what the task needs."""
+
+    name = "NoCapableAgent"
+
+
+class DependencyCycle(AgentdError):
+    name = "DependencyCycle"
+
+
+class LeaseExpired(AgentdError):
+    """A report about a claim that is no longer current (expired, cancelled, retried)."""
+
+    name = "LeaseExpired"
+
+
+class Conflict(AgentdError):
+    """Another change won the race for the same row (optimistic versioning)."""
+
+    name = "Conflict"
+
+
 class InvalidConfig(AgentdError):
     name = "InvalidConfig"
 
@@ -72,4 +102,10 @@ ALL_ERRORS: tuple[type[AgentdError], ...] = (
     Busy,
     InvalidConfig,
     SystemError_,
+    NoSuchTask,
+    NoSuchProject,
+    NoCapableAgent,
+    DependencyCycle,
+    LeaseExpired,
+    Conflict,
 )

@@ -55,6 +55,65 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    """
+    ALTER TABLE audit ADD COLUMN task_id INTEGER;
+    CREATE INDEX audit_task ON audit(task_id) WHERE task_id IS NOT NULL;
+    CREATE TABLE projects (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        owner_uid   INTEGER NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('active', 'removed')),
+        created_at  REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX projects_live_name ON projects(name) WHERE state = 'active';
+    CREATE TABLE tasks (
+        id            INTEGER PRIMARY KEY,
+        title         TEXT NOT NULL,
+        description   TEXT NOT NULL DEFAULT '',
+        project_id    INTEGER REFERENCES projects(id),
+        owner_uid     INTEGER NOT NULL,
+        needs         TEXT NOT NULL DEFAULT '[]',
+        priority      INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 3),
+        status        TEXT NOT NULL CHECK (status IN ('pending', 'in_progress', 'blocked',
+                          'completed', 'failed', 'cancelled', 'dead_lettered')),
+        pinned_agent  TEXT,
+        agent         TEXT,
+        exec          TEXT,
+        max_attempts  INTEGER NOT NULL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        not_before    REAL NOT NULL DEFAULT 0,
+        lease_expires REAL,
+        abort         INTEGER NOT NULL DEFAULT 0,
+        result        TEXT,
+        error         TEXT,
+        block_reason  TEXT,
+        notes         TEXT NOT NULL DEFAULT '[]',
+        created_at    REAL NOT NULL,
+        updated_at    REAL NOT NULL,
+        started_at    REAL,
+        finished_at   REAL,
+        version       INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX tasks_queue ON tasks(status, priority DESC, id);
+    CREATE INDEX tasks_agent ON tasks(agent, status);
+    CREATE TABLE task_deps (
+        task_id    INTEGER NOT NULL REFERENCES tasks(id),
+        depends_on INTEGER NOT NULL REFERENCES tasks(id),
+        PRIMARY KEY (task_id, depends_on)
+    );
+    CREATE TABLE artifacts (
+        id         INTEGER PRIMARY KEY,
+        task_id    INTEGER NOT NULL REFERENCES tasks(id),
+        name       TEXT NOT NULL,
+        type       TEXT NOT NULL,
+        path       TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        sha256     TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (task_id, name)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

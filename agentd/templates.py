@@ -87,6 +87,7 @@ class Template:
     system_prompt: str = ""
     profile: str = "offline"
     token_budget: int = 0
+    concurrency: int = 1  # tasks the agent works on at once (its WIP limit)
     limits: Limits = field(default_factory=Limits)
     source: str = ""
 
@@ -99,6 +100,7 @@ class Template:
             "system_prompt": self.system_prompt,
             "profile": self.profile,
             "token_budget": self.token_budget,
+            "concurrency": self.concurrency,
             "memory_max": self.limits.memory_max,
             "cpu_quota": self.limits.cpu_quota,
             "tasks_max": self.limits.tasks_max,
@@ -149,9 +151,12 @@ def parse_template(path: Path) -> Template:
         system_prompt=_typed(path, data, "system_prompt", str, ""),
         profile=_typed(path, data, "profile", str, "offline"),
         token_budget=_typed(path, data, "token_budget", int, 0),
+        concurrency=_typed(path, data, "concurrency", int, 1),
         limits=_parse_limits(path, data.pop("limits", {})),
         source=str(path),
     )
+    if not 1 <= t.concurrency <= 64:
+        raise InvalidConfig(f"{path}: concurrency must be 1..64")
     if data:
         raise InvalidConfig(f"{path}: unknown key(s) {', '.join(sorted(data))}")
     return t

@@ -24,6 +24,7 @@ U = DbusUnprivilegedFlag
 MANAGER_INTERFACE = "org.agentos.agentd1.Manager"
 RUNTIME_INTERFACE = "org.agentos.agentd1.Runtime"
 AGENT_INTERFACE = "org.agentos.agentd1.Agent"
+TASKS_INTERFACE = "org.agentos.agentd1.Tasks"
 
 
 def agent_path(name: str) -> str:
@@ -154,15 +155,139 @@ class ManagerInterface(DbusInterfaceCommonAsync, interface_name=MANAGER_INTERFAC
 
 
 class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFACE):
-    """Called by an agent's runtime, as the agent's UID, about itself only."""
+    """Called by an agent's runtime, as the agent's UID, about itself only.
 
-    @dbus_method_async("", "so", flags=U, method_name="Register",
-                       result_args_names=("name", "agent"))
-    async def register(self) -> tuple[str, str]:
+    An agent gets work by long-polling ClaimTask (no broadcast signals reach
+    agents), keeps its claims alive with Heartbeat, and reports each claimed
+    task exactly once with CompleteTask, FailTask or BlockTask, quoting the
+    attempt number it was given so a report from a superseded attempt is
+    refused (LeaseExpired).
+    """
+
+    @dbus_method_async("", "soa{sv}", flags=U, method_name="Register",
+                       result_args_names=("name", "agent", "settings"))
+    async def register(self) -> tuple[str, str, dict[str, tuple[str, object]]]:
+        """settings: wip (u), tools (as), heartbeat_interval (u), lease_seconds (u)."""
         raise NotImplementedError
 
-    @dbus_method_async("", "", flags=U, method_name="Heartbeat")
-    async def heartbeat(self) -> None:
+    @dbus_method_async("", "at", flags=U, method_name="Heartbeat",
+                       result_args_names=("abort",))
+    async def heartbeat(self) -> list[int]:
+        """Renews the leases of the caller's tasks; returns tasks it must abort."""
+        raise NotImplementedError
+
+    @dbus_method_async("u", "ba{sv}", flags=U, method_name="ClaimTask",
+                       input_args_names=("timeout_ms",), result_args_names=("found", "task"))
+    async def claim_task(self, timeout_ms: int) -> tuple[bool, dict[str, tuple[str, object]]]:
+        """Atomically claim the next task assigned to the caller, waiting up to
+        timeout_ms for one. task: id, attempt, title, description, exec, needs,
+        notes, lease_seconds."""
+        raise NotImplementedError
+
+    @dbus_method_async("tusa(ss)", "", flags=U, method_name="CompleteTask",
+                       input_args_names=("task", "attempt", "result", "artifacts"))
+    async def complete_task(self, task: int, attempt: int, result: str,
+                            artifacts: list[tuple[str, str]]) -> None:
+        """result: JSON text; artifacts: (name, path under the agent's home)."""
+        raise NotImplementedError
+
+    @dbus_method_async("tussa(ss)", "", flags=U, method_name="FailTask",
+                       input_args_names=("task", "attempt", "error", "result", "artifacts"))
+    async def fail_task(self, task: int, attempt: int, error: str, result: str,
+                        artifacts: list[tuple[str, str]]) -> None:
+        raise NotImplementedError
+
+    @dbus_method_async("tus", "", flags=U, method_name="BlockTask",
+                       input_args_names=("task", "attempt", "reason"))
+    async def block_task(self, task: int, attempt: int, reason: str) -> None:
+        raise NotImplementedError
+
+
+# ListTasks row: id, title, status, priority, project, agent, attempts, max_attempts,
+# created (seconds since the epoch)
+TASK_ROW = "(tsssssuud)"
+# ListProjects row: name, description, owner uid, number of tasks
+PROJECT_ROW = "(ssut)"
+# ListArtifacts row: name, type, path, size, sha256
+ARTIFACT_ROW = "(sssts)"
+# ListTaskEvents row: seq, time, actor uid, event, result, detail (JSON)
+EVENT_ROW = "(tdusss)"
+
+
+class TasksInterface(DbusInterfaceCommonAsync, interface_name=TASKS_INTERFACE):
+    """Projects, tasks and artifacts, for people and programs (not agents)."""
+
+    @dbus_method_async("ss", "", flags=U, method_name="CreateProject",
+                       input_args_names=("name", "description"))
+    async def create_project(self, name: str, description: str) -> None:
+        raise NotImplementedError
+
+    @dbus_method_async("", "a" + PROJECT_ROW, flags=U, method_name="ListProjects",
+                       result_args_names=("projects",))
+    async def list_projects(self) -> list[tuple[str, str, int, int]]:
+        raise NotImplementedError
+
+    @dbus_method_async("s", "a{sv}", flags=U, method_name="DescribeProject",
+                       input_args_names=("name",), result_args_names=("info",))
+    async def describe_project(self, name: str) -> dict[str, tuple[str, object]]:
+        raise NotImplementedError
+
+    @dbus_method_async("s", "", flags=U, method_name="RemoveProject",
+                       input_args_names=("name",))
+    async def remove_project(self, name: str) -> None:
+        raise NotImplementedError
+
+    @dbus_method_async("a{sv}", "t", flags=U, method_name="SubmitTask",
+                       input_args_names=("spec",), result_args_names=("task",))
+    async def submit_task(self, spec: dict[str, tuple[str, object]]) -> int:
+        """spec: title (s, required), description (s), project (s), needs (as),
+        priority (s: low|medium|high|critical), after (at), agent (s),
+        max_attempts (u), exec (s)."""
+        raise NotImplementedError
+
+    @dbus_method_async("a{sv}", "a" + TASK_ROW, flags=U, method_name="ListTasks",
+                       input_args_names=("filter",), result_args_names=("tasks",))
+    async def list_tasks(self, filter: dict[str, tuple[str, object]]) -> list[tuple]:
+        """filter: status, project, agent, priority (s each), limit (u)."""
+        raise NotImplementedError
+
+    @dbus_method_async("t", "a{sv}", flags=U, method_name="DescribeTask",
+                       input_args_names=("task",), result_args_names=("info",))
+    async def describe_task(self, task: int) -> dict[str, tuple[str, object]]:
+        raise NotImplementedError
+
+    @dbus_method_async("t", "a" + EVENT_ROW, flags=U, method_name="ListTaskEvents",
+                       input_args_names=("task",), result_args_names=("events",))
+    async def list_task_events(self, task: int) -> list[tuple]:
+        raise NotImplementedError
+
+    @dbus_method_async("t", "a" + ARTIFACT_ROW, flags=U, method_name="ListArtifacts",
+                       input_args_names=("task",), result_args_names=("artifacts",))
+    async def list_artifacts(self, task: int) -> list[tuple]:
+        raise NotImplementedError
+
+    @dbus_method_async("ts", "ay", flags=U, method_name="ReadArtifact",
+                       input_args_names=("task", "name"), result_args_names=("data",))
+    async def read_artifact(self, task: int, name: str) -> bytes:
+        raise NotImplementedError
+
+    @dbus_method_async("t", "", flags=U, method_name="CancelTask", input_args_names=("task",))
+    async def cancel_task(self, task: int) -> None:
+        raise NotImplementedError
+
+    @dbus_method_async("t", "", flags=U, method_name="RetryTask", input_args_names=("task",))
+    async def retry_task(self, task: int) -> None:
+        raise NotImplementedError
+
+    @dbus_method_async("ts", "", flags=U, method_name="UnblockTask",
+                       input_args_names=("task", "note"))
+    async def unblock_task(self, task: int, note: str) -> None:
+        raise NotImplementedError
+
+    @dbus_signal_async("tss", signal_name="TaskChanged",
+                       signal_args_names=("task", "status", "event"))
+    def task_changed(self) -> tuple[int, str, str]:
+        """A task changed state; fetch details with DescribeTask (authorized)."""
         raise NotImplementedError
 
 

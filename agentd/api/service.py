@@ -33,7 +33,6 @@ from .interfaces import (
     AGENT_INTERFACE,
     AgentInterface,
     ManagerInterface,
-    RuntimeInterface,
     agent_path,
 )
 
@@ -68,7 +67,7 @@ def _usec(ts: float | None) -> int:
     return int(ts * 1_000_000) if ts else 0
 
 
-def _variants(info: dict[str, Any]) -> dict[str, Variant]:
+def variants(info: dict[str, Any]) -> dict[str, Variant]:
     out: dict[str, Variant] = {}
     for key, value in info.items():
         if value is None:
@@ -79,6 +78,9 @@ def _variants(info: dict[str, Any]) -> dict[str, Variant]:
             out[key] = ("t" if value >= 0 else "x", value)
         elif isinstance(value, float):
             out[key] = ("d", value)
+        elif isinstance(value, list) and value and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value):
+            out[key] = ("at", value)
         elif isinstance(value, list):
             out[key] = ("as", [str(v) for v in value])
         else:
@@ -93,7 +95,7 @@ def describe(agent: Agent, status: UnitStatus, online: bool) -> dict[str, Varian
         main_pid=status.main_pid, memory_current=status.memory_current,
         cpu_usage_nsec=status.cpu_usage_nsec, tasks_current=status.tasks_current,
     )
-    return _variants(info)
+    return variants(info)
 
 
 class AgentObject(AgentInterface):
@@ -191,8 +193,8 @@ class AgentObject(AgentInterface):
         return self._agent().limits.tasks_max
 
 
-class ManagerObject(ManagerInterface, RuntimeInterface):
-    """/org/agentos/agentd1: the Manager and Runtime interfaces."""
+class ManagerObject(ManagerInterface):
+    """/org/agentos/agentd1: the Manager interface."""
 
     def __init__(self, registry: Registry, callers: Callers, bus: SdBus) -> None:
         super().__init__()
@@ -315,7 +317,7 @@ class ManagerObject(ManagerInterface, RuntimeInterface):
         profile = self.registry.catalog.profile(str(info["profile"]))
         info["network"] = profile.network
         info["profile_description"] = profile.description
-        return _variants(info)
+        return variants(info)
 
     @dbus_method_async_override()
     @translated
@@ -387,15 +389,3 @@ class ManagerObject(ManagerInterface, RuntimeInterface):
     @dbus_property_async_override()
     def config(self) -> dict[str, str]:
         return {k: str(v) for k, v in self.registry.cfg.as_dict().items()}
-
-    # -- Runtime -------------------------------------------------------------------
-    @dbus_method_async_override()
-    @translated
-    async def register(self) -> tuple[str, str]:
-        agent = self.registry.register_runtime(await self.callers.current())
-        return agent.name, agent_path(agent.name)
-
-    @dbus_method_async_override()
-    @translated
-    async def heartbeat(self) -> None:
-        self.registry.heartbeat(await self.callers.current())

@@ -1,0 +1,71 @@
+"""The Runtime interface: what an agent's runtime may ask, about itself only.
+
+The caller's UID picks the agent; nothing in a call can name another one.
+"""
+
+from __future__ import annotations
+
+from sdbus import dbus_method_async_override
+
+from ..registry import Registry
+from ..tasks import TaskQueue
+from .callers import Callers
+from .interfaces import RuntimeInterface, agent_path
+from .service import Variant, translated, variants
+
+MAX_CLAIM_WAIT_MS = 60_000
+
+
+class RuntimeObject(RuntimeInterface):
+    def __init__(self, registry: Registry, queue: TaskQueue, callers: Callers) -> None:
+        super().__init__()
+        self.registry = registry
+        self.queue = queue
+        self.callers = callers
+
+    @dbus_method_async_override()
+    @translated
+    async def register(self) -> tuple[str, str, dict[str, Variant]]:
+        agent = self.registry.register_runtime(await self.callers.current())
+        return agent.name, agent_path(agent.name), variants(self.queue.settings(agent))
+
+    @dbus_method_async_override()
+    @translated
+    async def heartbeat(self) -> list[int]:
+        agent = self.registry.heartbeat(await self.callers.current())
+        return self.queue.renew(agent)
+
+    @dbus_method_async_override()
+    @translated
+    async def claim_task(self, timeout_ms: int) -> tuple[bool, dict[str, Variant]]:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        wait = min(int(timeout_ms), MAX_CLAIM_WAIT_MS) / 1000
+        task = await self.queue.claim_wait(agent, wait)
+        if task is None:
+            return False, {}
+        return True, variants({
+            "id": task.id, "attempt": task.attempts, "title": task.title,
+            "description": task.description, "exec": task.exec or "",
+            "needs": list(task.needs), "notes": list(task.notes),
+            "lease_seconds": self.registry.cfg.lease_seconds,
+        })
+
+    @dbus_method_async_override()
+    @translated
+    async def complete_task(self, task: int, attempt: int, result: str,
+                            artifacts: list[tuple[str, str]]) -> None:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        await self.queue.complete(agent, task, attempt, result, list(artifacts))
+
+    @dbus_method_async_override()
+    @translated
+    async def fail_task(self, task: int, attempt: int, error: str, result: str,
+                        artifacts: list[tuple[str, str]]) -> None:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        await self.queue.fail(agent, task, attempt, error, result, list(artifacts))
+
+    @dbus_method_async_override()
+    @translated
+    async def block_task(self, task: int, attempt: int, reason: str) -> None:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        self.queue.block(agent, task, attempt, reason)

@@ -1,0 +1,93 @@
+"""The scheduler: keeps the queue moving and units running only while needed.
+
+One loop, woken by every task change (and once a second regardless): expire
+lapsed leases, assign runnable tasks, start the unit of every agent with work
+waiting (scale from zero), and stop the unit of an agent that has had no work
+for idle_timeout seconds, so thousands of agents can be registered while only
+the busy ones hold a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from .authz import AGENTD
+from .errors import AgentdError
+from .registry import Registry
+from .tasks import Task, TaskQueue
+
+log = logging.getLogger("agentd")
+TICK = 1.0
+
+
+class Scheduler:
+    def __init__(self, registry: Registry, queue: TaskQueue) -> None:
+        self.registry = registry
+        self.queue = queue
+        self.cfg = registry.cfg
+        self._kick = asyncio.Event()
+        self._starting: set[str] = set()
+        self._idle_since: dict[str, float] = {}
+        queue.listeners.append(self._on_task)
+
+    def _on_task(self, task: Task, event: str) -> None:
+        self.kick()
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), TICK)
+            self._kick.clear()
+            try:
+                await self.step()
+            except Exception:  # keep scheduling whatever one pass hit
+                log.exception("scheduler pass failed")
+
+    async def step(self, now: float | None = None) -> None:
+        now = now or time.time()
+        self.queue.expire_leases(now)
+        waiting = self.queue.assign(now)
+        running = {unit.removeprefix("agent-").removesuffix(".service")
+                   for unit, state in await self.registry.units.list_units("agent-*.service")
+                   if state in ("active", "activating", "reloading")}
+        for name in sorted(waiting - running - self._starting):
+            self._start(name)
+        await self._stop_idle(running, now)
+
+    def _start(self, name: str) -> None:
+        """Start an agent's unit because it has work (scale from zero)."""
+        self._starting.add(name)
+
+        async def start() -> None:
+            try:
+                job = await self.registry.start(AGENTD, name)
+                await self.registry.units.wait_job(job)
+            except AgentdError as e:
+                log.warning("scheduler could not start %s: %s", name, e)
+            finally:
+                self._starting.discard(name)
+
+        task = asyncio.get_running_loop().create_task(start())
+        self.registry._jobs.add(task)
+        task.add_done_callback(self.registry._jobs.discard)
+
+    async def _stop_idle(self, running: set[str], now: float) -> None:
+        if not self.cfg.idle_timeout:
+            return
+        busy = self.queue.busy_agents() | self._starting
+        for name in list(self._idle_since):
+            if name not in running or name in busy:
+                del self._idle_since[name]
+        for name in running - busy:
+            since = self._idle_since.setdefault(name, now)
+            if now - since >= self.cfg.idle_timeout and self.registry.find(name):
+                del self._idle_since[name]
+                log.info("stopping %s: idle for %ds", name, self.cfg.idle_timeout)
+                with contextlib.suppress(AgentdError):
+                    await self.registry.stop(AGENTD, name)
