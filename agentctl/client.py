@@ -9,6 +9,7 @@ tests, which inject a fake with the same methods) never sees sdbus.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -32,12 +33,13 @@ from sdbus.sd_bus_internals import (
 # Imported for its side effect too: it registers org.agentos.agentd1.Error.* with
 # sdbus, so failed calls raise the typed classes instead of a generic error.
 from agentd.api.errors import PREFIX, short_name
-from agentd.api.interfaces import BUS_NAME, ROOT_PATH, ManagerInterface
+from agentd.api.interfaces import BUS_NAME, ROOT_PATH, ManagerInterface, TasksInterface
 
 T = TypeVar("T")
 
 AUDIT_APPENDED = ManagerInterface.audit_appended  # the signal, for its interface/member names
 JOB_REMOVED = ManagerInterface.job_removed
+TASK_CHANGED = TasksInterface.task_changed
 NOT_RUNNING = "agentd is not running (start it with: systemctl start agentd)"
 PAGE = 1000  # audit rows per ListAuditEntries call; agentd caps at 10000
 
@@ -126,18 +128,95 @@ def _limit_variants(limits: Mapping[str, int | str]) -> dict[str, tuple[str, Any
     return out
 
 
+def _variants(values: Mapping[str, Any], sigs: Mapping[str, str],
+              what: str) -> dict[str, tuple[str, Any]]:
+    """{key: value} -> the a{sv} agentd expects, each key with its signature from SIGS.
+    None values are left out (unset); a key SIGS does not know is a caller's bug."""
+    out: dict[str, tuple[str, Any]] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key not in sigs:
+            raise ValueError(f"unknown {what} key {key!r}")
+        sig = sigs[key]
+        if sig == "as":
+            value = [str(v) for v in value]
+        elif sig == "at":
+            value = [int(v) for v in value]
+        elif sig in ("u", "t"):
+            value = int(value)
+        else:
+            value = str(value)
+        out[key] = (sig, value)
+    return out
+
+
+# SubmitTask's spec and ListTasks' filter, as agentd.api.interfaces documents them
+TASK_SPEC = {"title": "s", "description": "s", "project": "s", "needs": "as",
+             "priority": "s", "after": "at", "agent": "s", "max_attempts": "u", "exec": "s"}
+TASK_FILTER = {"status": "s", "project": "s", "agent": "s", "priority": "s", "limit": "u"}
+
+
+def _json_detail(text: str) -> Any:
+    """A detail column: JSON text -> its value ({} if empty, the text if not JSON)."""
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return text
+
+
 def _audit_entry(row: tuple) -> dict[str, Any]:
     """A ListAuditEntries row as a dict; "" and 0 stand for "no agent" on the bus."""
     seq, ts, actor_uid, action, agent, agent_uid, result, detail_json, digest = row
-    try:
-        detail: Any = json.loads(detail_json) if detail_json else {}
-    except ValueError:
-        detail = detail_json
+    detail = _json_detail(detail_json)
     return {
         "seq": seq, "ts": ts, "actor_uid": actor_uid, "action": action,
         "agent": agent or None, "agent_uid": agent_uid if agent else None,
         "result": result, "detail": detail, "hash": digest,
     }
+
+
+class TaskWatch:
+    """TaskChanged signals seen since the watch began, for `task wait`.
+
+    Made by AgentdClient.watch_tasks, whose matches are in place before the
+    caller's first DescribeTask, so a change in between is not missed. agentd
+    leaving the bus (a restart: signals are lost meanwhile) wakes every waiter,
+    which should then ask again.
+    """
+
+    def __init__(self) -> None:
+        self.changed: set[int] = set()
+        self.restarted = False
+        self._wake = asyncio.Event()
+
+    def on_task_changed(self, msg: Any) -> None:
+        task, _status, _event = msg.get_contents()
+        self.changed.add(int(task))
+        self._wake.set()
+
+    def on_owner_changed(self, msg: Any) -> None:
+        bus_name, old, _new = msg.get_contents()
+        if bus_name == BUS_NAME and old:
+            self.restarted = True
+            self._wake.set()
+
+    async def wait(self, task: int, timeout: float) -> bool:
+        """Until TASK changed (or agentd restarted) since the last call, at most TIMEOUT
+        seconds. True if so (the flag is consumed), False if the time ran out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while task not in self.changed and not self.restarted:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
+        self.changed.discard(task)
+        self.restarted = False
+        return True
 
 
 class AgentdClient:
@@ -146,6 +225,7 @@ class AgentdClient:
     def __init__(self, bus: sdbus.SdBus) -> None:
         self.bus = bus
         self.manager = ManagerInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
+        self.tasks = TasksInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
 
     @classmethod
     def connect(cls) -> AgentdClient:
@@ -287,6 +367,95 @@ class AgentdClient:
                 await wake.wait()
         finally:
             slot.close()
+
+    # -- projects -------------------------------------------------------------------
+    async def create_project(self, name: str, description: str = "") -> None:
+        await _call(self.tasks.create_project(name, description))
+
+    async def list_projects(self) -> list[dict[str, Any]]:
+        rows = await _call(self.tasks.list_projects())
+        return [
+            {"name": name, "description": description, "owner_uid": owner_uid,
+             "tasks": n_tasks}
+            for name, description, owner_uid, n_tasks in rows
+        ]
+
+    async def describe_project(self, name: str) -> dict[str, Any]:
+        return unwrap(await _call(self.tasks.describe_project(name)))
+
+    async def remove_project(self, name: str) -> None:
+        await _call(self.tasks.remove_project(name))
+
+    # -- tasks ----------------------------------------------------------------------
+    async def submit_task(self, spec: Mapping[str, Any]) -> int:
+        """Submit a task (keys of TASK_SPEC; None values are left out); returns its id."""
+        return int(await _call(self.tasks.submit_task(_variants(spec, TASK_SPEC, "task"))))
+
+    async def list_tasks(self, filter: Mapping[str, Any] | None = None
+                         ) -> list[dict[str, Any]]:
+        """Tasks the caller may see, narrowed by FILTER (keys of TASK_FILTER)."""
+        rows = await _call(self.tasks.list_tasks(_variants(filter or {}, TASK_FILTER,
+                                                           "filter")))
+        return [
+            {"id": task, "title": title, "status": status, "priority": priority,
+             "project": project, "agent": agent, "attempts": attempts,
+             "max_attempts": max_attempts, "created_at": created}
+            for task, title, status, priority, project, agent, attempts, max_attempts, created
+            in rows
+        ]
+
+    async def describe_task(self, task: int) -> dict[str, Any]:
+        return unwrap(await _call(self.tasks.describe_task(task)))
+
+    async def list_task_events(self, task: int) -> list[dict[str, Any]]:
+        """TASK's history, oldest first: its rows of the audit trail."""
+        rows = await _call(self.tasks.list_task_events(task))
+        return [
+            {"seq": seq, "ts": ts, "actor_uid": actor_uid, "event": event,
+             "result": result, "detail": _json_detail(detail)}
+            for seq, ts, actor_uid, event, result, detail in rows
+        ]
+
+    async def list_artifacts(self, task: int) -> list[dict[str, Any]]:
+        rows = await _call(self.tasks.list_artifacts(task))
+        return [
+            {"name": name, "type": type_, "path": path, "size": size, "sha256": sha256}
+            for name, type_, path, size, sha256 in rows
+        ]
+
+    async def read_artifact(self, task: int, name: str) -> bytes:
+        return bytes(await _call(self.tasks.read_artifact(task, name)))
+
+    async def cancel_task(self, task: int) -> None:
+        await _call(self.tasks.cancel_task(task))
+
+    async def retry_task(self, task: int) -> None:
+        await _call(self.tasks.retry_task(task))
+
+    async def unblock_task(self, task: int, note: str) -> None:
+        await _call(self.tasks.unblock_task(task, note))
+
+    @contextlib.asynccontextmanager
+    async def watch_tasks(self) -> AsyncIterator[TaskWatch]:
+        """Collect TaskChanged signals (and agentd restarts) while the block runs.
+
+        Enter it before the first DescribeTask of a wait, as systemctl subscribes
+        before it asks: then no change can fall between the answer and the match.
+        """
+        watch = TaskWatch()
+        slots = [
+            await _call(self.bus.match_signal_async(
+                BUS_NAME, ROOT_PATH, TASK_CHANGED.interface_name, TASK_CHANGED.signal_name,
+                watch.on_task_changed)),
+            await _call(self.bus.match_signal_async(
+                "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                "NameOwnerChanged", watch.on_owner_changed)),
+        ]
+        try:
+            yield watch
+        finally:
+            for slot in slots:
+                slot.close()
 
     # -- daemon ---------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
