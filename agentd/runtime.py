@@ -72,7 +72,8 @@ class Runtime:
         while not self.stop.is_set():
             await self._sleep(interval)
             try:
-                for task_id in await self.proxy.heartbeat():
+                abort, interval = await self.proxy.heartbeat()
+                for task_id in abort:
                     if executor.abort(task_id):
                         log(f"task {task_id}: aborted (cancelled by its owner)")
             except SdBusBaseError as e:

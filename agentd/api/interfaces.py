@@ -170,10 +170,11 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
         """settings: wip (u), tools (as), heartbeat_interval (u), lease_seconds (u)."""
         raise NotImplementedError
 
-    @dbus_method_async("", "at", flags=U, method_name="Heartbeat",
-                       result_args_names=("abort",))
-    async def heartbeat(self) -> list[int]:
-        """Renews the leases of the caller's tasks; returns tasks it must abort."""
+    @dbus_method_async("", "atu", flags=U, method_name="Heartbeat",
+                       result_args_names=("abort", "heartbeat_interval"))
+    async def heartbeat(self) -> tuple[list[int], int]:
+        """Renews the leases of the caller's tasks; returns the tasks it must abort
+        and the interval agentd wants now (it may have been reconfigured)."""
         raise NotImplementedError
 
     @dbus_method_async("u", "ba{sv}", flags=U, method_name="ClaimTask",

@@ -31,9 +31,9 @@ class RuntimeObject(RuntimeInterface):
 
     @dbus_method_async_override()
     @translated
-    async def heartbeat(self) -> list[int]:
+    async def heartbeat(self) -> tuple[list[int], int]:
         agent = self.registry.heartbeat(await self.callers.current())
-        return self.queue.renew(agent)
+        return self.queue.renew(agent), self.registry.cfg.heartbeat_interval
 
     @dbus_method_async_override()
     @translated
