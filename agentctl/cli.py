@@ -1,10 +1,11 @@
-"""agentctl: manage agentd's agents, templates and audit trail from a shell.
+"""agentctl: manage agentd's agents, templates, tasks and audit trail from a shell.
 
 A click command tree in the style of simonw/llm: noun groups (agent, template,
-audit) with one small verb set (create, list, show, start, stop, rm, logs),
-plus `status`. Every command takes --json. On a terminal the output is rich
-tables and colour; otherwise it is plain tab-separated text without headers,
-so `agentctl agent list | cut -f1` works.
+audit; project and task, in agentctl.tasks_cli) with one small verb set
+(create, list, show, start, stop, rm, logs, ...), plus `status` and `events`.
+Every command takes --json. On a terminal the output is rich tables and
+colour; otherwise it is plain tab-separated text without headers, so
+`agentctl agent list | cut -f1` works.
 
 The commands never touch D-Bus: they call a client object with async methods
 (agentctl.client.AgentdClient). The client comes from Env.connect, and Env is
@@ -217,6 +218,9 @@ STATE_STYLES = {
     "active": "green", "reloading": "green", "failed": "bold red",
     "activating": "yellow", "deactivating": "yellow", "inactive": "dim",
     "ok": "green", "denied": "bold red", "error": "bold red",
+    # task statuses
+    "pending": "", "in_progress": "yellow", "blocked": "bold yellow", "completed": "green",
+    "cancelled": "dim", "dead_lettered": "bold red",
 }
 
 
@@ -238,7 +242,7 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]],
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col in columns:
-        table.add_column(col, no_wrap=col not in ("DESCRIPTION", "DETAIL"))
+        table.add_column(col, no_wrap=col not in ("DESCRIPTION", "DETAIL", "TITLE"))
     for row in rows:
         cells = [Text("-" if c is None else str(c)) for c in row]
         if style_column is not None:
@@ -250,8 +254,12 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]],
 Field = tuple[str, str, Callable[[dict[str, Any]], str]]
 
 
-def print_fields(info: dict[str, Any], fields: Sequence[Field]) -> None:
-    """`show` output: label/value pairs, then any key this version does not know."""
+def print_fields(info: dict[str, Any], fields: Sequence[Field],
+                 styled: Iterable[str] = ("active_state",)) -> None:
+    """`show` output: label/value pairs, then any key this version does not know.
+
+    On a terminal, the values of the keys in STYLED are coloured as STATE_STYLES says."""
+    styled = set(styled)
     known = {key for key, _label, _fmt in fields}
     rows = [(key, label, fmt(info)) for key, label, fmt in fields if key in info]
     rows += [(key, key, _raw(info[key])) for key in sorted(info) if key not in known]
@@ -268,13 +276,15 @@ def print_fields(info: dict[str, Any], fields: Sequence[Field]) -> None:
     grid.add_column()
     for key, label, value in rows:
         text = Text(value)
-        if key == "active_state":
+        if key in styled:
             text.stylize(STATE_STYLES.get(str(info[key]), ""))
         grid.add_row(label + ":", text)
     Console(highlight=False).print(grid)
 
 
 def _raw(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_raw(v)}" for k, v in value.items())
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
     if isinstance(value, bool):
@@ -340,9 +350,13 @@ Examples:
   agentctl agent list
   agentctl agent logs scout -f
   agentctl audit -f
+  id=$(agentctl task submit "Summarise the logs" --needs summarise)
+  agentctl task wait "$id" && agentctl task show "$id"
+  agentctl events -f --type 'task.*'
 \b
 Exit status: 0 on success, 1 on failure, 2 on a usage error, 69 if agentd
-is not running, 77 if agentd denied the request. See agentctl COMMAND --help.""")
+is not running, 77 if agentd denied the request (`task wait` has its own:
+see agentctl task wait --help). See agentctl COMMAND --help.""")
 @click.version_option(__version__, "--version", prog_name="agentctl",
                       message="%(prog)s %(version)s")
 @click.pass_context
@@ -354,6 +368,11 @@ def cli(ctx: click.Context) -> None:
     the D-Bus system bus (org.agentos.agentd1); agentd decides what the calling
     user may do: administrators manage every agent, other users the agents they
     created.
+
+    Work reaches agents as tasks: submitted to agentd's queue (optionally in a
+    project), assigned to an agent whose template has the capabilities the
+    task needs, run in that agent's unit, and finished with a result and
+    artifacts. Every change is an event in the audit trail.
 
     Output is a table on a terminal and tab-separated text in a pipe; --json
     gives every field, for programs.
@@ -815,3 +834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
+
+
+# The task queue's commands (project, task, events) register themselves on `cli`.
+from . import tasks_cli  # noqa: E402, F401
