@@ -181,8 +181,8 @@ class TaskWatch:
 
     Made by AgentdClient.watch_tasks, whose matches are in place before the
     caller's first DescribeTask, so a change in between is not missed. agentd
-    leaving the bus (a restart: signals are lost meanwhile) wakes every waiter,
-    which should then ask again.
+    leaving or taking its bus name (a restart: signals are lost meanwhile)
+    wakes every waiter, which should then ask again.
     """
 
     def __init__(self) -> None:
@@ -196,8 +196,8 @@ class TaskWatch:
         self._wake.set()
 
     def on_owner_changed(self, msg: Any) -> None:
-        bus_name, old, _new = msg.get_contents()
-        if bus_name == BUS_NAME and old:
+        bus_name, _old, _new = msg.get_contents()
+        if bus_name == BUS_NAME:
             self.restarted = True
             self._wake.set()
 

@@ -531,10 +531,12 @@ def test_task_watch_wakes_for_its_task_only() -> None:
         watch.on_owner_changed(Msg("org.example.Other", ":1.2", ""))
         unrelated = await watch.wait(7, 0.01)
         watch.on_owner_changed(Msg(client_mod.BUS_NAME, ":1.2", ""))  # agentd went away
-        restarted = await watch.wait(7, 1.0)
-        return [other, ours, again, early, unrelated, restarted]
+        left = await watch.wait(7, 1.0)
+        watch.on_owner_changed(Msg(client_mod.BUS_NAME, "", ":1.3"))  # and is back
+        back = await watch.wait(7, 1.0)
+        return [other, ours, again, early, unrelated, left, back]
 
-    assert asyncio.run(scenario()) == [False, True, False, True, False, True]
+    assert asyncio.run(scenario()) == [False, True, False, True, False, True, True]
 
 
 # -- task artifact ----------------------------------------------------------------------
