@@ -348,7 +348,7 @@ Examples:
               help="Run only after task ID has completed (repeatable, or comma-separated).")
 @click.option("--agent", metavar="NAME", help="Assign the task to agent NAME.")
 @click.option("--max-attempts", type=click.IntRange(min=1), metavar="N",
-              help="Attempts before the task is dead-lettered  [agentd's default].")
+              help="Attempts before the task is dead-lettered  [agentd's default: 3].")
 @click.option("--exec", "exec_", metavar="COMMAND",
               help="Run COMMAND with the agent's shell tool instead of a model.")
 @json_option
