@@ -2,6 +2,7 @@
 #
 #   make vendor     fetch the Python packages Debian 12 does not ship (sdbus)
 #   make install    install everything under $(DESTDIR)
+#   make man        check the man pages (docs/man);  make completion: bash completion
 #   make check      unit tests;  make test: the whole suite (root: boots a testbed)
 #   make lint       ruff
 
@@ -19,13 +20,15 @@ SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
 TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
 DBUSPOLICYDIR  := $(PREFIX)/share/dbus-1/system.d
 DBUSSERVICEDIR := $(PREFIX)/share/dbus-1/system-services
+MANDIR      := $(PREFIX)/share/man
+COMPLETIONDIR := $(PREFIX)/share/bash-completion/completions
 CONFDIR     := $(SYSCONFDIR)/agentd
 
 SDBUS_VERSION := 0.14.3
 VENDOR      := build/vendor
 PYPKGS      := agentd agentctl
 
-.PHONY: all vendor install uninstall check test lint clean
+.PHONY: all vendor completion man install uninstall check test lint clean
 
 all: vendor
 
@@ -40,21 +43,38 @@ $(VENDOR)/.stamp:
 	for w in build/wheels/*.whl; do $(PYTHON) -m zipfile -e "$$w" $(VENDOR); done
 	touch $@
 
+# bash completion for agentctl, generated from its click command tree.
+completion: build/completion/agentctl
+
+build/completion/agentctl: $(VENDOR)/.stamp agentctl/cli.py
+	mkdir -p $(@D)
+	_AGENTCTL_COMPLETE=bash_source PYTHONPATH=$(VENDOR):. $(PYTHON) -m agentctl >$@.tmp
+	grep -q 'complete .*-F _agentctl_completion agentctl' $@.tmp
+	mv $@.tmp $@
+
+# The man pages are written by hand in roff; this checks them as lintian does.
+man:
+	for f in docs/man/*.[1-8]; do \
+	    out=$$(LC_ALL=C.UTF-8 MANROFFSEQ= MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$$f" 2>&1 >/dev/null); \
+	    if [ -n "$$out" ]; then echo "$$f: $$out"; exit 1; fi; \
+	done
+
 define launcher
 	sed -e 's|@PYDIR@|$(PYDIR)|' -e 's|@MODULE@|$(2)|' -e 's|@NAME@|$(notdir $(1))|' \
 	    tools/launcher.in > $(DESTDIR)$(1)
 	chmod 0755 $(DESTDIR)$(1)
 endef
 
-install: vendor
+install: vendor completion
 	install -d -m 0755 $(DESTDIR)$(PYDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(BINDIR) \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(COMPLETIONDIR) \
 	    $(DESTDIR)$(DATADIR)/templates $(DESTDIR)$(DATADIR)/profiles $(DESTDIR)$(DOCDIR) \
 	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
 	    $(DESTDIR)$(DBUSPOLICYDIR) $(DESTDIR)$(DBUSSERVICEDIR) \
 	    $(DESTDIR)$(CONFDIR)/templates $(DESTDIR)$(CONFDIR)/profiles
 	rm -rf $(addprefix $(DESTDIR)$(PYDIR)/,$(PYPKGS))
 	tar -C . --exclude=__pycache__ -cf - $(PYPKGS) | tar -C $(DESTDIR)$(PYDIR) -xf -
-	tar -C $(VENDOR) --exclude=__pycache__ -cf - . | tar -C $(DESTDIR)$(PYDIR) -xf -
+	tar -C $(VENDOR) --exclude=__pycache__ --exclude=./.stamp -cf - . | tar -C $(DESTDIR)$(PYDIR) -xf -
 	chmod -R u=rwX,go=rX $(DESTDIR)$(PYDIR)
 	$(PYTHON) -m compileall -q -s "$(DESTDIR)" -p / $(DESTDIR)$(PYDIR) >/dev/null
 	$(call launcher,$(LIBEXECDIR)/agentd,agentd.daemon)
@@ -68,6 +88,10 @@ install: vendor
 	install -m 0644 policies/templates/*.toml $(DESTDIR)$(DATADIR)/templates/
 	install -m 0644 policies/profiles/*.toml $(DESTDIR)$(DATADIR)/profiles/
 	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 docs/man/agentctl.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 docs/man/agentd.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 build/completion/agentctl $(DESTDIR)$(COMPLETIONDIR)/agentctl
+	install -m 0755 packaging/agentd-purge $(DESTDIR)$(LIBEXECDIR)/agentd-purge
 	# The admin's config is never overwritten.
 	[ -e $(DESTDIR)$(CONFDIR)/agentd.toml ] || \
 	    install -m 0644 policies/agentd.toml $(DESTDIR)$(CONFDIR)/agentd.toml
@@ -84,7 +108,9 @@ uninstall:
 	    $(DESTDIR)$(UNITDIR)/agents.slice $(DESTDIR)$(SYSUSERSDIR)/agentd.conf \
 	    $(DESTDIR)$(TMPFILESDIR)/agentd.conf \
 	    $(DESTDIR)$(DBUSPOLICYDIR)/org.agentos.agentd1.conf \
-	    $(DESTDIR)$(DBUSSERVICEDIR)/org.agentos.agentd1.service
+	    $(DESTDIR)$(DBUSSERVICEDIR)/org.agentos.agentd1.service \
+	    $(DESTDIR)$(MANDIR)/man1/agentctl.1 $(DESTDIR)$(MANDIR)/man8/agentd.8 \
+	    $(DESTDIR)$(COMPLETIONDIR)/agentctl
 
 check:
 	$(PYTHON) -m pytest tests/unit -q
