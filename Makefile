@@ -2,6 +2,8 @@
 #
 #   make vendor     fetch the Python packages Debian 12 does not ship (sdbus)
 #   make install    install everything under $(DESTDIR)
+#   make deb        build/agentd_VERSION_amd64.deb (packaging/debian, debhelper)
+#                   VERSION=X.Y.Z builds a package (and agentd) of another version
 #   make man        check the man pages (docs/man);  make completion: bash completion
 #   make check      unit tests;  make test: the whole suite (root: boots a testbed)
 #   make lint       ruff
@@ -28,7 +30,7 @@ SDBUS_VERSION := 0.14.3
 VENDOR      := build/vendor
 PYPKGS      := agentd agentctl
 
-.PHONY: all vendor completion man install uninstall check test lint clean
+.PHONY: all vendor completion man install uninstall deb dist check test lint clean
 
 all: vendor
 
@@ -111,6 +113,37 @@ uninstall:
 	    $(DESTDIR)$(DBUSSERVICEDIR)/org.agentos.agentd1.service \
 	    $(DESTDIR)$(MANDIR)/man1/agentctl.1 $(DESTDIR)$(MANDIR)/man8/agentd.8 \
 	    $(DESTDIR)$(COMPLETIONDIR)/agentctl
+
+# ---------------------------------------------------------------- packages
+# Packages are built from one source tree, build/dist/agentd-VERSION: this
+# tree (less .git, build and caches) with build/vendor already in it, so that
+# the package builds need no network. VERSION other than agentd/__init__.py's
+# is stamped into the staged copy, so that the daemon reports it too.
+VERSION     ?= $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' agentd/__init__.py)
+DIST        := build/dist/agentd-$(VERSION)
+DEB         := build/agentd_$(VERSION)_amd64.deb
+
+dist: vendor
+	rm -rf $(DIST) && mkdir -p $(DIST)/build
+	tar -C . --exclude-vcs --exclude=./build --exclude=__pycache__ --exclude=.pytest_cache \
+	    --exclude=.ruff_cache --exclude='*.pyc' -cf - . | tar -C $(DIST) -xf -
+	cp -a $(VENDOR) $(DIST)/build/vendor
+	sed -i 's/^__version__ = .*/__version__ = "$(VERSION)"/' $(DIST)/agentd/__init__.py
+	sed -i 's/^version = .*/version = "$(VERSION)"/' $(DIST)/pyproject.toml
+
+deb: dist
+	cp -a packaging/debian $(DIST)/debian
+	cd $(DIST) && if [ "$$(dpkg-parsechangelog -SVersion)" != "$(VERSION)" ]; then \
+	    { printf 'agentd (%s) unstable; urgency=medium\n\n  * Build of version %s.\n\n' \
+	          "$(VERSION)" "$(VERSION)"; \
+	      printf ' -- %s  %s\n\n' "$$(dpkg-parsechangelog -SMaintainer)" "$$(date -R)"; \
+	      cat debian/changelog; } >debian/changelog.new && mv debian/changelog.new debian/changelog; \
+	fi
+	cd $(DIST) && dpkg-buildpackage --build=binary --no-sign >../deb-$(VERSION).log 2>&1 \
+	    || { tail -40 ../deb-$(VERSION).log; exit 1; }
+	mv build/dist/agentd_$(VERSION)_amd64.deb $(DEB)
+	rm -f build/dist/agentd_$(VERSION)_amd64.buildinfo build/dist/agentd_$(VERSION)_amd64.changes
+	@echo "built $(DEB)"
 
 check:
 	$(PYTHON) -m pytest tests/unit -q
