@@ -3,6 +3,7 @@
 #   make vendor     fetch the Python packages Debian 12 does not ship (sdbus)
 #   make install    install everything under $(DESTDIR)
 #   make deb        build/agentd_VERSION_amd64.deb (packaging/debian, debhelper)
+#   make rpm        build/agentd-VERSION-1.x86_64.rpm (packaging/rpm/agentd.spec)
 #                   VERSION=X.Y.Z builds a package (and agentd) of another version
 #   make man        check the man pages (docs/man);  make completion: bash completion
 #   make check      unit tests;  make test: the whole suite (root: boots a testbed)
@@ -30,7 +31,7 @@ SDBUS_VERSION := 0.14.3
 VENDOR      := build/vendor
 PYPKGS      := agentd agentctl
 
-.PHONY: all vendor completion man install uninstall deb dist check test lint clean
+.PHONY: all vendor completion man install uninstall deb rpm dist check test lint clean
 
 all: vendor
 
@@ -115,13 +116,15 @@ uninstall:
 	    $(DESTDIR)$(COMPLETIONDIR)/agentctl
 
 # ---------------------------------------------------------------- packages
-# Packages are built from one source tree, build/dist/agentd-VERSION: this
+# Both packages are built from one source tree, build/dist/agentd-VERSION: this
 # tree (less .git, build and caches) with build/vendor already in it, so that
 # the package builds need no network. VERSION other than agentd/__init__.py's
 # is stamped into the staged copy, so that the daemon reports it too.
 VERSION     ?= $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' agentd/__init__.py)
 DIST        := build/dist/agentd-$(VERSION)
 DEB         := build/agentd_$(VERSION)_amd64.deb
+RPM         := build/agentd-$(VERSION)-1.x86_64.rpm
+PACKAGER    ?= agentd developers <agentd@agentos.example>
 
 dist: vendor
 	rm -rf $(DIST) && mkdir -p $(DIST)/build
@@ -144,6 +147,18 @@ deb: dist
 	mv build/dist/agentd_$(VERSION)_amd64.deb $(DEB)
 	rm -f build/dist/agentd_$(VERSION)_amd64.buildinfo build/dist/agentd_$(VERSION)_amd64.changes
 	@echo "built $(DEB)"
+
+rpm: dist
+	rm -rf build/rpm && mkdir -p build/rpm/SOURCES
+	tar -C build/dist --exclude=agentd-$(VERSION)/debian \
+	    -czf build/rpm/SOURCES/agentd-$(VERSION).tar.gz agentd-$(VERSION)
+	cp units/agentd.sysusers build/rpm/SOURCES/
+	rpmbuild -bb --nodeps --define "_topdir $(CURDIR)/build/rpm" \
+	    --define "agentd_version $(VERSION)" --define "packager $(PACKAGER)" \
+	    packaging/rpm/agentd.spec >build/rpm/rpmbuild.log 2>&1 \
+	    || { tail -40 build/rpm/rpmbuild.log; exit 1; }
+	mv build/rpm/RPMS/x86_64/agentd-$(VERSION)-1.x86_64.rpm $(RPM)
+	@echo "built $(RPM)"
 
 check:
 	$(PYTHON) -m pytest tests/unit -q
