@@ -92,9 +92,11 @@ async def serve(cfg: config_mod.Config) -> None:
     scheduler = Scheduler(registry, queue)
     callers = Callers(bus)
     manager = ManagerObject(registry, callers, bus)
-    manager.export_to_dbus(ROOT_PATH, bus)
-    RuntimeObject(registry, queue, callers).export_to_dbus(ROOT_PATH, bus)
-    TasksObject(queue, callers).export_to_dbus(ROOT_PATH, bus)
+    runtime = RuntimeObject(registry, queue, callers)
+    tasks = TasksObject(queue, callers)
+    # sdbus holds exported objects weakly: these names keep them (and their
+    # vtables) alive for as long as agentd serves.
+    exported = [obj.export_to_dbus(ROOT_PATH, bus) for obj in (manager, runtime, tasks)]
     states = dict(await systemd.list_units("agent-*.service"))
     for agent in registry.agents():
         manager.export_agent(agent.name, states.get(agent.unit, "inactive"))
@@ -107,6 +109,7 @@ async def serve(cfg: config_mod.Config) -> None:
         agent = registry.find(name)
         if agent is not None and active_state in ("inactive", "failed"):
             registry._set_offline(agent, reason=f"unit {active_state}")
+            queue.runtime_gone(name)
         manager.on_unit_state(name, active_state)
         scheduler.kick()
 
@@ -129,6 +132,8 @@ async def serve(cfg: config_mod.Config) -> None:
             registry.sweep()
     _notify("STOPPING=1")
     scheduling.cancel()
+    for handle in exported:
+        handle.stop()
     with contextlib.suppress(TimeoutError):  # let queued starts/stops be audited
         await asyncio.wait_for(registry.settle(), 5)
     audit.append("agentd.stop", actor_uid=0)

@@ -53,6 +53,8 @@ class Scheduler:
         now = now or time.time()
         self.queue.expire_leases(now)
         waiting = self.queue.assign(now)
+        for name in waiting:
+            self.queue.wake(name)  # e.g. a retry whose backoff just ended
         running = {unit.removeprefix("agent-").removesuffix(".service")
                    for unit, state in await self.registry.units.list_units("agent-*.service")
                    if state in ("active", "activating", "reloading")}

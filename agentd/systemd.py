@@ -130,7 +130,7 @@ class Systemd:
     def __init__(self, bus: SdBus) -> None:
         self.bus = bus
         self.manager = _Manager.new_proxy(SYSTEMD, SYSTEMD_PATH, bus)
-        self._waiters: dict[str, asyncio.Future[str]] = {}
+        self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._finished: OrderedDict[str, str] = OrderedDict()
         self._slot: object | None = None
 
@@ -143,11 +143,10 @@ class Systemd:
 
     def _on_job_removed(self, message: object) -> None:
         _id, job, _unit, result = message.get_contents()  # type: ignore[attr-defined]
-        waiter = self._waiters.pop(job, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(result)
-            return
-        self._finished[job] = result
+        for waiter in self._waiters.pop(job, []):
+            if not waiter.done():
+                waiter.set_result(result)
+        self._finished[job] = result  # for waiters that come after the signal
         while len(self._finished) > 4096:
             self._finished.popitem(last=False)
 
@@ -156,15 +155,19 @@ class Systemd:
         if job == NO_JOB:
             return "done"
         if job in self._finished:
-            return self._finished.pop(job)
+            return self._finished[job]
         fut = asyncio.get_running_loop().create_future()
-        self._waiters[job] = fut
+        waiters = self._waiters.setdefault(job, [])
+        waiters.append(fut)  # any number may wait for one job
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             return "timeout"
         finally:
-            self._waiters.pop(job, None)
+            if fut in waiters:
+                waiters.remove(fut)
+            if not waiters:
+                self._waiters.pop(job, None)
 
     async def watch_units(self, prefix: str, callback: UnitStateCallback) -> None:
         """Call CALLBACK(unit, active_state) whenever a unit named PREFIX* changes."""

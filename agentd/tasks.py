@@ -17,6 +17,7 @@ and reports only the tasks claimed by itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import mimetypes
@@ -140,6 +141,9 @@ class TaskQueue:
         self.audit = registry.audit
         self.listeners: list[Listener] = []
         self._wakeups: dict[str, asyncio.Event] = {}
+        # Bumped whenever an agent's runtime is replaced or gone: a ClaimTask long
+        # poll left behind by a dead runtime must not claim work for nobody.
+        self._generation: dict[str, int] = {}
 
     # -- helpers -----------------------------------------------------------------
     def _role(self, caller: Caller) -> Role:
@@ -508,17 +512,24 @@ class TaskQueue:
     async def claim_wait(self, agent: Agent, timeout: float) -> Task | None:
         """claim(), waiting up to TIMEOUT seconds for work to be assigned."""
         deadline = time.monotonic() + timeout
+        generation = self._generation.get(agent.name, 0)
         event = self._wakeups.setdefault(agent.name, asyncio.Event())
         while True:
+            if self._generation.get(agent.name, 0) != generation:
+                return None  # the runtime that asked is gone
             event.clear()
             task = self.claim(agent)
             remaining = deadline - time.monotonic()
             if task is not None or remaining <= 0:
                 return task
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)
-            except TimeoutError:
-                return self.claim(agent)
+
+    def runtime_gone(self, name: str) -> None:
+        """AGENT's runtime was replaced or its unit went down: orphaned long polls
+        end without claiming."""
+        self._generation[name] = self._generation.get(name, 0) + 1
+        self.wake(name)
 
     def renew(self, agent: Agent) -> list[int]:
         """Heartbeat: extend the agent's leases; return tasks it must abort."""
@@ -613,22 +624,36 @@ class TaskQueue:
     def expire_leases(self, now: float | None = None) -> list[Task]:
         """Retry (with backoff) or dead-letter every task whose claim lapsed."""
         now = now or time.time()
+        rows = self.store.query(
+            "SELECT * FROM tasks WHERE status='in_progress' AND lease_expires<?", (now,))
+        return self._expire(rows, now)
+
+    def release(self, agent: Agent) -> list[Task]:
+        """A new runtime of AGENT registered: it holds no claim, so the claims of
+        the instance before it (killed, crashed) have lapsed now."""
+        rows = self.store.query(
+            "SELECT * FROM tasks WHERE status='in_progress' AND agent=?", (agent.name,))
+        released = self._expire(rows, time.time(), reason="the runtime holding it restarted")
+        self.runtime_gone(agent.name)
+        return released
+
+    def _expire(self, rows: list[dict[str, Any]], now: float,
+                reason: str = "lease expired") -> list[Task]:
         changed = []
-        for row in self.store.query(
-                "SELECT * FROM tasks WHERE status='in_progress' AND lease_expires<?", (now,)):
+        for row in rows:
             task = self._row(row)
             try:
                 if task.attempts >= task.max_attempts:
                     changed.append(self._transition(task, "task.dead_lettered", 0, {
                         "status": "dead_lettered", "lease_expires": None,
-                        "finished_at": now, "error": "lease expired on the last attempt"},
-                        result="failed", attempts=task.attempts))
+                        "finished_at": now, "error": f"{reason} on the last attempt"},
+                        result="failed", attempts=task.attempts, reason=reason))
                 else:
                     delay = min(300, self.cfg.retry_backoff * 2 ** (task.attempts - 1))
                     changed.append(self._transition(task, "task.lease_expired", 0, {
                         "status": "pending", "lease_expires": None, "not_before": now + delay,
                         "agent": task.pinned_agent}, result="retrying",
-                        attempt=task.attempts, retry_in=delay))
+                        attempt=task.attempts, retry_in=delay, reason=reason))
             except Conflict:
                 continue
         return changed

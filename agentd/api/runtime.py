@@ -27,6 +27,7 @@ class RuntimeObject(RuntimeInterface):
     @translated
     async def register(self) -> tuple[str, str, dict[str, Variant]]:
         agent = self.registry.register_runtime(await self.callers.current())
+        self.queue.release(agent)  # a fresh runtime: earlier claims died with its predecessor
         return agent.name, agent_path(agent.name), variants(self.queue.settings(agent))
 
     @dbus_method_async_override()

@@ -312,3 +312,31 @@ def test_schema_1_databases_migrate_and_their_chain_still_verifies(tmp_path: Pat
     assert log.verify().ok
     log.append("task.created", actor_uid=0, task_id=1)
     assert log.verify().ok and log.verify().checked == 4
+
+
+def test_a_new_runtime_releases_the_claims_of_the_one_before(q: Q) -> None:
+    a = q.agent("a1")
+    tid = q.submit()
+    q.q.assign()
+    q.q.claim(a)
+    q.q.renew(a)  # heartbeats alone would keep the dead instance's lease alive
+    assert q.status(tid) == "in_progress"
+    (released,) = q.q.release(a)
+    assert released.id == tid and released.status == "pending"
+    assert q.audit("task.lease_expired")[-1].detail["reason"] == \
+        "the runtime holding it restarted"
+
+
+def test_a_long_poll_left_by_a_dead_runtime_claims_nothing(q: Q) -> None:
+    a = q.agent("a1")
+
+    async def scenario() -> object:
+        orphan = asyncio.create_task(q.q.claim_wait(a, 5))
+        await asyncio.sleep(0.05)
+        q.q.release(a)  # a new runtime registered: the asker above is dead
+        q.submit()
+        q.q.assign()
+        return await asyncio.wait_for(orphan, 2)
+
+    assert run(scenario()) is None
+    assert q.q.find(1).status == "pending"
