@@ -383,10 +383,12 @@ class Registry:
     def runtime_agent(self, caller: Caller) -> Agent:
         """The agent whose runtime is calling; anyone else is refused."""
         agent = self.by_uid(caller.uid)
-        if agent is None or agent.state != "present":
+        if agent is None:
             self._deny(caller, "runtime.register",
                        why=f"uid {caller.uid} is not an agent")
         assert agent is not None
+        if agent.state != "present":  # its own removal is under way: not an intrusion
+            raise Busy(f"agent {agent.name} is {agent.state}")
         return agent
 
     def register_runtime(self, caller: Caller) -> Agent:

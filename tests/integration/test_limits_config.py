@@ -56,7 +56,7 @@ def test_bad_config_is_refused_clearly(agentd: Agentd) -> None:
     assert r.returncode == 78 and "overlaps" in r.stderr
 
 
-def test_a_start_job_that_fails_is_reported_and_audited(agentd: Agentd, config) -> None:  # noqa: ANN001
+def test_a_start_job_that_fails_is_reported_and_audited(agentd: Agentd, config) -> None:
     """systemd accepts the unit but cannot exec the runtime: the job fails."""
     config('runtime_command = "/usr/libexec/agentd/no-such-runtime"\n')
     agentd.create("job-fails", user="alice")

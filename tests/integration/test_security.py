@@ -160,6 +160,8 @@ def test_fork_bomb_stops_at_tasks_max(agentd: Agentd, pair) -> None:
 
 
 def test_denials_carry_the_agents_uid(agentd: Agentd, pair) -> None:
-    rows = [r for r in agentd.audit() if r["result"] == "denied"
+    # UIDs are reused after removal: count only what happened since sec-a exists.
+    since = agentd.audit("agent.create", "sec-a")[-1]["seq"]
+    rows = [r for r in agentd.audit() if r["result"] == "denied" and r["seq"] > since
             and r["actor_uid"] == agentd.uid_of("sec-a")]
     assert rows and all("agents may not" in r["detail"]["reason"] for r in rows)

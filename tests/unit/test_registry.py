@@ -250,3 +250,16 @@ def test_heartbeat_sweep_marks_offline(w: World) -> None:
     assert w.audit_rows("agent.offline")[-1].detail["reason"] == "heartbeat lost"
     w.reg.heartbeat(me)
     assert "hb" in w.reg.online
+
+
+def test_a_runtime_of_an_agent_being_removed_is_busy_not_an_intruder(w: World) -> None:
+    from agentd.errors import Busy
+
+    a = w.run(w.reg.create(ROOT, "leaving", "sandbox"))
+    with w.store.transaction():
+        w.store.execute("UPDATE agents SET state='removing' WHERE name='leaving'")
+    with pytest.raises(Busy):
+        w.reg.heartbeat(Caller(a.uid))
+    assert not [r for r in w.audit.entries(limit=1000) if r.result == "denied"]
+    with pytest.raises(PermissionDenied):
+        w.reg.heartbeat(Caller(w.cfg.uid_max))  # a UID that is no agent at all

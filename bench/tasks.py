@@ -1,0 +1,36 @@
+"""Task queue benchmark: boots the disposable machine, installs agentd, runs
+tasks_inner.py inside, and prints its report.
+
+    python3 bench/tasks.py [--agents 8] [--per-agent 250] [--runs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from testbed.machine import Machine  # noqa: E402
+from testbed.provision import install_agentd  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--agents", type=int, default=8)
+    parser.add_argument("--per-agent", type=int, default=250)
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    with Machine.boot(binds=[REPO]) as m:
+        install_agentd(m, users=(), admins=())
+        r = m.run(["/usr/bin/python3", str(REPO / "bench" / "tasks_inner.py"),
+                   str(args.agents), str(args.per_agent), str(args.runs)], timeout=1800)
+        print(json.dumps(json.loads(r.stdout), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
