@@ -1,9 +1,27 @@
 #!/bin/bash
 # The whole test suite: unit tests, then integration tests in a disposable
 # systemd machine (needs root; see ../shared/TESTBED.md). Extra args go to pytest.
+#
+# Without args, a second pass then runs tests/integration against the .deb
+# (make deb) installed with apt in a fresh machine, instead of `make install`
+# (tests/testbed/provision.py, AGENTD_TEST_PACKAGE), so the foundation's
+# end-to-end tests pass against the package as well as the source tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/deps.sh
 make --no-print-directory vendor
 export PYTHONPATH="$PWD/build/vendor${PYTHONPATH:+:$PYTHONPATH}"
-exec /usr/bin/python3 -m pytest -p no:cacheprovider -ra "${@:-tests}"
+PYTEST=(/usr/bin/python3 -m pytest -p no:cacheprovider -ra)
+if (($#)) || ((EUID != 0)); then
+    exec "${PYTEST[@]}" "${@:-tests}"
+fi
+
+rc=0
+"${PYTEST[@]}" tests || rc=$?
+echo
+echo "=== tests/integration again, against the installed .deb (AGENTD_TEST_PACKAGE)"
+make --no-print-directory -s deb
+version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' agentd/__init__.py)
+AGENTD_TEST_PACKAGE="$PWD/build/agentd_${version}_amd64.deb" \
+    "${PYTEST[@]}" tests/integration || rc=$?
+exit "$rc"
