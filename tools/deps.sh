@@ -1,9 +1,13 @@
 #!/bin/bash
-# Install what agentd, its tests and its demo need on Debian 12 (idempotent).
+# Install what agentd, its tests, its demo and its packages need on Debian 12
+# (idempotent).
 set -euo pipefail
 PKGS=(python3 python3-pip python3-apsw python3-click python3-rich
       python3-systemd python3-pytest make systemd dbus passwd util-linux procps tar
-      libglib2.0-bin sqlite3)
+      libglib2.0-bin sqlite3
+      # make deb / make rpm (tests/packaging): debhelper with dh-python, their
+      # linters, and man-db for `make man` (lintian's man page check too)
+      debhelper dh-python dpkg-dev lintian rpm rpmlint man-db groff-base)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
