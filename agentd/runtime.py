@@ -161,6 +161,7 @@ async def run() -> int:
     await runtime.shutdown(executor)
     for w in workers:
         w.cancel()
+    await asyncio.wait(workers, timeout=2)  # a D-Bus call in flight must not hold us
     return 0
 
 

@@ -123,5 +123,8 @@ def unit_properties(
         ("Restart", ("s", "on-failure")),
         ("RestartUSec", ("t", 2_000_000)),
         ("OOMPolicy", ("s", "continue")),
+        # The runtime exits at once on SIGTERM; a stuck one is killed soon, so a
+        # stop (and a removal, which waits for it) never takes long.
+        ("TimeoutStopUSec", ("t", 10_000_000)),
     ]
     return base + _limits(limits) + _hardening(ident.home) + _network(profile)

@@ -158,14 +158,19 @@ class TaskQueue:
             raise PermissionDenied("agents may not use the Tasks interface")
         return role
 
-    def _row(self, row: dict[str, Any]) -> Task:
-        deps = tuple(r["depends_on"] for r in self.store.query(
-            "SELECT depends_on FROM task_deps WHERE task_id=? ORDER BY depends_on",
-            (row["id"],)))
-        project = ""
-        if row["project_id"] is not None:
-            project = self.store.scalar("SELECT name FROM projects WHERE id=?",
-                                        (row["project_id"],)) or ""
+    def _row(self, row: dict[str, Any], known: Task | None = None) -> Task:
+        """A Task from a tasks row; KNOWN (the same task, earlier) saves re-reading
+        its dependencies and project, which no transition changes."""
+        if known is not None:
+            deps, project = known.after, known.project
+        else:
+            deps = tuple(r["depends_on"] for r in self.store.query(
+                "SELECT depends_on FROM task_deps WHERE task_id=? ORDER BY depends_on",
+                (row["id"],)))
+            project = ""
+            if row["project_id"] is not None:
+                project = self.store.scalar("SELECT name FROM projects WHERE id=?",
+                                            (row["project_id"],)) or ""
         return Task(
             id=row["id"], title=row["title"], description=row["description"],
             project=project, owner_uid=row["owner_uid"], needs=tuple(json.loads(row["needs"])),
@@ -211,8 +216,8 @@ class TaskQueue:
             self.audit.append(event, actor_uid=actor_uid, agent=agent.name if agent else None,
                               agent_uid=agent.uid if agent else None, result=result,
                               task_id=task.id, **detail)
-        updated = self.find(task.id)
-        assert updated is not None
+        updated = self._row(self.store.query("SELECT * FROM tasks WHERE id=?", (task.id,))[0],
+                            known=task)
         self._notify(updated, event)
         return updated
 
@@ -491,23 +496,49 @@ class TaskQueue:
         return task
 
     def claim(self, agent: Agent) -> Task | None:
-        """Atomically take the best runnable task assigned to AGENT."""
+        """Atomically take the best runnable task for AGENT: one assigned to it,
+        else an unassigned one it may run (pinned to it, or its owner's, with the
+        capabilities it has), by priority then age. Pulling keeps the scheduler
+        out of the hot path; the scheduler assigns to agents that are not asking
+        (stopped ones, so they start)."""
         now = time.time()
-        for row in self.store.query(
-                "SELECT * FROM tasks WHERE status='pending' AND agent=? AND not_before<=? "
-                "ORDER BY priority DESC, id", (agent.name, now)):
-            task = self._row(row)
-            if not self._deps_done(task):
+        # Two indexed look-ups, narrow columns: assigned to me first, then the best
+        # unassigned ones I may take. The full row is read only for the winner.
+        rows = self.store.query(
+            "SELECT id, agent, needs, exec FROM tasks WHERE agent=? AND status='pending' "
+            "AND not_before<=? ORDER BY priority DESC, id LIMIT 64", (agent.name, now))
+        rows += self.store.query(
+            "SELECT id, agent, needs, exec FROM tasks WHERE status='pending' AND "
+            "agent IS NULL AND not_before<=? AND "
+            "(pinned_agent=? OR (pinned_agent IS NULL AND owner_uid=?)) "
+            "ORDER BY priority DESC, id LIMIT 64", (now, agent.name, agent.owner_uid))
+        unmet = self._unmet_deps() if rows else set()
+        for row in rows:
+            if row["id"] in unmet:
+                continue
+            if row["agent"] is None and self._missing(
+                    agent, json.loads(row["needs"]), bool(row["exec"])):
+                continue
+            task = self.find(row["id"])
+            if task is None:
                 continue
             try:
                 return self._transition(task, "task.claimed", agent.uid, {
-                    "status": "in_progress", "attempts": task.attempts + 1,
+                    "status": "in_progress", "agent": agent.name,
+                    "attempts": task.attempts + 1,
                     "lease_expires": now + self.cfg.lease_seconds,
                     "started_at": task.started_at or now, "abort": 0},
                     attempt=task.attempts + 1)
             except Conflict:
                 continue
         return None
+
+    def _unmet_deps(self) -> set[int]:
+        """Tasks waiting for a dependency that has not completed."""
+        return {r["task_id"] for r in self.store.query(
+            "SELECT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.depends_on "
+            "JOIN tasks w ON w.id = d.task_id "
+            "WHERE t.status != 'completed' AND w.status = 'pending'")}
 
     async def claim_wait(self, agent: Agent, timeout: float) -> Task | None:
         """claim(), waiting up to TIMEOUT seconds for work to be assigned."""
@@ -558,15 +589,17 @@ class TaskQueue:
                       result: str, artifacts: list[tuple[str, str]],
                       error: str | None = None) -> Task:
         action = f"task.{status}"
-        self._agent_task(agent, task_id, attempt, action)
         result = _text(result, "result", MAX_RESULT)
         if result:
             try:
                 json.loads(result)
             except ValueError:
                 raise InvalidArgument("result must be JSON text") from None
-        found = await asyncio.to_thread(self._inspect_artifacts, agent, artifacts)
-        task = self._agent_task(agent, task_id, attempt, action)  # still current after I/O?
+        task = self._agent_task(agent, task_id, attempt, action)
+        found: list[Artifact] = []
+        if artifacts:  # hashing files is I/O: off the event loop, then re-check the claim
+            found = await asyncio.to_thread(self._inspect_artifacts, agent, artifacts)
+            task = self._agent_task(agent, task_id, attempt, action)
         now = time.time()
         with self.store.transaction():
             for art in found:
@@ -666,48 +699,68 @@ class TaskQueue:
                                (time.time() + self.cfg.lease_seconds,))
 
     def assign(self, now: float | None = None) -> set[str]:
-        """Give runnable tasks to agents; return the agents that have work waiting."""
+        """Give runnable tasks to agents with room; return the agents that have
+        work waiting (the scheduler starts their units)."""
         now = now or time.time()
         agents = {a.name: a for a in self.registry.agents()}
-        load = {name: 0 for name in agents}
+        self._unassign_gone(agents)
+        waiting = {r["agent"] for r in self.store.query(
+            "SELECT DISTINCT agent FROM tasks WHERE status='pending' AND agent IS NOT NULL "
+            "AND not_before<=?", (now,))} & set(agents)
+        load = dict.fromkeys(agents, 0)
         for r in self.store.query(
                 "SELECT agent, count(*) AS n FROM tasks WHERE agent IS NOT NULL AND status IN "
                 "('pending', 'in_progress') GROUP BY agent"):
             if r["agent"] in load:
                 load[r["agent"]] = r["n"]
         wip = {name: self._wip(a) for name, a in agents.items()}
-        waiting: set[str] = set()
-        for row in self.store.query(
-                "SELECT * FROM tasks WHERE status='pending' AND not_before<=? "
-                "ORDER BY priority DESC, id", (now,)):
-            task = self._row(row)
-            if not self._deps_done(task):
+        if not any(load[n] < wip[n] for n in agents):
+            return waiting
+        rows = self.store.query(
+            "SELECT * FROM tasks WHERE status='pending' AND agent IS NULL AND not_before<=? "
+            "ORDER BY priority DESC, id LIMIT 1000", (now,))
+        unmet = self._unmet_deps() if rows else set()
+        for row in rows:
+            if row["id"] in unmet:
                 continue
-            if task.agent is not None:
-                if task.agent in agents:
-                    waiting.add(task.agent)
-                else:  # its agent was removed: route it again
-                    self._transition(task, "task.unassigned", 0, {"agent": task.pinned_agent},
-                                     reason=f"agent {task.agent} is gone")
-                continue
-            chosen = self._choose(task, agents, load, wip)
+            chosen = self._choose(row, agents, load, wip)
             if chosen is None:
                 continue
-            load[chosen] += 1
             try:
-                self._transition(task, "task.assigned", 0, {"agent": chosen})
-                waiting.add(chosen)
+                self._transition(self._row(row), "task.assigned", 0, {"agent": chosen})
             except Conflict:
                 continue
+            load[chosen] += 1
+            waiting.add(chosen)
+            if not any(load[n] < wip[n] for n in agents):
+                break
         return waiting
 
-    def _choose(self, task: Task, agents: dict[str, Agent], load: dict[str, int],
+    def _unassign_gone(self, agents: dict[str, Agent]) -> None:
+        """Tasks whose agent was removed: routed again, or, if pinned to it (so
+        they can never run), failed with the reason."""
+        for row in self.store.query(
+                "SELECT * FROM tasks WHERE status='pending' AND "
+                "(agent IS NOT NULL OR pinned_agent IS NOT NULL)"):
+            pinned, agent = row["pinned_agent"], row["agent"]
+            with contextlib.suppress(Conflict):
+                if pinned and pinned not in agents:
+                    self._transition(self._row(row), "task.failed", 0, {
+                        "status": "failed", "agent": None, "finished_at": time.time(),
+                        "error": f"its agent {pinned} was removed"},
+                        result="failed", reason=f"agent {pinned} was removed")
+                elif agent and agent not in agents:
+                    self._transition(self._row(row), "task.unassigned", 0, {"agent": None},
+                                     reason=f"agent {agent} is gone")
+
+    def _choose(self, row: dict[str, Any], agents: dict[str, Agent], load: dict[str, int],
                 wip: dict[str, int]) -> str | None:
         """The least-loaded capable agent of the task's owner with room to spare."""
-        names = [task.pinned_agent] if task.pinned_agent else [
-            n for n, a in agents.items() if a.owner_uid == task.owner_uid]
+        names = [row["pinned_agent"]] if row["pinned_agent"] else [
+            n for n, a in agents.items() if a.owner_uid == row["owner_uid"]]
+        needs = json.loads(row["needs"])
         fit = [n for n in names if n in agents and load[n] < wip[n]
-               and not self._missing(agents[n], task.needs, bool(task.exec))]
+               and not self._missing(agents[n], needs, bool(row["exec"]))]
         return min(fit, key=lambda n: (load[n], n)) if fit else None
 
     def _wip(self, agent: Agent) -> int:

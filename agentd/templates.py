@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import InvalidArgument, InvalidConfig, NoSuchTemplate
 
+T = TypeVar("T")
 _ID_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _SIZE_RE = re.compile(r"^(\d+)([KMGT]?)$")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -191,32 +194,55 @@ class Catalog:
 
     def __init__(self, vendor_dir: Path, admin_dir: Path) -> None:
         self.dirs = (vendor_dir, admin_dir)
+        # Parsed files, keyed by path and (mtime, size): an admin's edit is seen at
+        # the next look-up, while the scheduler's many look-ups parse nothing.
+        self._parsed: dict[Path, tuple[tuple[int, int], object]] = {}
+        self._listing: dict[str, tuple[tuple[int, ...], dict[str, Path]]] = {}
+
+    def _parse(self, path: Path, parser: Callable[[Path], T]) -> T:
+        st = path.stat()
+        key = (st.st_mtime_ns, st.st_size)
+        cached = self._parsed.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]  # type: ignore[return-value]
+        value = parser(path)
+        self._parsed[path] = (key, value)
+        return value
 
     def _files(self, kind: str) -> dict[str, Path]:
+        """name -> file, later dirs overriding earlier ones; relisted only when a
+        directory's mtime changes (a file added, removed or renamed)."""
+        dirs = [base / kind for base in self.dirs]
+        stamp = tuple(d.stat().st_mtime_ns if d.is_dir() else -1 for d in dirs)
+        cached = self._listing.get(kind)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
         found: dict[str, Path] = {}
-        for base in self.dirs:  # later dirs override earlier ones
-            d = base / kind
+        for d in dirs:
             if d.is_dir():
                 for p in sorted(d.glob("*.toml")):
                     found[p.stem] = p
+        self._listing[kind] = (stamp, found)
         return found
 
     def templates(self) -> list[Template]:
-        return [parse_template(p) for _, p in sorted(self._files("templates").items())]
+        return [self._parse(p, parse_template)
+                for _, p in sorted(self._files("templates").items())]
 
     def template(self, name: str) -> Template:
         path = self._files("templates").get(name) if _ID_RE.match(name or "") else None
         if path is None:
             raise NoSuchTemplate(f"no template named {name!r}")
-        t = parse_template(path)
+        t = self._parse(path, parse_template)
         self.profile(t.profile)  # a template naming a missing profile is unusable
         return t
 
     def profiles(self) -> list[Profile]:
-        return [parse_profile(p) for _, p in sorted(self._files("profiles").items())]
+        return [self._parse(p, parse_profile)
+                for _, p in sorted(self._files("profiles").items())]
 
     def profile(self, name: str) -> Profile:
         path = self._files("profiles").get(name) if _ID_RE.match(name or "") else None
         if path is None:
             raise InvalidConfig(f"no sandbox profile named {name!r}")
-        return parse_profile(path)
+        return self._parse(path, parse_profile)

@@ -23,11 +23,13 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=8)
     parser.add_argument("--per-agent", type=int, default=250)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--phases", default="", help="comma-separated subset (default: all)")
     args = parser.parse_args()
     with Machine.boot(binds=[REPO]) as m:
         install_agentd(m, users=(), admins=())
         r = m.run(["/usr/bin/python3", str(REPO / "bench" / "tasks_inner.py"),
-                   str(args.agents), str(args.per_agent), str(args.runs)], timeout=1800)
+                   str(args.agents), str(args.per_agent), str(args.runs)], timeout=1800,
+                  env={"BENCH_PHASES": args.phases})
         print(json.dumps(json.loads(r.stdout), indent=2))
     return 0
 

@@ -136,7 +136,7 @@ async def ping_baseline(bus, n: int = 2000) -> dict:
     return ms(times)
 
 
-def inprocess_baseline(n: int) -> dict:
+async def inprocess_baseline(n: int) -> dict:
     """The same queue code, no bus: claim+complete on a store in /tmp."""
     from fakes import FakeAccounts, FakeHomes, FakeUnits  # tests/unit/fakes.py
 
@@ -155,20 +155,15 @@ def inprocess_baseline(n: int) -> dict:
         reg = Registry(cfg, store, audit, FakeAccounts(), FakeHomes(), FakeUnits(),
                        Catalog(Path("/usr/share/agentd"), Path(tmp)))
         queue = TaskQueue(store, reg)
-        agent = asyncio.run(reg.create(Caller(0), "inproc", "sandbox"))
+        agent = await reg.create(Caller(0), "inproc", "sandbox")
         for _ in range(n):
             queue.submit(Caller(0), {"title": "s", "agent": "inproc"})
-        queue.assign()
         t0 = time.perf_counter()
         done = 0
 
-        async def loop() -> None:
-            nonlocal done
-            while (task := queue.claim(agent)) is not None:
-                await queue.complete(agent, task.id, task.attempts, "", [])
-                done += 1
-
-        asyncio.run(loop())
+        while (task := queue.claim(agent)) is not None:
+            await queue.complete(agent, task.id, task.attempts, "", [])
+            done += 1
         wall = time.perf_counter() - t0
     return {"cycles": done, "wall_s": round(wall, 3), "cycles_per_s": round(done / wall, 1)}
 
@@ -223,17 +218,34 @@ async def main() -> None:
     set_default_bus(bus)
     manager = ManagerInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
     tasks = TasksInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
-    report = {
-        "inprocess_queue": inprocess_baseline(agents * per_agent),
-        "dbus_ping": await ping_baseline(bus),
-        "dbus_queue": await queue_phase(manager, tasks, agents, per_agent),
-        "systemd_unit_start": await unit_start_baseline(bus, runs),
-        "submit_to_running_from_stopped": await scale0_phase(bus, manager, tasks, runs),
+    phases = {
+        "inprocess_queue": lambda: inprocess_baseline(agents * per_agent),
+        "dbus_ping": lambda: ping_baseline(bus),
+        "dbus_queue": lambda: queue_phase(manager, tasks, agents, per_agent),
+        "systemd_unit_start": lambda: unit_start_baseline(bus, runs),
+        "submit_to_running_from_stopped": lambda: scale0_phase(bus, manager, tasks, runs),
     }
-    report["dbus_vs_inprocess_throughput"] = round(
-        report["dbus_queue"]["cycles_per_s"] / report["inprocess_queue"]["cycles_per_s"], 3)
+    wanted = os.environ.get("BENCH_PHASES", "").split(",")
+    report = {}
+    for name, phase in phases.items():
+        if wanted != [""] and name not in wanted:
+            continue
+        t0 = time.perf_counter()
+        try:
+            report[name] = await phase()
+        except Exception:
+            print(sh("journalctl", "-u", "agentd", "--no-pager", "-n", "40"), file=sys.stderr)
+            for status in ("pending", "in_progress", "blocked"):
+                print(status, subprocess.run(["agentctl", "task", "list", "--status", status],
+                      capture_output=True, text=True).stdout, file=sys.stderr)
+            raise
+        print(f"{name}: {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+    if "dbus_queue" in report and "inprocess_queue" in report:
+        report["dbus_vs_inprocess_throughput"] = round(
+            report["dbus_queue"]["cycles_per_s"] / report["inprocess_queue"]["cycles_per_s"], 3)
     print(json.dumps(report, indent=2))
-    os.unlink("/opt/bench-client.py")
+    if os.path.exists("/opt/bench-client.py"):
+        os.unlink("/opt/bench-client.py")
 
 
 if __name__ == "__main__":

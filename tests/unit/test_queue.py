@@ -340,3 +340,19 @@ def test_a_long_poll_left_by_a_dead_runtime_claims_nothing(q: Q) -> None:
 
     assert run(scenario()) is None
     assert q.q.find(1).status == "pending"
+
+
+def test_tasks_of_a_removed_agent_are_rerouted_or_failed_once(q: Q) -> None:
+    q.agent("a1")
+    q.agent("a2")
+    pinned = q.submit(agent="a1")
+    free = q.submit()
+    q.q.assign()
+    assert q.q.find(free).agent in ("a1", "a2")
+    q.w.run(q.w.reg.remove(ALICE, "a1"))
+    q.q.assign()
+    q.q.assign()  # a second pass changes nothing more
+    t = q.q.find(pinned)
+    assert t.status == "failed" and "a1 was removed" in t.error
+    assert q.q.find(free).agent == "a2"
+    assert len(q.audit("task.failed")) == 1
