@@ -128,13 +128,6 @@ inner() {
     mount --bind / "$S/lower"       # not --rbind: only the root file system
     mount -t overlay overlay -o "lowerdir=$S/lower,upperdir=$S/upper,workdir=$S/work" "$R"
 
-    for b in "$@"; do
-        src=${b%:ro}
-        mkdir -p "$R$src"
-        mount --rbind "$src" "$R$src"
-        [[ $b == *:ro ]] && mount -o remount,bind,ro "$R$src"
-    done
-
     # A /dev of its own, so that what systemd makes there (/dev/log, /dev/shm files)
     # does not land in the host's devtmpfs. Device nodes are bound from the host.
     mount -t tmpfs -o mode=755,nosuid dev "$R/dev"
@@ -203,6 +196,19 @@ inner() {
     tr -d '-' </proc/sys/kernel/random/uuid >"$R/etc/machine-id"
     for b in ${TESTBED_MASK-$DEFAULT_MASK}; do
         ln -sf /dev/null "$R/etc/systemd/system/$b"
+    done
+    # Debian's tmpfiles rule "D /tmp" empties /tmp at boot. A host dir bound
+    # below /tmp (CI may clone there) must never be emptied: keep /tmp and
+    # /var/tmp as they are ("d", no removal, no ageing), in this machine only.
+    mkdir -p "$R/etc/tmpfiles.d"
+    printf 'd /tmp 1777 root root -\nd /var/tmp 1777 root root -\n' >"$R/etc/tmpfiles.d/tmp.conf"
+
+    # Host dirs last, so that no tmpfs above (/run, /tmp) hides them.
+    for b in "$@"; do
+        src=${b%:ro}
+        mkdir -p "$R$src"
+        mount --rbind "$src" "$R$src"
+        [[ $b == *:ro ]] && mount -o remount,bind,ro "$R$src"
     done
 
     echo "$host_pid" >"$state/machine.pid"
