@@ -53,6 +53,15 @@ def demo(m: Machine) -> None:
     step(m, "bob may not touch alice's agent (refused and audited)",
          "agentctl agent stop scribe; echo exit=$?", user="bob")
     step(m, "its journal", "agentctl agent logs scribe -n 5")
+    step(m, "alice adds a sandbox agent (offline, shell tool) but does not start it",
+         "agentctl agent create runner --template sandbox", user="alice")
+    step(m, "she queues a task: agentd starts the capable agent's unit, which runs the "
+         "command in its sandbox as the agent and keeps what it writes under artifacts/",
+         "id=$(agentctl task submit 'count words' --exec 'mkdir -p artifacts; "
+         "wc -w /etc/os-release | tee artifacts/count.txt; id -un'); "
+         "agentctl task wait $id; agentctl task show $id", user="alice")
+    step(m, "the task's events, live from the audit trail",
+         "agentctl events --type 'task.*' --limit 10", user="alice")
     step(m, "systemd-analyze rates the offline agent's sandbox",
          "systemd-analyze security agent-scribe.service --no-pager | tail -1; "
          "systemd-analyze security systemd-timesyncd.service --no-pager | tail -1")
