@@ -108,7 +108,7 @@ async def serve(cfg: config_mod.Config) -> None:
         name = unit.removeprefix("agent-").removesuffix(".service")
         agent = registry.find(name)
         if agent is not None and active_state in ("inactive", "failed"):
-            registry._set_offline(agent, reason=f"unit {active_state}")
+            registry.set_offline(agent, reason=f"unit {active_state}")
             queue.runtime_gone(name)
         manager.on_unit_state(name, active_state)
         scheduler.kick()

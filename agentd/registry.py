@@ -321,8 +321,11 @@ class Registry:
         return job
 
     def _watch(self, agent: Agent, job: str, operation: str, caller: Caller) -> None:
-        task = asyncio.get_running_loop().create_task(
-            self._job_done(agent, job, operation, caller))
+        self.track(asyncio.get_running_loop().create_task(
+            self._job_done(agent, job, operation, caller)))
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep a background task alive until it ends; settle() waits for it."""
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
@@ -332,7 +335,7 @@ class Registry:
                           agent_uid=agent.uid, result="ok" if result == "done" else "failed",
                           unit=agent.unit, job=job, job_result=result)
         if operation == "stop":
-            self._set_offline(agent)
+            self.set_offline(agent)
         for listener in list(self.job_listeners):
             listener(agent, job, operation, result)
         self._emit("changed", agent)
@@ -362,7 +365,7 @@ class Registry:
     async def _finish_remove(self, agent: Agent, actor_uid: int, repair: bool = False) -> None:
         """Stop, archive or delete the home, delete user and group: all idempotent."""
         await self.units.stop(agent.unit)
-        self._set_offline(agent)
+        self.set_offline(agent)
         if agent.archive:
             self.homes.archive(agent.name, Path(agent.archive))
         self.homes.remove(agent.name)
@@ -413,7 +416,7 @@ class Registry:
             self.store.execute("UPDATE agents SET last_seen=? WHERE name=? AND state="
                                "'present'", (time.time(), agent.name))
 
-    def _set_offline(self, agent: Agent, reason: str = "") -> None:
+    def set_offline(self, agent: Agent, reason: str = "") -> None:
         if agent.name in self.online:
             self.online.discard(agent.name)
             self.audit.append("agent.offline", actor_uid=0, agent=agent.name,
@@ -424,7 +427,7 @@ class Registry:
         limit = (now or time.time()) - 3 * self.cfg.heartbeat_interval
         for agent in self.agents():
             if agent.name in self.online and (agent.last_seen or 0) < limit:
-                self._set_offline(agent, reason="heartbeat lost")
+                self.set_offline(agent, reason="heartbeat lost")
                 self._emit("changed", agent)
 
     # -- recovery -----------------------------------------------------------------

@@ -77,9 +77,7 @@ class Scheduler:
             finally:
                 self._starting.discard(name)
 
-        task = asyncio.get_running_loop().create_task(start())
-        self.registry._jobs.add(task)
-        task.add_done_callback(self.registry._jobs.discard)
+        self.registry.track(asyncio.get_running_loop().create_task(start()))
 
     async def _stop_idle(self, running: set[str], now: float) -> None:
         if not self.cfg.idle_timeout:
