@@ -359,8 +359,9 @@ def task_submit(title: str, description: str | None, project: str | None, needs:
 
     agentd checks everything before it stores anything: the project and
     agent must exist and be yours, somebody you own must have the capabilities
-    in --needs (NoCapableAgent otherwise), and --after must not make a cycle
-    (DependencyCycle).
+    in --needs (NoCapableAgent otherwise), and every --after must name an
+    existing task of yours (NoSuchTask otherwise; so no dependency cycle can
+    ever form).
 
     With --exec, the agent's shell tool runs COMMAND in the agent's home, in
     its sandbox: the exit status decides completed or failed, the output
