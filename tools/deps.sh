@@ -7,7 +7,11 @@ PKGS=(python3 python3-pip python3-apsw python3-click python3-rich
       libglib2.0-bin sqlite3
       # make deb / make rpm (tests/packaging): debhelper with dh-python, their
       # linters, and man-db for `make man` (lintian's man page check too)
-      debhelper dh-python dpkg-dev lintian rpm rpmlint man-db groff-base)
+      debhelper dh-python dpkg-dev lintian rpm rpmlint man-db groff-base
+      # agentd/inference: llama-cpp-python's dependencies (it is built from
+      # source by `make vendor-llama`, hence cmake and g++)
+      python3-numpy python3-jinja2 python3-typing-extensions python3-diskcache
+      cmake g++)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,7 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/deps.sh
 make --no-print-directory vendor
+make --no-print-directory vendor-llama   # tests/inference (agentd/inference)
 export PYTHONPATH="$PWD/build/vendor${PYTHONPATH:+:$PYTHONPATH}"
+export AGENTD_LLAMA_VENDOR="$PWD/build/vendor-llama"
 PYTEST=(/usr/bin/python3 -m pytest -p no:cacheprovider -ra)
 if (($#)) || ((EUID != 0)); then
     exec "${PYTEST[@]}" "${@:-tests}"

@@ -1,0 +1,662 @@
+"""A continuous-batching inference engine over llama-cpp-python's low-level API.
+
+One model, one ``llama_context`` with ``n_seq_max`` sequences. Each request
+gets a free sequence id when it is admitted; every step is ONE ``llama_decode``
+whose batch holds one token for each sequence that is generating plus chunks
+of the prompts still being prefilled (within ``n_batch``). Requests join
+between steps and leave when done; their sequence's KV cache is then cleared.
+
+Scheduling: a bounded admission queue (``max_queue``; a full queue refuses
+with :class:`Overloaded`) with round-robin admission across the ``agent`` key
+of the requests, so an agent that floods the queue delays another agent's
+request by at most one admission round.
+
+Threads: the decode loop runs in one worker thread. Callers may be in any
+thread; asyncio callers get their tokens through ``loop.call_soon_threadsafe``
+into an ``asyncio.Queue`` (:meth:`Engine.submit` returns a :class:`Stream`,
+an async iterator of :class:`Token`).
+
+This module imports nothing of the rest of agentd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import collections
+import contextlib
+import ctypes
+import itertools
+import os
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+_vendor = os.environ.get("AGENTD_LLAMA_VENDOR")
+if _vendor and _vendor not in sys.path:
+    sys.path.insert(0, _vendor)
+
+import llama_cpp  # noqa: E402
+
+
+class EngineError(Exception):
+    """Base class of the engine's errors."""
+
+
+class Overloaded(EngineError):
+    """The admission queue is full; retry later."""
+
+    def __init__(self, queued: int, limit: int) -> None:
+        super().__init__(f"inference queue full ({queued}/{limit} requests waiting)")
+        self.queued, self.limit = queued, limit
+
+
+class RequestTooLong(EngineError):
+    """Prompt plus max_tokens does not fit in one sequence's context."""
+
+
+class EngineClosed(EngineError):
+    """The engine is stopped (or stopping); no request is accepted."""
+
+
+class LoadError(EngineError):
+    """The model or the context could not be created."""
+
+
+class DecodeError(EngineError):
+    """llama_decode failed; the requests in that batch are failed with it."""
+
+
+class Cancelled(EngineError):
+    """The request was cancelled by its caller."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 128
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_at_eos: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ValueError("temperature >= 0, 0 < top_p <= 1, top_k >= 0")
+        object.__setattr__(self, "stop", tuple(s for s in self.stop if s))
+
+
+@dataclass(frozen=True)
+class Token:
+    """One generated token. ``text`` is the new visible text (may be empty
+    while an incomplete UTF-8 sequence or a possible stop string is held back)."""
+
+    id: int
+    text: str
+    index: int
+
+
+@dataclass
+class Result:
+    request_id: int
+    agent: str
+    text: str
+    tokens: list[int]
+    finish_reason: str  # "stop" (stop string), "eos", "length", "cancelled", "error"
+    prompt_tokens: int
+    completion_tokens: int
+    queued_s: float  # submit -> admitted
+    first_token_s: float | None  # submit -> first token
+    total_s: float
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    n_seq_max: int = 16
+    n_ctx_per_seq: int = 1024
+    n_batch: int = 512
+    n_threads: int = 2
+    max_queue: int = 64
+    seed: int = 0
+
+
+_END = object()
+
+
+class Stream:
+    """Tokens of one request as they come (async iterator); ``result()`` at the end."""
+
+    def __init__(self, engine: Engine, req: _Request) -> None:
+        self._engine, self._req = engine, req
+
+    @property
+    def request_id(self) -> int:
+        return self._req.id
+
+    def __aiter__(self) -> AsyncIterator[Token]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[Token]:
+        q = self._req.aqueue
+        assert q is not None
+        while True:
+            item = await q.get()
+            if item is _END:
+                q.put_nowait(_END)  # later iterations / result() see the end too
+                return
+            if isinstance(item, BaseException):
+                q.put_nowait(_END)
+                raise item
+            yield item
+
+    async def result(self) -> Result:
+        async for _ in self:
+            pass
+        if self._req.error is not None:
+            raise self._req.error
+        assert self._req.result is not None
+        return self._req.result
+
+    def cancel(self) -> None:
+        self._engine._cancel(self._req)
+
+
+@dataclass(eq=False)
+class _Request:
+    id: int
+    agent: str
+    prompt: list[int]
+    params: SamplingParams
+    loop: asyncio.AbstractEventLoop | None
+    aqueue: asyncio.Queue[Any] | None
+    done_event: threading.Event = field(default_factory=threading.Event)
+    submitted: float = field(default_factory=time.monotonic)
+    admitted: float | None = None
+    first_token: float | None = None
+    seq: int = -1
+    n_past: int = 0  # tokens of this sequence in the KV cache
+    prefill_pos: int = 0  # next prompt token to feed
+    last_token: int = -1  # generated, not yet fed
+    out_tokens: list[int] = field(default_factory=list)
+    text: str = ""  # all decoded text so far
+    emitted: int = 0  # chars of text already delivered
+    decoder: Any = None
+    rng: Any = None
+    cancelled: bool = False
+    result: Result | None = None
+    error: BaseException | None = None
+    sync_tokens: list[Token] = field(default_factory=list)
+
+
+class Engine:
+    """Load a GGUF and serve requests from many agents in shared decode steps."""
+
+    def __init__(self, model_path: str | os.PathLike[str], config: EngineConfig | None = None):
+        self.config = cfg = config or EngineConfig()
+        self.model_path = str(model_path)
+        llama_cpp.llama_backend_init()
+        mp = llama_cpp.llama_model_default_params()
+        mp.n_gpu_layers = 0
+        self._model = llama_cpp.llama_model_load_from_file(self.model_path.encode(), mp)
+        if not self._model:
+            raise LoadError(f"cannot load model {self.model_path}")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
+        self.n_params = llama_cpp.llama_model_n_params(self._model)
+        buf = ctypes.create_string_buffer(256)
+        llama_cpp.llama_model_desc(self._model, buf, len(buf))
+        self.description = buf.value.decode("utf-8", "replace")
+
+        cp = llama_cpp.llama_context_default_params()
+        cp.n_ctx = cfg.n_ctx_per_seq * cfg.n_seq_max
+        cp.n_batch = cfg.n_batch
+        cp.n_ubatch = cfg.n_batch
+        cp.n_seq_max = cfg.n_seq_max
+        cp.n_threads = cfg.n_threads
+        cp.n_threads_batch = cfg.n_threads
+        cp.no_perf = True
+        if hasattr(cp, "kv_unified"):
+            cp.kv_unified = False  # one KV stream per sequence: n_ctx_per_seq each
+        self._ctx = llama_cpp.llama_init_from_model(self._model, cp)
+        if not self._ctx:
+            llama_cpp.llama_model_free(self._model)
+            raise LoadError("cannot create the llama context")
+        self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
+        self.n_ctx_per_seq = self.n_ctx // cfg.n_seq_max
+        self._mem = llama_cpp.llama_get_memory(self._ctx) if hasattr(
+            llama_cpp, "llama_get_memory") else None
+        self._batch = llama_cpp.llama_batch_init(cfg.n_batch, 0, 1)
+        self._chat_template = self._meta_str("tokenizer.chat_template")
+        self._bos = self.token_text(llama_cpp.llama_vocab_bos(self._vocab))
+        self._eos = self.token_text(llama_cpp.llama_vocab_eos(self._vocab))
+
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queues: collections.OrderedDict[str, collections.deque[_Request]] = (
+            collections.OrderedDict())
+        self._n_queued = 0
+        self._free_seqs = list(range(cfg.n_seq_max - 1, -1, -1))
+        self._active: list[_Request] = []
+        self._ids = itertools.count(1)
+        self._closing = False
+        self.steps = 0
+        self.tokens_generated = 0
+        self.admission_log: list[tuple[int, str]] = []  # (request id, agent), for tests/stats
+        self._thread = threading.Thread(target=self._run, name="inference-decode", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ vocabulary
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True
+                 ) -> list[int]:
+        data = text.encode("utf-8")
+        n_max = len(data) + 8
+        arr = (llama_cpp.llama_token * n_max)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), arr, n_max,
+                                     add_special, parse_special)
+        if n < 0:
+            n_max = -n
+            arr = (llama_cpp.llama_token * n_max)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), arr, n_max,
+                                         add_special, parse_special)
+        return list(arr[:n])
+
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def token_text(self, token: int) -> str:
+        return self.token_bytes(token, special=True).decode("utf-8", "replace")
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.token_bytes(t) for t in tokens).decode("utf-8", "replace")
+
+    def _meta_str(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace")
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]],
+                            add_generation_prompt: bool = True) -> str:
+        """Format chat messages with the model's own (jinja2) chat template."""
+        import jinja2.sandbox
+
+        if self._chat_template is None:
+            raise EngineError("the model has no chat template")
+
+        def raise_exception(msg: str) -> None:
+            raise EngineError(f"chat template: {msg}")
+
+        env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True,
+                                                           lstrip_blocks=True)
+        tmpl = env.from_string(self._chat_template)
+        return tmpl.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
+                           bos_token=self._bos, eos_token=self._eos,
+                           raise_exception=raise_exception)
+
+    def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        return self.tokenize(self.apply_chat_template(messages), add_special=False,
+                             parse_special=True)
+
+    # ------------------------------------------------------------ requests
+
+    def submit(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
+               agent: str = "", loop: asyncio.AbstractEventLoop | None = None) -> Stream:
+        """Queue a request; returns its Stream. Raises Overloaded, RequestTooLong,
+        EngineClosed. Call from a coroutine (or pass ``loop``)."""
+        params = params or SamplingParams()
+        tokens = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        if not tokens:
+            raise ValueError("empty prompt")
+        if len(tokens) + params.max_tokens > self.n_ctx_per_seq:
+            raise RequestTooLong(f"{len(tokens)} prompt tokens + max_tokens {params.max_tokens}"
+                                 f" > {self.n_ctx_per_seq} tokens per sequence")
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        req = _Request(id=0, agent=agent, prompt=tokens, params=params, loop=loop,
+                       aqueue=asyncio.Queue())
+        self._enqueue(req)
+        return Stream(self, req)
+
+    def generate_sync(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
+                      agent: str = "", timeout: float | None = None) -> Result:
+        """Blocking variant for threads without an event loop."""
+        params = params or SamplingParams()
+        tokens = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        if len(tokens) + params.max_tokens > self.n_ctx_per_seq:
+            raise RequestTooLong("prompt + max_tokens does not fit one sequence")
+        req = _Request(id=0, agent=agent, prompt=tokens, params=params, loop=None, aqueue=None)
+        self._enqueue(req)
+        if not req.done_event.wait(timeout):
+            self._cancel(req)
+            req.done_event.wait()
+        if req.error is not None:
+            raise req.error
+        assert req.result is not None
+        return req.result
+
+    def _enqueue(self, req: _Request) -> None:
+        with self._lock:
+            if self._closing:
+                raise EngineClosed("engine is closed")
+            if self._n_queued >= self.config.max_queue:
+                raise Overloaded(self._n_queued, self.config.max_queue)
+            req.id = next(self._ids)
+            self._queues.setdefault(req.agent, collections.deque()).append(req)
+            self._n_queued += 1
+            self._wake.notify()
+
+    def _cancel(self, req: _Request) -> None:
+        with self._lock:
+            req.cancelled = True
+            q = self._queues.get(req.agent)
+            if q is not None and req in q:
+                q.remove(req)
+                self._n_queued -= 1
+                if not q:
+                    del self._queues[req.agent]
+                self._finish(req, "cancelled")
+            self._wake.notify()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"queued": self._n_queued, "active": len(self._active),
+                    "steps": self.steps, "tokens_generated": self.tokens_generated,
+                    "free_sequences": len(self._free_seqs)}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self._ctx)
+        llama_cpp.llama_model_free(self._model)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ delivery
+
+    def _deliver(self, req: _Request, item: Any) -> None:
+        if req.loop is None:
+            if isinstance(item, Token):
+                req.sync_tokens.append(item)
+            return
+        assert req.aqueue is not None
+        try:
+            req.loop.call_soon_threadsafe(req.aqueue.put_nowait, item)
+        except RuntimeError:  # the caller's loop is closed: nobody listens any more
+            req.cancelled = True
+
+    def _finish(self, req: _Request, reason: str, error: BaseException | None = None) -> None:
+        now = time.monotonic()
+        if error is not None:
+            req.error = error
+        req.result = Result(
+            request_id=req.id, agent=req.agent, text=req.text[:req.emitted]
+            if reason != "stop" else req.text, tokens=list(req.out_tokens),
+            finish_reason=reason, prompt_tokens=len(req.prompt),
+            completion_tokens=len(req.out_tokens),
+            queued_s=(req.admitted or now) - req.submitted,
+            first_token_s=None if req.first_token is None else req.first_token - req.submitted,
+            total_s=now - req.submitted)
+        if error is not None:
+            self._deliver(req, error)
+        self._deliver(req, _END)
+        req.done_event.set()
+
+    # ------------------------------------------------------------ decode loop
+
+    def _seq_rm(self, seq: int) -> None:
+        if self._mem is not None:
+            llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
+        else:  # older 0.3.x
+            llama_cpp.llama_kv_self_seq_rm(self._ctx, seq, -1, -1)
+
+    def _release(self, req: _Request) -> None:
+        self._active.remove(req)
+        self._seq_rm(req.seq)
+        with self._lock:
+            self._free_seqs.append(req.seq)
+
+    def _admit(self) -> None:
+        """Round-robin over agents: take the head of the first agent's queue,
+        then move that agent to the back."""
+        while self._free_seqs and self._queues:
+            agent, q = next(iter(self._queues.items()))
+            req = q.popleft()
+            self._n_queued -= 1
+            if q:
+                self._queues.move_to_end(agent)
+            else:
+                del self._queues[agent]
+            req.seq = self._free_seqs.pop()
+            req.admitted = time.monotonic()
+            req.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            if req.params.temperature > 0:
+                req.rng = np.random.default_rng(
+                    req.params.seed if req.params.seed is not None
+                    else (self.config.seed + req.id))
+            self.admission_log.append((req.id, agent))
+            self._active.append(req)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while not self._closing and not self._queues and not self._active:
+                        self._wake.wait()
+                    if self._closing:
+                        break
+                    self._admit()
+                for req in [r for r in self._active if r.cancelled]:
+                    self._release(req)
+                    self._finish(req, "cancelled")
+                if self._active:
+                    self._step()
+        except BaseException as e:  # never leave callers waiting forever
+            err = e if isinstance(e, EngineError) else DecodeError(f"decode loop died: {e!r}")
+            with self._lock:
+                self._closing = True
+            for req in list(self._active):
+                self._finish(req, "error", err)
+            self._active.clear()
+            raise
+        finally:
+            with self._lock:
+                pending = [r for q in self._queues.values() for r in q]
+                self._queues.clear()
+                self._n_queued = 0
+            for req in pending + list(self._active):
+                if req.result is None:
+                    self._finish(req, "error", EngineClosed("engine closed"))
+            self._active.clear()
+
+    def _step(self) -> None:
+        b = self._batch
+        n = 0
+        cap = self.config.n_batch
+        outputs: list[tuple[_Request, int]] = []
+
+        def put(tok: int, pos: int, seq: int, logits: bool) -> None:
+            nonlocal n
+            b.token[n] = tok
+            b.pos[n] = pos
+            b.n_seq_id[n] = 1
+            b.seq_id[n][0] = seq
+            b.logits[n] = logits
+            n += 1
+
+        # 1. one token for every sequence that is generating
+        for req in self._active:
+            if req.prefill_pos >= len(req.prompt):
+                outputs.append((req, n))
+                put(req.last_token, req.n_past, req.seq, True)
+                req.n_past += 1
+        # 2. prompt chunks in the remaining room, oldest request first
+        for req in self._active:
+            if n >= cap:
+                break
+            remaining = len(req.prompt) - req.prefill_pos
+            if remaining <= 0:
+                continue
+            take = min(remaining, cap - n)
+            for i in range(take):
+                last = req.prefill_pos + i == len(req.prompt) - 1
+                if last:
+                    outputs.append((req, n))
+                put(req.prompt[req.prefill_pos + i], req.n_past, req.seq, last)
+                req.n_past += 1
+            req.prefill_pos += take
+        if n == 0:
+            return
+        b.n_tokens = n
+        rc = llama_cpp.llama_decode(self._ctx, b)
+        self.steps += 1
+        if rc != 0:
+            err = DecodeError(f"llama_decode returned {rc}")
+            for req, _ in outputs:
+                self._release(req)
+                self._finish(req, "error", err)
+            # requests still prefilling keep a partial cache: restart them cleanly
+            for req in list(self._active):
+                self._release(req)
+                self._finish(req, "error", err)
+            return
+        for req, idx in outputs:
+            ptr = llama_cpp.llama_get_logits_ith(self._ctx, idx)
+            logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+            tok = self._sample(req, logits)
+            self._accept(req, tok)
+
+    def _sample(self, req: _Request, logits: np.ndarray) -> int:
+        p = req.params
+        if p.temperature <= 0:
+            return int(np.argmax(logits))
+        x = logits.astype(np.float64) / p.temperature
+        if p.top_k and p.top_k < x.size:
+            idx = np.argpartition(x, -p.top_k)[-p.top_k:]
+        else:
+            idx = np.arange(x.size)
+        xs = x[idx]
+        order = np.argsort(-xs)
+        idx, xs = idx[order], xs[order]
+        probs = np.exp(xs - xs[0])
+        probs /= probs.sum()
+        if p.top_p < 1.0:
+            keep = int(np.searchsorted(np.cumsum(probs), p.top_p)) + 1
+            idx, probs = idx[:keep], probs[:keep] / probs[:keep].sum()
+        return int(idx[req.rng.choice(len(idx), p=probs)])
+
+    def _accept(self, req: _Request, tok: int) -> None:
+        now = time.monotonic()
+        p = req.params
+        if req.first_token is None:
+            req.first_token = now
+        if p.stop_at_eos and llama_cpp.llama_vocab_is_eog(self._vocab, tok):
+            req.out_tokens.append(tok)
+            self.tokens_generated += 1
+            self._emit(req, tok, flush=True)
+            self._release(req)
+            self._finish(req, "eos")
+            return
+        req.out_tokens.append(tok)
+        self.tokens_generated += 1
+        req.text += req.decoder.decode(self.token_bytes(tok))
+        req.last_token = tok
+        # stop strings: search the text not yet emitted (plus overlap)
+        if p.stop:
+            start = max(0, req.emitted - max(len(s) for s in p.stop))
+            hits = [i for s in p.stop if (i := req.text.find(s, start)) >= 0]
+            if hits:
+                req.text = req.text[:min(hits)]
+                self._emit(req, tok, flush=True)
+                self._release(req)
+                self._finish(req, "stop")
+                return
+        if len(req.out_tokens) >= p.max_tokens:
+            req.text += req.decoder.decode(b"", final=True)
+            self._emit(req, tok, flush=True)
+            self._release(req)
+            self._finish(req, "length")
+            return
+        self._emit(req, tok, flush=False)
+
+    def _emit(self, req: _Request, tok: int, flush: bool) -> None:
+        """Deliver the token with the text that can be shown now: everything
+        except a tail that could still become a stop string."""
+        end = len(req.text)
+        if not flush and req.params.stop:
+            for s in req.params.stop:
+                for k in range(min(len(s) - 1, end - req.emitted), 0, -1):
+                    if req.text.endswith(s[:k]):
+                        end = min(end, len(req.text) - k)
+                        break
+        piece = req.text[req.emitted:end]
+        req.emitted = max(req.emitted, end)
+        self._deliver(req, Token(id=tok, text=piece, index=len(req.out_tokens) - 1))
+
+
+def raw_greedy(engine: Engine, prompt: Sequence[int], max_tokens: int,
+               stop_at_eos: bool = True) -> list[int]:
+    """Baseline for tests and the benchmark: greedy single-sequence decode on a
+    fresh context with the engine's model (not through the engine's queue)."""
+    cp = llama_cpp.llama_context_default_params()
+    cp.n_ctx = max(256, len(prompt) + max_tokens + 8)
+    cp.n_batch = cp.n_ubatch = max(len(prompt), 8)
+    cp.n_seq_max = 1
+    cp.n_threads = cp.n_threads_batch = engine.config.n_threads
+    ctx = llama_cpp.llama_init_from_model(engine._model, cp)
+    if not ctx:
+        raise LoadError("cannot create a context")
+    batch = llama_cpp.llama_batch_init(cp.n_batch, 0, 1)
+    out: list[int] = []
+    try:
+        toks, pos = list(prompt), 0
+        while len(out) < max_tokens:
+            for i, t in enumerate(toks):
+                batch.token[i] = t
+                batch.pos[i] = pos + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = i == len(toks) - 1
+            batch.n_tokens = len(toks)
+            if llama_cpp.llama_decode(ctx, batch) != 0:
+                raise DecodeError("llama_decode failed")
+            pos += len(toks)
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(ctx, len(toks) - 1), shape=(engine.n_vocab,))
+            tok = int(np.argmax(logits))
+            out.append(tok)
+            if stop_at_eos and llama_cpp.llama_vocab_is_eog(engine._vocab, tok):
+                break
+            toks = [tok]
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        with contextlib.suppress(Exception):
+            llama_cpp.llama_free(ctx)
+    return out
