@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("AGENTD_LLAMA_VENDOR", str(ROOT / "build" / "vendor-llama"))
 
 from agentd.inference import model  # noqa: E402
-from agentd.inference.engine import Engine, EngineConfig, SamplingParams, raw_greedy  # noqa: E402
+from agentd.inference.engine import Engine, EngineConfig, RawGreedy, SamplingParams  # noqa: E402
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -54,21 +54,24 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--clients", default="1,4,8,16")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=128, help="engine n_batch")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     args = ap.parse_args()
     path = args.model or model.install_default(ROOT / "build" / "models",
                                                ROOT / "build" / "model-cache")
     clients = [int(c) for c in args.clients.split(",")]
-    eng = Engine(path, EngineConfig(n_seq_max=max(clients), n_ctx_per_seq=256, n_batch=512,
+    eng = Engine(path, EngineConfig(n_seq_max=max(clients), n_ctx_per_seq=256, n_batch=args.batch,
                                     n_threads=args.threads, max_queue=256))
     prompt = eng.chat_tokens([{"role": "user", "content": "Tell me a story about a robot."}])
     print(f"model {eng.description}, {len(prompt)} prompt tokens, {args.tokens} tokens/request")
-    raw_greedy(eng, prompt, 8, stop_at_eos=False)  # warm-up
+    loop = RawGreedy(eng)
+    loop.run(prompt, 8, stop_at_eos=False)  # warm-up
     t0 = time.monotonic()
-    raw_greedy(eng, prompt, args.tokens, stop_at_eos=False)
+    loop.run(prompt, args.tokens, stop_at_eos=False)
     raw_s = time.monotonic() - t0
+    loop.close()
     raw = args.tokens / raw_s
-    print(f"raw single-sequence loop: {raw:.1f} tok/s (prefill included)")
+    print(f"raw single-sequence loop: {raw:.1f} tok/s (prompt processing included)")
     asyncio.run(run_concurrent(eng, prompt, 2, 8))  # warm-up
     rows = []
     print(f"{'clients':>7} {'tok/s':>8} {'vs raw':>7} {'TTFT p50':>9} {'TTFT p99':>9} "

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import collections
-import contextlib
 import ctypes
 import itertools
 import os
@@ -122,9 +121,14 @@ class Result:
 class EngineConfig:
     n_seq_max: int = 16
     n_ctx_per_seq: int = 1024
-    n_batch: int = 512
+    n_batch: int = 128  # bigger prefills at once delay every sequence's next token
     n_threads: int = 2
     max_queue: int = 64
+    max_queue_per_agent: int | None = None  # None: max_queue
+    # One KV stream per sequence (False) is what the tests verify: batched greedy
+    # output equals one-at-a-time. True (one shared buffer) was faster at 16
+    # sequences here but gave different tokens in a batch with 0.3.36: do not use.
+    kv_unified: bool = False
     seed: int = 0
 
 
@@ -225,7 +229,7 @@ class Engine:
         cp.n_threads_batch = cfg.n_threads
         cp.no_perf = True
         if hasattr(cp, "kv_unified"):
-            cp.kv_unified = False  # one KV stream per sequence: n_ctx_per_seq each
+            cp.kv_unified = cfg.kv_unified
         self._ctx = llama_cpp.llama_init_from_model(self._model, cp)
         if not self._ctx:
             llama_cpp.llama_model_free(self._model)
@@ -250,7 +254,8 @@ class Engine:
         self._closing = False
         self.steps = 0
         self.tokens_generated = 0
-        self.admission_log: list[tuple[int, str]] = []  # (request id, agent), for tests/stats
+        # (request id, agent) of the latest admissions, for tests and stats
+        self.admission_log: collections.deque[tuple[int, str]] = collections.deque(maxlen=1024)
         self._thread = threading.Thread(target=self._run, name="inference-decode", daemon=True)
         self._thread.start()
 
@@ -359,6 +364,10 @@ class Engine:
                 raise EngineClosed("engine is closed")
             if self._n_queued >= self.config.max_queue:
                 raise Overloaded(self._n_queued, self.config.max_queue)
+            q = self._queues.get(req.agent)
+            per_agent = self.config.max_queue_per_agent
+            if per_agent is not None and q is not None and len(q) >= per_agent:
+                raise Overloaded(len(q), per_agent)
             req.id = next(self._ids)
             self._queues.setdefault(req.agent, collections.deque()).append(req)
             self._n_queued += 1
@@ -621,42 +630,61 @@ class Engine:
         self._deliver(req, Token(id=tok, text=piece, index=len(req.out_tokens) - 1))
 
 
-def raw_greedy(engine: Engine, prompt: Sequence[int], max_tokens: int,
-               stop_at_eos: bool = True) -> list[int]:
-    """Baseline for tests and the benchmark: greedy single-sequence decode on a
-    fresh context with the engine's model (not through the engine's queue)."""
-    cp = llama_cpp.llama_context_default_params()
-    cp.n_ctx = max(256, len(prompt) + max_tokens + 8)
-    cp.n_batch = cp.n_ubatch = max(len(prompt), 8)
-    cp.n_seq_max = 1
-    cp.n_threads = cp.n_threads_batch = engine.config.n_threads
-    ctx = llama_cpp.llama_init_from_model(engine._model, cp)
-    if not ctx:
-        raise LoadError("cannot create a context")
-    batch = llama_cpp.llama_batch_init(cp.n_batch, 0, 1)
-    out: list[int] = []
-    try:
-        toks, pos = list(prompt), 0
+class RawGreedy:
+    """Baseline for tests and the benchmark: greedy single-sequence decode over
+    the low-level API on its own context (the engine's model, not its queue)."""
+
+    def __init__(self, engine: Engine, n_ctx: int = 512, n_batch: int = 128) -> None:
+        self.engine = engine
+        cp = llama_cpp.llama_context_default_params()
+        cp.n_ctx = n_ctx
+        cp.n_batch = cp.n_ubatch = n_batch
+        cp.n_seq_max = 1
+        cp.n_threads = cp.n_threads_batch = engine.config.n_threads
+        self.n_batch = n_batch
+        self.ctx = llama_cpp.llama_init_from_model(engine._model, cp)
+        if not self.ctx:
+            raise LoadError("cannot create a context")
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+
+    def run(self, prompt: Sequence[int], max_tokens: int, stop_at_eos: bool = True
+            ) -> list[int]:
+        eng, batch = self.engine, self.batch
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
+        out: list[int] = []
+        pending, pos = list(prompt), 0
         while len(out) < max_tokens:
+            toks, pending = pending[:self.n_batch], pending[self.n_batch:]
             for i, t in enumerate(toks):
                 batch.token[i] = t
                 batch.pos[i] = pos + i
                 batch.n_seq_id[i] = 1
                 batch.seq_id[i][0] = 0
-                batch.logits[i] = i == len(toks) - 1
+                batch.logits[i] = not pending and i == len(toks) - 1
             batch.n_tokens = len(toks)
-            if llama_cpp.llama_decode(ctx, batch) != 0:
+            if llama_cpp.llama_decode(self.ctx, batch) != 0:
                 raise DecodeError("llama_decode failed")
             pos += len(toks)
+            if pending:
+                continue
             logits = np.ctypeslib.as_array(
-                llama_cpp.llama_get_logits_ith(ctx, len(toks) - 1), shape=(engine.n_vocab,))
+                llama_cpp.llama_get_logits_ith(self.ctx, len(toks) - 1), shape=(eng.n_vocab,))
             tok = int(np.argmax(logits))
             out.append(tok)
-            if stop_at_eos and llama_cpp.llama_vocab_is_eog(engine._vocab, tok):
+            if stop_at_eos and llama_cpp.llama_vocab_is_eog(eng._vocab, tok):
                 break
-            toks = [tok]
+            pending = [tok]
+        return out
+
+    def close(self) -> None:
+        llama_cpp.llama_batch_free(self.batch)
+        llama_cpp.llama_free(self.ctx)
+
+
+def raw_greedy(engine: Engine, prompt: Sequence[int], max_tokens: int,
+               stop_at_eos: bool = True) -> list[int]:
+    raw = RawGreedy(engine, n_ctx=max(256, len(prompt) + max_tokens + 8))
+    try:
+        return raw.run(prompt, max_tokens, stop_at_eos)
     finally:
-        llama_cpp.llama_batch_free(batch)
-        with contextlib.suppress(Exception):
-            llama_cpp.llama_free(ctx)
-    return out
+        raw.close()

@@ -209,3 +209,25 @@ def test_round_robin_interleaves_agents(model_path) -> None:
         assert tail[:6] == ["a", "b", "a", "b", "a", "b"], order
     finally:
         eng.close()
+
+
+def test_per_agent_queue_limit_keeps_room_for_others(model_path) -> None:
+    eng = Engine(model_path, EngineConfig(n_seq_max=1, n_ctx_per_seq=256, n_batch=64,
+                                          max_queue=8, max_queue_per_agent=2))
+    try:
+        async def run() -> None:
+            prompt = chat(eng, QUESTIONS[0])
+            long = SamplingParams(max_tokens=64, stop_at_eos=False)
+            mine = []
+            with pytest.raises(Overloaded):
+                for _ in range(6):
+                    mine.append(eng.submit(prompt, long, agent="greedy"))
+            assert len(mine) in (2, 3)
+            other = eng.submit(prompt, SamplingParams(max_tokens=2), agent="polite")
+            for s in mine:
+                s.cancel()
+            assert (await other.result()).completion_tokens == 2
+
+        asyncio.run(run())
+    finally:
+        eng.close()
