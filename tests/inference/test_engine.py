@@ -231,3 +231,20 @@ def test_per_agent_queue_limit_keeps_room_for_others(model_path) -> None:
         asyncio.run(run())
     finally:
         eng.close()
+
+
+def test_prompts_longer_than_the_batch_are_prefilled_in_chunks(model_path) -> None:
+    eng = Engine(model_path, EngineConfig(n_seq_max=4, n_ctx_per_seq=128, n_batch=16))
+    try:
+        prompts = [chat(eng, q) for q in QUESTIONS[:4]]
+        assert all(len(p) > 16 for p in prompts)
+        params = SamplingParams(max_tokens=8)
+
+        async def run() -> list[list[int]]:
+            streams = [eng.submit(p, params, agent=str(i)) for i, p in enumerate(prompts)]
+            return [r.tokens for r in await asyncio.gather(*(s.result() for s in streams))]
+
+        got = asyncio.run(run())
+        assert got == [raw_greedy(eng, p, 8) for p in prompts]
+    finally:
+        eng.close()
