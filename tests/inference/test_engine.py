@@ -248,3 +248,37 @@ def test_prompts_longer_than_the_batch_are_prefilled_in_chunks(model_path) -> No
         assert got == [raw_greedy(eng, p, 8) for p in prompts]
     finally:
         eng.close()
+
+
+def test_cancel_mid_generation_and_close_fail_requests_cleanly(model_path) -> None:
+    from agentd.inference.engine import EngineClosed
+
+    eng = Engine(model_path, EngineConfig(n_seq_max=1, n_ctx_per_seq=256, n_batch=64))
+    prompt = chat(eng, QUESTIONS[0])
+    long = SamplingParams(max_tokens=200, stop_at_eos=False)
+
+    async def cancel_after_two() -> object:
+        s = eng.submit(prompt, long, agent="c")
+        n = 0
+        async for _ in s:
+            n += 1
+            if n == 2:
+                s.cancel()
+        return await s.result()
+
+    r = asyncio.run(cancel_after_two())
+    assert r.finish_reason == "cancelled" and 2 <= r.completion_tokens < 200
+    assert eng.stats()["free_sequences"] == 1  # its sequence was given back
+
+    async def close_while_busy() -> None:
+        running = eng.submit(prompt, long, agent="a")
+        waiting = eng.submit(prompt, long, agent="b")
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(eng.close)
+        for s in (running, waiting):
+            with pytest.raises(EngineClosed):
+                await s.result()
+        with pytest.raises(EngineClosed):
+            eng.submit(prompt, long)
+
+    asyncio.run(close_while_busy())
