@@ -51,6 +51,14 @@ class Config:
     lease_seconds: int = 30
     retry_backoff: int = 2
     idle_timeout: int = 300
+    # The model: agentd-inference.service's socket (the service reads the [model]
+    # table of this file itself). Token quotas (0: unlimited) per agent and per
+    # owner, over a period; a template's token_budget or an admin's
+    # `agentctl quota set` takes precedence over the agent default.
+    inference_socket: Path = Path("/run/agentd-inference/socket")
+    agent_token_quota: int = 0
+    owner_token_quota: int = 0
+    token_quota_period: str = "monthly"
     config_file: Path | None = field(default=None, compare=False)
 
     @property
@@ -78,7 +86,12 @@ _INT_BOUNDS = {
     "lease_seconds": (2, 86400),
     "retry_backoff": (0, 3600),
     "idle_timeout": (0, 7 * 86400),
+    "agent_token_quota": (0, 10**15),
+    "owner_token_quota": (0, 10**15),
 }
+QUOTA_PERIODS = ("daily", "weekly", "monthly")
+# Tables of the same file read by other programs (agentd-inference reads [model]).
+FOREIGN_TABLES = ("model",)
 
 
 def _coerce(key: str, value: object, default: object) -> object:
@@ -122,11 +135,18 @@ def load(path: Path = DEFAULT_CONFIG_FILE, *, overrides: dict | None = None) -> 
     known = {f.name for f in dataclasses.fields(Config)} - {"config_file"}
     values: dict[str, object] = {}
     for key, value in data.items():
+        if key in FOREIGN_TABLES:
+            if not isinstance(value, dict):
+                raise InvalidConfig(f"{path}: [{key}] must be a table")
+            continue
         if key not in known:
             raise InvalidConfig(f"{path}: unknown setting {key!r}")
         values[key] = _coerce(key, value, getattr(defaults, key))
     cfg = dataclasses.replace(defaults, config_file=path, **values)
     check_uid_range(cfg.uid_min, cfg.uid_max)
+    if cfg.token_quota_period not in QUOTA_PERIODS:
+        raise InvalidConfig(f"token_quota_period: {cfg.token_quota_period!r} is not one of "
+                            f"{', '.join(QUOTA_PERIODS)}")
     if cfg.lease_seconds <= cfg.heartbeat_interval:
         raise InvalidConfig(f"lease_seconds ({cfg.lease_seconds}) must exceed "
                             f"heartbeat_interval ({cfg.heartbeat_interval})")

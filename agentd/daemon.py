@@ -23,17 +23,21 @@ from . import config as config_mod
 from .accounts import Accounts, Homes
 from .api.callers import Callers
 from .api.interfaces import BUS_NAME, ROOT_PATH
+from .api.model import ModelObject
 from .api.runtime import RuntimeObject
 from .api.service import ManagerObject
 from .api.tasks import TasksObject
 from .audit import AuditLog
 from .errors import AgentdError, InvalidConfig
+from .modelclient import ModelClient
+from .quotas import Meter
 from .registry import Registry
 from .scheduler import Scheduler
 from .store import Store
 from .systemd import Systemd
 from .tasks import TaskQueue
 from .templates import Catalog
+from .thinking import Thinking
 
 log = logging.getLogger("agentd")
 
@@ -92,11 +96,15 @@ async def serve(cfg: config_mod.Config) -> None:
     scheduler = Scheduler(registry, queue)
     callers = Callers(bus)
     manager = ManagerObject(registry, callers, bus)
-    runtime = RuntimeObject(registry, queue, callers)
+    meter = Meter(cfg, store, audit, registry)
+    thinking = Thinking(registry, meter, ModelClient(cfg.inference_socket), audit)
+    runtime = RuntimeObject(registry, queue, callers, thinking)
     tasks = TasksObject(queue, callers)
+    model = ModelObject(thinking, meter, callers)
     # sdbus holds exported objects weakly: these names keep them (and their
     # vtables) alive for as long as agentd serves.
-    exported = [obj.export_to_dbus(ROOT_PATH, bus) for obj in (manager, runtime, tasks)]
+    exported = [obj.export_to_dbus(ROOT_PATH, bus)
+                for obj in (manager, runtime, tasks, model)]
     states = dict(await systemd.list_units("agent-*.service"))
     for agent in registry.agents():
         manager.export_agent(agent.name, states.get(agent.unit, "inactive"))
@@ -134,6 +142,7 @@ async def serve(cfg: config_mod.Config) -> None:
     scheduling.cancel()
     for handle in exported:
         handle.stop()
+    await model.streams.close()
     with contextlib.suppress(TimeoutError):  # let queued starts/stops be audited
         await asyncio.wait_for(registry.settle(), 5)
     audit.append("agentd.stop", actor_uid=0)

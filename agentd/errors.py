@@ -80,6 +80,28 @@ class Conflict(AgentdError):
     name = "Conflict"
 
 
+class QuotaExceeded(AgentdError):
+    """A token quota is used up; the message says which and when it resets."""
+
+    name = "QuotaExceeded"
+
+    def __init__(self, message: str, resets_at: float = 0.0) -> None:
+        super().__init__(message)
+        self.resets_at = resets_at
+
+
+class ModelUnavailable(AgentdError):
+    """The inference service cannot be reached, or has no model loaded."""
+
+    name = "ModelUnavailable"
+
+
+class Overloaded(AgentdError):
+    """The inference service's bounded queue is full: retry later."""
+
+    name = "Overloaded"
+
+
 class InvalidConfig(AgentdError):
     name = "InvalidConfig"
 
@@ -108,4 +130,7 @@ ALL_ERRORS: tuple[type[AgentdError], ...] = (
     DependencyCycle,
     LeaseExpired,
     Conflict,
+    QuotaExceeded,
+    ModelUnavailable,
+    Overloaded,
 )

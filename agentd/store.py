@@ -114,6 +114,33 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (task_id, name)
     );
     """,
+    """
+    CREATE TABLE usage (
+        id                INTEGER PRIMARY KEY,
+        ts                REAL NOT NULL,
+        agent             TEXT NOT NULL,
+        agent_uid         INTEGER NOT NULL,
+        owner_uid         INTEGER NOT NULL,
+        kind              TEXT NOT NULL CHECK (kind IN ('chat', 'think')),
+        task_id           INTEGER,
+        prompt_tokens     INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        status            TEXT NOT NULL CHECK (status IN ('ok', 'error', 'cancelled')),
+        duration_s        REAL NOT NULL
+    );
+    CREATE INDEX usage_agent ON usage(agent, ts);
+    CREATE INDEX usage_owner ON usage(owner_uid, ts);
+    CREATE TABLE quotas (
+        kind     TEXT NOT NULL CHECK (kind IN ('agent', 'owner')),
+        subject  TEXT NOT NULL,
+        tokens   INTEGER,
+        period   TEXT CHECK (period IN ('daily', 'weekly', 'monthly')),
+        reset_at REAL NOT NULL DEFAULT 0,
+        set_by   INTEGER NOT NULL,
+        set_at   REAL NOT NULL,
+        PRIMARY KEY (kind, subject)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -23,6 +23,7 @@ _SIZE_RE = re.compile(r"^(\d+)([KMGT]?)$")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 NETWORK_MODES = ("none", "full")
+TOKEN_PERIODS = ("daily", "weekly", "monthly")
 
 # Bounds a template or a create-time override must respect.
 MEMORY_MAX_BOUNDS = (16 << 20, 64 << 30)
@@ -89,7 +90,8 @@ class Template:
     tools: tuple[str, ...] = ()
     system_prompt: str = ""
     profile: str = "offline"
-    token_budget: int = 0
+    token_budget: int = 0  # tokens per token_period (0: the configured default)
+    token_period: str = "monthly"
     concurrency: int = 1  # tasks the agent works on at once (its WIP limit)
     limits: Limits = field(default_factory=Limits)
     source: str = ""
@@ -103,6 +105,7 @@ class Template:
             "system_prompt": self.system_prompt,
             "profile": self.profile,
             "token_budget": self.token_budget,
+            "token_period": self.token_period,
             "concurrency": self.concurrency,
             "memory_max": self.limits.memory_max,
             "cpu_quota": self.limits.cpu_quota,
@@ -154,10 +157,15 @@ def parse_template(path: Path) -> Template:
         system_prompt=_typed(path, data, "system_prompt", str, ""),
         profile=_typed(path, data, "profile", str, "offline"),
         token_budget=_typed(path, data, "token_budget", int, 0),
+        token_period=_typed(path, data, "token_period", str, "monthly"),
         concurrency=_typed(path, data, "concurrency", int, 1),
         limits=_parse_limits(path, data.pop("limits", {})),
         source=str(path),
     )
+    if t.token_budget < 0:
+        raise InvalidConfig(f"{path}: token_budget must be >= 0")
+    if t.token_period not in TOKEN_PERIODS:
+        raise InvalidConfig(f"{path}: token_period must be one of {', '.join(TOKEN_PERIODS)}")
     if not 1 <= t.concurrency <= 64:
         raise InvalidConfig(f"{path}: concurrency must be 1..64")
     if data:

@@ -25,6 +25,7 @@ MANAGER_INTERFACE = "org.agentos.agentd1.Manager"
 RUNTIME_INTERFACE = "org.agentos.agentd1.Runtime"
 AGENT_INTERFACE = "org.agentos.agentd1.Agent"
 TASKS_INTERFACE = "org.agentos.agentd1.Tasks"
+MODEL_INTERFACE = "org.agentos.agentd1.Model"
 
 
 def agent_path(name: str) -> str:
@@ -203,6 +204,16 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
     async def block_task(self, task: int, attempt: int, reason: str) -> None:
         raise NotImplementedError
 
+    @dbus_method_async("sa{sv}", "s", flags=U, method_name="Think",
+                       input_args_names=("messages", "options"), result_args_names=("answer",))
+    async def think(self, messages: str, options: dict[str, tuple[str, object]]) -> str:
+        """Ask the model, as the calling agent, within its quotas. messages: JSON
+        [{"role", "content"}]; the template's system prompt is put first unless
+        one is given. options: max_tokens (u), temperature (d), json_schema (s:
+        JSON Schema; the answer is constrained to it), task (t: for metering).
+        answer: JSON {"text", "finish_reason", "prompt_tokens", "completion_tokens"}."""
+        raise NotImplementedError
+
 
 # ListTasks row: id, title, status, priority, project, agent, attempts, max_attempts,
 # created (seconds since the epoch)
@@ -364,4 +375,72 @@ class AgentInterface(DbusInterfaceCommonAsync, interface_name=AGENT_INTERFACE):
 
     @dbus_property_async("t", property_name="TasksMax")
     def tasks_max(self) -> int:
+        raise NotImplementedError
+
+
+# ListQuotas row: kind (agent|owner), subject, limit (0: unlimited), used, period,
+# resets at (seconds since the epoch), source (admin|template|config)
+QUOTA_ROW = "(ssttsds)"
+# ListUsage row: day (YYYY-MM-DD, UTC), agent, owner uid, requests, prompt tokens,
+# completion tokens
+USAGE_ROW = "(ssuttt)"
+
+
+class ModelInterface(DbusInterfaceCommonAsync, interface_name=MODEL_INTERFACE):
+    """The shared model (agentd-inference.service), token usage and quotas.
+
+    Streams (Chat, Reload) are returned as a file descriptor: the read end of a
+    socket on which agentd writes JSON lines (docs/dbus-api.md), private to the
+    caller, unlike a broadcast signal.
+    """
+
+    @dbus_method_async("", "a{sv}", flags=U, method_name="Describe",
+                       result_args_names=("info",))
+    async def describe(self) -> dict[str, tuple[str, object]]:
+        """The model file, its load state, the service's settings and live stats."""
+        raise NotImplementedError
+
+    @dbus_method_async("s", "h", flags=U, method_name="Reload", input_args_names=("path",),
+                       result_args_names=("events",))
+    async def reload(self, path: str) -> int:
+        """Admin: reload the model (PATH, or the configured one if empty); the old
+        model serves until the new one is loaded. events: progress lines, then
+        done or error."""
+        raise NotImplementedError
+
+    @dbus_method_async("ssa{sv}", "h", flags=U, method_name="Chat",
+                       input_args_names=("agent", "messages", "options"),
+                       result_args_names=("events",))
+    async def chat(self, agent: str, messages: str,
+                   options: dict[str, tuple[str, object]]) -> int:
+        """Talk to AGENT (its owner or an admin) as its template's persona.
+        Quotas are checked before this returns (QuotaExceeded). messages and
+        options as Runtime.Think, plus persona (b, default true). events: queued,
+        token lines as they come, then done (with token counts) or error."""
+        raise NotImplementedError
+
+    @dbus_method_async("", "a" + QUOTA_ROW, flags=U, method_name="ListQuotas",
+                       result_args_names=("quotas",))
+    async def list_quotas(self) -> list[tuple]:
+        """Quotas of the agents the caller may see and of their owners."""
+        raise NotImplementedError
+
+    @dbus_method_async("u", "a" + USAGE_ROW, flags=U, method_name="ListUsage",
+                       input_args_names=("days",), result_args_names=("usage",))
+    async def list_usage(self, days: int) -> list[tuple]:
+        """Tokens by day and agent over the last DAYS days (the caller's agents;
+        all of them for an admin)."""
+        raise NotImplementedError
+
+    @dbus_method_async("ssts", "", flags=U, method_name="SetQuota",
+                       input_args_names=("kind", "subject", "tokens", "period"))
+    async def set_quota(self, kind: str, subject: str, tokens: int, period: str) -> None:
+        """Admin: KIND agent|owner; SUBJECT an agent name, or an owner's user name or
+        UID; TOKENS per PERIOD (daily|weekly|monthly), 0 for unlimited."""
+        raise NotImplementedError
+
+    @dbus_method_async("ss", "", flags=U, method_name="ResetQuota",
+                       input_args_names=("kind", "subject"))
+    async def reset_quota(self, kind: str, subject: str) -> None:
+        """Admin: count the current period's usage from now on (the limit stays)."""
         raise NotImplementedError

@@ -5,10 +5,14 @@ The caller's UID picks the agent; nothing in a call can name another one.
 
 from __future__ import annotations
 
+import json
+
 from sdbus import dbus_method_async_override
 
+from ..errors import InvalidArgument
 from ..registry import Registry
 from ..tasks import TaskQueue
+from ..thinking import Thinking, parse_messages, parse_options
 from .callers import Callers
 from .interfaces import RuntimeInterface, agent_path
 from .service import Variant, translated, variants
@@ -17,11 +21,13 @@ MAX_CLAIM_WAIT_MS = 60_000
 
 
 class RuntimeObject(RuntimeInterface):
-    def __init__(self, registry: Registry, queue: TaskQueue, callers: Callers) -> None:
+    def __init__(self, registry: Registry, queue: TaskQueue, callers: Callers,
+                 thinking: Thinking) -> None:
         super().__init__()
         self.registry = registry
         self.queue = queue
         self.callers = callers
+        self.thinking = thinking
 
     @dbus_method_async_override()
     @translated
@@ -70,3 +76,15 @@ class RuntimeObject(RuntimeInterface):
     async def block_task(self, task: int, attempt: int, reason: str) -> None:
         agent = self.registry.runtime_agent(await self.callers.current())
         self.queue.block(agent, task, attempt, reason)
+
+    @dbus_method_async_override()
+    @translated
+    async def think(self, messages: str, options: dict[str, Variant]) -> str:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        raw = {key: value for key, (_sig, value) in options.items()}
+        task = raw.pop("task", None)
+        if task is not None and (not isinstance(task, int) or isinstance(task, bool)):
+            raise InvalidArgument("task must be a task id")
+        answer = await self.thinking.think(agent, parse_messages(messages),
+                                           parse_options(raw), task)
+        return json.dumps(answer)
