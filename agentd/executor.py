@@ -1,9 +1,10 @@
 """The executor: how an agent's runtime carries out a task with its tools.
 
 Tools run inside the agent's unit, as the agent, in its sandbox; they touch
-only the agent's home. The executor is what the model will drive later (it
-will pick tools and arguments); today a task either names a command (`exec`,
-run by the shell tool) or waits for the model, and says so by blocking.
+only the agent's home. A task either names a command (`exec`, run by the
+shell tool) or is free-form: then the model drives it, a few steps at most,
+each answer constrained by a JSON schema to one of the actions the template
+allows (answer, shell, write_file), the last step always an answer.
 Imports nothing of agentd's engine: it runs as the agent.
 """
 
@@ -11,15 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of stdout/stderr kept in a result
+MAX_STEPS = 3  # model steps per free-form task; the last one must answer
+STEP_TOKENS = 192
+FEEDBACK_CHARS = 400  # of a tool's output shown back to the model (small contexts)
+TASK_CHARS = 1500
+
+# think(messages, options) -> {"text", "finish_reason", "prompt_tokens", ...}
+Think = Callable[[list[dict[str, str]], dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class ModelError(Exception):
+    """agentd refused or failed a Think call; ``name`` is its error's short name."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
 MAX_ARTIFACTS = 256
 ARTIFACTS_DIR = "artifacts"
 
@@ -105,19 +124,113 @@ def _tail(data: bytes) -> str:
     return ("[...]\n" + text) if len(data) > OUTPUT_LIMIT else text
 
 
+def step_schema(actions: list[str]) -> dict[str, Any]:
+    """What one model step may say: an action among ACTIONS and its arguments."""
+    text = {"type": "string", "maxLength": 300}
+    return {
+        "type": "object",
+        "properties": {"action": {"type": "string", "enum": actions}, "answer": text,
+                       "command": text, "path": {"type": "string", "maxLength": 100},
+                       "content": text},
+        "required": ["action"],
+    }
+
+
+ANSWER_SCHEMA = {"type": "object", "properties": {
+    "answer": {"type": "string", "maxLength": 600}}, "required": ["answer"]}
+
+
+def task_prompt(task: dict[str, Any], actions: list[str]) -> str:
+    lines = [f"Task: {task['title']}"]
+    if task.get("description"):
+        lines.append(str(task["description"])[:TASK_CHARS])
+    lines += [f"Note: {n}" for n in task.get("notes", [])][:5]
+    how = {"answer": '"answer": give the result in "answer"',
+           "shell": '"shell": run "command" with /bin/sh in your home',
+           "write_file": '"write_file": write "content" to "path" in your home'}
+    lines.append("Reply with JSON. Actions: " + "; ".join(how[a] for a in actions) + ".")
+    return "\n".join(lines)
+
+
 class Executor:
-    def __init__(self, home: Path, tools: list[str]) -> None:
+    def __init__(self, home: Path, tools: list[str], think: Think | None = None) -> None:
         self.home = home
         self.tools = set(tools)
         self.shell = ShellTool(home)
         self.files = FilesTool(home)
+        self.think = think
 
     async def run(self, task: dict[str, Any]) -> Outcome:
         if task.get("exec"):
             return await self._exec(task)
-        return Outcome("blocked", reason=(
-            "this agent has no model to work on a free-form task yet; "
-            "submit it with --exec COMMAND, or unblock it once a model is configured"))
+        if self.think is None:
+            return Outcome("blocked", reason="this runtime has no model to work with")
+        try:
+            return await self._reason(task)
+        except ModelError as e:
+            if e.name == "QuotaExceeded":  # waits for the reset, or an admin
+                return Outcome("blocked", reason=str(e))
+            return Outcome("failed", error=f"model: {e}")
+
+    def _actions(self) -> list[str]:
+        return (["answer"] + (["shell"] if "shell" in self.tools else [])
+                + (["write_file"] if "files" in self.tools else []))
+
+    async def _step(self, messages: list[dict[str, str]], schema: dict[str, Any],
+                    task_id: int, usage: dict[str, int]) -> dict[str, Any]:
+        assert self.think is not None
+        answer = await self.think(messages, {"max_tokens": STEP_TOKENS,
+                                             "json_schema": json.dumps(schema),
+                                             "task": task_id})
+        usage["prompt_tokens"] += int(answer.get("prompt_tokens", 0))
+        usage["completion_tokens"] += int(answer.get("completion_tokens", 0))
+        try:
+            data = json.loads(answer.get("text", ""))
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise ModelError("Unparseable", "the model's answer is not the JSON asked for "
+                             f"(finish reason {answer.get('finish_reason')})")
+        return data
+
+    async def _reason(self, task: dict[str, Any]) -> Outcome:
+        """Up to MAX_STEPS model steps; tools run in between; the last step answers."""
+        task_id = int(task["id"])
+        actions = self._actions()
+        messages = [{"role": "user", "content": task_prompt(task, actions)}]
+        usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        steps: list[dict[str, Any]] = []
+        for n in range(1, MAX_STEPS + 1):
+            final = n == MAX_STEPS
+            data = await self._step(messages, ANSWER_SCHEMA if final else step_schema(actions),
+                                    task_id, usage)
+            action = "answer" if final else data.get("action", "answer")
+            if action == "answer":
+                result = {"answer": str(data.get("answer", "")), "steps": steps, **usage}
+                return Outcome("completed", result=result)
+            feedback = await self._act(task_id, action, data)
+            steps.append({"action": action, **{k: data[k] for k in ("command", "path")
+                                               if k in data}, "result": feedback})
+            messages += [{"role": "assistant", "content": json.dumps(data)},
+                         {"role": "user", "content": f"Result: {feedback}\n"
+                          "Reply with JSON; answer when you are done."}]
+        raise AssertionError("unreachable: the last step answers")
+
+    async def _act(self, task_id: int, action: str, data: dict[str, Any]) -> str:
+        if action == "shell" and "shell" in self.tools:
+            env = {"HOME": str(self.home), "PATH": "/usr/local/bin:/usr/bin:/bin",
+                   "LANG": "C.UTF-8", "AGENTD_TASK_ID": str(task_id)}
+            r = await self.shell.run(task_id, str(data.get("command", "")), env)
+            return (f"exit {r['exit_code']}; stdout: {r['stdout'][:FEEDBACK_CHARS]}; "
+                    f"stderr: {r['stderr'][:FEEDBACK_CHARS // 2]}")
+        if action == "write_file" and "files" in self.tools:
+            try:
+                self.files.write(str(data.get("path") or "notes.txt"),
+                                 str(data.get("content", "")))
+                return f"wrote {data.get('path') or 'notes.txt'}"
+            except (OSError, PermissionError) as e:
+                return f"error: {e}"
+        return f"error: action {action!r} is not available"
 
     async def _exec(self, task: dict[str, Any]) -> Outcome:
         if "shell" not in self.tools:

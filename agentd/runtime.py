@@ -24,7 +24,7 @@ from sdbus import DbusFailedError, SdBusBaseError, sd_bus_open_system, set_defau
 
 from .api import errors as _errors
 from .api.interfaces import BUS_NAME, ROOT_PATH, RuntimeInterface
-from .executor import Executor, Outcome
+from .executor import Executor, ModelError, Outcome
 
 CLAIM_WAIT_MS = 20_000  # under sd-bus's 25 s default method timeout
 FINAL_ERRORS = ("LeaseExpired", "PermissionDenied", "NoSuchTask", "InvalidArgument")
@@ -138,6 +138,22 @@ class Runtime:
             executor.abort(tid)  # unfinished claims expire and are retried elsewhere
 
 
+def thinker(proxy: RuntimeInterface):
+    """Runtime.Think as the executor's think(messages, options)."""
+
+    async def think(messages: list[dict[str, str]], options: dict[str, Any]) -> dict[str, Any]:
+        sig = {"max_tokens": "u", "temperature": "d", "json_schema": "s", "task": "t"}
+        wire = {k: (sig[k], v) for k, v in options.items() if k in sig}
+        try:
+            return json.loads(await proxy.think(json.dumps(messages), wire))
+        except DbusFailedError as e:
+            raise ModelError(_errors.short_name(e), _message(e)) from None
+        except SdBusBaseError as e:
+            raise ModelError("Failed", _message(e)) from None
+
+    return think
+
+
 def _message(e: BaseException) -> str:
     args = getattr(e, "args", ())
     return str(args[-1]) if args else type(e).__name__
@@ -153,7 +169,7 @@ async def run() -> int:
     if not await runtime.register():
         return 0
     executor = Executor(Path(os.environ.get("HOME", os.getcwd())),
-                        list(runtime.settings.get("tools", [])))
+                        list(runtime.settings.get("tools", [])), thinker(runtime.proxy))
     workers = [loop.create_task(runtime.heartbeat(executor)),
                loop.create_task(runtime.work(executor))]
     await runtime.stop.wait()
