@@ -14,7 +14,17 @@ request by at most one admission round.
 Threads: the decode loop runs in one worker thread. Callers may be in any
 thread; asyncio callers get their tokens through ``loop.call_soon_threadsafe``
 into an ``asyncio.Queue`` (:meth:`Engine.submit` returns a :class:`Stream`,
-an async iterator of :class:`Token`).
+an async iterator of :class:`Token`). What one step produces for one event
+loop is handed over in one call, not one per token.
+
+Structured output: a request with ``SamplingParams.grammar`` (GBNF text; see
+:func:`schema_to_grammar` for JSON Schema) is sampled by its own llama.cpp
+sampler chain (grammar, then greedy or top-k/top-p/temperature/dist), which
+also advances the grammar with each token. The grammar is parsed at submit
+time, so a bad one raises :class:`InvalidGrammar` there.
+
+llama.cpp's own log goes to the ``agentd.inference.llama`` logger (its debug
+and info chatter is dropped unless that logger is enabled for it).
 
 This module imports nothing of the rest of agentd.
 """
@@ -26,11 +36,15 @@ import codecs
 import collections
 import ctypes
 import itertools
+import json
+import logging
+import math
 import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +55,39 @@ if _vendor and _vendor not in sys.path:
     sys.path.insert(0, _vendor)
 
 import llama_cpp  # noqa: E402
+
+_llama_log = logging.getLogger("agentd.inference.llama")
+# ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continues the previous line
+_LLAMA_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+_log_state = threading.local()
+
+
+@llama_cpp.llama_log_callback
+def _llama_log_cb(level: int, text: bytes, _user_data: Any) -> None:
+    """Route llama.cpp's log lines to Python logging (and to a capture, if one
+    is open in this thread, so errors such as a grammar's can be reported)."""
+    lvl = getattr(_log_state, "last", logging.DEBUG) if level == 5 else (
+        _LLAMA_LEVELS.get(level, logging.DEBUG))
+    _log_state.last = lvl
+    msg = text.decode("utf-8", "replace").rstrip("\n")
+    capture = getattr(_log_state, "capture", None)
+    if capture is not None and lvl >= logging.WARNING and msg.strip():
+        capture.append(msg.strip())
+    if msg and _llama_log.isEnabledFor(lvl):
+        _llama_log.log(lvl, "%s", msg)
+
+
+llama_cpp.llama_log_set(_llama_log_cb, None)
+
+
+@contextmanager
+def _capture_llama_log() -> Iterator[list[str]]:
+    lines: list[str] = []
+    _log_state.capture = lines
+    try:
+        yield lines
+    finally:
+        _log_state.capture = None
 
 
 class EngineError(Exception):
@@ -75,6 +122,25 @@ class Cancelled(EngineError):
     """The request was cancelled by its caller."""
 
 
+class InvalidGrammar(EngineError):
+    """A GBNF grammar (or a JSON Schema meant to become one) cannot be used."""
+
+
+def schema_to_grammar(schema: dict[str, Any]) -> str:
+    """GBNF text for a JSON Schema (llama-cpp-python's converter), or
+    InvalidGrammar: the converter's errors vary (ValueError, KeyError, ...)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    if not isinstance(schema, dict):
+        raise InvalidGrammar("a JSON Schema must be an object")
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except RecursionError as e:
+        raise InvalidGrammar("JSON Schema nested too deeply") from e
+    except Exception as e:
+        raise InvalidGrammar(f"unsupported JSON Schema: {e}") from e
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 128
@@ -84,6 +150,7 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     stop_at_eos: bool = True
+    grammar: str | None = None  # GBNF text, root rule "root"
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -145,6 +212,16 @@ class Stream:
     def request_id(self) -> int:
         return self._req.id
 
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self._req.prompt)
+
+    @property
+    def queued(self) -> int:
+        """Requests that were waiting for a sequence when this one was queued,
+        itself included."""
+        return self._req.queued_at_submit
+
     def __aiter__(self) -> AsyncIterator[Token]:
         return self._iter()
 
@@ -198,20 +275,32 @@ class _Request:
     result: Result | None = None
     error: BaseException | None = None
     sync_tokens: list[Token] = field(default_factory=list)
+    # the grammar sampler until admission, then the chain that owns it
+    sampler: Any = None
+    grammar: Any = None  # the grammar sampler inside ``sampler`` once it is a chain
+    queued_at_submit: int = 0  # requests waiting, this one included, when queued
 
 
 class Engine:
     """Load a GGUF and serve requests from many agents in shared decode steps."""
 
-    def __init__(self, model_path: str | os.PathLike[str], config: EngineConfig | None = None):
+    def __init__(self, model_path: str | os.PathLike[str], config: EngineConfig | None = None,
+                 progress: Callable[[float], object] | None = None):
+        """Load the model (``progress(fraction)`` is called while it loads, in
+        this thread; returning False aborts the load) and start decoding."""
         self.config = cfg = config or EngineConfig()
         self.model_path = str(model_path)
         llama_cpp.llama_backend_init()
         mp = llama_cpp.llama_model_default_params()
         mp.n_gpu_layers = 0
-        self._model = llama_cpp.llama_model_load_from_file(self.model_path.encode(), mp)
+        cb = _progress_callback(progress) if progress is not None else None
+        if cb is not None:
+            mp.progress_callback = cb
+        with _capture_llama_log() as log:
+            self._model = llama_cpp.llama_model_load_from_file(self.model_path.encode(), mp)
         if not self._model:
-            raise LoadError(f"cannot load model {self.model_path}")
+            why = f": {log[-1]}" if log else ""
+            raise LoadError(f"cannot load model {self.model_path}{why}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
@@ -240,6 +329,7 @@ class Engine:
             llama_cpp, "llama_get_memory") else None
         self._batch = llama_cpp.llama_batch_init(cfg.n_batch, 0, 1)
         self._chat_template = self._meta_str("tokenizer.chat_template")
+        self._compiled_template: Any = None
         self._bos = self.token_text(llama_cpp.llama_vocab_bos(self._vocab))
         self._eos = self.token_text(llama_cpp.llama_vocab_eos(self._vocab))
 
@@ -254,6 +344,7 @@ class Engine:
         self._closing = False
         self.steps = 0
         self.tokens_generated = 0
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Any]]] = {}
         # (request id, agent) of the latest admissions, for tests and stats
         self.admission_log: collections.deque[tuple[int, str]] = collections.deque(maxlen=1024)
         self._thread = threading.Thread(target=self._run, name="inference-decode", daemon=True)
@@ -310,12 +401,13 @@ class Engine:
         def raise_exception(msg: str) -> None:
             raise EngineError(f"chat template: {msg}")
 
-        env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True,
-                                                           lstrip_blocks=True)
-        tmpl = env.from_string(self._chat_template)
-        return tmpl.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
-                           bos_token=self._bos, eos_token=self._eos,
-                           raise_exception=raise_exception)
+        if self._compiled_template is None:  # compiling costs more than rendering
+            env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True,
+                                                               lstrip_blocks=True)
+            self._compiled_template = env.from_string(self._chat_template)
+        return self._compiled_template.render(
+            messages=list(messages), add_generation_prompt=add_generation_prompt,
+            bos_token=self._bos, eos_token=self._eos, raise_exception=raise_exception)
 
     def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
         return self.tokenize(self.apply_chat_template(messages), add_special=False,
@@ -341,6 +433,21 @@ class Engine:
         self._enqueue(req)
         return Stream(self, req)
 
+    def check_grammar(self, grammar: str) -> None:
+        """Raise InvalidGrammar unless llama.cpp accepts this GBNF text."""
+        llama_cpp.llama_sampler_free(self._grammar_sampler(grammar))
+
+    def _grammar_sampler(self, grammar: str) -> Any:
+        if not grammar.strip():
+            raise InvalidGrammar("empty grammar")
+        with _capture_llama_log() as log:
+            smpl = llama_cpp.llama_sampler_init_grammar(
+                self._vocab, grammar.encode("utf-8"), b"root")
+        if not smpl:
+            why = "; ".join(line for line in log if "failed to parse" not in line)
+            raise InvalidGrammar(f"invalid grammar: {why or 'llama.cpp refused it'}")
+        return smpl
+
     def generate_sync(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
                       agent: str = "", timeout: float | None = None) -> Result:
         """Blocking variant for threads without an event loop."""
@@ -359,6 +466,16 @@ class Engine:
         return req.result
 
     def _enqueue(self, req: _Request) -> None:
+        """Queue the request (its grammar parsed first, so a bad one fails here)."""
+        if req.params.grammar is not None:
+            req.sampler = self._grammar_sampler(req.params.grammar)
+        try:
+            self._enqueue_locked(req)
+        except BaseException:
+            self._free_sampler(req)
+            raise
+
+    def _enqueue_locked(self, req: _Request) -> None:
         with self._lock:
             if self._closing:
                 raise EngineClosed("engine is closed")
@@ -371,6 +488,7 @@ class Engine:
             req.id = next(self._ids)
             self._queues.setdefault(req.agent, collections.deque()).append(req)
             self._n_queued += 1
+            req.queued_at_submit = self._n_queued
             self._wake.notify()
 
     def _cancel(self, req: _Request) -> None:
@@ -411,18 +529,39 @@ class Engine:
     # ------------------------------------------------------------ delivery
 
     def _deliver(self, req: _Request, item: Any) -> None:
+        """Hand an item to the request's caller. In the decode thread items are
+        held until the end of the step (:meth:`_flush`): one wake-up of each
+        event loop per step instead of one per token."""
         if req.loop is None:
             if isinstance(item, Token):
                 req.sync_tokens.append(item)
             return
-        assert req.aqueue is not None
+        if threading.current_thread() is self._thread:
+            self._outbox.setdefault(req.loop, []).append((req, item))
+            return
+        self._post(req.loop, [(req, item)])
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for loop, items in outbox.items():
+            self._post(loop, items)
+
+    @staticmethod
+    def _post(loop: asyncio.AbstractEventLoop, items: list[tuple[_Request, Any]]) -> None:
         try:
-            req.loop.call_soon_threadsafe(req.aqueue.put_nowait, item)
+            loop.call_soon_threadsafe(_put_all, items)
         except RuntimeError:  # the caller's loop is closed: nobody listens any more
-            req.cancelled = True
+            for req, _ in items:
+                req.cancelled = True
+
+    def _free_sampler(self, req: _Request) -> None:
+        if req.sampler is not None:
+            llama_cpp.llama_sampler_free(req.sampler)
+            req.sampler = req.grammar = None
 
     def _finish(self, req: _Request, reason: str, error: BaseException | None = None) -> None:
         now = time.monotonic()
+        self._free_sampler(req)
         if error is not None:
             req.error = error
         req.result = Result(
@@ -467,11 +606,35 @@ class Engine:
             req.admitted = time.monotonic()
             req.decoder = codecs.getincrementaldecoder("utf-8")("replace")
             if req.params.temperature > 0:
-                req.rng = np.random.default_rng(
-                    req.params.seed if req.params.seed is not None
-                    else (self.config.seed + req.id))
+                req.rng = np.random.default_rng(self._seed(req))
+            if req.sampler is not None:
+                req.grammar = req.sampler
+                req.sampler = self._sampler_chain(req)
             self.admission_log.append((req.id, agent))
             self._active.append(req)
+
+    def _seed(self, req: _Request) -> int:
+        seed = req.params.seed if req.params.seed is not None else self.config.seed + req.id
+        return seed & 0xFFFFFFFF
+
+    def _sampler_chain(self, req: _Request) -> Any:
+        """The request's chain: its grammar (taken over by the chain), then
+        greedy, or top-k / top-p / temperature / seeded draw."""
+        p = req.params
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        parts = [req.grammar]
+        if p.temperature <= 0:
+            parts.append(llama_cpp.llama_sampler_init_greedy())
+        else:
+            if p.top_k:
+                parts.append(llama_cpp.llama_sampler_init_top_k(p.top_k))
+            if p.top_p < 1.0:
+                parts.append(llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
+            parts.append(llama_cpp.llama_sampler_init_temp(p.temperature))
+            parts.append(llama_cpp.llama_sampler_init_dist(self._seed(req)))
+        for part in parts:
+            llama_cpp.llama_sampler_chain_add(chain, part)
+        return chain
 
     def _run(self) -> None:
         try:
@@ -487,6 +650,7 @@ class Engine:
                     self._finish(req, "cancelled")
                 if self._active:
                     self._step()
+                self._flush()
         except BaseException as e:  # never leave callers waiting forever
             err = e if isinstance(e, EngineError) else DecodeError(f"decode loop died: {e!r}")
             with self._lock:
@@ -504,6 +668,7 @@ class Engine:
                 if req.result is None:
                     self._finish(req, "error", EngineClosed("engine closed"))
             self._active.clear()
+            self._flush()
 
     def _step(self) -> None:
         b = self._batch
@@ -559,8 +724,30 @@ class Engine:
         for req, idx in outputs:
             ptr = llama_cpp.llama_get_logits_ith(self._ctx, idx)
             logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-            tok = self._sample(req, logits)
+            if req.sampler is not None:
+                tok = self._sample_grammar(req, idx, logits)
+            else:
+                tok = self._sample(req, logits)
             self._accept(req, tok)
+
+    def _sample_grammar(self, req: _Request, idx: int, logits: np.ndarray) -> int:
+        """Sample with the request's chain, which also advances its grammar.
+        Greedy first tries the plain argmax against the grammar alone (one
+        candidate instead of the whole vocabulary): the same token whenever
+        the grammar allows it, at a fraction of the cost."""
+        if req.params.temperature <= 0:
+            tok = int(np.argmax(logits))
+            if self._grammar_allows(req.grammar, tok, float(logits[tok])):
+                llama_cpp.llama_sampler_accept(req.sampler, tok)
+                return tok
+        return int(llama_cpp.llama_sampler_sample(req.sampler, self._ctx, idx))
+
+    @staticmethod
+    def _grammar_allows(grammar: Any, tok: int, logit: float) -> bool:
+        data = llama_cpp.llama_token_data(tok, logit, 0.0)
+        arr = llama_cpp.llama_token_data_array(ctypes.pointer(data), 1, -1, False)
+        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(arr))
+        return not math.isinf(arr.data[0].logit)
 
     def _sample(self, req: _Request, logits: np.ndarray) -> int:
         p = req.params
@@ -628,6 +815,26 @@ class Engine:
         piece = req.text[req.emitted:end]
         req.emitted = max(req.emitted, end)
         self._deliver(req, Token(id=tok, text=piece, index=len(req.out_tokens) - 1))
+
+
+def _put_all(items: list[tuple[_Request, Any]]) -> None:
+    """Runs in the caller's event loop: one step's items for its requests."""
+    for req, item in items:
+        assert req.aqueue is not None
+        req.aqueue.put_nowait(item)
+
+
+def _progress_callback(progress: Callable[[float], object]) -> Any:
+    """A llama.cpp progress callback around ``progress``; an exception in it
+    must not abort the load (ctypes would return false)."""
+
+    def call(fraction: float, _user_data: Any) -> bool:
+        try:
+            return progress(float(fraction)) is not False
+        except Exception:
+            return True
+
+    return llama_cpp.llama_progress_callback(call)
 
 
 class RawGreedy:
