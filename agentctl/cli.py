@@ -836,5 +836,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# The task queue's commands (project, task, events) register themselves on `cli`.
-from . import tasks_cli  # noqa: E402, F401
+# The task queue's commands (project, task, events) and the model's (model, chat,
+# usage, quota) register themselves on `cli`.
+from . import model_cli, tasks_cli  # noqa: E402, F401

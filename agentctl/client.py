@@ -33,7 +33,13 @@ from sdbus.sd_bus_internals import (
 # Imported for its side effect too: it registers org.agentos.agentd1.Error.* with
 # sdbus, so failed calls raise the typed classes instead of a generic error.
 from agentd.api.errors import PREFIX, short_name
-from agentd.api.interfaces import BUS_NAME, ROOT_PATH, ManagerInterface, TasksInterface
+from agentd.api.interfaces import (
+    BUS_NAME,
+    ROOT_PATH,
+    ManagerInterface,
+    ModelInterface,
+    TasksInterface,
+)
 
 T = TypeVar("T")
 
@@ -145,6 +151,10 @@ def _variants(values: Mapping[str, Any], sigs: Mapping[str, str],
             value = [int(v) for v in value]
         elif sig in ("u", "t"):
             value = int(value)
+        elif sig == "d":
+            value = float(value)
+        elif sig == "b":
+            value = bool(value)
         else:
             value = str(value)
         out[key] = (sig, value)
@@ -226,6 +236,7 @@ class AgentdClient:
         self.bus = bus
         self.manager = ManagerInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
         self.tasks = TasksInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
+        self.model = ModelInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
 
     @classmethod
     def connect(cls) -> AgentdClient:
@@ -468,3 +479,59 @@ class AgentdClient:
             "n_online": await _call(m.n_online),
             "config": dict(await _call(m.config)),
         }
+
+    # -- the model ------------------------------------------------------------------
+    async def describe_model(self) -> dict[str, Any]:
+        return unwrap(await _call(self.model.describe()))
+
+    async def reload_model(self, path: str = "") -> AsyncIterator[dict[str, Any]]:
+        """Progress events, then done (or a ClientError)."""
+        async for event in _events(await _call(self.model.reload(path))):
+            yield event
+
+    async def chat(self, agent: str, messages: list[dict[str, str]],
+                   options: Mapping[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """queued, token... then done; an error line becomes a ClientError."""
+        sigs = {"max_tokens": "u", "temperature": "d", "json_schema": "s", "persona": "b"}
+        fd = await _call(self.model.chat(agent, json.dumps(messages),
+                                         _variants(options or {}, sigs, "chat option")))
+        async for event in _events(fd):
+            yield event
+
+    async def list_quotas(self) -> list[dict[str, Any]]:
+        rows = await _call(self.model.list_quotas())
+        return [{"kind": k, "subject": s, "limit": lim, "used": used, "period": period,
+                 "resets_at": resets, "source": source}
+                for k, s, lim, used, period, resets, source in rows]
+
+    async def list_usage(self, days: int = 7) -> list[dict[str, Any]]:
+        rows = await _call(self.model.list_usage(days))
+        return [{"day": d, "agent": a, "owner_uid": o, "requests": n, "prompt_tokens": p,
+                 "completion_tokens": c} for d, a, o, n, p, c in rows]
+
+    async def set_quota(self, kind: str, subject: str, tokens: int, period: str) -> None:
+        await _call(self.model.set_quota(kind, subject, tokens, period))
+
+    async def reset_quota(self, kind: str, subject: str) -> None:
+        await _call(self.model.reset_quota(kind, subject))
+
+
+async def _events(fd: int) -> AsyncIterator[dict[str, Any]]:
+    """JSON lines from a stream agentd handed over as a file descriptor."""
+    import socket
+
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+    try:
+        while line := await reader.readline():
+            event = json.loads(line)
+            if event.get("event") == "error":
+                name = str(event.get("error", ""))
+                raise ClientError(str(event.get("message", name)), name,
+                                  "unavailable" if name == "ModelUnavailable" else "failed")
+            yield event
+            if event.get("event") == "done":
+                return
+        raise ClientError("agentd closed the stream before it ended", kind="unavailable")
+    finally:
+        writer.close()

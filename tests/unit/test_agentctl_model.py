@@ -1,0 +1,154 @@
+"""agentctl's model, chat, usage and quota commands against a fake client."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from agentctl.cli import Env, cli
+from agentctl.client import ClientError
+
+
+class ModelFake:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.quotas = [
+            {"kind": "agent", "subject": "scout", "limit": 1000, "used": 950,
+             "period": "daily", "resets_at": time.time() + 3600, "source": "admin"},
+            {"kind": "agent", "subject": "other", "limit": 0, "used": 5,
+             "period": "monthly", "resets_at": time.time() + 86400, "source": "config"},
+            {"kind": "owner", "subject": "0", "limit": 10**6, "used": 955,
+             "period": "monthly", "resets_at": time.time() + 86400, "source": "config"},
+        ]
+        self.fail: Exception | None = None
+
+    async def chat(self, agent: str, messages: list[dict[str, str]],
+                   options: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        self.calls.append(("chat", agent, messages, options))
+        if self.fail:
+            raise self.fail
+        yield {"event": "queued", "request_id": 1, "prompt_tokens": 9}
+        for piece in ("Hel", "lo", "!"):
+            yield {"event": "token", "text": piece}
+        yield {"event": "done", "text": "Hello!", "finish_reason": "eos",
+               "prompt_tokens": 9, "completion_tokens": 3}
+
+    async def list_quotas(self) -> list[dict[str, Any]]:
+        return self.quotas
+
+    async def list_usage(self, days: int) -> list[dict[str, Any]]:
+        self.calls.append(("usage", days))
+        return [{"day": "2026-11-21", "agent": "scout", "owner_uid": 0, "requests": 3,
+                 "prompt_tokens": 900, "completion_tokens": 50}]
+
+    async def list_agents(self) -> list[dict[str, Any]]:
+        return [{"name": "scout"}]
+
+    async def set_quota(self, kind: str, subject: str, tokens: int, period: str) -> None:
+        self.calls.append(("set_quota", kind, subject, tokens, period))
+
+    async def reset_quota(self, kind: str, subject: str) -> None:
+        self.calls.append(("reset_quota", kind, subject))
+
+    async def describe_model(self) -> dict[str, Any]:
+        return {"state": "loaded", "path": "/m.gguf", "size": 98_362_432,
+                "quantization": "Q4_1", "tokens_per_second": 12.5, "n_params": 134_515_008}
+
+    async def reload_model(self, path: str) -> AsyncIterator[dict[str, Any]]:
+        self.calls.append(("reload", path))
+        for f in (0.5, 1.0):
+            yield {"event": "progress", "fraction": f}
+        yield {"event": "done", "model": {"path": path or "/m.gguf"}, "load_s": 0.25}
+
+
+@pytest.fixture
+def fake() -> ModelFake:
+    return ModelFake()
+
+
+def invoke(fake: ModelFake, *args: str, tty: bool = False, input: str | None = None):
+    env = Env(connect=lambda: fake, tty=tty)
+    return CliRunner(mix_stderr=False).invoke(cli, list(args), obj=env, input=input)
+
+
+def test_chat_streams_tokens_then_a_newline(fake: ModelFake) -> None:
+    r = invoke(fake, "chat", "scout", "-m", "hi", "--max-tokens", "20")
+    assert r.exit_code == 0 and r.output == "Hello!\n"
+    (_, agent, messages, options) = fake.calls[0]
+    assert agent == "scout" and messages == [{"role": "user", "content": "hi"}]
+    assert options == {"max_tokens": 20, "temperature": 0.0}
+
+
+def test_chat_json_and_schema(fake: ModelFake, tmp_path) -> None:
+    schema = tmp_path / "s.json"
+    schema.write_text('{"type": "object"}')
+    r = invoke(fake, "chat", "scout", "-m", "hi", "--json", "--schema", str(schema),
+               "--no-persona")
+    assert r.exit_code == 0
+    out = json.loads(r.output)
+    assert out == {"agent": "scout", "text": "Hello!", "finish_reason": "eos",
+                   "prompt_tokens": 9, "completion_tokens": 3}
+    assert fake.calls[0][3]["json_schema"] == '{"type": "object"}'
+    assert fake.calls[0][3]["persona"] is False
+
+
+def test_chat_reads_stdin_when_not_a_terminal(fake: ModelFake) -> None:
+    r = invoke(fake, "chat", "scout", input="from a pipe\n")
+    assert r.exit_code == 0 and fake.calls[0][2][0]["content"] == "from a pipe\n"
+
+
+def test_chat_over_quota_is_one_line(fake: ModelFake) -> None:
+    fake.fail = ClientError("agent scout has used 10 of its 10 daily tokens; the quota "
+                            "resets at 2026-11-22 00:00 UTC", "QuotaExceeded")
+    r = invoke(fake, "chat", "scout", "-m", "hi")
+    assert r.exit_code == 1
+    assert r.stderr.strip().endswith("resets at 2026-11-22 00:00 UTC (QuotaExceeded)")
+
+
+def test_usage_plain_lines_and_low_share_warning(fake: ModelFake) -> None:
+    r = invoke(fake, "usage", "--days", "3")
+    assert r.exit_code == 0 and ("usage", 3) in fake.calls
+    lines = r.stdout.splitlines()
+    assert lines[0].split("\t")[:5] == ["quota", "agent", "scout", "950", "1000"]
+    assert "day\t2026-11-21\tscout\troot (0)\t3\t900\t50\t950" in lines
+    warnings = r.stderr.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: scout has 50 of its 1,000")
+
+
+def test_usage_on_a_terminal_draws_bars(fake: ModelFake) -> None:
+    r = invoke(fake, "usage", tty=True)
+    assert r.exit_code == 0 and "scout" in r.stdout and "unlimited" in r.stdout
+    assert "━" in r.stdout  # rich's progress bar
+
+
+def test_usage_json(fake: ModelFake) -> None:
+    r = invoke(fake, "usage", "--json")
+    data = json.loads(r.stdout)
+    assert data["quotas"][0]["used"] == 950 and data["days"][0]["requests"] == 3
+
+
+def test_quota_set_guesses_agent_or_owner(fake: ModelFake) -> None:
+    assert invoke(fake, "quota", "set", "scout", "500", "--period", "daily").exit_code == 0
+    assert invoke(fake, "quota", "set", "alice", "0").exit_code == 0
+    assert invoke(fake, "quota", "reset", "--owner", "scout").exit_code == 0
+    assert [c for c in fake.calls if c[0] != "usage"] == [
+        ("set_quota", "agent", "scout", 500, "daily"),
+        ("set_quota", "owner", "alice", 0, "monthly"),
+        ("reset_quota", "owner", "scout")]
+    r = invoke(fake, "quota", "set", "scout", "-5")
+    assert r.exit_code == 2
+
+
+def test_model_show_and_reload(fake: ModelFake) -> None:
+    r = invoke(fake, "model", "show")
+    assert "state\tloaded" in r.stdout and "quantization\tQ4_1" in r.stdout
+    r = invoke(fake, "model", "reload", "/x.gguf")
+    assert r.exit_code == 0 and ("reload", "/x.gguf") in fake.calls
+    assert "loading 50%" in r.stdout and "loaded /x.gguf in 0.25s" in r.stdout
+    r = invoke(fake, "model", "reload", "--json")
+    assert json.loads(r.stdout)["load_s"] == 0.25
