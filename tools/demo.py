@@ -60,6 +60,22 @@ def demo(m: Machine) -> None:
          "id=$(agentctl task submit 'count words' --exec 'mkdir -p artifacts; "
          "wc -w /etc/os-release | tee artifacts/count.txt; id -un'); "
          "agentctl task wait $id; agentctl task show $id", user="alice")
+    step(m, "the shared model: one llama.cpp process for every agent, unprivileged, "
+         "no network", "agentctl model show; systemctl show -p User,DynamicUser,"
+         "PrivateNetwork,MemoryMax agentd-inference.service")
+    step(m, "alice chats with her agent, which answers as its template's persona",
+         "agentctl chat runner -m 'In one sentence: what is a Unix user?' --max-tokens 48",
+         user="alice")
+    step(m, "a task without a command: the agent thinks it through with the model "
+         "(schema-constrained steps) and answers",
+         "id=$(agentctl task submit 'Suggest a name for a backup script'); "
+         "agentctl task wait $id; agentctl task show $id", user="alice")
+    step(m, "the admin caps runner at 200 tokens a day; the next chat is refused with "
+         "the reset time", "agentctl quota set runner 200 --period daily && "
+         "agentctl chat runner -m 'hello again' --max-tokens 200 >/dev/null; "
+         "agentctl chat runner -m 'and again'; echo exit=$?", user="carol")
+    step(m, "tokens used, against quotas, by agent and by day", "agentctl usage",
+         user="alice")
     step(m, "the task's events, live from the audit trail",
          "agentctl events --type 'task.*' --limit 10", user="alice")
     step(m, "systemd-analyze rates the offline agent's sandbox",

@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/deps.sh
 make --no-print-directory vendor
+make --no-print-directory vendor-llama   # llama.cpp for agentd-inference (~4 min the first time)
+make --no-print-directory model          # the default GGUF, sha256-checked
 exec /usr/bin/python3 tools/demo.py "$@"

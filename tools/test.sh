@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/deps.sh
 make --no-print-directory vendor
-make --no-print-directory vendor-llama   # tests/inference (agentd/inference)
+make --no-print-directory vendor-llama   # llama.cpp for agentd/inference
+make --no-print-directory model          # the default GGUF (build/models, build/model-cache)
 export PYTHONPATH="$PWD/build/vendor${PYTHONPATH:+:$PYTHONPATH}"
 export AGENTD_LLAMA_VENDOR="$PWD/build/vendor-llama"
 PYTEST=(/usr/bin/python3 -m pytest -p no:cacheprovider -ra)
