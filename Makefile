@@ -9,7 +9,8 @@
 #   make check      unit tests;  make test: the whole suite (root: boots a testbed)
 #   make lint       ruff
 #   make vendor-llama  build llama-cpp-python from source into build/vendor-llama
-#                      (the inference engine, agentd/inference; not installed yet)
+#                      (the inference engine, agentd/inference; `make install` and
+#                      the packages carry it, for agentd-inference.service)
 #   make model      the default GGUF (sha256-checked) into build/models
 
 PYTHON      ?= /usr/bin/python3
@@ -57,6 +58,13 @@ LLAMA_CPP_VERSION := 0.3.36
 VENDOR_LLAMA := build/vendor-llama
 MODELDIR    := build/models
 
+# What of it runs: the llama_cpp package (less llama_cpp/server, its optional
+# OpenAI-style HTTP server, whose dependencies agentd does not ship) with its
+# shared libraries in llama_cpp/lib, and its dist-info. The wheel's top-level
+# include/ and lib/ (llama.cpp's headers, cmake and pkg-config files and copies
+# of the libraries) are build artefacts: llama_cpp loads llama_cpp/lib/*.so.
+LLAMA_RUNTIME := llama_cpp llama_cpp_python-$(LLAMA_CPP_VERSION).dist-info
+
 vendor-llama: $(VENDOR_LLAMA)/.stamp
 
 $(VENDOR_LLAMA)/.stamp:
@@ -94,22 +102,34 @@ define launcher
 	chmod 0755 $(DESTDIR)$(1)
 endef
 
-install: vendor completion
+install: vendor vendor-llama completion
 	install -d -m 0755 $(DESTDIR)$(PYDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(BINDIR) \
 	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(COMPLETIONDIR) \
 	    $(DESTDIR)$(DATADIR)/templates $(DESTDIR)$(DATADIR)/profiles $(DESTDIR)$(DOCDIR) \
 	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
 	    $(DESTDIR)$(DBUSPOLICYDIR) $(DESTDIR)$(DBUSSERVICEDIR) \
 	    $(DESTDIR)$(CONFDIR)/templates $(DESTDIR)$(CONFDIR)/profiles
-	rm -rf $(addprefix $(DESTDIR)$(PYDIR)/,$(PYPKGS))
+	rm -rf $(addprefix $(DESTDIR)$(PYDIR)/,$(PYPKGS) llama_cpp llama_cpp_python-*.dist-info)
 	tar -C . --exclude=__pycache__ -cf - $(PYPKGS) | tar -C $(DESTDIR)$(PYDIR) -xf -
 	tar -C $(VENDOR) --exclude=__pycache__ --exclude=./.stamp -cf - . | tar -C $(DESTDIR)$(PYDIR) -xf -
+	tar -C $(VENDOR_LLAMA) --exclude=__pycache__ --exclude=llama_cpp/server -cf - $(LLAMA_RUNTIME) \
+	    | tar -C $(DESTDIR)$(PYDIR) -xf -
+	# The wheel (a zip) holds each library three times, under its file name,
+	# its SONAME and its link name: make the latter two symbolic links again.
+	cd $(DESTDIR)$(PYDIR)/llama_cpp/lib && for f in lib*.so.*.*; do \
+	    base=$${f%%.so.*}.so; ver=$${f#$$base.}; \
+	    for l in $$base.$${ver%%.*} $$base; do \
+	        if cmp -s $$f $$l; then ln -sf $$f $$l; fi; \
+	    done; \
+	done
 	chmod -R u=rwX,go=rX $(DESTDIR)$(PYDIR)
 	$(PYTHON) -m compileall -q -s "$(DESTDIR)" -p / $(DESTDIR)$(PYDIR) >/dev/null
 	$(call launcher,$(LIBEXECDIR)/agentd,agentd.daemon)
 	$(call launcher,$(LIBEXECDIR)/agentd-runtime,agentd.runtime)
+	$(call launcher,$(LIBEXECDIR)/agentd-inference,agentd.inference.service)
 	$(call launcher,$(BINDIR)/agentctl,agentctl.cli)
-	install -m 0644 units/agentd.service units/agents.slice $(DESTDIR)$(UNITDIR)/
+	install -m 0644 units/agentd.service units/agentd-inference.service units/agents.slice \
+	    $(DESTDIR)$(UNITDIR)/
 	install -m 0644 units/agentd.sysusers $(DESTDIR)$(SYSUSERSDIR)/agentd.conf
 	install -m 0644 units/agentd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/agentd.conf
 	install -m 0644 policies/org.agentos.agentd1.conf $(DESTDIR)$(DBUSPOLICYDIR)/
@@ -134,7 +154,8 @@ install: vendor completion
 uninstall:
 	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
 	rm -f $(DESTDIR)$(BINDIR)/agentctl $(DESTDIR)$(UNITDIR)/agentd.service \
-	    $(DESTDIR)$(UNITDIR)/agents.slice $(DESTDIR)$(SYSUSERSDIR)/agentd.conf \
+	    $(DESTDIR)$(UNITDIR)/agentd-inference.service $(DESTDIR)$(UNITDIR)/agents.slice \
+	    $(DESTDIR)$(SYSUSERSDIR)/agentd.conf \
 	    $(DESTDIR)$(TMPFILESDIR)/agentd.conf \
 	    $(DESTDIR)$(DBUSPOLICYDIR)/org.agentos.agentd1.conf \
 	    $(DESTDIR)$(DBUSSERVICEDIR)/org.agentos.agentd1.service \
@@ -143,20 +164,23 @@ uninstall:
 
 # ---------------------------------------------------------------- packages
 # Both packages are built from one source tree, build/dist/agentd-VERSION: this
-# tree (less .git, build and caches) with build/vendor already in it, so that
-# the package builds need no network. VERSION other than agentd/__init__.py's
-# is stamped into the staged copy, so that the daemon reports it too.
+# tree (less .git, build and caches) with build/vendor and the runtime part of
+# build/vendor-llama already in it, so that the package builds need no network.
+# VERSION other than agentd/__init__.py's is stamped into the staged copy, so
+# that the daemon reports it too.
 VERSION     ?= $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' agentd/__init__.py)
 DIST        := build/dist/agentd-$(VERSION)
 DEB         := build/agentd_$(VERSION)_amd64.deb
 RPM         := build/agentd-$(VERSION)-1.x86_64.rpm
 PACKAGER    ?= agentd developers <agentd@agentos.example>
 
-dist: vendor
-	rm -rf $(DIST) && mkdir -p $(DIST)/build
+dist: vendor vendor-llama
+	rm -rf $(DIST) && mkdir -p $(DIST)/build/vendor-llama
 	tar -C . --exclude-vcs --exclude=./build --exclude=__pycache__ --exclude=.pytest_cache \
 	    --exclude=.ruff_cache --exclude='*.pyc' -cf - . | tar -C $(DIST) -xf -
 	cp -a $(VENDOR) $(DIST)/build/vendor
+	tar -C $(VENDOR_LLAMA) --exclude=__pycache__ -cf - .stamp $(LLAMA_RUNTIME) \
+	    | tar -C $(DIST)/build/vendor-llama -xf -
 	sed -i 's/^__version__ = .*/__version__ = "$(VERSION)"/' $(DIST)/agentd/__init__.py
 	sed -i 's/^version = .*/version = "$(VERSION)"/' $(DIST)/pyproject.toml
 
