@@ -60,7 +60,7 @@ log = logging.getLogger("agentd.inference")
 
 DEFAULT_CONFIG = "/etc/agentd/agentd.toml"
 DEFAULT_SOCKET = "/run/agentd-inference/socket"
-DEFAULT_MODEL = f"/var/lib/agentd/models/{gguf.DEFAULT_FILENAME}"
+DEFAULT_MODEL = f"/var/lib/agentd-models/{gguf.DEFAULT_FILENAME}"
 EX_CONFIG = 78  # sysexits.h: configuration error
 LINE_LIMIT = 1 << 20  # longest request line
 REQUEST_TIMEOUT_S = 30.0  # a connection must send its request line within this
