@@ -145,6 +145,7 @@ class Meter:
     def _subject(self, caller: Caller, kind: str, subject: str) -> str:
         if self.registry.authority.role(caller) is not Role.ADMIN:
             self.audit.append("quota.set", actor_uid=caller.uid, result="denied",
+                              agent=subject if kind == "agent" else None,
                               reason="only administrators may change quotas",
                               kind=kind, subject=subject)
             raise PermissionDenied("only root and members of the admin group may change quotas")

@@ -118,6 +118,7 @@ def test_structured_output_follows_the_schema(model: Agentd) -> None:
 
 def test_quota_runs_out_with_the_reset_time(model: Agentd) -> None:
     model.ctl("quota", "set", "md-b", "10", "--period", "daily", user="carol")
+    model.ctl("quota", "reset", "md-b", user="carol")  # earlier tests' tokens do not count
     try:
         chat_json(model, "md-b", "Hello")  # admitted: the quota was not used up yet
         r = chat(model, "md-b", "Hello again", check=False)
@@ -175,7 +176,8 @@ def test_killed_service_mid_generation_fails_cleanly_and_recovers(model: Agentd)
 
 
 def test_agents_cannot_reach_the_inference_service(model: Agentd) -> None:
-    model.sh(["systemctl", "start", "agent-md-d.service"])
+    model.ctl("agent", "start", "md-d", user="alice")
+    model.wait_online("md-d")
     probe = ("import socket; s = socket.socket(socket.AF_UNIX); "
              f"s.connect('{SOCKET}'); s.sendall(b'{{\"op\": \"show\"}}\\n'); "
              "print(s.recv(4096))")
@@ -187,7 +189,7 @@ def test_agents_cannot_reach_the_inference_service(model: Agentd) -> None:
     r = model.m.run_in_unit("agent-md-d.service", [
         "busctl", "--system", "call", "org.agentos.agentd1", "/org/agentos/agentd1",
         "org.agentos.agentd1.Model", "Describe"], user="md-d", check=False)
-    assert r.returncode != 0 and "AccessDenied" in (r.stderr + r.stdout)
+    assert r.returncode != 0 and "Access denied" in r.stderr  # the bus policy, not agentd
 
 
 def test_only_root_may_use_the_socket_directly(model: Agentd) -> None:
