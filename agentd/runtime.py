@@ -159,7 +159,12 @@ def _message(e: BaseException) -> str:
     return str(args[-1]) if args else type(e).__name__
 
 
+THINK_TIMEOUT_S = 180  # sd-bus's default 25 s method timeout is too short for Think
+
+
 async def run() -> int:
+    # read by sd-bus when the connection is made: the default for every call
+    os.environ.setdefault("SYSTEMD_BUS_TIMEOUT", str(THINK_TIMEOUT_S))
     bus = sd_bus_open_system()
     set_default_bus(bus)
     runtime = Runtime(RuntimeInterface.new_proxy(BUS_NAME, ROOT_PATH, bus))

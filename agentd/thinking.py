@@ -9,6 +9,7 @@ the usage table after, whatever the outcome.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 from .audit import AuditLog
 from .authz import Caller, Role
-from .errors import AgentdError, InvalidArgument, PermissionDenied
+from .errors import AgentdError, InvalidArgument, ModelUnavailable, PermissionDenied
 from .modelclient import Interrupted, ModelClient
 from .quotas import Meter
 from .registry import Agent, Registry
@@ -28,6 +29,7 @@ MAX_MESSAGES = 256
 MAX_CHARS = 64 * 1024
 MAX_TOKENS = 4096
 THINK_ATTEMPTS = 2  # a think is retried once if the service dies under it
+THINK_TIMEOUT_S = 150  # under the runtime's D-Bus call timeout (agentd.runtime)
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,17 @@ class Thinking:
 
     async def think(self, agent: Agent, messages: list[dict[str, str]], options: Options,
                     task_id: int | None = None) -> dict[str, Any]:
-        """One whole answer for the agent's runtime (retried once if the service
-        dies under it: nothing was shown to anyone yet)."""
+        """One whole answer for the agent's runtime, within THINK_TIMEOUT_S."""
+        try:
+            return await asyncio.wait_for(self._think(agent, messages, options, task_id),
+                                          THINK_TIMEOUT_S)
+        except TimeoutError:
+            raise ModelUnavailable(f"the model did not answer within {THINK_TIMEOUT_S} s "
+                                   "(is it overloaded?)") from None
+
+    async def _think(self, agent: Agent, messages: list[dict[str, str]], options: Options,
+                     task_id: int | None) -> dict[str, Any]:
+        """Retried once if the service dies under it: nothing was shown to anyone yet."""
         for attempt in range(1, THINK_ATTEMPTS + 1):
             try:
                 stream = self.generate(agent, agent.uid, "think", messages, options, task_id)
