@@ -4,7 +4,14 @@ One model, one ``llama_context`` with ``n_seq_max`` sequences. Each request
 gets a free sequence id when it is admitted; every step is ONE ``llama_decode``
 whose batch holds one token for each sequence that is generating plus chunks
 of the prompts still being prefilled (within ``n_batch``). Requests join
-between steps and leave when done; their sequence's KV cache is then cleared.
+between steps and leave when done.
+
+Prompt prefix reuse: a free sequence keeps the KV cache of its last request.
+A new request goes to the free sequence whose cache shares the longest prefix
+with its prompt (an agent's next turn, the same system prompt), or copies that
+prefix from another sequence, free or running (for a running one, once it has
+computed it: requests arriving together wait one step for the first one's
+prefill instead of all computing the same tokens). Only the rest is prefilled.
 
 Scheduling: a bounded admission queue (``max_queue``; a full queue refuses
 with :class:`Overloaded`) with round-robin admission across the ``agent`` key
@@ -197,6 +204,11 @@ class EngineConfig:
     # sequences here but gave different tokens in a batch with 0.3.36: do not use.
     kv_unified: bool = False
     seed: int = 0
+    # Prompt prefix reuse: a request whose prompt starts with at least this many
+    # tokens that another sequence already holds (a finished request's, kept
+    # in its free sequence, or a running one's) takes their KV cache instead of
+    # computing it again. 0: never.
+    prefix_min: int = 16
 
 
 _END = object()
@@ -287,6 +299,10 @@ class _Request:
     seq: int = -1
     n_past: int = 0  # tokens of this sequence in the KV cache
     prefill_pos: int = 0  # next prompt token to feed
+    # a running request whose first prefix_len prompt tokens this one will copy
+    # once they are in its cache (it prefills nothing until then)
+    prefix_src: _Request | None = None
+    prefix_len: int = 0
     last_token: int = -1  # generated, not yet fed
     out_tokens: list[int] = field(default_factory=list)
     text: str = ""  # all decoded text so far
@@ -309,7 +325,8 @@ class Engine:
     def __init__(self, model_path: str | os.PathLike[str], config: EngineConfig | None = None,
                  progress: Callable[[float], object] | None = None):
         """Load the model (``progress(fraction)`` is called while it loads, in
-        this thread; returning False aborts the load) and start decoding."""
+        this thread; returning False aborts the load), start the decode thread
+        and return once it has made its first decode."""
         self.config = cfg = config or EngineConfig()
         self.model_path = str(model_path)
         llama_cpp.llama_backend_init()
@@ -350,7 +367,6 @@ class Engine:
         self._mem = llama_cpp.llama_get_memory(self._ctx) if hasattr(
             llama_cpp, "llama_get_memory") else None
         self._batch = llama_cpp.llama_batch_init(cfg.n_batch, 0, 1)
-        self._warm_up()
         self._chat_template = self._meta_str("tokenizer.chat_template")
         self._compiled_template: Any = None
         self._bos = self.token_text(llama_cpp.llama_vocab_bos(self._vocab))
@@ -361,7 +377,11 @@ class Engine:
         self._queues: collections.OrderedDict[str, collections.deque[_Request]] = (
             collections.OrderedDict())
         self._n_queued = 0
-        self._free_seqs = list(range(cfg.n_seq_max - 1, -1, -1))
+        if cfg.n_batch < cfg.n_seq_max:
+            raise ValueError("n_batch must be at least n_seq_max (one token per sequence)")
+        self._free_seqs = list(range(cfg.n_seq_max))  # least recently used first
+        self._cached: list[list[int]] = [[] for _ in range(cfg.n_seq_max)]  # free ones' KV
+        self.prefix_reused = 0  # prompt tokens not computed thanks to prefix reuse
         self._active: list[_Request] = []
         self._ids = itertools.count(1)
         self._closing = False
@@ -370,23 +390,45 @@ class Engine:
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Any]]] = {}
         # (request id, agent) of the latest admissions, for tests and stats
         self.admission_log: collections.deque[tuple[int, str]] = collections.deque(maxlen=1024)
-        self._thread = threading.Thread(target=self._run, name="inference-decode", daemon=True)
+        self._warm = threading.Event()
+        self._warm_ok = False
+        self._thread = threading.Thread(target=self._main, name="inference-decode", daemon=True)
         self._thread.start()
+        self._warm.wait()
+        if not self._warm_ok:
+            self._thread.join()
+            raise LoadError("the first decode failed")
 
-    def _warm_up(self) -> None:
-        """One 1-token decode now: the first decode of a context costs about
-        0.4 s more than the next ones (measured), which the first request
-        would otherwise pay in its time to first token."""
+    def _main(self) -> None:
+        """The decode thread: warm up, then serve. Every decode of the context
+        runs in this one thread: a decode in another thread (even once, such
+        as a warm-up in the loading thread) leaves ggml's OpenMP with a second
+        thread team and made every later step here about 30% slower (measured
+        with 0.3.36 on 2 cores)."""
+        self._warm_ok = self._warm_up()
+        self._warm.set()
+        if self._warm_ok:
+            self._run()
+        else:
+            self._free()
+
+    def _warm_up(self) -> bool:
+        """One 1-token decode before serving: the first decode of a context
+        costs about 0.4 s more than the next ones (measured), which the first
+        request would otherwise pay in its time to first token."""
         b = self._batch
         b.token[0], b.pos[0], b.n_seq_id[0], b.logits[0] = 0, 0, 1, True
         b.seq_id[0][0] = 0
         b.n_tokens = 1
         if llama_cpp.llama_decode(self._ctx, b) != 0:
-            llama_cpp.llama_batch_free(b)
-            llama_cpp.llama_free(self._ctx)
-            llama_cpp.llama_model_free(self._model)
-            raise LoadError("the first decode failed")
+            return False
         self._seq_rm(0)
+        return True
+
+    def _free(self) -> None:
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self._ctx)
+        llama_cpp.llama_model_free(self._model)
 
     # ------------------------------------------------------------ vocabulary
 
@@ -545,7 +587,8 @@ class Engine:
         with self._lock:
             return {"queued": self._n_queued, "active": len(self._active),
                     "steps": self.steps, "tokens_generated": self.tokens_generated,
-                    "free_sequences": len(self._free_seqs)}
+                    "free_sequences": len(self._free_seqs),
+                    "prefix_reused": self.prefix_reused}
 
     def close(self) -> None:
         with self._lock:
@@ -554,9 +597,7 @@ class Engine:
             self._closing = True
             self._wake.notify()
         self._thread.join()
-        llama_cpp.llama_batch_free(self._batch)
-        llama_cpp.llama_free(self._ctx)
-        llama_cpp.llama_model_free(self._model)
+        self._free()
 
     def __enter__(self) -> Engine:
         return self
@@ -617,17 +658,86 @@ class Engine:
 
     # ------------------------------------------------------------ decode loop
 
-    def _seq_rm(self, seq: int) -> None:
+    def _seq_rm(self, seq: int, p0: int = -1) -> None:
+        """Drop positions p0.. of a sequence from the cache (all of it: -1)."""
         if self._mem is not None:
-            llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
+            llama_cpp.llama_memory_seq_rm(self._mem, seq, p0, -1)
         else:  # older 0.3.x
-            llama_cpp.llama_kv_self_seq_rm(self._ctx, seq, -1, -1)
+            llama_cpp.llama_kv_self_seq_rm(self._ctx, seq, p0, -1)
 
-    def _release(self, req: _Request) -> None:
+    def _release(self, req: _Request, keep: bool = True) -> None:
+        """Give the sequence back. Its cache keeps the request's tokens, for a
+        later prompt that starts the same way, unless ``keep`` is False (after
+        a failed decode its content is unknown)."""
         self._active.remove(req)
-        self._seq_rm(req.seq)
+        if keep and self.config.prefix_min:
+            self._cached[req.seq] = (req.prompt + req.out_tokens)[:req.n_past]
+        else:
+            self._seq_rm(req.seq)
+            self._cached[req.seq] = []
         with self._lock:
             self._free_seqs.append(req.seq)
+
+    def _pick_seq(self, prompt: list[int]) -> tuple[int, int]:
+        """A free sequence for this prompt and how many tokens of its cache
+        the prompt shares (0 unless at least prefix_min): the one sharing the
+        most, else the least recently used."""
+        limit = len(prompt) - 1  # the last prompt token is fed, for its logits
+        best, best_len = self._free_seqs[0], 0
+        if self.config.prefix_min:
+            for seq in self._free_seqs:
+                n = _common_prefix(self._cached[seq], prompt, limit)
+                if n > best_len:
+                    best, best_len = seq, n
+        if best_len < self.config.prefix_min:
+            best, best_len = self._free_seqs[0], 0
+        self._free_seqs.remove(best)
+        return best, best_len
+
+    def _plan_prefix(self, req: _Request) -> None:
+        """Find the longest prefix of the prompt held by another sequence:
+        copy it now from a free one, or wait for a running one to have it."""
+        limit = len(req.prompt) - 1
+        best_len, src = 0, None
+        for other in self._active:
+            if other is not req:
+                n = _common_prefix(other.prompt, req.prompt, limit)
+                if n > best_len:
+                    best_len, src = n, other
+        for seq in self._free_seqs:
+            n = _common_prefix(self._cached[seq], req.prompt, limit)
+            if n > best_len:
+                best_len, src = n, seq
+        if best_len < self.config.prefix_min or src is None:
+            return
+        if isinstance(src, int):
+            self._copy_prefix(req, src, best_len)
+        else:
+            req.prefix_src, req.prefix_len = src, best_len
+
+    def _resolve_prefix(self, req: _Request) -> None:
+        """Before a step: copy the awaited prefix if its source has it in its
+        cache now; if the source has finished, look again."""
+        src = req.prefix_src
+        assert src is not None
+        if src.result is not None or src not in self._active:
+            req.prefix_src = None
+            self._plan_prefix(req)
+        elif src.n_past >= req.prefix_len:
+            req.prefix_src = None
+            self._copy_prefix(req, src.seq, req.prefix_len)
+
+    def _copy_prefix(self, req: _Request, src_seq: int, n: int) -> None:
+        """Positions 0..n-1 of ``src_seq`` become the request's. With one KV
+        stream per sequence llama.cpp copies the whole stream (at the next
+        decode, before the batch), then the tail beyond n is dropped."""
+        if self._mem is not None:
+            llama_cpp.llama_memory_seq_cp(self._mem, src_seq, req.seq, -1, -1)
+        else:
+            llama_cpp.llama_kv_self_seq_cp(self._ctx, src_seq, req.seq, -1, -1)
+        self._seq_rm(req.seq, n)
+        req.n_past = req.prefill_pos = n
+        self.prefix_reused += n
 
     def _admit(self) -> None:
         """Round-robin over agents: take the head of the first agent's queue,
@@ -640,7 +750,14 @@ class Engine:
                 self._queues.move_to_end(agent)
             else:
                 del self._queues[agent]
-            req.seq = self._free_seqs.pop()
+            req.seq, shared = self._pick_seq(req.prompt)
+            self._seq_rm(req.seq, shared)  # what this prompt does not share
+            self._cached[req.seq] = []
+            if shared:
+                req.n_past = req.prefill_pos = shared
+                self.prefix_reused += shared
+            elif self.config.prefix_min:
+                self._plan_prefix(req)
             req.admitted = time.monotonic()
             req.decoder = codecs.getincrementaldecoder("utf-8")("replace")
             if req.params.temperature > 0:
@@ -723,6 +840,9 @@ class Engine:
             b.logits[n] = logits
             n += 1
 
+        for req in self._active:
+            if req.prefix_src is not None:
+                self._resolve_prefix(req)
         # 1. one token for every sequence that is generating
         for req in self._active:
             if req.prefill_pos >= len(req.prompt):
@@ -734,7 +854,7 @@ class Engine:
             if n >= cap:
                 break
             remaining = len(req.prompt) - req.prefill_pos
-            if remaining <= 0:
+            if remaining <= 0 or req.prefix_src is not None:
                 continue
             take = min(remaining, cap - n)
             for i in range(take):
@@ -752,11 +872,11 @@ class Engine:
         if rc != 0:
             err = DecodeError(f"llama_decode returned {rc}")
             for req, _ in outputs:
-                self._release(req)
+                self._release(req, keep=False)
                 self._finish(req, "error", err)
             # requests still prefilling keep a partial cache: restart them cleanly
             for req in list(self._active):
-                self._release(req)
+                self._release(req, keep=False)
                 self._finish(req, "error", err)
             return
         for req, idx in outputs:
@@ -855,6 +975,14 @@ class Engine:
         self._deliver(req, Token(id=tok, text=piece, index=len(req.out_tokens) - 1))
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
 def _put_all(items: list[tuple[_Request, Any]]) -> None:
     """Runs in the caller's event loop: one step's items for its requests."""
     for req, item in items:
@@ -877,24 +1005,42 @@ def _progress_callback(progress: Callable[[float], object]) -> Any:
 
 class RawGreedy:
     """Baseline for tests and the benchmark: greedy single-sequence decode over
-    the low-level API on its own context (the engine's model, not its queue)."""
+    the low-level API on its own context: the engine's model (not its queue),
+    or with :meth:`standalone` a model of its own, for a process where no
+    other thread decodes (see :meth:`Engine._main` on why that matters)."""
 
-    def __init__(self, engine: Engine, n_ctx: int = 512, n_batch: int = 128) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine | None, n_ctx: int = 512, n_batch: int = 128,
+                 n_threads: int | None = None, model: Any = None) -> None:
+        self._own_model = model if engine is None else None
+        self.model = engine._model if engine is not None else model
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        threads = n_threads or (engine.config.n_threads if engine is not None else 2)
         cp = llama_cpp.llama_context_default_params()
         cp.n_ctx = n_ctx
         cp.n_batch = cp.n_ubatch = n_batch
         cp.n_seq_max = 1
-        cp.n_threads = cp.n_threads_batch = engine.config.n_threads
+        cp.n_threads = cp.n_threads_batch = threads
         self.n_batch = n_batch
-        self.ctx = llama_cpp.llama_init_from_model(engine._model, cp)
+        self.ctx = llama_cpp.llama_init_from_model(self.model, cp)
         if not self.ctx:
             raise LoadError("cannot create a context")
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
 
+    @classmethod
+    def standalone(cls, model_path: str | os.PathLike[str], n_threads: int = 2,
+                   n_ctx: int = 512, n_batch: int = 128) -> RawGreedy:
+        llama_cpp.llama_backend_init()
+        mp = llama_cpp.llama_model_default_params()
+        mp.n_gpu_layers = 0
+        model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), mp)
+        if not model:
+            raise LoadError(f"cannot load model {model_path}")
+        return cls(None, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, model=model)
+
     def run(self, prompt: Sequence[int], max_tokens: int, stop_at_eos: bool = True
             ) -> list[int]:
-        eng, batch = self.engine, self.batch
+        batch = self.batch
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
         out: list[int] = []
         pending, pos = list(prompt), 0
@@ -913,10 +1059,10 @@ class RawGreedy:
             if pending:
                 continue
             logits = np.ctypeslib.as_array(
-                llama_cpp.llama_get_logits_ith(self.ctx, len(toks) - 1), shape=(eng.n_vocab,))
+                llama_cpp.llama_get_logits_ith(self.ctx, len(toks) - 1), shape=(self.n_vocab,))
             tok = int(np.argmax(logits))
             out.append(tok)
-            if stop_at_eos and llama_cpp.llama_vocab_is_eog(eng._vocab, tok):
+            if stop_at_eos and llama_cpp.llama_vocab_is_eog(self.vocab, tok):
                 break
             pending = [tok]
         return out
@@ -924,6 +1070,8 @@ class RawGreedy:
     def close(self) -> None:
         llama_cpp.llama_batch_free(self.batch)
         llama_cpp.llama_free(self.ctx)
+        if self._own_model is not None:
+            llama_cpp.llama_model_free(self._own_model)
 
 
 def raw_greedy(engine: Engine, prompt: Sequence[int], max_tokens: int,
