@@ -657,6 +657,10 @@ class Service:
         self.reloading = True
         try:
             await self._do_reload(conn, path)
+        except asyncio.CancelledError:  # the service is stopping
+            conn.send_nowait(RequestError("LoadError", "the inference service is stopping "
+                                          "(nothing was loaded)").line())
+            raise
         finally:
             self.reloading = False
 
@@ -701,7 +705,12 @@ class Service:
             loop.call_soon_threadsafe(forward, fraction)
             return not self._stop.is_set()
 
-        loaded = await asyncio.shield(asyncio.to_thread(load_model, cfg, progress))
+        fut = loop.run_in_executor(None, load_model, cfg, progress)
+        try:
+            loaded = await asyncio.shield(fut)
+        except asyncio.CancelledError:  # stopping: the thread goes on, its engine is closed
+            fut.add_done_callback(_close_orphan)
+            raise
         await asyncio.sleep(0)  # let the last progress lines go first
         return loaded
 
@@ -712,6 +721,12 @@ class Service:
         await asyncio.to_thread(old.engine.close)
         self.retiring.discard(old)
         log.info("previous model %s freed", old.info["path"])
+
+
+def _close_orphan(fut: asyncio.Future[Loaded]) -> None:
+    """A load whose reload was abandoned (SIGTERM): free what it made."""
+    if not fut.cancelled() and fut.exception() is None:
+        fut.result().engine.close()
 
 
 # ---------------------------------------------------------------- the socket
