@@ -289,14 +289,13 @@ def test_reload_while_a_request_is_in_flight(svc: Svc, model_path: Path) -> None
     try:
         assert running.until("token")[-1]["event"] == "token"
 
-        async def two_reloads() -> list[list[dict[str, Any]]]:
-            first = asyncio.ensure_future(acall(svc, {"op": "reload"}))
-            await asyncio.sleep(0.02)
-            second = await acall(svc, {"op": "reload", "path": str(model_path)})
-            return [await first, second]
-
-        first, second = asyncio.run(two_reloads())
+        reload = Open(svc, {"op": "reload"})
+        first = [reload.next()]
+        assert first[0]["event"] == "progress"  # loading: a second reload is refused
+        second = call(svc, {"op": "reload", "path": str(model_path)})
         assert second[-1]["error"] == "Busy"
+        first += reload.until("done")
+        reload.close()
         progress = [e["fraction"] for e in first if e["event"] == "progress"]
         assert progress and progress == sorted(progress) and 0 <= progress[0] <= 1
         assert done(first)["model"]["path"] == str(model_path) and done(first)["load_s"] > 0
