@@ -99,6 +99,8 @@ def download_wheel(
     wheel = cache / wheel_name
     if wheel.exists() and wheel_sha256 and sha256_file(wheel) != wheel_sha256:
         wheel.unlink()
+    if not wheel.exists() and not _has_pip(python):
+        _fetch_from_pypi(package, version, wheel_name, wheel)
     if not wheel.exists():
         cmd = [python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "-d", str(cache), f"{package}=={version}"]
@@ -114,6 +116,38 @@ def download_wheel(
         if actual != wheel_sha256:
             raise ChecksumMismatch(str(wheel), wheel_sha256, actual)
     return wheel
+
+
+def _has_pip(python: str) -> bool:
+    try:
+        return subprocess.run([python, "-m", "pip", "--version"], capture_output=True,
+                              timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+PYPI_JSON = "https://pypi.org/pypi/{package}/json"
+
+
+def _fetch_from_pypi(package: str, version: str, wheel_name: str, dest: Path) -> None:
+    """Without pip (a package install): the wheel's URL from PyPI's JSON API, then
+    the file, written under a temporary name; the caller checks its sha256."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(PYPI_JSON.format(package=package), timeout=60) as r:
+            files = json.load(r)["releases"].get(version, [])
+        urls = {u["filename"]: u["url"] for u in files}
+        if wheel_name not in urls:
+            raise DownloadError(f"PyPI has no {wheel_name} for {package} {version}")
+        tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+        with urllib.request.urlopen(urls[wheel_name], timeout=300) as r, open(tmp, "wb") as f:
+            while chunk := r.read(_CHUNK):
+                f.write(chunk)
+        os.replace(tmp, dest)
+    except (OSError, ValueError, KeyError) as e:
+        raise DownloadError(f"download of {package}=={version} from PyPI failed: {e}") from e
 
 
 def install_from_wheel(

