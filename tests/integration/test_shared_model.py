@@ -193,8 +193,9 @@ def test_agents_cannot_reach_the_inference_service(model: Agentd) -> None:
 
 
 def test_only_root_may_use_the_socket_directly(model: Agentd) -> None:
-    """Defence in depth: a local user who got past the directory's mode would
-    still be refused by the service's SO_PEERCRED check."""
+    """A local user cannot connect (the runtime directory is 0700); root, which
+    is what agentd runs as, can. (The service's own SO_PEERCRED check, behind
+    the mode, is tested in tests/inference/test_service.py.)"""
     probe = ("import socket, json; s = socket.socket(socket.AF_UNIX); "
              f"s.connect('{SOCKET}'); s.sendall(b'{{\"op\": \"show\"}}\\n'); "
              "print(s.makefile().readline())")
