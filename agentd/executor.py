@@ -124,20 +124,28 @@ def _tail(data: bytes) -> str:
     return ("[...]\n" + text) if len(data) > OUTPUT_LIMIT else text
 
 
+def _text(limit: int) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": limit}
+
+
+# Each action with the arguments it requires, in the order the model writes them.
+ACTION_ARGS: dict[str, dict[str, Any]] = {
+    "answer": {"answer": _text(600)},
+    "shell": {"command": _text(300)},
+    "write_file": {"path": _text(100), "content": _text(600)},
+}
+
+
 def step_schema(actions: list[str]) -> dict[str, Any]:
-    """What one model step may say: an action among ACTIONS and its arguments."""
-    text = {"type": "string", "maxLength": 300}
-    return {
-        "type": "object",
-        "properties": {"action": {"type": "string", "enum": actions}, "answer": text,
-                       "command": text, "path": {"type": "string", "maxLength": 100},
-                       "content": text},
-        "required": ["action"],
-    }
+    """What one model step may say: one of ACTIONS, with that action's arguments
+    (a grammar per alternative, so an answer always carries its text)."""
+    return {"oneOf": [
+        {"type": "object", "properties": {"action": {"const": a}, **ACTION_ARGS[a]},
+         "required": ["action", *ACTION_ARGS[a]], "additionalProperties": False}
+        for a in actions]}
 
 
-ANSWER_SCHEMA = {"type": "object", "properties": {
-    "answer": {"type": "string", "maxLength": 600}}, "required": ["answer"]}
+ANSWER_SCHEMA = step_schema(["answer"])
 
 
 def task_prompt(task: dict[str, Any], actions: list[str]) -> str:
@@ -145,10 +153,10 @@ def task_prompt(task: dict[str, Any], actions: list[str]) -> str:
     if task.get("description"):
         lines.append(str(task["description"])[:TASK_CHARS])
     lines += [f"Note: {n}" for n in task.get("notes", [])][:5]
-    how = {"answer": '"answer": give the result in "answer"',
-           "shell": '"shell": run "command" with /bin/sh in your home',
-           "write_file": '"write_file": write "content" to "path" in your home'}
-    lines.append("Reply with JSON. Actions: " + "; ".join(how[a] for a in actions) + ".")
+    how = {"answer": '{"action": "answer", "answer": "the result"}',
+           "shell": '{"action": "shell", "command": "a /bin/sh command to run in your home"}',
+           "write_file": '{"action": "write_file", "path": "file name", "content": "text"}'}
+    lines.append("Reply with one JSON object, one of: " + " or ".join(how[a] for a in actions))
     return "\n".join(lines)
 
 
@@ -204,7 +212,7 @@ class Executor:
             final = n == MAX_STEPS
             data = await self._step(messages, ANSWER_SCHEMA if final else step_schema(actions),
                                     task_id, usage)
-            action = "answer" if final else data.get("action", "answer")
+            action = data.get("action", "answer")
             if action == "answer":
                 result = {"answer": str(data.get("answer", "")), "steps": steps, **usage}
                 return Outcome("completed", result=result)
