@@ -29,7 +29,7 @@ class ModelFake:
 
     async def chat(self, agent: str, messages: list[dict[str, str]],
                    options: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        self.calls.append(("chat", agent, messages, options))
+        self.calls.append(("chat", agent, list(messages), options))
         if self.fail:
             raise self.fail
         yield {"event": "queued", "request_id": 1, "prompt_tokens": 9}
@@ -152,3 +152,22 @@ def test_model_show_and_reload(fake: ModelFake) -> None:
     assert "loading 50%" in r.stdout and "loaded /x.gguf in 0.25s" in r.stdout
     r = invoke(fake, "model", "reload", "--json")
     assert json.loads(r.stdout)["load_s"] == 0.25
+
+
+def test_interactive_chat_keeps_the_conversation(fake: ModelFake, monkeypatch, capsys) -> None:
+    import asyncio
+
+    import click
+
+    from agentctl import model_cli
+
+    lines = iter(["hi", "and then?", ""])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    with click.Context(cli, obj=Env(connect=lambda: fake, tty=False)):
+        asyncio.run(model_cli._converse(fake, "scout", {"max_tokens": 5}))
+    chats = [c for c in fake.calls if c[0] == "chat"]
+    assert len(chats) == 2  # the empty line ended it
+    assert chats[1][2] == [{"role": "user", "content": "hi"},
+                           {"role": "assistant", "content": "Hello!"},
+                           {"role": "user", "content": "and then?"}]
+    assert capsys.readouterr().out == "scout> Hello!\nscout> Hello!\n"
