@@ -136,8 +136,9 @@ def load(path: Path = DEFAULT_CONFIG_FILE, *, overrides: dict | None = None) -> 
     values: dict[str, object] = {}
     for key, value in data.items():
         if key in FOREIGN_TABLES:
-            if not isinstance(value, dict):
-                raise InvalidConfig(f"{path}: [{key}] must be a table")
+            if not isinstance(value, dict) and not (
+                    isinstance(value, str) and value.startswith("/")):
+                raise InvalidConfig(f"{path}: {key} must be a table, or an absolute path")
             continue
         if key not in known:
             raise InvalidConfig(f"{path}: unknown setting {key!r}")

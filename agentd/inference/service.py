@@ -116,8 +116,8 @@ _RANGES: dict[str, tuple[int, int]] = {
 
 
 def parse_model_table(table: dict[str, Any]) -> ModelConfig:
-    """Validate the [model] table; unknown keys are only warned about (agentd
-    may know keys of it that this service does not)."""
+    """Validate the [model] table; an unknown key is refused, as agentd refuses
+    its own (a typo must not pass silently)."""
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key == "path":
@@ -131,7 +131,8 @@ def parse_model_table(table: dict[str, Any]) -> ModelConfig:
                                   f"not {value!r}")
             values[key] = value
         else:
-            log.warning("[model] %s: unknown key, ignored", key)
+            known = ", ".join(["path", *_RANGES])
+            raise ConfigError(f"[model] {key}: unknown key (known: {known})")
     cfg = ModelConfig(**values)
     if cfg.batch < cfg.sequences:
         raise ConfigError(f"[model] batch ({cfg.batch}) must be at least sequences "
@@ -153,8 +154,10 @@ def load_config(path: str | os.PathLike[str]) -> ModelConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from e
     table = doc.get("model", {})
+    if isinstance(table, str):  # `model = "/path/to/x.gguf"`, the short form
+        table = {"path": table}
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: model must be a table")
+        raise ConfigError(f"{path}: model must be a table, or a GGUF file's path")
     try:
         return parse_model_table(table)
     except ConfigError as e:

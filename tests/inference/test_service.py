@@ -412,10 +412,10 @@ def test_model_table_validation() -> None:
                              "threads": 1, "max_queue": 4, "max_queue_per_agent": 9})
     assert cfg.engine_config().max_queue_per_agent == 4  # never more than the queue
     assert ModelConfig().path == service.DEFAULT_MODEL
-    for bad in ({"context": True}, {"threads": 0}, {"max_queue": 2.5}, {"path": 3}):
+    for bad in ({"context": True}, {"threads": 0}, {"max_queue": 2.5}, {"path": 3},
+                {"future_key": 1}):
         with pytest.raises(ConfigError):
             parse_model_table(bad)
-    parse_model_table({"future_key": 1})  # warned about, not fatal
 
 
 def test_generate_defaults() -> None:
@@ -456,3 +456,14 @@ def test_bind_socket_replaces_a_stale_one(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(OSError, match="not a socket"):
         bind_socket(tmp_path / "file")
+
+
+def test_config_short_form_and_unknown_keys(tmp_path: Path) -> None:
+    from agentd.inference import service
+
+    conf = tmp_path / "agentd.toml"
+    conf.write_text('model = "/srv/x.gguf"\nuid_min = 70000\n')
+    assert service.load_config(conf).path == "/srv/x.gguf"
+    conf.write_text("[model]\npath = \"/srv/x.gguf\"\ncontxt = 512\n")
+    with pytest.raises(service.ConfigError, match="contxt: unknown key"):
+        service.load_config(conf)
