@@ -65,16 +65,15 @@ def test_missing_config_file_means_defaults(tmp_path: Path) -> None:
 
 
 def test_model_table_is_left_to_the_service_and_quota_keys_checked(tmp_path: Path) -> None:
-    config_mod = config
     f = tmp_path / "agentd.toml"
     for ok in ('model = "/srv/x.gguf"\n', '[model]\ncontext = 512\n'):
         f.write_text(ok)
-        config_mod.load(f)
+        config.load(f)
     for bad in ("model = 3\n", 'model = "relative.gguf"\n', 'token_quota_period = "yearly"\n',
                 "agent_token_quota = -1\n"):
         f.write_text(bad)
         with pytest.raises(InvalidConfig):
-            config_mod.load(f)
+            config.load(f)
     f.write_text('agent_token_quota = 5000\ntoken_quota_period = "weekly"\n')
-    cfg = config_mod.load(f)
+    cfg = config.load(f)
     assert (cfg.agent_token_quota, cfg.token_quota_period) == (5000, "weekly")
