@@ -109,6 +109,7 @@ async def serve(cfg: config_mod.Config) -> None:
     for agent in registry.agents():
         manager.export_agent(agent.name, states.get(agent.unit, "inactive"))
     registry.listeners.append(manager.on_registry_event)
+    registry.listeners.append(meter.forget)
     registry.job_listeners.append(manager.on_job)
     audit.listeners.append(manager.on_audit)
 

@@ -54,8 +54,9 @@ class ModelClient:
         self.socket_path = socket_path
         self.patience_s = patience_s
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        deadline = time.monotonic() + self.patience_s
+    async def _connect(self, patience_s: float | None = None
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        deadline = time.monotonic() + (self.patience_s if patience_s is None else patience_s)
         delay = 0.1
         while True:
             try:
@@ -72,10 +73,11 @@ class ModelClient:
             except PermissionError:
                 raise ModelUnavailable(f"{self.socket_path}: permission denied") from None
 
-    async def request(self, message: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def request(self, message: dict[str, Any], patience_s: float | None = None
+                      ) -> AsyncIterator[dict[str, Any]]:
         """Send MESSAGE; yield every event line, the terminal one included.
         Raises the typed error of an `error` line, or Interrupted."""
-        reader, writer = await self._connect()
+        reader, writer = await self._connect(patience_s)
         streamed: list[str] = []
         try:
             writer.write(json.dumps(message).encode() + b"\n")
@@ -103,9 +105,10 @@ class ModelClient:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def call(self, message: dict[str, Any]) -> dict[str, Any]:
-        """A request whose answer is its terminal line (show)."""
+    async def call(self, message: dict[str, Any], patience_s: float = 2.0) -> dict[str, Any]:
+        """A request whose answer is its terminal line (show): a question about
+        the service's state should not wait long for it to come back."""
         last: dict[str, Any] = {}
-        async for event in self.request(message):
+        async for event in self.request(message, patience_s):
             last = event
         return last

@@ -86,18 +86,26 @@ class Meter:
                                 (kind, subject))
         return rows[0] if rows else None
 
+    def forget(self, event: str, agent: Agent) -> None:
+        """Registry listener: a removed agent's own quota goes with it (its usage
+        rows stay, as history; a later agent of that name starts afresh)."""
+        if event == "removed":
+            with self.store.transaction():
+                self.store.execute("DELETE FROM quotas WHERE kind = 'agent' AND subject = ?",
+                                   (agent.name,))
+
     def _used(self, column: str, value: object, since: float) -> int:
         return int(self.store.scalar(
             f"SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage "
             f"WHERE {column} = ? AND ts >= ?", (value, since)))
 
     def _quota(self, kind: str, subject: str, limit: int, period: str, source: str,
-               now: float) -> Quota:
+               now: float, born: float = 0.0) -> Quota:
         row = self._admin_row(kind, subject)
         if row is not None and row["tokens"] is not None:
             limit, period, source = row["tokens"], row["period"], "admin"
         start, end = period_bounds(period, now)
-        since = max(start, row["reset_at"] if row else 0.0)
+        since = max(start, born, row["reset_at"] if row else 0.0)
         column, value = ("agent", subject) if kind == "agent" else ("owner_uid", int(subject))
         return Quota(kind, subject, limit, period, source, self._used(column, value, since), end)
 
@@ -111,7 +119,9 @@ class Meter:
                 limit, period, source = template.token_budget, template.token_period, "template"
         except AgentdError:  # a template removed since: the default applies
             pass
-        return self._quota("agent", agent.name, limit, period, source, now)
+        # usage counts from the agent's creation: an earlier agent of the same
+        # name is another agent
+        return self._quota("agent", agent.name, limit, period, source, now, agent.created_at)
 
     def owner_quota(self, owner_uid: int, now: float | None = None) -> Quota:
         now = time.time() if now is None else now

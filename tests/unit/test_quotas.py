@@ -291,3 +291,17 @@ def test_bad_messages_are_refused(bad: str) -> None:
 def test_bad_options_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument):
         parse_options(bad)
+
+
+def test_a_new_agent_of_a_removed_ones_name_starts_afresh(tmp_path: Path) -> None:
+    m = M(tmp_path)
+    m.w.reg.listeners.append(m.meter.forget)
+    a = m.agent("a1")
+    m.meter.set(ROOT, "agent", "a1", 10, "monthly")
+    m.use(a, 50)
+    m.w.run(m.w.reg.remove(ALICE, "a1", False))
+    b = m.agent("a1")
+    q = m.meter.agent_quota(b)
+    assert (q.used, q.source) == (0, "template")  # neither the old usage nor its quota
+    m.meter.check(b, ALICE.uid)
+    assert m.meter.owner_quota(ALICE.uid).used == 50  # the owner's usage stays theirs
