@@ -227,3 +227,41 @@ def test_reload_shows_progress_and_is_for_admins(model: Agentd) -> None:
     assert done["event"] == "done" and done["load_s"] > 0
     assert model.ctl_json("model", "show")["state"] == "loaded"
     assert model.audit("model.reload")[-1]["result"] == "ok"
+
+
+MSG = json.dumps([{"role": "user", "content": "x"}])
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["Chat", "md-a", "not json", "{}"], "InvalidArgument"),
+    (["Chat", "md-a", json.dumps([{"role": "robot", "content": "x"}]), "{}"],
+     "InvalidArgument"),
+    (["Chat", "md-a", MSG, "{'max_tokens': <'lots'>}"], "InvalidArgument"),
+    (["Chat", "md-a", MSG, "{'colour': <'red'>}"], "InvalidArgument"),
+    (["Chat", "no-such-agent", MSG, "{}"], "NoSuchAgent"),
+    (["SetQuota", "agent", "md-a", "5", "monthly"], "PermissionDenied"),
+    (["ListUsage", "0"], "InvalidArgument"),
+])
+def test_bad_model_calls_get_typed_errors(model: Agentd, args: list[str], error: str) -> None:
+    method, *rest = args
+    r = model.sh(["gdbus", "call", "--system", "--dest", "org.agentos.agentd1",
+                  "--object-path", "/org/agentos/agentd1",
+                  "--method", f"org.agentos.agentd1.Model.{method}", *rest],
+                 user="alice", check=False)
+    assert r.returncode != 0 and f"org.agentos.agentd1.Error.{error}:" in r.stderr, r.stderr
+
+
+def test_bad_quota_and_schema_leave_nothing_changed(model: Agentd) -> None:
+    r = model.ctl("quota", "set", "md-a", "5", "--period", "hourly", check=False)
+    assert r.returncode == 2  # click refuses the period before any call
+    r = model.sh(["gdbus", "call", "--system", "--dest", "org.agentos.agentd1",
+                  "--object-path", "/org/agentos/agentd1",
+                  "--method", "org.agentos.agentd1.Model.SetQuota", "agent", "md-a", "5",
+                  "hourly"], check=False)
+    assert "org.agentos.agentd1.Error.InvalidArgument:" in r.stderr, r.stderr
+    (q,) = [q for q in model.ctl_json("quota", "list") if q["subject"] == "md-a"]
+    assert q["source"] == "template"  # nothing was written
+    model.m.write_file("/tmp/bad-schema.json", '{"type": "no-such-type"}', mode=0o644)
+    r = chat(model, "md-a", "hi", "--schema", "/tmp/bad-schema.json", check=False)
+    assert r.returncode == 1 and "(InvalidArgument)" in r.stderr, r.stderr
+    assert chat_json(model, "md-a", "Say hello.")["completion_tokens"] > 0  # still serving
