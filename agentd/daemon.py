@@ -35,7 +35,7 @@ from .registry import Registry
 from .scheduler import Scheduler
 from .store import Store
 from .systemd import Systemd
-from .tasks import TaskQueue
+from .tasks.queue import TaskQueue
 from .templates import Catalog
 from .thinking import Thinking
 

@@ -17,7 +17,7 @@ import time
 from .authz import AGENTD
 from .errors import AgentdError
 from .registry import Registry
-from .tasks import Task, TaskQueue
+from .tasks.queue import Task, TaskQueue
 
 log = logging.getLogger("agentd")
 TICK = 1.0

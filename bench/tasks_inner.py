@@ -145,7 +145,7 @@ async def inprocess_baseline(n: int) -> dict:
     from agentd.config import Config
     from agentd.registry import Registry
     from agentd.store import Store
-    from agentd.tasks import TaskQueue
+    from agentd.tasks.queue import TaskQueue
     from agentd.templates import Catalog
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -101,6 +101,14 @@ class ManagerInterface(DbusInterfaceCommonAsync, interface_name=MANAGER_INTERFAC
     async def list_audit_entries(self, after_seq: int, limit: int) -> list[tuple]:
         raise NotImplementedError
 
+    @dbus_method_async("tuas", "a" + AUDIT_ROW, flags=U, method_name="ListEvents",
+                       input_args_names=("after_seq", "limit", "types"),
+                       result_args_names=("entries",))
+    async def list_events(self, after_seq: int, limit: int, types: list[str]) -> list[tuple]:
+        """ListAuditEntries, filtered by agentd: only rows whose action matches one of
+        the shell-style patterns in types (e.g. "task.*"); all rows if types is empty."""
+        raise NotImplementedError
+
     @dbus_method_async("", "bts", flags=U, method_name="VerifyAudit",
                        result_args_names=("ok", "checked", "message"))
     async def verify_audit(self) -> tuple[bool, int, str]:

@@ -11,7 +11,7 @@ from sdbus import dbus_method_async_override
 
 from ..errors import InvalidArgument
 from ..registry import Registry
-from ..tasks import TaskQueue
+from ..tasks.queue import TaskQueue
 from ..thinking import Thinking, parse_messages, parse_options
 from .callers import Callers
 from .interfaces import RuntimeInterface, agent_path

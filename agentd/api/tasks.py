@@ -6,7 +6,7 @@ import json
 
 from sdbus import dbus_method_async_override
 
-from ..tasks import Task, TaskQueue
+from ..tasks.queue import Task, TaskQueue
 from .callers import Callers
 from .interfaces import TasksInterface
 from .service import Variant, translated, variants

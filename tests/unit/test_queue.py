@@ -24,7 +24,7 @@ from agentd.errors import (
 )
 from agentd.registry import Agent
 from agentd.store import Store
-from agentd.tasks import TaskQueue
+from agentd.tasks.queue import TaskQueue
 
 
 class Q:

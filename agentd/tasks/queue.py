@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .authz import Caller, Role
-from .errors import (
+from ..authz import Caller, Role
+from ..errors import (
     AlreadyExists,
     Busy,
     Conflict,
@@ -43,12 +43,10 @@ from .errors import (
     NoSuchTask,
     PermissionDenied,
 )
-from .registry import Agent, Registry
-from .store import Store
+from ..registry import Agent, Registry
+from ..store import Store
+from .model import FILTER_KEYS, FINAL, PRIORITIES, SPEC_KEYS, STATUSES
 
-PRIORITIES = ("low", "medium", "high", "critical")
-FINAL = frozenset({"completed", "failed", "cancelled", "dead_lettered"})
-STATUSES = ("pending", "in_progress", "blocked", *sorted(FINAL))
 
 MAX_TITLE = 256
 MAX_TEXT = 64 * 1024  # description, exec, notes, error, block reason
@@ -60,9 +58,6 @@ MAX_ARTIFACT_READ = 16 * 1024 * 1024  # the system bus refuses messages past 32 
 _CAP_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _PROJECT_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _ARTIFACT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-SPEC_KEYS = {"title", "description", "project", "needs", "priority", "after", "agent",
-             "max_attempts", "exec"}
-FILTER_KEYS = {"status", "project", "agent", "priority", "limit"}
 
 
 @dataclass(frozen=True)
