@@ -6,6 +6,7 @@
 #   make rpm        build/agentd-VERSION-1.x86_64.rpm (packaging/rpm/agentd.spec)
 #                   VERSION=X.Y.Z builds a package (and agentd) of another version
 #   make man        check the man pages (docs/man);  make completion: bash completion
+#   make interfaces the D-Bus interfaces as introspection XML, into build/interfaces
 #   make check      unit tests;  make test: the whole suite (root: boots a testbed)
 #   make lint       ruff
 #   make vendor-llama  build llama-cpp-python from source into build/vendor-llama
@@ -27,6 +28,8 @@ SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
 TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
 DBUSPOLICYDIR  := $(PREFIX)/share/dbus-1/system.d
 DBUSSERVICEDIR := $(PREFIX)/share/dbus-1/system-services
+DBUSINTERFACEDIR := $(PREFIX)/share/dbus-1/interfaces
+POLKITACTIONDIR  := $(PREFIX)/share/polkit-1/actions
 MANDIR      := $(PREFIX)/share/man
 COMPLETIONDIR := $(PREFIX)/share/bash-completion/completions
 CONFDIR     := $(SYSCONFDIR)/agentd
@@ -36,7 +39,7 @@ VENDOR      := build/vendor
 PYPKGS      := agentd agentctl
 
 .PHONY: vendor-llama model
-.PHONY: all vendor completion man install uninstall deb rpm dist check test lint clean
+.PHONY: all vendor completion man interfaces install uninstall deb rpm dist check test lint clean
 
 all: vendor
 
@@ -83,11 +86,21 @@ model:
 # bash completion for agentctl, generated from its click command tree.
 completion: build/completion/agentctl
 
-build/completion/agentctl: $(VENDOR)/.stamp agentctl/cli.py
+build/completion/agentctl: $(VENDOR)/.stamp $(shell find agentctl -name '*.py')
 	mkdir -p $(@D)
 	_AGENTCTL_COMPLETE=bash_source PYTHONPATH=$(VENDOR):. $(PYTHON) -m agentctl >$@.tmp
 	grep -q 'complete .*-F _agentctl_completion agentctl' $@.tmp
 	mv $@.tmp $@
+
+# The D-Bus interfaces as introspection XML, one INTERFACE.xml per interface (as
+# /usr/share/dbus-1/interfaces holds them), generated from the sdbus classes in
+# agentd/api/interfaces.py (agentd/api/introspection.py). Always remade: it takes
+# a fraction of a second, and the classes may come to import more than one file.
+interfaces: $(VENDOR)/.stamp
+	rm -rf build/interfaces.tmp
+	PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=$(VENDOR):. $(PYTHON) -m agentd.api.introspection \
+	    build/interfaces.tmp >/dev/null
+	rm -rf build/interfaces && mv build/interfaces.tmp build/interfaces
 
 # The man pages are written by hand in roff; this checks them as lintian does.
 man:
@@ -102,13 +115,13 @@ define launcher
 	chmod 0755 $(DESTDIR)$(1)
 endef
 
-install: vendor vendor-llama completion
+install: vendor vendor-llama completion interfaces
 	install -d -m 0755 $(DESTDIR)$(PYDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(BINDIR) \
 	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(COMPLETIONDIR) \
 	    $(DESTDIR)$(DATADIR)/templates $(DESTDIR)$(DATADIR)/profiles $(DESTDIR)$(DOCDIR) \
 	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
-	    $(DESTDIR)$(DBUSPOLICYDIR) $(DESTDIR)$(DBUSSERVICEDIR) \
-	    $(DESTDIR)$(CONFDIR)/templates $(DESTDIR)$(CONFDIR)/profiles
+	    $(DESTDIR)$(DBUSPOLICYDIR) $(DESTDIR)$(DBUSSERVICEDIR) $(DESTDIR)$(DBUSINTERFACEDIR) \
+	    $(DESTDIR)$(POLKITACTIONDIR) $(DESTDIR)$(CONFDIR)/templates $(DESTDIR)$(CONFDIR)/profiles
 	rm -rf $(addprefix $(DESTDIR)$(PYDIR)/,$(PYPKGS) llama_cpp llama_cpp_python-*.dist-info)
 	tar -C . --exclude=__pycache__ -cf - $(PYPKGS) | tar -C $(DESTDIR)$(PYDIR) -xf -
 	tar -C $(VENDOR) --exclude=__pycache__ --exclude=./.stamp -cf - . | tar -C $(DESTDIR)$(PYDIR) -xf -
@@ -134,6 +147,9 @@ install: vendor vendor-llama completion
 	install -m 0644 units/agentd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/agentd.conf
 	install -m 0644 policies/org.agentos.agentd1.conf $(DESTDIR)$(DBUSPOLICYDIR)/
 	install -m 0644 units/org.agentos.agentd1.service $(DESTDIR)$(DBUSSERVICEDIR)/
+	rm -f $(DESTDIR)$(DBUSINTERFACEDIR)/org.agentos.agentd1.*.xml  # an interface may go
+	install -m 0644 build/interfaces/*.xml $(DESTDIR)$(DBUSINTERFACEDIR)/
+	install -m 0644 policies/org.agentos.agentd1.policy $(DESTDIR)$(POLKITACTIONDIR)/
 	install -m 0644 policies/templates/*.toml $(DESTDIR)$(DATADIR)/templates/
 	install -m 0644 policies/profiles/*.toml $(DESTDIR)$(DATADIR)/profiles/
 	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/
@@ -159,6 +175,8 @@ uninstall:
 	    $(DESTDIR)$(TMPFILESDIR)/agentd.conf \
 	    $(DESTDIR)$(DBUSPOLICYDIR)/org.agentos.agentd1.conf \
 	    $(DESTDIR)$(DBUSSERVICEDIR)/org.agentos.agentd1.service \
+	    $(DESTDIR)$(DBUSINTERFACEDIR)/org.agentos.agentd1.*.xml \
+	    $(DESTDIR)$(POLKITACTIONDIR)/org.agentos.agentd1.policy \
 	    $(DESTDIR)$(MANDIR)/man1/agentctl.1 $(DESTDIR)$(MANDIR)/man8/agentd.8 \
 	    $(DESTDIR)$(COMPLETIONDIR)/agentctl
 

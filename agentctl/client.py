@@ -1,9 +1,11 @@
 """A thin asyncio client of agentd's D-Bus API, returning plain Python values.
 
 Everything that knows about D-Bus lives here: the system bus, the proxies built
-from the shared interface classes in agentd.api.interfaces, variant unwrapping,
-and the translation of D-Bus errors into one ClientError type. The CLI (and its
-tests, which inject a fake with the same methods) never sees sdbus.
+from the shared interface classes in agentd.api.interfaces, signal matches,
+and the translation of D-Bus errors into one ClientError type. What a value
+looks like on the wire (a{sv}, the row types of agentd.api.rows) is
+agentctl.marshal's business. The CLI (and its tests, which inject a fake with
+the same methods) never sees sdbus; this is agentctl's only sdbus import.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import sdbus
@@ -41,13 +43,17 @@ from agentd.api.interfaces import (
     TasksInterface,
 )
 
+from . import marshal
+from .marshal import CHAT_OPTIONS, TASK_FILTER, TASK_SPEC, limit_variants, unwrap, variants
+
 T = TypeVar("T")
 
 AUDIT_APPENDED = ManagerInterface.audit_appended  # the signal, for its interface/member names
 JOB_REMOVED = ManagerInterface.job_removed
 TASK_CHANGED = TasksInterface.task_changed
 NOT_RUNNING = "agentd is not running (start it with: systemctl start agentd)"
-PAGE = 1000  # audit rows per ListAuditEntries call; agentd caps at 10000
+PAGE = 1000  # audit rows per ListEvents call while following; agentd caps at 10000
+DBUS = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
 
 
 class ClientError(Exception):
@@ -117,75 +123,6 @@ async def _call(call: Awaitable[T]) -> T:
                           type(e).__name__) from None
 
 
-def unwrap(info: Mapping[str, tuple[str, Any]]) -> dict[str, Any]:
-    """a{sv} as sdbus returns it ({key: (signature, value)}) -> {key: value}."""
-    out: dict[str, Any] = {}
-    for key, (sig, value) in info.items():
-        out[key] = unwrap(value) if sig == "a{sv}" else value
-    return out
-
-
-def _limit_variants(limits: Mapping[str, int | str]) -> dict[str, tuple[str, Any]]:
-    """The a{sv} CreateAgent expects: memory_max t (or s, a size), cpu_quota u, tasks_max t."""
-    sigs = {"memory_max": "t", "cpu_quota": "u", "tasks_max": "t"}
-    out: dict[str, tuple[str, Any]] = {}
-    for key, value in limits.items():
-        out[key] = ("s", value) if isinstance(value, str) else (sigs.get(key, "t"), int(value))
-    return out
-
-
-def _variants(values: Mapping[str, Any], sigs: Mapping[str, str],
-              what: str) -> dict[str, tuple[str, Any]]:
-    """{key: value} -> the a{sv} agentd expects, each key with its signature from SIGS.
-    None values are left out (unset); a key SIGS does not know is a caller's bug."""
-    out: dict[str, tuple[str, Any]] = {}
-    for key, value in values.items():
-        if value is None:
-            continue
-        if key not in sigs:
-            raise ValueError(f"unknown {what} key {key!r}")
-        sig = sigs[key]
-        if sig == "as":
-            value = [str(v) for v in value]
-        elif sig == "at":
-            value = [int(v) for v in value]
-        elif sig in ("u", "t"):
-            value = int(value)
-        elif sig == "d":
-            value = float(value)
-        elif sig == "b":
-            value = bool(value)
-        else:
-            value = str(value)
-        out[key] = (sig, value)
-    return out
-
-
-# SubmitTask's spec and ListTasks' filter, as agentd.api.interfaces documents them
-TASK_SPEC = {"title": "s", "description": "s", "project": "s", "needs": "as",
-             "priority": "s", "after": "at", "agent": "s", "max_attempts": "u", "exec": "s"}
-TASK_FILTER = {"status": "s", "project": "s", "agent": "s", "priority": "s", "limit": "u"}
-
-
-def _json_detail(text: str) -> Any:
-    """A detail column: JSON text -> its value ({} if empty, the text if not JSON)."""
-    try:
-        return json.loads(text) if text else {}
-    except ValueError:
-        return text
-
-
-def _audit_entry(row: tuple) -> dict[str, Any]:
-    """A ListAuditEntries row as a dict; "" and 0 stand for "no agent" on the bus."""
-    seq, ts, actor_uid, action, agent, agent_uid, result, detail_json, digest = row
-    detail = _json_detail(detail_json)
-    return {
-        "seq": seq, "ts": ts, "actor_uid": actor_uid, "action": action,
-        "agent": agent or None, "agent_uid": agent_uid if agent else None,
-        "result": result, "detail": detail, "hash": digest,
-    }
-
-
 class TaskWatch:
     """TaskChanged signals seen since the watch began, for `task wait`.
 
@@ -247,22 +184,26 @@ class AgentdClient:
             raise ClientError(f"cannot connect to the system bus: {_library_message(e)}",
                               kind="unavailable") from None
 
+    async def _match(self, signal: Any, callback: Callable[[Any], None]) -> Any:
+        """Subscribe CALLBACK to one of agentd's signals; returns the slot to close."""
+        return await _call(self.bus.match_signal_async(
+            BUS_NAME, ROOT_PATH, signal.interface_name, signal.signal_name, callback))
+
+    async def _match_owner_changed(self, callback: Callable[[Any], None]) -> Any:
+        """Subscribe CALLBACK to the bus's NameOwnerChanged (agentd leaving or coming)."""
+        return await _call(self.bus.match_signal_async(*DBUS, "NameOwnerChanged", callback))
+
     # -- agents ---------------------------------------------------------------------
     async def create_agent(self, name: str, template: str,
                            limits: Mapping[str, int | str] | None = None) -> str:
         """Create agent NAME; returns its object path."""
-        return await _call(self.manager.create_agent(name, template, _limit_variants(limits or {})))
+        return await _call(self.manager.create_agent(name, template, limit_variants(limits or {})))
 
     async def get_agent(self, name: str) -> str:
         return await _call(self.manager.get_agent(name))
 
     async def list_agents(self) -> list[dict[str, Any]]:
-        rows = await _call(self.manager.list_agents())
-        return [
-            {"name": name, "template": template, "state": state, "uid": uid,
-             "owner_uid": owner_uid, "path": path}
-            for name, template, state, uid, owner_uid, path in rows
-        ]
+        return marshal.agents(await _call(self.manager.list_agents()))
 
     async def describe_agent(self, name: str) -> dict[str, Any]:
         return unwrap(await _call(self.manager.describe_agent(name)))
@@ -297,14 +238,8 @@ class AgentdClient:
                 restarted.append(True)
                 arrived.set()
 
-        slots = [
-            await _call(self.bus.match_signal_async(
-                BUS_NAME, ROOT_PATH, JOB_REMOVED.interface_name, JOB_REMOVED.signal_name,
-                on_signal)),
-            await _call(self.bus.match_signal_async(
-                "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                "NameOwnerChanged", on_owner)),
-        ]
+        slots = [await self._match(JOB_REMOVED, on_signal),
+                 await self._match_owner_changed(on_owner)]
         job = ""
         try:
             job = await _call(method(name))
@@ -329,23 +264,19 @@ class AgentdClient:
 
     # -- templates ------------------------------------------------------------------
     async def list_templates(self) -> list[dict[str, Any]]:
-        # row order as agentd.api.service sends it: name, description, profile, capabilities
-        rows = await _call(self.manager.list_templates())
-        return [
-            {"name": name, "description": description, "profile": profile,
-             "capabilities": list(capabilities)}
-            for name, description, profile, capabilities in rows
-        ]
+        return marshal.templates(await _call(self.manager.list_templates()))
 
     async def describe_template(self, name: str) -> dict[str, Any]:
         return unwrap(await _call(self.manager.describe_template(name)))
 
-    # -- audit ----------------------------------------------------------------------
-    async def list_audit_entries(self, after_seq: int = 0, limit: int = PAGE
-                                 ) -> list[dict[str, Any]]:
-        """Up to LIMIT entries with seq > AFTER_SEQ that the caller may see, oldest first."""
-        return [_audit_entry(row) for row in
-                await _call(self.manager.list_audit_entries(after_seq, limit))]
+    # -- audit and events -----------------------------------------------------------
+    async def list_events(self, after_seq: int = 0, limit: int = PAGE,
+                          types: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Up to LIMIT audit entries with seq > AFTER_SEQ that the caller may see and
+        whose action matches one of the shell-style globs TYPES (every entry if none),
+        oldest first; agentd does the filtering."""
+        return marshal.audit_entries(await _call(
+            self.manager.list_events(after_seq, limit, list(types))))
 
     async def audit_head(self) -> int:
         """Sequence number of the newest audit row."""
@@ -355,26 +286,31 @@ class AgentdClient:
         ok, checked, message = await _call(self.manager.verify_audit())
         return {"ok": ok, "checked": checked, "message": message}
 
-    async def follow_audit(self, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
-        """Yield every entry with seq > AFTER_SEQ, then new ones as agentd announces them.
+    async def follow_events(self, after_seq: int = 0, types: Iterable[str] = ()
+                            ) -> AsyncIterator[dict[str, Any]]:
+        """Yield every entry list_events(AFTER_SEQ, ..., TYPES) gives, then new ones as
+        agentd announces them (AuditAppended), until the caller stops.
 
-        The AuditAppended match is registered before the first fetch, so nothing
-        appended in between is lost; bursts of signals coalesce into one fetch.
+        The match is registered before the first fetch, so nothing appended in between
+        is lost; bursts of signals coalesce into one fetch. Each round first reads
+        AuditHead: once a round has read everything, the next one starts after that
+        head, so rows the caller may not see or TYPES leaves out are not read again.
         """
+        types = list(types)
         wake = asyncio.Event()
-        slot = await _call(self.bus.match_signal_async(
-            BUS_NAME, ROOT_PATH, AUDIT_APPENDED.interface_name, AUDIT_APPENDED.signal_name,
-            lambda _msg: wake.set()))
+        slot = await self._match(AUDIT_APPENDED, lambda _msg: wake.set())
         try:
             while True:
                 wake.clear()
+                head = await self.audit_head()
                 while True:
-                    batch = await self.list_audit_entries(after_seq, PAGE)
+                    batch = await self.list_events(after_seq, PAGE, types)
                     for entry in batch:
                         after_seq = max(after_seq, entry["seq"])
                         yield entry
                     if len(batch) < PAGE:
                         break
+                after_seq = max(after_seq, head)
                 await wake.wait()
         finally:
             slot.close()
@@ -384,12 +320,7 @@ class AgentdClient:
         await _call(self.tasks.create_project(name, description))
 
     async def list_projects(self) -> list[dict[str, Any]]:
-        rows = await _call(self.tasks.list_projects())
-        return [
-            {"name": name, "description": description, "owner_uid": owner_uid,
-             "tasks": n_tasks}
-            for name, description, owner_uid, n_tasks in rows
-        ]
+        return marshal.projects(await _call(self.tasks.list_projects()))
 
     async def describe_project(self, name: str) -> dict[str, Any]:
         return unwrap(await _call(self.tasks.describe_project(name)))
@@ -400,39 +331,23 @@ class AgentdClient:
     # -- tasks ----------------------------------------------------------------------
     async def submit_task(self, spec: Mapping[str, Any]) -> int:
         """Submit a task (keys of TASK_SPEC; None values are left out); returns its id."""
-        return int(await _call(self.tasks.submit_task(_variants(spec, TASK_SPEC, "task"))))
+        return int(await _call(self.tasks.submit_task(variants(spec, TASK_SPEC, "task"))))
 
     async def list_tasks(self, filter: Mapping[str, Any] | None = None
                          ) -> list[dict[str, Any]]:
         """Tasks the caller may see, narrowed by FILTER (keys of TASK_FILTER)."""
-        rows = await _call(self.tasks.list_tasks(_variants(filter or {}, TASK_FILTER,
-                                                           "filter")))
-        return [
-            {"id": task, "title": title, "status": status, "priority": priority,
-             "project": project, "agent": agent, "attempts": attempts,
-             "max_attempts": max_attempts, "created_at": created}
-            for task, title, status, priority, project, agent, attempts, max_attempts, created
-            in rows
-        ]
+        flt = variants(filter or {}, TASK_FILTER, "filter")
+        return marshal.tasks(await _call(self.tasks.list_tasks(flt)))
 
     async def describe_task(self, task: int) -> dict[str, Any]:
         return unwrap(await _call(self.tasks.describe_task(task)))
 
     async def list_task_events(self, task: int) -> list[dict[str, Any]]:
         """TASK's history, oldest first: its rows of the audit trail."""
-        rows = await _call(self.tasks.list_task_events(task))
-        return [
-            {"seq": seq, "ts": ts, "actor_uid": actor_uid, "event": event,
-             "result": result, "detail": _json_detail(detail)}
-            for seq, ts, actor_uid, event, result, detail in rows
-        ]
+        return marshal.task_events(await _call(self.tasks.list_task_events(task)))
 
     async def list_artifacts(self, task: int) -> list[dict[str, Any]]:
-        rows = await _call(self.tasks.list_artifacts(task))
-        return [
-            {"name": name, "type": type_, "path": path, "size": size, "sha256": sha256}
-            for name, type_, path, size, sha256 in rows
-        ]
+        return marshal.artifacts(await _call(self.tasks.list_artifacts(task)))
 
     async def read_artifact(self, task: int, name: str) -> bytes:
         return bytes(await _call(self.tasks.read_artifact(task, name)))
@@ -454,14 +369,8 @@ class AgentdClient:
         before it asks: then no change can fall between the answer and the match.
         """
         watch = TaskWatch()
-        slots = [
-            await _call(self.bus.match_signal_async(
-                BUS_NAME, ROOT_PATH, TASK_CHANGED.interface_name, TASK_CHANGED.signal_name,
-                watch.on_task_changed)),
-            await _call(self.bus.match_signal_async(
-                "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                "NameOwnerChanged", watch.on_owner_changed)),
-        ]
+        slots = [await self._match(TASK_CHANGED, watch.on_task_changed),
+                 await self._match_owner_changed(watch.on_owner_changed)]
         try:
             yield watch
         finally:
@@ -486,28 +395,22 @@ class AgentdClient:
 
     async def reload_model(self, path: str = "") -> AsyncIterator[dict[str, Any]]:
         """Progress events, then done (or a ClientError)."""
-        async for event in _events(await _call(self.model.reload(path))):
+        async for event in _json_stream(await _call(self.model.reload(path))):
             yield event
 
     async def chat(self, agent: str, messages: list[dict[str, str]],
                    options: Mapping[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
         """queued, token... then done; an error line becomes a ClientError."""
-        sigs = {"max_tokens": "u", "temperature": "d", "json_schema": "s", "persona": "b"}
         fd = await _call(self.model.chat(agent, json.dumps(messages),
-                                         _variants(options or {}, sigs, "chat option")))
-        async for event in _events(fd):
+                                         variants(options or {}, CHAT_OPTIONS, "chat option")))
+        async for event in _json_stream(fd):
             yield event
 
     async def list_quotas(self) -> list[dict[str, Any]]:
-        rows = await _call(self.model.list_quotas())
-        return [{"kind": k, "subject": s, "limit": lim, "used": used, "period": period,
-                 "resets_at": resets, "source": source}
-                for k, s, lim, used, period, resets, source in rows]
+        return marshal.quotas(await _call(self.model.list_quotas()))
 
     async def list_usage(self, days: int = 7) -> list[dict[str, Any]]:
-        rows = await _call(self.model.list_usage(days))
-        return [{"day": d, "agent": a, "owner_uid": o, "requests": n, "prompt_tokens": p,
-                 "completion_tokens": c} for d, a, o, n, p, c in rows]
+        return marshal.usage(await _call(self.model.list_usage(days)))
 
     async def set_quota(self, kind: str, subject: str, tokens: int, period: str) -> None:
         await _call(self.model.set_quota(kind, subject, tokens, period))
@@ -516,7 +419,7 @@ class AgentdClient:
         await _call(self.model.reset_quota(kind, subject))
 
 
-async def _events(fd: int) -> AsyncIterator[dict[str, Any]]:
+async def _json_stream(fd: int) -> AsyncIterator[dict[str, Any]]:
     """JSON lines from a stream agentd handed over as a file descriptor."""
     import socket
 

@@ -58,12 +58,6 @@ class Accounts:
             return None
         return self._account(pw)
 
-    def user_by_uid(self, uid: int) -> Account | None:
-        try:
-            return self._account(pwd.getpwuid(uid))
-        except KeyError:
-            return None
-
     def _account(self, pw: pwd.struct_passwd) -> Account:
         groups = tuple(g.gr_name for g in grp.getgrall() if pw.pw_name in g.gr_mem)
         return Account(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir, pw.pw_shell, groups)

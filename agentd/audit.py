@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .events import AuditAppended, Events
 from .store import Store
 
 GENESIS = "0" * 64
@@ -72,10 +73,11 @@ def row_hash(
 
 
 class AuditLog:
-    def __init__(self, store: Store, journal: JournalSink | None = _journal_send) -> None:
+    def __init__(self, store: Store, journal: JournalSink | None = _journal_send,
+                 events: Events | None = None) -> None:
         self.store = store
         self.journal = journal
-        self.listeners: list[Callable[[Entry], None]] = []
+        self.events = events if events is not None else Events(store)
 
     def head(self) -> tuple[int, str]:
         value = self.store.scalar("SELECT value FROM meta WHERE key='audit_head'")
@@ -132,8 +134,7 @@ class AuditLog:
             # journald down must not stop agentd; the database row is the record
             with contextlib.suppress(OSError):
                 self.journal(**fields)
-        for listener in list(self.listeners):
-            listener(entry)
+        self.events.publish(AuditAppended(entry))
 
     def entries(self, after: int = 0, limit: int = 1000, agent: str | None = None,
                 task_id: int | None = None) -> list[Entry]:

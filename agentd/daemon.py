@@ -16,19 +16,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sdbus import request_default_bus_name_async, sd_bus_open_system, set_default_bus
-
-from . import __version__
+from . import __version__, names
 from . import config as config_mod
 from .accounts import Accounts, Homes
-from .api.callers import Callers
+from .api.access import Callers
+from .api.bus import open_system_bus, take_name
 from .api.interfaces import BUS_NAME, ROOT_PATH
+from .api.manager import ManagerObject
 from .api.model import ModelObject
+from .api.polkit import Polkit
 from .api.runtime import RuntimeObject
-from .api.service import ManagerObject
 from .api.tasks import TasksObject
 from .audit import AuditLog
 from .errors import AgentdError, InvalidConfig
+from .eventlog import EventLog
+from .events import AgentRemoved, Events, UnitStateChanged
 from .modelclient import ModelClient
 from .quotas import Meter
 from .registry import Registry
@@ -73,19 +75,22 @@ def check_catalog(catalog: Catalog) -> None:
 
 
 async def serve(cfg: config_mod.Config) -> None:
+    """Compose the daemon: every service is built here and handed what it uses."""
     ensure_groups(cfg)
     store = Store(cfg.db_path)
-    audit = AuditLog(store)
+    events = Events(store)
+    audit = AuditLog(store, events=events)
     homes = Homes(cfg.home_root, cfg.archive_dir)
     homes.ensure_root()
     catalog = Catalog(cfg.vendor_dir, cfg.admin_dir)
     check_catalog(catalog)
 
-    bus = sd_bus_open_system()
-    set_default_bus(bus)
+    bus = open_system_bus()
     systemd = Systemd(bus)
     await systemd.connect()
-    registry = Registry(cfg, store, audit, Accounts(cfg.agents_group), homes, systemd, catalog)
+    registry = Registry(cfg, store, audit, Accounts(cfg.agents_group), homes, systemd, catalog,
+                        events=events)
+    policy = registry.policy
 
     repaired = await registry.reconcile()
     for line in repaired:
@@ -93,11 +98,10 @@ async def serve(cfg: config_mod.Config) -> None:
 
     queue = TaskQueue(store, registry)
     queue.grace()
-    scheduler = Scheduler(registry, queue)
-    callers = Callers(bus)
-    manager = ManagerObject(registry, callers, bus)
     meter = Meter(cfg, store, audit, registry)
     thinking = Thinking(registry, meter, ModelClient(cfg.inference_socket), audit)
+    callers = Callers(bus, policy, Polkit(bus))
+    manager = ManagerObject(registry, EventLog(audit, registry, policy), callers, bus)
     runtime = RuntimeObject(registry, queue, callers, thinking)
     tasks = TasksObject(queue, callers)
     model = ModelObject(thinking, meter, callers)
@@ -108,23 +112,25 @@ async def serve(cfg: config_mod.Config) -> None:
     states = dict(await systemd.list_units("agent-*.service"))
     for agent in registry.agents():
         manager.export_agent(agent.name, states.get(agent.unit, "inactive"))
-    registry.listeners.append(manager.on_registry_event)
-    registry.listeners.append(meter.forget)
-    registry.job_listeners.append(manager.on_job)
-    audit.listeners.append(manager.on_audit)
+
+    # Subscription order is delivery order: the registry marks a dead unit's
+    # agent offline before the queue drops its long polls and the bus says so.
+    events.subscribe(UnitStateChanged, registry.on_unit_state)
+    events.subscribe(UnitStateChanged, lambda e: e.active_state in ("inactive", "failed")
+                     and queue.runtime_gone(e.name))
+    events.subscribe(AgentRemoved, meter.forget)
+    manager.subscribe(events)
+    tasks.subscribe(events)
+    scheduler = Scheduler(registry, queue, systemd, events)
 
     def on_unit_state(unit: str, active_state: str) -> None:
-        name = unit.removeprefix("agent-").removesuffix(".service")
-        agent = registry.find(name)
-        if agent is not None and active_state in ("inactive", "failed"):
-            registry.set_offline(agent, reason=f"unit {active_state}")
-            queue.runtime_gone(name)
-        manager.on_unit_state(name, active_state)
-        scheduler.kick()
+        name = names.agent_of_unit(unit)
+        if name is not None:
+            events.publish(UnitStateChanged(name, active_state))
 
     await systemd.watch_units("agent-", on_unit_state)
     scheduling = asyncio.get_running_loop().create_task(scheduler.run())
-    await request_default_bus_name_async(BUS_NAME)
+    await take_name()
     audit.append("agentd.start", actor_uid=0, version=__version__, repaired=len(repaired))
     _notify(f"READY=1\nSTATUS=serving {len(registry.agents())} agents")
     log.info("agentd %s ready on %s (%d agents, %d repairs)", __version__, BUS_NAME,

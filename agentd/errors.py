@@ -64,10 +64,6 @@ class NoCapableAgent(AgentdError):
     name = "NoCapableAgent"
 
 
-class DependencyCycle(AgentdError):
-    name = "DependencyCycle"
-
-
 class LeaseExpired(AgentdError):
     """A report about a claim that is no longer current (expired, cancelled, retried)."""
 
@@ -127,7 +123,6 @@ ALL_ERRORS: tuple[type[AgentdError], ...] = (
     NoSuchTask,
     NoSuchProject,
     NoCapableAgent,
-    DependencyCycle,
     LeaseExpired,
     Conflict,
     QuotaExceeded,

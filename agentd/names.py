@@ -61,3 +61,10 @@ def check_free_account(name: str) -> None:
 
 def unit_name(name: str) -> str:
     return f"agent-{name}.service"
+
+
+def agent_of_unit(unit: str) -> str | None:
+    """NAME for agent-NAME.service, else None: unit_name()'s inverse."""
+    if unit.startswith("agent-") and unit.endswith(".service"):
+        return unit.removeprefix("agent-").removesuffix(".service")
+    return None

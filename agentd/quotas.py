@@ -23,9 +23,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .audit import AuditLog
-from .authz import Caller, Role
 from .config import QUOTA_PERIODS, Config
-from .errors import AgentdError, InvalidArgument, NoSuchAgent, PermissionDenied, QuotaExceeded
+from .errors import AgentdError, InvalidArgument, NoSuchAgent, QuotaExceeded
+from .events import AgentRemoved
+from .policy import Caller, Role
 from .registry import Agent, Registry
 from .store import Store
 
@@ -86,13 +87,12 @@ class Meter:
                                 (kind, subject))
         return rows[0] if rows else None
 
-    def forget(self, event: str, agent: Agent) -> None:
-        """Registry listener: a removed agent's own quota goes with it (its usage
-        rows stay, as history; a later agent of that name starts afresh)."""
-        if event == "removed":
-            with self.store.transaction():
-                self.store.execute("DELETE FROM quotas WHERE kind = 'agent' AND subject = ?",
-                                   (agent.name,))
+    def forget(self, event: AgentRemoved) -> None:
+        """A removed agent's own quota goes with it (its usage rows stay, as
+        history; a later agent of that name starts afresh)."""
+        with self.store.transaction():
+            self.store.execute("DELETE FROM quotas WHERE kind = 'agent' AND subject = ?",
+                               (event.agent.name,))
 
     def _used(self, column: str, value: object, since: float) -> int:
         return int(self.store.scalar(
@@ -152,13 +152,8 @@ class Meter:
                  prompt_tokens, completion_tokens, status, duration_s))
 
     # -- administration ----------------------------------------------------
-    def _subject(self, caller: Caller, kind: str, subject: str) -> str:
-        if self.registry.authority.role(caller) is not Role.ADMIN:
-            self.audit.append("quota.set", actor_uid=caller.uid, result="denied",
-                              agent=subject if kind == "agent" else None,
-                              reason="only administrators may change quotas",
-                              kind=kind, subject=subject)
-            raise PermissionDenied("only root and members of the admin group may change quotas")
+    def _subject(self, caller: Caller, kind: str, subject: str, action: str) -> str:
+        self.registry.policy.check(caller, action)
         if kind == "agent":
             if self.registry.find(subject) is None:
                 raise NoSuchAgent(f"no agent named {subject!r}")
@@ -168,7 +163,7 @@ class Meter:
         raise InvalidArgument(f"quota kind must be 'agent' or 'owner', not {kind!r}")
 
     def set(self, caller: Caller, kind: str, subject: str, tokens: int, period: str) -> None:
-        subject = self._subject(caller, kind, subject)
+        subject = self._subject(caller, kind, subject, "quota.set")
         if not 0 <= tokens <= MAX_TOKENS:
             raise InvalidArgument(f"tokens must be 0..{MAX_TOKENS} (0: unlimited)")
         period_bounds(period, time.time())  # validates the period
@@ -185,7 +180,7 @@ class Meter:
 
     def reset(self, caller: Caller, kind: str, subject: str) -> None:
         """Start the current period's count afresh (the limit stays)."""
-        subject = self._subject(caller, kind, subject)
+        subject = self._subject(caller, kind, subject, "quota.reset")
         now = time.time()
         with self.store.transaction():
             self.store.execute(
@@ -200,7 +195,7 @@ class Meter:
     # -- reports -----------------------------------------------------------
     def quotas(self, caller: Caller) -> list[Quota]:
         """The quotas of every agent the caller may see, then of their owners."""
-        agents = self.registry.visible(caller)
+        agents = self.registry.visible(caller, "quota.list")
         out = [self.agent_quota(a) for a in agents]
         owners = sorted({a.owner_uid for a in agents}
                         | ({caller.uid} if caller.uid != 0 else set()))
@@ -217,7 +212,7 @@ class Meter:
             "COUNT(*) AS n, SUM(prompt_tokens) AS p, SUM(completion_tokens) AS c "
             "FROM usage WHERE ts >= ? GROUP BY day, agent, owner_uid "
             "ORDER BY day DESC, agent", (since,))
-        admin = self.registry.authority.role(caller) is Role.ADMIN
+        admin = self.registry.policy.role(caller, "usage.list") is Role.ADMIN
         return [(r["day"], r["agent"], r["owner_uid"], r["n"], r["p"], r["c"])
                 for r in rows if admin or r["owner_uid"] == caller.uid]
 

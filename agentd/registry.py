@@ -5,14 +5,14 @@ Every change follows one rule: write the intent to the database first
 outcome. After a crash, :meth:`Registry.reconcile` reads the intents and
 rolls a half-made agent back and a half-removed one forward, so a restart
 leaves a whole agent or none. The registry knows nothing of D-Bus: callers
-arrive as :class:`Caller` values and changes leave through ``listeners``.
+arrive as :class:`Caller` values, agentd.policy decides what they may do, and
+changes leave as domain events (agentd.events) once committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +20,6 @@ from typing import Any, Protocol
 from . import names
 from .accounts import Account
 from .audit import AuditLog
-from .authz import AGENTD, Authority, Caller, Role
 from .config import Config
 from .errors import (
     AgentdError,
@@ -30,6 +29,15 @@ from .errors import (
     NoSuchAgent,
     PermissionDenied,
 )
+from .events import (
+    AgentChanged,
+    AgentCreated,
+    AgentRemoved,
+    Events,
+    JobFinished,
+    UnitStateChanged,
+)
+from .policy import AGENTD, Caller, Policy, Resource, Role
 from .sandbox import AgentIdentity, UnitProperty, unit_properties
 from .store import Store
 from .templates import Catalog, Limits
@@ -96,14 +104,11 @@ class Agent:
         }
 
 
-Listener = Callable[[str, Agent], None]  # (event, agent): created|removed|changed
-JobListener = Callable[[Agent, str, str, str], None]  # (agent, job, start|stop, result)
-
-
 class Registry:
     def __init__(
         self, cfg: Config, store: Store, audit: AuditLog, accounts: AccountsAPI,
         homes: HomesAPI, units: UnitsAPI, catalog: Catalog,
+        policy: Policy | None = None, events: Events | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -112,9 +117,9 @@ class Registry:
         self.homes = homes
         self.units = units
         self.catalog = catalog
-        self.authority = Authority(cfg.admin_group, self._is_agent_uid)
-        self.listeners: list[Listener] = []
-        self.job_listeners: list[JobListener] = []
+        self.policy = policy or Policy(cfg.admin_group, self._is_agent_uid, audit)
+        self.events = events if events is not None else audit.events
+        self.authority = self.policy  # TODO(one house): until agentd.tasks asks the policy
         self._jobs: set[asyncio.Task[None]] = set()
         self.online: set[str] = set()
         self._alloc_lock = asyncio.Lock()
@@ -151,43 +156,28 @@ class Registry:
     def _is_agent_uid(self, uid: int) -> bool:
         return self.cfg.uid_min <= uid <= self.cfg.uid_max and self.by_uid(uid) is not None
 
-    def visible(self, caller: Caller) -> list[Agent]:
-        return [
-            a for a in self.agents()
-            if self.authority.may_view(caller, a.owner_uid, a.uid)
-        ]
+    def visible(self, caller: Caller, action: str = "agent.list") -> list[Agent]:
+        return [a for a in self.agents()
+                if self.policy.sees(caller, action, a.owner_uid, a.uid)]
 
-    def get(self, caller: Caller, name: str) -> Agent:
-        """The agent NAME if CALLER may see it."""
+    def get(self, caller: Caller, name: str, action: str = "agent.describe") -> Agent:
+        """The agent NAME if CALLER may see it (ACTION: the rule that asks)."""
+        self.policy.check(caller, action)
         agent = self.find(name)
         if agent is None or agent.state != "present":
             raise NoSuchAgent(f"no agent named {name!r}")
-        if not self.authority.may_view(caller, agent.owner_uid, agent.uid):
-            self._deny(caller, "agent.show", agent)
+        self.policy.check(caller, action, resource(agent))
         return agent
 
     async def status(self, agent: Agent) -> UnitStatus:
         return await self.units.status(agent.unit)
 
     # -- authorization ----------------------------------------------------
-    def _deny(self, caller: Caller, action: str, agent: Agent | None = None,
-              name: str | None = None, why: str = "") -> None:
-        reason = why or f"uid {caller.uid} may not {action.split('.')[-1]} this agent"
-        self.audit.append(
-            action, actor_uid=caller.uid, agent=agent.name if agent else name,
-            agent_uid=agent.uid if agent else None, result="denied", reason=reason,
-        )
-        raise PermissionDenied(reason)
-
     def _managed(self, caller: Caller, name: str, action: str) -> Agent:
         agent = self.find(name) if isinstance(name, str) else None
-        role = self.authority.role(caller)
-        if role is Role.AGENT:
-            self._deny(caller, action, agent, name, why="agents may not manage agents")
+        self.policy.check(caller, action, resource(agent) if agent else None)
         if agent is None:
             raise NoSuchAgent(f"no agent named {name!r}")
-        if not self.authority.may_manage(caller, agent.owner_uid):
-            self._deny(caller, action, agent)
         if agent.state != "present":
             raise Busy(f"agent {name!r} is {agent.state}")
         return agent
@@ -195,16 +185,10 @@ class Registry:
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
-    def _emit(self, event: str, agent: Agent) -> None:
-        for listener in list(self.listeners):
-            listener(event, agent)
-
     # -- create ------------------------------------------------------------
     async def create(self, caller: Caller, name: str, template: str,
                      overrides: dict[str, object] | None = None) -> Agent:
-        role = self.authority.role(caller)
-        if role is Role.AGENT:
-            self._deny(caller, "agent.create", name=name, why="agents may not create agents")
+        role = self.policy.check(caller, "agent.create")
         try:
             names.check_syntax(name)
             tmpl = self.catalog.template(template)
@@ -230,7 +214,7 @@ class Registry:
                               owner_uid=caller.uid, home=str(agent.home))
         created = self.find(name)
         assert created is not None
-        self._emit("created", created)
+        self.events.publish(AgentCreated(created))
         return created
 
     async def _reserve(self, caller: Caller, role: Role, name: str, template: str,
@@ -299,7 +283,7 @@ class Registry:
         """Queue the start of agent-NAME.service; return systemd's job.
 
         Like systemd's StartUnit, this returns once the job is queued: the
-        outcome is audited and announced to job_listeners when it ends.
+        outcome is audited and announced (events.JobFinished) when it ends.
         """
         agent = self._managed(caller, name, "agent.start")
         async with self._lock(name):
@@ -336,9 +320,8 @@ class Registry:
                           unit=agent.unit, job=job, job_result=result)
         if operation == "stop":
             self.set_offline(agent)
-        for listener in list(self.job_listeners):
-            listener(agent, job, operation, result)
-        self._emit("changed", agent)
+        self.events.publish(JobFinished(agent, job, operation, result))
+        self.events.publish(AgentChanged(agent))
 
     async def settle(self) -> None:
         """Wait for every watched job to end (tests, and a clean shutdown)."""
@@ -380,16 +363,15 @@ class Registry:
                 "agent.remove", actor_uid=actor_uid, agent=agent.name, agent_uid=agent.uid,
                 result="repaired" if repair else "ok", archive=agent.archive,
                 **({"reason": "finished a removal interrupted by a crash"} if repair else {}))
-        self._emit("removed", agent)
+        self.events.publish(AgentRemoved(agent))
 
     # -- runtime ---------------------------------------------------------------
     def runtime_agent(self, caller: Caller) -> Agent:
         """The agent whose runtime is calling; anyone else is refused."""
+        self.policy.check(caller, "runtime.register")
         agent = self.by_uid(caller.uid)
-        if agent is None:
-            self._deny(caller, "runtime.register",
-                       why=f"uid {caller.uid} is not an agent")
-        assert agent is not None
+        if agent is None:  # removed between the policy's look-up and ours
+            raise NoSuchAgent(f"uid {caller.uid} is not an agent")
         if agent.state != "present":  # its own removal is under way: not an intrusion
             raise Busy(f"agent {agent.name} is {agent.state}")
         return agent
@@ -401,7 +383,7 @@ class Registry:
             self.online.add(agent.name)
             self.audit.append("agent.online", actor_uid=caller.uid, agent=agent.name,
                               agent_uid=agent.uid, pid=caller.pid)
-            self._emit("changed", agent)
+            self.events.publish(AgentChanged(agent))
         return agent
 
     def heartbeat(self, caller: Caller) -> Agent:
@@ -422,13 +404,19 @@ class Registry:
             self.audit.append("agent.offline", actor_uid=0, agent=agent.name,
                               agent_uid=agent.uid, **({"reason": reason} if reason else {}))
 
+    def on_unit_state(self, event: UnitStateChanged) -> None:
+        """A unit that went down takes its runtime with it."""
+        agent = self.find(event.name)
+        if agent is not None and event.active_state in ("inactive", "failed"):
+            self.set_offline(agent, reason=f"unit {event.active_state}")
+
     def sweep(self, now: float | None = None) -> None:
         """Mark agents offline whose heartbeats stopped (3 intervals missed)."""
         limit = (now or time.time()) - 3 * self.cfg.heartbeat_interval
         for agent in self.agents():
             if agent.name in self.online and (agent.last_seen or 0) < limit:
                 self.set_offline(agent, reason="heartbeat lost")
-                self._emit("changed", agent)
+                self.events.publish(AgentChanged(agent))
 
     # -- recovery -----------------------------------------------------------------
     async def reconcile(self) -> list[str]:
@@ -468,8 +456,8 @@ class Registry:
                 await self.accounts.delete(account.name)
                 fixed.append(f"deleted orphan user {account.name} (uid {account.uid})")
         for unit, _state in await self.units.list_units("agent-*.service"):
-            name = unit.removeprefix("agent-").removesuffix(".service")
-            if name not in live:
+            name = names.agent_of_unit(unit)
+            if name is not None and name not in live:
                 await self.units.stop(unit)
                 fixed.append(f"stopped orphan unit {unit}")
         for name in self.homes.names():
@@ -488,3 +476,8 @@ class Registry:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
             self.homes.archive(name, self.cfg.archive_dir / f"orphan-{name}-{stamp}.tar.gz")
         self.homes.remove(name)
+
+
+def resource(agent: Agent) -> Resource:
+    """An agent as agentd.policy sees it."""
+    return Resource("agent", agent.name, agent.owner_uid, agent=agent.name, agent_uid=agent.uid)

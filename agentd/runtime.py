@@ -24,6 +24,7 @@ from sdbus import DbusFailedError, SdBusBaseError, sd_bus_open_system, set_defau
 
 from .api import errors as _errors
 from .api.interfaces import BUS_NAME, ROOT_PATH, RuntimeInterface
+from .api.marshal import plain
 from .executor import Executor, ModelError, Outcome
 
 CLAIM_WAIT_MS = 20_000  # under sd-bus's 25 s default method timeout
@@ -32,10 +33,6 @@ FINAL_ERRORS = ("LeaseExpired", "PermissionDenied", "NoSuchTask", "InvalidArgume
 
 def log(message: str) -> None:
     print(message, flush=True)
-
-
-def _plain(info: dict[str, tuple[str, Any]]) -> dict[str, Any]:
-    return {k: v for k, (_sig, v) in info.items()}
 
 
 class Runtime:
@@ -51,7 +48,7 @@ class Runtime:
         while not self.stop.is_set():
             try:
                 self.name, path, settings = await self.proxy.register()
-                self.settings = _plain(settings)
+                self.settings = plain(settings)
                 log(f"agent {self.name} online as uid {os.getuid()} ({path}), heartbeat "
                     f"every {self.settings['heartbeat_interval']}s, "
                     f"{self.settings['wip']} task(s) at a time")
@@ -93,7 +90,7 @@ class Runtime:
             if not found:
                 room.release()
                 continue
-            task = _plain(info)
+            task = plain(info)
             job = asyncio.get_running_loop().create_task(self.run_task(executor, task))
             self.running[task["id"]] = job
             job.add_done_callback(lambda _j, tid=task["id"]: (self.running.pop(tid, None),

@@ -14,10 +14,12 @@ import contextlib
 import logging
 import time
 
-from .authz import AGENTD
+from . import names
 from .errors import AgentdError
-from .registry import Registry
-from .tasks.queue import Task, TaskQueue
+from .events import Events, TaskChanged, UnitStateChanged
+from .policy import AGENTD
+from .registry import Registry, UnitsAPI
+from .tasks.queue import TaskQueue
 
 log = logging.getLogger("agentd")
 TICK = 1.0
@@ -25,17 +27,17 @@ MIN_GAP = 0.05  # at most 20 passes a second however busy the queue: claims do n
 
 
 class Scheduler:
-    def __init__(self, registry: Registry, queue: TaskQueue) -> None:
+    def __init__(self, registry: Registry, queue: TaskQueue, units: UnitsAPI,
+                 events: Events) -> None:
         self.registry = registry
         self.queue = queue
+        self.units = units
         self.cfg = registry.cfg
         self._kick = asyncio.Event()
         self._starting: set[str] = set()
         self._idle_since: dict[str, float] = {}
-        queue.listeners.append(self._on_task)
-
-    def _on_task(self, task: Task, event: str) -> None:
-        self.kick()
+        events.subscribe(TaskChanged, lambda _e: self.kick())
+        events.subscribe(UnitStateChanged, lambda _e: self.kick())
 
     def kick(self) -> None:
         self._kick.set()
@@ -57,8 +59,8 @@ class Scheduler:
         waiting = self.queue.assign(now)
         for name in waiting:
             self.queue.wake(name)  # e.g. a retry whose backoff just ended
-        running = {unit.removeprefix("agent-").removesuffix(".service")
-                   for unit, state in await self.registry.units.list_units("agent-*.service")
+        running = {names.agent_of_unit(unit) or unit
+                   for unit, state in await self.units.list_units("agent-*.service")
                    if state in ("active", "activating", "reloading")}
         for name in sorted(waiting - running - self._starting):
             self._start(name)
@@ -71,7 +73,7 @@ class Scheduler:
         async def start() -> None:
             try:
                 job = await self.registry.start(AGENTD, name)
-                await self.registry.units.wait_job(job)
+                await self.units.wait_job(job)
             except AgentdError as e:
                 log.warning("scheduler could not start %s: %s", name, e)
             finally:

@@ -16,6 +16,8 @@ from typing import Any
 
 import apsw
 
+from .errors import InvalidConfig
+
 # Each entry migrates the schema from version i to i+1. Never edit a shipped
 # entry: append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -170,7 +172,7 @@ class Store:
         """Bring the schema to SCHEMA_VERSION, one transaction per step."""
         current = self.version
         if current > SCHEMA_VERSION:
-            raise RuntimeError(
+            raise InvalidConfig(
                 f"{self.path} has schema version {current}, newer than this agentd "
                 f"({SCHEMA_VERSION}); refusing to run on it"
             )
@@ -196,6 +198,9 @@ class Store:
         hooks, self._after_commit = self._after_commit, []
         for hook in hooks:
             hook()
+
+    def in_transaction(self) -> bool:
+        return not self.db.getautocommit()
 
     def after_commit(self, hook: Callable[[], None]) -> None:
         """Run HOOK once the current transaction commits (dropped on rollback)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
+from .config import QUOTA_PERIODS
 from .errors import InvalidArgument, InvalidConfig, NoSuchTemplate
 
 T = TypeVar("T")
@@ -23,7 +24,6 @@ _SIZE_RE = re.compile(r"^(\d+)([KMGT]?)$")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 NETWORK_MODES = ("none", "full")
-TOKEN_PERIODS = ("daily", "weekly", "monthly")
 
 # Bounds a template or a create-time override must respect.
 MEMORY_MAX_BOUNDS = (16 << 20, 64 << 30)
@@ -164,8 +164,8 @@ def parse_template(path: Path) -> Template:
     )
     if t.token_budget < 0:
         raise InvalidConfig(f"{path}: token_budget must be >= 0")
-    if t.token_period not in TOKEN_PERIODS:
-        raise InvalidConfig(f"{path}: token_period must be one of {', '.join(TOKEN_PERIODS)}")
+    if t.token_period not in QUOTA_PERIODS:
+        raise InvalidConfig(f"{path}: token_period must be one of {', '.join(QUOTA_PERIODS)}")
     if not 1 <= t.concurrency <= 64:
         raise InvalidConfig(f"{path}: concurrency must be 1..64")
     if data:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .audit import AuditLog
-from .authz import Caller, Role
-from .errors import AgentdError, InvalidArgument, ModelUnavailable, PermissionDenied
+from .errors import AgentdError, InvalidArgument, ModelUnavailable
 from .modelclient import Interrupted, ModelClient
+from .policy import Caller
 from .quotas import Meter
 from .registry import Agent, Registry
 
@@ -110,14 +110,7 @@ class Thinking:
 
     def chat_agent(self, caller: Caller, name: str) -> Agent:
         """The agent CALLER may chat with: its owner's or an admin's."""
-        agent = self.registry.get(caller, name)
-        if self.registry.authority.role(caller) is Role.AGENT or not \
-                self.registry.authority.may_manage(caller, agent.owner_uid):
-            self.audit.append("model.chat", actor_uid=caller.uid, agent=agent.name,
-                              agent_uid=agent.uid, result="denied",
-                              reason="only the agent's owner or an admin may chat with it")
-            raise PermissionDenied(f"uid {caller.uid} may not chat with agent {name!r}")
-        return agent
+        return self.registry.get(caller, name, "model.chat")
 
     def generate(self, agent: Agent, actor_uid: int, kind: str,
                  messages: list[dict[str, str]], options: Options,
@@ -175,10 +168,12 @@ class Thinking:
         for attempt in range(1, THINK_ATTEMPTS + 1):
             try:
                 stream = self.generate(agent, agent.uid, "think", messages, options, task_id)
-                async for event in stream:
-                    if event.get("event") == "done":
-                        return {k: event[k] for k in ("text", "finish_reason", "prompt_tokens",
-                                                      "completion_tokens") if k in event}
+                async with contextlib.aclosing(stream):  # closed now, not by the GC
+                    async for event in stream:
+                        if event.get("event") == "done":
+                            return {k: event[k] for k in ("text", "finish_reason",
+                                                          "prompt_tokens", "completion_tokens")
+                                    if k in event}
             except Interrupted:
                 if attempt == THINK_ATTEMPTS:
                     raise
@@ -187,15 +182,8 @@ class Thinking:
     async def show(self) -> dict[str, Any]:
         return await self.client.call({"op": "show"})
 
-    def require_admin(self, caller: Caller, action: str) -> None:
-        if self.registry.authority.role(caller) is not Role.ADMIN:
-            self.audit.append(action, actor_uid=caller.uid, result="denied",
-                              reason="only administrators may do this")
-            raise PermissionDenied("only root and members of the admin group may "
-                                   f"{action.split('.')[-1]} the model")
-
     def reload(self, caller: Caller, path: str) -> AsyncIterator[dict[str, Any]]:
-        self.require_admin(caller, "model.reload")
+        self.registry.policy.check(caller, "model.reload")
         if path and not path.startswith("/"):
             raise InvalidArgument("the model path must be absolute")
         message: dict[str, Any] = {"op": "reload"}

@@ -4,7 +4,7 @@ One run, the default model (or --model), greedy, story prompts (chat template,
 a system message, one user message; no request stops early at end of text in
 practice, so every request makes --tokens tokens):
   1. baseline: the raw single-sequence greedy decode loop over the low-level
-     API (RawGreedy, prompt processing included), in this process, where no
+     API (RawGreedy, bench/rawgreedy.py; prompt processing included), in this process, where no
      other thread decodes (its model of its own: see Engine._main on why);
   2. agentd-inference, the real service (a subprocess, `python3 -m
      agentd.inference`) over its Unix socket, with 1 client; runs alternate
@@ -46,8 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("AGENTD_LLAMA_VENDOR", str(ROOT / "build" / "vendor-llama"))
 
+from rawgreedy import RawGreedy  # noqa: E402  (bench/, this script's directory)
+
 from agentd.inference import model  # noqa: E402
-from agentd.inference.engine import Engine, EngineConfig, RawGreedy  # noqa: E402
+from agentd.inference.config import EngineConfig  # noqa: E402
+from agentd.inference.engine import Engine  # noqa: E402
 
 TOPICS = ["a robot", "a lighthouse keeper", "a lost cat", "a dragon", "a baker", "a pirate ship",
           "a time traveller", "a small village", "a clockmaker", "a snowstorm", "an old tree",

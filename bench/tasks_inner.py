@@ -141,8 +141,8 @@ async def inprocess_baseline(n: int) -> dict:
     from fakes import FakeAccounts, FakeHomes, FakeUnits  # tests/unit/fakes.py
 
     from agentd.audit import AuditLog
-    from agentd.authz import Caller
     from agentd.config import Config
+    from agentd.policy import Caller
     from agentd.registry import Registry
     from agentd.store import Store
     from agentd.tasks.queue import TaskQueue

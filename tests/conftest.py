@@ -21,6 +21,8 @@ if str(TESTS) not in sys.path:  # so `testbed` imports whatever the rootdir/impo
 
 from testbed.machine import Machine  # noqa: E402
 
+pytest_plugins = ["leaks"]  # tests/leaks.py: unit and inference tests must not leak
+
 NOT_ROOT = "integration tests boot a systemd machine in new namespaces: run pytest as root"
 
 

@@ -1,2 +1,2 @@
 """agentd's D-Bus API: interface definitions (shared with clients) and the thin
-service objects that check the caller and call the engine."""
+objects that declare each method's policy action and call the engine."""

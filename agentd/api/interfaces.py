@@ -1,6 +1,7 @@
 """The org.agentos.agentd1 D-Bus interfaces: names, signatures, argument names.
 
-Defined once, used by the service (agentd.api.service overrides the methods)
+Defined once, used by the service (agentd.api.manager, .tasks, .runtime and .model
+override the methods)
 and by clients (agentctl builds proxies from the same classes). Every method is
 flagged unprivileged so sd-bus lets ordinary users and agents reach it;
 authorization happens in agentd, per caller UID, deny by default. The reference
@@ -31,10 +32,6 @@ MODEL_INTERFACE = "org.agentos.agentd1.Model"
 def agent_path(name: str) -> str:
     """Object path of agent NAME; '-' is escaped as systemd does ('_2d')."""
     return f"{AGENT_PATH_PREFIX}/{name.replace('-', '_2d')}"
-
-
-def agent_name_from_path(path: str) -> str:
-    return path.rsplit("/", 1)[-1].replace("_2d", "-")
 
 
 # ListAgents row: name, template, active state, uid, owner uid, object path

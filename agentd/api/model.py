@@ -21,15 +21,12 @@ from sdbus import dbus_method_async_override
 from ..errors import AgentdError
 from ..quotas import Meter
 from ..thinking import Thinking, parse_messages, parse_options
-from .callers import Callers
+from .access import Callers, rule
 from .interfaces import ModelInterface
-from .service import Variant, translated, variants
+from .marshal import Variant, plain, variants
+from .rows import QuotaRow, UsageRow
 
 log = logging.getLogger("agentd")
-
-
-def plain(options: dict[str, Variant]) -> dict[str, Any]:
-    return {key: value for key, (_sig, value) in options.items()}
 
 
 def flatten(show: dict[str, Any]) -> dict[str, Any]:
@@ -101,19 +98,18 @@ class ModelObject(ModelInterface):
         self.streams = Streams()
 
     @dbus_method_async_override()
-    @translated
+    @rule("model.show")
     async def describe(self) -> dict[str, Variant]:
-        await self.callers.current()
         return variants(flatten(await self.thinking.show()))
 
     @dbus_method_async_override()
-    @translated
+    @rule("model.reload")
     async def reload(self, path: str) -> int:
         events = self.thinking.reload(await self.callers.current(), path)
         return self.streams.open(events)
 
     @dbus_method_async_override()
-    @translated
+    @rule("model.chat")
     async def chat(self, agent: str, messages: str, options: dict[str, Variant]) -> int:
         caller = await self.callers.current()
         target = self.thinking.chat_agent(caller, agent)
@@ -122,21 +118,21 @@ class ModelObject(ModelInterface):
         return self.streams.open(events)
 
     @dbus_method_async_override()
-    @translated
+    @rule("quota.list")
     async def list_quotas(self) -> list[tuple]:
-        return [q.as_row() for q in self.meter.quotas(await self.callers.current())]
+        return [QuotaRow(*q.as_row()) for q in self.meter.quotas(await self.callers.current())]
 
     @dbus_method_async_override()
-    @translated
+    @rule("usage.list")
     async def list_usage(self, days: int) -> list[tuple]:
-        return self.meter.usage_by_day(await self.callers.current(), days)
+        return [UsageRow(*r) for r in self.meter.usage_by_day(await self.callers.current(), days)]
 
     @dbus_method_async_override()
-    @translated
+    @rule("quota.set")
     async def set_quota(self, kind: str, subject: str, tokens: int, period: str) -> None:
         self.meter.set(await self.callers.current(), kind, subject, tokens, period)
 
     @dbus_method_async_override()
-    @translated
+    @rule("quota.reset")
     async def reset_quota(self, kind: str, subject: str) -> None:
         self.meter.reset(await self.callers.current(), kind, subject)

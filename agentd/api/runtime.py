@@ -13,9 +13,9 @@ from ..errors import InvalidArgument
 from ..registry import Registry
 from ..tasks.queue import TaskQueue
 from ..thinking import Thinking, parse_messages, parse_options
-from .callers import Callers
+from .access import Callers, rule
 from .interfaces import RuntimeInterface, agent_path
-from .service import Variant, translated, variants
+from .marshal import Variant, plain, variants
 
 MAX_CLAIM_WAIT_MS = 60_000
 
@@ -30,20 +30,20 @@ class RuntimeObject(RuntimeInterface):
         self.thinking = thinking
 
     @dbus_method_async_override()
-    @translated
+    @rule("runtime.register")
     async def register(self) -> tuple[str, str, dict[str, Variant]]:
         agent = self.registry.register_runtime(await self.callers.current())
         self.queue.release(agent)  # a fresh runtime: earlier claims died with its predecessor
         return agent.name, agent_path(agent.name), variants(self.queue.settings(agent))
 
     @dbus_method_async_override()
-    @translated
+    @rule("runtime.heartbeat")
     async def heartbeat(self) -> tuple[list[int], int]:
         agent = self.registry.heartbeat(await self.callers.current())
         return self.queue.renew(agent), self.registry.cfg.heartbeat_interval
 
     @dbus_method_async_override()
-    @translated
+    @rule("task.claim")
     async def claim_task(self, timeout_ms: int) -> tuple[bool, dict[str, Variant]]:
         agent = self.registry.runtime_agent(await self.callers.current())
         wait = min(int(timeout_ms), MAX_CLAIM_WAIT_MS) / 1000
@@ -58,30 +58,30 @@ class RuntimeObject(RuntimeInterface):
         })
 
     @dbus_method_async_override()
-    @translated
+    @rule("task.completed")
     async def complete_task(self, task: int, attempt: int, result: str,
                             artifacts: list[tuple[str, str]]) -> None:
         agent = self.registry.runtime_agent(await self.callers.current())
         await self.queue.complete(agent, task, attempt, result, list(artifacts))
 
     @dbus_method_async_override()
-    @translated
+    @rule("task.failed")
     async def fail_task(self, task: int, attempt: int, error: str, result: str,
                         artifacts: list[tuple[str, str]]) -> None:
         agent = self.registry.runtime_agent(await self.callers.current())
         await self.queue.fail(agent, task, attempt, error, result, list(artifacts))
 
     @dbus_method_async_override()
-    @translated
+    @rule("task.blocked")
     async def block_task(self, task: int, attempt: int, reason: str) -> None:
         agent = self.registry.runtime_agent(await self.callers.current())
         self.queue.block(agent, task, attempt, reason)
 
     @dbus_method_async_override()
-    @translated
+    @rule("model.think")
     async def think(self, messages: str, options: dict[str, Variant]) -> str:
         agent = self.registry.runtime_agent(await self.callers.current())
-        raw = {key: value for key, (_sig, value) in options.items()}
+        raw = plain(options)
         task = raw.pop("task", None)
         if task is not None and (not isinstance(task, int) or isinstance(task, bool)):
             raise InvalidArgument("task must be a task id")

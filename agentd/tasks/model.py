@@ -1,9 +1,20 @@
 """Task vocabulary shared by the store, the engine and agentctl: one list each.
 
-Dependency-free on purpose: agentctl imports it without pulling in the engine.
+Invariant: a task's status changes only along a row of TRANSITIONS, and each
+row is named by the event (the audit action) that records it. The table is the
+single answer to "may EVENT happen to a task in STATUS, and what does it become";
+the engine refuses anything else (IllegalTransition), so a new operation cannot
+silently invent a status change.
+
+Dependency-free on purpose (standard library only, nothing from agentd):
+agentctl imports it without pulling in the engine.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 PRIORITIES = ("low", "medium", "high", "critical")
 FINAL = frozenset({"completed", "failed", "cancelled", "dead_lettered"})
@@ -12,3 +23,118 @@ STATUSES = ("pending", "in_progress", "blocked", *sorted(FINAL))
 SPEC_KEYS = {"title", "description", "project", "needs", "priority", "after", "agent",
              "max_attempts", "exec"}
 FILTER_KEYS = {"status", "project", "agent", "priority", "limit"}
+
+# -- limits -------------------------------------------------------------------------
+MAX_TITLE = 256
+MAX_TEXT = 64 * 1024  # description, exec, notes, error, block reason
+MAX_RESULT = 1024 * 1024
+MAX_NEEDS = 32
+MAX_DEPS = 64
+MAX_ARTIFACTS = 256
+MAX_ARTIFACT_READ = 16 * 1024 * 1024  # the system bus refuses messages past 32 MiB
+MAX_BACKOFF = 300  # seconds: the longest wait before a lapsed claim is retried
+
+# -- the status-transition table ------------------------------------------------------
+# (from, event, to). `None` as "from" is a task that does not exist yet.
+# assigned/unassigned keep the status: they only change which agent it waits for.
+TRANSITIONS: tuple[tuple[str | None, str, str], ...] = (
+    (None,          "task.created",       "pending"),
+    ("pending",     "task.assigned",      "pending"),
+    ("pending",     "task.unassigned",    "pending"),
+    ("pending",     "task.claimed",       "in_progress"),
+    ("pending",     "task.failed",        "failed"),         # its pinned agent was removed
+    ("pending",     "task.cancelled",     "cancelled"),
+    ("in_progress", "task.completed",     "completed"),
+    ("in_progress", "task.failed",        "failed"),
+    ("in_progress", "task.blocked",       "blocked"),
+    ("in_progress", "task.cancelled",     "cancelled"),
+    ("in_progress", "task.lease_expired", "pending"),        # retried after a backoff
+    ("in_progress", "task.dead_lettered", "dead_lettered"),  # ... or not: last attempt
+    ("blocked",     "task.unblocked",     "pending"),
+    ("blocked",     "task.cancelled",     "cancelled"),
+    ("failed",        "task.retried",     "pending"),
+    ("cancelled",     "task.retried",     "pending"),
+    ("dead_lettered", "task.retried",     "pending"),
+)
+EVENTS = tuple(dict.fromkeys(event for _, event, _ in TRANSITIONS))
+_NEXT: dict[tuple[str | None, str], str] = {(s, e): t for s, e, t in TRANSITIONS}
+
+
+class IllegalTransition(RuntimeError):
+    """The engine asked for a status change the table does not allow: a bug in
+    agentd, never a caller's mistake (so not an AgentdError: the bus layer
+    reports it as an internal error)."""
+
+
+def allows(status: str | None, event: str) -> bool:
+    return (status, event) in _NEXT
+
+
+def next_status(status: str | None, event: str) -> str:
+    """The status EVENT takes a task in STATUS to; IllegalTransition if none."""
+    try:
+        return _NEXT[(status, event)]
+    except KeyError:
+        raise IllegalTransition(f"{event} is not allowed from status {status}") from None
+
+
+def sources(event: str) -> tuple[str, ...]:
+    """The statuses EVENT may happen in (existing tasks only)."""
+    return tuple(s for s, e, _ in TRANSITIONS if e == event and s is not None)
+
+
+# -- the records ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Task:
+    id: int
+    title: str
+    description: str
+    project: str
+    owner_uid: int
+    needs: tuple[str, ...]
+    priority: str
+    status: str
+    pinned_agent: str | None
+    agent: str | None
+    exec: str | None
+    max_attempts: int
+    attempts: int
+    not_before: float
+    lease_expires: float | None
+    result: str | None
+    error: str | None
+    block_reason: str | None
+    notes: tuple[str, ...]
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    version: int
+    after: tuple[int, ...] = field(default=())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "title": self.title, "description": self.description,
+            "status": self.status, "priority": self.priority, "project": self.project,
+            "agent": self.agent or "", "owner_uid": self.owner_uid, "needs": list(self.needs),
+            "after": list(self.after), "exec": self.exec or "",
+            "max_attempts": self.max_attempts, "attempts": self.attempts,
+            "result": self.result or "", "error": self.error or "",
+            "block_reason": self.block_reason or "", "notes": list(self.notes),
+            "created_at": self.created_at, "updated_at": self.updated_at,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+            "lease_expires": self.lease_expires,
+        }
+
+
+@dataclass(frozen=True)
+class Artifact:
+    task_id: int
+    name: str
+    type: str
+    path: str
+    size: int
+    sha256: str
+
+
+Listener = Callable[[Task, str], None]  # (task, event)

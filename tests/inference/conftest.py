@@ -3,6 +3,10 @@
 The model is installed by agentd.inference.model into build/models (cached wheel
 in build/model-cache), or taken from $AGENTD_TEST_MODEL. llama-cpp-python comes
 from build/vendor-llama (`make vendor-llama`, run by tools/test.sh).
+
+Helpers shared by the test modules are in inference_helpers.py (test modules
+do not import each other); the greedy baseline they compare the engine with
+is bench/rawgreedy.py, put on sys.path here.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ VENDOR = Path(os.environ.get("AGENTD_LLAMA_VENDOR", ROOT / "build" / "vendor-lla
 if VENDOR.is_dir() and str(VENDOR) not in sys.path:
     sys.path.insert(0, str(VENDOR))
 os.environ.setdefault("AGENTD_LLAMA_VENDOR", str(VENDOR))
+BENCH = ROOT / "bench"
+if str(BENCH) not in sys.path:  # rawgreedy
+    sys.path.insert(0, str(BENCH))
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +42,8 @@ def model_path() -> Path:
 
 @pytest.fixture(scope="session")
 def engine(model_path: Path) -> Iterator[object]:
-    from agentd.inference.engine import Engine, EngineConfig
+    from agentd.inference.config import EngineConfig
+    from agentd.inference.engine import Engine
 
     eng = Engine(model_path, EngineConfig(n_seq_max=8, n_ctx_per_seq=256, n_batch=256,
                                           n_threads=2, max_queue=64))

@@ -6,28 +6,13 @@ import asyncio
 import time
 
 import pytest
+from inference_helpers import QUESTIONS, chat
+from rawgreedy import raw_greedy
 
-from agentd.inference.engine import (
-    Engine,
-    EngineConfig,
-    Overloaded,
-    RequestTooLong,
-    SamplingParams,
-    raw_greedy,
-)
-
-QUESTIONS = [
-    "What is the capital of France?",
-    "Name three colours.",
-    "Write a haiku about the sea.",
-    "What is 2 + 2?",
-    "Say hello in Spanish.",
-    "What do cats eat?",
-]
-
-
-def chat(engine: Engine, q: str) -> list[int]:
-    return engine.chat_tokens([{"role": "user", "content": q}])
+from agentd.inference.config import EngineConfig
+from agentd.inference.engine import Engine
+from agentd.inference.errors import EngineClosed, Overloaded, RequestTooLong
+from agentd.inference.sampling import SamplingParams
 
 
 def generate(engine: Engine, prompt: list[int], params: SamplingParams, agent: str = ""):
@@ -251,8 +236,6 @@ def test_prompts_longer_than_the_batch_are_prefilled_in_chunks(model_path) -> No
 
 
 def test_cancel_mid_generation_and_close_fail_requests_cleanly(model_path) -> None:
-    from agentd.inference.engine import EngineClosed
-
     eng = Engine(model_path, EngineConfig(n_seq_max=1, n_ctx_per_seq=256, n_batch=64))
     prompt = chat(eng, QUESTIONS[0])
     long = SamplingParams(max_tokens=200, stop_at_eos=False)

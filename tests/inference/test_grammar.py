@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from pathlib import Path
 
 import pytest
+from inference_helpers import SCHEMA, chat
+from rawgreedy import raw_greedy
 
-from agentd.inference.engine import (
-    Engine,
-    InvalidGrammar,
-    SamplingParams,
-    raw_greedy,
-    schema_to_grammar,
-)
-
-SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}},
-          "required": ["answer"]}
-
-
-def chat(engine: Engine, q: str) -> list[int]:
-    return engine.chat_tokens([{"role": "user", "content": q}])
+from agentd.inference.config import EngineConfig
+from agentd.inference.engine import Engine
+from agentd.inference.errors import InvalidGrammar
+from agentd.inference.sampling import SamplingParams, schema_to_grammar
+from agentd.inference.stream import Stream
 
 
 def test_schema_to_grammar() -> None:
@@ -83,20 +78,40 @@ def test_constrained_and_free_requests_share_a_batch(engine: Engine) -> None:
     assert f2.tokens == raw_greedy(engine, free_prompts[1], 12)[:len(f2.tokens)]
 
 
-def test_cancelled_constrained_requests_free_their_sampler(engine: Engine) -> None:
+def test_cancelled_constrained_requests_free_their_sampler(model_path: Path) -> None:
+    """Cancelled while still queued (the grammar sampler alone) or once
+    admitted (the chain that owns it): freed on both paths. One sequence, and
+    the decode loop held between admission and its first step while the
+    requests are cancelled, so exactly one is admitted and two are queued."""
     params = SamplingParams(max_tokens=40, grammar=schema_to_grammar(SCHEMA),
                             stop_at_eos=False)
+    with Engine(model_path, EngineConfig(n_seq_max=1, n_ctx_per_seq=256, n_batch=64)) as eng:
+        paused, resume = threading.Event(), threading.Event()
 
-    async def run() -> list[object]:
-        prompt = chat(engine, "Hi")
-        streams = [engine.submit(prompt, params, agent=f"c{i}") for i in range(3)]
-        await asyncio.sleep(0.05)  # some admitted (a chain), some still queued
-        for s in streams:
-            s.cancel()
-        for s in streams:
-            assert (await s.result()).finish_reason in {"cancelled", "length", "eos"}
-        return streams
+        def between_steps() -> None:  # in the decode thread, once something is admitted
+            paused.set()
+            resume.wait(60)
 
-    streams = asyncio.run(run())
-    assert all(s._req.sampler is None for s in streams)  # freed on every path
-    assert engine.stats()["active"] == 0
+        eng.between_steps = between_steps
+
+        async def run() -> tuple[list[str | None], list[Stream]]:
+            prompt = chat(eng, "Hi")
+            streams = [eng.submit(prompt, params, agent=f"c{i}") for i in range(3)]
+            assert await asyncio.to_thread(paused.wait, 60)
+            held = [s._req.sampler.native for s in streams]
+            for s in streams:
+                s.cancel()
+            resume.set()
+            for s in streams:
+                r = await s.result()
+                assert r.finish_reason == "cancelled" and r.completion_tokens == 0, r
+            return held, streams
+
+        held, streams = asyncio.run(run())
+        # one admitted (its grammar in a chain), the other two still queued
+        assert sorted(held, key=str) == ["chain", "grammar", "grammar"], held
+        for native, s in zip(held, streams, strict=True):
+            # a queued one ended in the queue, never admitted
+            assert (s._req.admitted is None) == (native == "grammar")
+            assert s._req.sampler.native is None  # freed on both paths
+        assert eng.stats()["active"] == 0 and eng.stats()["queued"] == 0

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
-from agentd.inference.engine import Engine, EngineConfig, SamplingParams, raw_greedy
+from rawgreedy import raw_greedy
+
+from agentd.inference.config import EngineConfig
+from agentd.inference.engine import Engine
+from agentd.inference.sampling import SamplingParams
+from agentd.inference.stream import Stream
 
 SYSTEM = ("You are a careful assistant of the agentd test suite. Answer briefly and "
           "precisely, in one sentence.")
@@ -60,18 +66,39 @@ def test_requests_arriving_together_compute_the_prefix_once(model_path: Path) ->
 
 
 def test_source_cancelled_before_sharing(model_path: Path) -> None:
+    """A request waiting to copy a running one's prefix, whose source is
+    cancelled part way through its prompt, takes what the source computed
+    (kept in its freed sequence) and prefills the rest: same tokens."""
     with Engine(model_path, EngineConfig(n_seq_max=3, n_ctx_per_seq=256, n_batch=16)) as eng:
         p = prompts(eng)
+        assert shared(p[0], p[1]) > 16  # more than one step of the root's prefill
+        cancelled_at: list[int] = []  # the root's computed tokens when cancelled
+        submitted, done = threading.Event(), threading.Event()
+        streams: list[Stream] = []  # root, waiter
+
+        def between_steps() -> None:  # in the decode thread, between two steps
+            submitted.wait(60)  # no step before both are queued
+            if cancelled_at:
+                return
+            r, w = streams[0]._req, streams[1]._req
+            if w.prefix_src is r and 0 < r.prefill_pos < len(r.prompt) and r.n_past < w.prefix_len:
+                cancelled_at.append(r.n_past)
+                streams[0].cancel()  # it leaves before the next step
+                done.set()
+
+        eng.between_steps = between_steps  # set before anything is queued
 
         async def go() -> list[int]:
-            root = eng.submit(p[0], SamplingParams(max_tokens=10), agent="root")
-            waiter = eng.submit(p[1], SamplingParams(max_tokens=10), agent="waiter")
-            await asyncio.sleep(0.02)  # the root is part way through its prompt
-            root.cancel()
-            await root.result()
-            return (await waiter.result()).tokens
+            streams.append(eng.submit(p[0], SamplingParams(max_tokens=10), agent="root"))
+            streams.append(eng.submit(p[1], SamplingParams(max_tokens=10), agent="waiter"))
+            submitted.set()
+            assert await asyncio.to_thread(done.wait, 60), "the waiter never waited on the root"
+            assert (await streams[0].result()).finish_reason == "cancelled"
+            return (await streams[1].result()).tokens
 
         got = asyncio.run(go())
+        assert cancelled_at == [16]  # one step of 16 prompt tokens
+        assert eng.prefix_reused == 16  # the waiter copied exactly what the root had
         assert got == raw_greedy(eng, p[1], 10)[:len(got)]
         assert eng.stats()["active"] == 0
 

@@ -19,24 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from inference_helpers import QUESTIONS, SCHEMA
 
-from agentd.inference import service
-from agentd.inference.service import (
-    ConfigError,
-    ModelConfig,
-    bind_socket,
-    parse_generate,
-    parse_model_table,
-    sd_notify,
-)
+from agentd.inference import config
+from agentd.inference.config import ConfigError, ModelConfig, parse_model_table
+from agentd.inference.protocol import parse_generate
+from agentd.inference.server import bind_socket
+from agentd.inference.unit import sd_notify
 
 ROOT = Path(__file__).resolve().parents[2]
 ME = os.getuid()
-SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}},
-          "required": ["answer"]}
-QUESTIONS = ["What is the capital of France?", "Name three colours.",
-             "Write a haiku about the sea.", "What is 2 + 2?", "Say hello in Spanish.",
-             "What do cats eat?"]
 
 
 class Svc:
@@ -411,7 +403,7 @@ def test_model_table_validation() -> None:
     cfg = parse_model_table({"path": "/m.gguf", "context": 512, "sequences": 2, "batch": 8,
                              "threads": 1, "max_queue": 4, "max_queue_per_agent": 9})
     assert cfg.engine_config().max_queue_per_agent == 4  # never more than the queue
-    assert ModelConfig().path == service.DEFAULT_MODEL
+    assert ModelConfig().path == config.DEFAULT_MODEL
     for bad in ({"context": True}, {"threads": 0}, {"max_queue": 2.5}, {"path": 3},
                 {"future_key": 1}):
         with pytest.raises(ConfigError):
@@ -459,11 +451,9 @@ def test_bind_socket_replaces_a_stale_one(tmp_path: Path) -> None:
 
 
 def test_config_short_form_and_unknown_keys(tmp_path: Path) -> None:
-    from agentd.inference import service
-
     conf = tmp_path / "agentd.toml"
     conf.write_text('model = "/srv/x.gguf"\nuid_min = 70000\n')
-    assert service.load_config(conf).path == "/srv/x.gguf"
+    assert config.load_config(conf).path == "/srv/x.gguf"
     conf.write_text("[model]\npath = \"/srv/x.gguf\"\ncontxt = 512\n")
-    with pytest.raises(service.ConfigError, match="contxt: unknown key"):
-        service.load_config(conf)
+    with pytest.raises(ConfigError, match="contxt: unknown key"):
+        config.load_config(conf)

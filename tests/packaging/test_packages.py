@@ -36,6 +36,10 @@ PAYLOAD = [
     "/usr/lib/tmpfiles.d/agentd.conf",
     "/usr/share/dbus-1/system.d/org.agentos.agentd1.conf",
     "/usr/share/dbus-1/system-services/org.agentos.agentd1.service",
+    # the interfaces as introspection XML (make interfaces) and the polkit actions
+    *(f"/usr/share/dbus-1/interfaces/org.agentos.agentd1.{i}.xml"
+      for i in ("Manager", "Runtime", "Tasks", "Agent", "Model")),
+    "/usr/share/polkit-1/actions/org.agentos.agentd1.policy",
     "/usr/share/agentd/templates/research.toml",
     "/usr/share/agentd/templates/writing.toml",
     "/usr/share/agentd/templates/ops.toml",
@@ -125,6 +129,8 @@ def test_deb_identity_and_dependencies(packages: Packages) -> None:
     names = {d.split()[0] for d in depends}
     assert {"libc6", "libstdc++6", "libgomp1", "libgcc-s1"} <= names, depends
     assert deb_field(packages.next_deb, "Version") == packages.next_version
+    # polkitd answers agentd's administrative actions; agentd runs without it.
+    assert [r.strip() for r in deb_field(packages.deb, "Recommends").split(",")] == ["polkitd"]
 
 
 def test_deb_declares_no_shared_library(packages: Packages) -> None:
@@ -285,6 +291,7 @@ def test_rpm_requires_and_provides(packages: Packages) -> None:
     assert not [p for p in provides if "sdbus" in p or "python" in p or ".so" in p], provides
     assert not [r for r in requires if re.match(r"lib(ggml|llama|mtmd)", r)], requires
     assert "libgomp.so.1()(64bit)" in requires
+    assert rpmq(packages.rpm, "--recommends").split() == ["polkit"]
 
 
 def test_rpm_scriptlets(packages: Packages) -> None:

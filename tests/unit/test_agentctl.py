@@ -6,124 +6,24 @@ replace through CliRunner.invoke(obj=Env(...)).
 
 from __future__ import annotations
 
-import datetime
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from agentctl_fakes import DESCRIBE, NOBODY_UID, FakeClient, entry, local_iso
 from click.testing import CliRunner
 from sdbus.dbus_exceptions import DbusAccessDeniedError, DbusServiceUnknownError
 from sdbus.sd_bus_internals import SdBusLibraryError, SdBusUnmappedMessageError
 
 from agentctl import cli as cli_mod
-from agentctl.cli import Env, cli, parse_size
-from agentctl.client import NOT_RUNNING, ClientError, _limit_variants, translate, unwrap
+from agentctl.app import Env
+from agentctl.cli import cli
+from agentctl.client import NOT_RUNNING, ClientError, translate
+from agentctl.commands import audit as audit_cmd
+from agentctl.marshal import limit_variants, unwrap
+from agentctl.params import parse_size
 from agentd import __version__
 from agentd.api.errors import BY_NAME, PREFIX
-
-NOBODY_UID = 3_999_999_999  # no such user on any test machine
-
-AGENTS = [
-    {"name": "scout", "template": "research", "state": "active", "uid": 61001,
-     "owner_uid": 0, "path": "/org/agentos/agentd1/agent/scout"},
-    {"name": "alpha", "template": "ops", "state": "failed", "uid": 61000,
-     "owner_uid": NOBODY_UID, "path": "/org/agentos/agentd1/agent/alpha"},
-]
-
-DESCRIBE = {
-    "name": "scout", "uid": 61001, "gid": 61001, "owner_uid": 0, "template": "research",
-    "profile": "offline", "state": "ready", "home": "/home/agents/scout",
-    "unit": "agent-scout.service", "created_at": 1700000000.5, "memory_max": 512 << 20,
-    "cpu_quota": 150, "tasks_max": 128, "online": True, "active_state": "active",
-    "sub_state": "running", "main_pid": 4242, "memory_current": 12_582_912,
-    "cpu_usage_nsec": 1_500_000_000, "tasks_current": 3, "future_field": "x",
-}
-
-
-def entry(seq: int, **kw: Any) -> dict[str, Any]:
-    e = {"seq": seq, "ts": 1700000000.0 + seq, "actor_uid": 0, "action": "agent.create",
-         "agent": "scout", "agent_uid": 61001, "result": "ok", "detail": {"template": "t"},
-         "hash": f"h{seq}"}
-    e.update(kw)
-    return e
-
-
-class FakeClient:
-    """The AgentdClient methods, answering from canned data and recording calls."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-        self.fail: dict[str, Exception] = {}
-        self.audit = [entry(i) for i in range(1, 8)]
-        self.job_result = "done"
-        self.live: list[dict[str, Any]] = []
-        self.verdict = {"ok": True, "checked": 7, "message": "ok"}
-
-    def _record(self, method: str, *args: Any) -> None:
-        self.calls.append((method, *args))
-        if method in self.fail:
-            raise self.fail[method]
-
-    async def create_agent(self, name: str, template: str, limits: dict) -> str:
-        self._record("create_agent", name, template, limits)
-        return f"/org/agentos/agentd1/agent/{name}"
-
-    async def get_agent(self, name: str) -> str:
-        self._record("get_agent", name)
-        return f"/org/agentos/agentd1/agent/{name}"
-
-    async def list_agents(self) -> list[dict[str, Any]]:
-        self._record("list_agents")
-        return [dict(a) for a in AGENTS]
-
-    async def describe_agent(self, name: str) -> dict[str, Any]:
-        self._record("describe_agent", name)
-        return dict(DESCRIBE, name=name)
-
-    async def start_agent(self, name: str, wait: bool = True) -> str:
-        self._record("start_agent", name, wait)
-        return self.job_result if wait else "queued"
-
-    async def stop_agent(self, name: str, wait: bool = True) -> str:
-        self._record("stop_agent", name, wait)
-        return self.job_result if wait else "queued"
-
-    async def remove_agent(self, name: str, keep_home: bool = False) -> None:
-        self._record("remove_agent", name, keep_home)
-
-    async def list_templates(self) -> list[dict[str, Any]]:
-        self._record("list_templates")
-        return [{"name": "research", "description": "Reads and summarises",
-                 "profile": "offline", "capabilities": ["read", "summarise"]}]
-
-    async def describe_template(self, name: str) -> dict[str, Any]:
-        self._record("describe_template", name)
-        return {"name": name, "capabilities": ["read"], "memory_max": 1 << 30,
-                "system_prompt": "line one\nline two"}
-
-    async def list_audit_entries(self, after_seq: int = 0, limit: int = 1000) -> list[dict]:
-        self._record("list_audit_entries", after_seq, limit)
-        return [e for e in self.audit if e["seq"] > after_seq][:limit]
-
-    async def audit_head(self) -> int:
-        self._record("audit_head")
-        return max((e["seq"] for e in self.audit), default=0)
-
-    async def verify_audit(self) -> dict[str, Any]:
-        self._record("verify_audit")
-        return self.verdict
-
-    async def follow_audit(self, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
-        self._record("follow_audit", after_seq)
-        for e in self.live:
-            if e["seq"] > after_seq:
-                yield e
-
-    async def status(self) -> dict[str, Any]:
-        self._record("status")
-        return {"version": "0.1.0", "start_timestamp": 1_700_000_000_000_000, "n_agents": 2,
-                "n_online": 1, "config": {"uid_min": "61000", "admin_group": "agentadm"}}
 
 
 @pytest.fixture
@@ -136,10 +36,6 @@ def invoke(fake: FakeClient, *args: str, tty: bool = False, execvp: Any = None):
     if execvp is not None:
         env.execvp = execvp
     return CliRunner(mix_stderr=False).invoke(cli, list(args), obj=env)
-
-
-def local_iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 
 # -- agent list -------------------------------------------------------------------------
@@ -358,21 +254,21 @@ def test_template_show_escapes_newlines_in_plain_output(fake: FakeClient) -> Non
 # -- audit ------------------------------------------------------------------------------
 def test_audit_lists_the_newest_entries_across_pages(fake: FakeClient,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_mod, "AUDIT_PAGE", 3)
+    monkeypatch.setattr(audit_cmd, "AUDIT_PAGE", 3)
     r = invoke(fake, "audit", "-n", "2")
     assert r.exit_code == 0, r.stderr
     assert [line.split("\t")[0] for line in r.output.splitlines()] == ["6", "7"]
     assert r.output.splitlines()[0].split("\t")[1:] == [
         local_iso(1700000006.0), "root", "agent.create", "scout", "ok", "template=t"]
-    lists = [c[1] for c in fake.calls if c[0] == "list_audit_entries"]
-    assert lists == [5]  # straight to AuditHead - 2, no scan from the start
+    lists = [c[1:] for c in fake.calls if c[0] == "list_events"]
+    assert lists == [(5, 2, ())]  # straight to AuditHead - 2, no scan from the start
 
 
 def test_audit_tail_scans_when_the_caller_sees_fewer_rows(fake: FakeClient,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A user sees only their rows: AuditHead counts everyone's, so near the head
-    there may be too few; then the CLI reads forward from the start."""
-    monkeypatch.setattr(cli_mod, "AUDIT_PAGE", 3)
+    there may be too few; then the CLI reads back in ever wider windows."""
+    monkeypatch.setattr(audit_cmd, "AUDIT_PAGE", 3)
 
     async def head() -> int:
         return 100
@@ -380,8 +276,8 @@ def test_audit_tail_scans_when_the_caller_sees_fewer_rows(fake: FakeClient,
     fake.audit_head = head  # type: ignore[method-assign]
     r = invoke(fake, "audit", "-n", "2")
     assert [line.split("\t")[0] for line in r.output.splitlines()] == ["6", "7"]
-    lists = [c[1] for c in fake.calls if c[0] == "list_audit_entries"]
-    assert lists == [98, 0, 3, 6]
+    lists = [c[1] for c in fake.calls if c[0] == "list_events"]
+    assert lists == [98, 94, 86, 70, 38, 0, 3, 6]  # (98, 100], (94, 98], ... (0, 38]
 
 
 def test_audit_after_and_json(fake: FakeClient) -> None:
@@ -394,7 +290,7 @@ def test_audit_follow_prints_json_lines(fake: FakeClient) -> None:
     r = invoke(fake, "audit", "-f", "-n", "1", "--json")
     assert r.exit_code == 0, r.stderr
     assert [json.loads(line)["seq"] for line in r.output.splitlines()] == [7, 8, 9]
-    assert ("follow_audit", 7) in fake.calls
+    assert ("follow_events", 7, ()) in fake.calls
 
 
 def test_audit_verify_ok(fake: FakeClient) -> None:
@@ -444,9 +340,9 @@ def test_version(fake: FakeClient) -> None:
 
 # -- client helpers ---------------------------------------------------------------------
 def test_limit_variants() -> None:
-    assert _limit_variants({"memory_max": 1 << 30, "cpu_quota": 50, "tasks_max": 10}) == {
+    assert limit_variants({"memory_max": 1 << 30, "cpu_quota": 50, "tasks_max": 10}) == {
         "memory_max": ("t", 1 << 30), "cpu_quota": ("u", 50), "tasks_max": ("t", 10)}
-    assert _limit_variants({"memory_max": "512M"}) == {"memory_max": ("s", "512M")}
+    assert limit_variants({"memory_max": "512M"}) == {"memory_max": ("s", "512M")}
 
 
 def test_unwrap_nested_variants() -> None:

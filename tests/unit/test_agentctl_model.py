@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from agentctl.cli import Env, cli
+from agentctl.app import Env
+from agentctl.cli import cli
 from agentctl.client import ClientError
 
 
@@ -159,12 +160,12 @@ def test_interactive_chat_keeps_the_conversation(fake: ModelFake, monkeypatch, c
 
     import click
 
-    from agentctl import model_cli
+    from agentctl.commands import model as model_cmd
 
     lines = iter(["hi", "and then?", ""])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
     with click.Context(cli, obj=Env(connect=lambda: fake, tty=False)):
-        asyncio.run(model_cli._converse(fake, "scout", {"max_tokens": 5}))
+        asyncio.run(model_cmd._converse(fake, "scout", {"max_tokens": 5}))
     chats = [c for c in fake.calls if c[0] == "chat"]
     assert len(chats) == 2  # the empty line ended it
     assert chats[1][2] == [{"role": "user", "content": "hi"},

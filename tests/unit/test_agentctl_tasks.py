@@ -15,22 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agentctl_fakes import NOBODY_UID, FakeClient, entry, local_iso
 from click.testing import CliRunner
 from sdbus.sd_bus_internals import SdBusUnmappedMessageError
-from test_agentctl import NOBODY_UID, FakeClient, entry, local_iso
 
 from agentctl import client as client_mod
-from agentctl import tasks_cli
-from agentctl.cli import Env, cli
-from agentctl.client import (
-    TASK_FILTER,
-    TASK_SPEC,
-    AgentdClient,
-    ClientError,
-    TaskWatch,
-    _variants,
-    translate,
-)
+from agentctl import output
+from agentctl.app import Env
+from agentctl.cli import cli
+from agentctl.client import AgentdClient, ClientError, TaskWatch, translate
+from agentctl.commands import audit as audit_cmd
+from agentctl.commands import task as task_cmd
+from agentctl.commands import task_wait
+from agentctl.marshal import TASK_FILTER, TASK_SPEC, variants
 from agentd.api.errors import BY_NAME, PREFIX
 
 TASK = {
@@ -298,8 +295,8 @@ def test_list_json_and_terminal(fake: TaskFake) -> None:
 @pytest.mark.parametrize(("ago", "text"), [
     (0, "0s"), (119, "119s"), (120, "2m"), (7199, "119m"), (7200, "2h"), (172800, "2d")])
 def test_fmt_age(ago: int, text: str) -> None:
-    assert tasks_cli.fmt_age(1_700_000_000.0 - ago, now=1_700_000_000.0) == text
-    assert tasks_cli.fmt_age(None) == "-"
+    assert output.fmt_age(1_700_000_000.0 - ago, now=1_700_000_000.0) == text
+    assert output.fmt_age(None) == "-"
 
 
 def test_list_rejects_an_unknown_status(fake: TaskFake) -> None:
@@ -501,7 +498,7 @@ def test_wait_polls_without_signals(fake: TaskFake, monkeypatch: pytest.MonkeyPa
     async def watch_tasks() -> AsyncIterator[Watch]:
         yield Watch()
 
-    monkeypatch.setattr(tasks_cli, "WAIT_POLL", 0.5)
+    monkeypatch.setattr(task_wait, "WAIT_POLL", 0.5)
     fake.watch_tasks = watch_tasks  # type: ignore[method-assign]
     fake.statuses = ["pending", "pending", "completed"]
     assert invoke(fake, "task", "wait", "7").exit_code == 0
@@ -622,22 +619,21 @@ def test_events_newest_n_matching_reads_back_in_windows(fake: TaskFake) -> None:
     assert [line.split("\t")[0] for line in r.output.splitlines()] == ["4", "6"]
     assert r.output.splitlines()[1].split("\t")[1:] == [
         local_iso(1700000006.0), "root", "task.completed", "45", "scout", "ok", ""]
-    lists = [c[1:] for c in fake.calls if c[0] == "list_audit_entries"]
-    assert lists == [(6, 2), (2, 4)]  # (6, 8], then (2, 6]: each row once
+    lists = [c[1:] for c in fake.calls if c[0] == "list_events"]
+    assert lists == [(6, 2, ("task.c*",)), (2, 4, ("task.c*",))]  # (6, 8], then (2, 6]
 
 
 def test_events_without_type_is_one_call(fake: TaskFake) -> None:
     fake.audit = mixed_log()
     r = invoke(fake, "events", "-n", "3")
     assert [line.split("\t")[0] for line in r.output.splitlines()] == ["6", "7", "8"]
-    assert [c for c in fake.calls if c[0] == "list_audit_entries"] == [
-        ("list_audit_entries", 5, 3)]
+    assert [c for c in fake.calls if c[0] == "list_events"] == [("list_events", 5, 3, ())]
 
 
 def test_events_when_the_caller_sees_few_rows(fake: TaskFake,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A user sees only some rows: the windows widen until the start of the log."""
-    monkeypatch.setattr(tasks_cli.base, "AUDIT_PAGE", 2)
+    monkeypatch.setattr(audit_cmd, "AUDIT_PAGE", 2)
     fake.audit = [e for e in mixed_log() if e["seq"] in (1, 2)]
 
     async def head() -> int:
@@ -661,7 +657,7 @@ def test_events_follow_filters_live_entries(fake: TaskFake) -> None:
     r = invoke(fake, "events", "-f", "-t", "task.*", "-n", "1", "--json")
     assert r.exit_code == 0, r.stderr
     assert [json.loads(line)["seq"] for line in r.output.splitlines()] == [8, 10]
-    assert ("follow_audit", 8) in fake.calls  # from the head, not from the last match
+    assert ("follow_events", 8, ("task.*",)) in fake.calls  # from the head, not the last match
 
 
 def test_events_follow_plain_lines(fake: TaskFake) -> None:
@@ -684,14 +680,14 @@ def test_events_on_terminal_is_a_table(fake: TaskFake) -> None:
 
 # -- the client's side ------------------------------------------------------------------
 def test_variants_types_spec_and_filter() -> None:
-    assert _variants({"title": "T", "needs": ("a", "b"), "after": [3], "max_attempts": 2,
+    assert variants({"title": "T", "needs": ("a", "b"), "after": [3], "max_attempts": 2,
                       "exec": None}, TASK_SPEC, "task") == {
         "title": ("s", "T"), "needs": ("as", ["a", "b"]), "after": ("at", [3]),
         "max_attempts": ("u", 2)}
-    assert _variants({"status": "failed", "limit": 5}, TASK_FILTER, "filter") == {
+    assert variants({"status": "failed", "limit": 5}, TASK_FILTER, "filter") == {
         "status": ("s", "failed"), "limit": ("u", 5)}
     with pytest.raises(ValueError, match="unknown filter key 'owner'"):
-        _variants({"owner": "x"}, TASK_FILTER, "filter")
+        variants({"owner": "x"}, TASK_FILTER, "filter")
 
 
 class FakeTasksProxy:
@@ -761,9 +757,10 @@ def test_client_maps_rows_and_sends_typed_variants() -> None:
 
 def test_spec_keys_match_the_interface_docs() -> None:
     """The client's key tables follow agentd.api.interfaces (and agentd's own checks)."""
-    from agentd import tasks
+    from agentd.tasks import model as tasks
 
     assert set(TASK_SPEC) == tasks.SPEC_KEYS
     assert set(TASK_FILTER) == tasks.FILTER_KEYS
-    assert set(tasks_cli.STATUSES) == set(tasks.STATUSES)
-    assert tasks_cli.FINAL == tasks.FINAL and tasks_cli.PRIORITIES == tasks.PRIORITIES
+    # agentctl has no lists of its own: the commands use agentd's
+    assert task_cmd.STATUSES is tasks.STATUSES and task_cmd.PRIORITIES is tasks.PRIORITIES
+    assert task_wait.FINAL is tasks.FINAL

@@ -9,10 +9,9 @@ import os
 from pathlib import Path
 
 import pytest
-from test_registry import ALICE, BOB, ROOT, World
+from world import ALICE, BOB, ROOT, World
 
 from agentd.audit import GENESIS, AuditLog, row_hash
-from agentd.authz import Caller
 from agentd.errors import (
     Busy,
     InvalidArgument,
@@ -22,6 +21,7 @@ from agentd.errors import (
     NoSuchTask,
     PermissionDenied,
 )
+from agentd.policy import Caller
 from agentd.registry import Agent
 from agentd.store import Store
 from agentd.tasks.queue import TaskQueue

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_registry import ALICE, BOB, ROOT, World
+from world import ALICE, BOB, ROOT, World
 
 from agentd.errors import InvalidArgument, ModelUnavailable, PermissionDenied, QuotaExceeded
+from agentd.events import AgentRemoved
 from agentd.modelclient import Interrupted, ModelClient
 from agentd.quotas import Meter, period_bounds
 from agentd.registry import Agent
@@ -295,7 +296,7 @@ def test_bad_options_are_refused(bad: dict[str, Any]) -> None:
 
 def test_a_new_agent_of_a_removed_ones_name_starts_afresh(tmp_path: Path) -> None:
     m = M(tmp_path)
-    m.w.reg.listeners.append(m.meter.forget)
+    m.w.reg.events.subscribe(AgentRemoved, m.meter.forget)
     a = m.agent("a1")
     m.meter.set(ROOT, "agent", "a1", 10, "monthly")
     m.use(a, 50)

@@ -1,15 +1,13 @@
 """The registry against fakes: authorization, all-or-nothing creation and
 removal, and recovery from a crash at each step."""
 
-import asyncio
 from pathlib import Path
 
 import pytest
-from fakes import Crash, FakeAccounts, FakeHomes, FakeUnits
+from fakes import Crash
+from world import ALICE, BOB, ROOT, World
 
-from agentd.audit import AuditLog
 from agentd.authz import Caller
-from agentd.config import Config
 from agentd.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -20,42 +18,7 @@ from agentd.errors import (
     PermissionDenied,
     SystemError_,
 )
-from agentd.registry import Registry
-from agentd.store import Store
-from agentd.templates import Catalog
-
-REPO = Path(__file__).resolve().parents[2]
-ROOT = Caller(0)
-ALICE = Caller(1000, frozenset({1000}))
-BOB = Caller(1001, frozenset({1001}))
-
-
-class World:
-    def __init__(self, tmp_path: Path, **cfg: object) -> None:
-        self.cfg = Config(state_dir=tmp_path, admin_group="no-such-admin-group",
-                          **cfg)  # type: ignore[arg-type]
-        self.accounts, self.homes, self.units = FakeAccounts(), FakeHomes(), FakeUnits()
-        self.db = tmp_path / "agentd.db"
-        self.reopen()
-
-    def reopen(self) -> Registry:
-        """A fresh registry over the same database and system: agentd restarted."""
-        self.store = Store(self.db)
-        self.audit = AuditLog(self.store, journal=None)
-        self.reg = Registry(self.cfg, self.store, self.audit, self.accounts, self.homes,
-                            self.units, Catalog(REPO / "policies", self.db.parent / "etc"))
-        return self.reg
-
-    def run(self, coro):
-        return asyncio.run(coro)
-
-    def audit_rows(self, action: str) -> list:
-        return [e for e in self.audit.entries(limit=10000) if e.action == action]
-
-
-@pytest.fixture
-def w(tmp_path: Path) -> World:
-    return World(tmp_path)
+from agentd.events import JobFinished
 
 
 def test_create_makes_a_whole_agent(w: World) -> None:
@@ -154,7 +117,8 @@ def test_start_failure_is_typed_and_audited(w: World) -> None:
 def test_start_returns_the_job_and_reports_its_outcome(w: World) -> None:
     w.run(w.reg.create(ALICE, "j", "sandbox"))
     seen: list = []
-    w.reg.job_listeners.append(lambda a, job, op, result: seen.append((a.name, job, op, result)))
+    w.reg.events.subscribe(JobFinished, lambda e: seen.append(
+        (e.agent.name, e.job, e.operation, e.result)))
     job = w.run(w.reg.start(ALICE, "j"))
     assert job.startswith("/org/freedesktop/systemd1/job/")
     assert seen == [("j", job, "start", "done")]

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from agentd.audit import AuditLog
+from agentd.errors import InvalidConfig
 from agentd.store import SCHEMA_VERSION, Store
 
 
@@ -22,7 +23,7 @@ def test_schema_is_migrated_and_wal(store: Store, tmp_path: Path) -> None:
 def test_newer_schema_is_refused(store: Store, tmp_path: Path) -> None:
     store.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     store.close()
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(InvalidConfig, match="newer"):  # exit 78, like a bad config
         Store(tmp_path / "agentd.db")
 
 

@@ -1,0 +1,130 @@
+"""The bus layer's whole share of authorization: each method declares its action.
+
+``@rule("agent.start")`` on a D-Bus method (1) resolves the caller's
+credentials, (2) asks polkit whether it grants the action's polkit action, but
+only for a person agentd's own rules do not already make an administrator,
+(3) has agentd.policy check the action for that caller (deny by default: an
+action without a rule fails at import) and (4) runs the method with the caller
+at hand (``Callers.current``), (5) translating engine errors into D-Bus errors
+(the one translation point). What a method may do with a given agent, task or
+project is then decided by the same policy inside the engine, which has the
+resource. A test walks every method of every interface and fails if one has
+no rule.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, Protocol, TypeVar
+
+from sdbus import DbusFailedError, SdBus, get_current_message
+
+from ..errors import AgentdError
+from ..policy import RULES, Caller, Policy
+from .callers import BusDriver
+from .errors import AgentdDbusError, to_dbus
+
+T = TypeVar("T")
+log = logging.getLogger("agentd")
+ACTION = "__agentd_action__"  # the attribute @rule leaves on a method
+_current: contextvars.ContextVar[Caller] = contextvars.ContextVar("agentd_caller")
+
+
+class PolkitCheck(Protocol):
+    async def allowed(self, caller: Caller, action_id: str) -> bool: ...
+
+
+class Callers:
+    """Who is calling: the sender's credentials, asked of the bus driver.
+
+    dbus-daemon reports the UID, groups and PID it saw when the peer connected
+    (SO_PEERCRED), which the peer cannot forge. Unique names are never reused
+    on a bus, so a bounded cache keyed by unique name is safe and saves a
+    round trip per call. (polkit's answers are not cached: its
+    auth_admin_keep has its own memory.)
+    """
+
+    def __init__(self, bus: SdBus | None, policy: Policy, polkit: PolkitCheck | None = None,
+                 size: int = 4096) -> None:
+        self.driver = BusDriver.new_proxy("org.freedesktop.DBus", "/org/freedesktop/DBus", bus) \
+            if bus is not None else None
+        self.policy = policy
+        self.polkit = polkit
+        self.cache: OrderedDict[str, Caller] = OrderedDict()
+        self.size = size
+
+    async def credentials(self) -> Caller:
+        sender = get_current_message().sender
+        if sender is None:
+            raise RuntimeError("method call without a sender")
+        caller = self.cache.get(sender)
+        if caller is None:
+            assert self.driver is not None, "Callers without a bus knows no credentials"
+            creds = await self.driver.get_connection_credentials(sender)
+            caller = Caller(
+                uid=int(creds["UnixUserID"][1]),
+                gids=frozenset(int(g) for g in creds.get("UnixGroupIDs", ("au", []))[1]),
+                pid=int(creds.get("ProcessID", ("u", 0))[1]),
+                bus_name=sender,
+            )
+            self.cache[sender] = caller
+            while len(self.cache) > self.size:
+                self.cache.popitem(last=False)
+        return caller
+
+    async def authorize(self, action: str) -> Caller:
+        """The caller, with polkit's grant for ACTION; PermissionDenied if the
+        policy refuses ACTION to this caller whatever the resource."""
+        caller = await self.credentials()
+        polkit_action = self.policy.needs_polkit(caller, action)
+        if polkit_action and self.polkit and await self.polkit.allowed(caller, polkit_action):
+            caller = replace(caller, admin_for=frozenset({polkit_action}))
+        self.policy.check(caller, action)
+        return caller
+
+    async def current(self) -> Caller:
+        """The caller of the method being served (as @rule resolved it)."""
+        caller = _current.get(None)
+        return caller if caller is not None else await self.credentials()
+
+
+class HasCallers(Protocol):
+    callers: Callers
+
+
+def rule(action: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
+    """Declare that a D-Bus method performs ACTION (a key of agentd.policy.RULES)."""
+    if action not in RULES:
+        raise ValueError(f"no policy rule for action {action!r}")
+
+    def decorate(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        @functools.wraps(fn)
+        async def wrapper(self: HasCallers, *args: Any, **kwargs: Any) -> T:
+            try:
+                caller = await self.callers.authorize(action)
+                token = _current.set(caller)
+                try:
+                    return await fn(self, *args, **kwargs)
+                finally:
+                    _current.reset(token)
+            except AgentdError as e:
+                raise to_dbus(e) from None
+            except DbusFailedError:
+                raise
+            except Exception:
+                # A bug, not a caller's mistake: full detail to the journal, a typed
+                # error without Python internals to the caller.
+                log.exception("internal error in %s", fn.__name__)
+                raise AgentdDbusError(
+                    f"internal error in agentd while serving {fn.__name__}; "
+                    "see journalctl -u agentd") from None
+
+        setattr(wrapper, ACTION, action)
+        return wrapper
+
+    return decorate

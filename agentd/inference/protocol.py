@@ -1,0 +1,180 @@
+"""The socket protocol (docs/inference-protocol.md): what a request may say,
+and the lines a reply is made of.
+
+Invariants:
+
+- A request is one JSON object on one line; every field is checked here
+  (type, range, no unknown field) before anything is queued, so a bad
+  request gets an ``InvalidRequest`` line and costs the engine nothing.
+  The context limit is the engine's to check (it knows the tokens).
+- Every failure a client sees is a :class:`RequestError`, whose ``error`` is
+  one of the names in the doc's table; nothing else ends a reply but a
+  ``done`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from agentd.inference.sampling import SamplingParams
+from agentd.inference.stream import Result, Stream
+
+LINE_LIMIT = 1 << 20  # longest request line
+MAX_STOP_STRINGS = 16
+MAX_AGENT = 256  # characters of an agent key
+
+_GENERATE_FIELDS = frozenset({"op", "agent", "messages", "prompt", "max_tokens", "temperature",
+                              "top_p", "top_k", "seed", "stop", "json_schema"})
+
+
+class RequestError(Exception):
+    """A request ends with an ``error`` line of this kind (the doc's table)."""
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+
+    def line(self) -> dict[str, Any]:
+        return {"event": "error", "error": self.error, "message": str(self)}
+
+
+def invalid(message: str) -> RequestError:
+    return RequestError("InvalidRequest", message)
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    """One reply line."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any] | None:
+    """The request of a line; None for an empty line (the client has nothing
+    to ask)."""
+    if not line.strip():
+        return None
+    try:
+        req = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise invalid(f"not a JSON line: {e}") from None
+    if not isinstance(req, dict):
+        raise invalid("a request is a JSON object")
+    return req
+
+
+# ---------------------------------------------------------------- generate
+
+
+@dataclass(frozen=True)
+class Generate:
+    agent: str
+    messages: list[dict[str, str]] | None
+    prompt: str | None
+    params: SamplingParams
+    json_schema: dict[str, Any] | None
+
+
+def _number(req: dict[str, Any], key: str, default: float) -> float:
+    value = req.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise invalid(f"{key} must be a number")
+    return float(value)
+
+
+def _integer(req: dict[str, Any], key: str, default: int) -> int:
+    value = req.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(f"{key} must be an integer")
+    return value
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise invalid("messages must be a non-empty list")
+    for m in value:
+        if (not isinstance(m, dict) or set(m) != {"role", "content"}
+                or not isinstance(m["role"], str) or not isinstance(m["content"], str)):
+            raise invalid('each message must be {"role": string, "content": string}')
+    return value
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if (not isinstance(value, list) or len(value) > MAX_STOP_STRINGS
+            or not all(isinstance(s, str) for s in value)):
+        raise invalid(f"stop must be a list of at most {MAX_STOP_STRINGS} strings")
+    return tuple(value)
+
+
+def _seed(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not 0 <= value < 1 << 64):
+        raise invalid("seed must be null or an integer in 0..2^64-1")
+    return value
+
+
+def _params(req: dict[str, Any], seed: int | None) -> SamplingParams:
+    try:
+        return SamplingParams(
+            max_tokens=_integer(req, "max_tokens", 128),
+            temperature=_number(req, "temperature", 0.0), top_p=_number(req, "top_p", 1.0),
+            top_k=_integer(req, "top_k", 0), seed=seed, stop=_stop(req.get("stop")))
+    except ValueError as e:
+        raise invalid(str(e)) from None
+
+
+def parse_generate(req: dict[str, Any]) -> Generate:
+    """Check a generate request's fields (types and ranges; the context limit
+    is the engine's)."""
+    unknown = set(req) - _GENERATE_FIELDS
+    if unknown:
+        raise invalid(f"unknown field(s): {', '.join(sorted(unknown))}")
+    agent = req.get("agent", "")
+    if not isinstance(agent, str) or len(agent) > MAX_AGENT:
+        raise invalid(f"agent must be a string (at most {MAX_AGENT} characters)")
+    if ("messages" in req) == ("prompt" in req):
+        raise invalid("exactly one of messages and prompt is required")
+    messages = _messages(req["messages"]) if "messages" in req else None
+    prompt = req.get("prompt")
+    if messages is None and (not isinstance(prompt, str) or not prompt):
+        raise invalid("prompt must be a non-empty string")
+    seed = _seed(req.get("seed"))
+    schema = req.get("json_schema")
+    if schema is not None and not isinstance(schema, dict):
+        raise invalid("json_schema must be null or an object")
+    params = _params(req, seed)
+    return Generate(agent, messages, prompt if messages is None else None, params, schema)
+
+
+def queued_line(stream: Stream) -> dict[str, Any]:
+    return {"event": "queued", "request_id": stream.request_id,
+            "prompt_tokens": stream.prompt_tokens, "queued": stream.queued}
+
+
+def done_line(r: Result) -> dict[str, Any]:
+    return {"event": "done", "text": r.text, "finish_reason": r.finish_reason,
+            "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+            "queued_s": round(r.queued_s, 4),
+            "first_token_s": None if r.first_token_s is None else round(r.first_token_s, 4),
+            "total_s": round(r.total_s, 4)}
+
+
+# ---------------------------------------------------------------- show, reload
+
+
+def check_show(req: dict[str, Any]) -> None:
+    if set(req) != {"op"}:
+        raise invalid("show takes no fields")
+
+
+def parse_reload(req: dict[str, Any]) -> str | None:
+    """The path a reload asks for; None: the configured one."""
+    if set(req) - {"op", "path"}:
+        raise invalid("reload takes only path")
+    path = req.get("path")
+    if path is not None and (not isinstance(path, str) or not path.startswith("/")):
+        raise invalid("path must be an absolute path")
+    return path

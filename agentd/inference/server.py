@@ -1,0 +1,394 @@
+"""The socket server: connections, the three ops, and the service's life.
+
+Invariants:
+
+- The socket is mode 0600 in a 0700 directory, and every connection's peer
+  UID (``SO_PEERCRED``) must be allowed: the kernel, not the request, says
+  who asks.
+- One request per connection; a request that ends in an error gets exactly
+  one ``error`` line, then the connection closes. A client that hangs up
+  cancels its request (its sequence is freed for others).
+- A bug in a handler fails that request (``Internal``), never the service.
+- systemd: ``READY=1`` once the socket listens; SIGTERM stops accepting,
+  fails what is in flight with ``Unavailable`` and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from agentd.inference.config import ModelConfig
+from agentd.inference.engine import Engine
+from agentd.inference.errors import (
+    DecodeError,
+    EngineClosed,
+    EngineError,
+    InvalidGrammar,
+    LoadError,
+    Overloaded,
+    RequestTooLong,
+)
+from agentd.inference.lifecycle import Busy, Models
+from agentd.inference.protocol import (
+    LINE_LIMIT,
+    Generate,
+    RequestError,
+    check_show,
+    decode,
+    done_line,
+    encode,
+    invalid,
+    parse_generate,
+    parse_reload,
+    queued_line,
+)
+from agentd.inference.sampling import schema_to_grammar
+from agentd.inference.stream import Stream
+from agentd.inference.unit import sd_notify
+
+log = logging.getLogger("agentd.inference")
+
+REQUEST_TIMEOUT_S = 30.0  # a connection must send its request line within this
+STOP_GRACE_S = 5.0  # SIGTERM: how long in-flight handlers get to say goodbye
+GRAMMAR_CACHE = 64  # JSON Schemas whose grammar is kept
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """A listening socket at ``path``, mode 0600, its directory created (0700)
+    if missing; a stale socket file is replaced, a live one is an error."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise OSError(f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:  # nobody listens: stale
+            path.unlink()
+        else:
+            raise OSError(f"another process is listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def peer_uid(writer: asyncio.StreamWriter) -> int:
+    sock = writer.get_extra_info("socket")
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+class Conn:
+    """One client connection: JSON lines out; writes after the peer left are
+    dropped (the request is being cancelled anyway)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @property
+    def gone(self) -> bool:
+        return self.writer.is_closing()
+
+    def send_nowait(self, *events: dict[str, Any]) -> None:
+        if events and not self.gone:
+            self.writer.write(b"".join(encode(e) for e in events))
+
+    async def send(self, *events: dict[str, Any]) -> None:
+        self.send_nowait(*events)
+        await self.writer.drain()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            await self.writer.wait_closed()
+
+
+async def _until_eof(reader: asyncio.StreamReader) -> None:
+    """Returns when the client has closed (its half of) the connection."""
+    with contextlib.suppress(OSError):
+        while await reader.read(4096):
+            pass
+
+
+class TokenRate:
+    """Completion tokens over the last ``window`` seconds, in one-second buckets."""
+
+    def __init__(self, window: int = 10) -> None:
+        self.window = window
+        self._buckets: collections.deque[list[int]] = collections.deque()
+
+    def add(self, n: int, now: float | None = None) -> None:
+        sec = int(time.monotonic() if now is None else now)
+        if self._buckets and self._buckets[-1][0] == sec:
+            self._buckets[-1][1] += n
+        else:
+            self._buckets.append([sec, n])
+        self._prune(sec)
+
+    def per_second(self, now: float | None = None) -> float:
+        sec = int(time.monotonic() if now is None else now)
+        self._prune(sec)
+        return sum(n for _, n in self._buckets) / self.window
+
+    def _prune(self, sec: int) -> None:
+        while self._buckets and self._buckets[0][0] <= sec - self.window:
+            self._buckets.popleft()
+
+
+class Service:
+    """The socket server and the model it serves."""
+
+    def __init__(self, config_path: str, socket_path: str, allow_uids: set[int],
+                 config: ModelConfig) -> None:
+        self.socket_path = Path(socket_path)
+        self.allow_uids = allow_uids
+        self._stop = asyncio.Event()
+        self.models = Models(config_path, config, self._stop)
+        self.stopping = False
+        self.started = time.time()
+        self.requests_total = self.tokens_generated = self.prompt_tokens = 0
+        self.rate = TokenRate()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._grammars: collections.OrderedDict[str, str] = collections.OrderedDict()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self.models.initial_load()
+        if self._stop.is_set():
+            return 0
+        sock = bind_socket(self.socket_path)
+        server = await asyncio.start_unix_server(self._handle, sock=sock, limit=LINE_LIMIT)
+        log.info("listening on %s (allowed uids: %s)", self.socket_path,
+                 ", ".join(map(str, sorted(self.allow_uids))))
+        sd_notify(f"READY=1\nSTATUS={self.models.status()}")
+        await self._stop.wait()
+        log.info("stopping")
+        sd_notify("STOPPING=1\nSTATUS=stopping")
+        await self._shutdown(server)
+        return 0
+
+    async def _shutdown(self, server: asyncio.AbstractServer) -> None:
+        """Stop accepting, end every connection (generate requests get an
+        ``Unavailable`` error line), then free the engines."""
+        self.stopping = True
+        server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=STOP_GRACE_S)
+        await self.models.close()
+        with contextlib.suppress(OSError):
+            self.socket_path.unlink()
+
+    # ------------------------------------------------------------ connections
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        conn = Conn(reader, writer)
+        try:
+            await self._serve(conn)
+        except RequestError as e:
+            log.warning("%s: %s", e.error, e)
+            with contextlib.suppress(ConnectionError):
+                await conn.send(e.line())
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception as e:  # a bug here must not take the service down
+            log.exception("request failed")
+            with contextlib.suppress(ConnectionError):
+                await conn.send(RequestError("Internal", f"internal error: {e!r}").line())
+        finally:
+            self._handlers.discard(task)
+            await conn.close()
+
+    async def _serve(self, conn: Conn) -> None:
+        uid = peer_uid(conn.writer)
+        if uid not in self.allow_uids:
+            raise RequestError("PermissionDenied", f"uid {uid} may not use this service")
+        req = decode(await self._read_line(conn))
+        if req is None:
+            return
+        op = req.get("op")
+        if op == "generate":
+            await self._generate(conn, parse_generate(req))
+        elif op == "show":
+            check_show(req)
+            await conn.send(self.show())
+        elif op == "reload":
+            await self._reload(conn, parse_reload(req))
+        else:
+            raise invalid(f"unknown op {op!r} (generate, show, reload)")
+
+    async def _read_line(self, conn: Conn) -> bytes:
+        try:
+            return await asyncio.wait_for(conn.reader.readline(), REQUEST_TIMEOUT_S)
+        except TimeoutError:
+            raise invalid(f"no request line within {REQUEST_TIMEOUT_S:g} s") from None
+        except ValueError:  # the limit
+            raise invalid(f"request line longer than {LINE_LIMIT} bytes") from None
+
+    # ------------------------------------------------------------ generate
+
+    async def _generate(self, conn: Conn, gen: Generate) -> None:
+        loaded = self.models.current
+        if loaded is None or self.stopping:
+            raise RequestError("Unavailable", f"no model is loaded ({self.models.config.path});"
+                               " install it and reload")
+        stream = self._submit(loaded.engine, gen)
+        loaded.enter()
+        watch = asyncio.create_task(_until_eof(conn.reader))
+        watch.add_done_callback(lambda _: stream.cancel())
+        try:
+            await self._stream(conn, stream, gen)
+        except asyncio.CancelledError:  # the service is stopping
+            stream.cancel()
+            conn.send_nowait(RequestError("Unavailable", "the inference service is stopping "
+                                          "(the request did not complete)").line())
+            raise
+        finally:
+            watch.cancel()
+            stream.cancel()
+            loaded.leave()
+
+    def _submit(self, engine: Engine, gen: Generate) -> Stream:
+        """Tokenize and queue (synchronously: no other request can slip in
+        between choosing the engine and counting this request on it)."""
+        params = gen.params
+        if gen.json_schema is not None:
+            params = replace(params, grammar=self._grammar(gen.json_schema))
+        try:
+            if gen.messages is not None:
+                tokens = engine.chat_tokens(gen.messages)
+            else:
+                assert gen.prompt is not None
+                tokens = engine.tokenize(gen.prompt, add_special=True, parse_special=True)
+            return engine.submit(tokens, params, agent=gen.agent)
+        except Overloaded as e:
+            raise RequestError("Overloaded", str(e)) from None
+        except RequestTooLong as e:
+            raise RequestError("RequestTooLong", str(e)) from None
+        except InvalidGrammar as e:
+            raise RequestError("InvalidSchema", str(e)) from None
+        except EngineClosed as e:
+            raise RequestError("Unavailable", str(e)) from None
+        except (EngineError, ValueError) as e:  # chat template, empty prompt
+            raise invalid(str(e)) from None
+
+    def _grammar(self, schema: dict[str, Any]) -> str:
+        key = json.dumps(schema, sort_keys=True)
+        gbnf = self._grammars.get(key)
+        if gbnf is None:
+            try:
+                gbnf = schema_to_grammar(schema)
+            except InvalidGrammar as e:
+                raise RequestError("InvalidSchema", str(e)) from None
+            self._grammars[key] = gbnf
+            if len(self._grammars) > GRAMMAR_CACHE:
+                self._grammars.popitem(last=False)
+        self._grammars.move_to_end(key)
+        return gbnf
+
+    async def _stream(self, conn: Conn, stream: Stream, gen: Generate) -> None:
+        self.requests_total += 1
+        self.prompt_tokens += stream.prompt_tokens
+        await conn.send(queued_line(stream))
+        async for tokens in stream.chunks():
+            self.tokens_generated += len(tokens)
+            self.rate.add(len(tokens))
+            await conn.send(*({"event": "token", "text": t.text} for t in tokens if t.text))
+        try:
+            r = await stream.result()
+        except DecodeError as e:
+            raise RequestError("Internal", str(e)) from None
+        except EngineClosed as e:
+            raise RequestError("Unavailable", str(e)) from None
+        if r.finish_reason == "cancelled":  # the client went away
+            log.debug("generate #%d agent=%s cancelled after %d tokens", r.request_id,
+                      gen.agent, r.completion_tokens)
+            return
+        log.debug("generate #%d agent=%s prompt=%d completion=%d %s queued=%.3fs "
+                  "first=%.3fs total=%.3fs", r.request_id, gen.agent, r.prompt_tokens,
+                  r.completion_tokens, r.finish_reason, r.queued_s, r.first_token_s or 0,
+                  r.total_s)
+        await conn.send(done_line(r))
+
+    # ------------------------------------------------------------ show, reload
+
+    def show(self) -> dict[str, Any]:
+        models = self.models
+        loaded = models.current
+        stats = [e.stats() for e in models.engines()]
+        state = "reloading" if models.reloading else ("loaded" if loaded else "unloaded")
+        return {"event": "done", "state": state,
+                "model": loaded.info if loaded else None,
+                "config": (loaded.config if loaded else models.config).as_dict(),
+                "stats": {
+                    "queued": sum(s["queued"] for s in stats),
+                    "active": sum(s["active"] for s in stats),
+                    "requests_total": self.requests_total,
+                    "tokens_generated": self.tokens_generated,
+                    "prompt_tokens": self.prompt_tokens,
+                    "tokens_per_second": round(self.rate.per_second(), 1),
+                    "loaded_at": round(loaded.loaded_at, 3) if loaded else None,
+                    "uptime_s": round(time.time() - self.started, 1)}}
+
+    async def _reload(self, conn: Conn, path: str | None) -> None:
+        try:
+            with self.models.one_reload():
+                await self._do_reload(conn, path)
+        except Busy as e:
+            raise RequestError("Busy", str(e)) from None
+
+    async def _do_reload(self, conn: Conn, path: str | None) -> None:
+        try:
+            new, load_s = await self.models.reload(path, _progress_lines(conn))
+            with contextlib.suppress(ConnectionError):
+                await conn.send({"event": "done", "model": new.info, "load_s": round(load_s, 3)})
+        except LoadError as e:
+            raise RequestError("LoadError", str(e)) from None
+        except asyncio.CancelledError:  # the service is stopping
+            conn.send_nowait(RequestError("LoadError", "the inference service is stopping "
+                                          "(nothing was loaded)").line())
+            raise
+
+
+def _progress_lines(conn: Conn) -> Callable[[float], None]:
+    """A load's progress as ``progress`` lines, at most one per percent."""
+    sent = -1
+
+    def forward(fraction: float) -> None:
+        nonlocal sent
+        pct = int(fraction * 100)
+        if pct > sent and not conn.gone:
+            sent = pct
+            conn.send_nowait({"event": "progress", "fraction": round(fraction, 3)})
+
+    return forward

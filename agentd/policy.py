@@ -1,0 +1,264 @@
+"""Who may do what: the one place that decides "may CALLER do ACTION on RESOURCE".
+
+Every D-Bus method declares an action (agentd.api.access.rule) and every action
+has one Rule in RULES; an action without a rule is refused, so a method nobody
+thought about is closed, not open (deny by default). The engine asks the same
+Policy again with the resource in hand (the agent, task or project), so a rule
+holds whichever way the engine is reached.
+
+Three sources decide, all from the caller's UID, which the bus reports and no
+caller can forge (each agent *is* a UID, so no tokens are needed):
+
+- agentd's own rules: an agent speaks only for itself (the Runtime
+  interface, its own Agent object); a person manages what it owns;
+- root and members of the admin group (agentd.toml ``admin_group``) are
+  administrators, as they always were;
+- polkit, as systemd, firewalld and udisks use it: a person who is neither
+  may still be made an administrator *for one action* by the polkit action
+  the rule names (org.agentos.agentd1.*), so an admin can grant it with a
+  rules file in /etc/polkit-1/rules.d. polkit is asked asynchronously by the
+  bus layer (agentd.api.access) before the call reaches the engine; what it
+  says travels with the Caller (``admin_for``).
+
+Every denial is one audit row (result "denied", with the reason) before the
+PermissionDenied is raised.
+"""
+
+from __future__ import annotations
+
+import enum
+import grp
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .errors import PermissionDenied
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A caller as the bus reported it. ``admin_for`` lists the polkit actions
+    polkit granted for this call (filled in by the bus layer)."""
+
+    uid: int
+    gids: frozenset[int] = field(default_factory=frozenset)
+    pid: int = 0
+    bus_name: str = ""
+    admin_for: frozenset[str] = field(default_factory=frozenset)
+
+
+AGENTD = Caller(uid=0)  # agentd itself, for repairs and scheduling it does on its own
+
+
+class Role(enum.Enum):
+    ADMIN = "admin"
+    USER = "user"
+    AGENT = "agent"
+
+
+class Scope(enum.Enum):
+    """Who a rule lets through."""
+
+    ANYONE = "anyone"  # any caller; what it returns is filtered per caller
+    PERSON = "person"  # any local user but not an agent; rows filtered by ownership
+    OWNER = "owner"  # the resource's owner, or an administrator; never an agent
+    VIEWER = "viewer"  # OWNER, or the agent the resource is
+    ADMIN = "admin"  # administrators only
+    SELF = "self"  # an agent, about itself (the Runtime interface)
+
+
+# polkit actions (policies/org.agentos.agentd1.policy)
+MANAGE = "org.agentos.agentd1.manage-agents"
+AUDIT = "org.agentos.agentd1.read-audit"
+QUOTA = "org.agentos.agentd1.set-quota"
+RELOAD = "org.agentos.agentd1.reload-model"
+
+MANAGER_ONLY_PEOPLE = "agents may not use the Manager interface"
+TASKS_ONLY_PEOPLE = "agents may not use the Tasks interface"
+NO_AGENT_MANAGES = "agents may not manage agents"
+
+
+@dataclass(frozen=True)
+class Rule:
+    scope: Scope
+    polkit: str | None = None  # the polkit action that makes a person an admin here
+    agents: str = "agents may not do this"  # why an agent is refused (if it is)
+    what: str = ""  # for "only administrators may WHAT"
+
+
+_M, _T = MANAGER_ONLY_PEOPLE, TASKS_ONLY_PEOPLE
+RULES: dict[str, Rule] = {
+    # Manager and Agent objects
+    "agent.create": Rule(Scope.PERSON, MANAGE, "agents may not create agents"),
+    "agent.get": Rule(Scope.OWNER, MANAGE, _M),
+    "agent.list": Rule(Scope.PERSON, MANAGE, _M),
+    "agent.show": Rule(Scope.OWNER, MANAGE, _M),
+    "agent.describe": Rule(Scope.VIEWER, MANAGE),
+    "agent.start": Rule(Scope.OWNER, MANAGE, NO_AGENT_MANAGES),
+    "agent.stop": Rule(Scope.OWNER, MANAGE, NO_AGENT_MANAGES),
+    "agent.remove": Rule(Scope.OWNER, MANAGE, NO_AGENT_MANAGES),
+    "template.list": Rule(Scope.PERSON, None, _M),
+    "template.show": Rule(Scope.PERSON, None, _M),
+    "audit.list": Rule(Scope.PERSON, AUDIT, _M),
+    "audit.verify": Rule(Scope.ADMIN, AUDIT, _M, "verify the audit log"),
+    # Runtime: an agent about itself
+    "runtime.register": Rule(Scope.SELF),
+    "runtime.heartbeat": Rule(Scope.SELF),
+    "task.claim": Rule(Scope.SELF),
+    "task.completed": Rule(Scope.SELF),
+    "task.failed": Rule(Scope.SELF),
+    "task.blocked": Rule(Scope.SELF),
+    "model.think": Rule(Scope.SELF),
+    # Tasks
+    "project.create": Rule(Scope.PERSON, MANAGE, _T),
+    "project.list": Rule(Scope.PERSON, MANAGE, _T),
+    "project.show": Rule(Scope.OWNER, MANAGE, _T),
+    "project.remove": Rule(Scope.OWNER, MANAGE, _T),
+    "task.create": Rule(Scope.PERSON, MANAGE, _T),
+    "task.list": Rule(Scope.PERSON, MANAGE, _T),
+    "task.show": Rule(Scope.OWNER, MANAGE, _T),
+    "artifact.read": Rule(Scope.OWNER, MANAGE, _T),
+    "task.cancel": Rule(Scope.OWNER, MANAGE, _T),
+    "task.retry": Rule(Scope.OWNER, MANAGE, _T),
+    "task.unblock": Rule(Scope.OWNER, MANAGE, _T),
+    # Model
+    "model.show": Rule(Scope.ANYONE),
+    "model.reload": Rule(Scope.ADMIN, RELOAD, what="reload the model"),
+    "model.chat": Rule(Scope.OWNER, MANAGE, "agents may not chat with agents"),
+    "quota.list": Rule(Scope.ANYONE, MANAGE),
+    "usage.list": Rule(Scope.ANYONE, MANAGE),
+    "quota.set": Rule(Scope.ADMIN, QUOTA, what="change quotas"),
+    "quota.reset": Rule(Scope.ADMIN, QUOTA, what="change quotas"),
+}
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What an action is about, as far as deciding and auditing need it."""
+
+    kind: str  # agent | task | project
+    name: str  # for messages: an agent's name, a task id, a project name
+    owner_uid: int
+    agent: str | None = None  # the agent the resource is or belongs to
+    agent_uid: int | None = None
+    task_id: int | None = None
+
+
+class AuditSink(Protocol):
+    def append(self, action: str, *, actor_uid: int, agent: str | None = None,
+               agent_uid: int | None = None, result: str = "ok",
+               task_id: int | None = None, **detail: object) -> object: ...
+
+
+class Policy:
+    def __init__(self, admin_group: str, is_agent_uid: Callable[[int], bool],
+                 audit: AuditSink) -> None:
+        self.admin_group = admin_group
+        self.is_agent_uid = is_agent_uid
+        self.audit = audit
+
+    def admin_gid(self) -> int | None:
+        try:
+            return grp.getgrnam(self.admin_group).gr_gid
+        except KeyError:
+            return None
+
+    def role(self, caller: Caller, action: str | None = None) -> Role:
+        """ADMIN, USER or AGENT; polkit's grant counts for the action it was asked for."""
+        if caller.uid == 0:
+            return Role.ADMIN
+        if self.is_agent_uid(caller.uid):  # before groups: an agent is never an admin
+            return Role.AGENT
+        gid = self.admin_gid()
+        if gid is not None and gid in caller.gids:
+            return Role.ADMIN
+        rule = RULES.get(action or "")
+        if rule is not None and rule.polkit is not None and rule.polkit in caller.admin_for:
+            return Role.ADMIN
+        return Role.USER
+
+    def needs_polkit(self, caller: Caller, action: str) -> str | None:
+        """The polkit action worth asking about for this call, if any: only for a
+        person whom agentd's own rules do not already make an administrator."""
+        rule = RULES.get(action)
+        if rule is None or rule.polkit is None:
+            return None
+        if self.role(caller) is not Role.USER:
+            return None
+        return rule.polkit
+
+    def check(self, caller: Caller, action: str, resource: Resource | None = None) -> Role:
+        """CALLER's role if it may do ACTION (on RESOURCE, when given); else audit
+        the denial and raise PermissionDenied. Without a resource, only what the
+        caller is decides (the bus layer's check before the engine loads anything)."""
+        rule = RULES.get(action)
+        if rule is None:
+            self._deny(caller, action, resource, f"no rule allows {action}")
+        assert rule is not None
+        role = self.role(caller, action)
+        reason = self._refusal(caller, role, action, rule, resource)
+        if reason:
+            self._deny(caller, action, resource, reason)
+        return role
+
+    def _refusal(self, caller: Caller, role: Role, action: str, rule: Rule,
+                 resource: Resource | None) -> str:
+        """Why CALLER may not, or "" if it may."""
+        scope = rule.scope
+        if scope is Scope.ANYONE:
+            return ""
+        if scope is Scope.SELF:
+            if role is not Role.AGENT:
+                return f"uid {caller.uid} is not an agent"
+            if resource is not None and resource.agent_uid != caller.uid:
+                return f"{resource.kind} {resource.name} is not the caller's"
+            return ""
+        if role is Role.AGENT:
+            if scope is Scope.VIEWER and (resource is None or resource.agent_uid == caller.uid):
+                return ""
+            return rule.agents
+        if scope is Scope.ADMIN:
+            return "" if role is Role.ADMIN else \
+                f"only administrators may {rule.what or 'do this'}"
+        if resource is None or role is Role.ADMIN or scope is Scope.PERSON:
+            return ""
+        if resource.owner_uid == caller.uid:
+            return ""
+        return f"{resource.kind} {resource.name} belongs to another user" \
+            if resource.kind != "agent" else \
+            f"uid {caller.uid} may not {action.split('.')[-1]} this agent"
+
+    def _deny(self, caller: Caller, action: str, resource: Resource | None,
+              reason: str) -> None:
+        self.audit.append(
+            action, actor_uid=caller.uid, result="denied", reason=reason,
+            agent=resource.agent if resource else None,
+            agent_uid=resource.agent_uid if resource else None,
+            task_id=resource.task_id if resource else None,
+            **({"project": resource.name} if resource and resource.kind == "project" else {}))
+        raise PermissionDenied(reason)
+
+    # -- row filters: what a PERSON- or ANYONE-scoped listing shows ----------------
+    def sees(self, caller: Caller, action: str, owner_uid: int,
+             agent_uid: int | None = None) -> bool:
+        """Whether a row owned by OWNER_UID (about AGENT_UID) shows in CALLER's list."""
+        role = self.role(caller, action)
+        if role is Role.ADMIN:
+            return True
+        if role is Role.AGENT:
+            return agent_uid is not None and agent_uid == caller.uid
+        return owner_uid == caller.uid
+
+    def sees_entry(self, caller: Caller, actor_uid: int, agent: Resource | None) -> bool:
+        """Whether an audit row shows to CALLER: administrators see all of it; a
+        person sees what it did and what was done to AGENT, the row's agent, if
+        that agent (same name and UID) exists now and is the caller's."""
+        if self.role(caller, "audit.list") is Role.ADMIN:
+            return True
+        return actor_uid == caller.uid or (agent is not None and agent.owner_uid == caller.uid)
+
+    def may_manage(self, caller: Caller, owner_uid: int, action: str = "agent.start") -> bool:
+        """Whether CALLER manages what OWNER_UID owns (no audit: for routing choices)."""
+        role = self.role(caller, action)
+        return role is Role.ADMIN or (role is Role.USER and owner_uid == caller.uid)
+

@@ -1,0 +1,201 @@
+"""Tasks, projects and artifacts in SQLite: rows <-> records, and the queries.
+
+Invariant: this module never writes a task row. It reads tasks, and it writes
+what has no status (projects, artifact rows); every task insert and status change
+is in lifecycle.py, which checks the transition table and the row's version.
+Keeping the SQL that reads tasks here and the SQL that changes them there is what
+makes that rule checkable by reading one file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..errors import AlreadyExists, Busy, InvalidArgument
+from ..store import Store
+from .model import FILTER_KEYS, PRIORITIES, STATUSES, Artifact, Task
+
+Row = dict[str, Any]
+
+# Tasks an agent still has to finish (or start): they keep its unit up.
+_OPEN = "('pending', 'in_progress')"
+
+
+class Repository:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- tasks ---------------------------------------------------------------------------
+    def task(self, row: Row, known: Task | None = None) -> Task:
+        """A Task from a tasks row; KNOWN (the same task, earlier) saves re-reading
+        its dependencies and project, which no transition changes."""
+        if known is not None:
+            deps, project = known.after, known.project
+        else:
+            deps, project = self._deps_of(row["id"]), self._project_name(row["project_id"])
+        return Task(
+            id=row["id"], title=row["title"], description=row["description"],
+            project=project, owner_uid=row["owner_uid"], needs=tuple(json.loads(row["needs"])),
+            priority=PRIORITIES[row["priority"]], status=row["status"],
+            pinned_agent=row["pinned_agent"], agent=row["agent"], exec=row["exec"],
+            max_attempts=row["max_attempts"], attempts=row["attempts"],
+            not_before=row["not_before"], lease_expires=row["lease_expires"],
+            result=row["result"], error=row["error"], block_reason=row["block_reason"],
+            notes=tuple(json.loads(row["notes"])), created_at=row["created_at"],
+            updated_at=row["updated_at"], started_at=row["started_at"],
+            finished_at=row["finished_at"], version=row["version"], after=deps,
+        )
+
+    def _deps_of(self, task_id: int) -> tuple[int, ...]:
+        return tuple(r["depends_on"] for r in self.store.query(
+            "SELECT depends_on FROM task_deps WHERE task_id=? ORDER BY depends_on", (task_id,)))
+
+    def _project_name(self, project_id: int | None) -> str:
+        if project_id is None:
+            return ""
+        return self.store.scalar("SELECT name FROM projects WHERE id=?", (project_id,)) or ""
+
+    def find(self, task_id: int) -> Task | None:
+        rows = self.store.query("SELECT * FROM tasks WHERE id=?", (task_id,))
+        return self.task(rows[0]) if rows else None
+
+    def reread(self, task_id: int, known: Task | None = None) -> Task:
+        """The row of a task known to exist (one just written)."""
+        return self.task(self.store.query("SELECT * FROM tasks WHERE id=?", (task_id,))[0],
+                         known=known)
+
+    def tasks(self, owner_uid: int | None, filters: dict[str, Any]) -> list[Task]:
+        """ListTasks: OWNER_UID's tasks (None: everyone's), newest first."""
+        unknown = set(filters) - FILTER_KEYS
+        if unknown:
+            raise InvalidArgument(f"unknown filter(s): {', '.join(sorted(unknown))}")
+        sql, params = "SELECT * FROM tasks WHERE 1=1", []
+        if owner_uid is not None:
+            sql += " AND owner_uid=?"
+            params.append(owner_uid)
+        if filters.get("status"):
+            if filters["status"] not in STATUSES:
+                raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}")
+            sql += " AND status=?"
+            params.append(filters["status"])
+        if filters.get("priority"):
+            if filters["priority"] not in PRIORITIES:
+                raise InvalidArgument(f"priority must be one of {', '.join(PRIORITIES)}")
+            sql += " AND priority=?"
+            params.append(PRIORITIES.index(filters["priority"]))
+        if filters.get("agent"):
+            sql += " AND agent=?"
+            params.append(filters["agent"])
+        if filters.get("project"):
+            sql += " AND project_id=(SELECT id FROM projects WHERE name=? AND state='active')"
+            params.append(filters["project"])
+        limit = filters.get("limit") or 1000
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(max(1, min(int(limit), 10000)))
+        return [self.task(r) for r in self.store.query(sql, tuple(params))]
+
+    # -- what the scheduler and the claims look at ----------------------------------------
+    def claimable(self, agent: str, owner_uid: int, now: float) -> list[Row]:
+        """Narrow rows, best first: tasks assigned to AGENT, then unassigned ones it
+        may take (pinned to it, or its owner's). Two indexed look-ups."""
+        rows = self.store.query(
+            "SELECT id, agent, needs, exec FROM tasks WHERE agent=? AND status='pending' "
+            "AND not_before<=? ORDER BY priority DESC, id LIMIT 64", (agent, now))
+        return rows + self.store.query(
+            "SELECT id, agent, needs, exec FROM tasks WHERE status='pending' AND "
+            "agent IS NULL AND not_before<=? AND "
+            "(pinned_agent=? OR (pinned_agent IS NULL AND owner_uid=?)) "
+            "ORDER BY priority DESC, id LIMIT 64", (now, agent, owner_uid))
+
+    def unassigned(self, now: float) -> list[Row]:
+        return self.store.query(
+            "SELECT * FROM tasks WHERE status='pending' AND agent IS NULL AND not_before<=? "
+            "ORDER BY priority DESC, id LIMIT 1000", (now,))
+
+    def with_an_agent(self) -> list[Row]:
+        """Pending tasks assigned or pinned to an agent (which may be gone)."""
+        return self.store.query(
+            "SELECT * FROM tasks WHERE status='pending' AND "
+            "(agent IS NOT NULL OR pinned_agent IS NOT NULL)")
+
+    def waiting_agents(self, now: float) -> set[str]:
+        """Agents with a pending task assigned to them that may run now."""
+        return {r["agent"] for r in self.store.query(
+            "SELECT DISTINCT agent FROM tasks WHERE status='pending' AND agent IS NOT NULL "
+            "AND not_before<=?", (now,))}
+
+    def load(self) -> dict[str, int]:
+        """Open tasks per agent."""
+        return {r["agent"]: r["n"] for r in self.store.query(
+            f"SELECT agent, count(*) AS n FROM tasks WHERE agent IS NOT NULL AND status IN "
+            f"{_OPEN} GROUP BY agent")}
+
+    def busy_agents(self) -> set[str]:
+        return {r["agent"] for r in self.store.query(
+            f"SELECT DISTINCT agent FROM tasks WHERE agent IS NOT NULL AND status IN {_OPEN}")}
+
+    def unmet_deps(self) -> set[int]:
+        """Tasks waiting for a dependency that has not completed."""
+        return {r["task_id"] for r in self.store.query(
+            "SELECT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.depends_on "
+            "JOIN tasks w ON w.id = d.task_id "
+            "WHERE t.status != 'completed' AND w.status = 'pending'")}
+
+    def lapsed(self, now: float) -> list[Row]:
+        return self.store.query(
+            "SELECT * FROM tasks WHERE status='in_progress' AND lease_expires<?", (now,))
+
+    def running_on(self, agent: str) -> list[Row]:
+        return self.store.query(
+            "SELECT * FROM tasks WHERE status='in_progress' AND agent=?", (agent,))
+
+    # -- projects --------------------------------------------------------------------------
+    def project(self, name: str) -> Row | None:
+        rows = self.store.query("SELECT * FROM projects WHERE name=? AND state='active'",
+                                (name,))
+        return rows[0] if rows else None
+
+    def projects(self) -> list[Row]:
+        return self.store.query(
+            "SELECT p.*, (SELECT count(*) FROM tasks t WHERE t.project_id=p.id) AS tasks "
+            "FROM projects p WHERE state='active' ORDER BY name")
+
+    def project_counts(self, project_id: int) -> dict[str, int]:
+        """Tasks of the project per status."""
+        return {r["status"]: r["n"] for r in self.store.query(
+            "SELECT status, count(*) AS n FROM tasks WHERE project_id=? GROUP BY status",
+            (project_id,))}
+
+    def add_project(self, name: str, description: str, owner_uid: int) -> None:
+        """Insert; call inside the transaction that audits it."""
+        if self.store.scalar("SELECT 1 FROM projects WHERE name=? AND state='active'",
+                             (name,)):
+            raise AlreadyExists(f"a project named {name!r} already exists")
+        self.store.execute(
+            "INSERT INTO projects (name, description, owner_uid, state, created_at) "
+            "VALUES (?,?,?,'active',?)", (name, description, owner_uid, time.time()))
+
+    def retire_project(self, row: Row) -> None:
+        """Mark removed; refused while it has unfinished tasks. Call inside the
+        transaction that audits it."""
+        open_tasks = self.store.scalar(
+            "SELECT count(*) FROM tasks WHERE project_id=? AND status IN "
+            "('pending', 'in_progress', 'blocked')", (row["id"],))
+        if open_tasks:
+            raise Busy(f"project {row['name']!r} has {open_tasks} unfinished task(s); "
+                       "cancel them first")
+        self.store.execute("UPDATE projects SET state='removed' WHERE id=?", (row["id"],))
+
+    # -- artifacts ---------------------------------------------------------------------------
+    def artifacts(self, task_id: int) -> list[Artifact]:
+        return [Artifact(r["task_id"], r["name"], r["type"], r["path"], r["size"], r["sha256"])
+                for r in self.store.query(
+                    "SELECT * FROM artifacts WHERE task_id=? ORDER BY name", (task_id,))]
+
+    def add_artifact(self, task_id: int, art: Artifact, now: float) -> None:
+        self.store.execute(
+            "INSERT OR REPLACE INTO artifacts (task_id, name, type, path, size, sha256,"
+            " created_at) VALUES (?,?,?,?,?,?,?)",
+            (task_id, art.name, art.type, art.path, art.size, art.sha256, now))

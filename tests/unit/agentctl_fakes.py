@@ -1,0 +1,126 @@
+"""A fake of agentctl.client.AgentdClient and sample data, for the agentctl tests.
+
+Test modules import this, never each other.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fnmatch
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+NOBODY_UID = 3_999_999_999  # no such user on any test machine
+
+AGENTS = [
+    {"name": "scout", "template": "research", "state": "active", "uid": 61001,
+     "owner_uid": 0, "path": "/org/agentos/agentd1/agent/scout"},
+    {"name": "alpha", "template": "ops", "state": "failed", "uid": 61000,
+     "owner_uid": NOBODY_UID, "path": "/org/agentos/agentd1/agent/alpha"},
+]
+
+DESCRIBE = {
+    "name": "scout", "uid": 61001, "gid": 61001, "owner_uid": 0, "template": "research",
+    "profile": "offline", "state": "ready", "home": "/home/agents/scout",
+    "unit": "agent-scout.service", "created_at": 1700000000.5, "memory_max": 512 << 20,
+    "cpu_quota": 150, "tasks_max": 128, "online": True, "active_state": "active",
+    "sub_state": "running", "main_pid": 4242, "memory_current": 12_582_912,
+    "cpu_usage_nsec": 1_500_000_000, "tasks_current": 3, "future_field": "x",
+}
+
+
+def entry(seq: int, **kw: Any) -> dict[str, Any]:
+    e = {"seq": seq, "ts": 1700000000.0 + seq, "actor_uid": 0, "action": "agent.create",
+         "agent": "scout", "agent_uid": 61001, "result": "ok", "detail": {"template": "t"},
+         "hash": f"h{seq}"}
+    e.update(kw)
+    return e
+
+
+def matches(e: dict[str, Any], types: Sequence[str]) -> bool:
+    return not types or any(fnmatch.fnmatchcase(e["action"], t) for t in types)
+
+
+class FakeClient:
+    """The AgentdClient methods, answering from canned data and recording calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.fail: dict[str, Exception] = {}
+        self.audit = [entry(i) for i in range(1, 8)]
+        self.job_result = "done"
+        self.live: list[dict[str, Any]] = []
+        self.verdict = {"ok": True, "checked": 7, "message": "ok"}
+
+    def _record(self, method: str, *args: Any) -> None:
+        self.calls.append((method, *args))
+        if method in self.fail:
+            raise self.fail[method]
+
+    async def create_agent(self, name: str, template: str, limits: dict) -> str:
+        self._record("create_agent", name, template, limits)
+        return f"/org/agentos/agentd1/agent/{name}"
+
+    async def get_agent(self, name: str) -> str:
+        self._record("get_agent", name)
+        return f"/org/agentos/agentd1/agent/{name}"
+
+    async def list_agents(self) -> list[dict[str, Any]]:
+        self._record("list_agents")
+        return [dict(a) for a in AGENTS]
+
+    async def describe_agent(self, name: str) -> dict[str, Any]:
+        self._record("describe_agent", name)
+        return dict(DESCRIBE, name=name)
+
+    async def start_agent(self, name: str, wait: bool = True) -> str:
+        self._record("start_agent", name, wait)
+        return self.job_result if wait else "queued"
+
+    async def stop_agent(self, name: str, wait: bool = True) -> str:
+        self._record("stop_agent", name, wait)
+        return self.job_result if wait else "queued"
+
+    async def remove_agent(self, name: str, keep_home: bool = False) -> None:
+        self._record("remove_agent", name, keep_home)
+
+    async def list_templates(self) -> list[dict[str, Any]]:
+        self._record("list_templates")
+        return [{"name": "research", "description": "Reads and summarises",
+                 "profile": "offline", "capabilities": ["read", "summarise"]}]
+
+    async def describe_template(self, name: str) -> dict[str, Any]:
+        self._record("describe_template", name)
+        return {"name": name, "capabilities": ["read"], "memory_max": 1 << 30,
+                "system_prompt": "line one\nline two"}
+
+    async def list_events(self, after_seq: int = 0, limit: int = 1000,
+                          types: Sequence[str] = ()) -> list[dict]:
+        """As agentd answers ListEvents: the rows after AFTER_SEQ whose action matches
+        one of the globs TYPES (all rows if none), at most LIMIT."""
+        self._record("list_events", after_seq, limit, tuple(types))
+        return [e for e in self.audit if e["seq"] > after_seq and matches(e, types)][:limit]
+
+    async def audit_head(self) -> int:
+        self._record("audit_head")
+        return max((e["seq"] for e in self.audit), default=0)
+
+    async def verify_audit(self) -> dict[str, Any]:
+        self._record("verify_audit")
+        return self.verdict
+
+    async def follow_events(self, after_seq: int = 0, types: Sequence[str] = ()
+                            ) -> AsyncIterator[dict[str, Any]]:
+        self._record("follow_events", after_seq, tuple(types))
+        for e in self.live:
+            if e["seq"] > after_seq and matches(e, types):
+                yield e
+
+    async def status(self) -> dict[str, Any]:
+        self._record("status")
+        return {"version": "0.1.0", "start_timestamp": 1_700_000_000_000_000, "n_agents": 2,
+                "n_online": 1, "config": {"uid_min": "61000", "admin_group": "agentadm"}}
+
+
+def local_iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")

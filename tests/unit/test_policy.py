@@ -1,0 +1,281 @@
+"""agentd.policy through the bus layer: every D-Bus method declares a rule, and
+agents, non-owners and owners who are not administrators are each refused
+every method they must not call, with an audit row for each refusal.
+
+The service objects are called as local sdbus objects (no bus): a Callers
+stand-in reports a fixed caller, so the whole path from the @rule decorator
+through the engine's own check is the one agentd serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sdbus.dbus_proxy_async_method import DbusMethodAsync
+from world import ALICE, BOB, ROOT, World
+
+from agentd.api import interfaces
+from agentd.api.access import ACTION, Callers
+from agentd.api.errors import AgentdDbusError, short_name
+from agentd.api.manager import AgentObject, ManagerObject
+from agentd.api.model import ModelObject
+from agentd.api.runtime import RuntimeObject
+from agentd.api.tasks import TasksObject
+from agentd.errors import PermissionDenied
+from agentd.eventlog import EventLog
+from agentd.modelclient import ModelClient
+from agentd.policy import RULES, Caller, Policy, Scope
+from agentd.quotas import Meter
+from agentd.tasks.queue import TaskQueue
+from agentd.thinking import Thinking
+
+SERVICES = {
+    interfaces.ManagerInterface: ManagerObject,
+    interfaces.AgentInterface: AgentObject,
+    interfaces.RuntimeInterface: RuntimeObject,
+    interfaces.TasksInterface: TasksObject,
+    interfaces.ModelInterface: ModelObject,
+}
+
+
+def dbus_methods(cls: type) -> dict[str, DbusMethodAsync]:
+    return {name: m for name, m in vars(cls).items() if isinstance(m, DbusMethodAsync)}
+
+
+def declared(service: type, name: str) -> str | None:
+    return getattr(vars(service)[name].original_method, ACTION, None)
+
+
+def test_every_method_of_every_interface_declares_a_rule() -> None:
+    assert set(SERVICES) == {
+        v for v in vars(interfaces).values()
+        if isinstance(v, type) and v.__module__ == interfaces.__name__}
+    used = set()
+    for interface, service in SERVICES.items():
+        methods = dbus_methods(interface)
+        assert methods, interface
+        for name, method in methods.items():
+            action = declared(service, name)
+            assert action in RULES, f"{method.method_name} of {interface.__name__} has no rule"
+            used.add(action)
+    assert used == set(RULES), f"rules no method declares: {set(RULES) - used}"
+
+
+def test_an_undeclared_action_is_refused_and_audited(w: World) -> None:
+    with pytest.raises(PermissionDenied, match=r"no rule allows agent\.frobnicate"):
+        w.reg.policy.check(ROOT, "agent.frobnicate")
+    assert w.audit.entries(limit=1000)[-1].result == "denied"
+
+
+class FixedCallers(Callers):
+    """Every call comes from one caller; polkit, when given, is a set of grants."""
+
+    def __init__(self, policy: Policy, caller: Caller, grants: set[str] = frozenset()) -> None:
+        super().__init__(None, policy, _Grants(grants))
+        self.caller = caller
+
+    async def credentials(self) -> Caller:
+        return self.caller
+
+
+class _Grants:
+    def __init__(self, grants: set[str]) -> None:
+        self.grants = grants
+        self.asked: list[str] = []
+
+    async def allowed(self, caller: Caller, action_id: str) -> bool:
+        self.asked.append(action_id)
+        return action_id in self.grants
+
+
+class Api:
+    """agentd's five service objects over a World, called as CALLER."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.w = World(tmp_path)
+        self.queue = TaskQueue(self.w.store, self.w.reg)
+        self.meter = Meter(self.w.cfg, self.w.store, self.w.audit, self.w.reg)
+        self.thinking = Thinking(self.w.reg, self.meter,
+                                 ModelClient(tmp_path / "no-model.sock", patience_s=0.1),
+                                 self.w.audit)
+        self.a1 = self.w.run(self.w.reg.create(ALICE, "a1", "sandbox"))
+        self.a2 = self.w.run(self.w.reg.create(ALICE, "a2", "sandbox"))
+        self.queue.create_project(ALICE, "p1")
+        self.task = self.queue.submit(ALICE, {"title": "t", "project": "p1"}).id
+
+    def objects(self, caller: Caller, grants: set[str] = frozenset()) -> dict[str, Any]:
+        callers = FixedCallers(self.w.reg.policy, caller, grants)
+        return {
+            "manager": ManagerObject(self.w.reg, EventLog(self.w.audit, self.w.reg,
+                                                          self.w.reg.policy), callers, None),
+            "agent": AgentObject(self.w.reg, callers, "a2"),
+            "runtime": RuntimeObject(self.w.reg, self.queue, callers, self.thinking),
+            "tasks": TasksObject(self.queue, callers),
+            "model": ModelObject(self.thinking, self.meter, callers),
+        }
+
+    def calls(self) -> dict[tuple[str, str], tuple]:
+        t = self.task
+        hello = json.dumps([{"role": "user", "content": "hi"}])
+        return {
+            ("manager", "create_agent"): ("a3", "sandbox", {}),
+            ("manager", "get_agent"): ("a1",),
+            ("manager", "list_agents"): (),
+            ("manager", "describe_agent"): ("a1",),
+            ("manager", "start_agent"): ("a1",),
+            ("manager", "stop_agent"): ("a1",),
+            ("manager", "remove_agent"): ("a1", False),
+            ("manager", "list_templates"): (),
+            ("manager", "describe_template"): ("sandbox",),
+            ("manager", "list_audit_entries"): (0, 10),
+            ("manager", "list_events"): (0, 10, ["task.*"]),
+            ("manager", "verify_audit"): (),
+            ("agent", "start"): (),
+            ("agent", "stop"): (),
+            ("agent", "remove"): (False,),
+            ("agent", "describe"): (),
+            ("runtime", "register"): (),
+            ("runtime", "heartbeat"): (),
+            ("runtime", "claim_task"): (0,),
+            ("runtime", "complete_task"): (t, 1, "{}", []),
+            ("runtime", "fail_task"): (t, 1, "no", "", []),
+            ("runtime", "block_task"): (t, 1, "why"),
+            ("runtime", "think"): (hello, {}),
+            ("tasks", "create_project"): ("p2", ""),
+            ("tasks", "list_projects"): (),
+            ("tasks", "describe_project"): ("p1",),
+            ("tasks", "remove_project"): ("p1",),
+            ("tasks", "submit_task"): ({"title": ("s", "x")},),
+            ("tasks", "list_tasks"): ({},),
+            ("tasks", "describe_task"): (t,),
+            ("tasks", "list_task_events"): (t,),
+            ("tasks", "list_artifacts"): (t,),
+            ("tasks", "read_artifact"): (t, "out.txt"),
+            ("tasks", "cancel_task"): (t,),
+            ("tasks", "retry_task"): (t,),
+            ("tasks", "unblock_task"): (t, "note"),
+            ("model", "describe"): (),
+            ("model", "reload"): ("",),
+            ("model", "chat"): ("a1", hello, {}),
+            ("model", "list_quotas"): (),
+            ("model", "list_usage"): (7,),
+            ("model", "set_quota"): ("agent", "a1", 5, "daily"),
+            ("model", "reset_quota"): ("agent", "a1"),
+        }
+
+    def call(self, caller: Caller, obj: str, method: str,
+             grants: set[str] = frozenset()) -> str:
+        """Call one method; return the D-Bus error's short name, or "" if none."""
+        target = self.objects(caller, grants)[obj]
+
+        async def go() -> str:
+            try:
+                answer = await getattr(target, method)(*self.calls()[(obj, method)])
+            except AgentdDbusError as e:
+                return short_name(e)
+            if obj == "model" and isinstance(answer, int):  # a stream (chat, reload):
+                await target.streams.close()  # its fd is closed by agentd on the next turn
+            return ""
+
+        return asyncio.run(go())
+
+
+def all_calls() -> list[tuple[str, str]]:
+    return [(obj, method) for interface, service in SERVICES.items()
+            for method in dbus_methods(interface)
+            for obj in [_object_key(service)]]
+
+
+def _object_key(service: type) -> str:
+    return {ManagerObject: "manager", AgentObject: "agent", RuntimeObject: "runtime",
+            TasksObject: "tasks", ModelObject: "model"}[service]
+
+
+def test_the_call_table_covers_every_method(tmp_path: Path) -> None:
+    assert set(Api(tmp_path).calls()) == set(all_calls())
+
+
+def _scope(obj: str, method: str) -> Scope:
+    service = {v: k for k, v in {ManagerObject: "manager", AgentObject: "agent",
+                                 RuntimeObject: "runtime", TasksObject: "tasks",
+                                 ModelObject: "model"}.items()}[obj]
+    return RULES[declared(service, method) or ""].scope
+
+
+# What each kind of caller must be refused. The agent is a1 (alice's), calling
+# about a2 (its sibling) and alice's things; the non-owner is bob; the owner
+# alice is an ordinary user, not an administrator.
+def must_deny(kind: str, obj: str, method: str) -> bool:
+    scope = _scope(obj, method)
+    if kind == "agent":
+        return scope not in (Scope.ANYONE, Scope.SELF)
+    if kind == "non-owner":
+        return scope in (Scope.OWNER, Scope.VIEWER, Scope.ADMIN, Scope.SELF)
+    return scope in (Scope.ADMIN, Scope.SELF)  # owner, unprivileged
+
+
+@pytest.mark.parametrize("kind", ["agent", "non-owner", "owner"])
+def test_callers_are_denied_what_they_must_not_call_and_each_denial_is_audited(
+        tmp_path: Path, kind: str) -> None:
+    api = Api(tmp_path)
+    caller = {"agent": Caller(api.a1.uid), "non-owner": BOB, "owner": ALICE}[kind]
+    denied = []
+    for obj, method in sorted(all_calls()):
+        if not must_deny(kind, obj, method):
+            continue
+        before = api.w.audit.head()[0]
+        error = api.call(caller, obj, method)
+        assert error == "PermissionDenied", (kind, obj, method, error)
+        rows = api.w.audit.entries(after=before, limit=100)
+        assert [(r.actor_uid, r.result) for r in rows] == [(caller.uid, "denied")], \
+            (kind, obj, method, rows)
+        denied.append(method)
+    assert denied
+
+
+@pytest.mark.parametrize("kind", ["non-owner", "owner"])
+def test_the_same_calls_pass_the_policy_for_those_entitled(tmp_path: Path, kind: str) -> None:
+    """The control: what bob is refused on alice's things, alice may do; what only
+    administrators may do, root may. So the refusals above are the policy's, not
+    the setup's."""
+    api = Api(tmp_path)
+    for obj, method in sorted(all_calls()):
+        scope = _scope(obj, method)
+        if not must_deny(kind, obj, method) or scope is Scope.SELF:
+            continue
+        entitled = ROOT if scope is Scope.ADMIN else ALICE
+        assert api.call(entitled, obj, method) != "PermissionDenied", (obj, method)
+
+
+def test_an_agent_may_describe_itself_but_not_manage_itself(tmp_path: Path) -> None:
+    api = Api(tmp_path)
+    me = Caller(api.a2.uid)
+    assert api.call(me, "agent", "describe") == ""
+    assert api.call(me, "agent", "stop") == "PermissionDenied"
+
+
+def test_polkit_grants_one_action_to_one_person(tmp_path: Path) -> None:
+    """A polkit rule granting bob org.agentos.agentd1.set-quota lets him set quotas,
+    and nothing else: he still may not verify the audit log or stop alice's agent."""
+    api = Api(tmp_path)
+    grant = {"org.agentos.agentd1.set-quota"}
+    assert api.call(BOB, "model", "set_quota", grant) == ""
+    assert api.meter.agent_quota(api.a1).limit == 5
+    assert api.call(BOB, "manager", "verify_audit", grant) == "PermissionDenied"
+    assert api.call(BOB, "manager", "stop_agent", grant) == "PermissionDenied"
+
+
+def test_polkit_is_asked_only_about_people_agentd_does_not_already_decide(
+        tmp_path: Path) -> None:
+    api = Api(tmp_path)
+    for caller in (ROOT, Caller(api.a1.uid)):
+        callers = FixedCallers(api.w.reg.policy, caller)
+        asyncio.run(callers.authorize("quota.list"))
+        assert callers.polkit.asked == []  # type: ignore[union-attr]
+    callers = FixedCallers(api.w.reg.policy, BOB)
+    asyncio.run(callers.authorize("quota.list"))
+    assert callers.polkit.asked == ["org.agentos.agentd1.manage-agents"]  # type: ignore[union-attr]
