@@ -90,18 +90,21 @@ async def serve(cfg: config_mod.Config) -> None:
     await systemd.connect()
     registry = Registry(cfg, store, audit, Accounts(cfg.agents_group), homes, systemd, catalog,
                         events=events)
-    policy = registry.policy
+    policy = registry.policy  # the registry answers the policy's "is this UID an agent?"
 
     repaired = await registry.reconcile()
     for line in repaired:
         log.warning("reconcile: %s", line)
 
-    queue = TaskQueue(store, registry)
+    queue = TaskQueue(store, registry, cfg=cfg, audit=audit, policy=policy, events=events,
+                      catalog=catalog)
     queue.grace()
-    meter = Meter(cfg, store, audit, registry)
-    thinking = Thinking(registry, meter, ModelClient(cfg.inference_socket), audit)
+    meter = Meter(cfg, store, audit, registry, policy=policy, catalog=catalog)
+    thinking = Thinking(registry, meter, ModelClient(cfg.inference_socket), audit,
+                        policy=policy, catalog=catalog)
     callers = Callers(bus, policy, Polkit(bus))
-    manager = ManagerObject(registry, EventLog(audit, registry, policy), callers, bus)
+    manager = ManagerObject(registry, EventLog(audit, registry, policy), callers, bus,
+                            catalog=catalog, cfg=cfg)
     runtime = RuntimeObject(registry, queue, callers, thinking)
     tasks = TasksObject(queue, callers)
     model = ModelObject(thinking, meter, callers)

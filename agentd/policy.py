@@ -45,6 +45,7 @@ class Caller:
     pid: int = 0
     bus_name: str = ""
     admin_for: frozenset[str] = field(default_factory=frozenset)
+    name: str = ""  # an agent's name, when the engine acts for a known agent
 
 
 AGENTD = Caller(uid=0)  # agentd itself, for repairs and scheduling it does on its own
@@ -187,6 +188,16 @@ class Policy:
             return None
         return rule.polkit
 
+    def screen(self, caller: Caller, action: str) -> None:
+        """The bus layer's check, before the engine runs: refuse what the caller's
+        identity alone rules out (an agent calling for people, a person calling
+        as an agent, an action without a rule). Whose a resource is, and whether
+        the caller is an administrator, the engine asks with the resource in hand,
+        so that the denial's audit row names what was asked for."""
+        rule = RULES.get(action)
+        if rule is None or rule.scope is not Scope.ADMIN:
+            self.check(caller, action)
+
     def check(self, caller: Caller, action: str, resource: Resource | None = None) -> Role:
         """CALLER's role if it may do ACTION (on RESOURCE, when given); else audit
         the denial and raise PermissionDenied. Without a resource, only what the
@@ -198,6 +209,11 @@ class Policy:
         role = self.role(caller, action)
         reason = self._refusal(caller, role, action, rule, resource)
         if reason:
+            if rule.scope is Scope.SELF and role is Role.AGENT:
+                # the actor is an agent speaking for itself: the row is about it
+                resource = Resource("agent", caller.name, 0, agent=caller.name or None,
+                                    agent_uid=caller.uid,
+                                    task_id=resource.task_id if resource else None)
             self._deny(caller, action, resource, reason)
         return role
 
@@ -211,7 +227,8 @@ class Policy:
             if role is not Role.AGENT:
                 return f"uid {caller.uid} is not an agent"
             if resource is not None and resource.agent_uid != caller.uid:
-                return f"{resource.kind} {resource.name} is not the caller's"
+                return f"{resource.kind} {resource.name} is not claimed by " + \
+                    (caller.name or f"uid {caller.uid}")
             return ""
         if role is Role.AGENT:
             if scope is Scope.VIEWER and (resource is None or resource.agent_uid == caller.uid):

@@ -26,9 +26,10 @@ from .audit import AuditLog
 from .config import QUOTA_PERIODS, Config
 from .errors import AgentdError, InvalidArgument, NoSuchAgent, QuotaExceeded
 from .events import AgentRemoved
-from .policy import Caller, Role
+from .policy import Caller, Policy, Resource, Role
 from .registry import Agent, Registry
 from .store import Store
+from .templates import Catalog
 
 MAX_TOKENS = 10**15
 
@@ -75,11 +76,14 @@ class Quota:
 
 
 class Meter:
-    def __init__(self, cfg: Config, store: Store, audit: AuditLog, registry: Registry) -> None:
+    def __init__(self, cfg: Config, store: Store, audit: AuditLog, registry: Registry,
+                 policy: Policy | None = None, catalog: Catalog | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.audit = audit
         self.registry = registry
+        self.policy = policy or registry.policy
+        self.catalog = catalog or registry.catalog
 
     # -- quotas ------------------------------------------------------------
     def _admin_row(self, kind: str, subject: str) -> dict[str, Any] | None:
@@ -114,7 +118,7 @@ class Meter:
         limit, period, source = (self.cfg.agent_token_quota, self.cfg.token_quota_period,
                                  "config")
         try:
-            template = self.registry.catalog.template(agent.template)
+            template = self.catalog.template(agent.template)
             if template.token_budget > 0:
                 limit, period, source = template.token_budget, template.token_period, "template"
         except AgentdError:  # a template removed since: the default applies
@@ -153,7 +157,8 @@ class Meter:
 
     # -- administration ----------------------------------------------------
     def _subject(self, caller: Caller, kind: str, subject: str, action: str) -> str:
-        self.registry.policy.check(caller, action)
+        self.policy.check(caller, action, Resource(
+            "quota", subject, -1, agent=subject if kind == "agent" else None))
         if kind == "agent":
             if self.registry.find(subject) is None:
                 raise NoSuchAgent(f"no agent named {subject!r}")
@@ -212,7 +217,7 @@ class Meter:
             "COUNT(*) AS n, SUM(prompt_tokens) AS p, SUM(completion_tokens) AS c "
             "FROM usage WHERE ts >= ? GROUP BY day, agent, owner_uid "
             "ORDER BY day DESC, agent", (since,))
-        admin = self.registry.policy.role(caller, "usage.list") is Role.ADMIN
+        admin = self.policy.role(caller, "usage.list") is Role.ADMIN
         return [(r["day"], r["agent"], r["owner_uid"], r["n"], r["p"], r["c"])
                 for r in rows if admin or r["owner_uid"] == caller.uid]
 

@@ -119,7 +119,6 @@ class Registry:
         self.catalog = catalog
         self.policy = policy or Policy(cfg.admin_group, self._is_agent_uid, audit)
         self.events = events if events is not None else audit.events
-        self.authority = self.policy  # TODO(one house): until agentd.tasks asks the policy
         self._jobs: set[asyncio.Task[None]] = set()
         self.online: set[str] = set()
         self._alloc_lock = asyncio.Lock()

@@ -20,9 +20,10 @@ from typing import Any
 from .audit import AuditLog
 from .errors import AgentdError, InvalidArgument, ModelUnavailable
 from .modelclient import Interrupted, ModelClient
-from .policy import Caller
+from .policy import Caller, Policy
 from .quotas import Meter
 from .registry import Agent, Registry
+from .templates import Catalog
 
 ROLES = ("system", "user", "assistant")
 MAX_MESSAGES = 256
@@ -91,18 +92,21 @@ def parse_messages(text: str) -> list[dict[str, str]]:
 
 class Thinking:
     def __init__(self, registry: Registry, meter: Meter, client: ModelClient,
-                 audit: AuditLog) -> None:
+                 audit: AuditLog, policy: Policy | None = None,
+                 catalog: Catalog | None = None) -> None:
         self.registry = registry
         self.meter = meter
         self.client = client
         self.audit = audit
+        self.policy = policy or registry.policy
+        self.catalog = catalog or registry.catalog
 
     def _persona(self, agent: Agent, messages: list[dict[str, str]]) -> list[dict[str, str]]:
         """The template's system prompt first, unless the caller gave one."""
         if messages and messages[0]["role"] == "system":
             return messages
         try:
-            prompt = self.registry.catalog.template(agent.template).system_prompt
+            prompt = self.catalog.template(agent.template).system_prompt
         except AgentdError:  # template gone or broken: no persona
             prompt = ""
         prompt = prompt or f"You are {agent.name}, a helpful assistant."
@@ -183,7 +187,7 @@ class Thinking:
         return await self.client.call({"op": "show"})
 
     def reload(self, caller: Caller, path: str) -> AsyncIterator[dict[str, Any]]:
-        self.registry.policy.check(caller, "model.reload")
+        self.policy.check(caller, "model.reload")
         if path and not path.startswith("/"):
             raise InvalidArgument("the model path must be absolute")
         message: dict[str, Any] = {"op": "reload"}

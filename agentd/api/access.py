@@ -3,7 +3,7 @@
 ``@rule("agent.start")`` on a D-Bus method (1) resolves the caller's
 credentials, (2) asks polkit whether it grants the action's polkit action, but
 only for a person agentd's own rules do not already make an administrator,
-(3) has agentd.policy check the action for that caller (deny by default: an
+(3) has agentd.policy screen the action for that caller (deny by default: an
 action without a rule fails at import) and (4) runs the method with the caller
 at hand (``Callers.current``), (5) translating engine errors into D-Bus errors
 (the one translation point). What a method may do with a given agent, task or
@@ -79,12 +79,12 @@ class Callers:
 
     async def authorize(self, action: str) -> Caller:
         """The caller, with polkit's grant for ACTION; PermissionDenied if the
-        policy refuses ACTION to this caller whatever the resource."""
+        policy refuses ACTION to this caller whatever the resource (screen)."""
         caller = await self.credentials()
         polkit_action = self.policy.needs_polkit(caller, action)
         if polkit_action and self.polkit and await self.polkit.allowed(caller, polkit_action):
             caller = replace(caller, admin_for=frozenset({polkit_action}))
-        self.policy.check(caller, action)
+        self.policy.screen(caller, action)
         return caller
 
     async def current(self) -> Caller:

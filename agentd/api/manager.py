@@ -15,6 +15,7 @@ from typing import Any
 from sdbus import SdBus, dbus_method_async_override, dbus_property_async_override
 
 from .. import __version__
+from ..config import Config
 from ..eventlog import EventLog
 from ..events import (
     AgentChanged,
@@ -26,6 +27,7 @@ from ..events import (
     UnitStateChanged,
 )
 from ..registry import Agent, Registry
+from ..templates import Catalog
 from ..units import UnitStatus
 from .access import Callers, rule
 from .interfaces import AGENT_INTERFACE, AgentInterface, ManagerInterface, agent_path
@@ -147,9 +149,12 @@ class ManagerObject(ManagerInterface):
     """/org/agentos/agentd1: the Manager interface."""
 
     def __init__(self, registry: Registry, eventlog: EventLog, callers: Callers,
-                 bus: SdBus) -> None:
+                 bus: SdBus | None, catalog: Catalog | None = None,
+                 cfg: Config | None = None) -> None:
         super().__init__()
         self.registry = registry
+        self.catalog = catalog or registry.catalog
+        self.cfg = cfg or registry.cfg
         self.eventlog = eventlog
         self.callers = callers
         self.bus = bus
@@ -257,13 +262,13 @@ class ManagerObject(ManagerInterface):
     @rule("template.list")
     async def list_templates(self) -> list[TemplateRow]:
         return [TemplateRow(t.name, t.description, t.profile, list(t.capabilities))
-                for t in self.registry.catalog.templates()]
+                for t in self.catalog.templates()]
 
     @dbus_method_async_override()
     @rule("template.show")
     async def describe_template(self, name: str) -> dict[str, Variant]:
-        info = self.registry.catalog.template(name).as_dict()
-        profile = self.registry.catalog.profile(str(info["profile"]))
+        info = self.catalog.template(name).as_dict()
+        profile = self.catalog.profile(str(info["profile"]))
         info["network"] = profile.network
         info["profile_description"] = profile.description
         return variants(info)
@@ -306,8 +311,8 @@ class ManagerObject(ManagerInterface):
 
     @dbus_property_async_override()
     def audit_head(self) -> int:
-        return self.registry.audit.head()[0]
+        return self.eventlog.audit.head()[0]
 
     @dbus_property_async_override()
     def config(self) -> dict[str, str]:
-        return {k: str(v) for k, v in self.registry.cfg.as_dict().items()}
+        return {k: str(v) for k, v in self.cfg.as_dict().items()}

@@ -40,7 +40,7 @@ class RuntimeObject(RuntimeInterface):
     @rule("runtime.heartbeat")
     async def heartbeat(self) -> tuple[list[int], int]:
         agent = self.registry.heartbeat(await self.callers.current())
-        return self.queue.renew(agent), self.registry.cfg.heartbeat_interval
+        return self.queue.renew(agent), self.queue.cfg.heartbeat_interval
 
     @dbus_method_async_override()
     @rule("task.claim")
@@ -54,7 +54,7 @@ class RuntimeObject(RuntimeInterface):
             "id": task.id, "attempt": task.attempts, "title": task.title,
             "description": task.description, "exec": task.exec or "",
             "needs": list(task.needs), "notes": list(task.notes),
-            "lease_seconds": self.registry.cfg.lease_seconds,
+            "lease_seconds": self.queue.cfg.lease_seconds,
         })
 
     @dbus_method_async_override()

@@ -98,9 +98,9 @@ class Lifecycle:
         return self.registry.find(name) if name else None
 
     def _published(self, task_id: int, event: str, known: Task | None = None) -> Task:
-        """Read back what was written and hand it to the queue's listeners: the one
-        place a task event leaves the engine. (For task.completed and task.failed
-        this still runs inside finish()'s open transaction, before its commit.)"""
+        """Read back what was written and hand it to the queue, which publishes it:
+        the one place a task event leaves the engine. It may run inside an open
+        transaction (finish()'s); agentd.events delivers it after the commit."""
         task = self.repo.reread(task_id, known)
         self.notify(task, event)
         return task

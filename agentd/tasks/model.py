@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PRIORITIES = ("low", "medium", "high", "critical")
-FINAL = frozenset({"completed", "failed", "cancelled", "dead_lettered"})
-STATUSES = ("pending", "in_progress", "blocked", *sorted(FINAL))
+# In lifecycle order, as the store's CHECK lists them (and `task list --status` shows).
+STATUSES = ("pending", "in_progress", "blocked", "completed", "failed", "cancelled",
+            "dead_lettered")
+FINAL = frozenset(STATUSES[3:])
 # What SubmitTask's spec and ListTasks' filter may hold (docs/dbus-api.md).
 SPEC_KEYS = {"title", "description", "project", "needs", "priority", "after", "agent",
              "max_attempts", "exec"}
@@ -76,11 +78,6 @@ def next_status(status: str | None, event: str) -> str:
         return _NEXT[(status, event)]
     except KeyError:
         raise IllegalTransition(f"{event} is not allowed from status {status}") from None
-
-
-def sources(event: str) -> tuple[str, ...]:
-    """The statuses EVENT may happen in (existing tasks only)."""
-    return tuple(s for s, e, _ in TRANSITIONS if e == event and s is not None)
 
 
 # -- the records ----------------------------------------------------------------------

@@ -9,10 +9,13 @@ TaskQueue is a facade over the package, each module owning one concern:
   artifacts   the files reported with results: checked, hashed, read back
 
 What stays here, grouped at the top of the class, is who may do what and who is
-told: people submit and see their own tasks (admins all); an agent sees and
-reports only the tasks claimed by itself; every audited denial; and the
-listeners told of each task event. (They are to become agentd.policy and
-post-commit agentd.events.) Also here: the wake-ups of ClaimTask long polls.
+told. Invariant: every public method decides who may ask before any module
+below acts, and every denial is an audit row: people submit and see their own
+tasks (admins all); a task only ever runs on an agent its owner may manage; an
+agent sees and reports only the tasks it claimed itself. Each task event goes
+as a domain event from one place (_notify, called by lifecycle inside the
+change's transaction, so delivered after its commit). Also here: the wake-ups
+of ClaimTask long polls, themselves subscribers of those events.
 """
 
 from __future__ import annotations
@@ -24,100 +27,107 @@ import dataclasses
 import time
 from typing import Any
 
-from ..audit import Entry
+from ..audit import AuditLog, Entry
+from ..config import Config
 from ..errors import (
     InvalidArgument,
     InvalidName,
     NoCapableAgent,
     NoSuchProject,
     NoSuchTask,
-    PermissionDenied,
 )
-from ..policy import Caller, Role
+from ..events import Events, TaskChanged, UnitStateChanged
+from ..policy import Caller, Policy, Resource, Role
 from ..registry import Agent, Registry
 from ..store import Store
+from ..templates import Catalog
 from .artifacts import inspect as inspect_artifacts
 from .artifacts import read as read_artifact_file
 from .lifecycle import Lifecycle
-from .model import Artifact, Listener, Task
+from .model import Artifact, Task
 from .repository import Repository, Row
 from .routing import Router
 from .spec import NewTask, dependency_ids, project_name, result_text, text
 from .spec import parse as parse_spec
 
-__all__ = ["Artifact", "Listener", "Task", "TaskQueue"]
+__all__ = ["Artifact", "Task", "TaskQueue"]
 
 # The refusals of a bad submission (audited as task.create "refused").
 _SUBMIT_ERRORS = (InvalidArgument, NoSuchProject, NoSuchTask, NoCapableAgent, InvalidName)
 
 
 class TaskQueue:
-    # (`builtins.list` in annotations: the method `list` below is ListTasks.)
-    def __init__(self, store: Store, registry: Registry) -> None:
+    """Every task operation agentd offers, each checking who asks before it
+    delegates. (`builtins.list` in annotations: the method `list` is ListTasks.)"""
+
+    def __init__(self, store: Store, registry: Registry, *, cfg: Config | None = None,
+                 audit: AuditLog | None = None, policy: Policy | None = None,
+                 events: Events | None = None, catalog: Catalog | None = None) -> None:
+        """daemon.serve passes every service; tests may let the registry's stand in."""
         self.store = store
         self.registry = registry
-        self.cfg = registry.cfg
-        self.audit = registry.audit
-        self.listeners: builtins.list[Listener] = []
+        self.cfg = cfg or registry.cfg
+        self.audit = audit or registry.audit
+        self.policy = policy or registry.policy
+        self._events = events or registry.events
+        self._events.subscribe(TaskChanged, self._on_task)
+        self._events.subscribe(UnitStateChanged, self._on_unit_state)
         self._wakeups: dict[str, asyncio.Event] = {}
         # Bumped whenever an agent's runtime is replaced or gone: a ClaimTask long
         # poll left behind by a dead runtime must not claim work for nobody.
         self._generation: dict[str, int] = {}
         self.repo = Repository(store)
         self.lifecycle = Lifecycle(store, self.repo, registry, self._notify)
-        self.router = Router(registry, self.repo, self.lifecycle)
+        self.router = Router(registry, self.repo, self.lifecycle, self.cfg,
+                             catalog or registry.catalog, self.policy)
 
-    # -- who may do what, and who is told (to become agentd.policy, agentd.events) --------
-    def _role(self, caller: Caller, action: str) -> Role:
-        return self.registry.policy.role(caller, action)
-
+    # -- who may do what (agentd.policy) and who is told (agentd.events) ------------------
     def _person(self, caller: Caller, action: str) -> Role:
         """People only: agents use the Runtime interface for their own tasks."""
-        role = self._role(caller, action)
-        if role is Role.AGENT:
-            self.audit.append(action, actor_uid=caller.uid, result="denied",
-                              reason="agents may not use the Tasks interface")
-            raise PermissionDenied("agents may not use the Tasks interface")
-        return role
+        return self.policy.check(caller, action)
 
     def _visible(self, caller: Caller, task_id: int, action: str) -> Task:
-        role = self._person(caller, action)
+        self.policy.check(caller, action)
         task = self.repo.find(task_id) if isinstance(task_id, int) else None
         if task is None:
             raise NoSuchTask(f"no task {task_id}")
-        if role is not Role.ADMIN and task.owner_uid != caller.uid:
-            self.audit.append(action, actor_uid=caller.uid, result="denied", task_id=task_id,
-                              reason=f"uid {caller.uid} does not own task {task_id}")
-            raise PermissionDenied(f"task {task_id} belongs to another user")
+        self.policy.check(caller, action, Resource("task", str(task.id), task.owner_uid,
+                                                   task_id=task.id))
         return task
 
     def _project(self, caller: Caller, name: str, action: str) -> Row:
-        role = self._person(caller, action)
+        self.policy.check(caller, action)
         row = self.repo.project(name)
         if row is None:
             raise NoSuchProject(f"no project named {name!r}")
-        if role is not Role.ADMIN and row["owner_uid"] != caller.uid:
-            self.audit.append(action, actor_uid=caller.uid, result="denied", project=name,
-                              reason=f"uid {caller.uid} does not own project {name}")
-            raise PermissionDenied(f"project {name!r} belongs to another user")
+        self.policy.check(caller, action, Resource("project", repr(name), row["owner_uid"]))
         return row
 
     def _agent_task(self, agent: Agent, task_id: int, attempt: int, action: str) -> Task:
         """The task AGENT reports on, if it holds the claim, at attempt ATTEMPT."""
         task = self.repo.find(task_id) if isinstance(task_id, int) else None
-        if task is None or task.agent != agent.name:
-            self.audit.append(action, actor_uid=agent.uid, agent=agent.name,
-                              agent_uid=agent.uid, result="denied", task_id=task_id,
-                              reason=f"task {task_id} is not claimed by {agent.name}")
-            raise PermissionDenied(f"task {task_id} is not claimed by {agent.name}")
+        holder = self.registry.find(task.agent) if task is not None and task.agent else None
+        self.policy.check(
+            Caller(agent.uid, name=agent.name), action,
+            Resource("task", str(task_id), task.owner_uid if task else -1,
+                     agent=holder.name if holder else None,
+                     agent_uid=holder.uid if holder else None, task_id=task_id))
+        assert task is not None
         return self.lifecycle.current(task, attempt)
 
     def _notify(self, task: Task, event: str) -> None:
-        """Called from one place only, lifecycle.Lifecycle._published."""
-        if task.agent and task.status == "pending":
-            self.wake(task.agent)
-        for listener in list(self.listeners):
-            listener(task, event)
+        """Called from one place only, lifecycle.Lifecycle._published, inside the
+        change's transaction: the event is delivered once it commits."""
+        self._events.publish(TaskChanged(task, event))
+
+    def _on_task(self, event: TaskChanged) -> None:
+        """A task became claimable by its agent: wake that agent's long poll."""
+        if event.task.agent and event.task.status == "pending":
+            self.wake(event.task.agent)
+
+    def _on_unit_state(self, event: UnitStateChanged) -> None:
+        if event.active_state in ("inactive", "failed"):
+            self.runtime_gone(event.name)
 
     # -- projects ---------------------------------------------------------------------------
     def create_project(self, caller: Caller, name: str, description: str = "") -> None:
@@ -129,9 +139,9 @@ class TaskQueue:
             self.audit.append("project.created", actor_uid=caller.uid, project=name)
 
     def projects(self, caller: Caller) -> builtins.list[Row]:
-        role = self._person(caller, "project.list")
+        self._person(caller, "project.list")
         return [r for r in self.repo.projects()
-                if role is Role.ADMIN or r["owner_uid"] == caller.uid]
+                if self.policy.sees(caller, "project.list", r["owner_uid"])]
 
     def project(self, caller: Caller, name: str) -> dict[str, Any]:
         row = self._project(caller, name, "project.show")
@@ -149,31 +159,32 @@ class TaskQueue:
 
     # -- submitting ---------------------------------------------------------------------------
     def submit(self, caller: Caller, spec: dict[str, Any]) -> Task:
-        role = self._person(caller, "task.create")
+        self._person(caller, "task.create")
         try:
-            new = self._validate(caller, role, spec)
+            new = self._validate(caller, spec)
         except _SUBMIT_ERRORS as e:
             self.audit.append("task.create", actor_uid=caller.uid, result="refused",
                               error=e.name, reason=str(e))
             raise
         return self.lifecycle.create(caller.uid, new)
 
-    def _validate(self, caller: Caller, role: Role, spec: dict[str, Any]) -> NewTask:
+    def _validate(self, caller: Caller, spec: dict[str, Any]) -> NewTask:
         new = parse_spec(spec)
         project_id = None
         if spec.get("project"):
             project_id = self._project(caller, spec["project"], "task.create")["id"]
-        after = self._deps(caller, role, spec.get("after", []))
+        after = self._deps(caller, spec.get("after", []))
         agent = self.router.route(caller, spec.get("agent") or None, new.needs, bool(new.exec))
         return dataclasses.replace(new, project_id=project_id, after=after, agent=agent)
 
-    def _deps(self, caller: Caller, role: Role, after: object) -> tuple[int, ...]:
-        """Tasks to wait for: existing ones the caller may see. A new task can only
-        point at tasks that already exist, so no cycle can form."""
+    def _deps(self, caller: Caller, after: object) -> tuple[int, ...]:
+        """Tasks to wait for: existing ones the caller may see (another's is "no
+        such task", not a denial: its existence is not the caller's business). A
+        new task can only point at tasks that already exist, so no cycle can form."""
         ids = dependency_ids(after)
         for dep in ids:
             task = self.repo.find(dep)
-            if task is None or (role is not Role.ADMIN and task.owner_uid != caller.uid):
+            if task is None or not self.policy.sees(caller, "task.list", task.owner_uid):
                 raise NoSuchTask(f"no task {dep} to depend on")
         return tuple(sorted(set(ids)))
 
@@ -185,8 +196,9 @@ class TaskQueue:
         return self._visible(caller, task_id, "task.show")
 
     def list(self, caller: Caller, filters: dict[str, Any]) -> builtins.list[Task]:
-        role = self._person(caller, "task.list")
-        return self.repo.tasks(None if role is Role.ADMIN else caller.uid, filters)
+        self._person(caller, "task.list")
+        everyone = self.policy.role(caller, "task.list") is Role.ADMIN
+        return self.repo.tasks(None if everyone else caller.uid, filters)
 
     def events(self, caller: Caller, task_id: int) -> builtins.list[Entry]:
         self._visible(caller, task_id, "task.show")

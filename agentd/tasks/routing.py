@@ -20,30 +20,38 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..config import Config
 from ..errors import Conflict, InvalidConfig, NoCapableAgent, NoSuchTemplate
-from ..policy import Caller
+from ..policy import Caller, Policy
 from ..registry import Agent, Registry
 from .lifecycle import Lifecycle
 from .model import Task
 from .repository import Repository, Row
+
+if TYPE_CHECKING:
+    from ..templates import Catalog
 
 # What a missing or broken template raises (agentd.templates.Catalog.template).
 _TEMPLATE_ERRORS = (NoSuchTemplate, InvalidConfig)
 
 
 class Router:
-    def __init__(self, registry: Registry, repo: Repository, lifecycle: Lifecycle) -> None:
+    def __init__(self, registry: Registry, repo: Repository, lifecycle: Lifecycle,
+                 cfg: Config, catalog: Catalog, policy: Policy) -> None:
         self.registry = registry
         self.repo = repo
         self.lifecycle = lifecycle
+        self.cfg = cfg
+        self.catalog = catalog
+        self.policy = policy
 
     # -- what an agent can do --------------------------------------------------------------
     def missing(self, agent: Agent, needs: Sequence[str], needs_shell: bool) -> list[str]:
         """What AGENT lacks to run a task needing NEEDS (and the shell tool)."""
         try:
-            template = self.registry.catalog.template(agent.template)
+            template = self.catalog.template(agent.template)
         except _TEMPLATE_ERRORS:
             return ["a valid template"]
         missing = [c for c in needs if c not in template.capabilities]
@@ -54,14 +62,14 @@ class Router:
     def wip(self, agent: Agent) -> int:
         """How many open tasks AGENT may hold."""
         try:
-            return self.registry.catalog.template(agent.template).concurrency
+            return self.catalog.template(agent.template).concurrency
         except _TEMPLATE_ERRORS:
             return 0
 
     def settings(self, agent: Agent) -> dict[str, Any]:
         """What the agent's runtime is told when it registers."""
-        template = self.registry.catalog.template(agent.template)
-        cfg = self.registry.cfg
+        template = self.catalog.template(agent.template)
+        cfg = self.cfg
         return {"wip": template.concurrency, "tools": list(template.tools),
                 "heartbeat_interval": cfg.heartbeat_interval,
                 "lease_seconds": cfg.lease_seconds}
@@ -87,7 +95,7 @@ class Router:
         agent = self.registry.find(pinned) if isinstance(pinned, str) else None
         if agent is None or agent.state != "present":
             raise NoCapableAgent(f"no agent named {pinned!r}")
-        if not self.registry.policy.may_manage(caller, agent.owner_uid, "task.create"):
+        if not self.policy.may_manage(caller, agent.owner_uid, "task.create"):
             raise NoCapableAgent(f"agent {pinned!r} belongs to another user")
         missing = self.missing(agent, needs, needs_shell)
         if missing:

@@ -50,7 +50,7 @@ def test_the_actions_are_installed_with_their_defaults(agentd: Agentd) -> None:
 def test_without_a_rule_a_user_may_not_set_quotas(agentd: Agentd) -> None:
     agentd.create("pk-a", user="alice")
     try:
-        r = agentd.ctl("quota", "set", "pk-a", "1000", user="bob", check=False)
+        r = agentd.ctl("quota", "set", "--agent", "pk-a", "1000", user="bob", check=False)
         assert r.returncode == 77 and "PermissionDenied" in r.stderr, r.stderr
     finally:
         agentd.ctl("agent", "rm", "pk-a", user="alice")
@@ -62,7 +62,8 @@ def test_a_rules_file_grants_one_user_one_action(agentd: Agentd) -> None:
         with rules_file(agentd, GRANT_BOB_QUOTAS):
             wait_for(lambda: pkcheck_says_yes(agentd, "bob", "org.agentos.agentd1.set-quota"),
                      30, "polkitd to load the rules file")
-            agentd.ctl("quota", "set", "pk-b", "1234", "--period", "daily", user="bob")
+            agentd.ctl("quota", "set", "--agent", "pk-b", "1234", "--period", "daily",
+                       user="bob")  # bob cannot list alice's agents: say it is one
             quotas = agentd.ctl_json("quota", "list")
             assert any(q["subject"] == "pk-b" and q["limit"] == 1234 for q in quotas), quotas
             row = agentd.audit("quota.set", "pk-b")[-1]
@@ -73,7 +74,7 @@ def test_a_rules_file_grants_one_user_one_action(agentd: Agentd) -> None:
             r = agentd.ctl("agent", "stop", "pk-b", user="bob", check=False)
             assert r.returncode == 77, r.stderr
             # and only that user
-            r = agentd.ctl("quota", "set", "pk-b", "99", user="alice", check=False)
+            r = agentd.ctl("quota", "set", "--agent", "pk-b", "99", user="alice", check=False)
             assert r.returncode == 77, r.stderr
     finally:
         agentd.ctl("agent", "rm", "pk-b", user="alice")

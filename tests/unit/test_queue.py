@@ -21,6 +21,7 @@ from agentd.errors import (
     NoSuchTask,
     PermissionDenied,
 )
+from agentd.events import TaskChanged
 from agentd.policy import Caller
 from agentd.registry import Agent
 from agentd.store import Store
@@ -34,7 +35,7 @@ class Q:
         self.w = World(tmp_path, **cfg)
         self.q = TaskQueue(self.w.store, self.w.reg)
         self.events: list[tuple[int, str]] = []
-        self.q.listeners.append(lambda t, e: self.events.append((t.id, e)))
+        self.w.reg.events.subscribe(TaskChanged, lambda e: self.events.append((e.task.id, e.event)))
 
     def agent(self, name: str, owner: Caller = ALICE, template: str = "sandbox") -> Agent:
         return self.w.run(self.w.reg.create(owner, name, template))

@@ -7,7 +7,6 @@ import pytest
 from fakes import Crash
 from world import ALICE, BOB, ROOT, World
 
-from agentd.authz import Caller
 from agentd.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -19,6 +18,7 @@ from agentd.errors import (
     SystemError_,
 )
 from agentd.events import JobFinished
+from agentd.policy import Caller
 
 
 def test_create_makes_a_whole_agent(w: World) -> None:

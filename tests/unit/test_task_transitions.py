@@ -20,6 +20,7 @@ import pytest
 from world import ALICE, World
 
 from agentd.errors import AgentdError, Conflict
+from agentd.events import TaskChanged
 from agentd.registry import Agent
 from agentd.tasks.model import (
     EVENTS,
@@ -36,13 +37,13 @@ from agentd.tasks.queue import TaskQueue
 
 
 class H:
-    """A World with a queue, agent a1 of ALICE's, and the events listeners saw."""
+    """A World with a queue, agent a1 of ALICE's, and the task events published."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.w = World(tmp_path)
         self.q = TaskQueue(self.w.store, self.w.reg)
         self.seen: list[tuple[int, str]] = []
-        self.q.listeners.append(lambda t, e: self.seen.append((t.id, e)))
+        self.w.reg.events.subscribe(TaskChanged, lambda e: self.seen.append((e.task.id, e.event)))
         self.a1 = self.agent("a1")
 
     def agent(self, name: str) -> Agent:
