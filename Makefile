@@ -39,7 +39,7 @@ VENDOR      := build/vendor
 PYPKGS      := agentd agentctl
 
 .PHONY: vendor-llama model
-.PHONY: all vendor completion man interfaces install uninstall deb rpm dist check test lint clean
+.PHONY: all vendor completion man interfaces install uninstall deb rpm dist check test lint lint-tools clean
 
 all: vendor
 
@@ -234,8 +234,22 @@ check:
 test:
 	bash tools/test.sh
 
-lint:
-	ruff check agentd agentctl tests bench
+# ruff and mypy, pinned, from PyPI into build/lint (Debian 12 has no ruff and an
+# older mypy): tools/lint.sh runs them, and tools/test.sh runs tools/lint.sh.
+RUFF_VERSION := 0.17.6
+MYPY_VERSION := 1.13.0
+LINT        := build/lint
+
+lint-tools: $(LINT)/.stamp
+
+$(LINT)/.stamp:
+	rm -rf $(LINT)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+	    --target $(LINT) ruff==$(RUFF_VERSION) mypy==$(MYPY_VERSION)
+	touch $@
+
+lint: lint-tools vendor
+	bash tools/lint.sh
 
 clean:
 	rm -rf build

@@ -93,5 +93,6 @@ class RootGroup(AliasGroup):
             fail(e.message, e.name, EXIT_CODES.get(e.kind, 1))
 
 
-json_option = click.option("--json", "as_json", is_flag=True,
-                           help="Print JSON instead of text, for programs.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON instead of text, for programs."
+)

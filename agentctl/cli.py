@@ -30,7 +30,10 @@ from .app import CONTEXT, Env, RootGroup
 from .commands import agent, audit, model, project, status, task, template, usage
 
 
-@click.group(cls=RootGroup, context_settings=CONTEXT, epilog="""\b
+@click.group(
+    cls=RootGroup,
+    context_settings=CONTEXT,
+    epilog="""\b
 Examples:
   agentctl template list
   agentctl agent create scout --template research --memory-max 1G --start
@@ -43,9 +46,11 @@ Examples:
 \b
 Exit status: 0 on success, 1 on failure, 2 on a usage error, 69 if agentd
 is not running, 77 if agentd denied the request (`task wait` has its own:
-see agentctl task wait --help). See agentctl COMMAND --help.""")
-@click.version_option(__version__, "--version", prog_name="agentctl",
-                      message="%(prog)s %(version)s")
+see agentctl task wait --help). See agentctl COMMAND --help.""",
+)
+@click.version_option(
+    __version__, "--version", prog_name="agentctl", message="%(prog)s %(version)s"
+)
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Manage AI agents run by agentd.
@@ -68,8 +73,17 @@ def cli(ctx: click.Context) -> None:
 
 
 COMMANDS: tuple[click.Command, ...] = (
-    agent.agent, template.template, audit.audit, audit.events, project.project, task.task,
-    model.model, model.chat, usage.usage, usage.quota, status.status,
+    agent.agent,
+    template.template,
+    audit.audit,
+    audit.events,
+    project.project,
+    task.task,
+    model.model,
+    model.chat,
+    usage.usage,
+    usage.quota,
+    status.status,
 )
 for _command in COMMANDS:
     cli.add_command(_command)
@@ -78,8 +92,7 @@ for _command in COMMANDS:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of /usr/bin/agentctl; returns the exit status."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="agentctl",
-                 obj=Env())
+        cli.main(args=list(argv) if argv is not None else None, prog_name="agentctl", obj=Env())
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0

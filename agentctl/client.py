@@ -83,8 +83,9 @@ def translate(exc: BaseException) -> ClientError:
         name = args[0] if len(args) > 1 else ""
         message = args[-1] if args else ""
         # Spawn.* and systemd1.* come from D-Bus activation of agentd.service failing
-        activation = name.startswith(("org.freedesktop.DBus.Error.Spawn.",
-                                      "org.freedesktop.systemd1."))
+        activation = name.startswith(
+            ("org.freedesktop.DBus.Error.Spawn.", "org.freedesktop.systemd1.")
+        )
         kind = "unavailable" if activation else "failed"
         return ClientError(_one_line(message) or name, name.removeprefix(PREFIX), kind)
     if isinstance(exc, SdBusLibraryError | DbusDisconnectedError):
@@ -106,10 +107,13 @@ def _library_message(exc: BaseException) -> str:
 
 # sdbus sends a service's uncaught Python exception as org.python.Error.NAME and raises
 # the builtin class again on this side; those are agentd's failures, not ours.
-_REMOTE_PYTHON_ERRORS = tuple({
-    cls for name, cls in DBUS_ERROR_TO_EXCEPTION.items()
-    if name.startswith("org.python.Error.") and isinstance(cls, type)
-})
+_REMOTE_PYTHON_ERRORS = tuple(
+    {
+        cls
+        for name, cls in DBUS_ERROR_TO_EXCEPTION.items()
+        if name.startswith("org.python.Error.") and isinstance(cls, type)
+    }
+)
 
 
 async def _call(call: Awaitable[T]) -> T:
@@ -119,8 +123,9 @@ async def _call(call: Awaitable[T]) -> T:
     except SdBusBaseError as e:
         raise translate(e) from None
     except _REMOTE_PYTHON_ERRORS as e:
-        raise ClientError(f"internal error in agentd: {_one_line(str(e)) or '?'}",
-                          type(e).__name__) from None
+        raise ClientError(
+            f"internal error in agentd: {_one_line(str(e)) or '?'}", type(e).__name__
+        ) from None
 
 
 class TaskWatch:
@@ -181,21 +186,26 @@ class AgentdClient:
         try:
             return cls(sdbus.sd_bus_open_system())
         except SdBusBaseError as e:
-            raise ClientError(f"cannot connect to the system bus: {_library_message(e)}",
-                              kind="unavailable") from None
+            raise ClientError(
+                f"cannot connect to the system bus: {_library_message(e)}", kind="unavailable"
+            ) from None
 
     async def _match(self, signal: Any, callback: Callable[[Any], None]) -> Any:
         """Subscribe CALLBACK to one of agentd's signals; returns the slot to close."""
-        return await _call(self.bus.match_signal_async(
-            BUS_NAME, ROOT_PATH, signal.interface_name, signal.signal_name, callback))
+        return await _call(
+            self.bus.match_signal_async(
+                BUS_NAME, ROOT_PATH, signal.interface_name, signal.signal_name, callback
+            )
+        )
 
     async def _match_owner_changed(self, callback: Callable[[Any], None]) -> Any:
         """Subscribe CALLBACK to the bus's NameOwnerChanged (agentd leaving or coming)."""
         return await _call(self.bus.match_signal_async(*DBUS, "NameOwnerChanged", callback))
 
     # -- agents ---------------------------------------------------------------------
-    async def create_agent(self, name: str, template: str,
-                           limits: Mapping[str, int | str] | None = None) -> str:
+    async def create_agent(
+        self, name: str, template: str, limits: Mapping[str, int | str] | None = None
+    ) -> str:
         """Create agent NAME; returns its object path."""
         return await _call(self.manager.create_agent(name, template, limit_variants(limits or {})))
 
@@ -238,8 +248,10 @@ class AgentdClient:
                 restarted.append(True)
                 arrived.set()
 
-        slots = [await self._match(JOB_REMOVED, on_signal),
-                 await self._match_owner_changed(on_owner)]
+        slots = [
+            await self._match(JOB_REMOVED, on_signal),
+            await self._match_owner_changed(on_owner),
+        ]
         job = ""
         try:
             job = await _call(method(name))
@@ -250,8 +262,11 @@ class AgentdClient:
                     arrived.clear()
                     await arrived.wait()
             if job not in ended:
-                raise ClientError(f"agentd restarted while {name}'s job {job} was running; "
-                                  f"see: agentctl agent show {name}", "JobLost")
+                raise ClientError(
+                    f"agentd restarted while {name}'s job {job} was running; "
+                    f"see: agentctl agent show {name}",
+                    "JobLost",
+                )
             return ended[job]
         except TimeoutError:
             raise ClientError(f"timed out after {timeout:.0f}s waiting for {job}") from None
@@ -270,13 +285,15 @@ class AgentdClient:
         return unwrap(await _call(self.manager.describe_template(name)))
 
     # -- audit and events -----------------------------------------------------------
-    async def list_events(self, after_seq: int = 0, limit: int = PAGE,
-                          types: Iterable[str] = ()) -> list[dict[str, Any]]:
+    async def list_events(
+        self, after_seq: int = 0, limit: int = PAGE, types: Iterable[str] = ()
+    ) -> list[dict[str, Any]]:
         """Up to LIMIT audit entries with seq > AFTER_SEQ that the caller may see and
         whose action matches one of the shell-style globs TYPES (every entry if none),
         oldest first; agentd does the filtering."""
-        return marshal.audit_entries(await _call(
-            self.manager.list_events(after_seq, limit, list(types))))
+        return marshal.audit_entries(
+            await _call(self.manager.list_events(after_seq, limit, list(types)))
+        )
 
     async def audit_head(self) -> int:
         """Sequence number of the newest audit row."""
@@ -286,8 +303,9 @@ class AgentdClient:
         ok, checked, message = await _call(self.manager.verify_audit())
         return {"ok": ok, "checked": checked, "message": message}
 
-    async def follow_events(self, after_seq: int = 0, types: Iterable[str] = ()
-                            ) -> AsyncIterator[dict[str, Any]]:
+    async def follow_events(
+        self, after_seq: int = 0, types: Iterable[str] = ()
+    ) -> AsyncIterator[dict[str, Any]]:
         """Yield every entry list_events(AFTER_SEQ, ..., TYPES) gives, then new ones as
         agentd announces them (AuditAppended), until the caller stops.
 
@@ -333,8 +351,7 @@ class AgentdClient:
         """Submit a task (keys of TASK_SPEC; None values are left out); returns its id."""
         return int(await _call(self.tasks.submit_task(variants(spec, TASK_SPEC, "task"))))
 
-    async def list_tasks(self, filter: Mapping[str, Any] | None = None
-                         ) -> list[dict[str, Any]]:
+    async def list_tasks(self, filter: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Tasks the caller may see, narrowed by FILTER (keys of TASK_FILTER)."""
         flt = variants(filter or {}, TASK_FILTER, "filter")
         return marshal.tasks(await _call(self.tasks.list_tasks(flt)))
@@ -369,8 +386,10 @@ class AgentdClient:
         before it asks: then no change can fall between the answer and the match.
         """
         watch = TaskWatch()
-        slots = [await self._match(TASK_CHANGED, watch.on_task_changed),
-                 await self._match_owner_changed(watch.on_owner_changed)]
+        slots = [
+            await self._match(TASK_CHANGED, watch.on_task_changed),
+            await self._match_owner_changed(watch.on_owner_changed),
+        ]
         try:
             yield watch
         finally:
@@ -398,11 +417,15 @@ class AgentdClient:
         async for event in _json_stream(await _call(self.model.reload(path))):
             yield event
 
-    async def chat(self, agent: str, messages: list[dict[str, str]],
-                   options: Mapping[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def chat(
+        self, agent: str, messages: list[dict[str, str]], options: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """queued, token... then done; an error line becomes a ClientError."""
-        fd = await _call(self.model.chat(agent, json.dumps(messages),
-                                         variants(options or {}, CHAT_OPTIONS, "chat option")))
+        fd = await _call(
+            self.model.chat(
+                agent, json.dumps(messages), variants(options or {}, CHAT_OPTIONS, "chat option")
+            )
+        )
         async for event in _json_stream(fd):
             yield event
 
@@ -430,8 +453,11 @@ async def _json_stream(fd: int) -> AsyncIterator[dict[str, Any]]:
             event = json.loads(line)
             if event.get("event") == "error":
                 name = str(event.get("error", ""))
-                raise ClientError(str(event.get("message", name)), name,
-                                  "unavailable" if name == "ModelUnavailable" else "failed")
+                raise ClientError(
+                    str(event.get("message", name)),
+                    name,
+                    "unavailable" if name == "ModelUnavailable" else "failed",
+                )
             yield event
             if event.get("event") == "done":
                 return

@@ -45,8 +45,9 @@ def limit_variants(limits: Mapping[str, int | str]) -> dict[str, tuple[str, Any]
     return out
 
 
-def variants(values: Mapping[str, Any], sigs: Mapping[str, str],
-              what: str) -> dict[str, tuple[str, Any]]:
+def variants(
+    values: Mapping[str, Any], sigs: Mapping[str, str], what: str
+) -> dict[str, tuple[str, Any]]:
     """{key: value} -> the a{sv} agentd expects, each key with its signature from SIGS.
     None values are left out (unset); a key SIGS does not know is a caller's bug."""
     out: dict[str, tuple[str, Any]] = {}
@@ -73,8 +74,17 @@ def variants(values: Mapping[str, Any], sigs: Mapping[str, str],
 
 
 # SubmitTask's spec and ListTasks' filter, as agentd.api.interfaces documents them
-TASK_SPEC = {"title": "s", "description": "s", "project": "s", "needs": "as",
-             "priority": "s", "after": "at", "agent": "s", "max_attempts": "u", "exec": "s"}
+TASK_SPEC = {
+    "title": "s",
+    "description": "s",
+    "project": "s",
+    "needs": "as",
+    "priority": "s",
+    "after": "at",
+    "agent": "s",
+    "max_attempts": "u",
+    "exec": "s",
+}
 TASK_FILTER = {"status": "s", "project": "s", "agent": "s", "priority": "s", "limit": "u"}
 # Chat's options
 CHAT_OPTIONS = {"max_tokens": "u", "temperature": "d", "json_schema": "s", "persona": "b"}
@@ -98,21 +108,36 @@ def _fields(cls: type[Any], items: Items) -> list[dict[str, Any]]:
 
 def agents(items: Items) -> list[dict[str, Any]]:
     """ListAgents; a row's active state is called "state" here, as in `agent list`."""
-    return [{"name": r.name, "template": r.template, "state": r.active_state, "uid": r.uid,
-             "owner_uid": r.owner_uid, "path": r.path} for r in rows(AgentRow, items)]
+    return [
+        {
+            "name": r.name,
+            "template": r.template,
+            "state": r.active_state,
+            "uid": r.uid,
+            "owner_uid": r.owner_uid,
+            "path": r.path,
+        }
+        for r in rows(AgentRow, items)
+    ]
 
 
 def templates(items: Items) -> list[dict[str, Any]]:
     """ListTemplates."""
-    return [dict(r._asdict(), capabilities=list(r.capabilities))
-            for r in rows(TemplateRow, items)]
+    return [dict(r._asdict(), capabilities=list(r.capabilities)) for r in rows(TemplateRow, items)]
 
 
 def audit_entries(items: Items) -> list[dict[str, Any]]:
     """ListEvents (and ListAuditEntries) rows; "" and 0 stand for "no agent" on the bus, None
     here; detail is parsed from its JSON text."""
-    return [dict(r._asdict(), agent=r.agent or None, agent_uid=r.agent_uid if r.agent else None,
-                 detail=json_detail(r.detail)) for r in rows(AuditRow, items)]
+    return [
+        dict(
+            r._asdict(),
+            agent=r.agent or None,
+            agent_uid=r.agent_uid if r.agent else None,
+            detail=json_detail(r.detail),
+        )
+        for r in rows(AuditRow, items)
+    ]
 
 
 def task_events(items: Items) -> list[dict[str, Any]]:

@@ -23,12 +23,22 @@ import click
 from .app import env
 
 STATE_STYLES = {
-    "active": "green", "reloading": "green", "failed": "bold red",
-    "activating": "yellow", "deactivating": "yellow", "inactive": "dim",
-    "ok": "green", "denied": "bold red", "error": "bold red",
+    "active": "green",
+    "reloading": "green",
+    "failed": "bold red",
+    "activating": "yellow",
+    "deactivating": "yellow",
+    "inactive": "dim",
+    "ok": "green",
+    "denied": "bold red",
+    "error": "bold red",
     # task statuses
-    "pending": "", "in_progress": "yellow", "blocked": "bold yellow", "completed": "green",
-    "cancelled": "dim", "dead_lettered": "bold red",
+    "pending": "",
+    "in_progress": "yellow",
+    "blocked": "bold yellow",
+    "completed": "green",
+    "cancelled": "dim",
+    "dead_lettered": "bold red",
 }
 WIDE_COLUMNS = ("DESCRIPTION", "DETAIL", "TITLE")  # the columns a table may wrap
 _BYTE_UNITS = (("B", 1), ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30))
@@ -175,8 +185,9 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]],
-                style_column: int | None = None) -> None:
+def print_table(
+    columns: Sequence[str], rows: Iterable[Sequence[Any]], style_column: int | None = None
+) -> None:
     """A rich table on a terminal; tab-separated lines without a header otherwise."""
     if not env().is_tty():
         for row in rows:
@@ -198,8 +209,13 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]],
     Console(highlight=False).print(table)
 
 
-def print_section(title: str, prefix: str, columns: Sequence[str],
-                  rows: list[Sequence[Any]], style_column: int | None = None) -> None:
+def print_section(
+    title: str,
+    prefix: str,
+    columns: Sequence[str],
+    rows: list[Sequence[Any]],
+    style_column: int | None = None,
+) -> None:
     """A titled table after `show`'s fields on a terminal; in a pipe, one line per row
     starting with PREFIX, so `awk -F'\\t' '$1 == "artifact"'` picks them out."""
     if not env().is_tty():
@@ -221,8 +237,9 @@ def getter(key: str, fmt: Callable[[Any], str] = raw) -> Callable[[dict[str, Any
     return lambda info: fmt(info[key])
 
 
-def print_fields(info: dict[str, Any], fields: Sequence[Field],
-                 styled: Iterable[str] = ("active_state",)) -> None:
+def print_fields(
+    info: dict[str, Any], fields: Sequence[Field], styled: Iterable[str] = ("active_state",)
+) -> None:
     """`show` output: label/value pairs, then any key this version does not know.
 
     On a terminal, the values of the keys in STYLED are coloured as STATE_STYLES says."""
@@ -234,8 +251,10 @@ def print_fields(info: dict[str, Any], fields: Sequence[Field],
         for key, _label, value in rows:
             click.echo(f"{key}\t{plain(value)}")
         return
-    print_grid((label + ":", value, STATE_STYLES.get(str(info[key]), "") if key in styled
-                else "") for key, label, value in rows)
+    print_grid(
+        (label + ":", value, STATE_STYLES.get(str(info[key]), "") if key in styled else "")
+        for key, label, value in rows
+    )
 
 
 def print_grid(rows: Iterable[tuple[str, str, str]]) -> None:

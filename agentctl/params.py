@@ -42,8 +42,7 @@ class SizeType(click.ParamType):
 
     name = "SIZE"
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> int:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
         try:
@@ -57,8 +56,7 @@ class PercentType(click.ParamType):
 
     name = "PCT"
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> int:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
         text = str(value).strip().removesuffix("%")
@@ -72,14 +70,14 @@ class TaskIdType(click.ParamType):
 
     name = "ID"
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> int:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
         text = str(value).strip().removeprefix("#")
         if not (text.isascii() and text.isdigit()) or int(text) >= 1 << 64:
-            self.fail(f"invalid task id {value!r}: a number, as `task submit` prints it",
-                      param, ctx)
+            self.fail(
+                f"invalid task id {value!r}: a number, as `task submit` prints it", param, ctx
+            )
         return int(text)
 
 
@@ -91,13 +89,11 @@ def split(values: Sequence[str]) -> list[str]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
-def split_option(ctx: click.Context, param: click.Parameter, values: Sequence[str]
-                 ) -> list[str]:
+def split_option(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> list[str]:
     """click callback: a repeatable option's values, commas split."""
     return split(values)
 
 
-def split_ids(ctx: click.Context, param: click.Parameter, values: Sequence[str]
-              ) -> list[int]:
+def split_ids(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> list[int]:
     """click callback: a repeatable option's task ids, commas split."""
     return [TASK_ID.convert(v, param, ctx) for v in split(values)]

@@ -36,7 +36,9 @@ class Account:
 
 async def _run(*argv: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await proc.communicate()
@@ -86,7 +88,8 @@ class Accounts:
         except KeyError:
             members = set()
         return [
-            self._account(pw) for pw in pwd.getpwall()
+            self._account(pw)
+            for pw in pwd.getpwall()
             if lo <= pw.pw_uid <= hi and pw.pw_name in members
         ]
 
@@ -99,10 +102,24 @@ class Accounts:
                 raise SystemError_(f"groupadd {name} failed: {out}")
             rc, out = await _run(
                 # -K: a system account above SYS_UID_MAX is intended, not worth a warning
-                "useradd", "--system", "-K", f"SYS_UID_MAX={uid}", "--uid", str(uid),
-                "--gid", str(uid),
-                "--groups", self.agents_group, "--no-create-home", "--home-dir", str(home),
-                "--shell", NOLOGIN, "--comment", f"agentd agent {name}", name,
+                "useradd",
+                "--system",
+                "-K",
+                f"SYS_UID_MAX={uid}",
+                "--uid",
+                str(uid),
+                "--gid",
+                str(uid),
+                "--groups",
+                self.agents_group,
+                "--no-create-home",
+                "--home-dir",
+                str(home),
+                "--shell",
+                NOLOGIN,
+                "--comment",
+                f"agentd agent {name}",
+                name,
             )
             if rc:
                 await _run("groupdel", name)

@@ -60,12 +60,28 @@ class Verdict:
 
 
 def row_hash(
-    seq: int, ts: float, actor_uid: int, action: str, agent: str | None,
-    agent_uid: int | None, result: str, detail: str, prev_hash: str,
+    seq: int,
+    ts: float,
+    actor_uid: int,
+    action: str,
+    agent: str | None,
+    agent_uid: int | None,
+    result: str,
+    detail: str,
+    prev_hash: str,
     task_id: int | None = None,
 ) -> str:
-    fields: list[object] = [seq, repr(ts), actor_uid, action, agent, agent_uid, result,
-                            detail, prev_hash]
+    fields: list[object] = [
+        seq,
+        repr(ts),
+        actor_uid,
+        action,
+        agent,
+        agent_uid,
+        result,
+        detail,
+        prev_hash,
+    ]
     if task_id is not None:  # rows from before tasks existed hash as they always did
         fields.append(task_id)
     material = json.dumps(fields, separators=(",", ":"))
@@ -73,8 +89,12 @@ def row_hash(
 
 
 class AuditLog:
-    def __init__(self, store: Store, journal: JournalSink | None = _journal_send,
-                 events: Events | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        journal: JournalSink | None = _journal_send,
+        events: Events | None = None,
+    ) -> None:
         self.store = store
         self.journal = journal
         self.events = events if events is not None else Events(store)
@@ -87,8 +107,14 @@ class AuditLog:
         return int(seq), digest
 
     def append(
-        self, action: str, *, actor_uid: int, agent: str | None = None,
-        agent_uid: int | None = None, result: str = "ok", task_id: int | None = None,
+        self,
+        action: str,
+        *,
+        actor_uid: int,
+        agent: str | None = None,
+        agent_uid: int | None = None,
+        result: str = "ok",
+        task_id: int | None = None,
         **detail: Any,
     ) -> Entry:
         """Append one row (inside the caller's transaction, if any)."""
@@ -98,19 +124,32 @@ class AuditLog:
         with self.store.transaction():
             last_seq, prev = self.head()
             seq, ts = last_seq + 1, time.time()
-            digest = row_hash(seq, ts, actor_uid, action, agent, agent_uid, result,
-                              detail_json, prev, task_id)
+            digest = row_hash(
+                seq, ts, actor_uid, action, agent, agent_uid, result, detail_json, prev, task_id
+            )
             self.store.execute(
                 "INSERT INTO audit (seq, ts, actor_uid, action, agent, agent_uid, result, "
                 "detail, prev_hash, hash, task_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (seq, ts, actor_uid, action, agent, agent_uid, result, detail_json, prev,
-                 digest, task_id),
+                (
+                    seq,
+                    ts,
+                    actor_uid,
+                    action,
+                    agent,
+                    agent_uid,
+                    result,
+                    detail_json,
+                    prev,
+                    digest,
+                    task_id,
+                ),
             )
             self.store.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('audit_head', ?)", (f"{seq}:{digest}",)
             )
-            entry = Entry(seq, ts, actor_uid, action, agent, agent_uid, result, detail, prev,
-                          digest, task_id)
+            entry = Entry(
+                seq, ts, actor_uid, action, agent, agent_uid, result, detail, prev, digest, task_id
+            )
             self.store.after_commit(lambda: self._publish(entry))
         return entry
 
@@ -136,8 +175,13 @@ class AuditLog:
                 self.journal(**fields)
         self.events.publish(AuditAppended(entry))
 
-    def entries(self, after: int = 0, limit: int = 1000, agent: str | None = None,
-                task_id: int | None = None) -> list[Entry]:
+    def entries(
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        agent: str | None = None,
+        task_id: int | None = None,
+    ) -> list[Entry]:
         sql = "SELECT * FROM audit WHERE seq > ?"
         params: list[Any] = [after]
         if agent:
@@ -159,17 +203,29 @@ class AuditLog:
                 return Verdict(False, checked, f"row {expected_seq} is missing", expected_seq)
             if row["prev_hash"] != expected_prev:
                 return Verdict(False, checked, f"row {seq} does not follow row {seq - 1}", seq)
-            digest = row_hash(seq, row["ts"], row["actor_uid"], row["action"], row["agent"],
-                              row["agent_uid"], row["result"], row["detail"], row["prev_hash"],
-                              row["task_id"])
+            digest = row_hash(
+                seq,
+                row["ts"],
+                row["actor_uid"],
+                row["action"],
+                row["agent"],
+                row["agent_uid"],
+                row["result"],
+                row["detail"],
+                row["prev_hash"],
+                row["task_id"],
+            )
             if digest != row["hash"]:
                 return Verdict(False, checked, f"row {seq} was modified", seq)
             expected_prev, expected_seq, checked = digest, seq + 1, checked + 1
         head_seq, head_hash = self.head()
         if (head_seq, head_hash) != (checked, expected_prev):
-            return Verdict(False, checked,
-                           f"the log ends at row {checked} but its head says {head_seq}",
-                           checked + 1)
+            return Verdict(
+                False,
+                checked,
+                f"the log ends at row {checked} but its head says {head_seq}",
+                checked + 1,
+            )
         return Verdict(True, checked, f"{checked} rows, chain intact")
 
 

@@ -137,7 +137,8 @@ def load(path: Path = DEFAULT_CONFIG_FILE, *, overrides: dict | None = None) -> 
     for key, value in data.items():
         if key in FOREIGN_TABLES:
             if not isinstance(value, dict) and not (
-                    isinstance(value, str) and value.startswith("/")):
+                isinstance(value, str) and value.startswith("/")
+            ):
                 raise InvalidConfig(f"{path}: {key} must be a table, or an absolute path")
             continue
         if key not in known:
@@ -146,9 +147,13 @@ def load(path: Path = DEFAULT_CONFIG_FILE, *, overrides: dict | None = None) -> 
     cfg = dataclasses.replace(defaults, config_file=path, **values)
     check_uid_range(cfg.uid_min, cfg.uid_max)
     if cfg.token_quota_period not in QUOTA_PERIODS:
-        raise InvalidConfig(f"token_quota_period: {cfg.token_quota_period!r} is not one of "
-                            f"{', '.join(QUOTA_PERIODS)}")
+        raise InvalidConfig(
+            f"token_quota_period: {cfg.token_quota_period!r} is not one of "
+            f"{', '.join(QUOTA_PERIODS)}"
+        )
     if cfg.lease_seconds <= cfg.heartbeat_interval:
-        raise InvalidConfig(f"lease_seconds ({cfg.lease_seconds}) must exceed "
-                            f"heartbeat_interval ({cfg.heartbeat_interval})")
+        raise InvalidConfig(
+            f"lease_seconds ({cfg.lease_seconds}) must exceed "
+            f"heartbeat_interval ({cfg.heartbeat_interval})"
+        )
     return cfg

@@ -88,30 +88,33 @@ async def serve(cfg: config_mod.Config) -> None:
     bus = open_system_bus()
     systemd = Systemd(bus)
     await systemd.connect()
-    registry = Registry(cfg, store, audit, Accounts(cfg.agents_group), homes, systemd, catalog,
-                        events=events)
+    registry = Registry(
+        cfg, store, audit, Accounts(cfg.agents_group), homes, systemd, catalog, events=events
+    )
     policy = registry.policy  # the registry answers the policy's "is this UID an agent?"
 
     repaired = await registry.reconcile()
     for line in repaired:
         log.warning("reconcile: %s", line)
 
-    queue = TaskQueue(store, registry, cfg=cfg, audit=audit, policy=policy, events=events,
-                      catalog=catalog)
+    queue = TaskQueue(
+        store, registry, cfg=cfg, audit=audit, policy=policy, events=events, catalog=catalog
+    )
     queue.grace()
     meter = Meter(cfg, store, audit, registry, policy=policy, catalog=catalog)
-    thinking = Thinking(registry, meter, ModelClient(cfg.inference_socket), audit,
-                        policy=policy, catalog=catalog)
+    thinking = Thinking(
+        registry, meter, ModelClient(cfg.inference_socket), audit, policy=policy, catalog=catalog
+    )
     callers = Callers(bus, policy, Polkit(bus))
-    manager = ManagerObject(registry, EventLog(audit, registry, policy), callers, bus,
-                            catalog=catalog, cfg=cfg)
+    manager = ManagerObject(
+        registry, EventLog(audit, registry, policy), callers, bus, catalog=catalog, cfg=cfg
+    )
     runtime = RuntimeObject(registry, queue, callers, thinking)
     tasks = TasksObject(queue, callers)
     model = ModelObject(thinking, meter, callers)
     # sdbus holds exported objects weakly: these names keep them (and their
     # vtables) alive for as long as agentd serves.
-    exported = [obj.export_to_dbus(ROOT_PATH, bus)
-                for obj in (manager, runtime, tasks, model)]
+    exported = [obj.export_to_dbus(ROOT_PATH, bus) for obj in (manager, runtime, tasks, model)]
     states = dict(await systemd.list_units("agent-*.service"))
     for agent in registry.agents():
         manager.export_agent(agent.name, states.get(agent.unit, "inactive"))
@@ -119,8 +122,10 @@ async def serve(cfg: config_mod.Config) -> None:
     # Subscription order is delivery order: the registry marks a dead unit's
     # agent offline before the queue drops its long polls and the bus says so.
     events.subscribe(UnitStateChanged, registry.on_unit_state)
-    events.subscribe(UnitStateChanged, lambda e: e.active_state in ("inactive", "failed")
-                     and queue.runtime_gone(e.name))
+    events.subscribe(
+        UnitStateChanged,
+        lambda e: e.active_state in ("inactive", "failed") and queue.runtime_gone(e.name),
+    )
     events.subscribe(AgentRemoved, meter.forget)
     manager.subscribe(events)
     tasks.subscribe(events)
@@ -136,8 +141,13 @@ async def serve(cfg: config_mod.Config) -> None:
     await take_name()
     audit.append("agentd.start", actor_uid=0, version=__version__, repaired=len(repaired))
     _notify(f"READY=1\nSTATUS=serving {len(registry.agents())} agents")
-    log.info("agentd %s ready on %s (%d agents, %d repairs)", __version__, BUS_NAME,
-             len(registry.agents()), len(repaired))
+    log.info(
+        "agentd %s ready on %s (%d agents, %d repairs)",
+        __version__,
+        BUS_NAME,
+        len(registry.agents()),
+        len(repaired),
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -161,10 +171,17 @@ async def serve(cfg: config_mod.Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agentd", description="The agentd daemon.")
-    parser.add_argument("--config", type=Path, default=config_mod.DEFAULT_CONFIG_FILE,
-                        help="configuration file (default: %(default)s)")
-    parser.add_argument("--check-config", action="store_true",
-                        help="validate the configuration, templates and profiles, then exit")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=config_mod.DEFAULT_CONFIG_FILE,
+        help="configuration file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration, templates and profiles, then exit",
+    )
     parser.add_argument("--version", action="version", version=f"agentd {__version__}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 
+from .agent import resource
 from .audit import AuditLog, Entry, Verdict
 from .errors import InvalidArgument
 from .policy import Caller, Policy, Resource
-from .registry import Registry, resource
+from .registry import Registry
 
 MAX_LIMIT = 10000
 MAX_PATTERNS = 64
@@ -26,8 +27,9 @@ class EventLog:
         self.registry = registry
         self.policy = policy
 
-    def entries(self, caller: Caller, after_seq: int, limit: int,
-                types: Sequence[str] = ()) -> list[Entry]:
+    def entries(
+        self, caller: Caller, after_seq: int, limit: int, types: Sequence[str] = ()
+    ) -> list[Entry]:
         """Up to LIMIT rows after AFTER_SEQ that CALLER may see and whose action
         matches one of TYPES (all, if empty)."""
         self.policy.check(caller, "audit.list")

@@ -39,6 +39,7 @@ class ModelError(Exception):
         super().__init__(message)
         self.name = name
 
+
 MAX_ARTIFACTS = 256
 ARTIFACTS_DIR = "artifacts"
 
@@ -64,9 +65,16 @@ class ShellTool:
     async def run(self, task_id: int, command: str, env: dict[str, str]) -> dict[str, Any]:
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", command, cwd=self.home, env=env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            "/bin/sh",
+            "-c",
+            command,
+            cwd=self.home,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
         self.running[task_id] = proc
         try:
             out, err = await proc.communicate()
@@ -74,7 +82,8 @@ class ShellTool:
             self.running.pop(task_id, None)
         return {
             "exit_code": proc.returncode,
-            "stdout": _tail(out), "stderr": _tail(err),
+            "stdout": _tail(out),
+            "stderr": _tail(err),
             "duration_s": round(time.monotonic() - started, 3),
         }
 
@@ -139,10 +148,17 @@ ACTION_ARGS: dict[str, dict[str, Any]] = {
 def step_schema(actions: list[str]) -> dict[str, Any]:
     """What one model step may say: one of ACTIONS, with that action's arguments
     (a grammar per alternative, so an answer always carries its text)."""
-    return {"oneOf": [
-        {"type": "object", "properties": {"action": {"const": a}, **ACTION_ARGS[a]},
-         "required": ["action", *ACTION_ARGS[a]], "additionalProperties": False}
-        for a in actions]}
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {"action": {"const": a}, **ACTION_ARGS[a]},
+                "required": ["action", *ACTION_ARGS[a]],
+                "additionalProperties": False,
+            }
+            for a in actions
+        ]
+    }
 
 
 ANSWER_SCHEMA = step_schema(["answer"])
@@ -153,9 +169,11 @@ def task_prompt(task: dict[str, Any], actions: list[str]) -> str:
     if task.get("description"):
         lines.append(str(task["description"])[:TASK_CHARS])
     lines += [f"Note: {n}" for n in task.get("notes", [])][:5]
-    how = {"answer": '{"action": "answer", "answer": "the result"}',
-           "shell": '{"action": "shell", "command": "a /bin/sh command to run in your home"}',
-           "write_file": '{"action": "write_file", "path": "file name", "content": "text"}'}
+    how = {
+        "answer": '{"action": "answer", "answer": "the result"}',
+        "shell": '{"action": "shell", "command": "a /bin/sh command to run in your home"}',
+        "write_file": '{"action": "write_file", "path": "file name", "content": "text"}',
+    }
     lines.append("Reply with one JSON object, one of: " + " or ".join(how[a] for a in actions))
     return "\n".join(lines)
 
@@ -181,15 +199,24 @@ class Executor:
             return Outcome("failed", error=f"model: {e}")
 
     def _actions(self) -> list[str]:
-        return (["answer"] + (["shell"] if "shell" in self.tools else [])
-                + (["write_file"] if "files" in self.tools else []))
+        return (
+            ["answer"]
+            + (["shell"] if "shell" in self.tools else [])
+            + (["write_file"] if "files" in self.tools else [])
+        )
 
-    async def _step(self, messages: list[dict[str, str]], schema: dict[str, Any],
-                    task_id: int, usage: dict[str, int]) -> dict[str, Any]:
+    async def _step(
+        self,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any],
+        task_id: int,
+        usage: dict[str, int],
+    ) -> dict[str, Any]:
         assert self.think is not None
-        answer = await self.think(messages, {"max_tokens": STEP_TOKENS,
-                                             "json_schema": json.dumps(schema),
-                                             "task": task_id})
+        answer = await self.think(
+            messages,
+            {"max_tokens": STEP_TOKENS, "json_schema": json.dumps(schema), "task": task_id},
+        )
         usage["prompt_tokens"] += int(answer.get("prompt_tokens", 0))
         usage["completion_tokens"] += int(answer.get("completion_tokens", 0))
         try:
@@ -197,8 +224,11 @@ class Executor:
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            raise ModelError("Unparseable", "the model's answer is not the JSON asked for "
-                             f"(finish reason {answer.get('finish_reason')})")
+            raise ModelError(
+                "Unparseable",
+                "the model's answer is not the JSON asked for "
+                f"(finish reason {answer.get('finish_reason')})",
+            )
         return data
 
     async def _reason(self, task: dict[str, Any]) -> Outcome:
@@ -210,31 +240,46 @@ class Executor:
         steps: list[dict[str, Any]] = []
         for n in range(1, MAX_STEPS + 1):
             final = n == MAX_STEPS
-            data = await self._step(messages, ANSWER_SCHEMA if final else step_schema(actions),
-                                    task_id, usage)
+            data = await self._step(
+                messages, ANSWER_SCHEMA if final else step_schema(actions), task_id, usage
+            )
             action = data.get("action", "answer")
             if action == "answer":
                 result = {"answer": str(data.get("answer", "")), "steps": steps, **usage}
                 return Outcome("completed", result=result)
             feedback = await self._act(task_id, action, data)
-            steps.append({"action": action, **{k: data[k] for k in ("command", "path")
-                                               if k in data}, "result": feedback})
-            messages += [{"role": "assistant", "content": json.dumps(data)},
-                         {"role": "user", "content": f"Result: {feedback}\n"
-                          "Reply with JSON; answer when you are done."}]
+            steps.append(
+                {
+                    "action": action,
+                    **{k: data[k] for k in ("command", "path") if k in data},
+                    "result": feedback,
+                }
+            )
+            messages += [
+                {"role": "assistant", "content": json.dumps(data)},
+                {
+                    "role": "user",
+                    "content": f"Result: {feedback}\nReply with JSON; answer when you are done.",
+                },
+            ]
         raise AssertionError("unreachable: the last step answers")
 
     async def _act(self, task_id: int, action: str, data: dict[str, Any]) -> str:
         if action == "shell" and "shell" in self.tools:
-            env = {"HOME": str(self.home), "PATH": "/usr/local/bin:/usr/bin:/bin",
-                   "LANG": "C.UTF-8", "AGENTD_TASK_ID": str(task_id)}
+            env = {
+                "HOME": str(self.home),
+                "PATH": "/usr/local/bin:/usr/bin:/bin",
+                "LANG": "C.UTF-8",
+                "AGENTD_TASK_ID": str(task_id),
+            }
             r = await self.shell.run(task_id, str(data.get("command", "")), env)
-            return (f"exit {r['exit_code']}; stdout: {r['stdout'][:FEEDBACK_CHARS]}; "
-                    f"stderr: {r['stderr'][:FEEDBACK_CHARS // 2]}")
+            return (
+                f"exit {r['exit_code']}; stdout: {r['stdout'][:FEEDBACK_CHARS]}; "
+                f"stderr: {r['stderr'][: FEEDBACK_CHARS // 2]}"
+            )
         if action == "write_file" and "files" in self.tools:
             try:
-                self.files.write(str(data.get("path") or "notes.txt"),
-                                 str(data.get("content", "")))
+                self.files.write(str(data.get("path") or "notes.txt"), str(data.get("content", "")))
                 return f"wrote {data.get('path') or 'notes.txt'}"
             except (OSError, PermissionError) as e:
                 return f"error: {e}"
@@ -248,18 +293,26 @@ class Executor:
         artifacts.mkdir(exist_ok=True)
         before = _snapshot(artifacts)
         env = {
-            "HOME": str(self.home), "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "LANG": "C.UTF-8", "AGENTD_TASK_ID": str(task_id),
+            "HOME": str(self.home),
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "AGENTD_TASK_ID": str(task_id),
             "AGENTD_ARTIFACTS": str(artifacts),
         }
         result = await self.shell.run(task_id, task["exec"], env)
-        found = [(_artifact_name(p.relative_to(artifacts)), str(p.relative_to(self.home)))
-                 for p, stamp in sorted(_snapshot(artifacts).items())
-                 if before.get(p) != stamp][:MAX_ARTIFACTS]
+        found = [
+            (_artifact_name(p.relative_to(artifacts)), str(p.relative_to(self.home)))
+            for p, stamp in sorted(_snapshot(artifacts).items())
+            if before.get(p) != stamp
+        ][:MAX_ARTIFACTS]
         if result["exit_code"] == 0:
             return Outcome("completed", result=result, artifacts=found)
-        return Outcome("failed", result=result, artifacts=found,
-                       error=f"command exited with status {result['exit_code']}")
+        return Outcome(
+            "failed",
+            result=result,
+            artifacts=found,
+            error=f"command exited with status {result['exit_code']}",
+        )
 
     def abort(self, task_id: int) -> bool:
         return self.shell.abort(task_id)

@@ -54,14 +54,14 @@ class ModelClient:
         self.socket_path = socket_path
         self.patience_s = patience_s
 
-    async def _connect(self, patience_s: float | None = None
-                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(
+        self, patience_s: float | None = None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         deadline = time.monotonic() + (self.patience_s if patience_s is None else patience_s)
         delay = 0.1
         while True:
             try:
-                return await asyncio.open_unix_connection(str(self.socket_path),
-                                                          limit=LINE_LIMIT)
+                return await asyncio.open_unix_connection(str(self.socket_path), limit=LINE_LIMIT)
             except (FileNotFoundError, ConnectionRefusedError) as e:
                 if time.monotonic() + delay > deadline:
                     raise ModelUnavailable(
@@ -73,8 +73,9 @@ class ModelClient:
             except PermissionError:
                 raise ModelUnavailable(f"{self.socket_path}: permission denied") from None
 
-    async def request(self, message: dict[str, Any], patience_s: float | None = None
-                      ) -> AsyncIterator[dict[str, Any]]:
+    async def request(
+        self, message: dict[str, Any], patience_s: float | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """Send MESSAGE; yield every event line, the terminal one included.
         Raises the typed error of an `error` line, or Interrupted."""
         reader, writer = await self._connect(patience_s)
@@ -87,7 +88,9 @@ class ModelClient:
                 if not line:
                     raise Interrupted(
                         "the inference service stopped in the middle of the request",
-                        "".join(streamed), len(streamed))
+                        "".join(streamed),
+                        len(streamed),
+                    )
                 event = json.loads(line)
                 kind = event.get("event")
                 if kind == "error":
@@ -98,8 +101,9 @@ class ModelClient:
                 if kind == "done":
                     return
         except (ConnectionResetError, BrokenPipeError) as e:
-            raise Interrupted(f"the inference service went away ({e.strerror})",
-                              "".join(streamed), len(streamed)) from None
+            raise Interrupted(
+                f"the inference service went away ({e.strerror})", "".join(streamed), len(streamed)
+            ) from None
         finally:
             writer.close()
             with contextlib.suppress(OSError):

@@ -146,14 +146,23 @@ class Resource:
 
 
 class AuditSink(Protocol):
-    def append(self, action: str, *, actor_uid: int, agent: str | None = None,
-               agent_uid: int | None = None, result: str = "ok",
-               task_id: int | None = None, **detail: object) -> object: ...
+    def append(
+        self,
+        action: str,
+        *,
+        actor_uid: int,
+        agent: str | None = None,
+        agent_uid: int | None = None,
+        result: str = "ok",
+        task_id: int | None = None,
+        **detail: object,
+    ) -> object: ...
 
 
 class Policy:
-    def __init__(self, admin_group: str, is_agent_uid: Callable[[int], bool],
-                 audit: AuditSink) -> None:
+    def __init__(
+        self, admin_group: str, is_agent_uid: Callable[[int], bool], audit: AuditSink
+    ) -> None:
         self.admin_group = admin_group
         self.is_agent_uid = is_agent_uid
         self.audit = audit
@@ -211,14 +220,20 @@ class Policy:
         if reason:
             if rule.scope is Scope.SELF and role is Role.AGENT:
                 # the actor is an agent speaking for itself: the row is about it
-                resource = Resource("agent", caller.name, 0, agent=caller.name or None,
-                                    agent_uid=caller.uid,
-                                    task_id=resource.task_id if resource else None)
+                resource = Resource(
+                    "agent",
+                    caller.name,
+                    0,
+                    agent=caller.name or None,
+                    agent_uid=caller.uid,
+                    task_id=resource.task_id if resource else None,
+                )
             self._deny(caller, action, resource, reason)
         return role
 
-    def _refusal(self, caller: Caller, role: Role, action: str, rule: Rule,
-                 resource: Resource | None) -> str:
+    def _refusal(
+        self, caller: Caller, role: Role, action: str, rule: Rule, resource: Resource | None
+    ) -> str:
         """Why CALLER may not, or "" if it may."""
         scope = rule.scope
         if scope is Scope.ANYONE:
@@ -227,37 +242,43 @@ class Policy:
             if role is not Role.AGENT:
                 return f"uid {caller.uid} is not an agent"
             if resource is not None and resource.agent_uid != caller.uid:
-                return f"{resource.kind} {resource.name} is not claimed by " + \
-                    (caller.name or f"uid {caller.uid}")
+                return f"{resource.kind} {resource.name} is not claimed by " + (
+                    caller.name or f"uid {caller.uid}"
+                )
             return ""
         if role is Role.AGENT:
             if scope is Scope.VIEWER and (resource is None or resource.agent_uid == caller.uid):
                 return ""
             return rule.agents
         if scope is Scope.ADMIN:
-            return "" if role is Role.ADMIN else \
-                f"only administrators may {rule.what or 'do this'}"
+            return "" if role is Role.ADMIN else f"only administrators may {rule.what or 'do this'}"
         if resource is None or role is Role.ADMIN or scope is Scope.PERSON:
             return ""
         if resource.owner_uid == caller.uid:
             return ""
-        return f"{resource.kind} {resource.name} belongs to another user" \
-            if resource.kind != "agent" else \
-            f"uid {caller.uid} may not {action.split('.')[-1]} this agent"
+        return (
+            f"{resource.kind} {resource.name} belongs to another user"
+            if resource.kind != "agent"
+            else f"uid {caller.uid} may not {action.split('.')[-1]} this agent"
+        )
 
-    def _deny(self, caller: Caller, action: str, resource: Resource | None,
-              reason: str) -> None:
+    def _deny(self, caller: Caller, action: str, resource: Resource | None, reason: str) -> None:
         self.audit.append(
-            action, actor_uid=caller.uid, result="denied", reason=reason,
+            action,
+            actor_uid=caller.uid,
+            result="denied",
+            reason=reason,
             agent=resource.agent if resource else None,
             agent_uid=resource.agent_uid if resource else None,
             task_id=resource.task_id if resource else None,
-            **({"project": resource.name} if resource and resource.kind == "project" else {}))
+            **({"project": resource.name} if resource and resource.kind == "project" else {}),
+        )
         raise PermissionDenied(reason)
 
     # -- row filters: what a PERSON- or ANYONE-scoped listing shows ----------------
-    def sees(self, caller: Caller, action: str, owner_uid: int,
-             agent_uid: int | None = None) -> bool:
+    def sees(
+        self, caller: Caller, action: str, owner_uid: int, agent_uid: int | None = None
+    ) -> bool:
         """Whether a row owned by OWNER_UID (about AGENT_UID) shows in CALLER's list."""
         role = self.role(caller, action)
         if role is Role.ADMIN:
@@ -278,4 +299,3 @@ class Policy:
         """Whether CALLER manages what OWNER_UID owns (no audit: for routing choices)."""
         role = self.role(caller, action)
         return role is Role.ADMIN or (role is Role.USER and owner_uid == caller.uid)
-

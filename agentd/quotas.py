@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .agent import Agent
 from .audit import AuditLog
 from .config import QUOTA_PERIODS, Config
 from .errors import AgentdError, InvalidArgument, NoSuchAgent, QuotaExceeded
 from .events import AgentRemoved
 from .policy import Caller, Policy, Resource, Role
-from .registry import Agent, Registry
+from .registry import Registry
 from .store import Store
 from .templates import Catalog
 
@@ -71,13 +72,27 @@ class Quota:
         return self.limit > 0 and self.used >= self.limit
 
     def as_row(self) -> tuple[str, str, int, int, str, float, str]:
-        return (self.kind, self.subject, self.limit, self.used, self.period, self.resets_at,
-                self.source)
+        return (
+            self.kind,
+            self.subject,
+            self.limit,
+            self.used,
+            self.period,
+            self.resets_at,
+            self.source,
+        )
 
 
 class Meter:
-    def __init__(self, cfg: Config, store: Store, audit: AuditLog, registry: Registry,
-                 policy: Policy | None = None, catalog: Catalog | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        audit: AuditLog,
+        registry: Registry,
+        policy: Policy | None = None,
+        catalog: Catalog | None = None,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.audit = audit
@@ -87,24 +102,38 @@ class Meter:
 
     # -- quotas ------------------------------------------------------------
     def _admin_row(self, kind: str, subject: str) -> dict[str, Any] | None:
-        rows = self.store.query("SELECT * FROM quotas WHERE kind = ? AND subject = ?",
-                                (kind, subject))
+        rows = self.store.query(
+            "SELECT * FROM quotas WHERE kind = ? AND subject = ?", (kind, subject)
+        )
         return rows[0] if rows else None
 
     def forget(self, event: AgentRemoved) -> None:
         """A removed agent's own quota goes with it (its usage rows stay, as
         history; a later agent of that name starts afresh)."""
         with self.store.transaction():
-            self.store.execute("DELETE FROM quotas WHERE kind = 'agent' AND subject = ?",
-                               (event.agent.name,))
+            self.store.execute(
+                "DELETE FROM quotas WHERE kind = 'agent' AND subject = ?", (event.agent.name,)
+            )
 
     def _used(self, column: str, value: object, since: float) -> int:
-        return int(self.store.scalar(
-            f"SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage "
-            f"WHERE {column} = ? AND ts >= ?", (value, since)))
+        return int(
+            self.store.scalar(
+                f"SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage "
+                f"WHERE {column} = ? AND ts >= ?",
+                (value, since),
+            )
+        )
 
-    def _quota(self, kind: str, subject: str, limit: int, period: str, source: str,
-               now: float, born: float = 0.0) -> Quota:
+    def _quota(
+        self,
+        kind: str,
+        subject: str,
+        limit: int,
+        period: str,
+        source: str,
+        now: float,
+        born: float = 0.0,
+    ) -> Quota:
         row = self._admin_row(kind, subject)
         if row is not None and row["tokens"] is not None:
             limit, period, source = row["tokens"], row["period"], "admin"
@@ -115,8 +144,7 @@ class Meter:
 
     def agent_quota(self, agent: Agent, now: float | None = None) -> Quota:
         now = time.time() if now is None else now
-        limit, period, source = (self.cfg.agent_token_quota, self.cfg.token_quota_period,
-                                 "config")
+        limit, period, source = (self.cfg.agent_token_quota, self.cfg.token_quota_period, "config")
         try:
             template = self.catalog.template(agent.template)
             if template.token_budget > 0:
@@ -129,36 +157,72 @@ class Meter:
 
     def owner_quota(self, owner_uid: int, now: float | None = None) -> Quota:
         now = time.time() if now is None else now
-        return self._quota("owner", str(owner_uid), self.cfg.owner_token_quota,
-                           self.cfg.token_quota_period, "config", now)
+        return self._quota(
+            "owner",
+            str(owner_uid),
+            self.cfg.owner_token_quota,
+            self.cfg.token_quota_period,
+            "config",
+            now,
+        )
 
     def check(self, agent: Agent, actor_uid: int) -> None:
         """Refuse (audited) if the agent's or its owner's quota is used up."""
         for q in (self.agent_quota(agent), self.owner_quota(agent.owner_uid)):
             if q.exhausted:
-                who = (f"agent {agent.name}" if q.kind == "agent"
-                       else f"owner uid {agent.owner_uid}")
-                message = (f"{who} has used {q.used} of its {q.limit} {q.period} tokens; "
-                           f"the quota resets at {when(q.resets_at)}")
-                self.audit.append("model.refused", actor_uid=actor_uid, agent=agent.name,
-                                  agent_uid=agent.uid, result="denied", reason=message,
-                                  quota=q.kind, resets_at=q.resets_at)
+                who = f"agent {agent.name}" if q.kind == "agent" else f"owner uid {agent.owner_uid}"
+                message = (
+                    f"{who} has used {q.used} of its {q.limit} {q.period} tokens; "
+                    f"the quota resets at {when(q.resets_at)}"
+                )
+                self.audit.append(
+                    "model.refused",
+                    actor_uid=actor_uid,
+                    agent=agent.name,
+                    agent_uid=agent.uid,
+                    result="denied",
+                    reason=message,
+                    quota=q.kind,
+                    resets_at=q.resets_at,
+                )
                 raise QuotaExceeded(message, q.resets_at)
 
-    def record(self, agent: Agent, kind: str, prompt_tokens: int, completion_tokens: int,
-               status: str, duration_s: float, task_id: int | None = None) -> None:
+    def record(
+        self,
+        agent: Agent,
+        kind: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        status: str,
+        duration_s: float,
+        task_id: int | None = None,
+    ) -> None:
         with self.store.transaction():
             self.store.execute(
                 "INSERT INTO usage (ts, agent, agent_uid, owner_uid, kind, task_id, "
                 "prompt_tokens, completion_tokens, status, duration_s) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (time.time(), agent.name, agent.uid, agent.owner_uid, kind, task_id,
-                 prompt_tokens, completion_tokens, status, duration_s))
+                (
+                    time.time(),
+                    agent.name,
+                    agent.uid,
+                    agent.owner_uid,
+                    kind,
+                    task_id,
+                    prompt_tokens,
+                    completion_tokens,
+                    status,
+                    duration_s,
+                ),
+            )
 
     # -- administration ----------------------------------------------------
     def _subject(self, caller: Caller, kind: str, subject: str, action: str) -> str:
-        self.policy.check(caller, action, Resource(
-            "quota", subject, -1, agent=subject if kind == "agent" else None))
+        self.policy.check(
+            caller,
+            action,
+            Resource("quota", subject, -1, agent=subject if kind == "agent" else None),
+        )
         if kind == "agent":
             if self.registry.find(subject) is None:
                 raise NoSuchAgent(f"no agent named {subject!r}")
@@ -178,10 +242,17 @@ class Meter:
                 "VALUES (?,?,?,?,?,?) ON CONFLICT (kind, subject) DO UPDATE SET "
                 "tokens = excluded.tokens, period = excluded.period, "
                 "set_by = excluded.set_by, set_at = excluded.set_at",
-                (kind, subject, tokens, period, caller.uid, time.time()))
-            self.audit.append("quota.set", actor_uid=caller.uid,
-                              agent=subject if kind == "agent" else None,
-                              kind=kind, subject=subject, tokens=tokens, period=period)
+                (kind, subject, tokens, period, caller.uid, time.time()),
+            )
+            self.audit.append(
+                "quota.set",
+                actor_uid=caller.uid,
+                agent=subject if kind == "agent" else None,
+                kind=kind,
+                subject=subject,
+                tokens=tokens,
+                period=period,
+            )
 
     def reset(self, caller: Caller, kind: str, subject: str) -> None:
         """Start the current period's count afresh (the limit stays)."""
@@ -192,18 +263,25 @@ class Meter:
                 "INSERT INTO quotas (kind, subject, reset_at, set_by, set_at) "
                 "VALUES (?,?,?,?,?) ON CONFLICT (kind, subject) DO UPDATE SET "
                 "reset_at = excluded.reset_at, set_by = excluded.set_by, "
-                "set_at = excluded.set_at", (kind, subject, now, caller.uid, now))
-            self.audit.append("quota.reset", actor_uid=caller.uid,
-                              agent=subject if kind == "agent" else None,
-                              kind=kind, subject=subject)
+                "set_at = excluded.set_at",
+                (kind, subject, now, caller.uid, now),
+            )
+            self.audit.append(
+                "quota.reset",
+                actor_uid=caller.uid,
+                agent=subject if kind == "agent" else None,
+                kind=kind,
+                subject=subject,
+            )
 
     # -- reports -----------------------------------------------------------
     def quotas(self, caller: Caller) -> list[Quota]:
         """The quotas of every agent the caller may see, then of their owners."""
         agents = self.registry.visible(caller, "quota.list")
         out = [self.agent_quota(a) for a in agents]
-        owners = sorted({a.owner_uid for a in agents}
-                        | ({caller.uid} if caller.uid != 0 else set()))
+        owners = sorted(
+            {a.owner_uid for a in agents} | ({caller.uid} if caller.uid != 0 else set())
+        )
         return out + [self.owner_quota(uid) for uid in owners]
 
     def usage_by_day(self, caller: Caller, days: int) -> list[tuple[str, str, int, int, int, int]]:
@@ -216,10 +294,15 @@ class Meter:
             "SELECT strftime('%Y-%m-%d', ts, 'unixepoch') AS day, agent, owner_uid, "
             "COUNT(*) AS n, SUM(prompt_tokens) AS p, SUM(completion_tokens) AS c "
             "FROM usage WHERE ts >= ? GROUP BY day, agent, owner_uid "
-            "ORDER BY day DESC, agent", (since,))
+            "ORDER BY day DESC, agent",
+            (since,),
+        )
         admin = self.policy.role(caller, "usage.list") is Role.ADMIN
-        return [(r["day"], r["agent"], r["owner_uid"], r["n"], r["p"], r["c"])
-                for r in rows if admin or r["owner_uid"] == caller.uid]
+        return [
+            (r["day"], r["agent"], r["owner_uid"], r["n"], r["p"], r["c"])
+            for r in rows
+            if admin or r["owner_uid"] == caller.uid
+        ]
 
 
 def _owner_uid(subject: str) -> int:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from . import names
-from .accounts import Account
+from . import names, recovery
+from .agent import AccountsAPI, Agent, HomesAPI, UnitsAPI, resource
 from .audit import AuditLog
 from .config import Config
 from .errors import (
@@ -37,78 +36,25 @@ from .events import (
     JobFinished,
     UnitStateChanged,
 )
-from .policy import AGENTD, Caller, Policy, Resource, Role
+from .policy import Caller, Policy, Role
 from .sandbox import AgentIdentity, UnitProperty, unit_properties
 from .store import Store
 from .templates import Catalog, Limits
 from .units import UnitStatus
 
-LIVE = ("creating", "present", "removing")
-
-
-class AccountsAPI(Protocol):
-    def user(self, name: str) -> Account | None: ...
-    def id_taken(self, uid: int) -> bool: ...
-    def group_exists(self, name: str) -> bool: ...
-    def agent_users(self, lo: int, hi: int) -> list[Account]: ...
-    async def add(self, name: str, uid: int, home: Path) -> None: ...
-    async def delete(self, name: str) -> None: ...
-
-
-class HomesAPI(Protocol):
-    def path(self, name: str) -> Path: ...
-    def make(self, name: str, uid: int, gid: int) -> Path: ...
-    def exists(self, name: str) -> bool: ...
-    def owner(self, name: str) -> int | None: ...
-    def remove(self, name: str) -> None: ...
-    def archive(self, name: str, dest: Path) -> None: ...
-    def names(self) -> list[str]: ...
-
-
-class UnitsAPI(Protocol):
-    async def start_transient(self, unit: str, properties: list[UnitProperty]) -> str: ...
-    async def stop(self, unit: str, wait: bool = True) -> str: ...
-    async def wait_job(self, job: str) -> str: ...
-    async def status(self, unit: str) -> UnitStatus: ...
-    async def list_units(self, pattern: str) -> list[tuple[str, str]]: ...
-
-
-@dataclass(frozen=True)
-class Agent:
-    """One registry row, as callers see it."""
-
-    name: str
-    uid: int
-    gid: int
-    owner_uid: int
-    template: str
-    profile: str
-    limits: Limits
-    state: str
-    created_at: float
-    last_seen: float | None
-    home: Path
-    archive: str | None = None
-
-    @property
-    def unit(self) -> str:
-        return names.unit_name(self.name)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "uid": self.uid, "gid": self.gid, "owner_uid": self.owner_uid,
-            "template": self.template, "profile": self.profile, "state": self.state,
-            "home": str(self.home), "unit": self.unit, "created_at": self.created_at,
-            "last_seen": self.last_seen, "memory_max": self.limits.memory_max,
-            "cpu_quota": self.limits.cpu_quota, "tasks_max": self.limits.tasks_max,
-        }
-
 
 class Registry:
     def __init__(
-        self, cfg: Config, store: Store, audit: AuditLog, accounts: AccountsAPI,
-        homes: HomesAPI, units: UnitsAPI, catalog: Catalog,
-        policy: Policy | None = None, events: Events | None = None,
+        self,
+        cfg: Config,
+        store: Store,
+        audit: AuditLog,
+        accounts: AccountsAPI,
+        homes: HomesAPI,
+        units: UnitsAPI,
+        catalog: Catalog,
+        policy: Policy | None = None,
+        events: Events | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -127,11 +73,18 @@ class Registry:
     # -- reading --------------------------------------------------------
     def _row_to_agent(self, row: dict[str, Any]) -> Agent:
         return Agent(
-            name=row["name"], uid=row["uid"], gid=row["gid"], owner_uid=row["owner_uid"],
-            template=row["template"], profile=row["profile"],
+            name=row["name"],
+            uid=row["uid"],
+            gid=row["gid"],
+            owner_uid=row["owner_uid"],
+            template=row["template"],
+            profile=row["profile"],
             limits=Limits(row["memory_max"], row["cpu_quota"], row["tasks_max"]),
-            state=row["state"], created_at=row["created_at"], last_seen=row["last_seen"],
-            home=self.homes.path(row["name"]), archive=row["archive"],
+            state=row["state"],
+            created_at=row["created_at"],
+            last_seen=row["last_seen"],
+            home=self.homes.path(row["name"]),
+            archive=row["archive"],
         )
 
     def _live(self, where: str, params: tuple) -> list[Agent]:
@@ -156,8 +109,7 @@ class Registry:
         return self.cfg.uid_min <= uid <= self.cfg.uid_max and self.by_uid(uid) is not None
 
     def visible(self, caller: Caller, action: str = "agent.list") -> list[Agent]:
-        return [a for a in self.agents()
-                if self.policy.sees(caller, action, a.owner_uid, a.uid)]
+        return [a for a in self.agents() if self.policy.sees(caller, action, a.owner_uid, a.uid)]
 
     def get(self, caller: Caller, name: str, action: str = "agent.describe") -> Agent:
         """The agent NAME if CALLER may see it (ACTION: the rule that asks)."""
@@ -185,8 +137,9 @@ class Registry:
         return self._locks.setdefault(name, asyncio.Lock())
 
     # -- create ------------------------------------------------------------
-    async def create(self, caller: Caller, name: str, template: str,
-                     overrides: dict[str, object] | None = None) -> Agent:
+    async def create(
+        self, caller: Caller, name: str, template: str, overrides: dict[str, object] | None = None
+    ) -> Agent:
         role = self.policy.check(caller, "agent.create")
         try:
             names.check_syntax(name)
@@ -196,8 +149,14 @@ class Registry:
         except PermissionDenied:
             raise
         except AgentdError as e:
-            self.audit.append("agent.create", actor_uid=caller.uid, agent=str(name)[:64],
-                              result="refused", error=e.name, reason=str(e))
+            self.audit.append(
+                "agent.create",
+                actor_uid=caller.uid,
+                agent=str(name)[:64],
+                result="refused",
+                error=e.name,
+                reason=str(e),
+            )
             raise
         try:
             await self.accounts.add(name, agent.uid, agent.home)
@@ -206,18 +165,27 @@ class Registry:
             await self._rollback_create(agent, reason=str(e) or type(e).__name__)
             raise
         with self.store.transaction():
-            self.store.execute("UPDATE agents SET state='present' WHERE name=? AND state="
-                               "'creating'", (name,))
-            self.audit.append("agent.create", actor_uid=caller.uid, agent=name,
-                              agent_uid=agent.uid, template=tmpl.name, profile=tmpl.profile,
-                              owner_uid=caller.uid, home=str(agent.home))
+            self.store.execute(
+                "UPDATE agents SET state='present' WHERE name=? AND state='creating'", (name,)
+            )
+            self.audit.append(
+                "agent.create",
+                actor_uid=caller.uid,
+                agent=name,
+                agent_uid=agent.uid,
+                template=tmpl.name,
+                profile=tmpl.profile,
+                owner_uid=caller.uid,
+                home=str(agent.home),
+            )
         created = self.find(name)
         assert created is not None
         self.events.publish(AgentCreated(created))
         return created
 
-    async def _reserve(self, caller: Caller, role: Role, name: str, template: str,
-                       profile: str, limits: Limits) -> Agent:
+    async def _reserve(
+        self, caller: Caller, role: Role, name: str, template: str, profile: str, limits: Limits
+    ) -> Agent:
         """Check the name, pick a UID and write the 'creating' row: the intent."""
         async with self._alloc_lock:
             if self.find(name) is not None:
@@ -226,32 +194,46 @@ class Registry:
             if role is Role.USER:
                 owned = self.store.scalar(
                     "SELECT count(*) FROM agents WHERE owner_uid=? AND state!='removed'",
-                    (caller.uid,))
+                    (caller.uid,),
+                )
                 if owned >= self.cfg.max_agents_per_owner:
                     raise LimitExceeded(
                         f"uid {caller.uid} already owns {owned} agents, the most allowed "
-                        f"(max_agents_per_owner={self.cfg.max_agents_per_owner})")
+                        f"(max_agents_per_owner={self.cfg.max_agents_per_owner})"
+                    )
             uid = self._free_uid()
             with self.store.transaction():
                 self.store.execute(
                     "INSERT INTO agents (name, uid, gid, owner_uid, template, profile, "
                     "memory_max, cpu_quota, tasks_max, state, created_at) "
                     "VALUES (?,?,?,?,?,?,?,?,?,'creating',?)",
-                    (name, uid, uid, caller.uid, template, profile, limits.memory_max,
-                     limits.cpu_quota, limits.tasks_max, time.time()),
+                    (
+                        name,
+                        uid,
+                        uid,
+                        caller.uid,
+                        template,
+                        profile,
+                        limits.memory_max,
+                        limits.cpu_quota,
+                        limits.tasks_max,
+                        time.time(),
+                    ),
                 )
         agent = self.find(name)
         assert agent is not None
         return agent
 
     def _free_uid(self) -> int:
-        used = {r["uid"] for r in self.store.query(
-            "SELECT uid FROM agents WHERE state != 'removed'")}
+        used = {
+            r["uid"] for r in self.store.query("SELECT uid FROM agents WHERE state != 'removed'")
+        }
         for uid in range(self.cfg.uid_min, self.cfg.uid_max + 1):
             if uid not in used and not self.accounts.id_taken(uid):
                 return uid
         raise LimitExceeded(
-            f"the agent ID range {self.cfg.uid_min}-{self.cfg.uid_max} is exhausted")
+            f"the agent ID range {self.cfg.uid_min}-{self.cfg.uid_max} is exhausted"
+        )
 
     async def _rollback_create(self, agent: Agent, reason: str) -> None:
         """Undo a half-made agent: unit, user, group, home, then its row."""
@@ -263,18 +245,29 @@ class Registry:
         if self.homes.owner(agent.name) in (agent.uid, 0):
             self.homes.remove(agent.name)
         with self.store.transaction():
-            self.store.execute("DELETE FROM agents WHERE name=? AND state='creating'",
-                               (agent.name,))
-            self.audit.append("agent.create", actor_uid=0, agent=agent.name,
-                              agent_uid=agent.uid, result="rolled_back", reason=reason)
+            self.store.execute(
+                "DELETE FROM agents WHERE name=? AND state='creating'", (agent.name,)
+            )
+            self.audit.append(
+                "agent.create",
+                actor_uid=0,
+                agent=agent.name,
+                agent_uid=agent.uid,
+                result="rolled_back",
+                reason=reason,
+            )
 
     # -- start / stop --------------------------------------------------------
     def unit_properties(self, agent: Agent) -> list[UnitProperty]:
         profile = self.catalog.profile(agent.profile)
         ident = AgentIdentity(agent.name, agent.uid, agent.gid, agent.home)
         return unit_properties(
-            ident, agent.limits, profile, runtime_command=self.cfg.runtime_command,
-            slice_=self.cfg.slice, heartbeat_interval=self.cfg.heartbeat_interval,
+            ident,
+            agent.limits,
+            profile,
+            runtime_command=self.cfg.runtime_command,
+            slice_=self.cfg.slice,
+            heartbeat_interval=self.cfg.heartbeat_interval,
             agents_group=self.cfg.agents_group,
         )
 
@@ -289,8 +282,14 @@ class Registry:
             try:
                 job = await self.units.start_transient(agent.unit, self.unit_properties(agent))
             except AgentdError as e:
-                self.audit.append("agent.start", actor_uid=caller.uid, agent=name,
-                                  agent_uid=agent.uid, result="error", reason=str(e))
+                self.audit.append(
+                    "agent.start",
+                    actor_uid=caller.uid,
+                    agent=name,
+                    agent_uid=agent.uid,
+                    result="error",
+                    reason=str(e),
+                )
                 raise
         self._watch(agent, job, "start", caller)
         return job
@@ -304,8 +303,9 @@ class Registry:
         return job
 
     def _watch(self, agent: Agent, job: str, operation: str, caller: Caller) -> None:
-        self.track(asyncio.get_running_loop().create_task(
-            self._job_done(agent, job, operation, caller)))
+        self.track(
+            asyncio.get_running_loop().create_task(self._job_done(agent, job, operation, caller))
+        )
 
     def track(self, task: asyncio.Task[None]) -> None:
         """Keep a background task alive until it ends; settle() waits for it."""
@@ -314,9 +314,16 @@ class Registry:
 
     async def _job_done(self, agent: Agent, job: str, operation: str, caller: Caller) -> None:
         result = await self.units.wait_job(job)
-        self.audit.append(f"agent.{operation}", actor_uid=caller.uid, agent=agent.name,
-                          agent_uid=agent.uid, result="ok" if result == "done" else "failed",
-                          unit=agent.unit, job=job, job_result=result)
+        self.audit.append(
+            f"agent.{operation}",
+            actor_uid=caller.uid,
+            agent=agent.name,
+            agent_uid=agent.uid,
+            result="ok" if result == "done" else "failed",
+            unit=agent.unit,
+            job=job,
+            job_result=result,
+        )
         if operation == "stop":
             self.set_offline(agent)
         self.events.publish(JobFinished(agent, job, operation, result))
@@ -338,7 +345,9 @@ class Registry:
             with self.store.transaction():
                 self.store.execute(
                     "UPDATE agents SET state='removing', keep_home=?, archive=? "
-                    "WHERE name=? AND state='present'", (int(keep_home), archive, name))
+                    "WHERE name=? AND state='present'",
+                    (int(keep_home), archive, name),
+                )
             removing = self.find(name)
             assert removing is not None
             await self._finish_remove(removing, actor_uid=caller.uid)
@@ -356,12 +365,18 @@ class Registry:
             await self.accounts.delete(agent.name)
         with self.store.transaction():
             self.store.execute(
-                "UPDATE agents SET state='removed', removed_at=? WHERE name=? AND "
-                "state='removing'", (time.time(), agent.name))
+                "UPDATE agents SET state='removed', removed_at=? WHERE name=? AND state='removing'",
+                (time.time(), agent.name),
+            )
             self.audit.append(
-                "agent.remove", actor_uid=actor_uid, agent=agent.name, agent_uid=agent.uid,
-                result="repaired" if repair else "ok", archive=agent.archive,
-                **({"reason": "finished a removal interrupted by a crash"} if repair else {}))
+                "agent.remove",
+                actor_uid=actor_uid,
+                agent=agent.name,
+                agent_uid=agent.uid,
+                result="repaired" if repair else "ok",
+                archive=agent.archive,
+                **({"reason": "finished a removal interrupted by a crash"} if repair else {}),
+            )
         self.events.publish(AgentRemoved(agent))
 
     # -- runtime ---------------------------------------------------------------
@@ -380,8 +395,13 @@ class Registry:
         self._touch(agent)
         if agent.name not in self.online:
             self.online.add(agent.name)
-            self.audit.append("agent.online", actor_uid=caller.uid, agent=agent.name,
-                              agent_uid=agent.uid, pid=caller.pid)
+            self.audit.append(
+                "agent.online",
+                actor_uid=caller.uid,
+                agent=agent.name,
+                agent_uid=agent.uid,
+                pid=caller.pid,
+            )
             self.events.publish(AgentChanged(agent))
         return agent
 
@@ -394,14 +414,21 @@ class Registry:
 
     def _touch(self, agent: Agent) -> None:
         with self.store.transaction():
-            self.store.execute("UPDATE agents SET last_seen=? WHERE name=? AND state="
-                               "'present'", (time.time(), agent.name))
+            self.store.execute(
+                "UPDATE agents SET last_seen=? WHERE name=? AND state='present'",
+                (time.time(), agent.name),
+            )
 
     def set_offline(self, agent: Agent, reason: str = "") -> None:
         if agent.name in self.online:
             self.online.discard(agent.name)
-            self.audit.append("agent.offline", actor_uid=0, agent=agent.name,
-                              agent_uid=agent.uid, **({"reason": reason} if reason else {}))
+            self.audit.append(
+                "agent.offline",
+                actor_uid=0,
+                agent=agent.name,
+                agent_uid=agent.uid,
+                **({"reason": reason} if reason else {}),
+            )
 
     def on_unit_state(self, event: UnitStateChanged) -> None:
         """A unit that went down takes its runtime with it."""
@@ -419,64 +446,6 @@ class Registry:
 
     # -- recovery -----------------------------------------------------------------
     async def reconcile(self) -> list[str]:
-        """Make the system match the registry after a crash; return what was repaired."""
-        repaired: list[str] = []
-        for agent in self.agents(("creating",)):
-            await self._rollback_create(agent, reason="agentd stopped during creation")
-            repaired.append(f"rolled back creation of {agent.name}")
-        for agent in self.agents(("removing",)):
-            await self._finish_remove(agent, actor_uid=0, repair=True)
-            repaired.append(f"finished removal of {agent.name}")
-        for agent in self.agents():
-            repaired += await self._repair_present(agent)
-        repaired += await self._remove_orphans()
-        return repaired
-
-    async def _repair_present(self, agent: Agent) -> list[str]:
-        fixed = []
-        account = self.accounts.user(agent.name)
-        if account is None:
-            await self.accounts.add(agent.name, agent.uid, agent.home)
-            fixed.append(f"recreated user {agent.name}")
-        if self.homes.owner(agent.name) != agent.uid:
-            self.homes.make(agent.name, agent.uid, agent.gid)
-            fixed.append(f"recreated home of {agent.name}")
-        for what in fixed:
-            self.audit.append("agent.repair", actor_uid=AGENTD.uid, agent=agent.name,
-                              agent_uid=agent.uid, result="repaired", reason=what)
-        return fixed
-
-    async def _remove_orphans(self) -> list[str]:
-        """Users, homes and units of agents the registry does not have."""
-        live = {a.name for a in self.agents(LIVE)}
-        fixed = []
-        for account in self.accounts.agent_users(self.cfg.uid_min, self.cfg.uid_max):
-            if account.name not in live:
-                await self.accounts.delete(account.name)
-                fixed.append(f"deleted orphan user {account.name} (uid {account.uid})")
-        for unit, _state in await self.units.list_units("agent-*.service"):
-            name = names.agent_of_unit(unit)
-            if name is not None and name not in live:
-                await self.units.stop(unit)
-                fixed.append(f"stopped orphan unit {unit}")
-        for name in self.homes.names():
-            if name not in live:
-                self._archive_orphan_home(name)
-                fixed.append(f"archived and removed orphan home {self.homes.path(name)}")
-        for what in fixed:
-            self.audit.append("agent.repair", actor_uid=AGENTD.uid, result="repaired",
-                              reason=what)
-        return fixed
-
-    def _archive_orphan_home(self, name: str) -> None:
-        """Never drop data silently: a non-empty orphan home is archived first."""
-        home = self.homes.path(name)
-        if home.is_dir() and not home.is_symlink() and any(home.iterdir()):
-            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-            self.homes.archive(name, self.cfg.archive_dir / f"orphan-{name}-{stamp}.tar.gz")
-        self.homes.remove(name)
-
-
-def resource(agent: Agent) -> Resource:
-    """An agent as agentd.policy sees it."""
-    return Resource("agent", agent.name, agent.owner_uid, agent=agent.name, agent_uid=agent.uid)
+        """Make the system match the registry after a crash (agentd.recovery);
+        return what was repaired."""
+        return await recovery.reconcile(self)

@@ -49,9 +49,11 @@ class Runtime:
             try:
                 self.name, path, settings = await self.proxy.register()
                 self.settings = plain(settings)
-                log(f"agent {self.name} online as uid {os.getuid()} ({path}), heartbeat "
+                log(
+                    f"agent {self.name} online as uid {os.getuid()} ({path}), heartbeat "
                     f"every {self.settings['heartbeat_interval']}s, "
-                    f"{self.settings['wip']} task(s) at a time")
+                    f"{self.settings['wip']} task(s) at a time"
+                )
                 return True
             except SdBusBaseError as e:  # agentd restarting: retry with backoff
                 log(f"register failed ({_message(e)}); retrying in {delay:.1f}s")
@@ -93,8 +95,9 @@ class Runtime:
             task = plain(info)
             job = asyncio.get_running_loop().create_task(self.run_task(executor, task))
             self.running[task["id"]] = job
-            job.add_done_callback(lambda _j, tid=task["id"]: (self.running.pop(tid, None),
-                                                              room.release()))
+            job.add_done_callback(
+                lambda _j, tid=task["id"]: (self.running.pop(tid, None), room.release())
+            )
 
     async def run_task(self, executor: Executor, task: dict[str, Any]) -> None:
         log(f"task {task['id']} (attempt {task['attempt']}): {task['title']}")
@@ -102,8 +105,10 @@ class Runtime:
             outcome = await executor.run(task)
         except Exception as e:  # a tool crashed: that is the task failing, not the runtime
             outcome = Outcome("failed", error=f"executor error: {e}")
-        log(f"task {task['id']}: {outcome.status}"
-            + (f" ({outcome.error or outcome.reason})" if outcome.error or outcome.reason else ""))
+        log(
+            f"task {task['id']}: {outcome.status}"
+            + (f" ({outcome.error or outcome.reason})" if outcome.error or outcome.reason else "")
+        )
         await self.report(task, outcome)
 
     async def report(self, task: dict[str, Any], outcome: Outcome) -> None:
@@ -117,8 +122,9 @@ class Runtime:
                 elif outcome.status == "blocked":
                     await self.proxy.block_task(tid, attempt, outcome.reason)
                 else:
-                    await self.proxy.fail_task(tid, attempt, outcome.error, result,
-                                               outcome.artifacts)
+                    await self.proxy.fail_task(
+                        tid, attempt, outcome.error, result, outcome.artifacts
+                    )
                 return
             except DbusFailedError as e:
                 if _errors.short_name(e) in FINAL_ERRORS:
@@ -170,10 +176,15 @@ async def run() -> int:
         loop.add_signal_handler(sig, runtime.stop.set)
     if not await runtime.register():
         return 0
-    executor = Executor(Path(os.environ.get("HOME", os.getcwd())),
-                        list(runtime.settings.get("tools", [])), thinker(runtime.proxy))
-    workers = [loop.create_task(runtime.heartbeat(executor)),
-               loop.create_task(runtime.work(executor))]
+    executor = Executor(
+        Path(os.environ.get("HOME", os.getcwd())),
+        list(runtime.settings.get("tools", [])),
+        thinker(runtime.proxy),
+    )
+    workers = [
+        loop.create_task(runtime.heartbeat(executor)),
+        loop.create_task(runtime.work(executor)),
+    ]
     await runtime.stop.wait()
     log(f"agent {runtime.name} stopping")
     await runtime.shutdown(executor)

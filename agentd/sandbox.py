@@ -112,13 +112,21 @@ def unit_properties(
         ("SupplementaryGroups", ("as", [agents_group])),
         ("WorkingDirectory", ("s", str(ident.home))),
         ("ExecStart", ("a(sasb)", [(cmd, [cmd], False)])),
-        ("Environment", ("as", [
-            f"AGENTD_AGENT={ident.name}",
-            f"AGENTD_HEARTBEAT_INTERVAL={heartbeat_interval}",
-        ])),
+        (
+            "Environment",
+            (
+                "as",
+                [
+                    f"AGENTD_AGENT={ident.name}",
+                    f"AGENTD_HEARTBEAT_INTERVAL={heartbeat_interval}",
+                ],
+            ),
+        ),
         ("SyslogIdentifier", ("s", f"agent-{ident.name}")),
-        ("LogExtraFields", ("aay", [f"AGENT_NAME={ident.name}".encode(),
-                                    f"AGENT_UID={ident.uid}".encode()])),
+        (
+            "LogExtraFields",
+            ("aay", [f"AGENT_NAME={ident.name}".encode(), f"AGENT_UID={ident.uid}".encode()]),
+        ),
         ("CollectMode", ("s", "inactive-or-failed")),
         ("Restart", ("s", "on-failure")),
         ("RestartUSec", ("t", 2_000_000)),

@@ -15,10 +15,11 @@ import logging
 import time
 
 from . import names
+from .agent import UnitsAPI
 from .errors import AgentdError
 from .events import Events, TaskChanged, UnitStateChanged
 from .policy import AGENTD
-from .registry import Registry, UnitsAPI
+from .registry import Registry
 from .tasks.queue import TaskQueue
 
 log = logging.getLogger("agentd")
@@ -27,8 +28,9 @@ MIN_GAP = 0.05  # at most 20 passes a second however busy the queue: claims do n
 
 
 class Scheduler:
-    def __init__(self, registry: Registry, queue: TaskQueue, units: UnitsAPI,
-                 events: Events) -> None:
+    def __init__(
+        self, registry: Registry, queue: TaskQueue, units: UnitsAPI, events: Events
+    ) -> None:
         self.registry = registry
         self.queue = queue
         self.units = units
@@ -59,9 +61,11 @@ class Scheduler:
         waiting = self.queue.assign(now)
         for name in waiting:
             self.queue.wake(name)  # e.g. a retry whose backoff just ended
-        running = {names.agent_of_unit(unit) or unit
-                   for unit, state in await self.units.list_units("agent-*.service")
-                   if state in ("active", "activating", "reloading")}
+        running = {
+            names.agent_of_unit(unit) or unit
+            for unit, state in await self.units.list_units("agent-*.service")
+            if state in ("active", "activating", "reloading")
+        }
         for name in sorted(waiting - running - self._starting):
             self._start(name)
         await self._stop_idle(running, now)

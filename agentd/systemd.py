@@ -41,8 +41,7 @@ class UnitExistsError(DbusFailedError):
 
 class _Manager(DbusInterfaceCommonAsync, interface_name="org.freedesktop.systemd1.Manager"):
     @dbus_method_async("ssa(sv)a(sa(sv))", "o", method_name="StartTransientUnit")
-    async def start_transient_unit(self, name: str, mode: str, properties: list,
-                                   aux: list) -> str:
+    async def start_transient_unit(self, name: str, mode: str, properties: list, aux: list) -> str:
         raise NotImplementedError
 
     @dbus_method_async("ss", "o", method_name="StopUnit")
@@ -136,7 +135,10 @@ class Systemd:
 
     async def connect(self) -> None:
         self._slot = await self.bus.match_signal_async(
-            SYSTEMD, SYSTEMD_PATH, "org.freedesktop.systemd1.Manager", "JobRemoved",
+            SYSTEMD,
+            SYSTEMD_PATH,
+            "org.freedesktop.systemd1.Manager",
+            "JobRemoved",
             self._on_job_removed,
         )
         await self.manager.subscribe()
@@ -182,7 +184,8 @@ class Systemd:
                 callback(_unescape(path.rsplit("/", 1)[-1]), changed["ActiveState"][1])
 
         self._watch_slot = await self.bus.match_signal_async(
-            SYSTEMD, None, "org.freedesktop.DBus.Properties", "PropertiesChanged", on_changed)
+            SYSTEMD, None, "org.freedesktop.DBus.Properties", "PropertiesChanged", on_changed
+        )
 
     async def start_transient(self, unit: str, properties: list[UnitProperty]) -> str:
         """Queue the start of transient UNIT; return systemd's job (NO_JOB: already up).

@@ -234,8 +234,7 @@ class Catalog:
         return found
 
     def templates(self) -> list[Template]:
-        return [self._parse(p, parse_template)
-                for _, p in sorted(self._files("templates").items())]
+        return [self._parse(p, parse_template) for _, p in sorted(self._files("templates").items())]
 
     def template(self, name: str) -> Template:
         path = self._files("templates").get(name) if _ID_RE.match(name or "") else None
@@ -246,8 +245,7 @@ class Catalog:
         return t
 
     def profiles(self) -> list[Profile]:
-        return [self._parse(p, parse_profile)
-                for _, p in sorted(self._files("profiles").items())]
+        return [self._parse(p, parse_profile) for _, p in sorted(self._files("profiles").items())]
 
     def profile(self, name: str) -> Profile:
         path = self._files("profiles").get(name) if _ID_RE.match(name or "") else None

@@ -17,12 +17,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from .agent import Agent
 from .audit import AuditLog
 from .errors import AgentdError, InvalidArgument, ModelUnavailable
 from .modelclient import Interrupted, ModelClient
 from .policy import Caller, Policy
 from .quotas import Meter
-from .registry import Agent, Registry
+from .registry import Registry
 from .templates import Catalog
 
 ROLES = ("system", "user", "assistant")
@@ -80,10 +81,15 @@ def parse_messages(text: str) -> list[dict[str, str]]:
         raise InvalidArgument(f"messages must be a list of 1..{MAX_MESSAGES} objects")
     out = []
     for m in messages:
-        if (not isinstance(m, dict) or set(m) != {"role", "content"}
-                or m["role"] not in ROLES or not isinstance(m["content"], str)):
-            raise InvalidArgument('each message must be {"role": system|user|assistant, '
-                                  '"content": string}')
+        if (
+            not isinstance(m, dict)
+            or set(m) != {"role", "content"}
+            or m["role"] not in ROLES
+            or not isinstance(m["content"], str)
+        ):
+            raise InvalidArgument(
+                'each message must be {"role": system|user|assistant, "content": string}'
+            )
         if len(m["content"]) > MAX_CHARS:
             raise InvalidArgument(f"a message is longer than {MAX_CHARS} characters")
         out.append({"role": m["role"], "content": m["content"]})
@@ -91,9 +97,15 @@ def parse_messages(text: str) -> list[dict[str, str]]:
 
 
 class Thinking:
-    def __init__(self, registry: Registry, meter: Meter, client: ModelClient,
-                 audit: AuditLog, policy: Policy | None = None,
-                 catalog: Catalog | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        meter: Meter,
+        client: ModelClient,
+        audit: AuditLog,
+        policy: Policy | None = None,
+        catalog: Catalog | None = None,
+    ) -> None:
         self.registry = registry
         self.meter = meter
         self.client = client
@@ -116,20 +128,26 @@ class Thinking:
         """The agent CALLER may chat with: its owner's or an admin's."""
         return self.registry.get(caller, name, "model.chat")
 
-    def generate(self, agent: Agent, actor_uid: int, kind: str,
-                 messages: list[dict[str, str]], options: Options,
-                 task_id: int | None = None) -> AsyncIterator[dict[str, Any]]:
+    def generate(
+        self,
+        agent: Agent,
+        actor_uid: int,
+        kind: str,
+        messages: list[dict[str, str]],
+        options: Options,
+        task_id: int | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
         """Check the quotas now (QuotaExceeded before anything starts), then
         return the stream of the service's events."""
         self.meter.check(agent, actor_uid)
         if options.persona:
             messages = self._persona(agent, messages)
-        request = {"op": "generate", "agent": agent.name, "messages": messages,
-                   **options.wire()}
+        request = {"op": "generate", "agent": agent.name, "messages": messages, **options.wire()}
         return self._stream(agent, kind, request, task_id)
 
-    async def _stream(self, agent: Agent, kind: str, request: dict[str, Any],
-                      task_id: int | None) -> AsyncIterator[dict[str, Any]]:
+    async def _stream(
+        self, agent: Agent, kind: str, request: dict[str, Any], task_id: int | None
+    ) -> AsyncIterator[dict[str, Any]]:
         """The usage row is written at the end whatever happens (ok, error, or
         the consumer went away, which cancels the request in the service)."""
         started = time.monotonic()
@@ -153,21 +171,30 @@ class Thinking:
             raise
         finally:
             if prompt or completion or status == "ok":
-                self.meter.record(agent, kind, prompt, completion, status,
-                                  time.monotonic() - started, task_id)
+                self.meter.record(
+                    agent, kind, prompt, completion, status, time.monotonic() - started, task_id
+                )
 
-    async def think(self, agent: Agent, messages: list[dict[str, str]], options: Options,
-                    task_id: int | None = None) -> dict[str, Any]:
+    async def think(
+        self,
+        agent: Agent,
+        messages: list[dict[str, str]],
+        options: Options,
+        task_id: int | None = None,
+    ) -> dict[str, Any]:
         """One whole answer for the agent's runtime, within THINK_TIMEOUT_S."""
         try:
-            return await asyncio.wait_for(self._think(agent, messages, options, task_id),
-                                          THINK_TIMEOUT_S)
+            return await asyncio.wait_for(
+                self._think(agent, messages, options, task_id), THINK_TIMEOUT_S
+            )
         except TimeoutError:
-            raise ModelUnavailable(f"the model did not answer within {THINK_TIMEOUT_S} s "
-                                   "(is it overloaded?)") from None
+            raise ModelUnavailable(
+                f"the model did not answer within {THINK_TIMEOUT_S} s (is it overloaded?)"
+            ) from None
 
-    async def _think(self, agent: Agent, messages: list[dict[str, str]], options: Options,
-                     task_id: int | None) -> dict[str, Any]:
+    async def _think(
+        self, agent: Agent, messages: list[dict[str, str]], options: Options, task_id: int | None
+    ) -> dict[str, Any]:
         """Retried once if the service dies under it: nothing was shown to anyone yet."""
         for attempt in range(1, THINK_ATTEMPTS + 1):
             try:
@@ -175,9 +202,16 @@ class Thinking:
                 async with contextlib.aclosing(stream):  # closed now, not by the GC
                     async for event in stream:
                         if event.get("event") == "done":
-                            return {k: event[k] for k in ("text", "finish_reason",
-                                                          "prompt_tokens", "completion_tokens")
-                                    if k in event}
+                            return {
+                                k: event[k]
+                                for k in (
+                                    "text",
+                                    "finish_reason",
+                                    "prompt_tokens",
+                                    "completion_tokens",
+                                )
+                                if k in event
+                            }
             except Interrupted:
                 if attempt == THINK_ATTEMPTS:
                     raise
@@ -195,8 +229,9 @@ class Thinking:
             message["path"] = path
         return self._reload(caller, path, message)
 
-    async def _reload(self, caller: Caller, path: str, message: dict[str, Any]
-                      ) -> AsyncIterator[dict[str, Any]]:
+    async def _reload(
+        self, caller: Caller, path: str, message: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
         result = "error"
         try:
             async with contextlib.aclosing(self.client.request(message)) as events:
@@ -205,5 +240,6 @@ class Thinking:
                         result = "ok"
                     yield event
         finally:
-            self.audit.append("model.reload", actor_uid=caller.uid, result=result,
-                              path=path or "(configured)")
+            self.audit.append(
+                "model.reload", actor_uid=caller.uid, result=result, path=path or "(configured)"
+            )

@@ -25,8 +25,15 @@ def main() -> int:
     args = parser.parse_args()
     with Machine.boot(binds=[REPO]) as m:
         install_agentd(m, users=(), admins=())
-        r = m.run(["/usr/bin/python3", str(REPO / "bench" / "lifecycle_inner.py"),
-                   str(args.agents), str(args.concurrent)], timeout=1800)
+        r = m.run(
+            [
+                "/usr/bin/python3",
+                str(REPO / "bench" / "lifecycle_inner.py"),
+                str(args.agents),
+                str(args.concurrent),
+            ],
+            timeout=1800,
+        )
         report = json.loads(r.stdout)
         print(json.dumps(report, indent=2))
     return 0

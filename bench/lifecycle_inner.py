@@ -46,8 +46,12 @@ def pct(values: list[float], p: float) -> float:
 
 def summary(values: list[float]) -> dict[str, float]:
     ms = [v * 1000 for v in values]
-    return {"n": len(ms), "p50_ms": round(pct(ms, 50), 2), "p99_ms": round(pct(ms, 99), 2),
-            "mean_ms": round(statistics.fmean(ms), 2)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(pct(ms, 50), 2),
+        "p99_ms": round(pct(ms, 99), 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+    }
 
 
 def rss_kib(pid: int) -> int:
@@ -58,8 +62,12 @@ def rss_kib(pid: int) -> int:
 
 
 def agentd_pid() -> int:
-    out = subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", "agentd"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["systemctl", "show", "-p", "MainPID", "--value", "agentd"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return int(out)
 
 
@@ -73,17 +81,37 @@ class Baseline:
     async def up(self, i: int) -> None:
         name, uid = f"bl{i}", BASE_UID + i
         home = Path("/home/agents") / name
-        for argv in (["groupadd", "--system", "--gid", str(uid), name],
-                     ["useradd", "--system", "--uid", str(uid), "--gid", str(uid),
-                      "--groups", "agentd-agents", "--no-create-home", "--home-dir", str(home),
-                      "--shell", "/usr/sbin/nologin", name]):
+        for argv in (
+            ["groupadd", "--system", "--gid", str(uid), name],
+            [
+                "useradd",
+                "--system",
+                "--uid",
+                str(uid),
+                "--gid",
+                str(uid),
+                "--groups",
+                "agentd-agents",
+                "--no-create-home",
+                "--home-dir",
+                str(home),
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+        ):
             proc = await asyncio.create_subprocess_exec(*argv)
             assert await proc.wait() == 0, argv
         os.mkdir(home, 0o700)
         os.chown(home, uid, uid)
-        props = unit_properties(AgentIdentity(name, uid, uid, home), Limits(256 << 20, 50, 32),
-                                Profile("offline"), runtime_command=Path("/bin/sleep"),
-                                slice_="agents.slice", heartbeat_interval=10)
+        props = unit_properties(
+            AgentIdentity(name, uid, uid, home),
+            Limits(256 << 20, 50, 32),
+            Profile("offline"),
+            runtime_command=Path("/bin/sleep"),
+            slice_="agents.slice",
+            heartbeat_interval=10,
+        )
         props = [(k, v) for k, v in props if k != "ExecStart"]
         props.append(("ExecStart", ("a(sasb)", [("/bin/sleep", ["sleep", "infinity"], False)])))
         job = await self.systemd.start_transient(f"bl-{name}.service", props)
@@ -113,8 +141,11 @@ async def latency(n: int, up, down, wait_running) -> dict:
         await wait_running(i)
         running.append(time.perf_counter() - t0)
     downs = [await timed(down, i) for i in range(n)]
-    return {"create_start": summary(ups), "create_until_running": summary(running),
-            "stop_remove": summary(downs)}
+    return {
+        "create_start": summary(ups),
+        "create_until_running": summary(running),
+        "stop_remove": summary(downs),
+    }
 
 
 async def scale(n: int, up, down, concurrency: int, wait_online) -> dict:
@@ -132,8 +163,12 @@ async def scale(n: int, up, down, concurrency: int, wait_online) -> dict:
     await asyncio.gather(*(one(i) for i in range(n)))
     started = time.perf_counter() - t0
     online = await wait_online(n - len(failures)) if wait_online else None
-    result = {"n": n, "failures": len(failures), "first_failures": failures[:3],
-              "wall_s": round(started, 2)}
+    result = {
+        "n": n,
+        "failures": len(failures),
+        "first_failures": failures[:3],
+        "wall_s": round(started, 2),
+    }
     if online is not None:
         result["all_online_s"] = round(online + started, 2)
     await asyncio.gather(*(down(i) for i in range(n)), return_exceptions=True)
@@ -178,7 +213,8 @@ async def main() -> None:
     report["agentd"] = await latency(n, agent_up, agent_down, agent_running)
     for key in ("create_start", "create_until_running", "stop_remove"):
         report[f"ratio_{key}_p50"] = round(
-            report["agentd"][key]["p50_ms"] / report["baseline"][key]["p50_ms"], 2)
+            report["agentd"][key]["p50_ms"] / report["baseline"][key]["p50_ms"], 2
+        )
     report["scale_baseline"] = await scale(concurrent, base.up, base.down, 16, None)
     rss_before = rss_kib(pid)
     scale_task = asyncio.create_task(scale(concurrent, agent_up, agent_down, 16, wait_online))

@@ -31,8 +31,14 @@ class RawGreedy:
     process where no other thread decodes (see ``Engine._main`` on why that
     matters)."""
 
-    def __init__(self, engine: Engine | None, n_ctx: int = 512, n_batch: int = 128,
-                 n_threads: int | None = None, model: Any = None) -> None:
+    def __init__(
+        self,
+        engine: Engine | None,
+        n_ctx: int = 512,
+        n_batch: int = 128,
+        n_threads: int | None = None,
+        model: Any = None,
+    ) -> None:
         self._own_model = model if engine is None else None
         self.model = engine.llama_model if engine is not None else model
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
@@ -50,19 +56,23 @@ class RawGreedy:
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
 
     @classmethod
-    def standalone(cls, model_path: str | os.PathLike[str], n_threads: int = 2,
-                   n_ctx: int = 512, n_batch: int = 128) -> RawGreedy:
+    def standalone(
+        cls,
+        model_path: str | os.PathLike[str],
+        n_threads: int = 2,
+        n_ctx: int = 512,
+        n_batch: int = 128,
+    ) -> RawGreedy:
         model = llama.load_model(str(model_path))
         return cls(None, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, model=model)
 
-    def run(self, prompt: Sequence[int], max_tokens: int, stop_at_eos: bool = True
-            ) -> list[int]:
+    def run(self, prompt: Sequence[int], max_tokens: int, stop_at_eos: bool = True) -> list[int]:
         batch = self.batch
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
         out: list[int] = []
         pending, pos = list(prompt), 0
         while len(out) < max_tokens:
-            toks, pending = pending[:self.n_batch], pending[self.n_batch:]
+            toks, pending = pending[: self.n_batch], pending[self.n_batch :]
             for i, t in enumerate(toks):
                 batch.token[i] = t
                 batch.pos[i] = pos + i
@@ -76,7 +86,8 @@ class RawGreedy:
             if pending:
                 continue
             logits = np.ctypeslib.as_array(
-                llama_cpp.llama_get_logits_ith(self.ctx, len(toks) - 1), shape=(self.n_vocab,))
+                llama_cpp.llama_get_logits_ith(self.ctx, len(toks) - 1), shape=(self.n_vocab,)
+            )
             tok = int(np.argmax(logits))
             out.append(tok)
             if stop_at_eos and llama_cpp.llama_vocab_is_eog(self.vocab, tok):
@@ -91,8 +102,9 @@ class RawGreedy:
             llama_cpp.llama_model_free(self._own_model)
 
 
-def raw_greedy(engine: Engine, prompt: Sequence[int], max_tokens: int,
-               stop_at_eos: bool = True) -> list[int]:
+def raw_greedy(
+    engine: Engine, prompt: Sequence[int], max_tokens: int, stop_at_eos: bool = True
+) -> list[int]:
     """The greedy tokens of ``prompt`` on a context of its own, with the
     engine's model."""
     raw = RawGreedy(engine, n_ctx=max(256, len(prompt) + max_tokens + 8))

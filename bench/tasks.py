@@ -27,9 +27,17 @@ def main() -> int:
     args = parser.parse_args()
     with Machine.boot(binds=[REPO]) as m:
         install_agentd(m, users=(), admins=())
-        r = m.run(["/usr/bin/python3", str(REPO / "bench" / "tasks_inner.py"),
-                   str(args.agents), str(args.per_agent), str(args.runs)], timeout=1800,
-                  env={"BENCH_PHASES": args.phases})
+        r = m.run(
+            [
+                "/usr/bin/python3",
+                str(REPO / "bench" / "tasks_inner.py"),
+                str(args.agents),
+                str(args.per_agent),
+                str(args.runs),
+            ],
+            timeout=1800,
+            env={"BENCH_PHASES": args.phases},
+        )
         print(json.dumps(json.loads(r.stdout), indent=2))
     return 0
 

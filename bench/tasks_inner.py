@@ -48,8 +48,12 @@ def pct(values: list[float], p: float) -> float:
 
 def ms(values: list[float]) -> dict[str, float]:
     v = [x * 1000 for x in values]
-    return {"n": len(v), "p50_ms": round(pct(v, 50), 3), "p99_ms": round(pct(v, 99), 3),
-            "mean_ms": round(statistics.fmean(v), 3)}
+    return {
+        "n": len(v),
+        "p50_ms": round(pct(v, 50), 3),
+        "p99_ms": round(pct(v, 99), 3),
+        "mean_ms": round(statistics.fmean(v), 3),
+    }
 
 
 def sh(*argv: str) -> str:
@@ -63,7 +67,7 @@ def configure(extra: str) -> None:
     sh("systemctl", "restart", "agentd")
 
 
-CLIENT = r'''
+CLIENT = r"""
 import sys, time, json, asyncio
 sys.path.insert(0, "/usr/lib/agentd/python")
 from sdbus import sd_bus_open_system, set_default_bus
@@ -85,7 +89,7 @@ async def main(n):
         cycles += 1
     print(json.dumps({"cycles": cycles, "wall": time.perf_counter() - t0, "claims": claims}))
 asyncio.run(main(int(sys.argv[1])))
-'''
+"""
 
 
 async def queue_phase(manager, tasks, agents: int, per_agent: int) -> dict:
@@ -104,10 +108,23 @@ async def queue_phase(manager, tasks, agents: int, per_agent: int) -> dict:
     for name in names:
         uid = int(sh("id", "-u", name))
         gid = sh("getent", "group", "agentd-agents").split(":")[2]
-        procs.append(subprocess.Popen(
-            ["setpriv", f"--reuid={uid}", f"--regid={uid}", f"--groups={gid}", "--",
-             "/usr/bin/python3", "/opt/bench-client.py", str(per_agent)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    "setpriv",
+                    f"--reuid={uid}",
+                    f"--regid={uid}",
+                    f"--groups={gid}",
+                    "--",
+                    "/usr/bin/python3",
+                    "/opt/bench-client.py",
+                    str(per_agent),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
     for p in procs:
         assert p.stdout.readline().strip() == "ready"
     await asyncio.sleep(1.5)  # let the scheduler assign everything
@@ -122,8 +139,13 @@ async def queue_phase(manager, tasks, agents: int, per_agent: int) -> dict:
     for name in names:
         await manager.stop_agent(name)
         await manager.remove_agent(name, False)
-    return {"agents": agents, "cycles": cycles, "wall_s": round(wall, 3),
-            "cycles_per_s": round(cycles / wall, 1), "claim": ms(claims)}
+    return {
+        "agents": agents,
+        "cycles": cycles,
+        "wall_s": round(wall, 3),
+        "cycles_per_s": round(cycles / wall, 1),
+        "claim": ms(claims),
+    }
 
 
 async def ping_baseline(bus, n: int = 2000) -> dict:
@@ -152,8 +174,15 @@ async def inprocess_baseline(n: int) -> dict:
         cfg = Config(state_dir=Path(tmp))
         store = Store(Path(tmp) / "q.db")
         audit = AuditLog(store, journal=None)
-        reg = Registry(cfg, store, audit, FakeAccounts(), FakeHomes(), FakeUnits(),
-                       Catalog(Path("/usr/share/agentd"), Path(tmp)))
+        reg = Registry(
+            cfg,
+            store,
+            audit,
+            FakeAccounts(),
+            FakeHomes(),
+            FakeUnits(),
+            Catalog(Path("/usr/share/agentd"), Path(tmp)),
+        )
         queue = TaskQueue(store, reg)
         agent = await reg.create(Caller(0), "inproc", "sandbox")
         for _ in range(n):
@@ -174,12 +203,14 @@ async def scale0_phase(bus, manager, tasks, runs: int) -> dict:
     await manager.create_agent("cold", "sandbox", {})
     latencies = []
     for _ in range(runs):
-        while sh("systemctl", "show", "-p", "ActiveState", "--value",
-                 "agent-cold.service").strip() not in ("inactive", "failed"):
+        while sh(
+            "systemctl", "show", "-p", "ActiveState", "--value", "agent-cold.service"
+        ).strip() not in ("inactive", "failed"):
             await asyncio.sleep(0.1)
         t0 = time.perf_counter()
-        tid = await tasks.submit_task({"title": ("s", "wake"), "agent": ("s", "cold"),
-                                       "exec": ("s", "true")})
+        tid = await tasks.submit_task(
+            {"title": ("s", "wake"), "agent": ("s", "cold"), "exec": ("s", "true")}
+        )
         while True:
             info = await tasks.describe_task(tid)
             if info["status"][1] != "pending":
@@ -199,9 +230,14 @@ async def unit_start_baseline(bus, runs: int) -> dict:
     await systemd.connect()
     home = Path("/home/agents/base0")
     home.mkdir(exist_ok=True)
-    props = unit_properties(AgentIdentity("root", 0, 0, home), Limits(256 << 20, 50, 32),
-                            Profile("offline"), runtime_command=Path("/bin/true"),
-                            slice_="agents.slice", heartbeat_interval=10)
+    props = unit_properties(
+        AgentIdentity("root", 0, 0, home),
+        Limits(256 << 20, 50, 32),
+        Profile("offline"),
+        runtime_command=Path("/bin/true"),
+        slice_="agents.slice",
+        heartbeat_interval=10,
+    )
     times = []
     for i in range(runs):
         t0 = time.perf_counter()
@@ -236,13 +272,21 @@ async def main() -> None:
         except Exception:
             print(sh("journalctl", "-u", "agentd", "--no-pager", "-n", "40"), file=sys.stderr)
             for status in ("pending", "in_progress", "blocked"):
-                print(status, subprocess.run(["agentctl", "task", "list", "--status", status],
-                      capture_output=True, text=True).stdout, file=sys.stderr)
+                print(
+                    status,
+                    subprocess.run(
+                        ["agentctl", "task", "list", "--status", status],
+                        capture_output=True,
+                        text=True,
+                    ).stdout,
+                    file=sys.stderr,
+                )
             raise
         print(f"{name}: {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
     if "dbus_queue" in report and "inprocess_queue" in report:
         report["dbus_vs_inprocess_throughput"] = round(
-            report["dbus_queue"]["cycles_per_s"] / report["inprocess_queue"]["cycles_per_s"], 3)
+            report["dbus_queue"]["cycles_per_s"] / report["inprocess_queue"]["cycles_per_s"], 3
+        )
     print(json.dumps(report, indent=2))
     if os.path.exists("/opt/bench-client.py"):
         os.unlink("/opt/bench-client.py")

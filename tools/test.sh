@@ -1,6 +1,7 @@
 #!/bin/bash
-# The whole test suite: unit tests, then integration tests in a disposable
-# systemd machine (needs root; see ../shared/TESTBED.md). Extra args go to pytest.
+# The whole test suite: lint and types (tools/lint.sh), unit tests, then
+# integration tests in a disposable systemd machine (needs root; see
+# ../shared/TESTBED.md). Extra args go to pytest (and skip the lint step).
 #
 # Without args, a second pass then runs tests/integration against the .deb
 # (make deb) installed with apt in a fresh machine, instead of `make install`
@@ -12,6 +13,7 @@ bash tools/deps.sh
 make --no-print-directory vendor
 make --no-print-directory vendor-llama   # llama.cpp for agentd/inference
 make --no-print-directory model          # the default GGUF (build/models, build/model-cache)
+make --no-print-directory lint-tools     # ruff, mypy (build/lint)
 export PYTHONPATH="$PWD/build/vendor${PYTHONPATH:+:$PYTHONPATH}"
 export AGENTD_LLAMA_VENDOR="$PWD/build/vendor-llama"
 PYTEST=(/usr/bin/python3 -m pytest -p no:cacheprovider -ra)
@@ -20,6 +22,7 @@ if (($#)) || ((EUID != 0)); then
 fi
 
 rc=0
+bash tools/lint.sh || rc=$?
 "${PYTEST[@]}" tests || rc=$?
 echo
 echo "=== tests/integration again, against the installed .deb (AGENTD_TEST_PACKAGE)"

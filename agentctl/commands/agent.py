@@ -60,33 +60,64 @@ AGENT_FIELDS: list[Field] = [
 ]
 
 
-@click.group(cls=AliasGroup, aliases={"remove": "rm", "ls": "list"}, epilog="""\b
+@click.group(
+    cls=AliasGroup,
+    aliases={"remove": "rm", "ls": "list"},
+    epilog="""\b
 Examples:
   agentctl agent create scout --template research --start
   agentctl agent show scout
-  agentctl agent rm scout""")
+  agentctl agent rm scout""",
+)
 def agent() -> None:
     """Create, inspect, start, stop and remove agents."""
 
 
-@agent.command("create", epilog="""\b
+@agent.command(
+    "create",
+    epilog="""\b
 Examples:
   agentctl agent create scout --template research
   agentctl agent create builder -t ops --memory-max 2G --cpu-quota 150% --start
-  agentctl agent create w1 -t writing --json | jq .uid""")
+  agentctl agent create w1 -t writing --json | jq .uid""",
+)
 @click.argument("name")
-@click.option("-t", "--template", required=True, metavar="TEMPLATE",
-              help="Template to create the agent from (see: agentctl template list).")
-@click.option("--memory-max", type=SizeType(), metavar="SIZE",
-              help="Memory limit (MemoryMax=), e.g. 512M or 2G; binary units.")
-@click.option("--cpu-quota", type=PercentType(), metavar="PCT",
-              help="CPU limit in percent of one CPU (CPUQuota=), e.g. 50 or 200%.")
-@click.option("--tasks-max", type=click.IntRange(min=1), metavar="N",
-              help="Maximum number of processes and threads (TasksMax=).")
+@click.option(
+    "-t",
+    "--template",
+    required=True,
+    metavar="TEMPLATE",
+    help="Template to create the agent from (see: agentctl template list).",
+)
+@click.option(
+    "--memory-max",
+    type=SizeType(),
+    metavar="SIZE",
+    help="Memory limit (MemoryMax=), e.g. 512M or 2G; binary units.",
+)
+@click.option(
+    "--cpu-quota",
+    type=PercentType(),
+    metavar="PCT",
+    help="CPU limit in percent of one CPU (CPUQuota=), e.g. 50 or 200%.",
+)
+@click.option(
+    "--tasks-max",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Maximum number of processes and threads (TasksMax=).",
+)
 @click.option("--start", is_flag=True, help="Start the agent once it is created.")
 @json_option
-def agent_create(name: str, template: str, memory_max: int | None, cpu_quota: int | None,
-                 tasks_max: int | None, start: bool, as_json: bool) -> None:
+def agent_create(
+    name: str,
+    template: str,
+    memory_max: int | None,
+    cpu_quota: int | None,
+    tasks_max: int | None,
+    start: bool,
+    as_json: bool,
+) -> None:
     """Create agent NAME from a template.
 
     agentd allocates a Unix user and group for the agent from its UID range,
@@ -95,9 +126,15 @@ def agent_create(name: str, template: str, memory_max: int | None, cpu_quota: in
     outside its bounds. Creation is all or nothing. Prints NAME, or with --json
     the agent as `agent show --json` prints it.
     """
-    limits = {key: value for key, value in (
-        ("memory_max", memory_max), ("cpu_quota", cpu_quota), ("tasks_max", tasks_max),
-    ) if value is not None}
+    limits = {
+        key: value
+        for key, value in (
+            ("memory_max", memory_max),
+            ("cpu_quota", cpu_quota),
+            ("tasks_max", tasks_max),
+        )
+        if value is not None
+    }
 
     async def body(c: Any) -> dict[str, Any] | None:
         await c.create_agent(name, template, limits)
@@ -115,12 +152,16 @@ def agent_create(name: str, template: str, memory_max: int | None, cpu_quota: in
 def check_job(name: str, operation: str, result: str) -> None:
     """Fail like systemctl does when the unit's job did not end well."""
     if result not in ("done", "queued"):
-        raise ClientError(f"{operation} of agent-{name}.service ended with job result "
-                          f"'{result}'; see: agentctl agent logs {name}", "JobFailed")
+        raise ClientError(
+            f"{operation} of agent-{name}.service ended with job result "
+            f"'{result}'; see: agentctl agent logs {name}",
+            "JobFailed",
+        )
 
 
 def _job(name: str, operation: str, no_block: bool, as_json: bool) -> None:
     """Start or stop (OPERATION) NAME's unit and check the job; --json: the agent after."""
+
     async def body(c: Any) -> dict[str, Any] | None:
         method = c.start_agent if operation == "start" else c.stop_agent
         check_job(name, operation, await method(name, wait=not no_block))
@@ -132,14 +173,19 @@ def _job(name: str, operation: str, no_block: bool, as_json: bool) -> None:
 
 
 no_block_option = click.option(
-    "--no-block", is_flag=True,
-    help="Return once systemd has queued the job instead of waiting for it to end.")
+    "--no-block",
+    is_flag=True,
+    help="Return once systemd has queued the job instead of waiting for it to end.",
+)
 
 
-@agent.command("start", epilog="""\b
+@agent.command(
+    "start",
+    epilog="""\b
 Examples:
   agentctl agent start scout && agentctl agent show scout
-  agentctl agent start --no-block scout""")
+  agentctl agent start --no-block scout""",
+)
 @click.argument("name")
 @no_block_option
 @json_option
@@ -153,9 +199,12 @@ def agent_start(name: str, no_block: bool, as_json: bool) -> None:
     _job(name, "start", no_block, as_json)
 
 
-@agent.command("stop", epilog="""\b
+@agent.command(
+    "stop",
+    epilog="""\b
 Example:
-  agentctl agent stop scout""")
+  agentctl agent stop scout""",
+)
 @click.argument("name")
 @no_block_option
 @json_option
@@ -168,13 +217,20 @@ def agent_stop(name: str, no_block: bool, as_json: bool) -> None:
     _job(name, "stop", no_block, as_json)
 
 
-@agent.command("rm", short_help="Remove an agent (alias: remove).", epilog="""\b
+@agent.command(
+    "rm",
+    short_help="Remove an agent (alias: remove).",
+    epilog="""\b
 Examples:
   agentctl agent rm scout
-  agentctl agent remove scout --keep-home""")
+  agentctl agent remove scout --keep-home""",
+)
 @click.argument("name")
-@click.option("--keep-home", is_flag=True,
-              help="Archive the home to /var/lib/agentd/archive (root only) before deleting it.")
+@click.option(
+    "--keep-home",
+    is_flag=True,
+    help="Archive the home to /var/lib/agentd/archive (root only) before deleting it.",
+)
 @json_option
 def agent_rm(name: str, keep_home: bool, as_json: bool) -> None:
     """Remove agent NAME: stop its unit, delete its user and group and its home.
@@ -186,11 +242,15 @@ def agent_rm(name: str, keep_home: bool, as_json: bool) -> None:
         print_json({"name": name, "removed": True, "keep_home": keep_home})
 
 
-@agent.command("list", short_help="List agents (alias: ls).", epilog="""\b
+@agent.command(
+    "list",
+    short_help="List agents (alias: ls).",
+    epilog="""\b
 Examples:
   agentctl agent list
   agentctl agent list | awk -F'\\t' '$3 == "failed" {print $1}'
-  agentctl agent list --json | jq -r '.[].name'""")
+  agentctl agent list --json | jq -r '.[].name'""",
+)
 @json_option
 def agent_list(as_json: bool) -> None:
     """List the agents you may see: all of them for an administrator, else your own.
@@ -206,16 +266,21 @@ def agent_list(as_json: bool) -> None:
         return
     print_table(
         ("NAME", "TEMPLATE", "STATE", "UID", "OWNER"),
-        [(a["name"], a["template"], a["state"], a["uid"],
-          user_cell(a["owner_uid"])) for a in agents],
+        [
+            (a["name"], a["template"], a["state"], a["uid"], user_cell(a["owner_uid"]))
+            for a in agents
+        ],
         style_column=2,
     )
 
 
-@agent.command("show", epilog="""\b
+@agent.command(
+    "show",
+    epilog="""\b
 Examples:
   agentctl agent show scout
-  agentctl agent show scout --json | jq .memory_current""")
+  agentctl agent show scout --json | jq .memory_current""",
+)
 @click.argument("name")
 @json_option
 def agent_show(name: str, as_json: bool) -> None:
@@ -234,17 +299,22 @@ def agent_show(name: str, as_json: bool) -> None:
         print_fields(info, AGENT_FIELDS)
 
 
-@agent.command("logs", short_help="Show an agent's journal and audit lines.", epilog="""\b
+@agent.command(
+    "logs",
+    short_help="Show an agent's journal and audit lines.",
+    epilog="""\b
 Examples:
   agentctl agent logs scout -n 50
   agentctl agent logs scout -f
 \b
 Reading the journal of system units needs membership of the systemd-journal
-or adm group (or root); journalctl says so when lines are hidden.""")
+or adm group (or root); journalctl says so when lines are hidden.""",
+)
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they arrive.")
-@click.option("-n", "--lines", type=click.IntRange(min=0), metavar="N",
-              help="Show only the last N lines.")
+@click.option(
+    "-n", "--lines", type=click.IntRange(min=0), metavar="N", help="Show only the last N lines."
+)
 @json_option
 def agent_logs(name: str, follow: bool, lines: int | None, as_json: bool) -> None:
     """Show agent NAME's journal: its unit's output and agentd's audit events about it.
@@ -263,8 +333,15 @@ def agent_logs(name: str, follow: bool, lines: int | None, as_json: bool) -> Non
         argv.append("-f")
     # One disjunction, as `journalctl -u` builds (which cannot be OR-ed with more):
     # the unit's own lines, PID 1's about it, and agentd's (root) audit lines.
-    argv += [f"_SYSTEMD_UNIT={unit}", "+", "_PID=1", f"UNIT={unit}",
-             "+", "_UID=0", f"AGENT_NAME={name}"]
+    argv += [
+        f"_SYSTEMD_UNIT={unit}",
+        "+",
+        "_PID=1",
+        f"UNIT={unit}",
+        "+",
+        "_UID=0",
+        f"AGENT_NAME={name}",
+    ]
     try:
         env().execvp("journalctl", argv)
     except OSError as e:

@@ -104,21 +104,42 @@ class View:
 
 
 def _audit_cells(e: Entry) -> tuple[Any, ...]:
-    return (e["seq"], fmt_time(e["ts"]), user_cell(e["actor_uid"]), e["action"],
-            e["agent"] or "-", e["result"], fmt_detail(e["detail"]))
+    return (
+        e["seq"],
+        fmt_time(e["ts"]),
+        user_cell(e["actor_uid"]),
+        e["action"],
+        e["agent"] or "-",
+        e["result"],
+        fmt_detail(e["detail"]),
+    )
 
 
 def _event_cells(e: Entry) -> tuple[Any, ...]:
     detail = e["detail"]
     task_id = detail.get("task_id") if isinstance(detail, dict) else None
-    return (e["seq"], fmt_list_time(e["ts"]), user_cell(e["actor_uid"]), e["action"],
-            dash(task_id), e["agent"] or "-", e["result"], fmt_event_detail(detail))
+    return (
+        e["seq"],
+        fmt_list_time(e["ts"]),
+        user_cell(e["actor_uid"]),
+        e["action"],
+        dash(task_id),
+        e["agent"] or "-",
+        e["result"],
+        fmt_event_detail(detail),
+    )
 
 
-AUDIT_VIEW = View(("SEQ", "TIME", "ACTOR", "ACTION", "AGENT", "RESULT", "DETAIL"),
-                  _audit_cells, "{0:>6}  {1}  {2:<10} {3:<16} {4:<16} {5} {6}")
-EVENT_VIEW = View(("SEQ", "TIME", "ACTOR", "EVENT", "TASK", "AGENT", "RESULT", "DETAIL"),
-                  _event_cells, "{0:>6}  {1}  {2:<10} {3:<20} {4:>5} {5:<16} {6} {7}")
+AUDIT_VIEW = View(
+    ("SEQ", "TIME", "ACTOR", "ACTION", "AGENT", "RESULT", "DETAIL"),
+    _audit_cells,
+    "{0:>6}  {1}  {2:<10} {3:<16} {4:<16} {5} {6}",
+)
+EVENT_VIEW = View(
+    ("SEQ", "TIME", "ACTOR", "EVENT", "TASK", "AGENT", "RESULT", "DETAIL"),
+    _event_cells,
+    "{0:>6}  {1}  {2:<10} {3:<20} {4:>5} {5:<16} {6} {7}",
+)
 
 
 def _line(view: View, e: Entry, tty: bool) -> str:
@@ -132,8 +153,14 @@ def _line(view: View, e: Entry, tty: bool) -> str:
     return view.line.format(*texts).rstrip()
 
 
-def show(view: View, after: int | None, limit: int, follow: bool, as_json: bool,
-         types: Sequence[str] = ()) -> None:
+def show(
+    view: View,
+    after: int | None,
+    limit: int,
+    follow: bool,
+    as_json: bool,
+    types: Sequence[str] = (),
+) -> None:
     """What `audit` and `events` do: list the newest LIMIT entries (or the first LIMIT
     after AFTER), then with FOLLOW print new ones until interrupted."""
     if follow:
@@ -149,15 +176,13 @@ def show(view: View, after: int | None, limit: int, follow: bool, as_json: bool,
         print_table(view.columns, [view.cells(e) for e in entries], style_column=view.result)
 
 
-def _follow(view: View, after: int | None, limit: int, as_json: bool,
-            types: Sequence[str]) -> None:
+def _follow(view: View, after: int | None, limit: int, as_json: bool, types: Sequence[str]) -> None:
     """The backlog (the newest LIMIT, or every entry after AFTER), then live entries;
     --json: one object per line."""
     tty = env().is_tty()
 
     def echo(e: Entry) -> None:
-        click.echo(json.dumps(e, sort_keys=True, default=str) if as_json
-                   else _line(view, e, tty))
+        click.echo(json.dumps(e, sort_keys=True, default=str) if as_json else _line(view, e, tty))
 
     async def body(c: Any) -> None:
         start = after
@@ -173,24 +198,42 @@ def _follow(view: View, after: int | None, limit: int, as_json: bool,
 
 
 # -- the commands -----------------------------------------------------------------------
-@click.group(cls=AliasGroup, invoke_without_command=True, subcommand_metavar="[verify]",
-             epilog="""\b
+@click.group(
+    cls=AliasGroup,
+    invoke_without_command=True,
+    subcommand_metavar="[verify]",
+    epilog="""\b
 Examples:
   agentctl audit                 the last 50 entries
   agentctl audit -n 500 --json   the last 500, as a JSON list
   agentctl audit --after 1200    entries after number 1200
   agentctl audit -f              the last 50, then new ones as they happen
-  agentctl audit verify          check the hash chain (administrators)""")
-@click.option("--after", type=click.IntRange(min=0), metavar="SEQ",
-              help="Show entries numbered after SEQ, oldest first.")
-@click.option("-n", "--limit", type=click.IntRange(min=1), default=50, show_default=True,
-              metavar="N", help="Show at most N entries (the newest N without --after).")
-@click.option("-f", "--follow", is_flag=True,
-              help="After the listing, print new entries as agentd appends them.")
+  agentctl audit verify          check the hash chain (administrators)""",
+)
+@click.option(
+    "--after",
+    type=click.IntRange(min=0),
+    metavar="SEQ",
+    help="Show entries numbered after SEQ, oldest first.",
+)
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    metavar="N",
+    help="Show at most N entries (the newest N without --after).",
+)
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="After the listing, print new entries as agentd appends them.",
+)
 @json_option
 @click.pass_context
-def audit(ctx: click.Context, after: int | None, limit: int, follow: bool,
-          as_json: bool) -> None:
+def audit(ctx: click.Context, after: int | None, limit: int, follow: bool, as_json: bool) -> None:
     """Show agentd's audit trail.
 
     Every state change and every refusal is an entry: number (SEQ), time,
@@ -209,9 +252,13 @@ def audit(ctx: click.Context, after: int | None, limit: int, follow: bool,
         show(AUDIT_VIEW, after, limit, follow, as_json)
 
 
-@audit.command("verify", short_help="Check the audit trail's hash chain.", epilog="""\b
+@audit.command(
+    "verify",
+    short_help="Check the audit trail's hash chain.",
+    epilog="""\b
 Example:
-  agentctl audit verify || echo "audit log tampered with" >&2""")
+  agentctl audit verify || echo "audit log tampered with" >&2""",
+)
 @json_option
 def audit_verify(as_json: bool) -> None:
     """Check the audit trail's hash chain from the first entry to the head.
@@ -226,14 +273,15 @@ def audit_verify(as_json: bool) -> None:
     elif verdict["ok"]:
         click.echo(f"audit log intact: {verdict['checked']} entries checked")
     else:
-        click.echo(f"audit log BROKEN: {verdict['message']} "
-                   f"({verdict['checked']} entries checked)")
+        click.echo(f"audit log BROKEN: {verdict['message']} ({verdict['checked']} entries checked)")
     if not verdict["ok"]:
         raise click.exceptions.Exit(1)
 
 
-@click.command("events", short_help="Show the event stream: tasks, projects, agents.",
-               epilog="""\b
+@click.command(
+    "events",
+    short_help="Show the event stream: tasks, projects, agents.",
+    epilog="""\b
 Examples:
   agentctl events                         the last 50 events
   agentctl events -f --type 'task.*'      task events, then new ones live
@@ -243,20 +291,38 @@ Examples:
 Event types: project.created, project.removed, task.created, task.assigned,
 task.claimed, task.completed, task.blocked, task.unblocked, task.failed,
 task.retried, task.cancelled, task.dead_lettered, task.lease_expired,
-artifact.created, agent.online, agent.offline, agent.create, agent.start, ...""")
-@click.option("-t", "--type", "types", multiple=True, callback=split_option,
-              metavar="GLOB",
-              help="Only events whose type matches GLOB, e.g. 'task.*' (repeatable, or "
-                   "comma-separated; any may match).")
-@click.option("--after", type=click.IntRange(min=0), metavar="SEQ",
-              help="Show events numbered after SEQ, oldest first.")
-@click.option("-n", "--limit", type=click.IntRange(min=1), default=50, show_default=True,
-              metavar="N", help="Show at most N events (the newest N without --after).")
-@click.option("-f", "--follow", is_flag=True,
-              help="After the listing, print new events as they happen.")
+artifact.created, agent.online, agent.offline, agent.create, agent.start, ...""",
+)
+@click.option(
+    "-t",
+    "--type",
+    "types",
+    multiple=True,
+    callback=split_option,
+    metavar="GLOB",
+    help="Only events whose type matches GLOB, e.g. 'task.*' (repeatable, or "
+    "comma-separated; any may match).",
+)
+@click.option(
+    "--after",
+    type=click.IntRange(min=0),
+    metavar="SEQ",
+    help="Show events numbered after SEQ, oldest first.",
+)
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    metavar="N",
+    help="Show at most N events (the newest N without --after).",
+)
+@click.option(
+    "-f", "--follow", is_flag=True, help="After the listing, print new events as they happen."
+)
 @json_option
-def events(types: list[str], after: int | None, limit: int, follow: bool,
-           as_json: bool) -> None:
+def events(types: list[str], after: int | None, limit: int, follow: bool, as_json: bool) -> None:
     """Show agentd's events: every change to tasks, projects and agents.
 
     Events are the entries of the audit trail (see `agentctl audit`); an

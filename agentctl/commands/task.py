@@ -3,14 +3,13 @@ read their artifacts.
 
 agentd's queue does the work (routing, leases, retries); these commands ask
 it and present the answer. `task wait`, the one with a loop and exit codes
-of its own, lives in agentctl.commands.task_wait and is added to the group
-here. Statuses and priorities are agentd's own lists (agentd.tasks.model).
+of its own, lives in agentctl.commands.task_wait, and `task show` and `task
+artifact` (reading one task) in agentctl.commands.task_show; both are added to
+the group here. Statuses and priorities are agentd's own lists (agentd.tasks.model).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,76 +17,30 @@ import click
 
 from agentd.tasks.model import PRIORITIES, STATUSES
 
-from ..app import AliasGroup, env, fail, json_option, run
+from ..app import AliasGroup, env, json_option, run
 from ..output import (
-    Field,
     dash,
     fmt_age,
-    fmt_bytes,
-    fmt_event_detail,
-    fmt_list_time,
     fmt_time,
-    fmt_user,
-    getter,
-    is_binary,
-    print_fields,
     print_json,
-    print_section,
     print_table,
-    user_cell,
 )
 from ..params import TASK_ID, split_ids, split_option
+from .task_show import task_artifact, task_show
 from .task_wait import task_wait
 
 
-def fmt_result(text: str) -> str:
-    """A task's result (JSON text): indented on a terminal, one line otherwise;
-    text that is not JSON as it is."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text
-    if env().is_tty():
-        return json.dumps(value, indent=2, ensure_ascii=False)
-    return json.dumps(value, ensure_ascii=False)
-
-
-TASK_FIELDS: list[Field] = [
-    ("id", "ID", getter("id")),
-    ("title", "Title", getter("title")),
-    ("status", "Status", getter("status")),
-    ("priority", "Priority", getter("priority")),
-    ("project", "Project", getter("project", dash)),
-    ("agent", "Agent", getter("agent", dash)),
-    ("owner_uid", "Owner", getter("owner_uid", fmt_user)),
-    ("description", "Description", getter("description")),
-    ("needs", "Needs", getter("needs")),
-    ("after", "After", getter("after")),
-    ("exec", "Exec", getter("exec")),
-    ("attempts", "Attempts", getter("attempts")),
-    ("max_attempts", "Max attempts", getter("max_attempts")),
-    ("block_reason", "Blocked on", getter("block_reason")),
-    ("notes", "Notes", getter("notes", lambda notes: "\n".join(notes))),
-    ("error", "Error", getter("error")),
-    ("result", "Result", getter("result", fmt_result)),
-    ("created_at", "Created", getter("created_at", fmt_time)),
-    ("updated_at", "Updated", getter("updated_at", fmt_time)),
-    ("started_at", "Started", getter("started_at", fmt_time)),
-    ("finished_at", "Finished", getter("finished_at", fmt_time)),
-    ("lease_expires", "Lease expires", getter("lease_expires", fmt_time)),
-]
-# left out of `task show`'s text when empty ("" or no items): nothing to say
-OPTIONAL_TASK_FIELDS = ("description", "needs", "after", "exec", "block_reason", "notes",
-                        "error", "result")
-
-
-@click.group(cls=AliasGroup, aliases={"ls": "list"}, epilog="""\b
+@click.group(
+    cls=AliasGroup,
+    aliases={"ls": "list"},
+    epilog="""\b
 Examples:
   id=$(agentctl task submit "Summarise today's logs" --needs summarise)
   agentctl task wait "$id" && agentctl task show "$id"
   agentctl task submit "Build" --exec 'make -C src' --agent builder
   agentctl task list --status failed
-  agentctl task artifact 42 report.pdf -o report.pdf""")
+  agentctl task artifact 42 report.pdf -o report.pdf""",
+)
 def task() -> None:
     """Submit, follow and manage tasks.
 
@@ -106,34 +59,70 @@ def task() -> None:
     """
 
 
+task.add_command(task_show)
+task.add_command(task_artifact)
 task.add_command(task_wait)
 
 
-@task.command("submit", epilog="""\b
+@task.command(
+    "submit",
+    epilog="""\b
 Examples:
   agentctl task submit "Summarise the report" --needs read --needs summarise
   id=$(agentctl task submit "Deploy" --after 41 --after 42 --priority high)
   agentctl task submit "Nightly tests" --exec 'make check' --max-attempts 1
-  agentctl task submit "Triage" -p website --json | jq .status""")
+  agentctl task submit "Triage" -p website --json | jq .status""",
+)
 @click.argument("title")
-@click.option("-d", "--description", metavar="TEXT",
-              help="What to do, in as much detail as the agent needs.")
+@click.option(
+    "-d", "--description", metavar="TEXT", help="What to do, in as much detail as the agent needs."
+)
 @click.option("-p", "--project", metavar="PROJECT", help="File the task under PROJECT.")
-@click.option("--needs", multiple=True, callback=split_option, metavar="CAP",
-              help="A capability the agent must have (repeatable, or comma-separated).")
-@click.option("--priority", type=click.Choice(PRIORITIES),
-              help="Scheduling priority  [agentd's default: medium].")
-@click.option("--after", multiple=True, callback=split_ids, metavar="ID",
-              help="Run only after task ID has completed (repeatable, or comma-separated).")
+@click.option(
+    "--needs",
+    multiple=True,
+    callback=split_option,
+    metavar="CAP",
+    help="A capability the agent must have (repeatable, or comma-separated).",
+)
+@click.option(
+    "--priority",
+    type=click.Choice(PRIORITIES),
+    help="Scheduling priority  [agentd's default: medium].",
+)
+@click.option(
+    "--after",
+    multiple=True,
+    callback=split_ids,
+    metavar="ID",
+    help="Run only after task ID has completed (repeatable, or comma-separated).",
+)
 @click.option("--agent", metavar="NAME", help="Assign the task to agent NAME.")
-@click.option("--max-attempts", type=click.IntRange(min=1), metavar="N",
-              help="Attempts before the task is dead-lettered  [agentd's default: 3].")
-@click.option("--exec", "exec_", metavar="COMMAND",
-              help="Run COMMAND with the agent's shell tool instead of a model.")
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Attempts before the task is dead-lettered  [agentd's default: 3].",
+)
+@click.option(
+    "--exec",
+    "exec_",
+    metavar="COMMAND",
+    help="Run COMMAND with the agent's shell tool instead of a model.",
+)
 @json_option
-def task_submit(title: str, description: str | None, project: str | None, needs: list[str],
-                priority: str | None, after: list[int], agent: str | None,
-                max_attempts: int | None, exec_: str | None, as_json: bool) -> None:
+def task_submit(
+    title: str,
+    description: str | None,
+    project: str | None,
+    needs: list[str],
+    priority: str | None,
+    after: list[int],
+    agent: str | None,
+    max_attempts: int | None,
+    exec_: str | None,
+    as_json: bool,
+) -> None:
     """Submit a task titled TITLE; prints its id.
 
     agentd checks everything before it stores anything: the project and
@@ -151,9 +140,17 @@ def task_submit(title: str, description: str | None, project: str | None, needs:
     Prints the new task's id alone, so `id=$(agentctl task submit ...)` works;
     with --json, the task as `task show --json` prints it (without history).
     """
-    spec = {"title": title, "description": description, "project": project,
-            "needs": needs or None, "priority": priority, "after": after or None,
-            "agent": agent, "max_attempts": max_attempts, "exec": exec_}
+    spec = {
+        "title": title,
+        "description": description,
+        "project": project,
+        "needs": needs or None,
+        "priority": priority,
+        "after": after or None,
+        "agent": agent,
+        "max_attempts": max_attempts,
+        "exec": exec_,
+    }
     spec = {key: value for key, value in spec.items() if value is not None}
 
     async def body(c: Any) -> tuple[int, dict[str, Any] | None]:
@@ -167,22 +164,37 @@ def task_submit(title: str, description: str | None, project: str | None, needs:
         click.echo(task_id)
 
 
-@task.command("list", short_help="List tasks (alias: ls).", epilog="""\b
+@task.command(
+    "list",
+    short_help="List tasks (alias: ls).",
+    epilog="""\b
 Examples:
   agentctl task list
   agentctl task list --status blocked
   agentctl task list --project website --priority critical --limit 20
   agentctl task list --status failed | cut -f1 | xargs -rn1 agentctl task retry
-  agentctl task list --json | jq -r '.[] | select(.attempts > 1) | .id'""")
+  agentctl task list --json | jq -r '.[] | select(.attempts > 1) | .id'""",
+)
 @click.option("-s", "--status", type=click.Choice(STATUSES), help="Only tasks in STATUS.")
 @click.option("-p", "--project", metavar="PROJECT", help="Only tasks of PROJECT.")
 @click.option("--agent", metavar="NAME", help="Only tasks assigned to agent NAME.")
 @click.option("--priority", type=click.Choice(PRIORITIES), help="Only tasks of PRIORITY.")
-@click.option("-n", "--limit", type=click.IntRange(min=1), metavar="N",
-              help="Only the newest N tasks  [agentd's default: 1000].")
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Only the newest N tasks  [agentd's default: 1000].",
+)
 @json_option
-def task_list(status: str | None, project: str | None, agent: str | None,
-              priority: str | None, limit: int | None, as_json: bool) -> None:
+def task_list(
+    status: str | None,
+    project: str | None,
+    agent: str | None,
+    priority: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
     """List the tasks you may see, narrowed by the options (all must match).
 
     Oldest first, of the newest N that match. Columns: ID, STATUS, PRIORITY,
@@ -191,9 +203,17 @@ def task_list(status: str | None, project: str | None, agent: str | None,
     task, no header, with the time it was submitted (local ISO 8601) instead
     of the age.
     """
-    flt = {key: value for key, value in (
-        ("status", status), ("project", project), ("agent", agent), ("priority", priority),
-        ("limit", limit)) if value is not None}
+    flt = {
+        key: value
+        for key, value in (
+            ("status", status),
+            ("project", project),
+            ("agent", agent),
+            ("priority", priority),
+            ("limit", limit),
+        )
+        if value is not None
+    }
     tasks = sorted(run(lambda c: c.list_tasks(flt)), key=lambda t: t["id"])
     if as_json:
         print_json(tasks)
@@ -201,60 +221,21 @@ def task_list(status: str | None, project: str | None, agent: str | None,
     when = fmt_age if env().is_tty() else fmt_time
     print_table(
         ("ID", "STATUS", "PRIORITY", "PROJECT", "AGENT", "ATTEMPTS", "AGE", "TITLE"),
-        [(t["id"], t["status"], t["priority"], dash(t["project"]), dash(t["agent"]),
-          f"{t['attempts']}/{t['max_attempts']}", when(t["created_at"]), t["title"])
-         for t in tasks],
+        [
+            (
+                t["id"],
+                t["status"],
+                t["priority"],
+                dash(t["project"]),
+                dash(t["agent"]),
+                f"{t['attempts']}/{t['max_attempts']}",
+                when(t["created_at"]),
+                t["title"],
+            )
+            for t in tasks
+        ],
         style_column=1,
     )
-
-
-@task.command("show", short_help="Show a task: fields, result, history, artifacts.",
-              epilog="""\b
-Examples:
-  agentctl task show 42
-  agentctl task show 42 | awk -F'\\t' '$1 == "artifact" {print $2}'
-  agentctl task show 42 --json | jq '.result | fromjson'""")
-@click.argument("task_id", metavar="ID", type=TASK_ID)
-@json_option
-def task_show(task_id: int, as_json: bool) -> None:
-    """Show task ID: every field, its result, its history and its artifacts.
-
-    The result (JSON, as the agent reported it) is indented on a terminal.
-    The history lists the task's events from the audit trail (created,
-    assigned, claimed, blocked, completed, ...) with who caused each; the
-    artifacts, the files the agent registered (get one with `task
-    artifact`); a terminal gets the start of each SHA-256, a pipe or --json
-    all of it. Without a terminal: `KEY<TAB>VALUE` lines, then one
-    `event<TAB>SEQ<TAB>TIME<TAB>ACTOR<TAB>EVENT<TAB>RESULT<TAB>DETAIL` line
-    per event and one `artifact<TAB>NAME<TAB>TYPE<TAB>SIZE<TAB>SHA256` line
-    per artifact (sizes in bytes). --json prints DescribeTask's fields (times
-    in seconds since the epoch, result as JSON text) plus "events" and
-    "artifacts" lists.
-    """
-    async def body(c: Any) -> dict[str, Any]:
-        info = await c.describe_task(task_id)
-        return dict(info, events=await c.list_task_events(task_id),
-                    artifacts=await c.list_artifacts(task_id))
-
-    info = run(body)
-    if as_json:
-        print_json(info)
-        return
-    events = info.pop("events")
-    artifacts = info.pop("artifacts")
-    shown = {k: v for k, v in info.items()
-             if not (k in OPTIONAL_TASK_FIELDS and v in ("", [], None))}
-    print_fields(shown, TASK_FIELDS, styled=("status",))
-    tty = env().is_tty()
-    print_section(
-        "History", "event", ("SEQ", "TIME", "ACTOR", "EVENT", "RESULT", "DETAIL"),
-        [(e["seq"], fmt_list_time(e["ts"]), user_cell(e["actor_uid"]), e["event"], e["result"],
-          fmt_event_detail(e["detail"])) for e in events])
-    # a terminal gets sizes for people and the start of each hash (all of it in a pipe)
-    print_section(
-        "Artifacts", "artifact", ("NAME", "TYPE", "SIZE", "SHA256"),
-        [(a["name"], a["type"], fmt_bytes(a["size"]) if tty else a["size"],
-          a["sha256"][:12] + "…" if tty else a["sha256"]) for a in artifacts])
 
 
 def _task_action(call: Callable[[Any], Any], task_id: int, as_json: bool) -> None:
@@ -267,10 +248,13 @@ def _task_action(call: Callable[[Any], Any], task_id: int, as_json: bool) -> Non
         print_json(info)
 
 
-@task.command("cancel", epilog="""\b
+@task.command(
+    "cancel",
+    epilog="""\b
 Examples:
   agentctl task cancel 42
-  agentctl task list --project old -s pending | cut -f1 | xargs -rn1 agentctl task cancel""")
+  agentctl task list --project old -s pending | cut -f1 | xargs -rn1 agentctl task cancel""",
+)
 @click.argument("task_id", metavar="ID", type=TASK_ID)
 @json_option
 def task_cancel(task_id: int, as_json: bool) -> None:
@@ -283,11 +267,14 @@ def task_cancel(task_id: int, as_json: bool) -> None:
     _task_action(lambda c: c.cancel_task(task_id), task_id, as_json)
 
 
-@task.command("retry", short_help="Queue a failed, dead-lettered or cancelled task again.",
-              epilog="""\b
+@task.command(
+    "retry",
+    short_help="Queue a failed, dead-lettered or cancelled task again.",
+    epilog="""\b
 Examples:
   agentctl task retry 42 && agentctl task wait 42
-  agentctl task list -s dead_lettered | cut -f1 | xargs -rn1 agentctl task retry""")
+  agentctl task list -s dead_lettered | cut -f1 | xargs -rn1 agentctl task retry""",
+)
 @click.argument("task_id", metavar="ID", type=TASK_ID)
 @json_option
 def task_retry(task_id: int, as_json: bool) -> None:
@@ -301,14 +288,21 @@ def task_retry(task_id: int, as_json: bool) -> None:
     _task_action(lambda c: c.retry_task(task_id), task_id, as_json)
 
 
-@task.command("unblock", epilog="""\b
+@task.command(
+    "unblock",
+    epilog="""\b
 Examples:
   agentctl task show 42 | grep ^block_reason
   agentctl task unblock 42 --note "Use the staging database"
-""")
+""",
+)
 @click.argument("task_id", metavar="ID", type=TASK_ID)
-@click.option("--note", default="", metavar="TEXT",
-              help="Your answer to the agent's question (see `task show ID`).")
+@click.option(
+    "--note",
+    default="",
+    metavar="TEXT",
+    help="Your answer to the agent's question (see `task show ID`).",
+)
 @json_option
 def task_unblock(task_id: int, note: str, as_json: bool) -> None:
     """Answer blocked task ID and let it run again.
@@ -321,47 +315,3 @@ def task_unblock(task_id: int, note: str, as_json: bool) -> None:
     change.
     """
     _task_action(lambda c: c.unblock_task(task_id, note), task_id, as_json)
-
-
-@task.command("artifact", epilog="""\b
-Examples:
-  agentctl task artifact 42 report.md
-  agentctl task artifact 42 report.pdf > report.pdf
-  agentctl task artifact 42 report.pdf -o report.pdf --json""")
-@click.argument("task_id", metavar="ID", type=TASK_ID)
-@click.argument("name")
-@click.option("-o", "--output", metavar="FILE",
-              type=click.Path(dir_okay=False, allow_dash=True),
-              help="Write to FILE instead of stdout ('-': stdout, even a terminal).")
-@json_option
-def task_artifact(task_id: int, name: str, output: str | None, as_json: bool) -> None:
-    """Write artifact NAME of task ID to stdout or FILE.
-
-    Artifacts are files the agent wrote in its home and registered with
-    agentd; their names, types, sizes and SHA-256 are in `task show ID`.
-    Only the task's owner (and administrators) may read them; agentd reads
-    the file, agentctl never opens the agent's home. Binary data is not
-    written to a terminal unless asked for with `-o -`. With --json (which
-    needs -o FILE), prints what was written: file, size and SHA-256.
-    """
-    if as_json and output in (None, "-"):
-        raise click.UsageError("--json describes the file written by -o FILE; "
-                               "without -o FILE the artifact itself is the output")
-    data = run(lambda c: c.read_artifact(task_id, name))
-    if output is None or output == "-":
-        if output is None and env().is_tty() and is_binary(data):
-            fail(f"artifact {name!r} of task {task_id} is binary ({len(data)} bytes); "
-                 f"not writing it to a terminal: redirect it (> FILE), or use -o FILE "
-                 f"(-o - to force)")
-        stdout = click.get_binary_stream("stdout")
-        stdout.write(data)
-        stdout.flush()
-        return
-    try:
-        with open(output, "wb") as f:
-            f.write(data)
-    except OSError as e:
-        fail(f"cannot write {output}: {e.strerror or e}")
-    if as_json:
-        print_json({"task": task_id, "name": name, "file": output, "size": len(data),
-                    "sha256": hashlib.sha256(data).hexdigest()})

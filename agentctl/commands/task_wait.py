@@ -29,7 +29,9 @@ EXIT_INTERRUPTED = 130
 WAIT_POLL = 3.0  # seconds between re-checks when no TaskChanged arrives
 
 
-@click.command("wait", epilog="""\b
+@click.command(
+    "wait",
+    epilog="""\b
 Examples:
   agentctl task wait 42
   agentctl task wait "$(agentctl task submit Build --exec 'make')" --timeout 600
@@ -37,10 +39,15 @@ Examples:
 \b
 Exit status: 0 completed, 1 failed, 3 dead-lettered, 4 cancelled,
 124 when --timeout ran out, 130 when interrupted; otherwise as for every
-command (1 for an error such as NoSuchTask, 69, 77).""")
+command (1 for an error such as NoSuchTask, 69, 77).""",
+)
 @click.argument("task_id", metavar="ID", type=TASK_ID)
-@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Give up after SECONDS (exit 124)  [default: wait for ever].")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Give up after SECONDS (exit 124)  [default: wait for ever].",
+)
 @json_option
 def task_wait(task_id: int, timeout: float | None, as_json: bool) -> None:
     """Wait until task ID has ended; the exit status tells how.
@@ -57,16 +64,21 @@ def task_wait(task_id: int, timeout: float | None, as_json: bool) -> None:
     except KeyboardInterrupt:
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     if timed_out:
-        fail(f"timed out after {timeout:g}s waiting for task {task_id} "
-             f"(still {info['status']})", code=EXIT_TIMEOUT)
+        fail(
+            f"timed out after {timeout:g}s waiting for task {task_id} (still {info['status']})",
+            code=EXIT_TIMEOUT,
+        )
     status = info["status"]
     if as_json:
         print_json(info)
     else:
         click.echo(status)
     if status in ("failed", "dead_lettered") and info.get("error"):
-        click.echo(f"agentctl: task {task_id} {status.replace('_', '-')}: "
-                   f"{' '.join(str(info['error']).split())}", err=True)
+        click.echo(
+            f"agentctl: task {task_id} {status.replace('_', '-')}: "
+            f"{' '.join(str(info['error']).split())}",
+            err=True,
+        )
     raise click.exceptions.Exit(WAIT_EXIT.get(status, 1))
 
 
@@ -106,16 +118,17 @@ class _Told:
             return
         reason = str(info.get("block_reason") or "no reason given")
         if reason != self.block_reason:
-            click.echo(f"agentctl: task {self.task_id} is blocked: {' '.join(reason.split())} "
-                       f"(answer with: agentctl task unblock {self.task_id} --note TEXT)",
-                       err=True)
+            click.echo(
+                f"agentctl: task {self.task_id} is blocked: {' '.join(reason.split())} "
+                f"(answer with: agentctl task unblock {self.task_id} --note TEXT)",
+                err=True,
+            )
             self.block_reason = reason
 
     def unreachable(self, e: ClientError) -> None:
         """Once per outage: agentd is away, and we keep waiting."""
         if not self.unavailable:
-            click.echo(f"agentctl: {e.message}; still waiting for task {self.task_id}",
-                       err=True)
+            click.echo(f"agentctl: {e.message}; still waiting for task {self.task_id}", err=True)
         self.unavailable = True
 
 

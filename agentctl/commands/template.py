@@ -28,10 +28,14 @@ TEMPLATE_FIELDS: list[Field] = [
 ]
 
 
-@click.group(cls=AliasGroup, aliases={"ls": "list"}, epilog="""\b
+@click.group(
+    cls=AliasGroup,
+    aliases={"ls": "list"},
+    epilog="""\b
 Examples:
   agentctl template list
-  agentctl template show research""")
+  agentctl template show research""",
+)
 def template() -> None:
     """Inspect the templates agents are created from.
 
@@ -40,9 +44,13 @@ def template() -> None:
     """
 
 
-@template.command("list", short_help="List templates (alias: ls).", epilog="""\b
+@template.command(
+    "list",
+    short_help="List templates (alias: ls).",
+    epilog="""\b
 Example:
-  agentctl template list --json | jq -r '.[].name'""")
+  agentctl template list --json | jq -r '.[].name'""",
+)
 @json_option
 def template_list(as_json: bool) -> None:
     """List the templates an agent can be created from.
@@ -56,14 +64,19 @@ def template_list(as_json: bool) -> None:
         return
     print_table(
         ("NAME", "PROFILE", "CAPABILITIES", "DESCRIPTION"),
-        [(t["name"], t["profile"], ",".join(t["capabilities"]), t["description"])
-         for t in templates],
+        [
+            (t["name"], t["profile"], ",".join(t["capabilities"]), t["description"])
+            for t in templates
+        ],
     )
 
 
-@template.command("show", epilog="""\b
+@template.command(
+    "show",
+    epilog="""\b
 Example:
-  agentctl template show research""")
+  agentctl template show research""",
+)
 @click.argument("name")
 @json_option
 def template_show(name: str, as_json: bool) -> None:

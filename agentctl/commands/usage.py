@@ -40,11 +40,26 @@ def _bar_rows(quotas: list[dict[str, Any]]) -> None:
         limit = q["limit"]
         share = q["used"] / limit if limit else 0
         style = "red" if share >= 1 else "yellow" if share >= 1 - LOW_SHARE else "green"
-        bar = (ProgressBar(total=limit, completed=min(q["used"], limit), width=24,
-                           complete_style=style, finished_style=style)
-               if limit else "unlimited")
-        table.add_row(_subject_label(q), f"{q['used']:,}", f"{limit:,}" if limit else "-",
-                      bar, q["period"], fmt_time(q["resets_at"]), q["source"])
+        bar = (
+            ProgressBar(
+                total=limit,
+                completed=min(q["used"], limit),
+                width=24,
+                complete_style=style,
+                finished_style=style,
+            )
+            if limit
+            else "unlimited"
+        )
+        table.add_row(
+            _subject_label(q),
+            f"{q['used']:,}",
+            f"{limit:,}" if limit else "-",
+            bar,
+            q["period"],
+            fmt_time(q["resets_at"]),
+            q["source"],
+        )
     Console(highlight=False).print(table)
 
 
@@ -52,18 +67,28 @@ def _warnings(quotas: list[dict[str, Any]]) -> None:
     for q in quotas:
         if q["limit"] and q["limit"] - q["used"] < LOW_SHARE * q["limit"]:
             left = max(0, q["limit"] - q["used"])
-            click.echo(f"warning: {_subject_label(q)} has {left:,} of its {q['limit']:,} "
-                       f"{q['period']} tokens left (resets {fmt_time(q['resets_at'])})",
-                       err=True)
+            click.echo(
+                f"warning: {_subject_label(q)} has {left:,} of its {q['limit']:,} "
+                f"{q['period']} tokens left (resets {fmt_time(q['resets_at'])})",
+                err=True,
+            )
 
 
-@click.command("usage", epilog="""\b
+@click.command(
+    "usage",
+    epilog="""\b
 Examples:
   agentctl usage
   agentctl usage --days 30
-  agentctl usage --json | jq '.quotas[] | select(.kind == "agent")'""")
-@click.option("--days", type=click.IntRange(1, 3660), default=7, show_default=True,
-              help="How many days of history to show.")
+  agentctl usage --json | jq '.quotas[] | select(.kind == "agent")'""",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3660),
+    default=7,
+    show_default=True,
+    help="How many days of history to show.",
+)
 @json_option
 def usage(days: int, as_json: bool) -> None:
     """Show token usage against quotas, then tokens by day and agent.
@@ -84,25 +109,49 @@ def usage(days: int, as_json: bool) -> None:
         click.echo()
     else:
         for q in quotas:
-            click.echo(plain_line(("quota", q["kind"], q["subject"], q["used"], q["limit"],
-                                   q["period"], int(q["resets_at"]), q["source"])))
-    rows = [(d["day"], d["agent"], fmt_user(d["owner_uid"]), d["requests"],
-             d["prompt_tokens"], d["completion_tokens"],
-             d["prompt_tokens"] + d["completion_tokens"]) for d in days_rows]
+            click.echo(
+                plain_line(
+                    (
+                        "quota",
+                        q["kind"],
+                        q["subject"],
+                        q["used"],
+                        q["limit"],
+                        q["period"],
+                        int(q["resets_at"]),
+                        q["source"],
+                    )
+                )
+            )
+    rows = [
+        (
+            d["day"],
+            d["agent"],
+            fmt_user(d["owner_uid"]),
+            d["requests"],
+            d["prompt_tokens"],
+            d["completion_tokens"],
+            d["prompt_tokens"] + d["completion_tokens"],
+        )
+        for d in days_rows
+    ]
     if env().is_tty():
-        print_table(["DAY", "AGENT", "OWNER", "REQUESTS", "PROMPT", "COMPLETION", "TOTAL"],
-                    rows)
+        print_table(["DAY", "AGENT", "OWNER", "REQUESTS", "PROMPT", "COMPLETION", "TOTAL"], rows)
     else:
         for row in rows:
             click.echo(plain_line(("day", *row)))
     _warnings(quotas)
 
 
-@click.group(cls=AliasGroup, aliases={"ls": "list"}, epilog="""\b
+@click.group(
+    cls=AliasGroup,
+    aliases={"ls": "list"},
+    epilog="""\b
 Examples:
   agentctl quota set scout 50000 --period daily
   agentctl quota set alice 1000000 --period monthly
-  agentctl quota reset scout""")
+  agentctl quota reset scout""",
+)
 def quota() -> None:
     """Set and reset token quotas (administrators).
 
@@ -131,23 +180,33 @@ def _kind_options(fn: Any) -> Any:
     return fn
 
 
-@quota.command("set", epilog="""\b
+@quota.command(
+    "set",
+    epilog="""\b
 Examples:
   agentctl quota set scout 50000 --period daily
-  agentctl quota set --owner alice 0""")
+  agentctl quota set --owner alice 0""",
+)
 @click.argument("subject")
 @click.argument("tokens", type=click.IntRange(min=0))
-@click.option("--period", type=click.Choice(QUOTA_PERIODS), default="monthly", show_default=True,
-              help="When the count starts again (UTC calendar).")
+@click.option(
+    "--period",
+    type=click.Choice(QUOTA_PERIODS),
+    default="monthly",
+    show_default=True,
+    help="When the count starts again (UTC calendar).",
+)
 @_kind_options
 @json_option
-def quota_set(subject: str, tokens: int, period: str, as_owner: bool, as_agent: bool,
-              as_json: bool) -> None:
+def quota_set(
+    subject: str, tokens: int, period: str, as_owner: bool, as_agent: bool, as_json: bool
+) -> None:
     """Give SUBJECT (an agent, or an owner by user name or UID) TOKENS per PERIOD.
 
     This overrides the template's token_budget and agentd.toml's default;
     0 means unlimited. The change is audited.
     """
+
     async def body(c: Any) -> str:
         kind = await _kind(c, subject, as_owner, as_agent)
         await c.set_quota(kind, subject, tokens, period)
@@ -160,14 +219,18 @@ def quota_set(subject: str, tokens: int, period: str, as_owner: bool, as_agent: 
         click.echo(f"{kind} {subject}: {tokens or 'unlimited'} tokens {period}")
 
 
-@quota.command("reset", epilog="""\b
+@quota.command(
+    "reset",
+    epilog="""\b
 Examples:
-  agentctl quota reset scout""")
+  agentctl quota reset scout""",
+)
 @click.argument("subject")
 @_kind_options
 @json_option
 def quota_reset(subject: str, as_owner: bool, as_agent: bool, as_json: bool) -> None:
     """Count SUBJECT's usage afresh from now for the current period (the limit stays)."""
+
     async def body(c: Any) -> str:
         kind = await _kind(c, subject, as_owner, as_agent)
         await c.reset_quota(kind, subject)
@@ -180,9 +243,13 @@ def quota_reset(subject: str, as_owner: bool, as_agent: bool, as_json: bool) -> 
         click.echo(f"{kind} {subject}: usage counted from now")
 
 
-@quota.command("list", short_help="List quotas (alias: ls).", epilog="""\b
+@quota.command(
+    "list",
+    short_help="List quotas (alias: ls).",
+    epilog="""\b
 Examples:
-  agentctl quota list --json""")
+  agentctl quota list --json""",
+)
 @json_option
 def quota_list(as_json: bool) -> None:
     """List the quotas of the agents you may see and of their owners."""
@@ -190,6 +257,18 @@ def quota_list(as_json: bool) -> None:
     if as_json:
         print_json(quotas)
         return
-    print_table(["KIND", "SUBJECT", "USED", "QUOTA", "PERIOD", "RESETS", "FROM"],
-                [(q["kind"], _subject_label(q), q["used"], q["limit"] or "unlimited",
-                  q["period"], fmt_time(q["resets_at"]), q["source"]) for q in quotas])
+    print_table(
+        ["KIND", "SUBJECT", "USED", "QUOTA", "PERIOD", "RESETS", "FROM"],
+        [
+            (
+                q["kind"],
+                _subject_label(q),
+                q["used"],
+                q["limit"] or "unlimited",
+                q["period"],
+                fmt_time(q["resets_at"]),
+                q["source"],
+            )
+            for q in quotas
+        ],
+    )

@@ -49,10 +49,14 @@ class Callers:
     auth_admin_keep has its own memory.)
     """
 
-    def __init__(self, bus: SdBus | None, policy: Policy, polkit: PolkitCheck | None = None,
-                 size: int = 4096) -> None:
-        self.driver = BusDriver.new_proxy("org.freedesktop.DBus", "/org/freedesktop/DBus", bus) \
-            if bus is not None else None
+    def __init__(
+        self, bus: SdBus | None, policy: Policy, polkit: PolkitCheck | None = None, size: int = 4096
+    ) -> None:
+        self.driver = (
+            BusDriver.new_proxy("org.freedesktop.DBus", "/org/freedesktop/DBus", bus)
+            if bus is not None
+            else None
+        )
         self.policy = policy
         self.polkit = polkit
         self.cache: OrderedDict[str, Caller] = OrderedDict()
@@ -122,7 +126,8 @@ def rule(action: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., A
                 log.exception("internal error in %s", fn.__name__)
                 raise AgentdDbusError(
                     f"internal error in agentd while serving {fn.__name__}; "
-                    "see journalctl -u agentd") from None
+                    "see journalctl -u agentd"
+                ) from None
 
         setattr(wrapper, ACTION, action)
         return wrapper

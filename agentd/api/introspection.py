@@ -35,15 +35,14 @@ from sdbus.dbus_proxy_async_signal import DbusSignalAsync
 
 from . import interfaces
 
-INTERFACE_CLASSES: tuple[type[DbusInterfaceBaseAsync], ...] = tuple(
-    obj for obj in vars(interfaces).values()
-    if inspect.isclass(obj) and issubclass(obj, DbusInterfaceBaseAsync)
-    and obj.__module__ == interfaces.__name__)
-"""Every interface class agentd.api.interfaces defines (so every interface agentd
-serves), in the order it defines them: a new one is shipped without a word here."""
+INTERFACE_CLASSES: tuple[type[DbusInterfaceBaseAsync], ...] = interfaces.INTERFACES
+"""Every interface agentd serves (agentd.api.interfaces.INTERFACES): a new one is
+shipped without a word here."""
 
-DOCTYPE = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
-           ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">')
+DOCTYPE = (
+    '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
+    ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">'
+)
 DOC_ANNOTATION = "org.gtk.GDBus.DocString"
 
 Member = DbusMethodAsync | DbusPropertyAsync | DbusSignalAsync
@@ -106,8 +105,7 @@ def _complete_type_end(signature: str, i: int) -> int:
     return i + 1
 
 
-def _args(parent: ET.Element, signature: str, names: Sequence[str],
-          direction: str | None) -> None:
+def _args(parent: ET.Element, signature: str, names: Sequence[str], direction: str | None) -> None:
     types = split_signature(signature)
     if names and len(names) != len(types):
         raise ValueError(f"{len(names)} argument names for signature {signature!r}")
@@ -174,9 +172,13 @@ def interface_element(cls: type[DbusInterfaceBaseAsync]) -> ET.Element:
     for m in members:
         if isinstance(m, DbusPropertyAsync):
             writable = m.property_setter is not None and m.property_setter_is_public
-            el = ET.SubElement(iface, "property", name=m.property_name,
-                               type=m.property_signature,
-                               access="readwrite" if writable else "read")
+            el = ET.SubElement(
+                iface,
+                "property",
+                name=m.property_name,
+                type=m.property_signature,
+                access="readwrite" if writable else "read",
+            )
             _flags(el, "property", m.flags, writable)
             _doc(el, m.__doc__)
     for m in members:
@@ -195,11 +197,13 @@ def render(cls: type[DbusInterfaceBaseAsync]) -> str:
     node.append(interface_element(cls))
     ET.indent(node, space="  ")
     body = ET.tostring(node, encoding="unicode")
-    return (f"{DOCTYPE}\n"
-            f"<!-- {interface_name(cls)}: generated from agentd/api/interfaces.py by\n"
-            "     `python3 -m agentd.api.introspection`; do not edit.\n"
-            "     The reference is /usr/share/doc/agentd/dbus-api.md. -->\n"
-            f"{body}\n")
+    return (
+        f"{DOCTYPE}\n"
+        f"<!-- {interface_name(cls)}: generated from agentd/api/interfaces.py by\n"
+        "     `python3 -m agentd.api.introspection`; do not edit.\n"
+        "     The reference is /usr/share/doc/agentd/dbus-api.md. -->\n"
+        f"{body}\n"
+    )
 
 
 def write_all(outdir: Path) -> list[Path]:

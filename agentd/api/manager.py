@@ -15,6 +15,7 @@ from typing import Any
 from sdbus import SdBus, dbus_method_async_override, dbus_property_async_override
 
 from .. import __version__
+from ..agent import Agent
 from ..config import Config
 from ..eventlog import EventLog
 from ..events import (
@@ -26,7 +27,7 @@ from ..events import (
     JobFinished,
     UnitStateChanged,
 )
-from ..registry import Agent, Registry
+from ..registry import Registry
 from ..templates import Catalog
 from ..units import UnitStatus
 from .access import Callers, rule
@@ -38,16 +39,29 @@ from .rows import AgentRow, AuditRow, TemplateRow
 def describe(agent: Agent, status: UnitStatus, online: bool) -> dict[str, Variant]:
     info = agent.as_dict()
     info.update(
-        online=online, active_state=status.active_state, sub_state=status.sub_state,
-        main_pid=status.main_pid, memory_current=status.memory_current,
-        cpu_usage_nsec=status.cpu_usage_nsec, tasks_current=status.tasks_current,
+        online=online,
+        active_state=status.active_state,
+        sub_state=status.sub_state,
+        main_pid=status.main_pid,
+        memory_current=status.memory_current,
+        cpu_usage_nsec=status.cpu_usage_nsec,
+        tasks_current=status.tasks_current,
     )
     return variants(info)
 
 
 def audit_row(e: Any) -> AuditRow:
-    return AuditRow(e.seq, e.ts, e.actor_uid, e.action, e.agent or "", e.agent_uid or 0,
-                    e.result, json.dumps(e.detail, sort_keys=True), e.hash)
+    return AuditRow(
+        e.seq,
+        e.ts,
+        e.actor_uid,
+        e.action,
+        e.agent or "",
+        e.agent_uid or 0,
+        e.result,
+        json.dumps(e.detail, sort_keys=True),
+        e.hash,
+    )
 
 
 class AgentObject(AgentInterface):
@@ -148,9 +162,15 @@ class AgentObject(AgentInterface):
 class ManagerObject(ManagerInterface):
     """/org/agentos/agentd1: the Manager interface."""
 
-    def __init__(self, registry: Registry, eventlog: EventLog, callers: Callers,
-                 bus: SdBus | None, catalog: Catalog | None = None,
-                 cfg: Config | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        eventlog: EventLog,
+        callers: Callers,
+        bus: SdBus | None,
+        catalog: Catalog | None = None,
+        cfg: Config | None = None,
+    ) -> None:
         super().__init__()
         self.registry = registry
         self.catalog = catalog or registry.catalog
@@ -203,7 +223,8 @@ class ManagerObject(ManagerInterface):
             return
         entry[0].cached_state = event.active_state
         entry[0].properties_changed.emit(
-            (AGENT_INTERFACE, {}, ["ActiveState", "Online", "LastSeenTimestamp"]))
+            (AGENT_INTERFACE, {}, ["ActiveState", "Online", "LastSeenTimestamp"])
+        )
         self.agent_changed.emit((event.name, agent_path(event.name), event.active_state))
 
     def _on_job(self, event: JobFinished) -> None:
@@ -216,10 +237,10 @@ class ManagerObject(ManagerInterface):
     # -- agents ----------------------------------------------------------------------
     @dbus_method_async_override()
     @rule("agent.create")
-    async def create_agent(self, name: str, template: str,
-                           limits: dict[str, Variant]) -> str:
-        agent = await self.registry.create(await self.callers.current(), name, template,
-                                           plain(limits))
+    async def create_agent(self, name: str, template: str, limits: dict[str, Variant]) -> str:
+        agent = await self.registry.create(
+            await self.callers.current(), name, template, plain(limits)
+        )
         return agent_path(agent.name)
 
     @dbus_method_async_override()
@@ -231,9 +252,12 @@ class ManagerObject(ManagerInterface):
     @dbus_method_async_override()
     @rule("agent.list")
     async def list_agents(self) -> list[AgentRow]:
-        return [AgentRow(a.name, a.template, self._state(a.name), a.uid, a.owner_uid,
-                         agent_path(a.name))
-                for a in self.registry.visible(await self.callers.current())]
+        return [
+            AgentRow(
+                a.name, a.template, self._state(a.name), a.uid, a.owner_uid, agent_path(a.name)
+            )
+            for a in self.registry.visible(await self.callers.current())
+        ]
 
     @dbus_method_async_override()
     @rule("agent.show")
@@ -261,8 +285,10 @@ class ManagerObject(ManagerInterface):
     @dbus_method_async_override()
     @rule("template.list")
     async def list_templates(self) -> list[TemplateRow]:
-        return [TemplateRow(t.name, t.description, t.profile, list(t.capabilities))
-                for t in self.catalog.templates()]
+        return [
+            TemplateRow(t.name, t.description, t.profile, list(t.capabilities))
+            for t in self.catalog.templates()
+        ]
 
     @dbus_method_async_override()
     @rule("template.show")

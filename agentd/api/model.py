@@ -113,8 +113,9 @@ class ModelObject(ModelInterface):
     async def chat(self, agent: str, messages: str, options: dict[str, Variant]) -> int:
         caller = await self.callers.current()
         target = self.thinking.chat_agent(caller, agent)
-        events = self.thinking.generate(target, caller.uid, "chat", parse_messages(messages),
-                                        parse_options(plain(options)))
+        events = self.thinking.generate(
+            target, caller.uid, "chat", parse_messages(messages), parse_options(plain(options))
+        )
         return self.streams.open(events)
 
     @dbus_method_async_override()

@@ -24,12 +24,15 @@ log = logging.getLogger("agentd")
 ABSENT_RETRY_S = 60.0
 
 
-class _Authority(DbusInterfaceCommonAsync,
-                 interface_name="org.freedesktop.PolicyKit1.Authority"):
+class _Authority(DbusInterfaceCommonAsync, interface_name="org.freedesktop.PolicyKit1.Authority"):
     @dbus_method_async("(sa{sv})sa{ss}us", "(bba{ss})", method_name="CheckAuthorization")
     async def check_authorization(
-        self, subject: tuple[str, dict[str, tuple[str, object]]], action_id: str,
-        details: dict[str, str], flags: int, cancellation_id: str,
+        self,
+        subject: tuple[str, dict[str, tuple[str, object]]],
+        action_id: str,
+        details: dict[str, str],
+        flags: int,
+        cancellation_id: str,
     ) -> tuple[bool, bool, dict[str, str]]:
         raise NotImplementedError
 
@@ -37,7 +40,8 @@ class _Authority(DbusInterfaceCommonAsync,
 class Polkit:
     def __init__(self, bus: SdBus) -> None:
         self.authority = _Authority.new_proxy(
-            "org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority", bus)
+            "org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority", bus
+        )
         self.absent_until = 0.0
 
     async def allowed(self, caller: Caller, action_id: str) -> bool:
@@ -46,7 +50,8 @@ class Polkit:
         subject = ("system-bus-name", {"name": ("s", caller.bus_name)})
         try:
             authorized, _challenge, _details = await self.authority.check_authorization(
-                subject, action_id, {}, 0, "")
+                subject, action_id, {}, 0, ""
+            )
         except (DbusServiceUnknownError, DbusNameHasNoOwnerError):
             self.absent_until = time.monotonic() + ABSENT_RETRY_S
             return False

@@ -135,8 +135,17 @@ class UsageRow(NamedTuple):
     SIGNATURE = "(ssuttt)"
 
 
-ALL_ROWS: tuple[type[Any], ...] = (AgentRow, TemplateRow, AuditRow, TaskRow, ProjectRow,
-                                   ArtifactRow, TaskEventRow, QuotaRow, UsageRow)
+ALL_ROWS: tuple[type[Any], ...] = (
+    AgentRow,
+    TemplateRow,
+    AuditRow,
+    TaskRow,
+    ProjectRow,
+    ArtifactRow,
+    TaskEventRow,
+    QuotaRow,
+    UsageRow,
+)
 
 
 def rows(cls: type[R], items: Iterable[Iterable[Any]]) -> list[R]:

@@ -21,8 +21,9 @@ MAX_CLAIM_WAIT_MS = 60_000
 
 
 class RuntimeObject(RuntimeInterface):
-    def __init__(self, registry: Registry, queue: TaskQueue, callers: Callers,
-                 thinking: Thinking) -> None:
+    def __init__(
+        self, registry: Registry, queue: TaskQueue, callers: Callers, thinking: Thinking
+    ) -> None:
         super().__init__()
         self.registry = registry
         self.queue = queue
@@ -50,24 +51,32 @@ class RuntimeObject(RuntimeInterface):
         task = await self.queue.claim_wait(agent, wait)
         if task is None:
             return False, {}
-        return True, variants({
-            "id": task.id, "attempt": task.attempts, "title": task.title,
-            "description": task.description, "exec": task.exec or "",
-            "needs": list(task.needs), "notes": list(task.notes),
-            "lease_seconds": self.queue.cfg.lease_seconds,
-        })
+        return True, variants(
+            {
+                "id": task.id,
+                "attempt": task.attempts,
+                "title": task.title,
+                "description": task.description,
+                "exec": task.exec or "",
+                "needs": list(task.needs),
+                "notes": list(task.notes),
+                "lease_seconds": self.queue.cfg.lease_seconds,
+            }
+        )
 
     @dbus_method_async_override()
     @rule("task.completed")
-    async def complete_task(self, task: int, attempt: int, result: str,
-                            artifacts: list[tuple[str, str]]) -> None:
+    async def complete_task(
+        self, task: int, attempt: int, result: str, artifacts: list[tuple[str, str]]
+    ) -> None:
         agent = self.registry.runtime_agent(await self.callers.current())
         await self.queue.complete(agent, task, attempt, result, list(artifacts))
 
     @dbus_method_async_override()
     @rule("task.failed")
-    async def fail_task(self, task: int, attempt: int, error: str, result: str,
-                        artifacts: list[tuple[str, str]]) -> None:
+    async def fail_task(
+        self, task: int, attempt: int, error: str, result: str, artifacts: list[tuple[str, str]]
+    ) -> None:
         agent = self.registry.runtime_agent(await self.callers.current())
         await self.queue.fail(agent, task, attempt, error, result, list(artifacts))
 
@@ -85,6 +94,7 @@ class RuntimeObject(RuntimeInterface):
         task = raw.pop("task", None)
         if task is not None and (not isinstance(task, int) or isinstance(task, bool)):
             raise InvalidArgument("task must be a task id")
-        answer = await self.thinking.think(agent, parse_messages(messages),
-                                           parse_options(raw), task)
+        answer = await self.thinking.think(
+            agent, parse_messages(messages), parse_options(raw), task
+        )
         return json.dumps(answer)

@@ -15,8 +15,17 @@ from .rows import ArtifactRow, ProjectRow, TaskEventRow, TaskRow
 
 
 def task_row(t: Task) -> TaskRow:
-    return TaskRow(t.id, t.title, t.status, t.priority, t.project, t.agent or "", t.attempts,
-                   t.max_attempts, t.created_at)
+    return TaskRow(
+        t.id,
+        t.title,
+        t.status,
+        t.priority,
+        t.project,
+        t.agent or "",
+        t.attempts,
+        t.max_attempts,
+        t.created_at,
+    )
 
 
 class TasksObject(TasksInterface):
@@ -40,8 +49,7 @@ class TasksObject(TasksInterface):
     @rule("project.list")
     async def list_projects(self) -> list[tuple[str, str, int, int]]:
         rows = self.queue.projects(await self.callers.current())
-        return [ProjectRow(r["name"], r["description"], r["owner_uid"], r["tasks"])
-                for r in rows]
+        return [ProjectRow(r["name"], r["description"], r["owner_uid"], r["tasks"]) for r in rows]
 
     @dbus_method_async_override()
     @rule("project.show")
@@ -78,15 +86,20 @@ class TasksObject(TasksInterface):
     @dbus_method_async_override()
     @rule("task.show")
     async def list_task_events(self, task: int) -> list[tuple]:
-        return [TaskEventRow(e.seq, e.ts, e.actor_uid, e.action, e.result,
-                             json.dumps(e.detail, sort_keys=True))
-                for e in self.queue.events(await self.callers.current(), task)]
+        return [
+            TaskEventRow(
+                e.seq, e.ts, e.actor_uid, e.action, e.result, json.dumps(e.detail, sort_keys=True)
+            )
+            for e in self.queue.events(await self.callers.current(), task)
+        ]
 
     @dbus_method_async_override()
     @rule("task.show")
     async def list_artifacts(self, task: int) -> list[tuple]:
-        return [ArtifactRow(a.name, a.type, a.path, a.size, a.sha256)
-                for a in self.queue.artifacts(await self.callers.current(), task)]
+        return [
+            ArtifactRow(a.name, a.type, a.path, a.size, a.sha256)
+            for a in self.queue.artifacts(await self.callers.current(), task)
+        ]
 
     @dbus_method_async_override()
     @rule("artifact.read")

@@ -73,10 +73,14 @@ class ModelConfig:
     max_queue_per_agent: int = 16
 
     def engine_config(self) -> EngineConfig:
-        return EngineConfig(n_seq_max=self.sequences, n_ctx_per_seq=self.context,
-                            n_batch=self.batch, n_threads=self.threads,
-                            max_queue=self.max_queue,
-                            max_queue_per_agent=min(self.max_queue_per_agent, self.max_queue))
+        return EngineConfig(
+            n_seq_max=self.sequences,
+            n_ctx_per_seq=self.context,
+            n_batch=self.batch,
+            n_threads=self.threads,
+            max_queue=self.max_queue,
+            max_queue_per_agent=min(self.max_queue_per_agent, self.max_queue),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """What ``show`` reports as ``config``."""
@@ -87,8 +91,12 @@ class ModelConfig:
 
 # key: (lowest, highest) for the integers
 _RANGES: dict[str, tuple[int, int]] = {
-    "context": (64, 1 << 20), "sequences": (1, 256), "batch": (1, 1 << 16),
-    "threads": (1, 1024), "max_queue": (1, 1 << 20), "max_queue_per_agent": (1, 1 << 20),
+    "context": (64, 1 << 20),
+    "sequences": (1, 256),
+    "batch": (1, 1 << 16),
+    "threads": (1, 1024),
+    "max_queue": (1, 1 << 20),
+    "max_queue_per_agent": (1, 1 << 20),
 }
 
 
@@ -101,8 +109,7 @@ def _value(key: str, value: Any) -> Any:
     if key in _RANGES:
         lo, hi = _RANGES[key]
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise ConfigError(f"[model] {key} must be an integer in {lo}..{hi}, "
-                              f"not {value!r}")
+            raise ConfigError(f"[model] {key} must be an integer in {lo}..{hi}, not {value!r}")
         return value
     known = ", ".join(["path", *_RANGES])
     raise ConfigError(f"[model] {key}: unknown key (known: {known})")
@@ -113,8 +120,10 @@ def parse_model_table(table: dict[str, Any]) -> ModelConfig:
     its own (a typo must not pass silently)."""
     cfg = ModelConfig(**{key: _value(key, value) for key, value in table.items()})
     if cfg.batch < cfg.sequences:
-        raise ConfigError(f"[model] batch ({cfg.batch}) must be at least sequences "
-                          f"({cfg.sequences}): every sequence needs a slot in each step")
+        raise ConfigError(
+            f"[model] batch ({cfg.batch}) must be at least sequences "
+            f"({cfg.sequences}): every sequence needs a slot in each step"
+        )
     return cfg
 
 

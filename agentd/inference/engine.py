@@ -63,8 +63,12 @@ from agentd.inference.tokens import Vocab
 class Engine:
     """Load a GGUF and serve requests from many agents in shared decode steps."""
 
-    def __init__(self, model_path: str | os.PathLike[str], config: EngineConfig | None = None,
-                 progress: Callable[[float], object] | None = None):
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        config: EngineConfig | None = None,
+        progress: Callable[[float], object] | None = None,
+    ):
         """Load the model (``progress(fraction)`` is called while it loads, in
         this thread; returning False aborts the load), start the decode thread
         and return once it has made its first decode."""
@@ -83,7 +87,8 @@ class Engine:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queues: collections.OrderedDict[str, collections.deque[Request]] = (
-            collections.OrderedDict())
+            collections.OrderedDict()
+        )
         self._n_queued = 0
         self._seqs = Sequences(self._mem, cfg.n_seq_max, cfg.prefix_min, self._lock)
         self._active: list[Request] = []
@@ -182,15 +187,17 @@ class Engine:
 
     # ------------------------------------------------------------ vocabulary
 
-    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True
-                 ) -> list[int]:
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
         return self.vocab.tokenize(text, add_special, parse_special)
 
     def token_text(self, token: int) -> str:
         return self.vocab.token_text(token)
 
-    def apply_chat_template(self, messages: Sequence[dict[str, str]],
-                            add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         return self.vocab.apply_chat_template(messages, add_generation_prompt)
 
     def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
@@ -198,8 +205,13 @@ class Engine:
 
     # ------------------------------------------------------------ requests
 
-    def submit(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
-               agent: str = "", loop: asyncio.AbstractEventLoop | None = None) -> Stream:
+    def submit(
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams | None = None,
+        agent: str = "",
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Stream:
         """Queue a request; returns its Stream. Raises Overloaded, RequestTooLong,
         EngineClosed, InvalidGrammar. Call from a coroutine (or pass ``loop``)."""
         params = params or SamplingParams()
@@ -207,13 +219,14 @@ class Engine:
         if not tokens:
             raise ValueError("empty prompt")
         if len(tokens) + params.max_tokens > self.n_ctx_per_seq:
-            raise RequestTooLong(f"{len(tokens)} prompt tokens + max_tokens {params.max_tokens}"
-                                 f" > {self.n_ctx_per_seq} tokens per sequence")
+            raise RequestTooLong(
+                f"{len(tokens)} prompt tokens + max_tokens {params.max_tokens}"
+                f" > {self.n_ctx_per_seq} tokens per sequence"
+            )
         if loop is None:
             loop = asyncio.get_running_loop()
         sampler = Sampler(params, self.vocab.handle)  # parses the grammar: fails here
-        req = Request(id=0, agent=agent, prompt=tokens, params=params, sampler=sampler,
-                      loop=loop)
+        req = Request(id=0, agent=agent, prompt=tokens, params=params, sampler=sampler, loop=loop)
         try:
             self._enqueue(req)
         except BaseException:
@@ -253,10 +266,14 @@ class Engine:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"queued": self._n_queued, "active": len(self._active),
-                    "steps": self.steps, "tokens_generated": self.tokens_generated,
-                    "free_sequences": len(self._seqs.free),
-                    "prefix_reused": self._seqs.reused}
+            return {
+                "queued": self._n_queued,
+                "active": len(self._active),
+                "steps": self.steps,
+                "tokens_generated": self.tokens_generated,
+                "free_sequences": len(self._seqs.free),
+                "prefix_reused": self._seqs.reused,
+            }
 
     def close(self) -> None:
         with self._lock:
@@ -444,6 +461,6 @@ class Engine:
         """Deliver the token with the text that can be shown now: everything
         except a tail that could still become a stop string."""
         end = len(req.text) if flush else visible_end(req.text, req.emitted, req.params.stop)
-        piece = req.text[req.emitted:end]
+        piece = req.text[req.emitted : end]
         req.emitted = max(req.emitted, end)
         self._outbox.deliver(req, Token(id=tok, text=piece, index=len(req.out_tokens) - 1))

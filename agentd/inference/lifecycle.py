@@ -59,8 +59,7 @@ class Loaded:
             self.idle.set()
 
 
-def load_model(cfg: ModelConfig, progress: Callable[[float], object] | None = None
-               ) -> Loaded:
+def load_model(cfg: ModelConfig, progress: Callable[[float], object] | None = None) -> Loaded:
     """Describe and load the model of ``cfg`` (blocking: run it in a thread)."""
     if not os.path.exists(cfg.path):
         raise LoadError(f"{cfg.path}: no such file")
@@ -69,10 +68,21 @@ def load_model(cfg: ModelConfig, progress: Callable[[float], object] | None = No
     except gguf.ModelError as e:
         raise LoadError(str(e)) from e
     engine = Engine(cfg.path, cfg.engine_config(), progress=progress)
-    return Loaded(engine=engine, config=cfg, loaded_at=time.time(), info={
-        "path": info.path, "size": info.size, "architecture": info.architecture,
-        "name": info.name, "quantization": info.file_type, "n_params": info.n_params,
-        "context_train": info.n_ctx_train, "description": engine.description})
+    return Loaded(
+        engine=engine,
+        config=cfg,
+        loaded_at=time.time(),
+        info={
+            "path": info.path,
+            "size": info.size,
+            "architecture": info.architecture,
+            "name": info.name,
+            "quantization": info.file_type,
+            "n_params": info.n_params,
+            "context_train": info.n_ctx_train,
+            "description": engine.description,
+        },
+    )
 
 
 def _close_orphan(fut: asyncio.Future[Loaded]) -> None:
@@ -107,8 +117,10 @@ class Models:
 
     async def initial_load(self) -> None:
         if not os.path.exists(self.config.path):
-            log.warning("model %s does not exist: starting without a model (install it, "
-                        "then reload)", self.config.path)
+            log.warning(
+                "model %s does not exist: starting without a model (install it, then reload)",
+                self.config.path,
+            )
             return
         sd_notify(f"STATUS=loading {self.config.path}")
         t0 = time.monotonic()
@@ -131,8 +143,9 @@ class Models:
         finally:
             self.reloading = False
 
-    async def reload(self, path: str | None, progress: Callable[[float], None]
-                     ) -> tuple[Loaded, float]:
+    async def reload(
+        self, path: str | None, progress: Callable[[float], None]
+    ) -> tuple[Loaded, float]:
         """Load the configured model (or ``path``), swap it in and retire the
         old one; the new one and its load time. LoadError, the old one still
         serving. ``progress(fraction)`` runs in this event loop."""
@@ -160,8 +173,7 @@ class Models:
         sd_notify(f"STATUS={self.status()}")
         return new, load_s
 
-    async def _load_in_thread(self, cfg: ModelConfig, progress: Callable[[float], None]
-                              ) -> Loaded:
+    async def _load_in_thread(self, cfg: ModelConfig, progress: Callable[[float], None]) -> Loaded:
         """Load in a worker thread, whose progress callbacks are handed to
         this loop."""
         loop = asyncio.get_running_loop()

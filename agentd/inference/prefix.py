@@ -123,7 +123,7 @@ class Sequences:
         later prompt that starts the same way, unless ``keep`` is False (after
         a failed decode its content is unknown)."""
         if keep and self.prefix_min:
-            self._cached[req.seq] = (req.prompt + req.out_tokens)[:req.n_past]
+            self._cached[req.seq] = (req.prompt + req.out_tokens)[: req.n_past]
         else:
             self._mem.seq_rm(req.seq)
             self._cached[req.seq] = []

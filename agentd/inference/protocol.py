@@ -26,8 +26,21 @@ LINE_LIMIT = 1 << 20  # longest request line
 MAX_STOP_STRINGS = 16
 MAX_AGENT = 256  # characters of an agent key
 
-_GENERATE_FIELDS = frozenset({"op", "agent", "messages", "prompt", "max_tokens", "temperature",
-                              "top_p", "top_k", "seed", "stop", "json_schema"})
+_GENERATE_FIELDS = frozenset(
+    {
+        "op",
+        "agent",
+        "messages",
+        "prompt",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "seed",
+        "stop",
+        "json_schema",
+    }
+)
 
 
 class RequestError(Exception):
@@ -94,8 +107,12 @@ def _messages(value: Any) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
         raise invalid("messages must be a non-empty list")
     for m in value:
-        if (not isinstance(m, dict) or set(m) != {"role", "content"}
-                or not isinstance(m["role"], str) or not isinstance(m["content"], str)):
+        if (
+            not isinstance(m, dict)
+            or set(m) != {"role", "content"}
+            or not isinstance(m["role"], str)
+            or not isinstance(m["content"], str)
+        ):
             raise invalid('each message must be {"role": string, "content": string}')
     return value
 
@@ -103,15 +120,19 @@ def _messages(value: Any) -> list[dict[str, str]]:
 def _stop(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
-    if (not isinstance(value, list) or len(value) > MAX_STOP_STRINGS
-            or not all(isinstance(s, str) for s in value)):
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_STOP_STRINGS
+        or not all(isinstance(s, str) for s in value)
+    ):
         raise invalid(f"stop must be a list of at most {MAX_STOP_STRINGS} strings")
     return tuple(value)
 
 
 def _seed(value: Any) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                              or not 0 <= value < 1 << 64):
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64
+    ):
         raise invalid("seed must be null or an integer in 0..2^64-1")
     return value
 
@@ -120,8 +141,12 @@ def _params(req: dict[str, Any], seed: int | None) -> SamplingParams:
     try:
         return SamplingParams(
             max_tokens=_integer(req, "max_tokens", 128),
-            temperature=_number(req, "temperature", 0.0), top_p=_number(req, "top_p", 1.0),
-            top_k=_integer(req, "top_k", 0), seed=seed, stop=_stop(req.get("stop")))
+            temperature=_number(req, "temperature", 0.0),
+            top_p=_number(req, "top_p", 1.0),
+            top_k=_integer(req, "top_k", 0),
+            seed=seed,
+            stop=_stop(req.get("stop")),
+        )
     except ValueError as e:
         raise invalid(str(e)) from None
 
@@ -150,16 +175,25 @@ def parse_generate(req: dict[str, Any]) -> Generate:
 
 
 def queued_line(stream: Stream) -> dict[str, Any]:
-    return {"event": "queued", "request_id": stream.request_id,
-            "prompt_tokens": stream.prompt_tokens, "queued": stream.queued}
+    return {
+        "event": "queued",
+        "request_id": stream.request_id,
+        "prompt_tokens": stream.prompt_tokens,
+        "queued": stream.queued,
+    }
 
 
 def done_line(r: Result) -> dict[str, Any]:
-    return {"event": "done", "text": r.text, "finish_reason": r.finish_reason,
-            "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-            "queued_s": round(r.queued_s, 4),
-            "first_token_s": None if r.first_token_s is None else round(r.first_token_s, 4),
-            "total_s": round(r.total_s, 4)}
+    return {
+        "event": "done",
+        "text": r.text,
+        "finish_reason": r.finish_reason,
+        "prompt_tokens": r.prompt_tokens,
+        "completion_tokens": r.completion_tokens,
+        "queued_s": round(r.queued_s, 4),
+        "first_token_s": None if r.first_token_s is None else round(r.first_token_s, 4),
+        "total_s": round(r.total_s, 4),
+    }
 
 
 # ---------------------------------------------------------------- show, reload

@@ -78,15 +78,14 @@ def grammar_sampler(vocab: Any, grammar: str) -> Any:
     return smpl
 
 
-def sample_logits(p: SamplingParams, rng: np.random.Generator | None, logits: np.ndarray
-                  ) -> int:
+def sample_logits(p: SamplingParams, rng: np.random.Generator | None, logits: np.ndarray) -> int:
     """Greedy, or a draw from the top-k / top-p of the tempered distribution."""
     if p.temperature <= 0:
         return int(np.argmax(logits))
     assert rng is not None
     x = logits.astype(np.float64) / p.temperature
     if p.top_k and p.top_k < x.size:
-        idx = np.argpartition(x, -p.top_k)[-p.top_k:]
+        idx = np.argpartition(x, -p.top_k)[-p.top_k :]
     else:
         idx = np.arange(x.size)
     xs = x[idx]
@@ -113,8 +112,9 @@ class Sampler:
 
     def __init__(self, params: SamplingParams, vocab: Any) -> None:
         self.params = params
-        self._grammar = (grammar_sampler(vocab, params.grammar)
-                         if params.grammar is not None else None)
+        self._grammar = (
+            grammar_sampler(vocab, params.grammar) if params.grammar is not None else None
+        )
         self._chain: Any = None  # owns self._grammar once made
         self._rng: np.random.Generator | None = None
 

@@ -162,8 +162,9 @@ class TokenRate:
 class Service:
     """The socket server and the model it serves."""
 
-    def __init__(self, config_path: str, socket_path: str, allow_uids: set[int],
-                 config: ModelConfig) -> None:
+    def __init__(
+        self, config_path: str, socket_path: str, allow_uids: set[int], config: ModelConfig
+    ) -> None:
         self.socket_path = Path(socket_path)
         self.allow_uids = allow_uids
         self._stop = asyncio.Event()
@@ -184,8 +185,11 @@ class Service:
             return 0
         sock = bind_socket(self.socket_path)
         server = await asyncio.start_unix_server(self._handle, sock=sock, limit=LINE_LIMIT)
-        log.info("listening on %s (allowed uids: %s)", self.socket_path,
-                 ", ".join(map(str, sorted(self.allow_uids))))
+        log.info(
+            "listening on %s (allowed uids: %s)",
+            self.socket_path,
+            ", ".join(map(str, sorted(self.allow_uids))),
+        )
         sd_notify(f"READY=1\nSTATUS={self.models.status()}")
         await self._stop.wait()
         log.info("stopping")
@@ -260,8 +264,10 @@ class Service:
     async def _generate(self, conn: Conn, gen: Generate) -> None:
         loaded = self.models.current
         if loaded is None or self.stopping:
-            raise RequestError("Unavailable", f"no model is loaded ({self.models.config.path});"
-                               " install it and reload")
+            raise RequestError(
+                "Unavailable",
+                f"no model is loaded ({self.models.config.path}); install it and reload",
+            )
         stream = self._submit(loaded.engine, gen)
         loaded.enter()
         watch = asyncio.create_task(_until_eof(conn.reader))
@@ -270,8 +276,12 @@ class Service:
             await self._stream(conn, stream, gen)
         except asyncio.CancelledError:  # the service is stopping
             stream.cancel()
-            conn.send_nowait(RequestError("Unavailable", "the inference service is stopping "
-                                          "(the request did not complete)").line())
+            conn.send_nowait(
+                RequestError(
+                    "Unavailable",
+                    "the inference service is stopping (the request did not complete)",
+                ).line()
+            )
             raise
         finally:
             watch.cancel()
@@ -331,13 +341,24 @@ class Service:
         except EngineClosed as e:
             raise RequestError("Unavailable", str(e)) from None
         if r.finish_reason == "cancelled":  # the client went away
-            log.debug("generate #%d agent=%s cancelled after %d tokens", r.request_id,
-                      gen.agent, r.completion_tokens)
+            log.debug(
+                "generate #%d agent=%s cancelled after %d tokens",
+                r.request_id,
+                gen.agent,
+                r.completion_tokens,
+            )
             return
-        log.debug("generate #%d agent=%s prompt=%d completion=%d %s queued=%.3fs "
-                  "first=%.3fs total=%.3fs", r.request_id, gen.agent, r.prompt_tokens,
-                  r.completion_tokens, r.finish_reason, r.queued_s, r.first_token_s or 0,
-                  r.total_s)
+        log.debug(
+            "generate #%d agent=%s prompt=%d completion=%d %s queued=%.3fs first=%.3fs total=%.3fs",
+            r.request_id,
+            gen.agent,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.finish_reason,
+            r.queued_s,
+            r.first_token_s or 0,
+            r.total_s,
+        )
         await conn.send(done_line(r))
 
     # ------------------------------------------------------------ show, reload
@@ -347,18 +368,22 @@ class Service:
         loaded = models.current
         stats = [e.stats() for e in models.engines()]
         state = "reloading" if models.reloading else ("loaded" if loaded else "unloaded")
-        return {"event": "done", "state": state,
-                "model": loaded.info if loaded else None,
-                "config": (loaded.config if loaded else models.config).as_dict(),
-                "stats": {
-                    "queued": sum(s["queued"] for s in stats),
-                    "active": sum(s["active"] for s in stats),
-                    "requests_total": self.requests_total,
-                    "tokens_generated": self.tokens_generated,
-                    "prompt_tokens": self.prompt_tokens,
-                    "tokens_per_second": round(self.rate.per_second(), 1),
-                    "loaded_at": round(loaded.loaded_at, 3) if loaded else None,
-                    "uptime_s": round(time.time() - self.started, 1)}}
+        return {
+            "event": "done",
+            "state": state,
+            "model": loaded.info if loaded else None,
+            "config": (loaded.config if loaded else models.config).as_dict(),
+            "stats": {
+                "queued": sum(s["queued"] for s in stats),
+                "active": sum(s["active"] for s in stats),
+                "requests_total": self.requests_total,
+                "tokens_generated": self.tokens_generated,
+                "prompt_tokens": self.prompt_tokens,
+                "tokens_per_second": round(self.rate.per_second(), 1),
+                "loaded_at": round(loaded.loaded_at, 3) if loaded else None,
+                "uptime_s": round(time.time() - self.started, 1),
+            },
+        }
 
     async def _reload(self, conn: Conn, path: str | None) -> None:
         try:
@@ -375,8 +400,11 @@ class Service:
         except LoadError as e:
             raise RequestError("LoadError", str(e)) from None
         except asyncio.CancelledError:  # the service is stopping
-            conn.send_nowait(RequestError("LoadError", "the inference service is stopping "
-                                          "(nothing was loaded)").line())
+            conn.send_nowait(
+                RequestError(
+                    "LoadError", "the inference service is stopping (nothing was loaded)"
+                ).line()
+            )
             raise
 
 

@@ -40,16 +40,26 @@ EX_CONFIG = 78  # sysexits.h: configuration error (the unit's RestartPreventExit
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="agentd-inference",
-        description="Serve one GGUF model to agentd on a Unix socket "
-                    "(docs/inference-protocol.md).")
-    ap.add_argument("--config", default=DEFAULT_CONFIG,
-                    help=f"TOML file whose [model] table is read (default {DEFAULT_CONFIG})")
-    ap.add_argument("--socket", default=DEFAULT_SOCKET,
-                    help=f"the socket to listen on (default {DEFAULT_SOCKET})")
-    ap.add_argument("--allow-uid", type=int, action="append", metavar="UID",
-                    help="a UID that may connect (repeatable; default: 0 only)")
-    ap.add_argument("--debug", action="store_true",
-                    help="log one line per request")
+        description="Serve one GGUF model to agentd on a Unix socket (docs/inference-protocol.md).",
+    )
+    ap.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        help=f"TOML file whose [model] table is read (default {DEFAULT_CONFIG})",
+    )
+    ap.add_argument(
+        "--socket",
+        default=DEFAULT_SOCKET,
+        help=f"the socket to listen on (default {DEFAULT_SOCKET})",
+    )
+    ap.add_argument(
+        "--allow-uid",
+        type=int,
+        action="append",
+        metavar="UID",
+        help="a UID that may connect (repeatable; default: 0 only)",
+    )
+    ap.add_argument("--debug", action="store_true", help="log one line per request")
     return ap.parse_args(argv)
 
 

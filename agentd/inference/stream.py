@@ -76,7 +76,8 @@ class Request:
     text: str = ""  # all decoded text so far
     emitted: int = 0  # chars of text already delivered
     decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
+    )
     cancelled: bool = False
     result: Result | None = None
     error: BaseException | None = None
@@ -86,13 +87,17 @@ class Request:
         """The request's result, ending now for ``reason``."""
         now = time.monotonic()
         return Result(
-            request_id=self.id, agent=self.agent,
-            text=self.text[:self.emitted] if reason != "stop" else self.text,
-            tokens=list(self.out_tokens), finish_reason=reason,
-            prompt_tokens=len(self.prompt), completion_tokens=len(self.out_tokens),
+            request_id=self.id,
+            agent=self.agent,
+            text=self.text[: self.emitted] if reason != "stop" else self.text,
+            tokens=list(self.out_tokens),
+            finish_reason=reason,
+            prompt_tokens=len(self.prompt),
+            completion_tokens=len(self.out_tokens),
             queued_s=(self.admitted or now) - self.submitted,
             first_token_s=None if self.first_token is None else self.first_token - self.submitted,
-            total_s=now - self.submitted)
+            total_s=now - self.submitted,
+        )
 
 
 def _put_all(items: list[tuple[Request, Any]]) -> None:

@@ -41,18 +41,21 @@ class Vocab:
         """End of generation: EOS, EOT and the like."""
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
-    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True
-                 ) -> list[int]:
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
         data = text.encode("utf-8")
         n_max = len(data) + 8
         arr = (llama_cpp.llama_token * n_max)()
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), arr, n_max,
-                                     add_special, parse_special)
+        n = llama_cpp.llama_tokenize(
+            self._vocab, data, len(data), arr, n_max, add_special, parse_special
+        )
         if n < 0:
             n_max = -n
             arr = (llama_cpp.llama_token * n_max)()
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), arr, n_max,
-                                         add_special, parse_special)
+            n = llama_cpp.llama_tokenize(
+                self._vocab, data, len(data), arr, n_max, add_special, parse_special
+            )
         return list(arr[:n])
 
     def token_bytes(self, token: int, special: bool = False) -> bytes:
@@ -77,8 +80,9 @@ class Vocab:
             llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
         return buf.value.decode("utf-8", "replace")
 
-    def apply_chat_template(self, messages: Sequence[dict[str, str]],
-                            add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         """Format chat messages with the model's own (jinja2) chat template."""
         import jinja2.sandbox
 
@@ -89,13 +93,17 @@ class Vocab:
             raise EngineError(f"chat template: {msg}")
 
         if self._compiled_template is None:  # compiling costs more than rendering
-            env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True,
-                                                               lstrip_blocks=True)
+            env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
             self._compiled_template = env.from_string(self._chat_template)
         return self._compiled_template.render(
-            messages=list(messages), add_generation_prompt=add_generation_prompt,
-            bos_token=self._bos, eos_token=self._eos, raise_exception=raise_exception)
+            messages=list(messages),
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self._bos,
+            eos_token=self._eos,
+            raise_exception=raise_exception,
+        )
 
     def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        return self.tokenize(self.apply_chat_template(messages), add_special=False,
-                             parse_special=True)
+        return self.tokenize(
+            self.apply_chat_template(messages), add_special=False, parse_special=True
+        )

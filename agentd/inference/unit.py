@@ -21,8 +21,13 @@ import sys
 
 log = logging.getLogger("agentd.inference")
 
-_PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
-               logging.CRITICAL: 2}
+_PRIORITIES = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
 
 
 def sd_notify(state: str) -> bool:

@@ -22,8 +22,8 @@ import re
 import stat
 from pathlib import Path
 
+from ..agent import Agent
 from ..errors import Conflict, InvalidArgument, PermissionDenied
-from ..registry import Agent
 from .model import MAX_ARTIFACT_READ, MAX_ARTIFACTS, Artifact
 
 _ARTIFACT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -57,7 +57,8 @@ def read(art: Artifact) -> bytes:
     if art.size > MAX_ARTIFACT_READ:
         raise InvalidArgument(
             f"artifact {art.name!r} is {art.size} bytes, more than the {MAX_ARTIFACT_READ} "
-            f"a D-Bus message may carry; as root, read {art.path}")
+            f"a D-Bus message may carry; as root, read {art.path}"
+        )
     data = read_nofollow(Path(art.path), art.size + 1)
     if hashlib.sha256(data).hexdigest() != art.sha256:
         raise Conflict(f"artifact {art.name!r} changed since it was registered")

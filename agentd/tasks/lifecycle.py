@@ -25,8 +25,9 @@ import json
 import time
 from typing import Any
 
+from ..agent import Agent
 from ..errors import Busy, Conflict, LeaseExpired
-from ..registry import Agent, Registry
+from ..registry import Registry
 from ..store import Store
 from .model import (
     MAX_BACKOFF,
@@ -43,8 +44,9 @@ from .spec import NewTask, text
 
 
 class Lifecycle:
-    def __init__(self, store: Store, repo: Repository, registry: Registry,
-                 notify: Listener) -> None:
+    def __init__(
+        self, store: Store, repo: Repository, registry: Registry, notify: Listener
+    ) -> None:
         self.store = store
         self.repo = repo
         self.registry = registry  # to name the agent in audit rows
@@ -61,20 +63,45 @@ class Lifecycle:
                 "INSERT INTO tasks (title, description, project_id, owner_uid, needs, priority,"
                 " status, pinned_agent, exec, max_attempts, created_at, updated_at) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (new.title, new.description, new.project_id, owner_uid,
-                 json.dumps(list(new.needs)), new.priority, status, new.agent, new.exec,
-                 new.max_attempts, now, now))
+                (
+                    new.title,
+                    new.description,
+                    new.project_id,
+                    owner_uid,
+                    json.dumps(list(new.needs)),
+                    new.priority,
+                    status,
+                    new.agent,
+                    new.exec,
+                    new.max_attempts,
+                    now,
+                    now,
+                ),
+            )
             task_id = self.store.db.last_insert_rowid()
             for dep in new.after:
                 self.store.execute("INSERT INTO task_deps VALUES (?,?)", (task_id, dep))
-            self.audit.append("task.created", actor_uid=owner_uid, task_id=task_id,
-                              title=new.title, priority=PRIORITIES[new.priority],
-                              needs=list(new.needs), after=list(new.after),
-                              exec=bool(new.exec))
+            self.audit.append(
+                "task.created",
+                actor_uid=owner_uid,
+                task_id=task_id,
+                title=new.title,
+                priority=PRIORITIES[new.priority],
+                needs=list(new.needs),
+                after=list(new.after),
+                exec=bool(new.exec),
+            )
         return self._published(task_id, "task.created")
 
-    def transition(self, task: Task, event: str, actor_uid: int, changes: dict[str, Any],
-                   result: str = "ok", **detail: Any) -> Task:
+    def transition(
+        self,
+        task: Task,
+        event: str,
+        actor_uid: int,
+        changes: dict[str, Any],
+        result: str = "ok",
+        **detail: Any,
+    ) -> Task:
         """Apply EVENT (its status from the table) and CHANGES if the row is still
         at TASK's version; audit EVENT in the same transaction."""
         if "status" in changes:
@@ -85,13 +112,20 @@ class Lifecycle:
         with self.store.transaction():
             self.store.execute(
                 f"UPDATE tasks SET {sets}, version=version+1 WHERE id=? AND version=?",
-                (*changes.values(), task.id, task.version))
+                (*changes.values(), task.id, task.version),
+            )
             if self.store.db.changes() != 1:
                 raise Conflict(f"task {task.id} changed meanwhile; try again")
             agent = self._agent(changes.get("agent") or task.agent)
-            self.audit.append(event, actor_uid=actor_uid, agent=agent.name if agent else None,
-                              agent_uid=agent.uid if agent else None, result=result,
-                              task_id=task.id, **detail)
+            self.audit.append(
+                event,
+                actor_uid=actor_uid,
+                agent=agent.name if agent else None,
+                agent_uid=agent.uid if agent else None,
+                result=result,
+                task_id=task.id,
+                **detail,
+            )
         return self._published(task.id, event, known=task)
 
     def _agent(self, name: str | None) -> Agent | None:
@@ -110,15 +144,20 @@ class Lifecycle:
         return self.transition(task, "task.assigned", 0, {"agent": agent})
 
     def unassign(self, task: Task, gone: str) -> Task:
-        return self.transition(task, "task.unassigned", 0, {"agent": None},
-                               reason=f"agent {gone} is gone")
+        return self.transition(
+            task, "task.unassigned", 0, {"agent": None}, reason=f"agent {gone} is gone"
+        )
 
     def orphan(self, task: Task, pinned: str) -> Task:
         """TASK is pinned to an agent that was removed: it can never run."""
-        return self.transition(task, "task.failed", 0, {
-            "agent": None, "finished_at": time.time(),
-            "error": f"its agent {pinned} was removed"},
-            result="failed", reason=f"agent {pinned} was removed")
+        return self.transition(
+            task,
+            "task.failed",
+            0,
+            {"agent": None, "finished_at": time.time(), "error": f"its agent {pinned} was removed"},
+            result="failed",
+            reason=f"agent {pinned} was removed",
+        )
 
     def expire(self, rows: list[Row], now: float, reason: str = "lease expired") -> list[Task]:
         """Retry (with backoff) or dead-letter each claimed task in ROWS; a task
@@ -133,36 +172,64 @@ class Lifecycle:
 
     def _lapse(self, task: Task, now: float, reason: str) -> Task:
         if task.attempts >= task.max_attempts:
-            return self.transition(task, "task.dead_lettered", 0, {
-                "lease_expires": None, "finished_at": now,
-                "error": f"{reason} on the last attempt"},
-                result="failed", attempts=task.attempts, reason=reason)
+            return self.transition(
+                task,
+                "task.dead_lettered",
+                0,
+                {
+                    "lease_expires": None,
+                    "finished_at": now,
+                    "error": f"{reason} on the last attempt",
+                },
+                result="failed",
+                attempts=task.attempts,
+                reason=reason,
+            )
         delay = min(MAX_BACKOFF, self.cfg.retry_backoff * 2 ** (task.attempts - 1))
-        return self.transition(task, "task.lease_expired", 0, {
-            "lease_expires": None, "not_before": now + delay, "agent": task.pinned_agent},
-            result="retrying", attempt=task.attempts, retry_in=delay, reason=reason)
+        return self.transition(
+            task,
+            "task.lease_expired",
+            0,
+            {"lease_expires": None, "not_before": now + delay, "agent": task.pinned_agent},
+            result="retrying",
+            attempt=task.attempts,
+            retry_in=delay,
+            reason=reason,
+        )
 
     def grace(self) -> None:
         """Give every running claim a full lease (no status changes)."""
         with self.store.transaction():
-            self.store.execute("UPDATE tasks SET lease_expires=? WHERE status='in_progress'",
-                               (time.time() + self.cfg.lease_seconds,))
+            self.store.execute(
+                "UPDATE tasks SET lease_expires=? WHERE status='in_progress'",
+                (time.time() + self.cfg.lease_seconds,),
+            )
 
     # -- the agent's ---------------------------------------------------------------------
     def claim(self, task: Task, agent: Agent, now: float) -> Task:
         attempt = task.attempts + 1
-        return self.transition(task, "task.claimed", agent.uid, {
-            "agent": agent.name, "attempts": attempt,
-            "lease_expires": now + self.cfg.lease_seconds,
-            "started_at": task.started_at or now, "abort": 0},
-            attempt=attempt)
+        return self.transition(
+            task,
+            "task.claimed",
+            agent.uid,
+            {
+                "agent": agent.name,
+                "attempts": attempt,
+                "lease_expires": now + self.cfg.lease_seconds,
+                "started_at": task.started_at or now,
+                "abort": 0,
+            },
+            attempt=attempt,
+        )
 
     @staticmethod
     def current(task: Task, attempt: int) -> Task:
         """TASK if ATTEMPT is its claim still running; LeaseExpired if not."""
         if task.status != "in_progress" or task.attempts != attempt:
-            raise LeaseExpired(f"attempt {attempt} of task {task.id} is no longer current "
-                               f"(task is {task.status}, attempt {task.attempts})")
+            raise LeaseExpired(
+                f"attempt {attempt} of task {task.id} is no longer current "
+                f"(task is {task.status}, attempt {task.attempts})"
+            )
         return task
 
     def renew(self, agent: Agent) -> list[int]:
@@ -172,58 +239,118 @@ class Lifecycle:
         with self.store.transaction():
             self.store.execute(
                 "UPDATE tasks SET lease_expires=? WHERE agent=? AND status='in_progress'",
-                (now + self.cfg.lease_seconds, agent.name))
-            abort = [r["id"] for r in self.store.query(
-                "SELECT id FROM tasks WHERE agent=? AND abort=1", (agent.name,))]
+                (now + self.cfg.lease_seconds, agent.name),
+            )
+            abort = [
+                r["id"]
+                for r in self.store.query(
+                    "SELECT id FROM tasks WHERE agent=? AND abort=1", (agent.name,)
+                )
+            ]
             if abort:
-                self.store.execute("UPDATE tasks SET abort=0 WHERE agent=? AND abort=1",
-                                   (agent.name,))
+                self.store.execute(
+                    "UPDATE tasks SET abort=0 WHERE agent=? AND abort=1", (agent.name,)
+                )
         return abort
 
-    def finish(self, task: Task, agent: Agent, attempt: int, event: str, result: str,
-               error: str | None, found: list[Artifact]) -> Task:
+    def finish(
+        self,
+        task: Task,
+        agent: Agent,
+        attempt: int,
+        event: str,
+        result: str,
+        error: str | None,
+        found: list[Artifact],
+    ) -> Task:
         """task.completed or task.failed, with the artifacts (already inspected)
         registered in the same transaction."""
         now = time.time()
         with self.store.transaction():
             for art in found:
                 self.repo.add_artifact(task.id, art, now)
-                self.audit.append("artifact.created", actor_uid=agent.uid, agent=agent.name,
-                                  agent_uid=agent.uid, task_id=task.id, name=art.name,
-                                  path=art.path, size=art.size, sha256=art.sha256)
-            return self.transition(task, event, agent.uid, {
-                "result": result or None, "error": error,
-                "lease_expires": None, "finished_at": now},
+                self.audit.append(
+                    "artifact.created",
+                    actor_uid=agent.uid,
+                    agent=agent.name,
+                    agent_uid=agent.uid,
+                    task_id=task.id,
+                    name=art.name,
+                    path=art.path,
+                    size=art.size,
+                    sha256=art.sha256,
+                )
+            return self.transition(
+                task,
+                event,
+                agent.uid,
+                {
+                    "result": result or None,
+                    "error": error,
+                    "lease_expires": None,
+                    "finished_at": now,
+                },
                 result="ok" if event == "task.completed" else "failed",
-                attempt=attempt, **({"error": error} if error else {}))
+                attempt=attempt,
+                **({"error": error} if error else {}),
+            )
 
     def block(self, task: Task, agent: Agent, attempt: int, reason: str) -> Task:
         reason = text(reason, "reason", required=True)
-        return self.transition(task, "task.blocked", agent.uid, {
-            "block_reason": reason, "lease_expires": None},
-            reason=reason, attempt=attempt)
+        return self.transition(
+            task,
+            "task.blocked",
+            agent.uid,
+            {"block_reason": reason, "lease_expires": None},
+            reason=reason,
+            attempt=attempt,
+        )
 
     # -- people's (owners and admins) --------------------------------------------------------
     def cancel(self, task: Task, actor_uid: int) -> Task:
         if not allows(task.status, "task.cancelled"):
             raise Busy(f"task {task.id} is already {task.status}")
-        return self.transition(task, "task.cancelled", actor_uid, {
-            "finished_at": time.time(), "lease_expires": None,
-            "abort": int(task.status == "in_progress")})
+        return self.transition(
+            task,
+            "task.cancelled",
+            actor_uid,
+            {
+                "finished_at": time.time(),
+                "lease_expires": None,
+                "abort": int(task.status == "in_progress"),
+            },
+        )
 
     def retry(self, task: Task, actor_uid: int) -> Task:
         if not allows(task.status, "task.retried"):
-            raise Busy(f"task {task.id} is {task.status}; only failed, dead-lettered or "
-                       "cancelled tasks can be retried")
-        return self.transition(task, "task.retried", actor_uid, {
-            "attempts": 0, "agent": task.pinned_agent, "not_before": 0, "error": None,
-            "finished_at": None, "abort": 0},
-            reason="retried by its owner")
+            raise Busy(
+                f"task {task.id} is {task.status}; only failed, dead-lettered or "
+                "cancelled tasks can be retried"
+            )
+        return self.transition(
+            task,
+            "task.retried",
+            actor_uid,
+            {
+                "attempts": 0,
+                "agent": task.pinned_agent,
+                "not_before": 0,
+                "error": None,
+                "finished_at": None,
+                "abort": 0,
+            },
+            reason="retried by its owner",
+        )
 
     def unblock(self, task: Task, actor_uid: int, note: str) -> Task:
         if not allows(task.status, "task.unblocked"):
             raise Busy(f"task {task.id} is {task.status}, not blocked")
         note = text(note, "note")
         notes = [*task.notes, note] if note else list(task.notes)
-        return self.transition(task, "task.unblocked", actor_uid, {
-            "block_reason": None, "notes": json.dumps(notes), "not_before": 0}, note=note)
+        return self.transition(
+            task,
+            "task.unblocked",
+            actor_uid,
+            {"block_reason": None, "notes": json.dumps(notes), "not_before": 0},
+            note=note,
+        )

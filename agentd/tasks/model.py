@@ -18,12 +18,28 @@ from typing import Any
 
 PRIORITIES = ("low", "medium", "high", "critical")
 # In lifecycle order, as the store's CHECK lists them (and `task list --status` shows).
-STATUSES = ("pending", "in_progress", "blocked", "completed", "failed", "cancelled",
-            "dead_lettered")
+STATUSES = (
+    "pending",
+    "in_progress",
+    "blocked",
+    "completed",
+    "failed",
+    "cancelled",
+    "dead_lettered",
+)
 FINAL = frozenset(STATUSES[3:])
 # What SubmitTask's spec and ListTasks' filter may hold (docs/dbus-api.md).
-SPEC_KEYS = {"title", "description", "project", "needs", "priority", "after", "agent",
-             "max_attempts", "exec"}
+SPEC_KEYS = {
+    "title",
+    "description",
+    "project",
+    "needs",
+    "priority",
+    "after",
+    "agent",
+    "max_attempts",
+    "exec",
+}
 FILTER_KEYS = {"status", "project", "agent", "priority", "limit"}
 
 # -- limits -------------------------------------------------------------------------
@@ -40,23 +56,23 @@ MAX_BACKOFF = 300  # seconds: the longest wait before a lapsed claim is retried
 # (from, event, to). `None` as "from" is a task that does not exist yet.
 # assigned/unassigned keep the status: they only change which agent it waits for.
 TRANSITIONS: tuple[tuple[str | None, str, str], ...] = (
-    (None,          "task.created",       "pending"),
-    ("pending",     "task.assigned",      "pending"),
-    ("pending",     "task.unassigned",    "pending"),
-    ("pending",     "task.claimed",       "in_progress"),
-    ("pending",     "task.failed",        "failed"),         # its pinned agent was removed
-    ("pending",     "task.cancelled",     "cancelled"),
-    ("in_progress", "task.completed",     "completed"),
-    ("in_progress", "task.failed",        "failed"),
-    ("in_progress", "task.blocked",       "blocked"),
-    ("in_progress", "task.cancelled",     "cancelled"),
-    ("in_progress", "task.lease_expired", "pending"),        # retried after a backoff
+    (None, "task.created", "pending"),
+    ("pending", "task.assigned", "pending"),
+    ("pending", "task.unassigned", "pending"),
+    ("pending", "task.claimed", "in_progress"),
+    ("pending", "task.failed", "failed"),  # its pinned agent was removed
+    ("pending", "task.cancelled", "cancelled"),
+    ("in_progress", "task.completed", "completed"),
+    ("in_progress", "task.failed", "failed"),
+    ("in_progress", "task.blocked", "blocked"),
+    ("in_progress", "task.cancelled", "cancelled"),
+    ("in_progress", "task.lease_expired", "pending"),  # retried after a backoff
     ("in_progress", "task.dead_lettered", "dead_lettered"),  # ... or not: last attempt
-    ("blocked",     "task.unblocked",     "pending"),
-    ("blocked",     "task.cancelled",     "cancelled"),
-    ("failed",        "task.retried",     "pending"),
-    ("cancelled",     "task.retried",     "pending"),
-    ("dead_lettered", "task.retried",     "pending"),
+    ("blocked", "task.unblocked", "pending"),
+    ("blocked", "task.cancelled", "cancelled"),
+    ("failed", "task.retried", "pending"),
+    ("cancelled", "task.retried", "pending"),
+    ("dead_lettered", "task.retried", "pending"),
 )
 EVENTS = tuple(dict.fromkeys(event for _, event, _ in TRANSITIONS))
 _NEXT: dict[tuple[str | None, str], str] = {(s, e): t for s, e, t in TRANSITIONS}
@@ -111,15 +127,27 @@ class Task:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "title": self.title, "description": self.description,
-            "status": self.status, "priority": self.priority, "project": self.project,
-            "agent": self.agent or "", "owner_uid": self.owner_uid, "needs": list(self.needs),
-            "after": list(self.after), "exec": self.exec or "",
-            "max_attempts": self.max_attempts, "attempts": self.attempts,
-            "result": self.result or "", "error": self.error or "",
-            "block_reason": self.block_reason or "", "notes": list(self.notes),
-            "created_at": self.created_at, "updated_at": self.updated_at,
-            "started_at": self.started_at, "finished_at": self.finished_at,
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "status": self.status,
+            "priority": self.priority,
+            "project": self.project,
+            "agent": self.agent or "",
+            "owner_uid": self.owner_uid,
+            "needs": list(self.needs),
+            "after": list(self.after),
+            "exec": self.exec or "",
+            "max_attempts": self.max_attempts,
+            "attempts": self.attempts,
+            "result": self.result or "",
+            "error": self.error or "",
+            "block_reason": self.block_reason or "",
+            "notes": list(self.notes),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
             "lease_expires": self.lease_expires,
         }
 

@@ -27,6 +27,7 @@ import dataclasses
 import time
 from typing import Any
 
+from ..agent import Agent
 from ..audit import AuditLog, Entry
 from ..config import Config
 from ..errors import (
@@ -38,7 +39,7 @@ from ..errors import (
 )
 from ..events import Events, TaskChanged, UnitStateChanged
 from ..policy import Caller, Policy, Resource, Role
-from ..registry import Agent, Registry
+from ..registry import Registry
 from ..store import Store
 from ..templates import Catalog
 from .artifacts import inspect as inspect_artifacts
@@ -60,9 +61,17 @@ class TaskQueue:
     """Every task operation agentd offers, each checking who asks before it
     delegates. (`builtins.list` in annotations: the method `list` is ListTasks.)"""
 
-    def __init__(self, store: Store, registry: Registry, *, cfg: Config | None = None,
-                 audit: AuditLog | None = None, policy: Policy | None = None,
-                 events: Events | None = None, catalog: Catalog | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        *,
+        cfg: Config | None = None,
+        audit: AuditLog | None = None,
+        policy: Policy | None = None,
+        events: Events | None = None,
+        catalog: Catalog | None = None,
+    ) -> None:
         """daemon.serve passes every service; tests may let the registry's stand in."""
         self.store = store
         self.registry = registry
@@ -78,8 +87,9 @@ class TaskQueue:
         self._generation: dict[str, int] = {}
         self.repo = Repository(store)
         self.lifecycle = Lifecycle(store, self.repo, registry, self._notify)
-        self.router = Router(registry, self.repo, self.lifecycle, self.cfg,
-                             catalog or registry.catalog, self.policy)
+        self.router = Router(
+            registry, self.repo, self.lifecycle, self.cfg, catalog or registry.catalog, self.policy
+        )
 
     # -- who may do what (agentd.policy) and who is told (agentd.events) ------------------
     def _person(self, caller: Caller, action: str) -> Role:
@@ -91,8 +101,9 @@ class TaskQueue:
         task = self.repo.find(task_id) if isinstance(task_id, int) else None
         if task is None:
             raise NoSuchTask(f"no task {task_id}")
-        self.policy.check(caller, action, Resource("task", str(task.id), task.owner_uid,
-                                                   task_id=task.id))
+        self.policy.check(
+            caller, action, Resource("task", str(task.id), task.owner_uid, task_id=task.id)
+        )
         return task
 
     def _project(self, caller: Caller, name: str, action: str) -> Row:
@@ -108,10 +119,17 @@ class TaskQueue:
         task = self.repo.find(task_id) if isinstance(task_id, int) else None
         holder = self.registry.find(task.agent) if task is not None and task.agent else None
         self.policy.check(
-            Caller(agent.uid, name=agent.name), action,
-            Resource("task", str(task_id), task.owner_uid if task else -1,
-                     agent=holder.name if holder else None,
-                     agent_uid=holder.uid if holder else None, task_id=task_id))
+            Caller(agent.uid, name=agent.name),
+            action,
+            Resource(
+                "task",
+                str(task_id),
+                task.owner_uid if task else -1,
+                agent=holder.name if holder else None,
+                agent_uid=holder.uid if holder else None,
+                task_id=task_id,
+            ),
+        )
         assert task is not None
         return self.lifecycle.current(task, attempt)
 
@@ -140,16 +158,23 @@ class TaskQueue:
 
     def projects(self, caller: Caller) -> builtins.list[Row]:
         self._person(caller, "project.list")
-        return [r for r in self.repo.projects()
-                if self.policy.sees(caller, "project.list", r["owner_uid"])]
+        return [
+            r
+            for r in self.repo.projects()
+            if self.policy.sees(caller, "project.list", r["owner_uid"])
+        ]
 
     def project(self, caller: Caller, name: str) -> dict[str, Any]:
         row = self._project(caller, name, "project.show")
         counts = self.repo.project_counts(row["id"])
-        return {"name": row["name"], "description": row["description"],
-                "owner_uid": row["owner_uid"], "created_at": row["created_at"],
-                "tasks": sum(counts.values()),
-                **{f"tasks_{status}": n for status, n in counts.items()}}
+        return {
+            "name": row["name"],
+            "description": row["description"],
+            "owner_uid": row["owner_uid"],
+            "created_at": row["created_at"],
+            "tasks": sum(counts.values()),
+            **{f"tasks_{status}": n for status, n in counts.items()},
+        }
 
     def remove_project(self, caller: Caller, name: str) -> None:
         row = self._project(caller, name, "project.remove")
@@ -163,8 +188,9 @@ class TaskQueue:
         try:
             new = self._validate(caller, spec)
         except _SUBMIT_ERRORS as e:
-            self.audit.append("task.create", actor_uid=caller.uid, result="refused",
-                              error=e.name, reason=str(e))
+            self.audit.append(
+                "task.create", actor_uid=caller.uid, result="refused", error=e.name, reason=str(e)
+            )
             raise
         return self.lifecycle.create(caller.uid, new)
 
@@ -267,18 +293,39 @@ class TaskQueue:
         """Heartbeat: extend the agent's leases; return tasks it must abort."""
         return self.lifecycle.renew(agent)
 
-    async def complete(self, agent: Agent, task_id: int, attempt: int, result: str,
-                       artifacts: builtins.list[tuple[str, str]]) -> Task:
+    async def complete(
+        self,
+        agent: Agent,
+        task_id: int,
+        attempt: int,
+        result: str,
+        artifacts: builtins.list[tuple[str, str]],
+    ) -> Task:
         return await self._finish(agent, task_id, attempt, "task.completed", result, artifacts)
 
-    async def fail(self, agent: Agent, task_id: int, attempt: int, error: str, result: str,
-                   artifacts: builtins.list[tuple[str, str]]) -> Task:
-        return await self._finish(agent, task_id, attempt, "task.failed", result, artifacts,
-                                  error=text(error, "error"))
+    async def fail(
+        self,
+        agent: Agent,
+        task_id: int,
+        attempt: int,
+        error: str,
+        result: str,
+        artifacts: builtins.list[tuple[str, str]],
+    ) -> Task:
+        return await self._finish(
+            agent, task_id, attempt, "task.failed", result, artifacts, error=text(error, "error")
+        )
 
-    async def _finish(self, agent: Agent, task_id: int, attempt: int, event: str,
-                      result: str, artifacts: builtins.list[tuple[str, str]],
-                      error: str | None = None) -> Task:
+    async def _finish(
+        self,
+        agent: Agent,
+        task_id: int,
+        attempt: int,
+        event: str,
+        result: str,
+        artifacts: builtins.list[tuple[str, str]],
+        error: str | None = None,
+    ) -> Task:
         result = result_text(result)
         task = self._agent_task(agent, task_id, attempt, event)
         found: builtins.list[Artifact] = []
@@ -291,8 +338,9 @@ class TaskQueue:
         task = self._agent_task(agent, task_id, attempt, "task.blocked")
         return self.lifecycle.block(task, agent, attempt, reason)
 
-    def _inspect_artifacts(self, agent: Agent, artifacts: builtins.list[tuple[str, str]]
-                           ) -> builtins.list[Artifact]:
+    def _inspect_artifacts(
+        self, agent: Agent, artifacts: builtins.list[tuple[str, str]]
+    ) -> builtins.list[Artifact]:
         """Check each reported file is the agent's own regular file in its home."""
         return inspect_artifacts(agent, artifacts)
 
@@ -305,8 +353,9 @@ class TaskQueue:
     def release(self, agent: Agent) -> builtins.list[Task]:
         """A new runtime of AGENT registered: it holds no claim, so the claims of
         the instance before it (killed, crashed) have lapsed now."""
-        released = self.lifecycle.expire(self.repo.running_on(agent.name), time.time(),
-                                         reason="the runtime holding it restarted")
+        released = self.lifecycle.expire(
+            self.repo.running_on(agent.name), time.time(), reason="the runtime holding it restarted"
+        )
         self.runtime_gone(agent.name)
         return released
 

@@ -36,21 +36,40 @@ class Repository:
         else:
             deps, project = self._deps_of(row["id"]), self._project_name(row["project_id"])
         return Task(
-            id=row["id"], title=row["title"], description=row["description"],
-            project=project, owner_uid=row["owner_uid"], needs=tuple(json.loads(row["needs"])),
-            priority=PRIORITIES[row["priority"]], status=row["status"],
-            pinned_agent=row["pinned_agent"], agent=row["agent"], exec=row["exec"],
-            max_attempts=row["max_attempts"], attempts=row["attempts"],
-            not_before=row["not_before"], lease_expires=row["lease_expires"],
-            result=row["result"], error=row["error"], block_reason=row["block_reason"],
-            notes=tuple(json.loads(row["notes"])), created_at=row["created_at"],
-            updated_at=row["updated_at"], started_at=row["started_at"],
-            finished_at=row["finished_at"], version=row["version"], after=deps,
+            id=row["id"],
+            title=row["title"],
+            description=row["description"],
+            project=project,
+            owner_uid=row["owner_uid"],
+            needs=tuple(json.loads(row["needs"])),
+            priority=PRIORITIES[row["priority"]],
+            status=row["status"],
+            pinned_agent=row["pinned_agent"],
+            agent=row["agent"],
+            exec=row["exec"],
+            max_attempts=row["max_attempts"],
+            attempts=row["attempts"],
+            not_before=row["not_before"],
+            lease_expires=row["lease_expires"],
+            result=row["result"],
+            error=row["error"],
+            block_reason=row["block_reason"],
+            notes=tuple(json.loads(row["notes"])),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            version=row["version"],
+            after=deps,
         )
 
     def _deps_of(self, task_id: int) -> tuple[int, ...]:
-        return tuple(r["depends_on"] for r in self.store.query(
-            "SELECT depends_on FROM task_deps WHERE task_id=? ORDER BY depends_on", (task_id,)))
+        return tuple(
+            r["depends_on"]
+            for r in self.store.query(
+                "SELECT depends_on FROM task_deps WHERE task_id=? ORDER BY depends_on", (task_id,)
+            )
+        )
 
     def _project_name(self, project_id: int | None) -> str:
         if project_id is None:
@@ -63,8 +82,9 @@ class Repository:
 
     def reread(self, task_id: int, known: Task | None = None) -> Task:
         """The row of a task known to exist (one just written)."""
-        return self.task(self.store.query("SELECT * FROM tasks WHERE id=?", (task_id,))[0],
-                         known=known)
+        return self.task(
+            self.store.query("SELECT * FROM tasks WHERE id=?", (task_id,))[0], known=known
+        )
 
     def tasks(self, owner_uid: int | None, filters: dict[str, Any]) -> list[Task]:
         """ListTasks: OWNER_UID's tasks (None: everyone's), newest first."""
@@ -102,100 +122,138 @@ class Repository:
         may take (pinned to it, or its owner's). Two indexed look-ups."""
         rows = self.store.query(
             "SELECT id, agent, needs, exec FROM tasks WHERE agent=? AND status='pending' "
-            "AND not_before<=? ORDER BY priority DESC, id LIMIT 64", (agent, now))
+            "AND not_before<=? ORDER BY priority DESC, id LIMIT 64",
+            (agent, now),
+        )
         return rows + self.store.query(
             "SELECT id, agent, needs, exec FROM tasks WHERE status='pending' AND "
             "agent IS NULL AND not_before<=? AND "
             "(pinned_agent=? OR (pinned_agent IS NULL AND owner_uid=?)) "
-            "ORDER BY priority DESC, id LIMIT 64", (now, agent, owner_uid))
+            "ORDER BY priority DESC, id LIMIT 64",
+            (now, agent, owner_uid),
+        )
 
     def unassigned(self, now: float) -> list[Row]:
         return self.store.query(
             "SELECT * FROM tasks WHERE status='pending' AND agent IS NULL AND not_before<=? "
-            "ORDER BY priority DESC, id LIMIT 1000", (now,))
+            "ORDER BY priority DESC, id LIMIT 1000",
+            (now,),
+        )
 
     def with_an_agent(self) -> list[Row]:
         """Pending tasks assigned or pinned to an agent (which may be gone)."""
         return self.store.query(
             "SELECT * FROM tasks WHERE status='pending' AND "
-            "(agent IS NOT NULL OR pinned_agent IS NOT NULL)")
+            "(agent IS NOT NULL OR pinned_agent IS NOT NULL)"
+        )
 
     def waiting_agents(self, now: float) -> set[str]:
         """Agents with a pending task assigned to them that may run now."""
-        return {r["agent"] for r in self.store.query(
-            "SELECT DISTINCT agent FROM tasks WHERE status='pending' AND agent IS NOT NULL "
-            "AND not_before<=?", (now,))}
+        return {
+            r["agent"]
+            for r in self.store.query(
+                "SELECT DISTINCT agent FROM tasks WHERE status='pending' AND agent IS NOT NULL "
+                "AND not_before<=?",
+                (now,),
+            )
+        }
 
     def load(self) -> dict[str, int]:
         """Open tasks per agent."""
-        return {r["agent"]: r["n"] for r in self.store.query(
-            f"SELECT agent, count(*) AS n FROM tasks WHERE agent IS NOT NULL AND status IN "
-            f"{_OPEN} GROUP BY agent")}
+        return {
+            r["agent"]: r["n"]
+            for r in self.store.query(
+                f"SELECT agent, count(*) AS n FROM tasks WHERE agent IS NOT NULL AND status IN "
+                f"{_OPEN} GROUP BY agent"
+            )
+        }
 
     def busy_agents(self) -> set[str]:
-        return {r["agent"] for r in self.store.query(
-            f"SELECT DISTINCT agent FROM tasks WHERE agent IS NOT NULL AND status IN {_OPEN}")}
+        return {
+            r["agent"]
+            for r in self.store.query(
+                f"SELECT DISTINCT agent FROM tasks WHERE agent IS NOT NULL AND status IN {_OPEN}"
+            )
+        }
 
     def unmet_deps(self) -> set[int]:
         """Tasks waiting for a dependency that has not completed."""
-        return {r["task_id"] for r in self.store.query(
-            "SELECT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.depends_on "
-            "JOIN tasks w ON w.id = d.task_id "
-            "WHERE t.status != 'completed' AND w.status = 'pending'")}
+        return {
+            r["task_id"]
+            for r in self.store.query(
+                "SELECT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.depends_on "
+                "JOIN tasks w ON w.id = d.task_id "
+                "WHERE t.status != 'completed' AND w.status = 'pending'"
+            )
+        }
 
     def lapsed(self, now: float) -> list[Row]:
         return self.store.query(
-            "SELECT * FROM tasks WHERE status='in_progress' AND lease_expires<?", (now,))
+            "SELECT * FROM tasks WHERE status='in_progress' AND lease_expires<?", (now,)
+        )
 
     def running_on(self, agent: str) -> list[Row]:
         return self.store.query(
-            "SELECT * FROM tasks WHERE status='in_progress' AND agent=?", (agent,))
+            "SELECT * FROM tasks WHERE status='in_progress' AND agent=?", (agent,)
+        )
 
     # -- projects --------------------------------------------------------------------------
     def project(self, name: str) -> Row | None:
-        rows = self.store.query("SELECT * FROM projects WHERE name=? AND state='active'",
-                                (name,))
+        rows = self.store.query("SELECT * FROM projects WHERE name=? AND state='active'", (name,))
         return rows[0] if rows else None
 
     def projects(self) -> list[Row]:
         return self.store.query(
             "SELECT p.*, (SELECT count(*) FROM tasks t WHERE t.project_id=p.id) AS tasks "
-            "FROM projects p WHERE state='active' ORDER BY name")
+            "FROM projects p WHERE state='active' ORDER BY name"
+        )
 
     def project_counts(self, project_id: int) -> dict[str, int]:
         """Tasks of the project per status."""
-        return {r["status"]: r["n"] for r in self.store.query(
-            "SELECT status, count(*) AS n FROM tasks WHERE project_id=? GROUP BY status",
-            (project_id,))}
+        return {
+            r["status"]: r["n"]
+            for r in self.store.query(
+                "SELECT status, count(*) AS n FROM tasks WHERE project_id=? GROUP BY status",
+                (project_id,),
+            )
+        }
 
     def add_project(self, name: str, description: str, owner_uid: int) -> None:
         """Insert; call inside the transaction that audits it."""
-        if self.store.scalar("SELECT 1 FROM projects WHERE name=? AND state='active'",
-                             (name,)):
+        if self.store.scalar("SELECT 1 FROM projects WHERE name=? AND state='active'", (name,)):
             raise AlreadyExists(f"a project named {name!r} already exists")
         self.store.execute(
             "INSERT INTO projects (name, description, owner_uid, state, created_at) "
-            "VALUES (?,?,?,'active',?)", (name, description, owner_uid, time.time()))
+            "VALUES (?,?,?,'active',?)",
+            (name, description, owner_uid, time.time()),
+        )
 
     def retire_project(self, row: Row) -> None:
         """Mark removed; refused while it has unfinished tasks. Call inside the
         transaction that audits it."""
         open_tasks = self.store.scalar(
             "SELECT count(*) FROM tasks WHERE project_id=? AND status IN "
-            "('pending', 'in_progress', 'blocked')", (row["id"],))
+            "('pending', 'in_progress', 'blocked')",
+            (row["id"],),
+        )
         if open_tasks:
-            raise Busy(f"project {row['name']!r} has {open_tasks} unfinished task(s); "
-                       "cancel them first")
+            raise Busy(
+                f"project {row['name']!r} has {open_tasks} unfinished task(s); cancel them first"
+            )
         self.store.execute("UPDATE projects SET state='removed' WHERE id=?", (row["id"],))
 
     # -- artifacts ---------------------------------------------------------------------------
     def artifacts(self, task_id: int) -> list[Artifact]:
-        return [Artifact(r["task_id"], r["name"], r["type"], r["path"], r["size"], r["sha256"])
-                for r in self.store.query(
-                    "SELECT * FROM artifacts WHERE task_id=? ORDER BY name", (task_id,))]
+        return [
+            Artifact(r["task_id"], r["name"], r["type"], r["path"], r["size"], r["sha256"])
+            for r in self.store.query(
+                "SELECT * FROM artifacts WHERE task_id=? ORDER BY name", (task_id,)
+            )
+        ]
 
     def add_artifact(self, task_id: int, art: Artifact, now: float) -> None:
         self.store.execute(
             "INSERT OR REPLACE INTO artifacts (task_id, name, type, path, size, sha256,"
             " created_at) VALUES (?,?,?,?,?,?,?)",
-            (task_id, art.name, art.type, art.path, art.size, art.sha256, now))
+            (task_id, art.name, art.type, art.path, art.size, art.sha256, now),
+        )

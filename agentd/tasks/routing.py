@@ -22,10 +22,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..agent import Agent
 from ..config import Config
 from ..errors import Conflict, InvalidConfig, NoCapableAgent, NoSuchTemplate
 from ..policy import Caller, Policy
-from ..registry import Agent, Registry
+from ..registry import Registry
 from .lifecycle import Lifecycle
 from .model import Task
 from .repository import Repository, Row
@@ -38,8 +39,15 @@ _TEMPLATE_ERRORS = (NoSuchTemplate, InvalidConfig)
 
 
 class Router:
-    def __init__(self, registry: Registry, repo: Repository, lifecycle: Lifecycle,
-                 cfg: Config, catalog: Catalog, policy: Policy) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        repo: Repository,
+        lifecycle: Lifecycle,
+        cfg: Config,
+        catalog: Catalog,
+        policy: Policy,
+    ) -> None:
         self.registry = registry
         self.repo = repo
         self.lifecycle = lifecycle
@@ -70,28 +78,32 @@ class Router:
         """What the agent's runtime is told when it registers."""
         template = self.catalog.template(agent.template)
         cfg = self.cfg
-        return {"wip": template.concurrency, "tools": list(template.tools),
-                "heartbeat_interval": cfg.heartbeat_interval,
-                "lease_seconds": cfg.lease_seconds}
+        return {
+            "wip": template.concurrency,
+            "tools": list(template.tools),
+            "heartbeat_interval": cfg.heartbeat_interval,
+            "lease_seconds": cfg.lease_seconds,
+        }
 
     def agents_of(self, owner_uid: int) -> list[Agent]:
         return [a for a in self.registry.agents() if a.owner_uid == owner_uid]
 
     # -- at submit ---------------------------------------------------------------------------
-    def route(self, caller: Caller, pinned: str | None, needs: Sequence[str],
-              needs_shell: bool) -> str | None:
+    def route(
+        self, caller: Caller, pinned: str | None, needs: Sequence[str], needs_shell: bool
+    ) -> str | None:
         """Refuse a task no agent of the caller's could ever run; the pinned
         agent's name, or None for "any of the owner's"."""
         if pinned is not None:
             return self._pinned(caller, pinned, needs, needs_shell)
         if not any(not self.missing(a, needs, needs_shell) for a in self.agents_of(caller.uid)):
-            what = ", ".join([*needs, *(["the shell tool"] if needs_shell else [])]) \
-                or "anything"
+            what = ", ".join([*needs, *(["the shell tool"] if needs_shell else [])]) or "anything"
             raise NoCapableAgent(f"none of your agents has {what}")
         return None
 
-    def _pinned(self, caller: Caller, pinned: object, needs: Sequence[str],
-                needs_shell: bool) -> str:
+    def _pinned(
+        self, caller: Caller, pinned: object, needs: Sequence[str], needs_shell: bool
+    ) -> str:
         agent = self.registry.find(pinned) if isinstance(pinned, str) else None
         if agent is None or agent.state != "present":
             raise NoCapableAgent(f"no agent named {pinned!r}")
@@ -126,7 +138,8 @@ class Router:
     def _may_take(self, agent: Agent, row: Row) -> bool:
         """Assigned to AGENT already, or AGENT has what it needs."""
         return row["agent"] is not None or not self.missing(
-            agent, json.loads(row["needs"]), bool(row["exec"]))
+            agent, json.loads(row["needs"]), bool(row["exec"])
+        )
 
     # -- assignment (the scheduler's pass) ---------------------------------------------------------
     def assign(self, now: float | None = None) -> set[str]:
@@ -176,14 +189,23 @@ class Router:
             except Conflict:
                 continue
 
-    def _choose(self, row: Row, agents: dict[str, Agent], load: dict[str, int],
-                wip: dict[str, int]) -> str | None:
+    def _choose(
+        self, row: Row, agents: dict[str, Agent], load: dict[str, int], wip: dict[str, int]
+    ) -> str | None:
         """The least-loaded capable agent of the task's owner with room to spare."""
-        names = [row["pinned_agent"]] if row["pinned_agent"] else [
-            n for n, a in agents.items() if a.owner_uid == row["owner_uid"]]
+        names = (
+            [row["pinned_agent"]]
+            if row["pinned_agent"]
+            else [n for n, a in agents.items() if a.owner_uid == row["owner_uid"]]
+        )
         needs = json.loads(row["needs"])
-        fit = [n for n in names if n in agents and load[n] < wip[n]
-               and not self.missing(agents[n], needs, bool(row["exec"]))]
+        fit = [
+            n
+            for n in names
+            if n in agents
+            and load[n] < wip[n]
+            and not self.missing(agents[n], needs, bool(row["exec"]))
+        ]
         return min(fit, key=lambda n: (load[n], n)) if fit else None
 
 

@@ -51,8 +51,10 @@ def text(value: object, what: str, limit: int = MAX_TEXT, required: bool = False
 
 def project_name(name: object) -> str:
     if not isinstance(name, str) or not _PROJECT_RE.match(name):
-        raise InvalidName(f"project name {name!r} is invalid: lowercase letters, digits, "
-                          "'-' and '_', starting with a letter, at most 64")
+        raise InvalidName(
+            f"project name {name!r} is invalid: lowercase letters, digits, "
+            "'-' and '_', starting with a letter, at most 64"
+        )
     return name
 
 
@@ -84,8 +86,11 @@ def parse(spec: dict[str, Any]) -> NewTask:
 
 def dependency_ids(after: object) -> list[int]:
     """The shape of SPEC's "after" (whether those tasks exist is the queue's)."""
-    if not isinstance(after, list) or len(after) > MAX_DEPS or \
-            not all(isinstance(d, int) for d in after):
+    if (
+        not isinstance(after, list)
+        or len(after) > MAX_DEPS
+        or not all(isinstance(d, int) for d in after)
+    ):
         raise InvalidArgument(f"after must be a list of at most {MAX_DEPS} task ids")
     return after
 
@@ -103,7 +108,10 @@ def _max_attempts(value: object) -> int:
 
 
 def _needs(needs: object) -> tuple[str, ...]:
-    if (not isinstance(needs, list) or len(needs) > MAX_NEEDS
-            or not all(isinstance(c, str) and _CAP_RE.match(c) for c in needs)):
+    if (
+        not isinstance(needs, list)
+        or len(needs) > MAX_NEEDS
+        or not all(isinstance(c, str) and _CAP_RE.match(c) for c in needs)
+    ):
         raise InvalidArgument(f"needs must be at most {MAX_NEEDS} capability names")
     return tuple(sorted(set(needs)))

@@ -45,7 +45,9 @@ def engine(model_path: Path) -> Iterator[object]:
     from agentd.inference.config import EngineConfig
     from agentd.inference.engine import Engine
 
-    eng = Engine(model_path, EngineConfig(n_seq_max=8, n_ctx_per_seq=256, n_batch=256,
-                                          n_threads=2, max_queue=64))
+    eng = Engine(
+        model_path,
+        EngineConfig(n_seq_max=8, n_ctx_per_seq=256, n_batch=256, n_threads=2, max_queue=64),
+    )
     yield eng
     eng.close()

@@ -14,8 +14,11 @@ QUESTIONS = [
     "Say hello in Spanish.",
     "What do cats eat?",
 ]
-SCHEMA: dict[str, Any] = {"type": "object", "properties": {"answer": {"type": "string"}},
-                          "required": ["answer"]}
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}},
+    "required": ["answer"],
+}
 
 
 def chat(engine: Engine, q: str) -> list[int]:

@@ -34,8 +34,7 @@ def test_concurrent_greedy_equals_one_at_a_time(engine: Engine) -> None:
     prompts = [chat(engine, q) for q in QUESTIONS]
 
     async def one_at_a_time() -> list[list[int]]:
-        return [(await engine.submit(p, params, agent="solo").result()).tokens
-                for p in prompts]
+        return [(await engine.submit(p, params, agent="solo").result()).tokens for p in prompts]
 
     async def together() -> list[list[int]]:
         streams = [engine.submit(p, params, agent=f"a{i % 3}") for i, p in enumerate(prompts)]
@@ -67,7 +66,7 @@ def test_stop_string_ends_a_request(engine: Engine) -> None:
     full = generate(engine, prompt, SamplingParams(max_tokens=16))
     assert len(full.text) > 8, full.text
     stop = full.text[4:7]
-    expected = full.text[:full.text.find(stop)]
+    expected = full.text[: full.text.find(stop)]
 
     async def run() -> tuple[str, object]:
         s = engine.submit(prompt, SamplingParams(max_tokens=16, stop=(stop,)))
@@ -83,8 +82,9 @@ def test_stop_string_ends_a_request(engine: Engine) -> None:
 
 def test_streaming_yields_tokens_as_they_come(engine: Engine) -> None:
     async def run() -> tuple[list[float], float, object]:
-        s = engine.submit(chat(engine, QUESTIONS[0]), SamplingParams(max_tokens=16,
-                                                                     stop_at_eos=False))
+        s = engine.submit(
+            chat(engine, QUESTIONS[0]), SamplingParams(max_tokens=16, stop_at_eos=False)
+        )
         arrivals, texts = [], []
         async for tok in s:
             arrivals.append(time.monotonic())
@@ -103,18 +103,19 @@ def test_streaming_yields_tokens_as_they_come(engine: Engine) -> None:
 
 def test_sampling_is_per_request_and_seeded(engine: Engine) -> None:
     prompt = chat(engine, QUESTIONS[4])
-    hot = SamplingParams(max_tokens=12, temperature=1.0, top_p=0.95, seed=7,
-                         stop_at_eos=False)
+    hot = SamplingParams(max_tokens=12, temperature=1.0, top_p=0.95, seed=7, stop_at_eos=False)
 
     async def run() -> list[list[int]]:
-        streams = [engine.submit(prompt, hot, agent="s"),
-                   engine.submit(prompt, SamplingParams(max_tokens=12), agent="g"),
-                   engine.submit(prompt, hot, agent="t")]
+        streams = [
+            engine.submit(prompt, hot, agent="s"),
+            engine.submit(prompt, SamplingParams(max_tokens=12), agent="g"),
+            engine.submit(prompt, hot, agent="t"),
+        ]
         return [r.tokens for r in await asyncio.gather(*(s.result() for s in streams))]
 
     a, greedy, b = asyncio.run(run())
     assert a == b  # same seed, same tokens, though decoded in the same batch
-    assert greedy == raw_greedy(engine, prompt, 12)[:len(greedy)]
+    assert greedy == raw_greedy(engine, prompt, 12)[: len(greedy)]
 
 
 def test_request_too_long_is_refused(engine: Engine) -> None:
@@ -126,9 +127,9 @@ def test_request_too_long_is_refused(engine: Engine) -> None:
 
 
 def test_full_queue_refuses_with_overloaded(model_path) -> None:
-    eng = Engine(model_path, EngineConfig(n_seq_max=1, n_ctx_per_seq=256, n_batch=64,
-                                          max_queue=3))
+    eng = Engine(model_path, EngineConfig(n_seq_max=1, n_ctx_per_seq=256, n_batch=64, max_queue=3))
     try:
+
         async def run() -> tuple[int, Overloaded]:
             prompt = chat(eng, QUESTIONS[0])
             long = SamplingParams(max_tokens=64, stop_at_eos=False)
@@ -155,9 +156,9 @@ def test_full_queue_refuses_with_overloaded(model_path) -> None:
 
 
 def test_fair_admission_across_agents(model_path) -> None:
-    eng = Engine(model_path, EngineConfig(n_seq_max=1, n_ctx_per_seq=256, n_batch=64,
-                                          max_queue=32))
+    eng = Engine(model_path, EngineConfig(n_seq_max=1, n_ctx_per_seq=256, n_batch=64, max_queue=32))
     try:
+
         async def run() -> None:
             prompt = chat(eng, QUESTIONS[3])
             p = SamplingParams(max_tokens=3, stop_at_eos=False)
@@ -177,9 +178,9 @@ def test_fair_admission_across_agents(model_path) -> None:
 
 
 def test_round_robin_interleaves_agents(model_path) -> None:
-    eng = Engine(model_path, EngineConfig(n_seq_max=1, n_ctx_per_seq=128, n_batch=64,
-                                          max_queue=32))
+    eng = Engine(model_path, EngineConfig(n_seq_max=1, n_ctx_per_seq=128, n_batch=64, max_queue=32))
     try:
+
         async def run() -> list[str]:
             prompt = eng.tokenize("Hello")
             p = SamplingParams(max_tokens=1)
@@ -189,7 +190,7 @@ def test_round_robin_interleaves_agents(model_path) -> None:
             return [a for _, a in eng.admission_log]
 
         order = asyncio.run(run())
-        tail = order[order.index("b") - 1:]
+        tail = order[order.index("b") - 1 :]
         # after b arrives: a, b, a, b, ... never two of one agent while the other waits
         assert tail[:6] == ["a", "b", "a", "b", "a", "b"], order
     finally:
@@ -197,9 +198,14 @@ def test_round_robin_interleaves_agents(model_path) -> None:
 
 
 def test_per_agent_queue_limit_keeps_room_for_others(model_path) -> None:
-    eng = Engine(model_path, EngineConfig(n_seq_max=1, n_ctx_per_seq=256, n_batch=64,
-                                          max_queue=8, max_queue_per_agent=2))
+    eng = Engine(
+        model_path,
+        EngineConfig(
+            n_seq_max=1, n_ctx_per_seq=256, n_batch=64, max_queue=8, max_queue_per_agent=2
+        ),
+    )
     try:
+
         async def run() -> None:
             prompt = chat(eng, QUESTIONS[0])
             long = SamplingParams(max_tokens=64, stop_at_eos=False)

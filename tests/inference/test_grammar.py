@@ -56,15 +56,18 @@ def test_constrained_and_free_requests_share_a_batch(engine: Engine) -> None:
     free = SamplingParams(max_tokens=12)
     grammar = schema_to_grammar(SCHEMA)
     greedy_json = SamplingParams(max_tokens=48, grammar=grammar)
-    hot_json = SamplingParams(max_tokens=48, grammar=grammar, temperature=0.8, top_k=40,
-                              top_p=0.95, seed=3)
+    hot_json = SamplingParams(
+        max_tokens=48, grammar=grammar, temperature=0.8, top_k=40, top_p=0.95, seed=3
+    )
     jprompt = chat(engine, "Say hello. Answer in JSON.")
 
     async def run():
-        streams = [engine.submit(jprompt, greedy_json, agent="j1"),
-                   engine.submit(free_prompts[0], free, agent="f1"),
-                   engine.submit(jprompt, hot_json, agent="j2"),
-                   engine.submit(free_prompts[1], free, agent="f2")]
+        streams = [
+            engine.submit(jprompt, greedy_json, agent="j1"),
+            engine.submit(free_prompts[0], free, agent="f1"),
+            engine.submit(jprompt, hot_json, agent="j2"),
+            engine.submit(free_prompts[1], free, agent="f2"),
+        ]
         return await asyncio.gather(*(s.result() for s in streams))
 
     steps0 = engine.steps
@@ -74,8 +77,8 @@ def test_constrained_and_free_requests_share_a_batch(engine: Engine) -> None:
         assert r.finish_reason == "eos", r
         assert "answer" in json.loads(r.text)
     # unconstrained greedy output is what a lone single-sequence loop gives
-    assert f1.tokens == raw_greedy(engine, free_prompts[0], 12)[:len(f1.tokens)]
-    assert f2.tokens == raw_greedy(engine, free_prompts[1], 12)[:len(f2.tokens)]
+    assert f1.tokens == raw_greedy(engine, free_prompts[0], 12)[: len(f1.tokens)]
+    assert f2.tokens == raw_greedy(engine, free_prompts[1], 12)[: len(f2.tokens)]
 
 
 def test_cancelled_constrained_requests_free_their_sampler(model_path: Path) -> None:
@@ -83,8 +86,7 @@ def test_cancelled_constrained_requests_free_their_sampler(model_path: Path) -> 
     admitted (the chain that owns it): freed on both paths. One sequence, and
     the decode loop held between admission and its first step while the
     requests are cancelled, so exactly one is admitted and two are queued."""
-    params = SamplingParams(max_tokens=40, grammar=schema_to_grammar(SCHEMA),
-                            stop_at_eos=False)
+    params = SamplingParams(max_tokens=40, grammar=schema_to_grammar(SCHEMA), stop_at_eos=False)
     with Engine(model_path, EngineConfig(n_seq_max=1, n_ctx_per_seq=256, n_batch=64)) as eng:
         paused, resume = threading.Event(), threading.Event()
 

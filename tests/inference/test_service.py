@@ -46,10 +46,21 @@ class Svc:
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(notify))
         self.notify.settimeout(60)
-        env = dict(os.environ, NOTIFY_SOCKET=str(notify),
-                   PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        cmd = [sys.executable, "-m", "agentd.inference", "--config", str(self.config),
-               "--socket", str(self.socket), "--debug"]
+        env = dict(
+            os.environ,
+            NOTIFY_SOCKET=str(notify),
+            PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "agentd.inference",
+            "--config",
+            str(self.config),
+            "--socket",
+            str(self.socket),
+            "--debug",
+        ]
         for uid in allow:
             cmd += ["--allow-uid", str(uid)]
         self.log = open(tmp / "stderr", "w+")  # noqa: SIM115
@@ -80,8 +91,9 @@ class Svc:
             self.log.close()
 
 
-def call(svc: Svc, request: dict[str, Any] | None = None, raw: bytes | None = None
-         ) -> list[dict[str, Any]]:
+def call(
+    svc: Svc, request: dict[str, Any] | None = None, raw: bytes | None = None
+) -> list[dict[str, Any]]:
     """One request; every reply line up to the terminal one (or EOF)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(60)
@@ -108,8 +120,13 @@ async def acall(svc: Svc, request: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def gen(agent: str, q: str, max_tokens: int = 12, **kw: Any) -> dict[str, Any]:
-    return {"op": "generate", "agent": agent, "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": q}], **kw}
+    return {
+        "op": "generate",
+        "agent": agent,
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": q}],
+        **kw,
+    }
 
 
 def done(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -162,8 +179,17 @@ class Open:
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[Svc]:
-    s = Svc(tmp_path_factory.mktemp("svc"), model_path, [ME], context=256, sequences=4,
-            batch=64, threads=2, max_queue=16, max_queue_per_agent=8)
+    s = Svc(
+        tmp_path_factory.mktemp("svc"),
+        model_path,
+        [ME],
+        context=256,
+        sequences=4,
+        batch=64,
+        threads=2,
+        max_queue=16,
+        max_queue_per_agent=8,
+    )
     yield s
     assert s.stop() == 0, s.stderr()
 
@@ -171,8 +197,17 @@ def svc(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[Svc]:
     """One sequence, a queue of two, one per agent."""
-    s = Svc(tmp_path_factory.mktemp("tiny"), model_path, [ME], context=256, sequences=1,
-            batch=64, threads=2, max_queue=2, max_queue_per_agent=1)
+    s = Svc(
+        tmp_path_factory.mktemp("tiny"),
+        model_path,
+        [ME],
+        context=256,
+        sequences=1,
+        batch=64,
+        threads=2,
+        max_queue=2,
+        max_queue_per_agent=1,
+    )
     yield s
     assert s.stop() == 0, s.stderr()
 
@@ -206,15 +241,15 @@ def test_stop_strings_and_raw_prompts(svc: Svc) -> None:
     full = done(call(svc, {"op": "generate", "prompt": "1, 2, 3, 4,", "max_tokens": 12}))
     assert full["finish_reason"] == "length" and full["completion_tokens"] == 12
     stop = full["text"][3:5]
-    cut = call(svc, {"op": "generate", "prompt": "1, 2, 3, 4,", "max_tokens": 12,
-                     "stop": [stop]})
+    cut = call(svc, {"op": "generate", "prompt": "1, 2, 3, 4,", "max_tokens": 12, "stop": [stop]})
     assert done(cut)["finish_reason"] == "stop"
-    assert done(cut)["text"] == full["text"][:full["text"].find(stop)] == streamed(cut)
+    assert done(cut)["text"] == full["text"][: full["text"].find(stop)] == streamed(cut)
 
 
 def test_json_schema_output_parses(svc: Svc) -> None:
-    events = call(svc, gen("j", "What is the capital of France? Answer in JSON.", 48,
-                           json_schema=SCHEMA))
+    events = call(
+        svc, gen("j", "What is the capital of France? Answer in JSON.", 48, json_schema=SCHEMA)
+    )
     assert done(events)["finish_reason"] == "eos"
     assert isinstance(json.loads(done(events)["text"])["answer"], str)
     assert streamed(events) == done(events)["text"]
@@ -228,8 +263,14 @@ def test_show_reports_model_config_and_stats(svc: Svc, model_path: Path) -> None
     assert m["path"] == str(model_path) and m["size"] == model_path.stat().st_size
     assert m["architecture"] == "llama" and m["quantization"] == "Q4_1"
     assert m["n_params"] > 100_000_000 and m["context_train"] == 8192 and m["description"]
-    assert reply["config"] == {"context": 256, "sequences": 4, "batch": 64, "threads": 2,
-                               "max_queue": 16, "max_queue_per_agent": 8}
+    assert reply["config"] == {
+        "context": 256,
+        "sequences": 4,
+        "batch": 64,
+        "threads": 2,
+        "max_queue": 16,
+        "max_queue_per_agent": 8,
+    }
     st = reply["stats"]
     assert st["requests_total"] >= 1 and st["tokens_generated"] >= 3
     assert st["prompt_tokens"] > 0 and st["tokens_per_second"] > 0
@@ -344,8 +385,13 @@ def test_a_disallowed_uid_is_refused(tmp_path: Path) -> None:
     s = Svc(tmp_path, tmp_path / "absent.gguf", [other])
     try:
         events = call(s, {"op": "show"})
-        assert events == [{"event": "error", "error": "PermissionDenied",
-                           "message": f"uid {ME} may not use this service"}]
+        assert events == [
+            {
+                "event": "error",
+                "error": "PermissionDenied",
+                "message": f"uid {ME} may not use this service",
+            }
+        ]
     finally:
         assert s.stop() == 0
 
@@ -380,18 +426,32 @@ def test_unloaded_start_then_reload_then_sigterm(tmp_path: Path, model_path: Pat
 
 
 def test_bad_config_exits_78(tmp_path: Path) -> None:
-    for text, needle in [("[model]\ncontext = 'big'\n", "context"),
-                         ("[model]\nsequences = 0\n", "sequences"),
-                         ("[model]\nsequences = 8\nbatch = 4\n", "batch"),
-                         ("[model]\npath = 'relative'\n", "path"),
-                         ("[model\n", "agentd.toml")]:
+    for text, needle in [
+        ("[model]\ncontext = 'big'\n", "context"),
+        ("[model]\nsequences = 0\n", "sequences"),
+        ("[model]\nsequences = 8\nbatch = 4\n", "batch"),
+        ("[model]\npath = 'relative'\n", "path"),
+        ("[model\n", "agentd.toml"),
+    ]:
         cfg = tmp_path / "agentd.toml"
         cfg.write_text(text)
-        proc = subprocess.run([sys.executable, "-m", "agentd.inference", "--config", str(cfg),
-                               "--socket", str(tmp_path / "s")], capture_output=True,
-                              text=True, timeout=60,
-                              env=dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}"
-                                       f"{os.environ.get('PYTHONPATH', '')}"))
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agentd.inference",
+                "--config",
+                str(cfg),
+                "--socket",
+                str(tmp_path / "s"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(
+                os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+            ),
+        )
         assert proc.returncode == 78, (text, proc.stderr)
         assert needle in proc.stderr, proc.stderr
 
@@ -400,12 +460,26 @@ def test_bad_config_exits_78(tmp_path: Path) -> None:
 
 
 def test_model_table_validation() -> None:
-    cfg = parse_model_table({"path": "/m.gguf", "context": 512, "sequences": 2, "batch": 8,
-                             "threads": 1, "max_queue": 4, "max_queue_per_agent": 9})
+    cfg = parse_model_table(
+        {
+            "path": "/m.gguf",
+            "context": 512,
+            "sequences": 2,
+            "batch": 8,
+            "threads": 1,
+            "max_queue": 4,
+            "max_queue_per_agent": 9,
+        }
+    )
     assert cfg.engine_config().max_queue_per_agent == 4  # never more than the queue
     assert ModelConfig().path == config.DEFAULT_MODEL
-    for bad in ({"context": True}, {"threads": 0}, {"max_queue": 2.5}, {"path": 3},
-                {"future_key": 1}):
+    for bad in (
+        {"context": True},
+        {"threads": 0},
+        {"max_queue": 2.5},
+        {"path": 3},
+        {"future_key": 1},
+    ):
         with pytest.raises(ConfigError):
             parse_model_table(bad)
 
@@ -414,8 +488,16 @@ def test_generate_defaults() -> None:
     g = parse_generate({"op": "generate", "prompt": "x"})
     assert g.agent == "" and g.params.max_tokens == 128 and g.params.temperature == 0
     assert g.params.stop == () and g.json_schema is None
-    g = parse_generate({"op": "generate", "messages": [{"role": "user", "content": "x"}],
-                        "temperature": 1, "top_k": 5, "seed": None, "stop": ["\n\n"]})
+    g = parse_generate(
+        {
+            "op": "generate",
+            "messages": [{"role": "user", "content": "x"}],
+            "temperature": 1,
+            "top_k": 5,
+            "seed": None,
+            "stop": ["\n\n"],
+        }
+    )
     assert g.prompt is None and g.params.temperature == 1.0 and g.params.stop == ("\n\n",)
 
 
@@ -454,6 +536,6 @@ def test_config_short_form_and_unknown_keys(tmp_path: Path) -> None:
     conf = tmp_path / "agentd.toml"
     conf.write_text('model = "/srv/x.gguf"\nuid_min = 70000\n')
     assert config.load_config(conf).path == "/srv/x.gguf"
-    conf.write_text("[model]\npath = \"/srv/x.gguf\"\ncontxt = 512\n")
+    conf.write_text('[model]\npath = "/srv/x.gguf"\ncontxt = 512\n')
     with pytest.raises(ConfigError, match="contxt: unknown key"):
         config.load_config(conf)

@@ -56,16 +56,18 @@ class Agentd:
         out = self.sh(["cat", f"/proc/{pid}/status"]).stdout
         return {k: v.strip() for k, v in (line.split(":", 1) for line in out.splitlines())}
 
-    def create(self, name: str, template: str = "sandbox", user: str | None = None,
-               start: bool = False) -> None:
+    def create(
+        self, name: str, template: str = "sandbox", user: str | None = None, start: bool = False
+    ) -> None:
         self.ctl("agent", "create", name, "--template", template, user=user)
         if start:
             self.ctl("agent", "start", name, user=user)
 
     def online(self, name: str) -> bool:
         path = "/org/agentos/agentd1/agent/" + name.replace("-", "_2d")
-        out = self.busctl("get-property", "org.agentos.agentd1", path,
-                          "org.agentos.agentd1.Agent", "Online").stdout
+        out = self.busctl(
+            "get-property", "org.agentos.agentd1", path, "org.agentos.agentd1.Agent", "Online"
+        ).stdout
         return out.strip() == "b true"
 
     def wait_online(self, name: str) -> None:
@@ -77,5 +79,8 @@ class Agentd:
 
     def audit(self, action: str | None = None, agent: str | None = None) -> list[dict]:
         rows = self.ctl_json("audit", "--limit", "100000")
-        return [r for r in rows if (action is None or r["action"] == action)
-                and (agent is None or r["agent"] == agent)]
+        return [
+            r
+            for r in rows
+            if (action is None or r["action"] == action) and (agent is None or r["agent"] == agent)
+        ]

@@ -25,8 +25,9 @@ def test_agentd_service_is_up_and_notified(agentd: Agentd) -> None:
 
 def test_create_makes_a_real_locked_user_with_a_private_home(agentd: Agentd) -> None:
     agentd.create("it-basic", user="alice")
-    _name, _, uid, gid, _gecos, home, shell = agentd.sh(
-        ["getent", "passwd", "it-basic"]).stdout.strip().split(":")
+    _name, _, uid, gid, _gecos, home, shell = (
+        agentd.sh(["getent", "passwd", "it-basic"]).stdout.strip().split(":")
+    )
     assert UID_MIN <= int(uid) <= UID_MAX and gid == uid
     assert home == "/home/agents/it-basic" and shell == "/usr/sbin/nologin"
     assert agentd.sh(["getent", "group", "it-basic"]).stdout.split(":")[2] == gid
@@ -45,17 +46,41 @@ def test_start_runs_the_runtime_in_a_hardened_unit(agentd: Agentd) -> None:
     agentd.create("it-run", user="alice", start=True)
     unit = "agent-it-run.service"
     uid = agentd.uid_of("it-run")
-    p = agentd.show(unit, "ActiveState", "User", "Slice", "MemoryMax", "TasksMax",
-                    "NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp",
-                    "PrivateDevices", "PrivateNetwork", "CollectMode", "CapabilityBoundingSet",
-                    "ProtectKernelTunables", "ProtectKernelModules", "RestrictSUIDSGID",
-                    "CPUQuotaPerSecUSec", "BindPaths", "SystemCallFilter")
+    p = agentd.show(
+        unit,
+        "ActiveState",
+        "User",
+        "Slice",
+        "MemoryMax",
+        "TasksMax",
+        "NoNewPrivileges",
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateDevices",
+        "PrivateNetwork",
+        "CollectMode",
+        "CapabilityBoundingSet",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "RestrictSUIDSGID",
+        "CPUQuotaPerSecUSec",
+        "BindPaths",
+        "SystemCallFilter",
+    )
     assert p["ActiveState"] == "active" and p["User"] == "it-run"
     assert p["Slice"] == "agents.slice" and p["CollectMode"] == "inactive-or-failed"
     assert p["MemoryMax"] == str(256 << 20) and p["TasksMax"] == "32"
     assert p["CPUQuotaPerSecUSec"] == "500ms"
-    for key in ("NoNewPrivileges", "PrivateTmp", "PrivateDevices", "PrivateNetwork",
-                "ProtectKernelTunables", "ProtectKernelModules", "RestrictSUIDSGID"):
+    for key in (
+        "NoNewPrivileges",
+        "PrivateTmp",
+        "PrivateDevices",
+        "PrivateNetwork",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "RestrictSUIDSGID",
+    ):
         assert p[key] == "yes", key
     assert p["ProtectSystem"] == "strict" and p["ProtectHome"] == "tmpfs"
     assert "/home/agents/it-run" in p["BindPaths"]
@@ -100,8 +125,10 @@ def test_stop_and_remove_leave_nothing_behind(agentd: Agentd) -> None:
     assert agentd.sh(["getent", "passwd", "it-gone"], check=False).returncode == 2
     assert agentd.sh(["getent", "group", "it-gone"], check=False).returncode == 2
     assert agentd.sh(["test", "-e", "/home/agents/it-gone"], check=False).returncode == 1
-    assert agentd.sh(f"find / -xdev -uid {uid} 2>/dev/null | head -1", check=False
-                     ).stdout.strip() == ""
+    assert (
+        agentd.sh(f"find / -xdev -uid {uid} 2>/dev/null | head -1", check=False).stdout.strip()
+        == ""
+    )
     names = [a["name"] for a in agentd.ctl_json("agent", "list", user="alice")]
     assert "it-gone" not in names
     assert agentd.audit("agent.remove", "it-gone")[-1]["result"] == "ok"
@@ -143,41 +170,63 @@ def test_a_user_cannot_manage_anothers_agent_and_it_is_audited(agentd: Agentd) -
     agentd.ctl("agent", "rm", "it-owned", user="carol")
 
 
-@pytest.mark.parametrize("name", ["Upper", "has space", "a/b", "dot.ted", "x" * 33, "root",
-                                  "daemon", "-lead"])
+@pytest.mark.parametrize(
+    "name", ["Upper", "has space", "a/b", "dot.ted", "x" * 33, "root", "daemon", "-lead"]
+)
 def test_invalid_names_are_refused_and_create_nothing(agentd: Agentd, name: str) -> None:
     before = agentd.sh("getent passwd | wc -l").stdout
-    r = agentd.ctl("agent", "create", "--template", "sandbox", "--", name, user="alice",
-                   check=False)
+    r = agentd.ctl(
+        "agent", "create", "--template", "sandbox", "--", name, user="alice", check=False
+    )
     assert r.returncode == 1 and "(InvalidName)" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert agentd.sh("getent passwd | wc -l").stdout == before
 
 
-@pytest.mark.parametrize(("args", "error"), [
-    (["it-t1", "--template", "no-such-template"], "NoSuchTemplate"),
-    (["it-t2", "--template", "sandbox", "--memory-max", "1K"], "InvalidArgument"),
-    (["it-t3", "--template", "sandbox", "--tasks-max", "100000000"], "InvalidArgument"),
-    (["it-basic", "--template", "sandbox"], "AlreadyExists"),
-])
-def test_bad_create_arguments_get_typed_errors(agentd: Agentd, args: list[str],
-                                               error: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["it-t1", "--template", "no-such-template"], "NoSuchTemplate"),
+        (["it-t2", "--template", "sandbox", "--memory-max", "1K"], "InvalidArgument"),
+        (["it-t3", "--template", "sandbox", "--tasks-max", "100000000"], "InvalidArgument"),
+        (["it-basic", "--template", "sandbox"], "AlreadyExists"),
+    ],
+)
+def test_bad_create_arguments_get_typed_errors(agentd: Agentd, args: list[str], error: str) -> None:
     r = agentd.ctl("agent", "create", *args, user="alice", check=False)
     assert r.returncode != 0 and f"({error})" in r.stderr
     if args[0] != "it-basic":
         assert agentd.sh(["getent", "passwd", args[0]], check=False).returncode == 2
 
 
-@pytest.mark.parametrize(("key", "sig", "value"), [
-    ("cpu_quota", "u", "0"), ("cpu_quota", "u", "100000"), ("memory_max", "s", "lots"),
-    ("tasks_max", "s", "many"), ("swap_max", "t", "1"),
-])
-def test_the_service_checks_limits_itself(agentd: Agentd, key: str, sig: str,
-                                          value: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "sig", "value"),
+    [
+        ("cpu_quota", "u", "0"),
+        ("cpu_quota", "u", "100000"),
+        ("memory_max", "s", "lots"),
+        ("tasks_max", "s", "many"),
+        ("swap_max", "t", "1"),
+    ],
+)
+def test_the_service_checks_limits_itself(agentd: Agentd, key: str, sig: str, value: str) -> None:
     """agentctl checks some limits client-side; the service must not rely on it."""
-    r = agentd.busctl("call", "org.agentos.agentd1", "/org/agentos/agentd1",
-                      "org.agentos.agentd1.Manager", "CreateAgent", "ssa{sv}", "it-lim",
-                      "sandbox", "1", key, sig, value, user="alice", check=False)
+    r = agentd.busctl(
+        "call",
+        "org.agentos.agentd1",
+        "/org/agentos/agentd1",
+        "org.agentos.agentd1.Manager",
+        "CreateAgent",
+        "ssa{sv}",
+        "it-lim",
+        "sandbox",
+        "1",
+        key,
+        sig,
+        value,
+        user="alice",
+        check=False,
+    )
     assert r.returncode != 0, r.stdout
     assert agentd.sh(["getent", "passwd", "it-lim"], check=False).returncode == 2
     err = agentd.audit("agent.create", "it-lim")[-1]["detail"]["error"]
@@ -185,38 +234,93 @@ def test_the_service_checks_limits_itself(agentd: Agentd, key: str, sig: str,
 
 
 def test_busctl_drives_the_same_api(agentd: Agentd) -> None:
-    out = agentd.busctl("call", "org.agentos.agentd1", "/org/agentos/agentd1",
-                        "org.agentos.agentd1.Manager", "CreateAgent", "ssa{sv}", "it-bus",
-                        "writing", "1", "tasks_max", "t", "48", user="alice").stdout
+    out = agentd.busctl(
+        "call",
+        "org.agentos.agentd1",
+        "/org/agentos/agentd1",
+        "org.agentos.agentd1.Manager",
+        "CreateAgent",
+        "ssa{sv}",
+        "it-bus",
+        "writing",
+        "1",
+        "tasks_max",
+        "t",
+        "48",
+        user="alice",
+    ).stdout
     path = "/org/agentos/agentd1/agent/it_2dbus"
     assert out.strip() == f'o "{path}"'
-    agentd.busctl("call", "org.agentos.agentd1", path, "org.agentos.agentd1.Agent", "Start",
-                  user="alice")
+    agentd.busctl(
+        "call", "org.agentos.agentd1", path, "org.agentos.agentd1.Agent", "Start", user="alice"
+    )
     assert agentd.show("agent-it-bus.service", "TasksMax")["TasksMax"] == "48"
-    prop = agentd.busctl("get-property", "org.agentos.agentd1", path,
-                         "org.agentos.agentd1.Agent", "Unit").stdout
+    prop = agentd.busctl(
+        "get-property", "org.agentos.agentd1", path, "org.agentos.agentd1.Agent", "Unit"
+    ).stdout
     assert prop.strip() == 's "agent-it-bus.service"'
     intro = agentd.busctl("introspect", "org.agentos.agentd1", "/org/agentos/agentd1").stdout
     assert "CreateAgent" in intro and "org.agentos.agentd1.Runtime" in intro
-    bad = agentd.busctl("call", "org.agentos.agentd1", "/org/agentos/agentd1",
-                        "org.agentos.agentd1.Manager", "GetAgent", "s", "nope",
-                        user="alice", check=False)
+    bad = agentd.busctl(
+        "call",
+        "org.agentos.agentd1",
+        "/org/agentos/agentd1",
+        "org.agentos.agentd1.Manager",
+        "GetAgent",
+        "s",
+        "nope",
+        user="alice",
+        check=False,
+    )
     assert bad.returncode != 0 and "no agent named 'nope'" in bad.stderr
-    agentd.busctl("call", "org.agentos.agentd1", path, "org.agentos.agentd1.Agent", "Remove",
-                  "b", "false", user="alice")
+    agentd.busctl(
+        "call",
+        "org.agentos.agentd1",
+        path,
+        "org.agentos.agentd1.Agent",
+        "Remove",
+        "b",
+        "false",
+        user="alice",
+    )
     assert agentd.sh(["getent", "passwd", "it-bus"], check=False).returncode == 2
 
 
 def test_gdbus_sees_typed_errors(agentd: Agentd) -> None:
-    r = agentd.sh(["gdbus", "call", "--system", "--dest", "org.agentos.agentd1",
-                   "--object-path", "/org/agentos/agentd1", "--method",
-                   "org.agentos.agentd1.Manager.CreateAgent", "Bad Name", "sandbox", "{}"],
-                  user="alice", check=False)
+    r = agentd.sh(
+        [
+            "gdbus",
+            "call",
+            "--system",
+            "--dest",
+            "org.agentos.agentd1",
+            "--object-path",
+            "/org/agentos/agentd1",
+            "--method",
+            "org.agentos.agentd1.Manager.CreateAgent",
+            "Bad Name",
+            "sandbox",
+            "{}",
+        ],
+        user="alice",
+        check=False,
+    )
     assert r.returncode != 0
     assert "org.agentos.agentd1.Error.InvalidName" in r.stderr
-    r = agentd.sh(["gdbus", "call", "--system", "--dest", "org.agentos.agentd1",
-                   "--object-path", "/org/agentos/agentd1", "--method",
-                   "org.agentos.agentd1.Manager.ListTemplates"], user="alice")
+    r = agentd.sh(
+        [
+            "gdbus",
+            "call",
+            "--system",
+            "--dest",
+            "org.agentos.agentd1",
+            "--object-path",
+            "/org/agentos/agentd1",
+            "--method",
+            "org.agentos.agentd1.Manager.ListTemplates",
+        ],
+        user="alice",
+    )
     assert "'sandbox'" in r.stdout
 
 
@@ -230,8 +334,16 @@ def test_templates_are_listed_with_profiles(agentd: Agentd) -> None:
 
 
 def test_audit_goes_to_journald_with_structured_fields(agentd: Agentd) -> None:
-    out = agentd.sh(["journalctl", "-o", "json", "--no-pager", "AGENT_NAME=it-basic",
-                     "SYSLOG_IDENTIFIER=agentd"]).stdout
+    out = agentd.sh(
+        [
+            "journalctl",
+            "-o",
+            "json",
+            "--no-pager",
+            "AGENT_NAME=it-basic",
+            "SYSLOG_IDENTIFIER=agentd",
+        ]
+    ).stdout
     events = [json.loads(line) for line in out.splitlines()]
     create = [e for e in events if e.get("AGENTD_ACTION") == "agent.create"]
     assert create and create[0]["AGENT_UID"] == str(agentd.uid_of("it-basic"))
@@ -244,6 +356,7 @@ def test_audit_follow_streams_new_rows(agentd: Agentd) -> None:
     try:
         wait_for(lambda: agentd.busctl("status", "org.agentos.agentd1").returncode == 0)
         import time
+
         time.sleep(1.0)  # let the follower subscribe
         agentd.create("it-follow", user="alice")
         line = ""
@@ -271,16 +384,25 @@ def test_audit_verify_detects_a_modified_or_deleted_row(agentd: Agentd) -> None:
     """Tamper with the live database as root would, then put it back."""
     db = "/var/lib/agentd/agentd.db"
     assert agentd.ctl_json("audit", "verify")["ok"]
-    seq, actor = agentd.sh(["sqlite3", db, "SELECT seq, actor_uid FROM audit "
-                            "ORDER BY seq LIMIT 1 OFFSET 2"]).stdout.strip().split("|")
+    seq, actor = (
+        agentd.sh(["sqlite3", db, "SELECT seq, actor_uid FROM audit ORDER BY seq LIMIT 1 OFFSET 2"])
+        .stdout.strip()
+        .split("|")
+    )
     agentd.sh(["sqlite3", db, f"UPDATE audit SET actor_uid=4242 WHERE seq={seq}"])
     r = agentd.ctl("audit", "verify", check=False)
     assert r.returncode == 1 and f"row {seq} was modified" in r.stdout + r.stderr
     agentd.sh(["sqlite3", db, f"UPDATE audit SET actor_uid={actor} WHERE seq={seq}"])
     assert agentd.ctl_json("audit", "verify")["ok"]
 
-    agentd.sh(["sqlite3", db, f"CREATE TABLE saved AS SELECT * FROM audit WHERE seq={seq}; "
-               f"DELETE FROM audit WHERE seq={seq};"])
+    agentd.sh(
+        [
+            "sqlite3",
+            db,
+            f"CREATE TABLE saved AS SELECT * FROM audit WHERE seq={seq}; "
+            f"DELETE FROM audit WHERE seq={seq};",
+        ]
+    )
     r = agentd.ctl("audit", "verify", check=False)
     assert r.returncode == 1 and f"row {seq} is missing" in r.stdout + r.stderr
     agentd.sh(["sqlite3", db, "INSERT INTO audit SELECT * FROM saved; DROP TABLE saved;"])

@@ -19,8 +19,10 @@ def invariants(agentd: Agentd) -> list[str]:
     homes = set(agentd.sh(["ls", "/home/agents"]).stdout.split())
     units = {
         line.split()[0].removeprefix("agent-").removesuffix(".service")
-        for line in agentd.sh(["systemctl", "list-units", "--all", "--plain", "--no-legend",
-                               "agent-*.service"]).stdout.splitlines() if line.strip()
+        for line in agentd.sh(
+            ["systemctl", "list-units", "--all", "--plain", "--no-legend", "agent-*.service"]
+        ).stdout.splitlines()
+        if line.strip()
     }
     problems = []
     problems += [f"user {u} has no agent" for u in users - agents]
@@ -30,8 +32,11 @@ def invariants(agentd: Agentd) -> list[str]:
     problems += [f"unit of {u} has no agent" for u in units - agents]
     for a in agents:
         passwd = agentd.sh(["getent", "passwd", a], check=False).stdout.split(":")
-        if len(passwd) > 3 and agentd.sh(["stat", "-c", "%u", f"/home/agents/{a}"],
-                                         check=False).stdout.strip() != passwd[2]:
+        if (
+            len(passwd) > 3
+            and agentd.sh(["stat", "-c", "%u", f"/home/agents/{a}"], check=False).stdout.strip()
+            != passwd[2]
+        ):
             problems.append(f"home of {a} is not owned by it")
     return problems
 
@@ -43,16 +48,24 @@ def kill_agentd_and_wait(agentd: Agentd) -> None:
     old = agentd.main_pid("agentd.service")
     assert old, "agentd is not running"
     agentd.sh(["kill", "-9", str(old)])
-    wait_for(lambda: agentd.main_pid("agentd.service") not in (0, old)
-             and agentd.show("agentd.service", "ActiveState")["ActiveState"] == "active",
-             60, "agentd restarted by systemd")
+    wait_for(
+        lambda: (
+            agentd.main_pid("agentd.service") not in (0, old)
+            and agentd.show("agentd.service", "ActiveState")["ActiveState"] == "active"
+        ),
+        60,
+        "agentd restarted by systemd",
+    )
 
 
 def storm(agentd: Agentd, verb: str, names: list[str], delay: float) -> None:
     procs = []
     for name in names:
-        args = (["agent", "create", name, "--template", "sandbox", "--start"]
-                if verb == "create" else ["agent", "rm", name])
+        args = (
+            ["agent", "create", name, "--template", "sandbox", "--start"]
+            if verb == "create"
+            else ["agent", "rm", name]
+        )
         procs.append(agentd.m.popen(["agentctl", *args]))
     time.sleep(delay)
     kill_agentd_and_wait(agentd)
@@ -61,8 +74,7 @@ def storm(agentd: Agentd, verb: str, names: list[str], delay: float) -> None:
 
 
 @pytest.mark.parametrize("delay", [0.02, 0.05, 0.1, 0.2, 0.4])
-def test_kill_during_creates_and_removes_leaves_no_orphans(agentd: Agentd,
-                                                           delay: float) -> None:
+def test_kill_during_creates_and_removes_leaves_no_orphans(agentd: Agentd, delay: float) -> None:
     tag = str(int(delay * 1000))
     names = [f"crash-{tag}-{i}" for i in range(6)]
     storm(agentd, "create", names, delay)

@@ -36,8 +36,10 @@ ON_ROOT = {f"{BUS}.Manager", f"{BUS}.Runtime", f"{BUS}.Tasks", f"{BUS}.Model"}
 ON_AGENT = {f"{BUS}.Agent"}
 
 ACTIONS = {
-    "org.agentos.agentd1.manage-agents", "org.agentos.agentd1.read-audit",
-    "org.agentos.agentd1.set-quota", "org.agentos.agentd1.reload-model",
+    "org.agentos.agentd1.manage-agents",
+    "org.agentos.agentd1.read-audit",
+    "org.agentos.agentd1.set-quota",
+    "org.agentos.agentd1.reload-model",
 }
 
 Members = dict[tuple[str, str], Any]
@@ -58,10 +60,14 @@ def members(iface: ET.Element) -> Members:
     for el in iface:
         if el.tag == "annotation":
             continue
-        notes = frozenset((a.get("name"), a.get("value")) for a in el
-                          if a.tag == "annotation" and a.get("name") != DOC)
-        args = tuple((a.get("type"), a.get("name"), a.get("direction") or "")
-                     for a in el if a.tag == "arg")
+        notes = frozenset(
+            (a.get("name"), a.get("value"))
+            for a in el
+            if a.tag == "annotation" and a.get("name") != DOC
+        )
+        args = tuple(
+            (a.get("type"), a.get("name"), a.get("direction") or "") for a in el if a.tag == "arg"
+        )
         key = (el.tag, el.get("name", ""))
         assert key not in out, f"{key} twice"
         out[key] = (args, el.get("type"), el.get("access"), notes)
@@ -69,8 +75,11 @@ def members(iface: ET.Element) -> Members:
 
 
 def iface_notes(iface: ET.Element) -> frozenset[tuple[str | None, str | None]]:
-    return frozenset((a.get("name"), a.get("value")) for a in iface
-                     if a.tag == "annotation" and a.get("name") != DOC)
+    return frozenset(
+        (a.get("name"), a.get("value"))
+        for a in iface
+        if a.tag == "annotation" and a.get("name") != DOC
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +96,10 @@ def served(agentd: Agentd) -> dict[str, dict[str, ET.Element]]:
     """{object path: its interfaces as the running daemon introspects them}."""
     agentd.create(AGENT, user="alice")
     try:
-        return {path: interfaces_of(agentd.busctl("introspect", "--xml-interface", BUS,
-                                                  path).stdout)
-                for path in (ROOT, AGENT_PATH)}
+        return {
+            path: interfaces_of(agentd.busctl("introspect", "--xml-interface", BUS, path).stdout)
+            for path in (ROOT, AGENT_PATH)
+        }
     finally:
         agentd.ctl("agent", "rm", AGENT, user="alice")
 
@@ -102,7 +112,8 @@ def test_one_file_per_interface_named_after_it(installed: dict[str, str]) -> Non
 
 
 def test_the_daemon_serves_exactly_the_installed_interfaces(
-        installed: dict[str, str], served: dict[str, dict[str, ET.Element]]) -> None:
+    installed: dict[str, str], served: dict[str, dict[str, ET.Element]]
+) -> None:
     assert set(served[ROOT]) == ON_ROOT
     assert set(served[AGENT_PATH]) == ON_AGENT
     assert set(served[ROOT]) | set(served[AGENT_PATH]) == set(installed)
@@ -110,8 +121,8 @@ def test_the_daemon_serves_exactly_the_installed_interfaces(
 
 @pytest.mark.parametrize("name", sorted(ON_ROOT | ON_AGENT))
 def test_installed_file_matches_what_the_daemon_introspects(
-        name: str, installed: dict[str, str],
-        served: dict[str, dict[str, ET.Element]]) -> None:
+    name: str, installed: dict[str, str], served: dict[str, dict[str, ET.Element]]
+) -> None:
     live = served[AGENT_PATH if name in ON_AGENT else ROOT][name]
     (shipped,) = interfaces_of(installed[name]).values()
     want, got = members(live), members(shipped)
@@ -127,19 +138,24 @@ def test_installed_file_matches_what_the_daemon_introspects(
 
 
 def test_installed_files_are_what_the_installed_agentd_generates(
-        agentd: Agentd, installed: dict[str, str]) -> None:
+    agentd: Agentd, installed: dict[str, str]
+) -> None:
     """Not a stale copy: the installed agentd renders them byte for byte."""
-    script = ("import json, sys; sys.path.insert(0, '/usr/lib/agentd/python'); "
-              "from agentd.api.introspection import INTERFACE_CLASSES, interface_name, render; "
-              "print(json.dumps({interface_name(c): render(c) for c in INTERFACE_CLASSES}))")
+    script = (
+        "import json, sys; sys.path.insert(0, '/usr/lib/agentd/python'); "
+        "from agentd.api.introspection import INTERFACE_CLASSES, interface_name, render; "
+        "print(json.dumps({interface_name(c): render(c) for c in INTERFACE_CLASSES}))"
+    )
     rendered = json.loads(agentd.sh(["python3", "-c", script]).stdout)
     assert rendered == installed
 
 
 def pkaction(agentd: Agentd, action: str) -> dict[str, str]:
     out = agentd.sh(["pkaction", "--action-id", action, "--verbose"], timeout=60).stdout
-    return {k.strip(): v.strip() for k, v in
-            (line.split(":", 1) for line in out.splitlines()[1:] if ":" in line)}
+    return {
+        k.strip(): v.strip()
+        for k, v in (line.split(":", 1) for line in out.splitlines()[1:] if ":" in line)
+    }
 
 
 def test_polkit_knows_the_actions(agentd: Agentd) -> None:

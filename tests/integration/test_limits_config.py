@@ -29,8 +29,7 @@ def test_per_owner_limit(agentd: Agentd, config) -> None:
     config("max_agents_per_owner = 1\n")
     agentd.sh("id dave >/dev/null 2>&1 || useradd -m dave")
     agentd.create("lim-one", user="dave")
-    r = agentd.ctl("agent", "create", "lim-two", "--template", "sandbox", user="dave",
-                   check=False)
+    r = agentd.ctl("agent", "create", "lim-two", "--template", "sandbox", user="dave", check=False)
     assert r.returncode == 1 and "(LimitExceeded)" in r.stderr
     assert agentd.sh(["getent", "passwd", "lim-two"], check=False).returncode == 2
     agentd.ctl("agent", "rm", "lim-one", user="dave")
@@ -51,8 +50,9 @@ def test_bad_config_is_refused_clearly(agentd: Agentd) -> None:
     r = agentd.sh(["/usr/libexec/agentd/agentd", "--check-config", "--config", "/dev/null"])
     assert r.returncode == 0
     agentd.m.write_file("/tmp/bad.toml", "uid_min = 500\nuid_max = 600\n", mode=0o644)
-    r = agentd.sh(["/usr/libexec/agentd/agentd", "--check-config", "--config", "/tmp/bad.toml"],
-                  check=False)
+    r = agentd.sh(
+        ["/usr/libexec/agentd/agentd", "--check-config", "--config", "/tmp/bad.toml"], check=False
+    )
     assert r.returncode == 78 and "overlaps" in r.stderr
 
 

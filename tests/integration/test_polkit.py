@@ -35,14 +35,17 @@ def rules_file(agentd: Agentd, text: str) -> Iterator[None]:
 
 def pkcheck_says_yes(agentd: Agentd, user: str, action: str) -> bool:
     """What polkit itself answers for USER's process (a shell run as USER)."""
-    r = agentd.sh(["runuser", "-u", user, "--", "sh", "-c",
-                   f"pkcheck --action-id {action} --process $$"], check=False)
+    r = agentd.sh(
+        ["runuser", "-u", user, "--", "sh", "-c", f"pkcheck --action-id {action} --process $$"],
+        check=False,
+    )
     return r.returncode == 0
 
 
 def test_the_actions_are_installed_with_their_defaults(agentd: Agentd) -> None:
-    out = agentd.sh(["pkaction", "--verbose", "--action-id",
-                     "org.agentos.agentd1.set-quota"]).stdout
+    out = agentd.sh(
+        ["pkaction", "--verbose", "--action-id", "org.agentos.agentd1.set-quota"]
+    ).stdout
     assert "implicit active:   auth_admin_keep" in out
     assert "implicit any:      no" in out
 
@@ -60,10 +63,14 @@ def test_a_rules_file_grants_one_user_one_action(agentd: Agentd) -> None:
     agentd.create("pk-b", user="alice")
     try:
         with rules_file(agentd, GRANT_BOB_QUOTAS):
-            wait_for(lambda: pkcheck_says_yes(agentd, "bob", "org.agentos.agentd1.set-quota"),
-                     30, "polkitd to load the rules file")
-            agentd.ctl("quota", "set", "--agent", "pk-b", "1234", "--period", "daily",
-                       user="bob")  # bob cannot list alice's agents: say it is one
+            wait_for(
+                lambda: pkcheck_says_yes(agentd, "bob", "org.agentos.agentd1.set-quota"),
+                30,
+                "polkitd to load the rules file",
+            )
+            agentd.ctl(
+                "quota", "set", "--agent", "pk-b", "1234", "--period", "daily", user="bob"
+            )  # bob cannot list alice's agents: say it is one
             quotas = agentd.ctl_json("quota", "list")
             assert any(q["subject"] == "pk-b" and q["limit"] == 1234 for q in quotas), quotas
             row = agentd.audit("quota.set", "pk-b")[-1]

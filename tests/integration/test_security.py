@@ -20,14 +20,17 @@ def pair(agentd: Agentd) -> tuple[str, str]:
     for name in ("sec-a", "sec-b"):
         agentd.create(name, user="alice", start=True)
         agentd.wait_online(name)
-    agentd.sh("echo secret-of-b > /home/agents/sec-b/secret && chown sec-b: "
-              "/home/agents/sec-b/secret && chmod 600 /home/agents/sec-b/secret")
+    agentd.sh(
+        "echo secret-of-b > /home/agents/sec-b/secret && chown sec-b: "
+        "/home/agents/sec-b/secret && chmod 600 /home/agents/sec-b/secret"
+    )
     return "sec-a", "sec-b"
 
 
 def as_agent(agentd: Agentd, name: str, cmd: str) -> object:
-    return agentd.m.run_in_unit(f"agent-{name}.service", ["/bin/sh", "-c", cmd], user=name,
-                                check=False)
+    return agentd.m.run_in_unit(
+        f"agent-{name}.service", ["/bin/sh", "-c", cmd], user=name, check=False
+    )
 
 
 def test_probe_really_runs_as_the_agent_in_its_unit(agentd: Agentd, pair) -> None:
@@ -48,8 +51,10 @@ def test_agent_cannot_read_another_agents_home(agentd: Agentd, pair) -> None:
     assert "sec-b" not in r.stdout  # other homes are not even visible
 
 
-@pytest.mark.parametrize("path", ["/etc/agent-was-here", "/var/lib/agentd/x",
-                                  "/usr/lib/agentd/python/x", "/home/alice/x"])
+@pytest.mark.parametrize(
+    "path",
+    ["/etc/agent-was-here", "/var/lib/agentd/x", "/usr/lib/agentd/python/x", "/home/alice/x"],
+)
 def test_agent_cannot_write_outside_its_home(agentd: Agentd, pair, path: str) -> None:
     r = as_agent(agentd, "sec-a", f"echo x > {path}")
     assert r.returncode != 0
@@ -70,14 +75,22 @@ def test_agent_gets_permission_denied_from_manager(agentd: Agentd, pair) -> None
         "ListAgents",
     ]
     for call in calls:
-        r = as_agent(agentd, "sec-a", "busctl --system call org.agentos.agentd1 "
-                     f"/org/agentos/agentd1 org.agentos.agentd1.Manager {call}")
+        r = as_agent(
+            agentd,
+            "sec-a",
+            "busctl --system call org.agentos.agentd1 "
+            f"/org/agentos/agentd1 org.agentos.agentd1.Manager {call}",
+        )
         assert r.returncode != 0, call
         assert "agents may not" in r.stderr, (call, r.stderr)
     # the typed error name, as a D-Bus client sees it
-    r = as_agent(agentd, "sec-a", "gdbus call --system --dest org.agentos.agentd1 "
-                 "--object-path /org/agentos/agentd1 --method "
-                 "org.agentos.agentd1.Manager.StopAgent sec-b")
+    r = as_agent(
+        agentd,
+        "sec-a",
+        "gdbus call --system --dest org.agentos.agentd1 "
+        "--object-path /org/agentos/agentd1 --method "
+        "org.agentos.agentd1.Manager.StopAgent sec-b",
+    )
     assert "org.agentos.agentd1.Error.PermissionDenied" in r.stderr
     after = [r for r in agentd.audit() if r["result"] == "denied"]
     assert len(after) >= before + len(calls) + 1
@@ -87,11 +100,19 @@ def test_agent_gets_permission_denied_from_manager(agentd: Agentd, pair) -> None
 
 
 def test_agent_cannot_touch_another_agents_object(agentd: Agentd, pair) -> None:
-    r = as_agent(agentd, "sec-a", "busctl --system call org.agentos.agentd1 "
-                 "/org/agentos/agentd1/agent/sec_2db org.agentos.agentd1.Agent Stop")
+    r = as_agent(
+        agentd,
+        "sec-a",
+        "busctl --system call org.agentos.agentd1 "
+        "/org/agentos/agentd1/agent/sec_2db org.agentos.agentd1.Agent Stop",
+    )
     assert r.returncode != 0
-    r = as_agent(agentd, "sec-a", "busctl --system get-property org.agentos.agentd1 "
-                 "/org/agentos/agentd1/agent/sec_2db org.agentos.agentd1.Agent Home")
+    r = as_agent(
+        agentd,
+        "sec-a",
+        "busctl --system get-property org.agentos.agentd1 "
+        "/org/agentos/agentd1/agent/sec_2db org.agentos.agentd1.Agent Home",
+    )
     assert r.returncode != 0 and "/home/agents" not in r.stdout
 
 
@@ -111,8 +132,10 @@ def test_agent_cannot_talk_to_systemd_or_other_services(agentd: Agentd, pair) ->
         assert r.returncode != 0, probe
     r = as_agent(agentd, "sec-a", probes[1])
     assert "Access denied" in r.stderr or "AccessDenied" in r.stderr
-    assert agentd.sh(["systemctl", "is-active", "escape.service"], check=False
-                     ).stdout.strip() != "active"
+    assert (
+        agentd.sh(["systemctl", "is-active", "escape.service"], check=False).stdout.strip()
+        != "active"
+    )
 
 
 def test_runtime_process_has_seccomp_and_no_privileges(agentd: Agentd, pair) -> None:
@@ -121,16 +144,16 @@ def test_runtime_process_has_seccomp_and_no_privileges(agentd: Agentd, pair) -> 
     assert st["CapEff"] == st["CapPrm"] == st["CapBnd"] == "0000000000000000"
 
 
-def test_memory_bomb_dies_inside_its_unit_and_agentd_keeps_serving(agentd: Agentd,
-                                                                   pair) -> None:
+def test_memory_bomb_dies_inside_its_unit_and_agentd_keeps_serving(agentd: Agentd, pair) -> None:
     bomb = "python3 -c 'x = []\nwhile True: x.append(bytearray(16 << 20))'"
     r = as_agent(agentd, "sec-a", bomb)
     assert r.returncode in (137, -9) or "Killed" in r.stderr or "MemoryError" in r.stderr
     assert agentd.ctl_json("status")["version"]
     assert agentd.show("agent-sec-a.service", "ActiveState")["ActiveState"] == "active"
     assert agentd.show("agentd.service", "ActiveState")["ActiveState"] == "active"
-    usage = agentd.sh(["cat", "/sys/fs/cgroup/memory/agents.slice/agent-sec-a.service/"
-                       "memory.max_usage_in_bytes"]).stdout
+    usage = agentd.sh(
+        ["cat", "/sys/fs/cgroup/memory/agents.slice/agent-sec-a.service/memory.max_usage_in_bytes"]
+    ).stdout
     assert int(usage) <= 256 << 20
 
 
@@ -151,8 +174,12 @@ def test_fork_bomb_stops_at_tasks_max(agentd: Agentd, pair) -> None:
     )
     agentd.sh(["mkdir", "-p", "/opt/agentd-tests"])  # not /tmp: the unit has PrivateTmp
     agentd.m.write_file("/opt/agentd-tests/forkbomb.py", script, mode=0o644)
-    r = agentd.m.run_in_unit("agent-sec-a.service", ["python3", "/opt/agentd-tests/forkbomb.py"],
-                             user="sec-a", check=False)
+    r = agentd.m.run_in_unit(
+        "agent-sec-a.service",
+        ["python3", "/opt/agentd-tests/forkbomb.py"],
+        user="sec-a",
+        check=False,
+    )
     m = re.match(r"stopped (\d+) (\d+)", r.stdout)
     assert m, r.stdout + r.stderr
     assert int(m.group(1)) < 32 and int(m.group(2)) == 11  # EAGAIN at TasksMax=32
@@ -162,6 +189,9 @@ def test_fork_bomb_stops_at_tasks_max(agentd: Agentd, pair) -> None:
 def test_denials_carry_the_agents_uid(agentd: Agentd, pair) -> None:
     # UIDs are reused after removal: count only what happened since sec-a exists.
     since = agentd.audit("agent.create", "sec-a")[-1]["seq"]
-    rows = [r for r in agentd.audit() if r["result"] == "denied" and r["seq"] > since
-            and r["actor_uid"] == agentd.uid_of("sec-a")]
+    rows = [
+        r
+        for r in agentd.audit()
+        if r["result"] == "denied" and r["seq"] > since and r["actor_uid"] == agentd.uid_of("sec-a")
+    ]
     assert rows and all("agents may not" in r["detail"]["reason"] for r in rows)

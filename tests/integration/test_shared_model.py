@@ -28,13 +28,13 @@ def model(agentd: Agentd) -> Agentd:
     for name in AGENTS:
         if not agentd.sh(["getent", "passwd", name], check=False).stdout:
             agentd.create(name, template="sandbox", user="alice")
-    wait_for(lambda: agentd.ctl_json("model", "show")["state"] == "loaded", 60,
-             "model loaded")
+    wait_for(lambda: agentd.ctl_json("model", "show")["state"] == "loaded", 60, "model loaded")
     return agentd
 
 
-def chat(a: Agentd, name: str, text: str, *args: str, user: str = "alice",
-         check: bool = True) -> Any:
+def chat(
+    a: Agentd, name: str, text: str, *args: str, user: str = "alice", check: bool = True
+) -> Any:
     return a.ctl("chat", name, "-m", text, "--max-tokens", "24", *args, user=user, check=check)
 
 
@@ -47,8 +47,9 @@ def service_pid(a: Agentd) -> int:
 
 
 def test_service_is_unprivileged_without_network(model: Agentd) -> None:
-    props = model.show(UNIT, "ActiveState", "DynamicUser", "PrivateNetwork", "MemoryMax",
-                       "NRestarts")
+    props = model.show(
+        UNIT, "ActiveState", "DynamicUser", "PrivateNetwork", "MemoryMax", "NRestarts"
+    )
     assert props["ActiveState"] == "active" and props["DynamicUser"] == "yes"
     assert props["PrivateNetwork"] == "yes" and props["MemoryMax"] != "infinity"
     status = model.proc_status(service_pid(model))
@@ -99,18 +100,24 @@ def test_chat_streams_tokens_as_they_come(model: Agentd) -> None:
 
 def test_concurrent_agents_match_one_at_a_time(model: Agentd) -> None:
     alone = [chat_json(model, n, p)["text"] for n, p in zip(AGENTS, PROMPTS, strict=True)]
-    script = " & ".join(
-        f"agentctl chat {n} -m '{p}' --max-tokens 24 --json > /tmp/md-{n}.json"
-        for n, p in zip(AGENTS, PROMPTS, strict=True)) + " & wait"
+    script = (
+        " & ".join(
+            f"agentctl chat {n} -m '{p}' --max-tokens 24 --json > /tmp/md-{n}.json"
+            for n, p in zip(AGENTS, PROMPTS, strict=True)
+        )
+        + " & wait"
+    )
     model.sh(["sh", "-c", script], user="alice")
-    together = [json.loads(model.sh(["cat", f"/tmp/md-{n}.json"]).stdout)["text"]
-                for n in AGENTS]
+    together = [json.loads(model.sh(["cat", f"/tmp/md-{n}.json"]).stdout)["text"] for n in AGENTS]
     assert together == alone and all(alone)
 
 
 def test_structured_output_follows_the_schema(model: Agentd) -> None:
-    schema = {"type": "object", "properties": {"colour": {"type": "string", "maxLength": 20}},
-              "required": ["colour"]}
+    schema = {
+        "type": "object",
+        "properties": {"colour": {"type": "string", "maxLength": 20}},
+        "required": ["colour"],
+    }
     model.m.write_file("/tmp/colour.json", json.dumps(schema), mode=0o644)
     out = chat_json(model, "md-a", "Name a colour.", "--schema", "/tmp/colour.json")
     assert isinstance(json.loads(out["text"])["colour"], str)
@@ -134,10 +141,12 @@ def test_quota_runs_out_with_the_reset_time(model: Agentd) -> None:
         r = model.ctl("usage", user="alice")
         assert "warning: md-b has 0 of its 10 daily tokens left" in r.stderr
         # the agent's own thinking is refused too: its free-form task waits, blocked
-        tid = int(model.ctl("task", "submit", "Think hard", "--agent", "md-b",
-                            user="alice").stdout)
-        wait_for(lambda: model.ctl_json("task", "show", str(tid))["status"] == "blocked",
-                 60, "task blocked by the quota")
+        tid = int(model.ctl("task", "submit", "Think hard", "--agent", "md-b", user="alice").stdout)
+        wait_for(
+            lambda: model.ctl_json("task", "show", str(tid))["status"] == "blocked",
+            60,
+            "task blocked by the quota",
+        )
         assert "resets at" in model.ctl_json("task", "show", str(tid))["block_reason"]
         model.ctl("task", "cancel", str(tid), user="alice")
         r = model.ctl("quota", "set", "md-b", "1000000", user="alice", check=False)
@@ -150,15 +159,19 @@ def test_quota_runs_out_with_the_reset_time(model: Agentd) -> None:
 
 def test_owners_may_not_chat_with_others_agents(model: Agentd) -> None:
     r = chat(model, "md-a", "hi", user="bob", check=False)
-    assert r.returncode in (1, 77) and ("PermissionDenied" in r.stderr
-                                        or "NoSuchAgent" in r.stderr), r.stderr
+    assert r.returncode in (1, 77) and (
+        "PermissionDenied" in r.stderr or "NoSuchAgent" in r.stderr
+    ), r.stderr
 
 
 def test_killed_service_mid_generation_fails_cleanly_and_recovers(model: Agentd) -> None:
     before = int(model.show(UNIT, "NRestarts")["NRestarts"])
-    proc = model.m.popen(["agentctl", "chat", "md-c", "-m", "Write a long story.",
-                          "--max-tokens", "400"], user="alice",
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = model.m.popen(
+        ["agentctl", "chat", "md-c", "-m", "Write a long story.", "--max-tokens", "400"],
+        user="alice",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     first = proc.stdout.read(8)  # tokens are flowing
     assert first
@@ -166,29 +179,51 @@ def test_killed_service_mid_generation_fails_cleanly_and_recovers(model: Agentd)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 69, err  # EX_UNAVAILABLE, one clean line
     assert "(ModelUnavailable)" in err and "Traceback" not in err
-    wait_for(lambda: int(model.show(UNIT, "NRestarts")["NRestarts"]) > before, 30,
-             "systemd restarted the service")
+    wait_for(
+        lambda: int(model.show(UNIT, "NRestarts")["NRestarts"]) > before,
+        30,
+        "systemd restarted the service",
+    )
     # agentd waits for the restarted service: the next request just works
     assert chat_json(model, "md-c", "Say hello.")["completion_tokens"] > 0
-    rows = model.sh(["sqlite3", "/var/lib/agentd/agentd.db",
-                     "SELECT status FROM usage WHERE agent = 'md-c' ORDER BY id"]).stdout
+    rows = model.sh(
+        [
+            "sqlite3",
+            "/var/lib/agentd/agentd.db",
+            "SELECT status FROM usage WHERE agent = 'md-c' ORDER BY id",
+        ]
+    ).stdout
     assert rows.split()[-2:] == ["error", "ok"]  # the lost request was metered too
 
 
 def test_agents_cannot_reach_the_inference_service(model: Agentd) -> None:
     model.ctl("agent", "start", "md-d", user="alice")
     model.wait_online("md-d")
-    probe = ("import socket; s = socket.socket(socket.AF_UNIX); "
-             f"s.connect('{SOCKET}'); s.sendall(b'{{\"op\": \"show\"}}\\n'); "
-             "print(s.recv(4096))")
-    r = model.m.run_in_unit("agent-md-d.service", ["python3", "-c", probe], user="md-d",
-                            check=False)
+    probe = (
+        "import socket; s = socket.socket(socket.AF_UNIX); "
+        f"s.connect('{SOCKET}'); s.sendall(b'{{\"op\": \"show\"}}\\n'); "
+        "print(s.recv(4096))"
+    )
+    r = model.m.run_in_unit(
+        "agent-md-d.service", ["python3", "-c", probe], user="md-d", check=False
+    )
     assert r.returncode != 0 and "loaded" not in r.stdout
     assert "PermissionError" in r.stderr or "FileNotFoundError" in r.stderr, r.stderr
     # nor the Model interface over the bus (the bus policy refuses agents)
-    r = model.m.run_in_unit("agent-md-d.service", [
-        "busctl", "--system", "call", "org.agentos.agentd1", "/org/agentos/agentd1",
-        "org.agentos.agentd1.Model", "Describe"], user="md-d", check=False)
+    r = model.m.run_in_unit(
+        "agent-md-d.service",
+        [
+            "busctl",
+            "--system",
+            "call",
+            "org.agentos.agentd1",
+            "/org/agentos/agentd1",
+            "org.agentos.agentd1.Model",
+            "Describe",
+        ],
+        user="md-d",
+        check=False,
+    )
     assert r.returncode != 0 and "Access denied" in r.stderr  # the bus policy, not agentd
 
 
@@ -196,9 +231,11 @@ def test_only_root_may_use_the_socket_directly(model: Agentd) -> None:
     """A local user cannot connect (the runtime directory is 0700); root, which
     is what agentd runs as, can. (The service's own SO_PEERCRED check, behind
     the mode, is tested in tests/inference/test_service.py.)"""
-    probe = ("import socket, json; s = socket.socket(socket.AF_UNIX); "
-             f"s.connect('{SOCKET}'); s.sendall(b'{{\"op\": \"show\"}}\\n'); "
-             "print(s.makefile().readline())")
+    probe = (
+        "import socket, json; s = socket.socket(socket.AF_UNIX); "
+        f"s.connect('{SOCKET}'); s.sendall(b'{{\"op\": \"show\"}}\\n'); "
+        "print(s.makefile().readline())"
+    )
     r = model.sh(["python3", "-c", probe], user="alice", check=False)
     assert r.returncode != 0 and "PermissionError" in r.stderr
     r = model.sh(["python3", "-c", probe])  # root: agentd's identity
@@ -206,8 +243,9 @@ def test_only_root_may_use_the_socket_directly(model: Agentd) -> None:
 
 
 def test_free_form_task_is_done_through_the_model(model: Agentd) -> None:
-    out = model.ctl("task", "submit", "Say hello to the team", "--agent", "md-d",
-                    user="alice").stdout.strip()
+    out = model.ctl(
+        "task", "submit", "Say hello to the team", "--agent", "md-d", user="alice"
+    ).stdout.strip()
     tid = int(out)
     r = model.ctl("task", "wait", str(tid), "--timeout", "180", user="alice", check=False)
     info = model.ctl_json("task", "show", str(tid), user="alice")
@@ -215,8 +253,13 @@ def test_free_form_task_is_done_through_the_model(model: Agentd) -> None:
     result = json.loads(info["result"]) if isinstance(info["result"], str) else info["result"]
     assert isinstance(result["answer"], str) and result["answer"]  # minLength 1: never empty
     assert result["completion_tokens"] > 0
-    rows = model.sh(["sqlite3", "/var/lib/agentd/agentd.db",
-                     f"SELECT kind, agent FROM usage WHERE task_id = {tid}"]).stdout.split()
+    rows = model.sh(
+        [
+            "sqlite3",
+            "/var/lib/agentd/agentd.db",
+            f"SELECT kind, agent FROM usage WHERE task_id = {tid}",
+        ]
+    ).stdout.split()
     assert rows and all(r == "think|md-d" for r in rows)
 
 
@@ -232,32 +275,63 @@ def test_reload_shows_progress_and_is_for_admins(model: Agentd) -> None:
 MSG = json.dumps([{"role": "user", "content": "x"}])
 
 
-@pytest.mark.parametrize(("args", "error"), [
-    (["Chat", "md-a", "not json", "{}"], "InvalidArgument"),
-    (["Chat", "md-a", json.dumps([{"role": "robot", "content": "x"}]), "{}"],
-     "InvalidArgument"),
-    (["Chat", "md-a", MSG, "{'max_tokens': <'lots'>}"], "InvalidArgument"),
-    (["Chat", "md-a", MSG, "{'colour': <'red'>}"], "InvalidArgument"),
-    (["Chat", "no-such-agent", MSG, "{}"], "NoSuchAgent"),
-    (["SetQuota", "agent", "md-a", "5", "monthly"], "PermissionDenied"),
-    (["ListUsage", "0"], "InvalidArgument"),
-])
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["Chat", "md-a", "not json", "{}"], "InvalidArgument"),
+        (
+            ["Chat", "md-a", json.dumps([{"role": "robot", "content": "x"}]), "{}"],
+            "InvalidArgument",
+        ),
+        (["Chat", "md-a", MSG, "{'max_tokens': <'lots'>}"], "InvalidArgument"),
+        (["Chat", "md-a", MSG, "{'colour': <'red'>}"], "InvalidArgument"),
+        (["Chat", "no-such-agent", MSG, "{}"], "NoSuchAgent"),
+        (["SetQuota", "agent", "md-a", "5", "monthly"], "PermissionDenied"),
+        (["ListUsage", "0"], "InvalidArgument"),
+    ],
+)
 def test_bad_model_calls_get_typed_errors(model: Agentd, args: list[str], error: str) -> None:
     method, *rest = args
-    r = model.sh(["gdbus", "call", "--system", "--dest", "org.agentos.agentd1",
-                  "--object-path", "/org/agentos/agentd1",
-                  "--method", f"org.agentos.agentd1.Model.{method}", *rest],
-                 user="alice", check=False)
+    r = model.sh(
+        [
+            "gdbus",
+            "call",
+            "--system",
+            "--dest",
+            "org.agentos.agentd1",
+            "--object-path",
+            "/org/agentos/agentd1",
+            "--method",
+            f"org.agentos.agentd1.Model.{method}",
+            *rest,
+        ],
+        user="alice",
+        check=False,
+    )
     assert r.returncode != 0 and f"org.agentos.agentd1.Error.{error}:" in r.stderr, r.stderr
 
 
 def test_bad_quota_and_schema_leave_nothing_changed(model: Agentd) -> None:
     r = model.ctl("quota", "set", "md-a", "5", "--period", "hourly", check=False)
     assert r.returncode == 2  # click refuses the period before any call
-    r = model.sh(["gdbus", "call", "--system", "--dest", "org.agentos.agentd1",
-                  "--object-path", "/org/agentos/agentd1",
-                  "--method", "org.agentos.agentd1.Model.SetQuota", "agent", "md-a", "5",
-                  "hourly"], check=False)
+    r = model.sh(
+        [
+            "gdbus",
+            "call",
+            "--system",
+            "--dest",
+            "org.agentos.agentd1",
+            "--object-path",
+            "/org/agentos/agentd1",
+            "--method",
+            "org.agentos.agentd1.Model.SetQuota",
+            "agent",
+            "md-a",
+            "5",
+            "hourly",
+        ],
+        check=False,
+    )
     assert "org.agentos.agentd1.Error.InvalidArgument:" in r.stderr, r.stderr
     (q,) = [q for q in model.ctl_json("quota", "list") if q["subject"] == "md-a"]
     assert q["source"] == "template"  # nothing was written

@@ -44,14 +44,21 @@ def show(a: Agentd, task: int, user: str = "alice") -> dict:
 
 
 def wait_task(a: Agentd, task: int, user: str = "alice", timeout: int = 60) -> int:
-    return a.ctl("task", "wait", str(task), "--timeout", str(timeout), user=user,
-                 check=False).returncode
+    return a.ctl(
+        "task", "wait", str(task), "--timeout", str(timeout), user=user, check=False
+    ).returncode
 
 
 def test_exec_task_runs_in_the_capable_agents_unit_as_its_uid(fast: Agentd) -> None:
-    tid = submit(fast, "who am i", "--needs", "ops", "--exec",
-                 "id -u; cat /proc/self/cgroup | grep -o 'agent-[a-z0-9-]*.service' | head -1;"
-                 " mkdir -p artifacts && echo report-body > artifacts/report.txt")
+    tid = submit(
+        fast,
+        "who am i",
+        "--needs",
+        "ops",
+        "--exec",
+        "id -u; cat /proc/self/cgroup | grep -o 'agent-[a-z0-9-]*.service' | head -1;"
+        " mkdir -p artifacts && echo report-body > artifacts/report.txt",
+    )
     assert wait_task(fast, tid) == 0
     task = show(fast, tid)
     assert task["status"] == "completed" and task["agent"] == "tk-ops"
@@ -61,8 +68,7 @@ def test_exec_task_runs_in_the_capable_agents_unit_as_its_uid(fast: Agentd) -> N
     assert art["name"] == "report.txt" and art["size"] == len("report-body\n")
     assert art["path"] == "/home/agents/tk-ops/artifacts/report.txt"
     assert fast.sh(["stat", "-c", "%U", art["path"]]).stdout.strip() == "tk-ops"
-    got = fast.ctl("task", "artifact", str(tid), "report.txt", "-o", "/tmp/report.out",
-                   user="root")
+    got = fast.ctl("task", "artifact", str(tid), "report.txt", "-o", "/tmp/report.out", user="root")
     assert got.returncode == 0
     assert fast.sh(["cat", "/tmp/report.out"]).stdout == "report-body\n"
     sha = fast.sh(["sha256sum", art["path"]]).stdout.split()[0]
@@ -96,8 +102,10 @@ def test_dependencies_run_in_order_independent_tasks_in_parallel(fast: Agentd) -
 
 
 def test_a_killed_unit_loses_its_lease_and_the_task_is_retried(fast: Agentd) -> None:
-    cmd = ("if [ -e $HOME/tried-$AGENTD_TASK_ID ]; then echo second; "
-           "else touch $HOME/tried-$AGENTD_TASK_ID; sleep 120; fi")
+    cmd = (
+        "if [ -e $HOME/tried-$AGENTD_TASK_ID ]; then echo second; "
+        "else touch $HOME/tried-$AGENTD_TASK_ID; sleep 120; fi"
+    )
     tid = submit(fast, "survives a kill", "--agent", "tk-gen", "--exec", cmd)
     wait_for(lambda: show(fast, tid)["status"] == "in_progress", 30, "task running")
     fast.sh(["systemctl", "kill", "--signal=KILL", "agent-tk-gen.service"])
@@ -109,8 +117,7 @@ def test_a_killed_unit_loses_its_lease_and_the_task_is_retried(fast: Agentd) -> 
 
 
 def test_past_the_attempt_limit_a_task_is_dead_lettered(fast: Agentd) -> None:
-    tid = submit(fast, "doomed", "--agent", "tk-gen", "--max-attempts", "1", "--exec",
-                 "sleep 120")
+    tid = submit(fast, "doomed", "--agent", "tk-gen", "--max-attempts", "1", "--exec", "sleep 120")
     wait_for(lambda: show(fast, tid)["status"] == "in_progress", 30, "task running")
     fast.sh(["systemctl", "kill", "--signal=KILL", "agent-tk-gen.service"])
     assert wait_task(fast, tid, timeout=60) == 3
@@ -122,8 +129,11 @@ def test_kill_9_agentd_while_tasks_run_loses_and_duplicates_nothing(fast: Agentd
     ids = [submit(fast, f"steady{i}", "--agent", "tk-gen2", "--exec", cmd) for i in range(6)]
     wait_for(lambda: any(show(fast, t)["status"] == "in_progress" for t in ids), 30)
     fast.sh(["systemctl", "kill", "--signal=KILL", "agentd.service"])
-    wait_for(lambda: fast.show("agentd.service", "ActiveState")["ActiveState"] == "active",
-             30, "agentd restarted")
+    wait_for(
+        lambda: fast.show("agentd.service", "ActiveState")["ActiveState"] == "active",
+        30,
+        "agentd restarted",
+    )
     for t in ids:
         assert wait_task(fast, t, timeout=90) == 0, t
     runs = fast.sh(["cat", "/home/agents/tk-gen2/runs"]).stdout.split()
@@ -139,8 +149,9 @@ def test_idle_units_stop_and_start_again_when_work_arrives(fast: Agentd) -> None
     tid = submit(fast, "wake up", "--agent", "tk-idle", "--exec", "true")
     assert wait_task(fast, tid) == 0
     print(f"submit to completed from a stopped unit: {time.monotonic() - t0:.2f}s")
-    wait_for(lambda: fast.show(unit, "ActiveState")["ActiveState"] == "inactive", 30,
-             "idle unit stopped")
+    wait_for(
+        lambda: fast.show(unit, "ActiveState")["ActiveState"] == "inactive", 30, "idle unit stopped"
+    )
     stops = [r for r in fast.audit("agent.stop", "tk-idle") if r["actor_uid"] == 0]
     assert stops, "the scheduler's stop is audited as agentd's"
     tid = submit(fast, "again", "--agent", "tk-idle", "--exec", "true")
@@ -155,13 +166,16 @@ def test_cancel_aborts_a_running_command(fast: Agentd) -> None:
     assert show(fast, tid)["status"] == "cancelled"
 
 
-@pytest.mark.parametrize(("args", "error"), [
-    (["--needs", "telepathy"], "NoCapableAgent"),
-    (["--agent", "tk-gen", "--needs", "ops"], "NoCapableAgent"),
-    (["--project", "no-such-project"], "NoSuchProject"),
-    (["--after", "999999"], "NoSuchTask"),
-    (["--description", "x" * 70000], "InvalidArgument"),
-])
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--needs", "telepathy"], "NoCapableAgent"),
+        (["--agent", "tk-gen", "--needs", "ops"], "NoCapableAgent"),
+        (["--project", "no-such-project"], "NoSuchProject"),
+        (["--after", "999999"], "NoSuchTask"),
+        (["--description", "x" * 70000], "InvalidArgument"),
+    ],
+)
 def test_bad_submissions_get_typed_errors(fast: Agentd, args: list[str], error: str) -> None:
     r = fast.ctl("task", "submit", "bad", *args, user="alice", check=False)
     assert r.returncode == 1 and f"({error})" in r.stderr, r.stderr
@@ -181,17 +195,18 @@ def test_an_agent_cannot_claim_read_or_finish_another_agents_task(fast: Agentd) 
     fast.ctl("agent", "start", "tk-gen", user="alice")
     probes = {
         "finish": f"busctl --system call org.agentos.agentd1 /org/agentos/agentd1 "
-                  f"org.agentos.agentd1.Runtime CompleteTask 'tusa(ss)' {tid} 1 '{{}}' 0",
+        f"org.agentos.agentd1.Runtime CompleteTask 'tusa(ss)' {tid} 1 '{{}}' 0",
         "fail": f"busctl --system call org.agentos.agentd1 /org/agentos/agentd1 "
-                f"org.agentos.agentd1.Runtime FailTask 'tussa(ss)' {tid} 1 no '' 0",
+        f"org.agentos.agentd1.Runtime FailTask 'tussa(ss)' {tid} 1 no '' 0",
         "read": f"busctl --system call org.agentos.agentd1 /org/agentos/agentd1 "
-                f"org.agentos.agentd1.Tasks DescribeTask t {tid}",
+        f"org.agentos.agentd1.Tasks DescribeTask t {tid}",
         "cancel": f"busctl --system call org.agentos.agentd1 /org/agentos/agentd1 "
-                  f"org.agentos.agentd1.Tasks CancelTask t {tid}",
+        f"org.agentos.agentd1.Tasks CancelTask t {tid}",
     }
     for what, probe in probes.items():
-        r = fast.m.run_in_unit("agent-tk-gen.service", ["/bin/sh", "-c", probe],
-                               user="tk-gen", check=False)
+        r = fast.m.run_in_unit(
+            "agent-tk-gen.service", ["/bin/sh", "-c", probe], user="tk-gen", check=False
+        )
         refused = ("not claimed by tk-gen", "agents may not use the Tasks interface")
         assert r.returncode != 0 and any(s in r.stderr for s in refused), (what, r.stderr)
     assert show(fast, tid)["status"] in ("in_progress", "completed")
@@ -212,8 +227,9 @@ def test_projects(fast: Agentd) -> None:
     assert wait_task(fast, tid) == 0
     info = fast.ctl_json("project", "show", "site", user="alice")
     assert info["tasks"] >= 1
-    assert [t["id"] for t in fast.ctl_json("task", "list", "--project", "site",
-                                           user="alice")] == [tid]
+    assert [t["id"] for t in fast.ctl_json("task", "list", "--project", "site", user="alice")] == [
+        tid
+    ]
     r = fast.ctl("project", "show", "site", user="bob", check=False)
     assert r.returncode == 77
     fast.ctl("project", "rm", "site", user="alice")

@@ -48,8 +48,14 @@ def make(*args: str) -> None:
     env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     r = subprocess.run(
         ["make", "-C", str(REPO), "--no-print-directory", *args],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if r.returncode:
-        pytest.fail(f"make {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n"
-                    f"{r.stderr[-4000:]}", pytrace=False)
+        pytest.fail(
+            f"make {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n"
+            f"{r.stderr[-4000:]}",
+            pytrace=False,
+        )

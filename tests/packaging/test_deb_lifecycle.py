@@ -93,15 +93,27 @@ def test_apt_install_enables_and_starts_agentd(m: Machine, packages: Packages) -
     # sysusers.d and tmpfiles.d applied by postinst.
     assert ok(m, "getent group agentd-admin && getent group agentd-agents")
     assert sh(m, f"stat -c '%a %U' /home/agents /var/lib/agentd {MODELS}").split() == [
-        "711", "root", "700", "root", "755", "root"]
+        "711",
+        "root",
+        "700",
+        "root",
+        "755",
+        "root",
+    ]
     # Byte code compiled by postinst; the man pages and completion work.
     assert int(sh(m, "find /usr/lib/agentd/python -name '*.pyc' | wc -l")) > 20
     assert sh(m, "man -w agentctl").strip() == "/usr/share/man/man1/agentctl.1.gz"
     assert sh(m, "man -w 8 agentd").strip() == "/usr/share/man/man8/agentd.8.gz"
-    words = m.run(["bash", "-c",
-                   "source /usr/share/bash-completion/completions/agentctl; "
-                   "COMP_WORDS=(agentctl ag); COMP_CWORD=1; _agentctl_completion agentctl; "
-                   "printf '%s\\n' \"${COMPREPLY[@]}\""], user="alice").stdout.split()
+    words = m.run(
+        [
+            "bash",
+            "-c",
+            "source /usr/share/bash-completion/completions/agentctl; "
+            "COMP_WORDS=(agentctl ag); COMP_CWORD=1; _agentctl_completion agentctl; "
+            "printf '%s\\n' \"${COMPREPLY[@]}\"",
+        ],
+        user="alice",
+    ).stdout.split()
     assert words == ["agent"]
     # agentd-purge (the purge for systems without one) does nothing without --yes.
     r = m.run(["/usr/libexec/agentd/agentd-purge"], check=False)
@@ -117,10 +129,18 @@ def test_inference_service_runs_as_a_dynamic_user_without_network(m: Machine) ->
     devices = sh(m, f"cat /proc/{pid}/net/dev").splitlines()[2:]
     assert [d.split(":")[0].strip() for d in devices] == ["lo"], devices
     assert sh(m, f"grep -E '^(CapEff|CapBnd):' /proc/{pid}/status").split() == [
-        "CapEff:", "0000000000000000", "CapBnd:", "0000000000000000"]
+        "CapEff:",
+        "0000000000000000",
+        "CapBnd:",
+        "0000000000000000",
+    ]
     # Only root reaches the socket.
     assert sh(m, f"stat -c '%a %U' /run/agentd-inference {SOCKET}").split() == [
-        "700", "agentd-inference", "600", "agentd-inference"]
+        "700",
+        "agentd-inference",
+        "600",
+        "agentd-inference",
+    ]
     connect = f"import socket; socket.socket(socket.AF_UNIX).connect({SOCKET!r})"
     r = m.run(["python3", "-c", connect], user="alice", check=False)
     assert r.returncode != 0 and "PermissionError" in r.stderr, r.stderr
@@ -133,15 +153,23 @@ def test_inference_service_runs_as_a_dynamic_user_without_network(m: Machine) ->
     show = inference(m, {"op": "show"})[-1]
     assert show["event"] == "done" and show["state"] == "loaded", show
     assert show["model"]["path"] == f"{MODELS}/{MODEL}"
-    done = inference(m, {"op": "generate", "agent": "test", "max_tokens": 8,
-                         "messages": [{"role": "user", "content": "Say hello."}]})[-1]
+    done = inference(
+        m,
+        {
+            "op": "generate",
+            "agent": "test",
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "Say hello."}],
+        },
+    )[-1]
     assert done["event"] == "done" and done["completion_tokens"] >= 1, done
 
 
 def test_a_user_creates_and_starts_an_agent(m: Machine) -> None:
     m.run(["usermod", "-aG", "agentd-admin", "carol"])
-    m.run(["agentctl", "agent", "create", "scout", "--template", "sandbox", "--start"],
-          user="alice")
+    m.run(
+        ["agentctl", "agent", "create", "scout", "--template", "sandbox", "--start"], user="alice"
+    )
     pw = sh(m, "getent passwd scout").strip().split(":")
     assert pw[5:] == ["/home/agents/scout", "/usr/sbin/nologin"]
     assert 70000 <= int(pw[2]) <= 99999

@@ -17,8 +17,15 @@ from packaging_helpers import REPO, Packages
 PATH_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
 
 LLAMA = "/usr/lib/agentd/python/llama_cpp"
-LLAMA_LIBS = ("libllama.so", "libllama.so.0", "libggml.so", "libggml.so.0",
-              "libggml-base.so.0", "libggml-cpu.so.0", "libmtmd.so")
+LLAMA_LIBS = (
+    "libllama.so",
+    "libllama.so.0",
+    "libggml.so",
+    "libggml.so.0",
+    "libggml-base.so.0",
+    "libggml-cpu.so.0",
+    "libmtmd.so",
+)
 
 # What both packages must ship (Debian's units live in /lib/systemd/system).
 PAYLOAD = [
@@ -37,8 +44,10 @@ PAYLOAD = [
     "/usr/share/dbus-1/system.d/org.agentos.agentd1.conf",
     "/usr/share/dbus-1/system-services/org.agentos.agentd1.service",
     # the interfaces as introspection XML (make interfaces) and the polkit actions
-    *(f"/usr/share/dbus-1/interfaces/org.agentos.agentd1.{i}.xml"
-      for i in ("Manager", "Runtime", "Tasks", "Agent", "Model")),
+    *(
+        f"/usr/share/dbus-1/interfaces/org.agentos.agentd1.{i}.xml"
+        for i in ("Manager", "Runtime", "Tasks", "Agent", "Model")
+    ),
     "/usr/share/polkit-1/actions/org.agentos.agentd1.policy",
     "/usr/share/agentd/templates/research.toml",
     "/usr/share/agentd/templates/writing.toml",
@@ -60,11 +69,19 @@ PAYLOAD = [
     *(f"/usr/lib/agentd/python/llama_cpp/lib/{lib}" for lib in LLAMA_LIBS),
 ]
 UNITS = ("agentd.service", "agentd-inference.service", "agents.slice")
-RUNTIME_DEPS = ["python3-apsw", "python3-click", "python3-rich", "python3-systemd",
-                "systemd", "dbus",
-                # llama-cpp-python's
-                "python3-numpy", "python3-jinja2", "python3-typing-extensions",
-                "python3-diskcache"]
+RUNTIME_DEPS = [
+    "python3-apsw",
+    "python3-click",
+    "python3-rich",
+    "python3-systemd",
+    "systemd",
+    "dbus",
+    # llama-cpp-python's
+    "python3-numpy",
+    "python3-jinja2",
+    "python3-typing-extensions",
+    "python3-diskcache",
+]
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -76,8 +93,9 @@ def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 # ------------------------------------------------------------------------------ lint
 def test_lintian_has_no_errors_or_warnings(packages: Packages) -> None:
-    r = run("lintian", "--fail-on", "error,warning", "--display-info", str(packages.deb),
-            check=False)
+    r = run(
+        "lintian", "--fail-on", "error,warning", "--display-info", str(packages.deb), check=False
+    )
     tags = [ln for ln in r.stdout.splitlines() if re.match(r"^[EW]: ", ln)]
     assert not tags, "lintian:\n" + "\n".join(tags)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -98,8 +116,9 @@ def test_every_lintian_override_has_a_written_reason() -> None:
 
 
 def test_rpmlint_has_no_errors(packages: Packages) -> None:
-    r = run("rpmlint", "-c", str(REPO / "packaging/rpm/rpmlint.toml"), str(packages.rpm),
-            check=False)
+    r = run(
+        "rpmlint", "-c", str(REPO / "packaging/rpm/rpmlint.toml"), str(packages.rpm), check=False
+    )
     summary = r.stdout.strip().splitlines()[-1]
     assert re.search(r"\b0 errors\b", summary), r.stdout
     assert r.returncode == 0, r.stdout + r.stderr
@@ -142,8 +161,10 @@ def test_deb_declares_no_shared_library(packages: Packages) -> None:
 def test_deb_payload(packages: Packages) -> None:
     listing = run("dpkg-deb", "--contents", str(packages.deb)).stdout
     # "... ./path" or, for a link, "... ./path -> target"
-    files = {line.split()[-3 if line.startswith("l") else -1].lstrip(".")
-             for line in listing.splitlines()}
+    files = {
+        line.split()[-3 if line.startswith("l") else -1].lstrip(".")
+        for line in listing.splitlines()
+    }
     for path in PAYLOAD:
         assert path in files, f"{path} missing from the .deb"
     for unit in UNITS:
@@ -154,15 +175,23 @@ def test_deb_payload(packages: Packages) -> None:
     check_llama_runtime_only(files)
     # dh_python3 left the libraries' names alone (no ABI tag: they are no extension
     # modules); each SONAME and unversioned name is a link to the one real file.
-    links = {line.split()[-3].lstrip("."): line.split()[-1]
-             for line in listing.splitlines() if line.startswith("l")}
+    links = {
+        line.split()[-3].lstrip("."): line.split()[-1]
+        for line in listing.splitlines()
+        if line.startswith("l")
+    }
     for lib in LLAMA_LIBS:
-        assert re.fullmatch(rf"{re.escape(lib.split('.so')[0])}\.so\.\d+\.\d+\.\d+",
-                            links.get(f"{LLAMA}/lib/{lib}", "")), (lib, links)
+        assert re.fullmatch(
+            rf"{re.escape(lib.split('.so')[0])}\.so\.\d+\.\d+\.\d+",
+            links.get(f"{LLAMA}/lib/{lib}", ""),
+        ), (lib, links)
     # Launchers are executable and run Debian's python3 isolated.
     for line in listing.splitlines():
-        if line.split()[-1] in ("./usr/bin/agentctl", "./usr/libexec/agentd/agentd",
-                                "./usr/libexec/agentd/agentd-inference"):
+        if line.split()[-1] in (
+            "./usr/bin/agentctl",
+            "./usr/libexec/agentd/agentd",
+            "./usr/libexec/agentd/agentd-inference",
+        ):
             assert line.startswith("-rwxr-xr-x root/root"), line
     # The units' Documentation= files are there uncompressed.
     assert "/usr/share/doc/agentd/dbus-api.md" in files
@@ -187,13 +216,19 @@ def test_deb_maintainer_scripts(packages: Packages) -> None:
     prerm = deb_control_file(packages.deb, "prerm")
     postrm = deb_control_file(packages.deb, "postrm")
     # Groups, then the bus reload, before debhelper enables and (re)starts agentd.
-    order = [postinst.index(s) for s in (
-        "systemd-sysusers agentd.conf", "org.freedesktop.DBus.ReloadConfig",
-        "deb-systemd-helper enable 'agentd.service'", "_dh_action=restart",
-        "deb-systemd-invoke $_dh_action 'agentd-inference.service' 'agentd.service'")]
+    order = [
+        postinst.index(s)
+        for s in (
+            "systemd-sysusers agentd.conf",
+            "org.freedesktop.DBus.ReloadConfig",
+            "deb-systemd-helper enable 'agentd.service'",
+            "_dh_action=restart",
+            "deb-systemd-invoke $_dh_action 'agentd-inference.service' 'agentd.service'",
+        )
+    ]
     assert order == sorted(order), postinst
     assert "deb-systemd-helper enable 'agentd-inference.service'" in postinst
-    assert "systemd-tmpfiles ${DPKG_ROOT:+--root=\"$DPKG_ROOT\"} --create agentd.conf" in postinst
+    assert 'systemd-tmpfiles ${DPKG_ROOT:+--root="$DPKG_ROOT"} --create agentd.conf' in postinst
     assert "py3compile -p agentd:amd64 /usr/lib/agentd/python" in postinst
     # remove: every agent, then agentd; upgrade: neither (agentd restarts in postinst).
     agents = prerm.index("deb-systemd-invoke stop 'agent-*.service'")
@@ -216,26 +251,53 @@ def test_deb_inference_unit_is_confined(packages: Packages) -> None:
     unit_dir = REPO / "build" / "packaging-test"
     unit_dir.mkdir(parents=True, exist_ok=True)
     unit = unit_dir / "agentd-inference.service"
-    unit.write_text(run("sh", "-c", f"dpkg-deb --fsys-tarfile '{packages.deb}' | tar -xOf - "
-                        "./lib/systemd/system/agentd-inference.service").stdout)
+    unit.write_text(
+        run(
+            "sh",
+            "-c",
+            f"dpkg-deb --fsys-tarfile '{packages.deb}' | tar -xOf - "
+            "./lib/systemd/system/agentd-inference.service",
+        ).stdout
+    )
     text = unit.read_text()
-    for line in ("Type=notify", "ExecStart=/usr/libexec/agentd/agentd-inference",
-                 "DynamicUser=yes", "RuntimeDirectory=agentd-inference",
-                 "RuntimeDirectoryMode=0700", "PrivateNetwork=yes", "IPAddressDeny=any",
-                 "RestrictAddressFamilies=AF_UNIX", "CapabilityBoundingSet=",
-                 "RestartPreventExitStatus=78", "WantedBy=multi-user.target"):
+    for line in (
+        "Type=notify",
+        "ExecStart=/usr/libexec/agentd/agentd-inference",
+        "DynamicUser=yes",
+        "RuntimeDirectory=agentd-inference",
+        "RuntimeDirectoryMode=0700",
+        "PrivateNetwork=yes",
+        "IPAddressDeny=any",
+        "RestrictAddressFamilies=AF_UNIX",
+        "CapabilityBoundingSet=",
+        "RestartPreventExitStatus=78",
+        "WantedBy=multi-user.target",
+    ):
         assert re.search(rf"^{re.escape(line)}$", text, re.M), line
-    r = run("systemd-analyze", "security", "--offline=true", "--threshold=15", "--no-pager",
-            str(unit), check=False)
-    score = re.search(r"Overall exposure level for agentd-inference\.service: (\d+\.\d+)",
-                      r.stdout)
+    r = run(
+        "systemd-analyze",
+        "security",
+        "--offline=true",
+        "--threshold=15",
+        "--no-pager",
+        str(unit),
+        check=False,
+    )
+    score = re.search(r"Overall exposure level for agentd-inference\.service: (\d+\.\d+)", r.stdout)
     assert r.returncode == 0 and score and float(score.group(1)) <= 1.5, r.stdout + r.stderr
-    agentd = run("sh", "-c", f"dpkg-deb --fsys-tarfile '{packages.deb}' | tar -xOf - "
-                 "./lib/systemd/system/agentd.service").stdout
+    agentd = run(
+        "sh",
+        "-c",
+        f"dpkg-deb --fsys-tarfile '{packages.deb}' | tar -xOf - "
+        "./lib/systemd/system/agentd.service",
+    ).stdout
     assert "Wants=agentd-inference.service" in agentd.splitlines()
     assert "After=agentd-inference.service" in agentd.splitlines()
-    tmpfiles = run("sh", "-c", f"dpkg-deb --fsys-tarfile '{packages.deb}' | tar -xOf - "
-                   "./usr/lib/tmpfiles.d/agentd.conf").stdout
+    tmpfiles = run(
+        "sh",
+        "-c",
+        f"dpkg-deb --fsys-tarfile '{packages.deb}' | tar -xOf - ./usr/lib/tmpfiles.d/agentd.conf",
+    ).stdout
     assert re.search(r"^d /var/lib/agentd-models +0755 root root -$", tmpfiles, re.M), tmpfiles
 
 
@@ -260,8 +322,9 @@ def test_rpm_files(packages: Packages) -> None:
     check_llama_runtime_only(files)
     # Libraries are executable on RPM systems; the other names are links to them.
     modes = dict(
-        line.split() for line in
-        rpmq(packages.rpm, "--qf", "[%{FILENAMES} %{FILEMODES:perms}\n]").splitlines())
+        line.split()
+        for line in rpmq(packages.rpm, "--qf", "[%{FILENAMES} %{FILEMODES:perms}\n]").splitlines()
+    )
     real = [f for f in modes if f.startswith(f"{LLAMA}/lib/") and modes[f][0] == "-"]
     assert len(real) == 5 and all(modes[f] == "-rwxr-xr-x" for f in real), real
     assert all(modes[f"{LLAMA}/lib/{lib}"][0] == "l" for lib in LLAMA_LIBS)
@@ -269,8 +332,8 @@ def test_rpm_files(packages: Packages) -> None:
 
 def test_rpm_admin_config_is_noreplace(packages: Packages) -> None:
     flags = dict(
-        line.split() for line in
-        rpmq(packages.rpm, "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]").splitlines()
+        line.split()
+        for line in rpmq(packages.rpm, "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]").splitlines()
         if len(line.split()) == 2
     )
     assert flags["/etc/agentd/agentd.toml"] == "cn"  # %config(noreplace)
@@ -296,28 +359,41 @@ def test_rpm_requires_and_provides(packages: Packages) -> None:
 
 def test_rpm_scriptlets(packages: Packages) -> None:
     scripts = rpmq(packages.rpm, "--scripts")
-    parts = dict(re.findall(r"^(\w+) scriptlet \(using /bin/sh\):\n(.*?)(?=^\w+ scriptlet|\Z)",
-                            scripts, re.M | re.S))
+    parts = dict(
+        re.findall(
+            r"^(\w+) scriptlet \(using /bin/sh\):\n(.*?)(?=^\w+ scriptlet|\Z)", scripts, re.M | re.S
+        )
+    )
     assert set(parts) == {"preinstall", "postinstall", "preuninstall", "postuninstall"}, scripts
-    pre, post, preun, postun = (parts[k] for k in
-                                ("preinstall", "postinstall", "preuninstall", "postuninstall"))
+    pre, post, preun, postun = (
+        parts[k] for k in ("preinstall", "postinstall", "preuninstall", "postuninstall")
+    )
     # %sysusers_create_compat: agentd's groups before the files land.
     assert "getent group agentd-admin >/dev/null || groupadd -r agentd-admin" in pre
     assert "getent group agentd-agents >/dev/null || groupadd -r agentd-agents" in pre
     # %tmpfiles_create, the bus reload, %systemd_post (preset on first install).
     assert "systemd-tmpfiles --create /usr/lib/tmpfiles.d/agentd.conf" in post
     assert "org.freedesktop.DBus.ReloadConfig" in post
-    assert re.search(r"if \[ \$1 -eq 1 \].*\n.*\n\s+systemctl --no-reload preset agentd.service "
-                     r"agentd-inference.service", post)
+    assert re.search(
+        r"if \[ \$1 -eq 1 \].*\n.*\n\s+systemctl --no-reload preset agentd.service "
+        r"agentd-inference.service",
+        post,
+    )
     # Erase ($1 == 0): agents, then %systemd_preun's disable --now agentd.
     assert re.search(r"if \[ \$1 -eq 0 \].*\n\s+systemctl stop 'agent-\*.service'", preun)
-    assert re.search(r"if \[ \$1 -eq 0 \].*\n.*\n\s+systemctl --no-reload disable --now "
-                     r"agentd.service agentd-inference.service", preun)
+    assert re.search(
+        r"if \[ \$1 -eq 0 \].*\n.*\n\s+systemctl --no-reload disable --now "
+        r"agentd.service agentd-inference.service",
+        preun,
+    )
     assert preun.index("agent-*.service") < preun.index("disable --now agentd.service")
     # %systemd_postun_with_restart: reload, and restart agentd on upgrade ($1 >= 1).
     assert "systemctl daemon-reload" in postun
-    assert re.search(r"if \[ \$1 -ge 1 \].*\n.*\n\s+systemctl try-restart agentd.service "
-                     r"agentd-inference.service", postun)
+    assert re.search(
+        r"if \[ \$1 -ge 1 \].*\n.*\n\s+systemctl try-restart agentd.service "
+        r"agentd-inference.service",
+        postun,
+    )
     # No scriptlet deletes users or data: rpm -e is apt remove.
     assert "userdel" not in scripts and "groupdel" not in scripts and "rm -rf" not in scripts
 
@@ -342,8 +418,11 @@ def command_tree() -> list[tuple[list[str], click.Command]]:
 
 def man_text(page: str) -> str:
     """The page as man renders it (so that roff escapes like \\- do not hide words)."""
-    return run("man", "--nh", "--nj", "-l", "-Tutf8", str(REPO / "docs/man" / page),
-               check=True).stdout.replace("\u2010", "-").replace("\u2212", "-")
+    return (
+        run("man", "--nh", "--nj", "-l", "-Tutf8", str(REPO / "docs/man" / page), check=True)
+        .stdout.replace("\u2010", "-")
+        .replace("\u2212", "-")
+    )
 
 
 def test_agentctl_man_page_documents_every_command_and_option() -> None:
@@ -360,8 +439,10 @@ def test_agentctl_man_page_documents_every_command_and_option() -> None:
                 for opt in param.opts + param.secondary_opts:
                     if opt.startswith("--") and opt not in text:
                         missing.append(f"option {opt} of agentctl {' '.join(path)}")
-    assert not missing, ("docs/man/agentctl.1 does not document (write them in, "
-                         "from `agentctl ... --help`):\n" + "\n".join(missing))
+    assert not missing, (
+        "docs/man/agentctl.1 does not document (write them in, "
+        "from `agentctl ... --help`):\n" + "\n".join(missing)
+    )
 
 
 def test_man_pages_render_without_warnings() -> None:
@@ -370,14 +451,23 @@ def test_man_pages_render_without_warnings() -> None:
 
 def test_agentd_man_page_documents_remove_and_purge() -> None:
     text = re.sub(r"\s+", " ", re.sub(r".\x08", "", man_text("agentd.8")))
-    for words in ("apt remove agentd", "apt purge agentd",
-                  "/var/backups/agentd-purge-TIMESTAMP.tar.gz", "agentd-purge --yes",
-                  "--check-config", "/etc/agentd/agentd.toml"):
+    for words in (
+        "apt remove agentd",
+        "apt purge agentd",
+        "/var/backups/agentd-purge-TIMESTAMP.tar.gz",
+        "agentd-purge --yes",
+        "--check-config",
+        "/etc/agentd/agentd.toml",
+    ):
         assert words in text, words
 
 
 def test_bash_completion_is_generated_from_click(packages: Packages) -> None:
-    script = run("sh", "-c", f"dpkg-deb --fsys-tarfile '{packages.deb}' | tar -xOf - "
-                 "./usr/share/bash-completion/completions/agentctl").stdout
+    script = run(
+        "sh",
+        "-c",
+        f"dpkg-deb --fsys-tarfile '{packages.deb}' | tar -xOf - "
+        "./usr/share/bash-completion/completions/agentctl",
+    ).stdout
     assert "_AGENTCTL_COMPLETE=bash_complete" in script
     assert re.search(r"complete .*-F _agentctl_completion agentctl", script)

@@ -13,26 +13,61 @@ from typing import Any
 NOBODY_UID = 3_999_999_999  # no such user on any test machine
 
 AGENTS = [
-    {"name": "scout", "template": "research", "state": "active", "uid": 61001,
-     "owner_uid": 0, "path": "/org/agentos/agentd1/agent/scout"},
-    {"name": "alpha", "template": "ops", "state": "failed", "uid": 61000,
-     "owner_uid": NOBODY_UID, "path": "/org/agentos/agentd1/agent/alpha"},
+    {
+        "name": "scout",
+        "template": "research",
+        "state": "active",
+        "uid": 61001,
+        "owner_uid": 0,
+        "path": "/org/agentos/agentd1/agent/scout",
+    },
+    {
+        "name": "alpha",
+        "template": "ops",
+        "state": "failed",
+        "uid": 61000,
+        "owner_uid": NOBODY_UID,
+        "path": "/org/agentos/agentd1/agent/alpha",
+    },
 ]
 
 DESCRIBE = {
-    "name": "scout", "uid": 61001, "gid": 61001, "owner_uid": 0, "template": "research",
-    "profile": "offline", "state": "ready", "home": "/home/agents/scout",
-    "unit": "agent-scout.service", "created_at": 1700000000.5, "memory_max": 512 << 20,
-    "cpu_quota": 150, "tasks_max": 128, "online": True, "active_state": "active",
-    "sub_state": "running", "main_pid": 4242, "memory_current": 12_582_912,
-    "cpu_usage_nsec": 1_500_000_000, "tasks_current": 3, "future_field": "x",
+    "name": "scout",
+    "uid": 61001,
+    "gid": 61001,
+    "owner_uid": 0,
+    "template": "research",
+    "profile": "offline",
+    "state": "ready",
+    "home": "/home/agents/scout",
+    "unit": "agent-scout.service",
+    "created_at": 1700000000.5,
+    "memory_max": 512 << 20,
+    "cpu_quota": 150,
+    "tasks_max": 128,
+    "online": True,
+    "active_state": "active",
+    "sub_state": "running",
+    "main_pid": 4242,
+    "memory_current": 12_582_912,
+    "cpu_usage_nsec": 1_500_000_000,
+    "tasks_current": 3,
+    "future_field": "x",
 }
 
 
 def entry(seq: int, **kw: Any) -> dict[str, Any]:
-    e = {"seq": seq, "ts": 1700000000.0 + seq, "actor_uid": 0, "action": "agent.create",
-         "agent": "scout", "agent_uid": 61001, "result": "ok", "detail": {"template": "t"},
-         "hash": f"h{seq}"}
+    e = {
+        "seq": seq,
+        "ts": 1700000000.0 + seq,
+        "actor_uid": 0,
+        "action": "agent.create",
+        "agent": "scout",
+        "agent_uid": 61001,
+        "result": "ok",
+        "detail": {"template": "t"},
+        "hash": f"h{seq}",
+    }
     e.update(kw)
     return e
 
@@ -86,16 +121,27 @@ class FakeClient:
 
     async def list_templates(self) -> list[dict[str, Any]]:
         self._record("list_templates")
-        return [{"name": "research", "description": "Reads and summarises",
-                 "profile": "offline", "capabilities": ["read", "summarise"]}]
+        return [
+            {
+                "name": "research",
+                "description": "Reads and summarises",
+                "profile": "offline",
+                "capabilities": ["read", "summarise"],
+            }
+        ]
 
     async def describe_template(self, name: str) -> dict[str, Any]:
         self._record("describe_template", name)
-        return {"name": name, "capabilities": ["read"], "memory_max": 1 << 30,
-                "system_prompt": "line one\nline two"}
+        return {
+            "name": name,
+            "capabilities": ["read"],
+            "memory_max": 1 << 30,
+            "system_prompt": "line one\nline two",
+        }
 
-    async def list_events(self, after_seq: int = 0, limit: int = 1000,
-                          types: Sequence[str] = ()) -> list[dict]:
+    async def list_events(
+        self, after_seq: int = 0, limit: int = 1000, types: Sequence[str] = ()
+    ) -> list[dict]:
         """As agentd answers ListEvents: the rows after AFTER_SEQ whose action matches
         one of the globs TYPES (all rows if none), at most LIMIT."""
         self._record("list_events", after_seq, limit, tuple(types))
@@ -109,8 +155,9 @@ class FakeClient:
         self._record("verify_audit")
         return self.verdict
 
-    async def follow_events(self, after_seq: int = 0, types: Sequence[str] = ()
-                            ) -> AsyncIterator[dict[str, Any]]:
+    async def follow_events(
+        self, after_seq: int = 0, types: Sequence[str] = ()
+    ) -> AsyncIterator[dict[str, Any]]:
         self._record("follow_events", after_seq, tuple(types))
         for e in self.live:
             if e["seq"] > after_seq and matches(e, types):
@@ -118,8 +165,13 @@ class FakeClient:
 
     async def status(self) -> dict[str, Any]:
         self._record("status")
-        return {"version": "0.1.0", "start_timestamp": 1_700_000_000_000_000, "n_agents": 2,
-                "n_online": 1, "config": {"uid_min": "61000", "admin_group": "agentadm"}}
+        return {
+            "version": "0.1.0",
+            "start_timestamp": 1_700_000_000_000_000,
+            "n_agents": 2,
+            "n_online": 1,
+            "config": {"uid_min": "61000", "admin_group": "agentadm"},
+        }
 
 
 def local_iso(ts: float) -> str:

@@ -26,8 +26,11 @@ class FakeAccounts:
         return self.users.get(name)
 
     def id_taken(self, uid: int) -> bool:
-        return any(a.uid == uid for a in self.users.values()) or uid in self.groups.values() \
+        return (
+            any(a.uid == uid for a in self.users.values())
+            or uid in self.groups.values()
             or uid in self.foreign.values()
+        )
 
     def group_exists(self, name: str) -> bool:
         return name in self.groups
@@ -42,9 +45,11 @@ class FakeAccounts:
         if self.fail_useradd:
             del self.groups[name]
             from agentd.errors import SystemError_
+
             raise SystemError_("useradd failed: simulated")
-        self.users[name] = Account(name, uid, uid, str(home), "/usr/sbin/nologin",
-                                   (self.agents_group,))
+        self.users[name] = Account(
+            name, uid, uid, str(home), "/usr/sbin/nologin", (self.agents_group,)
+        )
 
     async def delete(self, name: str) -> None:
         self.users.pop(name, None)
@@ -99,6 +104,7 @@ class FakeUnits:
     async def start_transient(self, unit: str, properties: list) -> str:
         if self.fail_start:
             from agentd.errors import SystemError_
+
             raise SystemError_(f"{unit} failed to start")
         if self.job_result == "done":
             self.running[unit] = properties

@@ -54,8 +54,7 @@ def test_list_on_terminal_is_a_table(fake: FakeClient) -> None:
     lines = r.output.splitlines()
     assert lines[0].split() == ["NAME", "TEMPLATE", "STATE", "UID", "OWNER"]
     assert "\t" not in r.output
-    assert any(line.split() == ["scout", "research", "active", "61001", "root"]
-               for line in lines)
+    assert any(line.split() == ["scout", "research", "active", "61001", "root"] for line in lines)
 
 
 def test_list_json(fake: FakeClient) -> None:
@@ -95,16 +94,29 @@ def test_show_json_is_raw(fake: FakeClient) -> None:
 
 
 # -- errors -----------------------------------------------------------------------------
-@pytest.mark.parametrize(("error", "code", "line"), [
-    (ClientError("no agent named 'x'", "NoSuchAgent"), 1,
-     "agentctl: no agent named 'x' (NoSuchAgent)"),
-    (ClientError("you do not own agent 'x'", "PermissionDenied", "denied"), 77,
-     "agentctl: you do not own agent 'x' (PermissionDenied)"),
-    (ClientError(NOT_RUNNING, kind="unavailable"), 69,
-     "agentctl: agentd is not running (start it with: systemctl start agentd)"),
-])
-def test_errors_are_one_line_with_exit_code(fake: FakeClient, error: ClientError, code: int,
-                                             line: str) -> None:
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        (
+            ClientError("no agent named 'x'", "NoSuchAgent"),
+            1,
+            "agentctl: no agent named 'x' (NoSuchAgent)",
+        ),
+        (
+            ClientError("you do not own agent 'x'", "PermissionDenied", "denied"),
+            77,
+            "agentctl: you do not own agent 'x' (PermissionDenied)",
+        ),
+        (
+            ClientError(NOT_RUNNING, kind="unavailable"),
+            69,
+            "agentctl: agentd is not running (start it with: systemctl start agentd)",
+        ),
+    ],
+)
+def test_errors_are_one_line_with_exit_code(
+    fake: FakeClient, error: ClientError, code: int, line: str
+) -> None:
     fake.fail["describe_agent"] = error
     r = invoke(fake, "agent", "show", "x")
     assert r.exit_code == code
@@ -115,8 +127,9 @@ def test_errors_are_one_line_with_exit_code(fake: FakeClient, error: ClientError
 
 def test_error_from_connect_is_reported(fake: FakeClient) -> None:
     def connect() -> FakeClient:
-        raise ClientError("cannot connect to the system bus: No such file or directory",
-                          kind="unavailable")
+        raise ClientError(
+            "cannot connect to the system bus: No such file or directory", kind="unavailable"
+        )
 
     r = CliRunner(mix_stderr=False).invoke(cli, ["status"], obj=Env(connect=connect))
     assert r.exit_code == 69
@@ -137,16 +150,26 @@ def test_translate_bus_errors() -> None:
     assert e.kind == "denied"
     e = translate(SdBusUnmappedMessageError("org.example.Weird", "odd\nthing"))
     assert (e.message, e.name, e.kind) == ("odd thing", "org.example.Weird", "failed")
-    e = translate(SdBusLibraryError("File: x.c Line: 37. sd_bus_open_system returned "
-                                    "error number: 2"))
+    e = translate(
+        SdBusLibraryError("File: x.c Line: 37. sd_bus_open_system returned error number: 2")
+    )
     assert e.kind == "unavailable" and "No such file or directory" in e.message
 
 
 # -- agent create / rm / start / logs ---------------------------------------------------
-@pytest.mark.parametrize(("text", "value"), [
-    ("512M", 512 << 20), ("2G", 2 << 30), ("2g", 2 << 30), ("1.5G", 3 << 29),
-    ("512MiB", 512 << 20), ("64K", 64 << 10), ("1048576", 1 << 20), (" 1T ", 1 << 40),
-])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("512M", 512 << 20),
+        ("2G", 2 << 30),
+        ("2g", 2 << 30),
+        ("1.5G", 3 << 29),
+        ("512MiB", 512 << 20),
+        ("64K", 64 << 10),
+        ("1048576", 1 << 20),
+        (" 1T ", 1 << 40),
+    ],
+)
 def test_parse_size(text: str, value: int) -> None:
     assert parse_size(text) == value
 
@@ -170,13 +193,30 @@ def test_create_with_bad_cpu_quota_is_a_usage_error(fake: FakeClient) -> None:
 
 
 def test_create_passes_limits_and_prints_name(fake: FakeClient) -> None:
-    r = invoke(fake, "agent", "create", "scout", "--template", "research",
-               "--memory-max", "1G", "--cpu-quota", "150%", "--tasks-max", "64", "--start")
+    r = invoke(
+        fake,
+        "agent",
+        "create",
+        "scout",
+        "--template",
+        "research",
+        "--memory-max",
+        "1G",
+        "--cpu-quota",
+        "150%",
+        "--tasks-max",
+        "64",
+        "--start",
+    )
     assert r.exit_code == 0, r.stderr
     assert r.output == "scout\n"
     assert fake.calls == [
-        ("create_agent", "scout", "research",
-         {"memory_max": 1 << 30, "cpu_quota": 150, "tasks_max": 64}),
+        (
+            "create_agent",
+            "scout",
+            "research",
+            {"memory_max": 1 << 30, "cpu_quota": 150, "tasks_max": 64},
+        ),
         ("start_agent", "scout", True),
     ]
 
@@ -208,14 +248,29 @@ def test_start_and_stop(fake: FakeClient) -> None:
 
 def test_logs_execs_journalctl_after_checking_the_agent(fake: FakeClient) -> None:
     seen: list[tuple[str, list[str]]] = []
-    r = invoke(fake, "agent", "logs", "scout", "-f", "-n", "20",
-               execvp=lambda file, argv: seen.append((file, argv)))
+    r = invoke(
+        fake,
+        "agent",
+        "logs",
+        "scout",
+        "-f",
+        "-n",
+        "20",
+        execvp=lambda file, argv: seen.append((file, argv)),
+    )
     assert r.exit_code == 0, r.stderr
     assert fake.calls == [("get_agent", "scout")]
-    (file, argv), = seen
+    ((file, argv),) = seen
     assert file == "journalctl"
-    assert argv[:7] == ["journalctl", "-o", "short-iso", "-n", "20", "-f",
-                        "_SYSTEMD_UNIT=agent-scout.service"]
+    assert argv[:7] == [
+        "journalctl",
+        "-o",
+        "short-iso",
+        "-n",
+        "20",
+        "-f",
+        "_SYSTEMD_UNIT=agent-scout.service",
+    ]
     assert "+" in argv and "AGENT_NAME=scout" in argv
 
 
@@ -252,20 +307,28 @@ def test_template_show_escapes_newlines_in_plain_output(fake: FakeClient) -> Non
 
 
 # -- audit ------------------------------------------------------------------------------
-def test_audit_lists_the_newest_entries_across_pages(fake: FakeClient,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_audit_lists_the_newest_entries_across_pages(
+    fake: FakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(audit_cmd, "AUDIT_PAGE", 3)
     r = invoke(fake, "audit", "-n", "2")
     assert r.exit_code == 0, r.stderr
     assert [line.split("\t")[0] for line in r.output.splitlines()] == ["6", "7"]
     assert r.output.splitlines()[0].split("\t")[1:] == [
-        local_iso(1700000006.0), "root", "agent.create", "scout", "ok", "template=t"]
+        local_iso(1700000006.0),
+        "root",
+        "agent.create",
+        "scout",
+        "ok",
+        "template=t",
+    ]
     lists = [c[1:] for c in fake.calls if c[0] == "list_events"]
     assert lists == [(5, 2, ())]  # straight to AuditHead - 2, no scan from the start
 
 
-def test_audit_tail_scans_when_the_caller_sees_fewer_rows(fake: FakeClient,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_audit_tail_scans_when_the_caller_sees_fewer_rows(
+    fake: FakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A user sees only their rows: AuditHead counts everyone's, so near the head
     there may be too few; then the CLI reads back in ever wider windows."""
     monkeypatch.setattr(audit_cmd, "AUDIT_PAGE", 3)
@@ -309,8 +372,9 @@ def test_audit_verify_broken_exits_1(fake: FakeClient) -> None:
 
 
 def test_audit_verify_denied(fake: FakeClient) -> None:
-    fake.fail["verify_audit"] = ClientError("only administrators may verify the audit log",
-                                            "PermissionDenied", "denied")
+    fake.fail["verify_audit"] = ClientError(
+        "only administrators may verify the audit log", "PermissionDenied", "denied"
+    )
     r = invoke(fake, "audit", "verify")
     assert r.exit_code == 77
 
@@ -341,18 +405,27 @@ def test_version(fake: FakeClient) -> None:
 # -- client helpers ---------------------------------------------------------------------
 def test_limit_variants() -> None:
     assert limit_variants({"memory_max": 1 << 30, "cpu_quota": 50, "tasks_max": 10}) == {
-        "memory_max": ("t", 1 << 30), "cpu_quota": ("u", 50), "tasks_max": ("t", 10)}
+        "memory_max": ("t", 1 << 30),
+        "cpu_quota": ("u", 50),
+        "tasks_max": ("t", 10),
+    }
     assert limit_variants({"memory_max": "512M"}) == {"memory_max": ("s", "512M")}
 
 
 def test_unwrap_nested_variants() -> None:
     assert unwrap({"a": ("s", "x"), "b": ("a{sv}", {"c": ("t", 1)}), "d": ("as", ["y"])}) == {
-        "a": "x", "b": {"c": 1}, "d": ["y"]}
+        "a": "x",
+        "b": {"c": 1},
+        "d": ["y"],
+    }
 
 
 def test_translate_activation_failure() -> None:
-    e = translate(SdBusUnmappedMessageError("org.freedesktop.systemd1.UnitMasked",
-                                            "Unit agentd.service is masked."))
+    e = translate(
+        SdBusUnmappedMessageError(
+            "org.freedesktop.systemd1.UnitMasked", "Unit agentd.service is masked."
+        )
+    )
     assert e.kind == "unavailable" and e.name == "org.freedesktop.systemd1.UnitMasked"
 
 
@@ -366,14 +439,18 @@ def test_start_waits_for_the_job_unless_no_block(fake: FakeClient) -> None:
     assert invoke(fake, "agent", "start", "scout").exit_code == 0
     assert invoke(fake, "agent", "start", "--no-block", "scout").exit_code == 0
     assert [c for c in fake.calls if c[0] == "start_agent"] == [
-        ("start_agent", "scout", True), ("start_agent", "scout", False)]
+        ("start_agent", "scout", True),
+        ("start_agent", "scout", False),
+    ]
 
 
 def test_a_failed_start_job_is_one_line_and_exit_1(fake: FakeClient) -> None:
     fake.job_result = "failed"
     r = invoke(fake, "agent", "start", "scout")
     assert r.exit_code == 1
-    assert r.stderr.strip() == ("agentctl: start of agent-scout.service ended with job result "
-                                "'failed'; see: agentctl agent logs scout (JobFailed)")
+    assert r.stderr.strip() == (
+        "agentctl: start of agent-scout.service ended with job result "
+        "'failed'; see: agentctl agent logs scout (JobFailed)"
+    )
     r = invoke(fake, "agent", "create", "scout", "-t", "writing", "--start")
     assert r.exit_code == 1 and "(JobFailed)" in r.stderr

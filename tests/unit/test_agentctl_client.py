@@ -18,26 +18,41 @@ from agentd.api.rows import AuditRow
 
 
 def audit_row(seq: int, action: str = "agent.create", agent: str = "scout") -> tuple:
-    return tuple(AuditRow(seq=seq, ts=1700000000.0 + seq, actor_uid=0, action=action,
-                          agent=agent, agent_uid=61001 if agent else 0, result="ok",
-                          detail='{"task_id": 4}' if action.startswith("task.") else "",
-                          hash=f"h{seq}"))
+    return tuple(
+        AuditRow(
+            seq=seq,
+            ts=1700000000.0 + seq,
+            actor_uid=0,
+            action=action,
+            agent=agent,
+            agent_uid=61001 if agent else 0,
+            result="ok",
+            detail='{"task_id": 4}' if action.startswith("task.") else "",
+            hash=f"h{seq}",
+        )
+    )
 
 
 class FakeManager:
     """The Manager proxy as sdbus would answer; ListEvents filters as agentd does."""
 
     def __init__(self) -> None:
-        self.log: list[tuple] = [audit_row(1), audit_row(2, "task.created", agent=""),
-                                 audit_row(3, "agent.start")]
+        self.log: list[tuple] = [
+            audit_row(1),
+            audit_row(2, "task.created", agent=""),
+            audit_row(3, "agent.start"),
+        ]
         self.sent: list[tuple] = []
         self.head_reads = 0
 
     async def list_events(self, after_seq: int, limit: int, types: list[str]) -> list[tuple]:
         self.sent.append(("list_events", after_seq, limit, types))
         assert isinstance(types, list)  # "as" on the bus
-        return [r for r in self.log if r[0] > after_seq
-                and (not types or any(fnmatch.fnmatchcase(r[3], t) for t in types))][:limit]
+        return [
+            r
+            for r in self.log
+            if r[0] > after_seq and (not types or any(fnmatch.fnmatchcase(r[3], t) for t in types))
+        ][:limit]
 
     async def list_agents(self) -> list[tuple]:
         return [("scout", "research", "active", 61001, 0, "/org/agentos/agentd1/agent/scout")]
@@ -80,8 +95,9 @@ class FakeBus:
         self.callbacks: list[Callable[[Any], None]] = []
         self.matches: list[tuple[str, ...]] = []
 
-    async def match_signal_async(self, sender: str, path: str, interface: str, member: str,
-                                 callback: Callable[[Any], None]) -> Slot:
+    async def match_signal_async(
+        self, sender: str, path: str, interface: str, member: str, callback: Callable[[Any], None]
+    ) -> Slot:
         self.matches.append((sender, path, interface, member))
         self.callbacks.append(callback)
         return Slot(self)
@@ -111,9 +127,19 @@ def test_list_events_sends_the_globs_and_maps_rows_by_name() -> None:
     c, manager, _bus = client()
     got = asyncio.run(c.list_events(0, 10, ("task.*",)))
     assert manager.sent == [("list_events", 0, 10, ["task.*"])]
-    assert got == [{"seq": 2, "ts": 1700000002.0, "actor_uid": 0, "action": "task.created",
-                    "agent": None, "agent_uid": None, "result": "ok",
-                    "detail": {"task_id": 4}, "hash": "h2"}]
+    assert got == [
+        {
+            "seq": 2,
+            "ts": 1700000002.0,
+            "actor_uid": 0,
+            "action": "task.created",
+            "agent": None,
+            "agent_uid": None,
+            "result": "ok",
+            "detail": {"task_id": 4},
+            "hash": "h2",
+        }
+    ]
     everything = asyncio.run(c.list_events(1, 10))
     assert [e["seq"] for e in everything] == [2, 3]
     assert everything[1]["agent"] == "scout" and everything[1]["detail"] == {}
@@ -123,19 +149,53 @@ def test_list_replies_become_dicts_by_field_name() -> None:
     c, _manager, _bus = client()
 
     async def scenario() -> list[Any]:
-        return [await c.list_agents(), await c.list_templates(), await c.list_quotas(),
-                await c.list_usage(3)]
+        return [
+            await c.list_agents(),
+            await c.list_templates(),
+            await c.list_quotas(),
+            await c.list_usage(3),
+        ]
 
     agents, templates, quotas, usage = asyncio.run(scenario())
-    assert agents == [{"name": "scout", "template": "research", "state": "active",
-                       "uid": 61001, "owner_uid": 0,
-                       "path": "/org/agentos/agentd1/agent/scout"}]
-    assert templates == [{"name": "research", "description": "Reads", "profile": "offline",
-                          "capabilities": ["read", "summarise"]}]
-    assert quotas == [{"kind": "agent", "subject": "scout", "limit": 1000, "used": 950,
-                       "period": "daily", "resets_at": 1700003600.0, "source": "admin"}]
-    assert usage == [{"day": "2026-11-21", "agent": "scout", "owner_uid": 0, "requests": 3,
-                      "prompt_tokens": 900, "completion_tokens": 50}]
+    assert agents == [
+        {
+            "name": "scout",
+            "template": "research",
+            "state": "active",
+            "uid": 61001,
+            "owner_uid": 0,
+            "path": "/org/agentos/agentd1/agent/scout",
+        }
+    ]
+    assert templates == [
+        {
+            "name": "research",
+            "description": "Reads",
+            "profile": "offline",
+            "capabilities": ["read", "summarise"],
+        }
+    ]
+    assert quotas == [
+        {
+            "kind": "agent",
+            "subject": "scout",
+            "limit": 1000,
+            "used": 950,
+            "period": "daily",
+            "resets_at": 1700003600.0,
+            "source": "admin",
+        }
+    ]
+    assert usage == [
+        {
+            "day": "2026-11-21",
+            "agent": "scout",
+            "owner_uid": 0,
+            "requests": 3,
+            "prompt_tokens": 900,
+            "completion_tokens": 50,
+        }
+    ]
 
 
 def test_follow_events_reads_the_backlog_then_wakes_on_audit_appended() -> None:

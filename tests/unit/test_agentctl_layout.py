@@ -20,7 +20,7 @@ import agentctl
 from agentctl.cli import COMMANDS, cli
 
 PACKAGE = Path(agentctl.__file__).parent
-MAX_LINES = 450
+MAX_LINES = 500  # as tests/unit/test_house.py
 
 
 def module_name(path: Path) -> str:
@@ -52,8 +52,7 @@ def imported(name: str, path: Path) -> set[str]:
     return with_packages
 
 
-GRAPH = {name: imported(name, path) & set(MODULES) - {name}
-         for name, path in MODULES.items()}
+GRAPH = {name: imported(name, path) & set(MODULES) - {name} for name, path in MODULES.items()}
 
 
 def test_no_import_circle() -> None:
@@ -65,7 +64,7 @@ def test_no_import_circle() -> None:
         path.append(name)
         for dep in sorted(GRAPH[name]):
             if state.get(dep) == "open":
-                circle = [*path[path.index(dep):], dep]
+                circle = [*path[path.index(dep) :], dep]
                 raise AssertionError("import circle: " + " -> ".join(circle))
             if dep not in state:
                 visit(dep)
@@ -83,8 +82,11 @@ def test_only_the_entry_points_import_cli() -> None:
 
 
 def test_commands_import_no_other_command_group() -> None:
-    """Each noun's module stands alone (task may use its own task_wait)."""
-    allowed = {("agentctl.commands.task", "agentctl.commands.task_wait")}
+    """Each noun's module stands alone (task may use its own task_wait and task_show)."""
+    allowed = {
+        ("agentctl.commands.task", "agentctl.commands.task_wait"),
+        ("agentctl.commands.task", "agentctl.commands.task_show"),
+    }
     for name, deps in GRAPH.items():
         if name.startswith("agentctl.commands."):
             others = {d for d in deps if d.startswith("agentctl.commands.")}
@@ -99,14 +101,28 @@ def test_sdbus_only_in_the_client() -> None:
 def test_agentctl_loads_no_engine() -> None:
     """agentctl imports agentd's definitions (bus interfaces, rows, the task vocabulary,
     config constants), never the engine: checked in a fresh interpreter."""
-    code = ("import sys, agentctl.cli; "
-            "print(' '.join(sorted(m for m in sys.modules if m.startswith('agentd'))))")
+    code = (
+        "import sys, agentctl.cli; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('agentd'))))"
+    )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    loaded = set(subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                                capture_output=True, text=True).stdout.split())
-    assert loaded <= {"agentd", "agentd.errors", "agentd.config", "agentd.api",
-                      "agentd.api.errors", "agentd.api.interfaces", "agentd.api.rows",
-                      "agentd.tasks", "agentd.tasks.model"}, loaded
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+        ).stdout.split()
+    )
+    interfaces = {m for m in loaded if m.startswith("agentd.api.interfaces.")}
+    assert loaded - interfaces <= {
+        "agentd",
+        "agentd.errors",
+        "agentd.config",
+        "agentd.api",
+        "agentd.api.errors",
+        "agentd.api.interfaces",
+        "agentd.api.rows",
+        "agentd.tasks",
+        "agentd.tasks.model",
+    }, loaded
 
 
 def test_modules_are_small() -> None:
@@ -115,13 +131,25 @@ def test_modules_are_small() -> None:
 
 
 def test_every_module_says_what_it_owns() -> None:
-    missing = [name for name, path in MODULES.items()
-               if not ast.get_docstring(ast.parse(path.read_text()))]
+    missing = [
+        name for name, path in MODULES.items() if not ast.get_docstring(ast.parse(path.read_text()))
+    ]
     assert not missing, missing
 
 
 def test_the_root_has_exactly_the_listed_commands() -> None:
     assert sorted(cli.commands) == sorted(c.name for c in COMMANDS if c.name)
     assert all(isinstance(c, click.Command) for c in COMMANDS)
-    assert sorted(cli.commands) == ["agent", "audit", "chat", "events", "model", "project",
-                                    "quota", "status", "task", "template", "usage"]
+    assert sorted(cli.commands) == [
+        "agent",
+        "audit",
+        "chat",
+        "events",
+        "model",
+        "project",
+        "quota",
+        "status",
+        "task",
+        "template",
+        "usage",
+    ]

@@ -19,33 +19,68 @@ class ModelFake:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
         self.quotas = [
-            {"kind": "agent", "subject": "scout", "limit": 1000, "used": 950,
-             "period": "daily", "resets_at": time.time() + 3600, "source": "admin"},
-            {"kind": "agent", "subject": "other", "limit": 0, "used": 5,
-             "period": "monthly", "resets_at": time.time() + 86400, "source": "config"},
-            {"kind": "owner", "subject": "0", "limit": 10**6, "used": 955,
-             "period": "monthly", "resets_at": time.time() + 86400, "source": "config"},
+            {
+                "kind": "agent",
+                "subject": "scout",
+                "limit": 1000,
+                "used": 950,
+                "period": "daily",
+                "resets_at": time.time() + 3600,
+                "source": "admin",
+            },
+            {
+                "kind": "agent",
+                "subject": "other",
+                "limit": 0,
+                "used": 5,
+                "period": "monthly",
+                "resets_at": time.time() + 86400,
+                "source": "config",
+            },
+            {
+                "kind": "owner",
+                "subject": "0",
+                "limit": 10**6,
+                "used": 955,
+                "period": "monthly",
+                "resets_at": time.time() + 86400,
+                "source": "config",
+            },
         ]
         self.fail: Exception | None = None
 
-    async def chat(self, agent: str, messages: list[dict[str, str]],
-                   options: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def chat(
+        self, agent: str, messages: list[dict[str, str]], options: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
         self.calls.append(("chat", agent, list(messages), options))
         if self.fail:
             raise self.fail
         yield {"event": "queued", "request_id": 1, "prompt_tokens": 9}
         for piece in ("Hel", "lo", "!"):
             yield {"event": "token", "text": piece}
-        yield {"event": "done", "text": "Hello!", "finish_reason": "eos",
-               "prompt_tokens": 9, "completion_tokens": 3}
+        yield {
+            "event": "done",
+            "text": "Hello!",
+            "finish_reason": "eos",
+            "prompt_tokens": 9,
+            "completion_tokens": 3,
+        }
 
     async def list_quotas(self) -> list[dict[str, Any]]:
         return self.quotas
 
     async def list_usage(self, days: int) -> list[dict[str, Any]]:
         self.calls.append(("usage", days))
-        return [{"day": "2026-11-21", "agent": "scout", "owner_uid": 0, "requests": 3,
-                 "prompt_tokens": 900, "completion_tokens": 50}]
+        return [
+            {
+                "day": "2026-11-21",
+                "agent": "scout",
+                "owner_uid": 0,
+                "requests": 3,
+                "prompt_tokens": 900,
+                "completion_tokens": 50,
+            }
+        ]
 
     async def list_agents(self) -> list[dict[str, Any]]:
         return [{"name": "scout"}]
@@ -57,8 +92,14 @@ class ModelFake:
         self.calls.append(("reset_quota", kind, subject))
 
     async def describe_model(self) -> dict[str, Any]:
-        return {"state": "loaded", "path": "/m.gguf", "size": 98_362_432,
-                "quantization": "Q4_1", "tokens_per_second": 12.5, "n_params": 134_515_008}
+        return {
+            "state": "loaded",
+            "path": "/m.gguf",
+            "size": 98_362_432,
+            "quantization": "Q4_1",
+            "tokens_per_second": 12.5,
+            "n_params": 134_515_008,
+        }
 
     async def reload_model(self, path: str) -> AsyncIterator[dict[str, Any]]:
         self.calls.append(("reload", path))
@@ -88,12 +129,16 @@ def test_chat_streams_tokens_then_a_newline(fake: ModelFake) -> None:
 def test_chat_json_and_schema(fake: ModelFake, tmp_path) -> None:
     schema = tmp_path / "s.json"
     schema.write_text('{"type": "object"}')
-    r = invoke(fake, "chat", "scout", "-m", "hi", "--json", "--schema", str(schema),
-               "--no-persona")
+    r = invoke(fake, "chat", "scout", "-m", "hi", "--json", "--schema", str(schema), "--no-persona")
     assert r.exit_code == 0
     out = json.loads(r.output)
-    assert out == {"agent": "scout", "text": "Hello!", "finish_reason": "eos",
-                   "prompt_tokens": 9, "completion_tokens": 3}
+    assert out == {
+        "agent": "scout",
+        "text": "Hello!",
+        "finish_reason": "eos",
+        "prompt_tokens": 9,
+        "completion_tokens": 3,
+    }
     assert fake.calls[0][3]["json_schema"] == '{"type": "object"}'
     assert fake.calls[0][3]["persona"] is False
 
@@ -104,8 +149,10 @@ def test_chat_reads_stdin_when_not_a_terminal(fake: ModelFake) -> None:
 
 
 def test_chat_over_quota_is_one_line(fake: ModelFake) -> None:
-    fake.fail = ClientError("agent scout has used 10 of its 10 daily tokens; the quota "
-                            "resets at 2026-11-22 00:00 UTC", "QuotaExceeded")
+    fake.fail = ClientError(
+        "agent scout has used 10 of its 10 daily tokens; the quota resets at 2026-11-22 00:00 UTC",
+        "QuotaExceeded",
+    )
     r = invoke(fake, "chat", "scout", "-m", "hi")
     assert r.exit_code == 1
     assert r.stderr.strip().endswith("resets at 2026-11-22 00:00 UTC (QuotaExceeded)")
@@ -140,7 +187,8 @@ def test_quota_set_guesses_agent_or_owner(fake: ModelFake) -> None:
     assert [c for c in fake.calls if c[0] != "usage"] == [
         ("set_quota", "agent", "scout", 500, "daily"),
         ("set_quota", "owner", "alice", 0, "monthly"),
-        ("reset_quota", "owner", "scout")]
+        ("reset_quota", "owner", "scout"),
+    ]
     r = invoke(fake, "quota", "set", "scout", "-5")
     assert r.exit_code == 2
 
@@ -168,7 +216,9 @@ def test_interactive_chat_keeps_the_conversation(fake: ModelFake, monkeypatch, c
         asyncio.run(model_cmd._converse(fake, "scout", {"max_tokens": 5}))
     chats = [c for c in fake.calls if c[0] == "chat"]
     assert len(chats) == 2  # the empty line ended it
-    assert chats[1][2] == [{"role": "user", "content": "hi"},
-                           {"role": "assistant", "content": "Hello!"},
-                           {"role": "user", "content": "and then?"}]
+    assert chats[1][2] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "and then?"},
+    ]
     assert capsys.readouterr().out == "scout> Hello!\nscout> Hello!\n"

@@ -31,32 +31,81 @@ from agentctl.marshal import TASK_FILTER, TASK_SPEC, variants
 from agentd.api.errors import BY_NAME, PREFIX
 
 TASK = {
-    "id": 7, "title": "Summarise the logs", "description": "All of them\nplease",
-    "status": "completed", "priority": "high", "project": "website", "agent": "scout",
-    "owner_uid": 0, "needs": ["read", "summarise"], "after": [3, 5], "exec": "",
-    "max_attempts": 3, "attempts": 1, "result": '{"summary": "ok", "lines": 3}',
-    "error": "", "block_reason": "", "notes": [], "created_at": 1700000000.0,
-    "updated_at": 1700000060.0, "started_at": 1700000010.0, "finished_at": 1700000060.0,
+    "id": 7,
+    "title": "Summarise the logs",
+    "description": "All of them\nplease",
+    "status": "completed",
+    "priority": "high",
+    "project": "website",
+    "agent": "scout",
+    "owner_uid": 0,
+    "needs": ["read", "summarise"],
+    "after": [3, 5],
+    "exec": "",
+    "max_attempts": 3,
+    "attempts": 1,
+    "result": '{"summary": "ok", "lines": 3}',
+    "error": "",
+    "block_reason": "",
+    "notes": [],
+    "created_at": 1700000000.0,
+    "updated_at": 1700000060.0,
+    "started_at": 1700000010.0,
+    "finished_at": 1700000060.0,
 }
 
 EVENTS = [
-    {"seq": 11, "ts": 1700000000.0, "actor_uid": 0, "event": "task.created", "result": "ok",
-     "detail": {"task_id": 7, "title": "Summarise the logs"}},
-    {"seq": 12, "ts": 1700000010.0, "actor_uid": NOBODY_UID, "event": "task.claimed",
-     "result": "ok", "detail": {"task_id": 7, "attempt": 1}},
+    {
+        "seq": 11,
+        "ts": 1700000000.0,
+        "actor_uid": 0,
+        "event": "task.created",
+        "result": "ok",
+        "detail": {"task_id": 7, "title": "Summarise the logs"},
+    },
+    {
+        "seq": 12,
+        "ts": 1700000010.0,
+        "actor_uid": NOBODY_UID,
+        "event": "task.claimed",
+        "result": "ok",
+        "detail": {"task_id": 7, "attempt": 1},
+    },
 ]
 
 ARTIFACTS = [
-    {"name": "summary.md", "type": "text/markdown", "path": "/home/agents/scout/summary.md",
-     "size": 1536, "sha256": "ab" * 32},
+    {
+        "name": "summary.md",
+        "type": "text/markdown",
+        "path": "/home/agents/scout/summary.md",
+        "size": 1536,
+        "sha256": "ab" * 32,
+    },
 ]
 
 ROWS = [
-    {"id": 9, "title": "Deploy", "status": "pending", "priority": "critical", "project": "",
-     "agent": "", "attempts": 0, "max_attempts": 3, "created_at": 1700000100.0},
-    {"id": 7, "title": "Summarise\tthe logs", "status": "in_progress", "priority": "high",
-     "project": "website", "agent": "scout", "attempts": 1, "max_attempts": 3,
-     "created_at": 1700000000.0},
+    {
+        "id": 9,
+        "title": "Deploy",
+        "status": "pending",
+        "priority": "critical",
+        "project": "",
+        "agent": "",
+        "attempts": 0,
+        "max_attempts": 3,
+        "created_at": 1700000100.0,
+    },
+    {
+        "id": 7,
+        "title": "Summarise\tthe logs",
+        "status": "in_progress",
+        "priority": "high",
+        "project": "website",
+        "agent": "scout",
+        "attempts": 1,
+        "max_attempts": 3,
+        "created_at": 1700000000.0,
+    },
 ]
 
 
@@ -79,16 +128,24 @@ class TaskFake(FakeClient):
         self.task: dict[str, Any] = dict(TASK)
         self.artifact = b"# Summary\n"
         self.project_info: dict[str, Any] = {
-            "name": "website", "description": "The site", "owner_uid": 0,
-            "created_at": 1700000000.0, "tasks": 5, "tasks_completed": 3, "tasks_pending": 2}
+            "name": "website",
+            "description": "The site",
+            "owner_uid": 0,
+            "created_at": 1700000000.0,
+            "tasks": 5,
+            "tasks_completed": 3,
+            "tasks_pending": 2,
+        }
 
     async def create_project(self, name: str, description: str = "") -> None:
         self._record("create_project", name, description)
 
     async def list_projects(self) -> list[dict[str, Any]]:
         self._record("list_projects")
-        return [{"name": "website", "description": "The site", "owner_uid": 0, "tasks": 5},
-                {"name": "api", "description": "", "owner_uid": NOBODY_UID, "tasks": 0}]
+        return [
+            {"name": "website", "description": "The site", "owner_uid": 0, "tasks": 5},
+            {"name": "api", "description": "", "owner_uid": NOBODY_UID, "tasks": 0},
+        ]
 
     async def describe_project(self, name: str) -> dict[str, Any]:
         self._record("describe_project", name)
@@ -148,8 +205,9 @@ def fake() -> TaskFake:
 
 
 def invoke(fake: FakeClient, *args: str, tty: bool = False):
-    return CliRunner(mix_stderr=False).invoke(cli, list(args), obj=Env(connect=lambda: fake,
-                                                                       tty=tty))
+    return CliRunner(mix_stderr=False).invoke(
+        cli, list(args), obj=Env(connect=lambda: fake, tty=tty)
+    )
 
 
 def fields_of(output: str) -> dict[str, str]:
@@ -172,8 +230,10 @@ def test_project_create_json_describes_it(fake: TaskFake) -> None:
 
 def test_project_list_plain_sorted_and_json(fake: TaskFake) -> None:
     r = invoke(fake, "project", "ls")
-    assert r.output.splitlines() == ["api\t" + str(NOBODY_UID) + "\t0\t",
-                                     "website\troot\t5\tThe site"]
+    assert r.output.splitlines() == [
+        "api\t" + str(NOBODY_UID) + "\t0\t",
+        "website\troot\t5\tThe site",
+    ]
     data = json.loads(invoke(fake, "project", "list", "--json").output)
     assert [p["name"] for p in data] == ["api", "website"]
     assert data[1]["owner"] == "root" and data[0]["owner"] is None
@@ -192,8 +252,9 @@ def test_project_show_folds_the_counts_into_tasks(fake: TaskFake) -> None:
     assert fields["owner_uid"] == "root (0)"
     assert fields["created_at"] == local_iso(1700000000.0)
     assert not any(k.startswith("tasks_") for k in fields)
-    assert json.loads(invoke(fake, "project", "show", "website", "--json").output) == \
-        fake.project_info
+    assert (
+        json.loads(invoke(fake, "project", "show", "website", "--json").output) == fake.project_info
+    )
 
 
 def test_project_rm_and_busy(fake: TaskFake) -> None:
@@ -201,11 +262,13 @@ def test_project_rm_and_busy(fake: TaskFake) -> None:
     assert r.exit_code == 0 and r.output == ""
     assert fake.calls == [("remove_project", "website")]
     fake.fail["remove_project"] = ClientError(
-        "project 'website' has 2 unfinished task(s); cancel them first", "Busy")
+        "project 'website' has 2 unfinished task(s); cancel them first", "Busy"
+    )
     r = invoke(fake, "project", "rm", "website")
     assert r.exit_code == 1
-    assert r.stderr == ("agentctl: project 'website' has 2 unfinished task(s); "
-                        "cancel them first (Busy)\n")
+    assert r.stderr == (
+        "agentctl: project 'website' has 2 unfinished task(s); cancel them first (Busy)\n"
+    )
 
 
 # -- task submit ------------------------------------------------------------------------
@@ -217,16 +280,50 @@ def test_submit_prints_only_the_id(fake: TaskFake) -> None:
 
 
 def test_submit_passes_every_option(fake: TaskFake) -> None:
-    r = invoke(fake, "task", "submit", "Deploy", "--description", "to prod", "-p", "website",
-               "--needs", "read", "--needs", "deploy,ops", "--priority", "critical",
-               "--after", "3", "--after", "#5,6", "--agent", "builder",
-               "--max-attempts", "5", "--exec", "make deploy")
+    r = invoke(
+        fake,
+        "task",
+        "submit",
+        "Deploy",
+        "--description",
+        "to prod",
+        "-p",
+        "website",
+        "--needs",
+        "read",
+        "--needs",
+        "deploy,ops",
+        "--priority",
+        "critical",
+        "--after",
+        "3",
+        "--after",
+        "#5,6",
+        "--agent",
+        "builder",
+        "--max-attempts",
+        "5",
+        "--exec",
+        "make deploy",
+    )
     assert r.exit_code == 0, r.stderr
     assert r.stdout == "7\n"
-    assert fake.calls == [("submit_task", {
-        "title": "Deploy", "description": "to prod", "project": "website",
-        "needs": ["read", "deploy", "ops"], "priority": "critical", "after": [3, 5, 6],
-        "agent": "builder", "max_attempts": 5, "exec": "make deploy"})]
+    assert fake.calls == [
+        (
+            "submit_task",
+            {
+                "title": "Deploy",
+                "description": "to prod",
+                "project": "website",
+                "needs": ["read", "deploy", "ops"],
+                "priority": "critical",
+                "after": [3, 5, 6],
+                "agent": "builder",
+                "max_attempts": 5,
+                "exec": "make deploy",
+            },
+        )
+    ]
 
 
 def test_submit_json_is_the_whole_task(fake: TaskFake) -> None:
@@ -237,10 +334,16 @@ def test_submit_json_is_the_whole_task(fake: TaskFake) -> None:
     assert fake.calls[-1] == ("describe_task", 7)
 
 
-@pytest.mark.parametrize("args", [
-    ["--priority", "urgent"], ["--after", "x"], ["--after", "-1"], ["--max-attempts", "0"],
-    [],  # no title
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--priority", "urgent"],
+        ["--after", "x"],
+        ["--after", "-1"],
+        ["--max-attempts", "0"],
+        [],  # no title
+    ],
+)
 def test_submit_usage_errors_call_nothing(fake: TaskFake, args: list[str]) -> None:
     title = [] if not args else ["T"]
     r = invoke(fake, "task", "submit", *title, *args)
@@ -248,13 +351,16 @@ def test_submit_usage_errors_call_nothing(fake: TaskFake, args: list[str]) -> No
     assert fake.calls == []
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("NoCapableAgent", "none of your agents has gpu"),
-    ("NoSuchProject", "no project named 'nope'"),
-    ("NoSuchTask", "no task 99 to depend on"),
-    ("DependencyCycle", "task 4 would depend on itself"),
-    ("InvalidArgument", "title must not be empty"),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("NoCapableAgent", "none of your agents has gpu"),
+        ("NoSuchProject", "no project named 'nope'"),
+        ("NoSuchTask", "no task 99 to depend on"),
+        ("DependencyCycle", "task 4 would depend on itself"),
+        ("InvalidArgument", "title must not be empty"),
+    ],
+)
 def test_submit_errors_are_one_line_exit_1(fake: TaskFake, name: str, message: str) -> None:
     fake.fail["submit_task"] = ClientError(message, name)
     r = invoke(fake, "task", "submit", "T")
@@ -265,11 +371,34 @@ def test_submit_errors_are_one_line_exit_1(fake: TaskFake, name: str, message: s
 
 # -- task list --------------------------------------------------------------------------
 def test_list_passes_filters_through(fake: TaskFake) -> None:
-    r = invoke(fake, "task", "list", "--status", "failed", "--project", "website",
-               "--agent", "scout", "--priority", "high", "--limit", "20")
+    r = invoke(
+        fake,
+        "task",
+        "list",
+        "--status",
+        "failed",
+        "--project",
+        "website",
+        "--agent",
+        "scout",
+        "--priority",
+        "high",
+        "--limit",
+        "20",
+    )
     assert r.exit_code == 0, r.stderr
-    assert fake.calls == [("list_tasks", {"status": "failed", "project": "website",
-                                          "agent": "scout", "priority": "high", "limit": 20})]
+    assert fake.calls == [
+        (
+            "list_tasks",
+            {
+                "status": "failed",
+                "project": "website",
+                "agent": "scout",
+                "priority": "high",
+                "limit": 20,
+            },
+        )
+    ]
     invoke(fake, "task", "ls")
     assert fake.calls[-1] == ("list_tasks", {})
 
@@ -288,12 +417,22 @@ def test_list_json_and_terminal(fake: TaskFake) -> None:
     assert [t["id"] for t in data] == [7, 9] and data[1]["project"] == ""
     r = invoke(fake, "task", "list", tty=True)
     assert r.output.splitlines()[0].split() == [
-        "ID", "STATUS", "PRIORITY", "PROJECT", "AGENT", "ATTEMPTS", "AGE", "TITLE"]
+        "ID",
+        "STATUS",
+        "PRIORITY",
+        "PROJECT",
+        "AGENT",
+        "ATTEMPTS",
+        "AGE",
+        "TITLE",
+    ]
     assert "in_progress" in r.output and "1/3" in r.output
 
 
-@pytest.mark.parametrize(("ago", "text"), [
-    (0, "0s"), (119, "119s"), (120, "2m"), (7199, "119m"), (7200, "2h"), (172800, "2d")])
+@pytest.mark.parametrize(
+    ("ago", "text"),
+    [(0, "0s"), (119, "119s"), (120, "2m"), (7199, "119m"), (7200, "2h"), (172800, "2d")],
+)
 def test_fmt_age(ago: int, text: str) -> None:
     assert output.fmt_age(1_700_000_000.0 - ago, now=1_700_000_000.0) == text
     assert output.fmt_age(None) == "-"
@@ -309,8 +448,9 @@ def test_show_plain_fields_events_and_artifacts(fake: TaskFake) -> None:
     r = invoke(fake, "task", "show", "7")
     assert r.exit_code == 0, r.stderr
     lines = r.output.splitlines()
-    fields = fields_of("\n".join(line for line in lines
-                                 if not line.startswith(("event\t", "artifact\t"))))
+    fields = fields_of(
+        "\n".join(line for line in lines if not line.startswith(("event\t", "artifact\t")))
+    )
     assert fields["status"] == "completed"
     assert fields["result"] == '{"summary": "ok", "lines": 3}'
     assert fields["description"] == "All of them\\nplease"
@@ -325,14 +465,18 @@ def test_show_plain_fields_events_and_artifacts(fake: TaskFake) -> None:
         f"event\t12\t{local_iso(1700000010.0)}\t{NOBODY_UID}\ttask.claimed\tok\tattempt=1",
     ]
     assert [line for line in lines if line.startswith("artifact\t")] == [
-        "artifact\tsummary.md\ttext/markdown\t1536\t" + "ab" * 32]
-    assert fake.calls == [("describe_task", 7), ("list_task_events", 7),
-                          ("list_artifacts", 7)]
+        "artifact\tsummary.md\ttext/markdown\t1536\t" + "ab" * 32
+    ]
+    assert fake.calls == [("describe_task", 7), ("list_task_events", 7), ("list_artifacts", 7)]
 
 
 def test_show_on_terminal_pretty_prints_the_result(fake: TaskFake) -> None:
-    fake.task.update(status="blocked", block_reason="Which database?", agent="",
-                     notes=["use staging", "not prod"])
+    fake.task.update(
+        status="blocked",
+        block_reason="Which database?",
+        agent="",
+        notes=["use staging", "not prod"],
+    )
     fake.statuses = ["blocked"]
     r = invoke(fake, "task", "show", "#7", tty=True)
     assert r.exit_code == 0, r.stderr
@@ -347,8 +491,10 @@ def test_show_on_terminal_pretty_prints_the_result(fake: TaskFake) -> None:
 
 def test_show_result_that_is_not_json_is_shown_as_is(fake: TaskFake) -> None:
     fake.task["result"] = "plain words"
-    assert fields_of(invoke(fake, "task", "show", "7").output.split("\nevent")[0])[
-        "result"] == "plain words"
+    assert (
+        fields_of(invoke(fake, "task", "show", "7").output.split("\nevent")[0])["result"]
+        == "plain words"
+    )
 
 
 def test_show_json_adds_events_and_artifacts(fake: TaskFake) -> None:
@@ -373,12 +519,20 @@ def test_show_rejects_a_bad_id(fake: TaskFake) -> None:
 
 # -- cancel / retry / unblock -----------------------------------------------------------
 def test_cancel_retry_unblock(fake: TaskFake) -> None:
-    for args in (["cancel", "7"], ["retry", "7"], ["unblock", "7", "--note", "use staging"],
-                 ["unblock", "7"]):
+    for args in (
+        ["cancel", "7"],
+        ["retry", "7"],
+        ["unblock", "7", "--note", "use staging"],
+        ["unblock", "7"],
+    ):
         r = invoke(fake, "task", *args)
         assert r.exit_code == 0 and r.output == "", r.stderr
-    assert fake.calls == [("cancel_task", 7), ("retry_task", 7),
-                          ("unblock_task", 7, "use staging"), ("unblock_task", 7, "")]
+    assert fake.calls == [
+        ("cancel_task", 7),
+        ("retry_task", 7),
+        ("unblock_task", 7, "use staging"),
+        ("unblock_task", 7, ""),
+    ]
 
 
 def test_cancel_json_prints_the_task_after(fake: TaskFake) -> None:
@@ -388,26 +542,48 @@ def test_cancel_json_prints_the_task_after(fake: TaskFake) -> None:
     assert fake.calls == [("cancel_task", 7), ("describe_task", 7)]
 
 
-@pytest.mark.parametrize(("error", "code", "line"), [
-    (ClientError("task 7 is already completed", "Busy"), 1,
-     "agentctl: task 7 is already completed (Busy)"),
-    (ClientError("task 7 changed meanwhile; try again", "Conflict"), 1,
-     "agentctl: task 7 changed meanwhile; try again (Conflict)"),
-    (ClientError("task 7 belongs to another user", "PermissionDenied", "denied"), 77,
-     "agentctl: task 7 belongs to another user (PermissionDenied)"),
-    (ClientError("agentd is not running", kind="unavailable"), 69,
-     "agentctl: agentd is not running"),
-])
-def test_task_errors_exit_codes(fake: TaskFake, error: ClientError, code: int,
-                                line: str) -> None:
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        (
+            ClientError("task 7 is already completed", "Busy"),
+            1,
+            "agentctl: task 7 is already completed (Busy)",
+        ),
+        (
+            ClientError("task 7 changed meanwhile; try again", "Conflict"),
+            1,
+            "agentctl: task 7 changed meanwhile; try again (Conflict)",
+        ),
+        (
+            ClientError("task 7 belongs to another user", "PermissionDenied", "denied"),
+            77,
+            "agentctl: task 7 belongs to another user (PermissionDenied)",
+        ),
+        (
+            ClientError("agentd is not running", kind="unavailable"),
+            69,
+            "agentctl: agentd is not running",
+        ),
+    ],
+)
+def test_task_errors_exit_codes(fake: TaskFake, error: ClientError, code: int, line: str) -> None:
     fake.fail["retry_task"] = error
     r = invoke(fake, "task", "retry", "7")
     assert (r.exit_code, r.stderr, r.stdout) == (code, line + "\n", "")
 
 
 def test_new_error_names_translate_to_short_names() -> None:
-    for name in ("NoSuchTask", "NoSuchProject", "NoCapableAgent", "DependencyCycle",
-                 "InvalidArgument", "LeaseExpired", "Conflict", "Busy"):
+    for name in (
+        "NoSuchTask",
+        "NoSuchProject",
+        "NoCapableAgent",
+        "DependencyCycle",
+        "InvalidArgument",
+        "LeaseExpired",
+        "Conflict",
+        "Busy",
+    ):
         e = translate(SdBusUnmappedMessageError(PREFIX + name, "it went wrong"))
         assert (e.message, e.name, e.kind) == ("it went wrong", name, "failed")
         if PREFIX + name in BY_NAME:  # registered by agentd.api.errors
@@ -416,16 +592,23 @@ def test_new_error_names_translate_to_short_names() -> None:
 
 
 # -- task wait --------------------------------------------------------------------------
-@pytest.mark.parametrize(("status", "code"), [
-    ("completed", 0), ("failed", 1), ("dead_lettered", 3), ("cancelled", 4)])
+@pytest.mark.parametrize(
+    ("status", "code"), [("completed", 0), ("failed", 1), ("dead_lettered", 3), ("cancelled", 4)]
+)
 def test_wait_exit_code_from_the_outcome(fake: TaskFake, status: str, code: int) -> None:
     fake.statuses = ["pending", "in_progress", status]
     r = invoke(fake, "task", "wait", "7")
     assert r.exit_code == code, r.stderr
     assert r.stdout == status + "\n"
-    assert fake.calls == [("watch_tasks",), ("describe_task", 7), ("wait", 7),
-                          ("describe_task", 7), ("wait", 7), ("describe_task", 7),
-                          ("unwatch",)]
+    assert fake.calls == [
+        ("watch_tasks",),
+        ("describe_task", 7),
+        ("wait", 7),
+        ("describe_task", 7),
+        ("wait", 7),
+        ("describe_task", 7),
+        ("unwatch",),
+    ]
 
 
 def test_wait_subscribes_before_the_first_describe(fake: TaskFake) -> None:
@@ -463,13 +646,16 @@ def test_wait_says_once_per_question_that_the_task_is_blocked(fake: TaskFake) ->
     fake.statuses = ["blocked", "blocked", "pending", "completed"]
     r = invoke(fake, "task", "wait", "7")
     assert r.exit_code == 0 and r.stdout == "completed\n"
-    assert r.stderr == ("agentctl: task 7 is blocked: Which database? (answer with: "
-                        "agentctl task unblock 7 --note TEXT)\n")
+    assert r.stderr == (
+        "agentctl: task 7 is blocked: Which database? (answer with: "
+        "agentctl task unblock 7 --note TEXT)\n"
+    )
 
 
 def test_wait_rides_out_an_agentd_restart(fake: TaskFake) -> None:
-    gone = ClientError("agentd is not running (start it with: systemctl start agentd)",
-                       kind="unavailable")
+    gone = ClientError(
+        "agentd is not running (start it with: systemctl start agentd)", kind="unavailable"
+    )
     fake.statuses = ["in_progress", gone, gone, "completed"]
     r = invoke(fake, "task", "wait", "7")
     assert r.exit_code == 0 and r.stdout == "completed\n"
@@ -480,8 +666,7 @@ def test_wait_fails_on_other_errors_and_missing_tasks(fake: TaskFake) -> None:
     fake.statuses = [ClientError("no task 7", "NoSuchTask")]
     r = invoke(fake, "task", "wait", "7")
     assert (r.exit_code, r.stderr) == (1, "agentctl: no task 7 (NoSuchTask)\n")
-    fake.statuses = [ClientError("task 7 belongs to another user", "PermissionDenied",
-                                 "denied")]
+    fake.statuses = [ClientError("task 7 belongs to another user", "PermissionDenied", "denied")]
     assert invoke(fake, "task", "wait", "7").exit_code == 77
 
 
@@ -546,8 +731,12 @@ def test_artifact_to_a_file(fake: TaskFake, tmp_path: Path) -> None:
     assert fake.calls == [("read_artifact", 7, "chart.png")]
     r = invoke(fake, "task", "artifact", "7", "chart.png", "-o", str(out), "--json")
     assert json.loads(r.output) == {
-        "task": 7, "name": "chart.png", "file": str(out), "size": len(fake.artifact),
-        "sha256": hashlib.sha256(fake.artifact).hexdigest()}
+        "task": 7,
+        "name": "chart.png",
+        "file": str(out),
+        "size": len(fake.artifact),
+        "sha256": hashlib.sha256(fake.artifact).hexdigest(),
+    }
 
 
 def test_artifact_to_stdout_in_a_pipe(fake: TaskFake) -> None:
@@ -577,26 +766,36 @@ def test_artifact_json_needs_a_file(fake: TaskFake) -> None:
 
 
 def test_artifact_unwritable_file(fake: TaskFake, tmp_path: Path) -> None:
-    r = invoke(fake, "task", "artifact", "7", "summary.md", "-o",
-               str(tmp_path / "missing" / "x"))
+    r = invoke(fake, "task", "artifact", "7", "summary.md", "-o", str(tmp_path / "missing" / "x"))
     assert r.exit_code == 1
     assert r.stderr.startswith("agentctl: cannot write ") and "No such file" in r.stderr
 
 
 def test_artifact_errors(fake: TaskFake) -> None:
-    fake.fail["read_artifact"] = ClientError("task 7 has no artifact named 'x'",
-                                             "InvalidArgument")
+    fake.fail["read_artifact"] = ClientError("task 7 has no artifact named 'x'", "InvalidArgument")
     r = invoke(fake, "task", "artifact", "7", "x")
     assert (r.exit_code, r.stderr) == (
-        1, "agentctl: task 7 has no artifact named 'x' (InvalidArgument)\n")
+        1,
+        "agentctl: task 7 has no artifact named 'x' (InvalidArgument)\n",
+    )
 
 
 # -- events -----------------------------------------------------------------------------
 def mixed_log() -> list[dict[str, Any]]:
-    actions = ["agent.create", "task.created", "agent.start", "task.claimed",
-               "project.created", "task.completed", "agent.online", "task.failed"]
-    return [entry(i + 1, action=a, detail={"task_id": 40 + i} if a.startswith("task.") else {})
-            for i, a in enumerate(actions)]
+    actions = [
+        "agent.create",
+        "task.created",
+        "agent.start",
+        "task.claimed",
+        "project.created",
+        "task.completed",
+        "agent.online",
+        "task.failed",
+    ]
+    return [
+        entry(i + 1, action=a, detail={"task_id": 40 + i} if a.startswith("task.") else {})
+        for i, a in enumerate(actions)
+    ]
 
 
 def test_events_filters_by_glob(fake: TaskFake) -> None:
@@ -604,10 +803,17 @@ def test_events_filters_by_glob(fake: TaskFake) -> None:
     r = invoke(fake, "events", "--type", "task.*", "--json")
     assert r.exit_code == 0, r.stderr
     assert [e["action"] for e in json.loads(r.output)] == [
-        "task.created", "task.claimed", "task.completed", "task.failed"]
+        "task.created",
+        "task.claimed",
+        "task.completed",
+        "task.failed",
+    ]
     r = invoke(fake, "events", "-t", "project.*", "-t", "agent.on*,task.fail?d", "--json")
     assert [e["action"] for e in json.loads(r.output)] == [
-        "project.created", "agent.online", "task.failed"]
+        "project.created",
+        "agent.online",
+        "task.failed",
+    ]
     r = invoke(fake, "events", "--json")
     assert len(json.loads(r.output)) == 8
 
@@ -618,7 +824,14 @@ def test_events_newest_n_matching_reads_back_in_windows(fake: TaskFake) -> None:
     assert r.exit_code == 0, r.stderr
     assert [line.split("\t")[0] for line in r.output.splitlines()] == ["4", "6"]
     assert r.output.splitlines()[1].split("\t")[1:] == [
-        local_iso(1700000006.0), "root", "task.completed", "45", "scout", "ok", ""]
+        local_iso(1700000006.0),
+        "root",
+        "task.completed",
+        "45",
+        "scout",
+        "ok",
+        "",
+    ]
     lists = [c[1:] for c in fake.calls if c[0] == "list_events"]
     assert lists == [(6, 2, ("task.c*",)), (2, 4, ("task.c*",))]  # (6, 8], then (2, 6]
 
@@ -630,8 +843,9 @@ def test_events_without_type_is_one_call(fake: TaskFake) -> None:
     assert [c for c in fake.calls if c[0] == "list_events"] == [("list_events", 5, 3, ())]
 
 
-def test_events_when_the_caller_sees_few_rows(fake: TaskFake,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_events_when_the_caller_sees_few_rows(
+    fake: TaskFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A user sees only some rows: the windows widen until the start of the log."""
     monkeypatch.setattr(audit_cmd, "AUDIT_PAGE", 2)
     fake.audit = [e for e in mixed_log() if e["seq"] in (1, 2)]
@@ -652,8 +866,10 @@ def test_events_after(fake: TaskFake) -> None:
 
 def test_events_follow_filters_live_entries(fake: TaskFake) -> None:
     fake.audit = mixed_log()
-    fake.live = [entry(9, action="agent.offline"),
-                 entry(10, action="task.dead_lettered", detail={"task_id": 48})]
+    fake.live = [
+        entry(9, action="agent.offline"),
+        entry(10, action="task.dead_lettered", detail={"task_id": 48}),
+    ]
     r = invoke(fake, "events", "-f", "-t", "task.*", "-n", "1", "--json")
     assert r.exit_code == 0, r.stderr
     assert [json.loads(line)["seq"] for line in r.output.splitlines()] == [8, 10]
@@ -665,7 +881,8 @@ def test_events_follow_plain_lines(fake: TaskFake) -> None:
     fake.live = [entry(1, action="task.blocked", detail={"task_id": 7, "reason": "why"})]
     r = invoke(fake, "events", "-f")
     assert r.output.splitlines() == [
-        f"1\t{local_iso(1700000001.0)}\troot\ttask.blocked\t7\tscout\tok\treason=why"]
+        f"1\t{local_iso(1700000001.0)}\troot\ttask.blocked\t7\tscout\tok\treason=why"
+    ]
     r = invoke(fake, "events", "-f", tty=True)
     assert "task.blocked" in r.output and "reason=why" in r.output
 
@@ -674,18 +891,33 @@ def test_events_on_terminal_is_a_table(fake: TaskFake) -> None:
     fake.audit = mixed_log()
     r = invoke(fake, "events", tty=True)
     assert r.output.splitlines()[0].split()[:7] == [
-        "SEQ", "TIME", "ACTOR", "EVENT", "TASK", "AGENT", "RESULT"]
+        "SEQ",
+        "TIME",
+        "ACTOR",
+        "EVENT",
+        "TASK",
+        "AGENT",
+        "RESULT",
+    ]
     assert "task.completed" in r.output
 
 
 # -- the client's side ------------------------------------------------------------------
 def test_variants_types_spec_and_filter() -> None:
-    assert variants({"title": "T", "needs": ("a", "b"), "after": [3], "max_attempts": 2,
-                      "exec": None}, TASK_SPEC, "task") == {
-        "title": ("s", "T"), "needs": ("as", ["a", "b"]), "after": ("at", [3]),
-        "max_attempts": ("u", 2)}
+    assert variants(
+        {"title": "T", "needs": ("a", "b"), "after": [3], "max_attempts": 2, "exec": None},
+        TASK_SPEC,
+        "task",
+    ) == {
+        "title": ("s", "T"),
+        "needs": ("as", ["a", "b"]),
+        "after": ("at", [3]),
+        "max_attempts": ("u", 2),
+    }
     assert variants({"status": "failed", "limit": 5}, TASK_FILTER, "filter") == {
-        "status": ("s", "failed"), "limit": ("u", 5)}
+        "status": ("s", "failed"),
+        "limit": ("u", 5),
+    }
     with pytest.raises(ValueError, match="unknown filter key 'owner'"):
         variants({"owner": "x"}, TASK_FILTER, "filter")
 
@@ -708,8 +940,10 @@ class FakeTasksProxy:
         return {"id": ("t", task), "needs": ("as", []), "lease_expires": ("d", 1.5)}
 
     async def list_task_events(self, task: int) -> list[tuple]:
-        return [(5, 1.0, 0, "task.created", "ok", '{"task_id": 12}'),
-                (6, 2.0, 0, "task.claimed", "ok", "")]
+        return [
+            (5, 1.0, 0, "task.created", "ok", '{"task_id": 12}'),
+            (6, 2.0, 0, "task.claimed", "ok", ""),
+        ]
 
     async def list_artifacts(self, task: int) -> list[tuple]:
         return [("out.txt", "text/plain", "/home/agents/a/artifacts/out.txt", 3, "f" * 64)]
@@ -743,15 +977,26 @@ def test_client_maps_rows_and_sends_typed_variants() -> None:
         ("submit_task", {"title": ("s", "T"), "after": ("at", [1])}),
         ("list_tasks", {"status": ("s", "pending"), "limit": ("u", 10)}),
     ]
-    assert got["list"] == [{"id": 12, "title": "T", "status": "pending", "priority": "low",
-                            "project": "", "agent": "", "attempts": 0, "max_attempts": 3,
-                            "created_at": 1700000000.5}]
+    assert got["list"] == [
+        {
+            "id": 12,
+            "title": "T",
+            "status": "pending",
+            "priority": "low",
+            "project": "",
+            "agent": "",
+            "attempts": 0,
+            "max_attempts": 3,
+            "created_at": 1700000000.5,
+        }
+    ]
     assert got["describe"] == {"id": 12, "needs": [], "lease_expires": 1.5}
     assert [e["detail"] for e in got["events"]] == [{"task_id": 12}, {}]
     assert got["events"][0]["event"] == "task.created"
     assert got["artifacts"][0]["size"] == 3 and got["artifacts"][0]["type"] == "text/plain"
-    assert got["projects"] == [{"name": "website", "description": "The site",
-                                "owner_uid": 1000, "tasks": 4}]
+    assert got["projects"] == [
+        {"name": "website", "description": "The site", "owner_uid": 1000, "tasks": 4}
+    ]
     assert got["data"] == b"abc"
 
 

@@ -35,6 +35,7 @@ from agentd.api.rows import (
     UsageRow,
 )
 from agentd.api.tasks import task_row
+from agentd.audit import Entry
 from agentd.policy import Caller
 from agentd.tasks.queue import TaskQueue
 from agentd.units import UnitStatus
@@ -330,6 +331,15 @@ def test_audit_row_is_an_audit_row_of_the_right_types(w: World) -> None:
         assert (row.agent, row.agent_uid) == (e.agent or "", e.agent_uid or 0)
         assert json.loads(row.detail) == e.detail
         assert row.detail == json.dumps(e.detail, sort_keys=True)  # stable text
+
+
+def test_audit_row_detail_text_does_not_depend_on_key_order() -> None:
+    def entry(detail: dict[str, Any]) -> Entry:
+        return Entry(7, 1.5, 1000, "task.created", "a1", 70000, "ok", detail, "00", "ab", 3)
+
+    one, other = audit_row(entry({"b": 1, "a": [2]})), audit_row(entry({"a": [2], "b": 1}))
+    assert one == other
+    assert one == (7, 1.5, 1000, "task.created", "a1", 70000, "ok", '{"a": [2], "b": 1}', "ab")
 
 
 def test_task_row_is_a_task_row_of_the_right_types(w: World) -> None:

@@ -16,14 +16,19 @@ class Script:
         self.answers = list(answers)
         self.calls: list[tuple[list[dict[str, str]], dict[str, Any]]] = []
 
-    async def __call__(self, messages: list[dict[str, str]], options: dict[str, Any]
-                       ) -> dict[str, Any]:
+    async def __call__(
+        self, messages: list[dict[str, str]], options: dict[str, Any]
+    ) -> dict[str, Any]:
         self.calls.append(([dict(m) for m in messages], options))
         a = self.answers.pop(0)
         if isinstance(a, Exception):
             raise a
-        return {"text": json.dumps(a), "finish_reason": "eos", "prompt_tokens": 10,
-                "completion_tokens": 5}
+        return {
+            "text": json.dumps(a),
+            "finish_reason": "eos",
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+        }
 
 
 def actions(script: Script, call: int) -> list[str]:
@@ -57,14 +62,18 @@ def test_shell_step_runs_in_the_home_and_feeds_back(tmp_path: Path) -> None:
     second = think.calls[1][0]
     assert second[-1]["role"] == "user" and "a.txt" in second[-1]["content"]
     assert actions(think, 0) == ["answer", "shell", "write_file"]
-    (shell,) = [alt for alt in json.loads(think.calls[0][1]["json_schema"])["oneOf"]
-                if alt["properties"]["action"]["const"] == "shell"]
+    (shell,) = [
+        alt
+        for alt in json.loads(think.calls[0][1]["json_schema"])["oneOf"]
+        if alt["properties"]["action"]["const"] == "shell"
+    ]
     assert shell["required"] == ["action", "command"]  # a step carries its arguments
 
 
 def test_the_last_step_must_answer(tmp_path: Path) -> None:
     steps = [{"action": "shell", "command": "true"}] * (MAX_STEPS - 1) + [
-        {"action": "answer", "answer": "done"}]
+        {"action": "answer", "answer": "done"}
+    ]
     think = Script(*steps)
     out = run(Executor(tmp_path, ["shell"], think))
     assert out.status == "completed" and out.result["answer"] == "done"

@@ -72,8 +72,7 @@ def expected(cls: type) -> dict[str, dict[str, Any]]:
             # strict: every argument has a name (sd-bus would leave it out otherwise)
             ins = zip(split_signature(m.input_signature), m.input_args_names, strict=True)
             outs = zip(split_signature(m.result_signature), m.result_args_names, strict=True)
-            methods[name] = (*((t, n, "in") for t, n in ins),
-                             *((t, n, "out") for t, n in outs))
+            methods[name] = (*((t, n, "in") for t, n in ins), *((t, n, "out") for t, n in outs))
         elif isinstance(m, DbusPropertyAsync):
             properties[name] = (m.property_signature, "read")
         elif isinstance(m, DbusSignalAsync):
@@ -104,20 +103,29 @@ def members(iface: ET.Element) -> dict[str, dict[str, Any]]:
         else:
             args = [a for a in el if a.tag == "arg"]
             assert all(a.tag in ("arg", "annotation") for a in el)
-            found[el.tag][name] = tuple((a.get("type"), a.get("name"), a.get("direction"))
-                                        for a in args)
+            found[el.tag][name] = tuple(
+                (a.get("type"), a.get("name"), a.get("direction")) for a in args
+            )
     return found
 
 
 # ------------------------------------------------------------------ the five interfaces
 def test_every_interface_class_is_rendered() -> None:
-    declared = {obj for obj in vars(interfaces).values()
-                if inspect.isclass(obj) and issubclass(obj, DbusInterfaceCommonAsync)
-                and obj is not DbusInterfaceCommonAsync}
+    declared = {
+        obj
+        for obj in vars(interfaces).values()
+        if inspect.isclass(obj)
+        and issubclass(obj, DbusInterfaceCommonAsync)
+        and obj is not DbusInterfaceCommonAsync
+    }
     assert set(INTERFACE_CLASSES) == declared
     assert [interface_name(c) for c in INTERFACE_CLASSES] == [
-        interfaces.MANAGER_INTERFACE, interfaces.RUNTIME_INTERFACE,
-        interfaces.TASKS_INTERFACE, interfaces.AGENT_INTERFACE, interfaces.MODEL_INTERFACE]
+        interfaces.MANAGER_INTERFACE,
+        interfaces.RUNTIME_INTERFACE,
+        interfaces.TASKS_INTERFACE,
+        interfaces.AGENT_INTERFACE,
+        interfaces.MODEL_INTERFACE,
+    ]
 
 
 @pytest.mark.parametrize("cls", INTERFACE_CLASSES, ids=lambda c: c.__name__)
@@ -136,10 +144,14 @@ def test_docstrings_and_flags_become_annotations(cls: type) -> None:
     iface = parsed(render(cls))
     by_name = {(el.tag, el.get("name")): el for el in iface if el.tag != "annotation"}
     for name, m in exported(cls).items():
-        tag = ("method" if isinstance(m, DbusMethodAsync) else
-               "property" if isinstance(m, DbusPropertyAsync) else "signal")
-        notes = {a.get("name"): a.get("value") for a in by_name[tag, name]
-                 if a.tag == "annotation"}
+        tag = (
+            "method"
+            if isinstance(m, DbusMethodAsync)
+            else "property"
+            if isinstance(m, DbusPropertyAsync)
+            else "signal"
+        )
+        notes = {a.get("name"): a.get("value") for a in by_name[tag, name] if a.tag == "annotation"}
         assert notes.get(DOC_ANNOTATION) == (reflow(m.__doc__) if m.__doc__ else None), name
         # agentd's methods are all unprivileged (agentd authorizes per caller UID),
         # and its properties emit no PropertiesChanged: what sd-bus says of them.
@@ -154,27 +166,38 @@ def test_manager_spot_check() -> None:
     """A few members written out by hand, as docs/dbus-api.md gives them."""
     got = members(parsed(render(interfaces.ManagerInterface)))
     assert got["method"]["CreateAgent"] == (
-        ("s", "name", "in"), ("s", "template", "in"), ("a{sv}", "limits", "in"),
-        ("o", "agent", "out"))
+        ("s", "name", "in"),
+        ("s", "template", "in"),
+        ("a{sv}", "limits", "in"),
+        ("o", "agent", "out"),
+    )
     assert got["method"]["ListAgents"] == (("a(sssuuo)", "agents", "out"),)
     assert got["method"]["VerifyAudit"] == (
-        ("b", "ok", "out"), ("t", "checked", "out"), ("s", "message", "out"))
+        ("b", "ok", "out"),
+        ("t", "checked", "out"),
+        ("s", "message", "out"),
+    )
     assert got["property"]["AuditHead"] == ("t", "read")
     assert got["signal"]["JobRemoved"] == (
-        ("s", "name", None), ("o", "job", None), ("s", "operation", None),
-        ("s", "result", None))
+        ("s", "name", None),
+        ("o", "job", None),
+        ("s", "operation", None),
+        ("s", "result", None),
+    )
 
 
-def test_main_writes_one_file_per_interface(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_writes_one_file_per_interface(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([str(tmp_path / "out")]) == 0
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == sorted(f"{interface_name(c)}.xml" for c in INTERFACE_CLASSES)
     for cls in INTERFACE_CLASSES:
         text = (tmp_path / "out" / f"{interface_name(cls)}.xml").read_text()
         assert text == render(cls)
-        assert text.startswith('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object '
-                               'Introspection 1.0//EN"')
+        assert text.startswith(
+            '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"'
+        )
     assert len(capsys.readouterr().out.splitlines()) == len(INTERFACE_CLASSES)
     assert main([]) == 2
 
@@ -182,8 +205,14 @@ def test_main_writes_one_file_per_interface(tmp_path: Path,
 def test_main_runs_as_a_module(tmp_path: Path) -> None:
     """`python3 -m agentd.api.introspection OUTDIR`, as `make interfaces` runs it."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    r = subprocess.run([sys.executable, "-m", "agentd.api.introspection", str(tmp_path)],
-                       capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "agentd.api.introspection", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert len(list(tmp_path.glob("org.agentos.agentd1.*.xml"))) == len(INTERFACE_CLASSES)
 
@@ -199,11 +228,14 @@ def test_split_signature() -> None:
 
 
 def test_reflow_keeps_paragraphs() -> None:
-    assert reflow("""First line
+    assert (
+        reflow("""First line
         goes on.
 
         Second paragraph.
-        """) == "First line goes on.\n\nSecond paragraph."
+        """)
+        == "First line goes on.\n\nSecond paragraph."
+    )
 
 
 class _FlagsProbe(DbusInterfaceCommonAsync, interface_name="org.agentos.test.Probe"):
@@ -213,8 +245,12 @@ class _FlagsProbe(DbusInterfaceCommonAsync, interface_name="org.agentos.test.Pro
     async def privileged(self, x: str) -> None:
         raise NotImplementedError
 
-    @dbus_method_async("", "", flags=DbusUnprivilegedFlag | DbusNoReplyFlag | DbusDeprecatedFlag,
-                       method_name="Fire")
+    @dbus_method_async(
+        "",
+        "",
+        flags=DbusUnprivilegedFlag | DbusNoReplyFlag | DbusDeprecatedFlag,
+        method_name="Fire",
+    )
     async def fire(self) -> None:
         raise NotImplementedError
 
@@ -247,11 +283,14 @@ def test_flags_become_the_annotations_sd_bus_writes() -> None:
         return {a.get("name"): a.get("value") for a in el if a.tag == "annotation"}
 
     assert notes("method", "Privileged") == {"org.freedesktop.systemd1.Privileged": "true"}
-    assert notes("method", "Fire") == {"org.freedesktop.DBus.Deprecated": "true",
-                                       "org.freedesktop.DBus.Method.NoReply": "true"}
+    assert notes("method", "Fire") == {
+        "org.freedesktop.DBus.Deprecated": "true",
+        "org.freedesktop.DBus.Method.NoReply": "true",
+    }
     assert not [e for e in iface if e.get("name") == "Hidden"]
     assert notes("property", "Const") == {
-        "org.freedesktop.DBus.Property.EmitsChangedSignal": "const"}
+        "org.freedesktop.DBus.Property.EmitsChangedSignal": "const"
+    }
     # a writable property: readwrite, and Privileged without the unprivileged flag
     (writable,) = (e for e in iface if e.get("name") == "Writable")
     assert writable.get("access") == "readwrite"
@@ -261,8 +300,12 @@ def test_flags_become_the_annotations_sd_bus_writes() -> None:
 
 
 # ------------------------------------------------------------------ the polkit actions
-ACTIONS = ("org.agentos.agentd1.manage-agents", "org.agentos.agentd1.read-audit",
-           "org.agentos.agentd1.set-quota", "org.agentos.agentd1.reload-model")
+ACTIONS = (
+    "org.agentos.agentd1.manage-agents",
+    "org.agentos.agentd1.read-audit",
+    "org.agentos.agentd1.set-quota",
+    "org.agentos.agentd1.reload-model",
+)
 
 
 def test_polkit_policy_declares_the_actions_with_admin_defaults() -> None:
@@ -277,12 +320,21 @@ def test_polkit_policy_declares_the_actions_with_admin_defaults() -> None:
         d = a.find("defaults")
         assert d is not None, action_id
         assert {c.tag: c.text for c in d} == {
-            "allow_any": "no", "allow_inactive": "no", "allow_active": "auth_admin_keep"}
+            "allow_any": "no",
+            "allow_inactive": "no",
+            "allow_active": "auth_admin_keep",
+        }
 
 
-@pytest.mark.skipif(shutil.which("xmllint") is None or not POLKIT_DTD.exists(),
-                    reason="xmllint or polkit's DTD missing (tools/deps.sh installs both)")
+@pytest.mark.skipif(
+    shutil.which("xmllint") is None or not POLKIT_DTD.exists(),
+    reason="xmllint or polkit's DTD missing (tools/deps.sh installs both)",
+)
 def test_polkit_policy_is_valid_against_polkits_dtd() -> None:
-    r = subprocess.run(["xmllint", "--noout", "--dtdvalid", str(POLKIT_DTD), str(POLICY)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["xmllint", "--noout", "--dtdvalid", str(POLKIT_DTD), str(POLICY)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr

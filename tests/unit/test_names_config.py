@@ -11,10 +11,27 @@ def test_valid_names(name: str) -> None:
     assert names.check_syntax(name) == name
 
 
-@pytest.mark.parametrize("name", [
-    "", "Upper", "has space", "a/b", "a.b", "x" * 33, "1abc", "-a", "a-", "a--b", "a_b",
-    "root", "daemon", "nobody", "agentd-admin", "ünï",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "Upper",
+        "has space",
+        "a/b",
+        "a.b",
+        "x" * 33,
+        "1abc",
+        "-a",
+        "a-",
+        "a--b",
+        "a_b",
+        "root",
+        "daemon",
+        "nobody",
+        "agentd-admin",
+        "ünï",
+    ],
+)
 def test_invalid_names(name: str) -> None:
     with pytest.raises(InvalidName):
         names.check_syntax(name)
@@ -34,8 +51,10 @@ def test_default_range_is_clear_of_documented_ranges() -> None:
     config.check_uid_range(cfg.uid_min, cfg.uid_max)
 
 
-@pytest.mark.parametrize(("lo", "hi"), [(500, 600), (1000, 2000), (61184, 61200),
-                                        (65534, 65534), (100000, 100010), (90000, 80000)])
+@pytest.mark.parametrize(
+    ("lo", "hi"),
+    [(500, 600), (1000, 2000), (61184, 61200), (65534, 65534), (100000, 100010), (90000, 80000)],
+)
 def test_uid_ranges_overlapping_reserved_ones_are_refused(lo: int, hi: int) -> None:
     with pytest.raises(InvalidConfig):
         config.check_uid_range(lo, hi)
@@ -66,11 +85,15 @@ def test_missing_config_file_means_defaults(tmp_path: Path) -> None:
 
 def test_model_table_is_left_to_the_service_and_quota_keys_checked(tmp_path: Path) -> None:
     f = tmp_path / "agentd.toml"
-    for ok in ('model = "/srv/x.gguf"\n', '[model]\ncontext = 512\n'):
+    for ok in ('model = "/srv/x.gguf"\n', "[model]\ncontext = 512\n"):
         f.write_text(ok)
         config.load(f)
-    for bad in ("model = 3\n", 'model = "relative.gguf"\n', 'token_quota_period = "yearly"\n',
-                "agent_token_quota = -1\n"):
+    for bad in (
+        "model = 3\n",
+        'model = "relative.gguf"\n',
+        'token_quota_period = "yearly"\n',
+        "agent_token_quota = -1\n",
+    ):
         f.write_text(bad)
         with pytest.raises(InvalidConfig):
             config.load(f)

@@ -51,9 +51,7 @@ def declared(service: type, name: str) -> str | None:
 
 
 def test_every_method_of_every_interface_declares_a_rule() -> None:
-    assert set(SERVICES) == {
-        v for v in vars(interfaces).values()
-        if isinstance(v, type) and v.__module__ == interfaces.__name__}
+    assert set(SERVICES) == set(interfaces.INTERFACES)
     used = set()
     for interface, service in SERVICES.items():
         methods = dbus_methods(interface)
@@ -99,9 +97,12 @@ class Api:
         self.w = World(tmp_path)
         self.queue = TaskQueue(self.w.store, self.w.reg)
         self.meter = Meter(self.w.cfg, self.w.store, self.w.audit, self.w.reg)
-        self.thinking = Thinking(self.w.reg, self.meter,
-                                 ModelClient(tmp_path / "no-model.sock", patience_s=0.1),
-                                 self.w.audit)
+        self.thinking = Thinking(
+            self.w.reg,
+            self.meter,
+            ModelClient(tmp_path / "no-model.sock", patience_s=0.1),
+            self.w.audit,
+        )
         self.a1 = self.w.run(self.w.reg.create(ALICE, "a1", "sandbox"))
         self.a2 = self.w.run(self.w.reg.create(ALICE, "a2", "sandbox"))
         self.queue.create_project(ALICE, "p1")
@@ -110,8 +111,9 @@ class Api:
     def objects(self, caller: Caller, grants: set[str] = frozenset()) -> dict[str, Any]:
         callers = FixedCallers(self.w.reg.policy, caller, grants)
         return {
-            "manager": ManagerObject(self.w.reg, EventLog(self.w.audit, self.w.reg,
-                                                          self.w.reg.policy), callers, None),
+            "manager": ManagerObject(
+                self.w.reg, EventLog(self.w.audit, self.w.reg, self.w.reg.policy), callers, None
+            ),
             "agent": AgentObject(self.w.reg, callers, "a2"),
             "runtime": RuntimeObject(self.w.reg, self.queue, callers, self.thinking),
             "tasks": TasksObject(self.queue, callers),
@@ -167,8 +169,7 @@ class Api:
             ("model", "reset_quota"): ("agent", "a1"),
         }
 
-    def call(self, caller: Caller, obj: str, method: str,
-             grants: set[str] = frozenset()) -> str:
+    def call(self, caller: Caller, obj: str, method: str, grants: set[str] = frozenset()) -> str:
         """Call one method; return the D-Bus error's short name, or "" if none."""
         target = self.objects(caller, grants)[obj]
 
@@ -185,14 +186,22 @@ class Api:
 
 
 def all_calls() -> list[tuple[str, str]]:
-    return [(obj, method) for interface, service in SERVICES.items()
-            for method in dbus_methods(interface)
-            for obj in [_object_key(service)]]
+    return [
+        (obj, method)
+        for interface, service in SERVICES.items()
+        for method in dbus_methods(interface)
+        for obj in [_object_key(service)]
+    ]
 
 
 def _object_key(service: type) -> str:
-    return {ManagerObject: "manager", AgentObject: "agent", RuntimeObject: "runtime",
-            TasksObject: "tasks", ModelObject: "model"}[service]
+    return {
+        ManagerObject: "manager",
+        AgentObject: "agent",
+        RuntimeObject: "runtime",
+        TasksObject: "tasks",
+        ModelObject: "model",
+    }[service]
 
 
 def test_the_call_table_covers_every_method(tmp_path: Path) -> None:
@@ -200,9 +209,16 @@ def test_the_call_table_covers_every_method(tmp_path: Path) -> None:
 
 
 def _scope(obj: str, method: str) -> Scope:
-    service = {v: k for k, v in {ManagerObject: "manager", AgentObject: "agent",
-                                 RuntimeObject: "runtime", TasksObject: "tasks",
-                                 ModelObject: "model"}.items()}[obj]
+    service = {
+        v: k
+        for k, v in {
+            ManagerObject: "manager",
+            AgentObject: "agent",
+            RuntimeObject: "runtime",
+            TasksObject: "tasks",
+            ModelObject: "model",
+        }.items()
+    }[obj]
     return RULES[declared(service, method) or ""].scope
 
 
@@ -220,7 +236,8 @@ def must_deny(kind: str, obj: str, method: str) -> bool:
 
 @pytest.mark.parametrize("kind", ["agent", "non-owner", "owner"])
 def test_callers_are_denied_what_they_must_not_call_and_each_denial_is_audited(
-        tmp_path: Path, kind: str) -> None:
+    tmp_path: Path, kind: str
+) -> None:
     api = Api(tmp_path)
     caller = {"agent": Caller(api.a1.uid), "non-owner": BOB, "owner": ALICE}[kind]
     denied = []
@@ -231,8 +248,12 @@ def test_callers_are_denied_what_they_must_not_call_and_each_denial_is_audited(
         error = api.call(caller, obj, method)
         assert error == "PermissionDenied", (kind, obj, method, error)
         rows = api.w.audit.entries(after=before, limit=100)
-        assert [(r.actor_uid, r.result) for r in rows] == [(caller.uid, "denied")], \
-            (kind, obj, method, rows)
+        assert [(r.actor_uid, r.result) for r in rows] == [(caller.uid, "denied")], (
+            kind,
+            obj,
+            method,
+            rows,
+        )
         denied.append(method)
     assert denied
 
@@ -269,8 +290,7 @@ def test_polkit_grants_one_action_to_one_person(tmp_path: Path) -> None:
     assert api.call(BOB, "manager", "stop_agent", grant) == "PermissionDenied"
 
 
-def test_polkit_is_asked_only_about_people_agentd_does_not_already_decide(
-        tmp_path: Path) -> None:
+def test_polkit_is_asked_only_about_people_agentd_does_not_already_decide(tmp_path: Path) -> None:
     api = Api(tmp_path)
     for caller in (ROOT, Caller(api.a1.uid)):
         callers = FixedCallers(api.w.reg.policy, caller)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from world import ALICE, BOB, ROOT, World
 
+from agentd.agent import Agent
 from agentd.audit import GENESIS, AuditLog, row_hash
 from agentd.errors import (
     Busy,
@@ -23,7 +24,6 @@ from agentd.errors import (
 )
 from agentd.events import TaskChanged
 from agentd.policy import Caller
-from agentd.registry import Agent
 from agentd.store import Store
 from agentd.tasks.queue import TaskQueue
 
@@ -60,19 +60,22 @@ def run(coro):
     return asyncio.run(coro)
 
 
-@pytest.mark.parametrize(("spec", "error"), [
-    ({"title": ""}, InvalidArgument),
-    ({"title": "x", "colour": "red"}, InvalidArgument),
-    ({"title": "x", "priority": "urgent"}, InvalidArgument),
-    ({"title": "x", "needs": ["Bad Cap"]}, InvalidArgument),
-    ({"title": "x", "max_attempts": 0}, InvalidArgument),
-    ({"title": "x" * 300}, InvalidArgument),
-    ({"title": "x", "description": "d" * 70000}, InvalidArgument),
-    ({"title": "x", "needs": ["flying"]}, NoCapableAgent),
-    ({"title": "x", "project": "nope"}, NoSuchProject),
-    ({"title": "x", "after": [999]}, NoSuchTask),
-    ({"title": "x", "agent": "ghost"}, NoCapableAgent),
-])
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ({"title": ""}, InvalidArgument),
+        ({"title": "x", "colour": "red"}, InvalidArgument),
+        ({"title": "x", "priority": "urgent"}, InvalidArgument),
+        ({"title": "x", "needs": ["Bad Cap"]}, InvalidArgument),
+        ({"title": "x", "max_attempts": 0}, InvalidArgument),
+        ({"title": "x" * 300}, InvalidArgument),
+        ({"title": "x", "description": "d" * 70000}, InvalidArgument),
+        ({"title": "x", "needs": ["flying"]}, NoCapableAgent),
+        ({"title": "x", "project": "nope"}, NoSuchProject),
+        ({"title": "x", "after": [999]}, NoSuchTask),
+        ({"title": "x", "agent": "ghost"}, NoCapableAgent),
+    ],
+)
 def test_bad_submissions_are_typed_refused_and_audited(q: Q, spec: dict, error: type) -> None:
     q.agent("a1")
     with pytest.raises(error):
@@ -216,8 +219,12 @@ def test_block_and_unblock_with_a_note(q: Q) -> None:
 def test_other_users_and_agents_cannot_touch_tasks(q: Q) -> None:
     a = q.agent("a1")
     tid = q.submit()
-    for op in (lambda c: q.q.get(c, tid), lambda c: q.q.cancel(c, tid),
-               lambda c: q.q.retry(c, tid), lambda c: q.q.events(c, tid)):
+    for op in (
+        lambda c: q.q.get(c, tid),
+        lambda c: q.q.cancel(c, tid),
+        lambda c: q.q.retry(c, tid),
+        lambda c: q.q.events(c, tid),
+    ):
         with pytest.raises(PermissionDenied):
             op(BOB)
         with pytest.raises(PermissionDenied):
@@ -299,8 +306,10 @@ def test_schema_1_databases_migrate_and_their_chain_still_verifies(tmp_path: Pat
         prev = GENESIS
         for seq in (1, 2, 3):
             digest = row_hash(seq, 1.5, 0, "agent.create", f"a{seq}", None, "ok", "{}", prev)
-            s.execute("INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?)",
-                      (seq, 1.5, 0, "agent.create", f"a{seq}", None, "ok", "{}", prev, digest))
+            s.execute(
+                "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (seq, 1.5, 0, "agent.create", f"a{seq}", None, "ok", "{}", prev, digest),
+            )
             prev = digest
         s.execute("INSERT INTO meta VALUES ('audit_head', ?)", (f"3:{prev}",))
         s.close()
@@ -324,8 +333,7 @@ def test_a_new_runtime_releases_the_claims_of_the_one_before(q: Q) -> None:
     assert q.status(tid) == "in_progress"
     (released,) = q.q.release(a)
     assert released.id == tid and released.status == "pending"
-    assert q.audit("task.lease_expired")[-1].detail["reason"] == \
-        "the runtime holding it restarted"
+    assert q.audit("task.lease_expired")[-1].detail["reason"] == "the runtime holding it restarted"
 
 
 def test_a_long_poll_left_by_a_dead_runtime_claims_nothing(q: Q) -> None:

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from world import ALICE, BOB, ROOT, World
 
+from agentd.agent import Agent
 from agentd.errors import InvalidArgument, ModelUnavailable, PermissionDenied, QuotaExceeded
 from agentd.events import AgentRemoved
 from agentd.modelclient import Interrupted, ModelClient
 from agentd.quotas import Meter, period_bounds
-from agentd.registry import Agent
 from agentd.thinking import Options, Thinking, parse_messages, parse_options
 
 
@@ -25,13 +25,16 @@ def ts(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
-@pytest.mark.parametrize(("period", "now", "start", "end"), [
-    ("daily", "2026-11-21T13:05:00", "2026-11-21T00:00:00", "2026-11-22T00:00:00"),
-    ("weekly", "2026-11-21T13:05:00", "2026-11-16T00:00:00", "2026-11-23T00:00:00"),
-    ("monthly", "2026-11-21T13:05:00", "2026-11-01T00:00:00", "2026-12-01T00:00:00"),
-    ("monthly", "2026-12-31T23:59:59", "2026-12-01T00:00:00", "2027-01-01T00:00:00"),
-    ("monthly", "2028-02-10T00:00:00", "2028-02-01T00:00:00", "2028-03-01T00:00:00"),
-])
+@pytest.mark.parametrize(
+    ("period", "now", "start", "end"),
+    [
+        ("daily", "2026-11-21T13:05:00", "2026-11-21T00:00:00", "2026-11-22T00:00:00"),
+        ("weekly", "2026-11-21T13:05:00", "2026-11-16T00:00:00", "2026-11-23T00:00:00"),
+        ("monthly", "2026-11-21T13:05:00", "2026-11-01T00:00:00", "2026-12-01T00:00:00"),
+        ("monthly", "2026-12-31T23:59:59", "2026-12-01T00:00:00", "2027-01-01T00:00:00"),
+        ("monthly", "2028-02-10T00:00:00", "2028-02-01T00:00:00", "2028-03-01T00:00:00"),
+    ],
+)
 def test_periods_are_utc_calendar_periods(period: str, now: str, start: str, end: str) -> None:
     assert period_bounds(period, ts(now)) == (ts(start), ts(end))
 
@@ -171,8 +174,15 @@ class FakeService:
                 writer.close()
                 return
             send.append({"event": "token", "text": word + " "})
-        send.append({"event": "done", "text": " ".join(words) + " ", "finish_reason": "eos",
-                     "prompt_tokens": 7, "completion_tokens": len(words)})
+        send.append(
+            {
+                "event": "done",
+                "text": " ".join(words) + " ",
+                "finish_reason": "eos",
+                "prompt_tokens": 7,
+                "completion_tokens": len(words),
+            }
+        )
         for event in send:
             writer.write(json.dumps(event).encode() + b"\n")
         await writer.drain()
@@ -183,8 +193,12 @@ class T:
     def __init__(self, tmp_path: Path) -> None:
         self.m = M(tmp_path)
         self.service = FakeService(tmp_path / "inference.sock")
-        self.thinking = Thinking(self.m.w.reg, self.m.meter,
-                                 ModelClient(self.service.path, patience_s=0.5), self.m.w.audit)
+        self.thinking = Thinking(
+            self.m.w.reg,
+            self.m.meter,
+            ModelClient(self.service.path, patience_s=0.5),
+            self.m.w.audit,
+        )
 
 
 async def collect(stream) -> list[dict[str, Any]]:
@@ -210,7 +224,11 @@ def test_chat_streams_with_the_persona_and_meters(tmp_path: Path) -> None:
     assert req["messages"][0]["content"] == "You are a helpful assistant."  # sandbox.toml
     (row,) = t.m.w.store.query("SELECT * FROM usage")
     assert (row["prompt_tokens"], row["completion_tokens"], row["status"], row["kind"]) == (
-        7, 3, "ok", "chat")
+        7,
+        3,
+        "ok",
+        "chat",
+    )
 
 
 def test_think_is_retried_once_when_the_service_dies(tmp_path: Path) -> None:
@@ -242,9 +260,9 @@ def test_chat_interrupted_fails_cleanly(tmp_path: Path) -> None:
         got: list[dict[str, Any]] = []
         try:
             with pytest.raises(Interrupted):
-                async for e in t.thinking.generate(a, ALICE.uid, "chat",
-                                                   [{"role": "user", "content": "a b c d"}],
-                                                   Options()):
+                async for e in t.thinking.generate(
+                    a, ALICE.uid, "chat", [{"role": "user", "content": "a b c d"}], Options()
+                ):
                     got.append(e)
             return got
         finally:
@@ -254,8 +272,7 @@ def test_chat_interrupted_fails_cleanly(tmp_path: Path) -> None:
     assert [e["text"] for e in got if e["event"] == "token"] == ["a ", "b "]
 
 
-def test_no_service_is_model_unavailable_and_over_quota_never_reaches_it(
-        tmp_path: Path) -> None:
+def test_no_service_is_model_unavailable_and_over_quota_never_reaches_it(tmp_path: Path) -> None:
     t = T(tmp_path)
     a = t.m.agent("a1")
     with pytest.raises(ModelUnavailable, match="not answering"):
@@ -276,19 +293,33 @@ def test_chat_is_for_owners_and_admins_only(tmp_path: Path) -> None:
         t.thinking.chat_agent(BOB, "a1")
 
 
-@pytest.mark.parametrize("bad", [
-    "not json", "[]", '{"role": "user"}', '[{"role": "robot", "content": "x"}]',
-    '[{"role": "user", "content": 3}]', '[{"role": "user", "content": "x", "extra": 1}]',
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not json",
+        "[]",
+        '{"role": "user"}',
+        '[{"role": "robot", "content": "x"}]',
+        '[{"role": "user", "content": 3}]',
+        '[{"role": "user", "content": "x", "extra": 1}]',
+    ],
+)
 def test_bad_messages_are_refused(bad: str) -> None:
     with pytest.raises(InvalidArgument):
         parse_messages(bad)
 
 
-@pytest.mark.parametrize("bad", [
-    {"max_tokens": 0}, {"max_tokens": 10**6}, {"temperature": -1}, {"json_schema": "{"},
-    {"json_schema": "[1]"}, {"colour": "red"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_tokens": 0},
+        {"max_tokens": 10**6},
+        {"temperature": -1},
+        {"json_schema": "{"},
+        {"json_schema": "[1]"},
+        {"colour": "red"},
+    ],
+)
 def test_bad_options_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument):
         parse_options(bad)

@@ -37,18 +37,24 @@ def test_uids_are_unique_and_skip_taken_ones(w: World) -> None:
     assert len(uids) == 3 and w.cfg.uid_min not in uids
 
 
-@pytest.mark.parametrize(("name", "template", "limits", "error"), [
-    ("Bad Name", "sandbox", {}, InvalidName),
-    ("root", "sandbox", {}, InvalidName),
-    ("ok", "no-such", {}, NoSuchTemplate),
-    ("ok", "sandbox", {"memory_max": 1}, InvalidArgument),
-    ("ok", "sandbox", {"tasks_max": 10**9}, InvalidArgument),
-])
+@pytest.mark.parametrize(
+    ("name", "template", "limits", "error"),
+    [
+        ("Bad Name", "sandbox", {}, InvalidName),
+        ("root", "sandbox", {}, InvalidName),
+        ("ok", "no-such", {}, NoSuchTemplate),
+        ("ok", "sandbox", {"memory_max": 1}, InvalidArgument),
+        ("ok", "sandbox", {"tasks_max": 10**9}, InvalidArgument),
+    ],
+)
 def test_bad_input_creates_nothing(w: World, name, template, limits, error) -> None:
     with pytest.raises(error):
         w.run(w.reg.create(ALICE, name, template, limits))
-    assert w.accounts.users == {} and w.homes.homes == {} and w.reg.agents(("creating",
-                                                                             "present")) == []
+    assert (
+        w.accounts.users == {}
+        and w.homes.homes == {}
+        and w.reg.agents(("creating", "present")) == []
+    )
     assert w.audit_rows("agent.create")[-1].result == "refused"
 
 
@@ -76,8 +82,7 @@ def test_per_owner_limit_applies_to_users_not_admins(tmp_path: Path) -> None:
 
 def test_owners_manage_only_their_agents_and_denials_are_audited(w: World) -> None:
     w.run(w.reg.create(ALICE, "mine", "sandbox"))
-    for op in (w.reg.start(BOB, "mine"), w.reg.stop(BOB, "mine"),
-               w.reg.remove(BOB, "mine")):
+    for op in (w.reg.start(BOB, "mine"), w.reg.stop(BOB, "mine"), w.reg.remove(BOB, "mine")):
         with pytest.raises(PermissionDenied):
             w.run(op)
     with pytest.raises(PermissionDenied):
@@ -117,8 +122,9 @@ def test_start_failure_is_typed_and_audited(w: World) -> None:
 def test_start_returns_the_job_and_reports_its_outcome(w: World) -> None:
     w.run(w.reg.create(ALICE, "j", "sandbox"))
     seen: list = []
-    w.reg.events.subscribe(JobFinished, lambda e: seen.append(
-        (e.agent.name, e.job, e.operation, e.result)))
+    w.reg.events.subscribe(
+        JobFinished, lambda e: seen.append((e.agent.name, e.job, e.operation, e.result))
+    )
     job = w.run(w.reg.start(ALICE, "j"))
     assert job.startswith("/org/freedesktop/systemd1/job/")
     assert seen == [("j", job, "start", "done")]

@@ -315,15 +315,25 @@ def test_a_failed_pass_does_not_end_run(tmp_path: Path, no_tick: None) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, reason="bug: no engine code publishes TaskChanged (the queue "
-                   "only calls its own listeners), so a task change does not wake the "
-                   "scheduler (and Tasks.TaskChanged is never emitted)")
-def test_a_submitted_task_wakes_the_scheduler(tmp_path: Path) -> None:
+def test_a_task_submitted_to_the_queue_wakes_run(tmp_path: Path, no_tick: None) -> None:
+    """The queue publishes TaskChanged once the submission commits; no kick by hand."""
+
     async def main() -> None:
         s = S(tmp_path)
         await s.agent("a1")
-        s.sched._kick.clear()
-        s.submit(agent="a1")
-        assert s.sched._kick.is_set()
+        started = asyncio.Event()
+        s.w.reg.events.subscribe(JobFinished, lambda e: e.operation == "start"
+                                 and started.set())
+        loop = asyncio.create_task(s.sched.run())
+        try:
+            assert not s.sched._kick.is_set()  # nothing woke run() yet
+            s.submit(agent="a1")
+            assert s.sched._kick.is_set()
+            await asyncio.wait_for(started.wait(), GUARD)
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+            await s.w.reg.settle()
+        assert s.running("a1")
 
     asyncio.run(main())

@@ -27,11 +27,14 @@ def _override(w: World, text: str) -> None:
     (d / "sandbox.toml").write_text(text)
 
 
-@pytest.mark.parametrize("bad", [
-    "this is [[not TOML",  # InvalidConfig: unparsable
-    SANDBOX.replace('profile = "offline"', 'profile = "nowhere"'),  # InvalidConfig: profile
-    SANDBOX.replace("concurrency = 2", "concurrency = 0"),  # InvalidConfig: out of range
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "this is [[not TOML",  # InvalidConfig: unparsable
+        SANDBOX.replace('profile = "offline"', 'profile = "nowhere"'),  # InvalidConfig: profile
+        SANDBOX.replace("concurrency = 2", "concurrency = 0"),  # InvalidConfig: out of range
+    ],
+)
 def test_an_agent_with_a_broken_template_runs_nothing(w: World, bad: str) -> None:
     q = TaskQueue(w.store, w.reg)
     a1 = w.run(w.reg.create(ALICE, "a1", "sandbox"))
@@ -48,7 +51,8 @@ def test_an_agent_with_a_broken_template_runs_nothing(w: World, bad: str) -> Non
 
 
 def test_a_bug_behind_the_template_look_up_is_not_a_missing_template(
-        w: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     q = TaskQueue(w.store, w.reg)
     a1 = w.run(w.reg.create(ALICE, "a1", "sandbox"))
     q.submit(ALICE, {"title": "t"})
@@ -57,7 +61,10 @@ def test_a_bug_behind_the_template_look_up_is_not_a_missing_template(
         raise KeyError(name)
 
     monkeypatch.setattr(w.reg.catalog, "template", broken)
-    for call in (lambda: q.assign(), lambda: q.claim(a1),
-                 lambda: q.submit(ALICE, {"title": "t", "agent": "a1"})):
+    for call in (
+        lambda: q.assign(),
+        lambda: q.claim(a1),
+        lambda: q.submit(ALICE, {"title": "t", "agent": "a1"}),
+    ):
         with pytest.raises(KeyError):
             call()

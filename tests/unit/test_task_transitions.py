@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from world import ALICE, World
 
+from agentd.agent import Agent
 from agentd.errors import AgentdError, Conflict
 from agentd.events import TaskChanged
-from agentd.registry import Agent
 from agentd.tasks.model import (
     EVENTS,
     FINAL,
@@ -56,8 +56,11 @@ class H:
 
     def rows(self, event: str, tid: int) -> int:
         """Audit rows of EVENT happening to task TID (not of its being denied)."""
-        return sum(1 for e in self.w.audit.entries(task_id=tid, limit=100000)
-                   if e.action == event and e.result != "denied")
+        return sum(
+            1
+            for e in self.w.audit.entries(task_id=tid, limit=100000)
+            if e.action == event and e.result != "denied"
+        )
 
     def remove_a1(self) -> None:
         self.w.run(self.w.reg.remove(ALICE, "a1"))
@@ -69,8 +72,10 @@ def run(coro: Any) -> Any:
 
 def build(h: H, status: str, pinned: bool = False, max_attempts: int = 3) -> int:
     """A task of ALICE's in STATUS, brought there by the engine itself."""
-    spec: dict[str, Any] = {"title": "t", "max_attempts": 1 if status == "dead_lettered"
-                            else max_attempts}
+    spec: dict[str, Any] = {
+        "title": "t",
+        "max_attempts": 1 if status == "dead_lettered" else max_attempts,
+    }
     if pinned:
         spec["agent"] = "a1"
     tid = h.q.submit(ALICE, spec).id
@@ -128,27 +133,66 @@ def _ops() -> tuple[Op, ...]:
         Op("task.assigned", "assign", lambda h, tid: h.q.assign(), ok("pending")),
         Op("task.unassigned", "agent removed, assign", _unassign, ok("pending")),
         Op("task.claimed", "claim", lambda h, tid: h.q.claim(h.a1), ok("pending")),
-        Op("task.completed", "complete", lambda h, tid: run(
-            h.q.complete(h.a1, tid, _attempt(h, tid), '{"ok": true}', [])), ok("in_progress")),
-        Op("task.failed", "fail", lambda h, tid: run(
-            h.q.fail(h.a1, tid, _attempt(h, tid), "it broke", "", [])), ok("in_progress")),
+        Op(
+            "task.completed",
+            "complete",
+            lambda h, tid: run(h.q.complete(h.a1, tid, _attempt(h, tid), '{"ok": true}', [])),
+            ok("in_progress"),
+        ),
+        Op(
+            "task.failed",
+            "fail",
+            lambda h, tid: run(h.q.fail(h.a1, tid, _attempt(h, tid), "it broke", "", [])),
+            ok("in_progress"),
+        ),
         Op("task.failed", "pinned agent removed, assign", _orphan, ok("pending"), pinned=True),
-        Op("task.blocked", "block", lambda h, tid: h.q.block(
-            h.a1, tid, _attempt(h, tid), "why?"), ok("in_progress")),
-        Op("task.unblocked", "unblock", lambda h, tid: h.q.unblock(ALICE, tid, "this one"),
-           ok("blocked")),
-        Op("task.cancelled", "cancel", lambda h, tid: h.q.cancel(ALICE, tid),
-           ok("pending", "in_progress", "blocked")),
-        Op("task.retried", "retry", lambda h, tid: h.q.retry(ALICE, tid),
-           ok("failed", "cancelled", "dead_lettered")),
-        Op("task.lease_expired", "lease lapsed", lambda h, tid: h.q.expire_leases(now=lapse),
-           ok("in_progress")),
-        Op("task.lease_expired", "new runtime", lambda h, tid: h.q.release(h.a1),
-           ok("in_progress")),
-        Op("task.dead_lettered", "lease lapsed on the last attempt", lambda h, tid:
-           h.q.expire_leases(now=lapse), ok("in_progress"), max_attempts=1),
-        Op("task.dead_lettered", "new runtime, last attempt", lambda h, tid: h.q.release(h.a1),
-           ok("in_progress"), max_attempts=1),
+        Op(
+            "task.blocked",
+            "block",
+            lambda h, tid: h.q.block(h.a1, tid, _attempt(h, tid), "why?"),
+            ok("in_progress"),
+        ),
+        Op(
+            "task.unblocked",
+            "unblock",
+            lambda h, tid: h.q.unblock(ALICE, tid, "this one"),
+            ok("blocked"),
+        ),
+        Op(
+            "task.cancelled",
+            "cancel",
+            lambda h, tid: h.q.cancel(ALICE, tid),
+            ok("pending", "in_progress", "blocked"),
+        ),
+        Op(
+            "task.retried",
+            "retry",
+            lambda h, tid: h.q.retry(ALICE, tid),
+            ok("failed", "cancelled", "dead_lettered"),
+        ),
+        Op(
+            "task.lease_expired",
+            "lease lapsed",
+            lambda h, tid: h.q.expire_leases(now=lapse),
+            ok("in_progress"),
+        ),
+        Op(
+            "task.lease_expired", "new runtime", lambda h, tid: h.q.release(h.a1), ok("in_progress")
+        ),
+        Op(
+            "task.dead_lettered",
+            "lease lapsed on the last attempt",
+            lambda h, tid: h.q.expire_leases(now=lapse),
+            ok("in_progress"),
+            max_attempts=1,
+        ),
+        Op(
+            "task.dead_lettered",
+            "new runtime, last attempt",
+            lambda h, tid: h.q.release(h.a1),
+            ok("in_progress"),
+            max_attempts=1,
+        ),
     )
 
 
@@ -169,8 +213,8 @@ def test_the_store_allows_exactly_the_table_s_statuses() -> None:
     from agentd import store
 
     schema = "".join(store.MIGRATIONS)
-    check = schema[schema.index("status        TEXT NOT NULL CHECK"):]
-    check = check[:check.index(")")]
+    check = schema[schema.index("status        TEXT NOT NULL CHECK") :]
+    check = check[: check.index(")")]
     assert {s.strip(" '\n") for s in check.split("(")[-1].split(",")} == set(STATUSES)
 
 
@@ -256,8 +300,9 @@ def _race(h: H, monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], Any]) -
     return out
 
 
-def test_two_agents_racing_for_a_task_one_wins(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_agents_racing_for_a_task_one_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     h = H(tmp_path)
     a2 = h.agent("a2")
     tid = build(h, "pending")
@@ -270,8 +315,9 @@ def test_two_agents_racing_for_a_task_one_wins(tmp_path: Path,
     assert [e for e in h.seen if e[1] == "task.claimed"] == [(tid, "task.claimed")]
 
 
-def test_the_claimer_that_loses_skips_to_the_next_task(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_claimer_that_loses_skips_to_the_next_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     h = H(tmp_path)
     a2 = h.agent("a2")
     first = h.q.submit(ALICE, {"title": "first", "priority": "high"}).id

@@ -24,16 +24,24 @@ def test_vendor_templates_parse_and_one_is_offline(tmp_path: Path) -> None:
 def test_admin_override_replaces_vendor_template(tmp_path: Path) -> None:
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "writing.toml").write_text(
-        'description = "site writer"\nprofile = "offline"\n[limits]\nmemory_max = "64M"\n')
+        'description = "site writer"\nprofile = "offline"\n[limits]\nmemory_max = "64M"\n'
+    )
     t = catalog(tmp_path).template("writing")
     assert t.description == "site writer"
     assert t.limits.memory_max == 64 << 20
 
 
-@pytest.mark.parametrize("body", [
-    'profile = 3\n', 'capabilities = ["Bad Cap"]\n', 'colour = "red"\n',
-    '[limits]\nmemory_max = "1K"\n', '[limits]\ntasks_max = 1\n', '[limits]\nswap = 1\n',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "profile = 3\n",
+        'capabilities = ["Bad Cap"]\n',
+        'colour = "red"\n',
+        '[limits]\nmemory_max = "1K"\n',
+        "[limits]\ntasks_max = 1\n",
+        "[limits]\nswap = 1\n",
+    ],
+)
 def test_bad_templates_are_refused_by_file_name(tmp_path: Path, body: str) -> None:
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "bad.toml").write_text(body)
@@ -56,8 +64,14 @@ def test_limits_overrides_are_bounded() -> None:
     base = Limits()
     assert base.with_overrides({"memory_max": "1G"}).memory_max == 1 << 30
     assert base.with_overrides({"tasks_max": 64}).tasks_max == 64
-    for bad in ({"memory_max": 1}, {"cpu_quota": 0}, {"cpu_quota": 10**6},
-                {"tasks_max": 10**9}, {"swap": 1}, {"tasks_max": "many"}):
+    for bad in (
+        {"memory_max": 1},
+        {"cpu_quota": 0},
+        {"cpu_quota": 10**6},
+        {"tasks_max": 10**9},
+        {"swap": 1},
+        {"tasks_max": "many"},
+    ):
         with pytest.raises(InvalidArgument):
             base.with_overrides(bad)
     assert parse_size("512M") == 512 << 20
@@ -70,9 +84,13 @@ def _props(network: str) -> dict[str, list]:
 
     ident = sandbox.AgentIdentity("web-1", 70001, 70001, Path("/home/agents/web-1"))
     props = sandbox.unit_properties(
-        ident, Limits(256 << 20, 50, 32), Profile("p", network=network),
-        runtime_command=Path("/usr/libexec/agentd/agentd-runtime"), slice_="agents.slice",
-        heartbeat_interval=10)
+        ident,
+        Limits(256 << 20, 50, 32),
+        Profile("p", network=network),
+        runtime_command=Path("/usr/libexec/agentd/agentd-runtime"),
+        slice_="agents.slice",
+        heartbeat_interval=10,
+    )
     out: dict[str, list] = {}
     for name, value in props:
         out.setdefault(name, []).append(value)
@@ -101,5 +119,4 @@ def test_unit_properties_carry_limits_identity_and_hardening() -> None:
 def test_network_profile_opens_only_inet() -> None:
     p = _props("full")
     assert "PrivateNetwork" not in p
-    assert p["RestrictAddressFamilies"] == [
-        ("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6"]))]
+    assert p["RestrictAddressFamilies"] == [("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6"]))]

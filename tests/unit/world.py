@@ -23,8 +23,7 @@ BOB = Caller(1001, frozenset({1001}))
 
 class World:
     def __init__(self, tmp_path: Path, **cfg: object) -> None:
-        self.cfg = Config(state_dir=tmp_path, admin_group="no-such-admin-group",
-                          **cfg)  # type: ignore[arg-type]
+        self.cfg = Config(state_dir=tmp_path, admin_group="no-such-admin-group", **cfg)  # type: ignore[arg-type]
         self.accounts, self.homes, self.units = FakeAccounts(), FakeHomes(), FakeUnits()
         self.db = tmp_path / "agentd.db"
         self.reopen()
@@ -33,8 +32,15 @@ class World:
         """A fresh registry over the same database and system: agentd restarted."""
         self.store = Store(self.db)
         self.audit = AuditLog(self.store, journal=None)
-        self.reg = Registry(self.cfg, self.store, self.audit, self.accounts, self.homes,
-                            self.units, Catalog(REPO / "policies", self.db.parent / "etc"))
+        self.reg = Registry(
+            self.cfg,
+            self.store,
+            self.audit,
+            self.accounts,
+            self.homes,
+            self.units,
+            Catalog(REPO / "policies", self.db.parent / "etc"),
+        )
         return self.reg
 
     def run(self, coro):

@@ -1,0 +1,221 @@
+"""`agentctl task show` and `task artifact`: one task, everything about it.
+
+Kept apart from agentctl.commands.task (which adds both to the `task` group):
+reading a task's fields, history and artifacts is its own concern.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import click
+
+from ..app import env, fail, json_option, run
+from ..output import (
+    Field,
+    dash,
+    fmt_bytes,
+    fmt_event_detail,
+    fmt_list_time,
+    fmt_time,
+    fmt_user,
+    getter,
+    is_binary,
+    print_fields,
+    print_json,
+    print_section,
+    user_cell,
+)
+from ..params import TASK_ID
+
+
+def fmt_result(text: str) -> str:
+    """A task's result (JSON text): indented on a terminal, one line otherwise;
+    text that is not JSON as it is."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if env().is_tty():
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False)
+
+
+TASK_FIELDS: list[Field] = [
+    ("id", "ID", getter("id")),
+    ("title", "Title", getter("title")),
+    ("status", "Status", getter("status")),
+    ("priority", "Priority", getter("priority")),
+    ("project", "Project", getter("project", dash)),
+    ("agent", "Agent", getter("agent", dash)),
+    ("owner_uid", "Owner", getter("owner_uid", fmt_user)),
+    ("description", "Description", getter("description")),
+    ("needs", "Needs", getter("needs")),
+    ("after", "After", getter("after")),
+    ("exec", "Exec", getter("exec")),
+    ("attempts", "Attempts", getter("attempts")),
+    ("max_attempts", "Max attempts", getter("max_attempts")),
+    ("block_reason", "Blocked on", getter("block_reason")),
+    ("notes", "Notes", getter("notes", lambda notes: "\n".join(notes))),
+    ("error", "Error", getter("error")),
+    ("result", "Result", getter("result", fmt_result)),
+    ("created_at", "Created", getter("created_at", fmt_time)),
+    ("updated_at", "Updated", getter("updated_at", fmt_time)),
+    ("started_at", "Started", getter("started_at", fmt_time)),
+    ("finished_at", "Finished", getter("finished_at", fmt_time)),
+    ("lease_expires", "Lease expires", getter("lease_expires", fmt_time)),
+]
+# left out of `task show`'s text when empty ("" or no items): nothing to say
+OPTIONAL_TASK_FIELDS = (
+    "description",
+    "needs",
+    "after",
+    "exec",
+    "block_reason",
+    "notes",
+    "error",
+    "result",
+)
+
+
+@click.command(
+    "show",
+    short_help="Show a task: fields, result, history, artifacts.",
+    epilog="""\b
+Examples:
+  agentctl task show 42
+  agentctl task show 42 | awk -F'\\t' '$1 == "artifact" {print $2}'
+  agentctl task show 42 --json | jq '.result | fromjson'""",
+)
+@click.argument("task_id", metavar="ID", type=TASK_ID)
+@json_option
+def task_show(task_id: int, as_json: bool) -> None:
+    """Show task ID: every field, its result, its history and its artifacts.
+
+    The result (JSON, as the agent reported it) is indented on a terminal.
+    The history lists the task's events from the audit trail (created,
+    assigned, claimed, blocked, completed, ...) with who caused each; the
+    artifacts, the files the agent registered (get one with `task
+    artifact`); a terminal gets the start of each SHA-256, a pipe or --json
+    all of it. Without a terminal: `KEY<TAB>VALUE` lines, then one
+    `event<TAB>SEQ<TAB>TIME<TAB>ACTOR<TAB>EVENT<TAB>RESULT<TAB>DETAIL` line
+    per event and one `artifact<TAB>NAME<TAB>TYPE<TAB>SIZE<TAB>SHA256` line
+    per artifact (sizes in bytes). --json prints DescribeTask's fields (times
+    in seconds since the epoch, result as JSON text) plus "events" and
+    "artifacts" lists.
+    """
+
+    async def body(c: Any) -> dict[str, Any]:
+        info = await c.describe_task(task_id)
+        return dict(
+            info,
+            events=await c.list_task_events(task_id),
+            artifacts=await c.list_artifacts(task_id),
+        )
+
+    info = run(body)
+    if as_json:
+        print_json(info)
+        return
+    events = info.pop("events")
+    artifacts = info.pop("artifacts")
+    shown = {
+        k: v for k, v in info.items() if not (k in OPTIONAL_TASK_FIELDS and v in ("", [], None))
+    }
+    print_fields(shown, TASK_FIELDS, styled=("status",))
+    tty = env().is_tty()
+    print_section(
+        "History",
+        "event",
+        ("SEQ", "TIME", "ACTOR", "EVENT", "RESULT", "DETAIL"),
+        [
+            (
+                e["seq"],
+                fmt_list_time(e["ts"]),
+                user_cell(e["actor_uid"]),
+                e["event"],
+                e["result"],
+                fmt_event_detail(e["detail"]),
+            )
+            for e in events
+        ],
+    )
+    # a terminal gets sizes for people and the start of each hash (all of it in a pipe)
+    print_section(
+        "Artifacts",
+        "artifact",
+        ("NAME", "TYPE", "SIZE", "SHA256"),
+        [
+            (
+                a["name"],
+                a["type"],
+                fmt_bytes(a["size"]) if tty else a["size"],
+                a["sha256"][:12] + "…" if tty else a["sha256"],
+            )
+            for a in artifacts
+        ],
+    )
+
+
+@click.command(
+    "artifact",
+    epilog="""\b
+Examples:
+  agentctl task artifact 42 report.md
+  agentctl task artifact 42 report.pdf > report.pdf
+  agentctl task artifact 42 report.pdf -o report.pdf --json""",
+)
+@click.argument("task_id", metavar="ID", type=TASK_ID)
+@click.argument("name")
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write to FILE instead of stdout ('-': stdout, even a terminal).",
+)
+@json_option
+def task_artifact(task_id: int, name: str, output: str | None, as_json: bool) -> None:
+    """Write artifact NAME of task ID to stdout or FILE.
+
+    Artifacts are files the agent wrote in its home and registered with
+    agentd; their names, types, sizes and SHA-256 are in `task show ID`.
+    Only the task's owner (and administrators) may read them; agentd reads
+    the file, agentctl never opens the agent's home. Binary data is not
+    written to a terminal unless asked for with `-o -`. With --json (which
+    needs -o FILE), prints what was written: file, size and SHA-256.
+    """
+    if as_json and output in (None, "-"):
+        raise click.UsageError(
+            "--json describes the file written by -o FILE; "
+            "without -o FILE the artifact itself is the output"
+        )
+    data = run(lambda c: c.read_artifact(task_id, name))
+    if output is None or output == "-":
+        if output is None and env().is_tty() and is_binary(data):
+            fail(
+                f"artifact {name!r} of task {task_id} is binary ({len(data)} bytes); "
+                f"not writing it to a terminal: redirect it (> FILE), or use -o FILE "
+                f"(-o - to force)"
+            )
+        stdout = click.get_binary_stream("stdout")
+        stdout.write(data)
+        stdout.flush()
+        return
+    try:
+        with open(output, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        fail(f"cannot write {output}: {e.strerror or e}")
+    if as_json:
+        print_json(
+            {
+                "task": task_id,
+                "name": name,
+                "file": output,
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )

@@ -1,0 +1,97 @@
+"""The Model interface: the shared model, chat, usage and quotas."""
+
+from __future__ import annotations
+
+from sdbus import (
+    DbusInterfaceCommonAsync,
+    dbus_method_async,
+)
+
+from ..rows import QuotaRow, UsageRow
+from .common import MODEL_INTERFACE, U
+
+
+class ModelInterface(DbusInterfaceCommonAsync, interface_name=MODEL_INTERFACE):
+    """The shared model (agentd-inference.service), token usage and quotas.
+
+    Streams (Chat, Reload) are returned as a file descriptor: the read end of a
+    socket on which agentd writes JSON lines (docs/dbus-api.md), private to the
+    caller, unlike a broadcast signal.
+    """
+
+    @dbus_method_async("", "a{sv}", flags=U, method_name="Describe", result_args_names=("info",))
+    async def describe(self) -> dict[str, tuple[str, object]]:
+        """The model file, its load state, the service's settings and live stats."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "s",
+        "h",
+        flags=U,
+        method_name="Reload",
+        input_args_names=("path",),
+        result_args_names=("events",),
+    )
+    async def reload(self, path: str) -> int:
+        """Admin: reload the model (PATH, or the configured one if empty); the old
+        model serves until the new one is loaded. events: progress lines, then
+        done or error."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "ssa{sv}",
+        "h",
+        flags=U,
+        method_name="Chat",
+        input_args_names=("agent", "messages", "options"),
+        result_args_names=("events",),
+    )
+    async def chat(self, agent: str, messages: str, options: dict[str, tuple[str, object]]) -> int:
+        """Talk to AGENT (its owner or an admin) as its template's persona.
+        Quotas are checked before this returns (QuotaExceeded). messages and
+        options as Runtime.Think, plus persona (b, default true). events: queued,
+        token lines as they come, then done (with token counts) or error."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "",
+        "a" + QuotaRow.SIGNATURE,
+        flags=U,
+        method_name="ListQuotas",
+        result_args_names=("quotas",),
+    )
+    async def list_quotas(self) -> list[tuple]:
+        """Quotas of the agents the caller may see and of their owners."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "u",
+        "a" + UsageRow.SIGNATURE,
+        flags=U,
+        method_name="ListUsage",
+        input_args_names=("days",),
+        result_args_names=("usage",),
+    )
+    async def list_usage(self, days: int) -> list[tuple]:
+        """Tokens by day and agent over the last DAYS days (the caller's agents;
+        all of them for an admin)."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "ssts",
+        "",
+        flags=U,
+        method_name="SetQuota",
+        input_args_names=("kind", "subject", "tokens", "period"),
+    )
+    async def set_quota(self, kind: str, subject: str, tokens: int, period: str) -> None:
+        """Admin: KIND agent|owner; SUBJECT an agent name, or an owner's user name or
+        UID; TOKENS per PERIOD (daily|weekly|monthly), 0 for unlimited."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "ss", "", flags=U, method_name="ResetQuota", input_args_names=("kind", "subject")
+    )
+    async def reset_quota(self, kind: str, subject: str) -> None:
+        """Admin: count the current period's usage from now on (the limit stays)."""
+        raise NotImplementedError
