@@ -24,8 +24,8 @@ def variants(info: Mapping[str, Any]) -> dict[str, Variant]:
 
 def _variant(value: object) -> Variant:
     sig = _signature(value)
-    if sig == "as":
-        return sig, [str(v) for v in value]  # type: ignore[attr-defined]
+    if isinstance(value, list | tuple):
+        return sig, [str(v) for v in value] if sig == "as" else list(value)
     if sig == "s":
         return sig, str(value)
     return sig, value
@@ -38,8 +38,8 @@ def _signature(value: object) -> str:
         return "t" if value >= 0 else "x"
     if isinstance(value, float):
         return "d"
-    if isinstance(value, list):
-        return "at" if _int_list(value) else "as"
+    if isinstance(value, list | tuple):
+        return "at" if _int_list(list(value)) else "as"
     return "s"
 
 

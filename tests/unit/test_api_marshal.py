@@ -43,7 +43,7 @@ from agentd.units import UnitStatus
 
 # ------------------------------------------------------------------ D-Bus signatures
 def complete_types(signature: str) -> list[str]:
-    """"sa{sv}(tu)" -> ["s", "a{sv}", "(tu)"]; ValueError if unbalanced."""
+    """ "sa{sv}(tu)" -> ["s", "a{sv}", "(tu)"]; ValueError if unbalanced."""
     out, i = [], 0
     while i < len(signature):
         end = _end(signature, i)
@@ -70,8 +70,15 @@ def _end(sig: str, i: int) -> int:
     raise ValueError(f"unknown type {sig[i]!r} in {sig!r}")
 
 
-INT_RANGES = {"y": (0, 2**8), "n": (-2**15, 2**15), "q": (0, 2**16), "i": (-2**31, 2**31),
-              "u": (0, 2**32), "x": (-2**63, 2**63), "t": (0, 2**64)}
+INT_RANGES = {
+    "y": (0, 2**8),
+    "n": (-(2**15), 2**15),
+    "q": (0, 2**16),
+    "i": (-(2**31), 2**31),
+    "u": (0, 2**32),
+    "x": (-(2**63), 2**63),
+    "t": (0, 2**64),
+}
 
 
 def conforms(value: Any, sig: str) -> bool:
@@ -90,13 +97,17 @@ def conforms(value: Any, sig: str) -> bool:
     if sig.startswith("a{"):
         key, val = complete_types(sig[2:-1])
         return isinstance(value, dict) and all(
-            conforms(k, key) and conforms(v, val) for k, v in value.items())
+            conforms(k, key) and conforms(v, val) for k, v in value.items()
+        )
     if sig.startswith("a"):
         return isinstance(value, list) and all(conforms(v, sig[1:]) for v in value)
     if sig.startswith("("):
         members = complete_types(sig[1:-1])
-        return isinstance(value, tuple) and len(value) == len(members) and all(
-            conforms(v, m) for v, m in zip(value, members, strict=True))
+        return (
+            isinstance(value, tuple)
+            and len(value) == len(members)
+            and all(conforms(v, m) for v, m in zip(value, members, strict=True))
+        )
     if sig == "v":
         return isinstance(value, tuple) and len(value) == 2 and conforms(value[1], value[0])
     raise AssertionError(f"no check for {sig!r}")
@@ -117,25 +128,29 @@ def test_the_signature_helpers_themselves() -> None:
 
 
 # ------------------------------------------------------------------ marshal: variants
-@pytest.mark.parametrize(("value", "variant"), [
-    (True, ("b", True)),
-    (False, ("b", False)),
-    (0, ("t", 0)),
-    (7, ("t", 7)),
-    (2**63, ("t", 2**63)),
-    (-1, ("x", -1)),
-    (-(2**40), ("x", -(2**40))),
-    (1.5, ("d", 1.5)),
-    (-0.25, ("d", -0.25)),
-    ("text", ("s", "text")),
-    ("", ("s", "")),
-    (Path("/home/agents/a1"), ("s", "/home/agents/a1")),
-    ([1, 2, 3], ("at", [1, 2, 3])),
-    (["a", "b"], ("as", ["a", "b"])),
-    ([], ("as", [])),
-    ([True, False], ("as", ["True", "False"])),  # bools are not counts
-    (["a", 1], ("as", ["a", "1"])),
-], ids=repr)
+@pytest.mark.parametrize(
+    ("value", "variant"),
+    [
+        (True, ("b", True)),
+        (False, ("b", False)),
+        (0, ("t", 0)),
+        (7, ("t", 7)),
+        (2**63, ("t", 2**63)),
+        (-1, ("x", -1)),
+        (-(2**40), ("x", -(2**40))),
+        (1.5, ("d", 1.5)),
+        (-0.25, ("d", -0.25)),
+        ("text", ("s", "text")),
+        ("", ("s", "")),
+        (Path("/home/agents/a1"), ("s", "/home/agents/a1")),
+        ([1, 2, 3], ("at", [1, 2, 3])),
+        (["a", "b"], ("as", ["a", "b"])),
+        ([], ("as", [])),
+        ([True, False], ("as", ["True", "False"])),  # bools are not counts
+        (["a", 1], ("as", ["a", "1"])),
+    ],
+    ids=repr,
+)
 def test_variants_types_each_value(value: object, variant: tuple[str, object]) -> None:
     got = variants({"key": value})
     assert got == {"key": variant}
@@ -149,10 +164,22 @@ def test_variants_leave_none_out_and_keep_the_rest() -> None:
 
 
 def test_plain_unwraps_an_a_sv() -> None:
-    wire = {"wip": ("u", 2), "tools": ("as", ["files", "shell"]), "temperature": ("d", 0.5),
-            "ok": ("b", True), "ids": ("at", [4, 5]), "name": ("s", "x")}
-    assert plain(wire) == {"wip": 2, "tools": ["files", "shell"], "temperature": 0.5,
-                           "ok": True, "ids": [4, 5], "name": "x"}
+    wire = {
+        "wip": ("u", 2),
+        "tools": ("as", ["files", "shell"]),
+        "temperature": ("d", 0.5),
+        "ok": ("b", True),
+        "ids": ("at", [4, 5]),
+        "name": ("s", "x"),
+    }
+    assert plain(wire) == {
+        "wip": 2,
+        "tools": ["files", "shell"],
+        "temperature": 0.5,
+        "ok": True,
+        "ids": [4, 5],
+        "name": "x",
+    }
     assert plain({}) == {}
 
 
@@ -181,14 +208,27 @@ ROW_METHODS: dict[type, tuple[str, ...]] = {
     QuotaRow: ("Model.ListQuotas",),
     UsageRow: ("Model.ListUsage",),
 }
-PY_TYPES: dict[str, Any] = {"s": str, "o": str, "u": int, "t": int, "x": int, "d": float,
-                            "b": bool, "as": list[str], "at": list[int]}
+PY_TYPES: dict[str, Any] = {
+    "s": str,
+    "o": str,
+    "u": int,
+    "t": int,
+    "x": int,
+    "d": float,
+    "b": bool,
+    "as": list[str],
+    "at": list[int],
+}
 
 
 def interface_classes() -> list[type]:
-    return [c for c in vars(interfaces).values()
-            if inspect.isclass(c) and issubclass(c, DbusInterfaceCommonAsync)
-            and c is not DbusInterfaceCommonAsync]
+    return [
+        c
+        for c in vars(interfaces).values()
+        if inspect.isclass(c)
+        and issubclass(c, DbusInterfaceCommonAsync)
+        and c is not DbusInterfaceCommonAsync
+    ]
 
 
 def methods() -> dict[str, DbusMethodAsync]:
@@ -208,13 +248,21 @@ def methods() -> dict[str, DbusMethodAsync]:
 
 def test_there_are_interfaces_and_list_methods_to_check() -> None:
     assert len(interface_classes()) == 5
-    assert {"Manager.ListAgents", "Tasks.ListTasks", "Model.ListUsage",
-            "Agent.Describe", "Model.Describe"} <= set(methods())
+    assert {
+        "Manager.ListAgents",
+        "Tasks.ListTasks",
+        "Model.ListUsage",
+        "Agent.Describe",
+        "Model.Describe",
+    } <= set(methods())
 
 
 def test_all_rows_lists_every_row_type() -> None:
-    declared = {c for c in vars(rows).values()
-                if inspect.isclass(c) and issubclass(c, tuple) and hasattr(c, "_fields")}
+    declared = {
+        c
+        for c in vars(rows).values()
+        if inspect.isclass(c) and issubclass(c, tuple) and hasattr(c, "_fields")
+    }
     assert set(ALL_ROWS) == declared == set(ROW_METHODS)
 
 
@@ -229,8 +277,11 @@ def test_every_list_method_of_structs_has_its_row_type() -> None:
     """Found by result signature: every method returning an array of structs."""
     by_signature = {"a" + r.SIGNATURE: r for r in ALL_ROWS}
     assert len(by_signature) == len(ALL_ROWS)  # no two rows share a struct
-    listing = {name: m.result_signature for name, m in methods().items()
-               if m.result_signature.startswith("a(")}
+    listing = {
+        name: m.result_signature
+        for name, m in methods().items()
+        if m.result_signature.startswith("a(")
+    }
     assert set(listing) == {n for names in ROW_METHODS.values() for n in names}
     for name, signature in listing.items():
         assert name in ROW_METHODS[by_signature[signature]], name
@@ -278,11 +329,27 @@ def test_a_well_typed_row_conforms_to_its_signature(sample: tuple) -> None:
 
 # ------------------------------------------------------------------ what the services send
 DESCRIBE_TYPES = {  # docs/dbus-api.md, DescribeAgent: every key, and what it goes out as
-    "name": "s", "uid": "t", "gid": "t", "owner_uid": "t", "template": "s", "profile": "s",
-    "state": "s", "home": "s", "unit": "s", "created_at": "d", "last_seen": "d",
-    "memory_max": "t", "cpu_quota": "t", "tasks_max": "t", "online": "b",
-    "active_state": "s", "sub_state": "s", "main_pid": "t", "memory_current": "t",
-    "cpu_usage_nsec": "t", "tasks_current": "t",
+    "name": "s",
+    "uid": "t",
+    "gid": "t",
+    "owner_uid": "t",
+    "template": "s",
+    "profile": "s",
+    "state": "s",
+    "home": "s",
+    "unit": "s",
+    "created_at": "d",
+    "last_seen": "d",
+    "memory_max": "t",
+    "cpu_quota": "t",
+    "tasks_max": "t",
+    "online": "b",
+    "active_state": "s",
+    "sub_state": "s",
+    "main_pid": "t",
+    "memory_current": "t",
+    "cpu_usage_nsec": "t",
+    "tasks_current": "t",
 }
 
 
@@ -298,10 +365,12 @@ def test_describe_sends_every_documented_key_typed(w: World) -> None:
     got = plain(info)
     assert got["name"] == "a1" and got["uid"] == agent.uid and got["online"] is True
     assert got["home"] == str(agent.home) and got["unit"] == "agent-a1.service"
-    assert (got["active_state"], got["sub_state"], got["main_pid"]) == ("active", "running",
-                                                                        1234)
+    assert (got["active_state"], got["sub_state"], got["main_pid"]) == ("active", "running", 1234)
     assert (got["memory_current"], got["cpu_usage_nsec"], got["tasks_current"]) == (
-        1 << 20, 10**9, 3)
+        1 << 20,
+        10**9,
+        3,
+    )
 
 
 def test_describe_leaves_unknown_values_out(w: World) -> None:
@@ -311,7 +380,11 @@ def test_describe_leaves_unknown_values_out(w: World) -> None:
     info = describe(agent, UnitStatus(), False)
     assert conforms(info, "a{sv}")
     assert set(info) == set(DESCRIBE_TYPES) - {
-        "last_seen", "memory_current", "cpu_usage_nsec", "tasks_current"}
+        "last_seen",
+        "memory_current",
+        "cpu_usage_nsec",
+        "tasks_current",
+    }
     assert info["online"] == ("b", False)
     assert info["main_pid"] == ("t", 0)
     assert all(info[k][0] == DESCRIBE_TYPES[k] for k in info)
@@ -327,7 +400,13 @@ def test_audit_row_is_an_audit_row_of_the_right_types(w: World) -> None:
         assert isinstance(row, AuditRow)
         assert conforms(row, AuditRow.SIGNATURE), row
         assert (row.seq, row.ts, row.actor_uid, row.action, row.result, row.hash) == (
-            e.seq, e.ts, e.actor_uid, e.action, e.result, e.hash)
+            e.seq,
+            e.ts,
+            e.actor_uid,
+            e.action,
+            e.result,
+            e.hash,
+        )
         assert (row.agent, row.agent_uid) == (e.agent or "", e.agent_uid or 0)
         assert json.loads(row.detail) == e.detail
         assert row.detail == json.dumps(e.detail, sort_keys=True)  # stable text
@@ -356,4 +435,9 @@ def test_task_row_is_a_task_row_of_the_right_types(w: World) -> None:
             assert isinstance(row, TaskRow)
             assert conforms(row, TaskRow.SIGNATURE), row
             assert (row.id, row.title, row.status, row.project, row.agent) == (
-                tid, title, "pending", project, assigned)
+                tid,
+                title,
+                "pending",
+                project,
+                assigned,
+            )

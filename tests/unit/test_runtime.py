@@ -27,8 +27,7 @@ from agentd.executor import ModelError, Outcome
 from agentd.runtime import CLAIM_WAIT_MS, FINAL_ERRORS, Runtime, thinker
 
 GUARD = 10.0  # seconds: only a broken runtime ever gets near this
-SETTINGS = {"wip": 1, "tools": ["files", "shell"], "heartbeat_interval": 10,
-            "lease_seconds": 30}
+SETTINGS = {"wip": 1, "tools": ["files", "shell"], "heartbeat_interval": 10, "lease_seconds": 30}
 
 
 def dbus_error(short: str, message: str = "refused") -> Exception:
@@ -42,8 +41,16 @@ async def until(awaitable: Awaitable[Any]) -> Any:
 
 def task_info(task_id: int, attempt: int = 1, title: str = "t") -> dict[str, Any]:
     """ClaimTask's task, as plain values (the fake sends them as a{sv})."""
-    return {"id": task_id, "attempt": attempt, "title": title, "description": "",
-            "exec": "", "needs": [], "notes": [], "lease_seconds": 30}
+    return {
+        "id": task_id,
+        "attempt": attempt,
+        "title": title,
+        "description": "",
+        "exec": "",
+        "needs": [],
+        "notes": [],
+        "lease_seconds": 30,
+    }
 
 
 class FakeProxy:
@@ -64,8 +71,12 @@ class FakeProxy:
         self.heartbeat_calls = 0
         self.interval = 0
         self.think_calls: list[tuple[str, dict[str, Any]]] = []
-        self.think_answer: Any = {"text": "hi", "finish_reason": "stop",
-                                  "prompt_tokens": 3, "completion_tokens": 1}
+        self.think_answer: Any = {
+            "text": "hi",
+            "finish_reason": "stop",
+            "prompt_tokens": 3,
+            "completion_tokens": 1,
+        }
 
     async def register(self) -> tuple[str, str, dict[str, tuple[str, object]]]:
         self.registers += 1
@@ -96,12 +107,14 @@ class FakeProxy:
         self.reports.append(call)
         self.reported.put_nowait(call)
 
-    async def complete_task(self, task: int, attempt: int, result: str,
-                            artifacts: list[tuple[str, str]]) -> None:
+    async def complete_task(
+        self, task: int, attempt: int, result: str, artifacts: list[tuple[str, str]]
+    ) -> None:
         await self._report("complete", task, attempt, result, artifacts)
 
-    async def fail_task(self, task: int, attempt: int, error: str, result: str,
-                        artifacts: list[tuple[str, str]]) -> None:
+    async def fail_task(
+        self, task: int, attempt: int, error: str, result: str, artifacts: list[tuple[str, str]]
+    ) -> None:
         await self._report("fail", task, attempt, error, result, artifacts)
 
     async def block_task(self, task: int, attempt: int, reason: str) -> None:
@@ -188,17 +201,23 @@ def record_sleeps(runtime: Runtime, stop_after: int | None = None) -> list[float
 def test_register_retries_until_agentd_answers_and_keeps_the_settings() -> None:
     async def main() -> None:
         proxy = FakeProxy({**SETTINGS, "wip": 3, "heartbeat_interval": 7})
-        proxy.register_errors = [DbusServiceUnknownError("agentd1 is not running"),
-                                 SdBusLibraryError("connection reset"),
-                                 DbusNoReplyError("no reply")]
+        proxy.register_errors = [
+            DbusServiceUnknownError("agentd1 is not running"),
+            SdBusLibraryError("connection reset"),
+            DbusNoReplyError("no reply"),
+        ]
         runtime = Runtime(proxy)  # type: ignore[arg-type]
         sleeps = record_sleeps(runtime)
         assert await runtime.register() is True
         assert proxy.registers == 4
         assert sleeps == [0.5, 1.0, 2.0]  # backoff between attempts
         assert runtime.name == "scribe"
-        assert runtime.settings == {"wip": 3, "tools": ["files", "shell"],
-                                    "heartbeat_interval": 7, "lease_seconds": 30}
+        assert runtime.settings == {
+            "wip": 3,
+            "tools": ["files", "shell"],
+            "heartbeat_interval": 7,
+            "lease_seconds": 30,
+        }
 
     asyncio.run(main())
 
@@ -229,23 +248,45 @@ def decoded(call: tuple[Any, ...]) -> tuple[Any, ...]:
     i = RESULT_ARG.get(call[0])
     if i is None or call[i] == "":
         return call
-    return (*call[:i], json.loads(call[i]), *call[i + 1:])
+    return (*call[:i], json.loads(call[i]), *call[i + 1 :])
 
 
-@pytest.mark.parametrize(("outcome", "expected"), [
-    (Outcome("completed", result={"answer": "42", "n": [1, 2]},
-             artifacts=[("out.txt", "artifacts/out.txt")]),
-     ("complete", 7, 3, {"answer": "42", "n": [1, 2]}, [("out.txt", "artifacts/out.txt")])),
-    (Outcome("completed"), ("complete", 7, 3, "", [])),
-    (Outcome("failed", result={"exit_code": 2}, error="command exited with status 2",
-             artifacts=[("log", "artifacts/log")]),
-     ("fail", 7, 3, "command exited with status 2", {"exit_code": 2},
-      [("log", "artifacts/log")])),
-    (Outcome("blocked", reason="needs an API key"), ("block", 7, 3, "needs an API key")),
-    (RuntimeError("tool crashed"), ("fail", 7, 3, "executor error: tool crashed", "", [])),
-], ids=["completed", "completed-empty", "failed", "blocked", "executor-raised"])
+@pytest.mark.parametrize(
+    ("outcome", "expected"),
+    [
+        (
+            Outcome(
+                "completed",
+                result={"answer": "42", "n": [1, 2]},
+                artifacts=[("out.txt", "artifacts/out.txt")],
+            ),
+            ("complete", 7, 3, {"answer": "42", "n": [1, 2]}, [("out.txt", "artifacts/out.txt")]),
+        ),
+        (Outcome("completed"), ("complete", 7, 3, "", [])),
+        (
+            Outcome(
+                "failed",
+                result={"exit_code": 2},
+                error="command exited with status 2",
+                artifacts=[("log", "artifacts/log")],
+            ),
+            (
+                "fail",
+                7,
+                3,
+                "command exited with status 2",
+                {"exit_code": 2},
+                [("log", "artifacts/log")],
+            ),
+        ),
+        (Outcome("blocked", reason="needs an API key"), ("block", 7, 3, "needs an API key")),
+        (RuntimeError("tool crashed"), ("fail", 7, 3, "executor error: tool crashed", "", [])),
+    ],
+    ids=["completed", "completed-empty", "failed", "blocked", "executor-raised"],
+)
 def test_work_claims_runs_and_reports_with_the_tasks_id_and_attempt(
-        outcome: Outcome | BaseException, expected: tuple[Any, ...]) -> None:
+    outcome: Outcome | BaseException, expected: tuple[Any, ...]
+) -> None:
     async def main() -> None:
         proxy = FakeProxy()
         executor = FakeExecutor()
@@ -256,8 +297,7 @@ def test_work_claims_runs_and_reports_with_the_tasks_id_and_attempt(
         call = await until(proxy.reported.get())
         await finish(runtime, work)
 
-        assert [(t["id"], t["attempt"], t["title"]) for t in executor.ran] == [
-            (7, 3, "write it")]
+        assert [(t["id"], t["attempt"], t["title"]) for t in executor.ran] == [(7, 3, "write it")]
         assert proxy.claim_timeouts[0] == CLAIM_WAIT_MS
         assert decoded(call) == expected  # the result goes over the bus as JSON text
         assert len(proxy.reports) == 1
@@ -364,23 +404,26 @@ def fast_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 @pytest.mark.parametrize("status", ["completed", "failed", "blocked"])
-def test_a_report_is_retried_after_transport_errors(status: str,
-                                                    fast_sleep: list[float]) -> None:
+def test_a_report_is_retried_after_transport_errors(status: str, fast_sleep: list[float]) -> None:
     async def main() -> None:
         proxy = FakeProxy()
         runtime = Runtime(proxy)  # type: ignore[arg-type]
-        proxy.report_errors = [SdBusLibraryError("connection reset"),
-                               DbusNoReplyError("agentd did not answer"),
-                               DbusServiceUnknownError("agentd1 is restarting"),
-                               dbus_error("Conflict", "task 4 changed meanwhile")]
+        proxy.report_errors = [
+            SdBusLibraryError("connection reset"),
+            DbusNoReplyError("agentd did not answer"),
+            DbusServiceUnknownError("agentd1 is restarting"),
+            dbus_error("Conflict", "task 4 changed meanwhile"),
+        ]
         runtime.stop.set()  # stopping does not cut a report short
         outcome = Outcome(status, result={"x": 1}, error="e", reason="r")
         await until(runtime.report(task_info(4, attempt=2), outcome))
         assert len(proxy.reports) == 5
         assert [r[0] for r in proxy.reports[:4]] == ["refused"] * 4
         assert proxy.reports[4][1:3] == (4, 2)
-        assert proxy.reports[4][0] == {"completed": "complete", "failed": "fail",
-                                       "blocked": "block"}[status]
+        assert (
+            proxy.reports[4][0]
+            == {"completed": "complete", "failed": "fail", "blocked": "block"}[status]
+        )
         assert fast_sleep == [0.5, 1.0, 2.0, 4.0]
 
     asyncio.run(main())
@@ -408,8 +451,11 @@ def test_final_errors_are_errors_agentd_has() -> None:
 def test_heartbeat_aborts_the_tasks_agentd_lists() -> None:
     async def main() -> None:
         proxy = FakeProxy({**SETTINGS, "heartbeat_interval": 0})
-        proxy.heartbeats = [SdBusLibraryError("connection reset"),  # a miss is not fatal
-                            ([4, 9], 0), ([12], 0)]
+        proxy.heartbeats = [
+            SdBusLibraryError("connection reset"),  # a miss is not fatal
+            ([4, 9], 0),
+            ([12], 0),
+        ]
         executor = FakeExecutor()
         executor.abortable = {4, 12}  # 9 already ended here: abort() says False
         runtime = await registered(proxy)
@@ -443,20 +489,32 @@ def test_thinker_sends_typed_options_and_returns_the_answer() -> None:
         proxy = FakeProxy()
         think = thinker(proxy)  # type: ignore[arg-type]
         messages = [{"role": "user", "content": "hello"}]
-        answer = await think(messages, {"max_tokens": 64, "temperature": 0.5,
-                                        "json_schema": '{"type": "object"}', "task": 12,
-                                        "unknown": "dropped"})
+        answer = await think(
+            messages,
+            {
+                "max_tokens": 64,
+                "temperature": 0.5,
+                "json_schema": '{"type": "object"}',
+                "task": 12,
+                "unknown": "dropped",
+            },
+        )
         assert answer == proxy.think_answer
-        (sent, options), = proxy.think_calls
+        ((sent, options),) = proxy.think_calls
         assert json.loads(sent) == messages
-        assert options == {"max_tokens": ("u", 64), "temperature": ("d", 0.5),
-                           "json_schema": ("s", '{"type": "object"}'), "task": ("t", 12)}
+        assert options == {
+            "max_tokens": ("u", 64),
+            "temperature": ("d", 0.5),
+            "json_schema": ("s", '{"type": "object"}'),
+            "task": ("t", 12),
+        }
 
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("short", ["QuotaExceeded", "ModelUnavailable", "Overloaded",
-                                   "InvalidArgument"])
+@pytest.mark.parametrize(
+    "short", ["QuotaExceeded", "ModelUnavailable", "Overloaded", "InvalidArgument"]
+)
 def test_thinker_turns_a_dbus_error_into_a_model_error_with_its_short_name(short: str) -> None:
     async def main() -> None:
         proxy = FakeProxy()

@@ -167,8 +167,7 @@ def test_an_agent_with_a_pending_task_is_never_stopped_as_idle(tmp_path: Path) -
     asyncio.run(main())
 
 
-def test_an_agent_running_a_task_is_not_stopped_and_its_idle_clock_restarts(
-        tmp_path: Path) -> None:
+def test_an_agent_running_a_task_is_not_stopped_and_its_idle_clock_restarts(tmp_path: Path) -> None:
     async def main() -> None:
         s = S(tmp_path, idle_timeout=10)
         agent = await s.agent("a1", running=True)
@@ -255,9 +254,9 @@ def no_tick(monkeypatch: pytest.MonkeyPatch) -> None:
 WAKERS = {
     "kick": lambda s, tid: s.sched.kick(),
     "TaskChanged": lambda s, tid: s.w.reg.events.publish(
-        TaskChanged(s.q.find(tid), "task.created")),
-    "UnitStateChanged": lambda s, tid: s.w.reg.events.publish(
-        UnitStateChanged("a1", "inactive")),
+        TaskChanged(s.q.find(tid), "task.created")
+    ),
+    "UnitStateChanged": lambda s, tid: s.w.reg.events.publish(UnitStateChanged("a1", "inactive")),
 }
 
 
@@ -268,8 +267,7 @@ def test_run_makes_a_pass_when_woken(tmp_path: Path, no_tick: None, waker: str) 
         await s.agent("a1")
         tid = s.submit(agent="a1")
         started = asyncio.Event()
-        s.w.reg.events.subscribe(JobFinished, lambda e: e.operation == "start"
-                                 and started.set())
+        s.w.reg.events.subscribe(JobFinished, lambda e: e.operation == "start" and started.set())
         s.sched._kick.clear()  # whatever submit did: the wake-up under test only
         loop = asyncio.create_task(s.sched.run())
         try:
@@ -322,8 +320,7 @@ def test_a_task_submitted_to_the_queue_wakes_run(tmp_path: Path, no_tick: None) 
         s = S(tmp_path)
         await s.agent("a1")
         started = asyncio.Event()
-        s.w.reg.events.subscribe(JobFinished, lambda e: e.operation == "start"
-                                 and started.set())
+        s.w.reg.events.subscribe(JobFinished, lambda e: e.operation == "start" and started.set())
         loop = asyncio.create_task(s.sched.run())
         try:
             assert not s.sched._kick.is_set()  # nothing woke run() yet

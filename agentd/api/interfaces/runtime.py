@@ -28,7 +28,7 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
         result_args_names=("name", "agent", "settings"),
     )
     async def register(self) -> tuple[str, str, dict[str, tuple[str, object]]]:
-        """settings: wip (u), tools (as), heartbeat_interval (u), lease_seconds (u)."""
+        """settings: wip (t), tools (as), heartbeat_interval (t), lease_seconds (t)."""
         raise NotImplementedError
 
     @dbus_method_async(
