@@ -18,9 +18,9 @@ import contextvars
 import functools
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sdbus import DbusFailedError, SdBus, get_current_message
 
@@ -30,6 +30,7 @@ from .callers import BusDriver
 from .errors import AgentdDbusError, to_dbus
 
 T = TypeVar("T")
+P = ParamSpec("P")
 log = logging.getLogger("agentd")
 ACTION = "__agentd_action__"  # the attribute @rule leaves on a method
 _current: contextvars.ContextVar[Caller] = contextvars.ContextVar("agentd_caller")
@@ -101,14 +102,19 @@ class HasCallers(Protocol):
     callers: Callers
 
 
-def rule(action: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
+S = TypeVar("S", bound=HasCallers)
+# A D-Bus method as @rule takes and returns it: a coroutine method of a HasCallers.
+Method = Callable[Concatenate[S, P], Coroutine[Any, Any, T]]
+
+
+def rule(action: str) -> Callable[[Method[S, P, T]], Method[S, P, T]]:
     """Declare that a D-Bus method performs ACTION (a key of agentd.policy.RULES)."""
     if action not in RULES:
         raise ValueError(f"no policy rule for action {action!r}")
 
-    def decorate(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    def decorate(fn: Method[S, P, T]) -> Method[S, P, T]:
         @functools.wraps(fn)
-        async def wrapper(self: HasCallers, *args: Any, **kwargs: Any) -> T:
+        async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
             try:
                 caller = await self.callers.authorize(action)
                 token = _current.set(caller)

@@ -15,9 +15,7 @@ from typing import Any, NamedTuple, TypeVar
 R = TypeVar("R", bound=tuple)
 
 
-class AgentRow(NamedTuple):
-    """ListAgents."""
-
+class _Agent(NamedTuple):
     name: str
     template: str
     active_state: str
@@ -25,23 +23,29 @@ class AgentRow(NamedTuple):
     owner_uid: int
     path: str
 
-    SIGNATURE = "(sssuuo)"
+
+class AgentRow(_Agent):
+    """ListAgents."""
+
+    __slots__ = ()
+    SIGNATURE: ClassVar[str] = "(sssuuo)"
 
 
-class TemplateRow(NamedTuple):
-    """ListTemplates."""
-
+class _Template(NamedTuple):
     name: str
     description: str
     profile: str
     capabilities: list[str]
 
-    SIGNATURE = "(sssas)"
+
+class TemplateRow(_Template):
+    """ListTemplates."""
+
+    __slots__ = ()
+    SIGNATURE: ClassVar[str] = "(sssas)"
 
 
-class AuditRow(NamedTuple):
-    """ListAuditEntries and ListEvents; detail is JSON text."""
-
+class _Audit(NamedTuple):
     seq: int
     ts: float
     actor_uid: int
@@ -52,12 +56,15 @@ class AuditRow(NamedTuple):
     detail: str
     hash: str
 
-    SIGNATURE = "(tdussusss)"
+
+class AuditRow(_Audit):
+    """ListAuditEntries and ListEvents; detail is JSON text."""
+
+    __slots__ = ()
+    SIGNATURE: ClassVar[str] = "(tdussusss)"
 
 
-class TaskRow(NamedTuple):
-    """ListTasks."""
-
+class _Task(NamedTuple):
     id: int
     title: str
     status: str
@@ -68,35 +75,44 @@ class TaskRow(NamedTuple):
     max_attempts: int
     created_at: float
 
-    SIGNATURE = "(tsssssuud)"
+
+class TaskRow(_Task):
+    """ListTasks."""
+
+    __slots__ = ()
+    SIGNATURE: ClassVar[str] = "(tsssssuud)"
 
 
-class ProjectRow(NamedTuple):
-    """ListProjects."""
-
+class _Project(NamedTuple):
     name: str
     description: str
     owner_uid: int
     tasks: int
 
-    SIGNATURE = "(ssut)"
+
+class ProjectRow(_Project):
+    """ListProjects."""
+
+    __slots__ = ()
+    SIGNATURE: ClassVar[str] = "(ssut)"
 
 
-class ArtifactRow(NamedTuple):
-    """ListArtifacts."""
-
+class _Artifact(NamedTuple):
     name: str
     type: str
     path: str
     size: int
     sha256: str
 
-    SIGNATURE = "(sssts)"
+
+class ArtifactRow(_Artifact):
+    """ListArtifacts."""
+
+    __slots__ = ()
+    SIGNATURE: ClassVar[str] = "(sssts)"
 
 
-class TaskEventRow(NamedTuple):
-    """ListTaskEvents; detail is JSON text."""
-
+class _TaskEvent(NamedTuple):
     seq: int
     ts: float
     actor_uid: int
@@ -104,13 +120,15 @@ class TaskEventRow(NamedTuple):
     result: str
     detail: str
 
-    SIGNATURE = "(tdusss)"
+
+class TaskEventRow(_TaskEvent):
+    """ListTaskEvents; detail is JSON text."""
+
+    __slots__ = ()
+    SIGNATURE: ClassVar[str] = "(tdusss)"
 
 
-class QuotaRow(NamedTuple):
-    """ListQuotas: kind (agent|owner), subject, tokens per period (0: unlimited),
-    used, period, resets at (Unix time), source (admin|template|config)."""
-
+class _Quota(NamedTuple):
     kind: str
     subject: str
     limit: int
@@ -119,12 +137,16 @@ class QuotaRow(NamedTuple):
     resets_at: float
     source: str
 
-    SIGNATURE = "(ssttsds)"
+
+class QuotaRow(_Quota):
+    """ListQuotas: kind (agent|owner), subject, tokens per period (0: unlimited),
+    used, period, resets at (Unix time), source (admin|template|config)."""
+
+    __slots__ = ()
+    SIGNATURE: ClassVar[str] = "(ssttsds)"
 
 
-class UsageRow(NamedTuple):
-    """ListUsage: one agent's requests and tokens on one UTC day."""
-
+class _Usage(NamedTuple):
     day: str
     agent: str
     owner_uid: int
@@ -132,7 +154,12 @@ class UsageRow(NamedTuple):
     prompt_tokens: int
     completion_tokens: int
 
-    SIGNATURE = "(ssuttt)"
+
+class UsageRow(_Usage):
+    """ListUsage: one agent's requests and tokens on one UTC day."""
+
+    __slots__ = ()
+    SIGNATURE: ClassVar[str] = "(ssuttt)"
 
 
 ALL_ROWS: tuple[type[Any], ...] = (
