@@ -94,7 +94,7 @@ build/completion/agentctl: $(VENDOR)/.stamp $(shell find agentctl -name '*.py')
 
 # The D-Bus interfaces as introspection XML, one INTERFACE.xml per interface (as
 # /usr/share/dbus-1/interfaces holds them), generated from the sdbus classes in
-# agentd/api/interfaces.py (agentd/api/introspection.py). Always remade: it takes
+# agentd/api/interfaces/ (agentd/api/introspection.py). Always remade: it takes
 # a fraction of a second, and the classes may come to import more than one file.
 interfaces: $(VENDOR)/.stamp
 	rm -rf build/interfaces.tmp
@@ -195,7 +195,7 @@ PACKAGER    ?= agentd developers <agentd@agentos.example>
 dist: vendor vendor-llama
 	rm -rf $(DIST) && mkdir -p $(DIST)/build/vendor-llama
 	tar -C . --exclude-vcs --exclude=./build --exclude=__pycache__ --exclude=.pytest_cache \
-	    --exclude=.ruff_cache --exclude='*.pyc' -cf - . | tar -C $(DIST) -xf -
+	    --exclude=.ruff_cache --exclude=.mypy_cache --exclude='*.pyc' -cf - . | tar -C $(DIST) -xf -
 	cp -a $(VENDOR) $(DIST)/build/vendor
 	tar -C $(VENDOR_LLAMA) --exclude=__pycache__ -cf - .stamp $(LLAMA_RUNTIME) \
 	    | tar -C $(DIST)/build/vendor-llama -xf -

@@ -43,7 +43,7 @@ class Env:
     execvp: replaces the process (agent logs runs journalctl through it).
     """
 
-    connect: Callable[[], Any] = AgentdClient.connect
+    connect: Callable[[], AgentdClient] = AgentdClient.connect
     tty: bool | None = None
     execvp: Callable[[str, list[str]], Any] = os.execvp
 
@@ -56,7 +56,7 @@ def env() -> Env:
     return click.get_current_context().ensure_object(Env)
 
 
-def run(body: Callable[[Any], Awaitable[T]]) -> T:
+def run(body: Callable[[AgentdClient], Awaitable[T]]) -> T:
     """Run BODY(client) to completion; one event loop and one connection per command."""
     e = env()
 

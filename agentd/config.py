@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import InvalidConfig
 
@@ -122,9 +124,11 @@ def check_uid_range(lo: int, hi: int) -> None:
             )
 
 
-def load(path: Path = DEFAULT_CONFIG_FILE, *, overrides: dict | None = None) -> Config:
+def load(
+    path: Path = DEFAULT_CONFIG_FILE, *, overrides: Mapping[str, object] | None = None
+) -> Config:
     """Load PATH (missing file = defaults) and validate every key."""
-    data: dict = {}
+    data: dict[str, object] = {}
     if path.exists():
         try:
             data = tomllib.loads(path.read_text())
@@ -133,7 +137,9 @@ def load(path: Path = DEFAULT_CONFIG_FILE, *, overrides: dict | None = None) -> 
     data = {**data, **(overrides or {})}
     defaults = Config()
     known = {f.name for f in dataclasses.fields(Config)} - {"config_file"}
-    values: dict[str, object] = {}
+    # Any: one value per field, each of its field's type (_coerce checks it against
+    # the default), which no single static type says for all the fields at once.
+    values: dict[str, Any] = {}
     for key, value in data.items():
         if key in FOREIGN_TABLES:
             if not isinstance(value, dict) and not (

@@ -122,10 +122,12 @@ async def serve(cfg: config_mod.Config) -> None:
     # Subscription order is delivery order: the registry marks a dead unit's
     # agent offline before the queue drops its long polls and the bus says so.
     events.subscribe(UnitStateChanged, registry.on_unit_state)
-    events.subscribe(
-        UnitStateChanged,
-        lambda e: e.active_state in ("inactive", "failed") and queue.runtime_gone(e.name),
-    )
+
+    def unit_down(e: UnitStateChanged) -> None:
+        if e.active_state in ("inactive", "failed"):
+            queue.runtime_gone(e.name)
+
+    events.subscribe(UnitStateChanged, unit_down)
     events.subscribe(AgentRemoved, meter.forget)
     manager.subscribe(events)
     tasks.subscribe(events)

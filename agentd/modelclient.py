@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,9 @@ from .errors import AgentdError, InvalidArgument, ModelUnavailable, Overloaded
 
 CONNECT_PATIENCE_S = 15.0  # systemd's RestartSec plus a model load, with room
 LINE_LIMIT = 1 << 20
+
+ModelEvent = dict[str, Any]  # one JSON line of the service's (docs/inference-protocol.md)
+ModelStream = AsyncGenerator[ModelEvent, None]  # a stream of them, closed with aclose()
 
 
 class Interrupted(ModelUnavailable):
@@ -75,7 +78,7 @@ class ModelClient:
 
     async def request(
         self, message: dict[str, Any], patience_s: float | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> ModelStream:
         """Send MESSAGE; yield every event line, the terminal one included.
         Raises the typed error of an `error` line, or Interrupted."""
         reader, writer = await self._connect(patience_s)

@@ -29,7 +29,7 @@ from .errors import AgentdError, InvalidArgument, NoSuchAgent, QuotaExceeded
 from .events import AgentRemoved
 from .policy import Caller, Policy, Resource, Role
 from .registry import Registry
-from .store import Store
+from .store import SqlValue, Store
 from .templates import Catalog
 
 MAX_TOKENS = 10**15
@@ -115,7 +115,7 @@ class Meter:
                 "DELETE FROM quotas WHERE kind = 'agent' AND subject = ?", (event.agent.name,)
             )
 
-    def _used(self, column: str, value: object, since: float) -> int:
+    def _used(self, column: str, value: SqlValue, since: float) -> int:
         return int(
             self.store.scalar(
                 f"SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage "
@@ -139,7 +139,8 @@ class Meter:
             limit, period, source = row["tokens"], row["period"], "admin"
         start, end = period_bounds(period, now)
         since = max(start, born, row["reset_at"] if row else 0.0)
-        column, value = ("agent", subject) if kind == "agent" else ("owner_uid", int(subject))
+        value: SqlValue = subject if kind == "agent" else int(subject)
+        column = "agent" if kind == "agent" else "owner_uid"
         return Quota(kind, subject, limit, period, source, self._used(column, value, since), end)
 
     def agent_quota(self, agent: Agent, now: float | None = None) -> Quota:

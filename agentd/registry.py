@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from . import names, recovery
 from .agent import AccountsAPI, Agent, HomesAPI, UnitsAPI, resource
@@ -38,9 +38,19 @@ from .events import (
 )
 from .policy import Caller, Policy, Role
 from .sandbox import AgentIdentity, UnitProperty, unit_properties
-from .store import Store
+from .store import Params, Store
 from .templates import Catalog, Limits
 from .units import UnitStatus
+
+
+class Why(TypedDict, total=False):
+    """An audit row's reason, when there is one (absent, not empty, otherwise)."""
+
+    reason: str
+
+
+def why(reason: str) -> Why:
+    return {"reason": reason} if reason else {}
 
 
 class Registry:
@@ -87,7 +97,7 @@ class Registry:
             archive=row["archive"],
         )
 
-    def _live(self, where: str, params: tuple) -> list[Agent]:
+    def _live(self, where: str, params: Params) -> list[Agent]:
         rows = self.store.query(
             f"SELECT * FROM agents WHERE state != 'removed' AND {where} ORDER BY name", params
         )
@@ -375,7 +385,7 @@ class Registry:
                 agent_uid=agent.uid,
                 result="repaired" if repair else "ok",
                 archive=agent.archive,
-                **({"reason": "finished a removal interrupted by a crash"} if repair else {}),
+                **why("finished a removal interrupted by a crash" if repair else ""),
             )
         self.events.publish(AgentRemoved(agent))
 
@@ -427,7 +437,7 @@ class Registry:
                 actor_uid=0,
                 agent=agent.name,
                 agent_uid=agent.uid,
-                **({"reason": reason} if reason else {}),
+                **why(reason),
             )
 
     def on_unit_state(self, event: UnitStateChanged) -> None:

@@ -25,7 +25,7 @@ from sdbus import DbusFailedError, SdBusBaseError, sd_bus_open_system, set_defau
 from .api import errors as _errors
 from .api.interfaces import BUS_NAME, ROOT_PATH, RuntimeInterface
 from .api.marshal import plain
-from .executor import Executor, ModelError, Outcome
+from .executor import Executor, ModelError, Outcome, Think
 
 CLAIM_WAIT_MS = 20_000  # under sd-bus's 25 s default method timeout
 FINAL_ERRORS = ("LeaseExpired", "PermissionDenied", "NoSuchTask", "InvalidArgument")
@@ -95,9 +95,12 @@ class Runtime:
             task = plain(info)
             job = asyncio.get_running_loop().create_task(self.run_task(executor, task))
             self.running[task["id"]] = job
-            job.add_done_callback(
-                lambda _j, tid=task["id"]: (self.running.pop(tid, None), room.release())
-            )
+
+            def finished(_job: asyncio.Task[None], tid: int = task["id"]) -> None:
+                self.running.pop(tid, None)
+                room.release()
+
+            job.add_done_callback(finished)
 
     async def run_task(self, executor: Executor, task: dict[str, Any]) -> None:
         log(f"task {task['id']} (attempt {task['attempt']}): {task['title']}")
@@ -141,14 +144,15 @@ class Runtime:
             executor.abort(tid)  # unfinished claims expire and are retried elsewhere
 
 
-def thinker(proxy: RuntimeInterface):
+def thinker(proxy: RuntimeInterface) -> Think:
     """Runtime.Think as the executor's think(messages, options)."""
 
     async def think(messages: list[dict[str, str]], options: dict[str, Any]) -> dict[str, Any]:
         sig = {"max_tokens": "u", "temperature": "d", "json_schema": "s", "task": "t"}
         wire = {k: (sig[k], v) for k, v in options.items() if k in sig}
         try:
-            return json.loads(await proxy.think(json.dumps(messages), wire))
+            answer: dict[str, Any] = json.loads(await proxy.think(json.dumps(messages), wire))
+            return answer
         except DbusFailedError as e:
             raise ModelError(_errors.short_name(e), _message(e)) from None
         except SdBusBaseError as e:

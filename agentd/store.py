@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import apsw
 
 from .errors import InvalidConfig
+
+SqlValue = int | float | str | bytes | None  # what SQLite stores (bool is an int)
+Params = tuple[SqlValue, ...] | Mapping[str, SqlValue]  # ? bindings, or :name bindings
 
 # Each entry migrates the schema from version i to i+1. Never edit a shipped
 # entry: append a new one.
@@ -206,11 +209,11 @@ class Store:
         """Run HOOK once the current transaction commits (dropped on rollback)."""
         self._after_commit.append(hook)
 
-    def execute(self, sql: str, params: tuple | dict = ()) -> None:
+    def execute(self, sql: str, params: Params = ()) -> None:
         for _ in self.db.execute(sql, params):
             pass
 
-    def query(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
+    def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         cur = self.db.cursor()
         cur.execute(sql, params)
         try:
@@ -219,7 +222,7 @@ class Store:
             return []
         return [dict(zip(names, row, strict=True)) for row in cur]
 
-    def scalar(self, sql: str, params: tuple | dict = ()) -> Any:
+    def scalar(self, sql: str, params: Params = ()) -> Any:
         for row in self.db.execute(sql, params):
             return row[0]
         return None

@@ -22,11 +22,15 @@ from sdbus import (
     dbus_method_async,
     dbus_property_async,
 )
+from sdbus.sd_bus_internals import SdBusMessage
 
 from .errors import SystemError_
 from .sandbox import UnitProperty
 from .units import UnitStatus
 
+# ListUnits' struct: name, description, load, active and sub state, the unit it
+# follows, its object path, then its job's id, type and object path.
+UnitInfo = tuple[str, str, str, str, str, str, str, int, str, str]
 SYSTEMD = "org.freedesktop.systemd1"
 SYSTEMD_PATH = "/org/freedesktop/systemd1"
 
@@ -41,7 +45,13 @@ class UnitExistsError(DbusFailedError):
 
 class _Manager(DbusInterfaceCommonAsync, interface_name="org.freedesktop.systemd1.Manager"):
     @dbus_method_async("ssa(sv)a(sa(sv))", "o", method_name="StartTransientUnit")
-    async def start_transient_unit(self, name: str, mode: str, properties: list, aux: list) -> str:
+    async def start_transient_unit(
+        self,
+        name: str,
+        mode: str,
+        properties: list[UnitProperty],
+        aux: list[tuple[str, list[UnitProperty]]],
+    ) -> str:
         raise NotImplementedError
 
     @dbus_method_async("ss", "o", method_name="StopUnit")
@@ -57,7 +67,9 @@ class _Manager(DbusInterfaceCommonAsync, interface_name="org.freedesktop.systemd
         raise NotImplementedError
 
     @dbus_method_async("asas", "a(ssssssouso)", method_name="ListUnitsByPatterns")
-    async def list_units_by_patterns(self, states: list[str], patterns: list[str]) -> list:
+    async def list_units_by_patterns(
+        self, states: list[str], patterns: list[str]
+    ) -> list[UnitInfo]:
         raise NotImplementedError
 
     @dbus_method_async("", "", method_name="Subscribe")
@@ -143,8 +155,10 @@ class Systemd:
         )
         await self.manager.subscribe()
 
-    def _on_job_removed(self, message: object) -> None:
-        _id, job, _unit, result = message.get_contents()  # type: ignore[attr-defined]
+    def _on_job_removed(self, message: SdBusMessage) -> None:
+        _id, job, _unit, result = message.get_contents()  # (uoss)
+        if not isinstance(job, str) or not isinstance(result, str):
+            return
         for waiter in self._waiters.pop(job, []):
             if not waiter.done():
                 waiter.set_result(result)
@@ -175,13 +189,16 @@ class Systemd:
         """Call CALLBACK(unit, active_state) whenever a unit named PREFIX* changes."""
         path_prefix = f"{SYSTEMD_PATH}/unit/" + _escape(prefix)
 
-        def on_changed(message: object) -> None:
-            path = message.path  # type: ignore[attr-defined]
+        def on_changed(message: SdBusMessage) -> None:
+            path = message.path
             if not path or not path.startswith(path_prefix):
                 return
-            iface, changed, _invalidated = message.get_contents()  # type: ignore[attr-defined]
-            if iface == "org.freedesktop.systemd1.Unit" and "ActiveState" in changed:
-                callback(_unescape(path.rsplit("/", 1)[-1]), changed["ActiveState"][1])
+            iface, changed, _invalidated = message.get_contents()  # (sa{sv}as)
+            if iface != "org.freedesktop.systemd1.Unit" or not isinstance(changed, dict):
+                return
+            state = changed.get("ActiveState")  # a variant: ("s", state)
+            if isinstance(state, tuple):
+                callback(_unescape(path.rsplit("/", 1)[-1]), str(state[1]))
 
         self._watch_slot = await self.bus.match_signal_async(
             SYSTEMD, None, "org.freedesktop.DBus.Properties", "PropertiesChanged", on_changed

@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from .config import QUOTA_PERIODS
 from .errors import InvalidArgument, InvalidConfig, NoSuchTemplate
@@ -122,7 +122,7 @@ def _str_list(path: Path, key: str, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _typed(path: Path, data: dict, key: str, kind: type, default: object) -> object:
+def _typed(path: Path, data: dict[str, object], key: str, kind: type[T], default: T) -> T:
     value = data.pop(key, default)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise InvalidConfig(f"{path}: {key} must be of type {kind.__name__}")
@@ -188,7 +188,7 @@ def parse_profile(path: Path) -> Profile:
     return p
 
 
-def _read_toml(path: Path) -> dict:
+def _read_toml(path: Path) -> dict[str, object]:
     if not _ID_RE.match(path.stem):
         raise InvalidConfig(f"{path}: file name is not a valid template/profile name")
     try:
@@ -197,25 +197,34 @@ def _read_toml(path: Path) -> dict:
         raise InvalidConfig(f"{path}: {e}") from None
 
 
+class _Parsed(Generic[T]):
+    """Files parsed by PARSER, kept by path with their (mtime, size): an admin's
+    edit is seen at the next look-up, while the scheduler's many look-ups parse
+    nothing."""
+
+    def __init__(self, parser: Callable[[Path], T]) -> None:
+        self.parser = parser
+        self.cache: dict[Path, tuple[tuple[int, int], T]] = {}
+
+    def get(self, path: Path) -> T:
+        st = path.stat()
+        key = (st.st_mtime_ns, st.st_size)
+        cached = self.cache.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        value = self.parser(path)
+        self.cache[path] = (key, value)
+        return value
+
+
 class Catalog:
     """Templates and profiles from the vendor dir overlaid by the admin dir."""
 
     def __init__(self, vendor_dir: Path, admin_dir: Path) -> None:
         self.dirs = (vendor_dir, admin_dir)
-        # Parsed files, keyed by path and (mtime, size): an admin's edit is seen at
-        # the next look-up, while the scheduler's many look-ups parse nothing.
-        self._parsed: dict[Path, tuple[tuple[int, int], object]] = {}
+        self._templates = _Parsed(parse_template)
+        self._profiles = _Parsed(parse_profile)
         self._listing: dict[str, tuple[tuple[int, ...], dict[str, Path]]] = {}
-
-    def _parse(self, path: Path, parser: Callable[[Path], T]) -> T:
-        st = path.stat()
-        key = (st.st_mtime_ns, st.st_size)
-        cached = self._parsed.get(path)
-        if cached is not None and cached[0] == key:
-            return cached[1]  # type: ignore[return-value]
-        value = parser(path)
-        self._parsed[path] = (key, value)
-        return value
 
     def _files(self, kind: str) -> dict[str, Path]:
         """name -> file, later dirs overriding earlier ones; relisted only when a
@@ -234,21 +243,21 @@ class Catalog:
         return found
 
     def templates(self) -> list[Template]:
-        return [self._parse(p, parse_template) for _, p in sorted(self._files("templates").items())]
+        return [self._templates.get(p) for _, p in sorted(self._files("templates").items())]
 
     def template(self, name: str) -> Template:
         path = self._files("templates").get(name) if _ID_RE.match(name or "") else None
         if path is None:
             raise NoSuchTemplate(f"no template named {name!r}")
-        t = self._parse(path, parse_template)
+        t = self._templates.get(path)
         self.profile(t.profile)  # a template naming a missing profile is unusable
         return t
 
     def profiles(self) -> list[Profile]:
-        return [self._parse(p, parse_profile) for _, p in sorted(self._files("profiles").items())]
+        return [self._profiles.get(p) for _, p in sorted(self._files("profiles").items())]
 
     def profile(self, name: str) -> Profile:
         path = self._files("profiles").get(name) if _ID_RE.match(name or "") else None
         if path is None:
             raise InvalidConfig(f"no sandbox profile named {name!r}")
-        return self._parse(path, parse_profile)
+        return self._profiles.get(path)

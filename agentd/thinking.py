@@ -13,14 +13,13 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from .agent import Agent
 from .audit import AuditLog
 from .errors import AgentdError, InvalidArgument, ModelUnavailable
-from .modelclient import Interrupted, ModelClient
+from .modelclient import Interrupted, ModelClient, ModelStream
 from .policy import Caller, Policy
 from .quotas import Meter
 from .registry import Registry
@@ -136,7 +135,7 @@ class Thinking:
         messages: list[dict[str, str]],
         options: Options,
         task_id: int | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> ModelStream:
         """Check the quotas now (QuotaExceeded before anything starts), then
         return the stream of the service's events."""
         self.meter.check(agent, actor_uid)
@@ -147,7 +146,7 @@ class Thinking:
 
     async def _stream(
         self, agent: Agent, kind: str, request: dict[str, Any], task_id: int | None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> ModelStream:
         """The usage row is written at the end whatever happens (ok, error, or
         the consumer went away, which cancels the request in the service)."""
         started = time.monotonic()
@@ -220,7 +219,7 @@ class Thinking:
     async def show(self) -> dict[str, Any]:
         return await self.client.call({"op": "show"})
 
-    def reload(self, caller: Caller, path: str) -> AsyncIterator[dict[str, Any]]:
+    def reload(self, caller: Caller, path: str) -> ModelStream:
         self.policy.check(caller, "model.reload")
         if path and not path.startswith("/"):
             raise InvalidArgument("the model path must be absolute")
@@ -229,9 +228,7 @@ class Thinking:
             message["path"] = path
         return self._reload(caller, path, message)
 
-    async def _reload(
-        self, caller: Caller, path: str, message: dict[str, Any]
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def _reload(self, caller: Caller, path: str, message: dict[str, Any]) -> ModelStream:
         result = "error"
         try:
             async with contextlib.aclosing(self.client.request(message)) as events:

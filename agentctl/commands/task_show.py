@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from ..app import env, fail, json_option, run
+from ..client import AgentdClient
 from ..output import (
     Field,
     dash,
@@ -107,7 +108,7 @@ def task_show(task_id: int, as_json: bool) -> None:
     "artifacts" lists.
     """
 
-    async def body(c: Any) -> dict[str, Any]:
+    async def body(c: AgentdClient) -> dict[str, Any]:
         info = await c.describe_task(task_id)
         return dict(
             info,

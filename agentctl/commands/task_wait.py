@@ -18,7 +18,7 @@ import click
 from agentd.tasks.model import FINAL
 
 from ..app import fail, json_option, run
-from ..client import ClientError
+from ..client import AgentdClient, ClientError
 from ..output import print_json
 from ..params import TASK_ID
 
@@ -82,7 +82,9 @@ def task_wait(task_id: int, timeout: float | None, as_json: bool) -> None:
     raise click.exceptions.Exit(WAIT_EXIT.get(status, 1))
 
 
-async def _wait(c: Any, task_id: int, timeout: float | None) -> tuple[dict[str, Any], bool]:
+async def _wait(
+    c: AgentdClient, task_id: int, timeout: float | None
+) -> tuple[dict[str, Any], bool]:
     """Describe TASK_ID until it is final. Returns (task, timed out).
 
     The TaskChanged match is made before the first DescribeTask: a change
@@ -132,7 +134,7 @@ class _Told:
         self.unavailable = True
 
 
-async def _describe_again(c: Any, last: dict[str, Any], told: _Told) -> dict[str, Any]:
+async def _describe_again(c: AgentdClient, last: dict[str, Any], told: _Told) -> dict[str, Any]:
     """DescribeTask again; while agentd is restarting, the LAST answer (ask at next poll)."""
     try:
         info = await c.describe_task(told.task_id)

@@ -16,6 +16,7 @@ import click
 from agentd.config import QUOTA_PERIODS
 
 from ..app import AliasGroup, env, json_option, run
+from ..client import AgentdClient
 from ..output import fmt_time, fmt_user, plain_line, print_json, print_table
 
 LOW_SHARE = 0.10  # `usage` warns when less than this share of a quota is left
@@ -24,7 +25,7 @@ LOW_SHARE = 0.10  # `usage` warns when less than this share of a quota is left
 def _subject_label(q: dict[str, Any]) -> str:
     if q["kind"] == "owner":
         return f"owner {fmt_user(int(q['subject']))}"
-    return q["subject"]
+    return str(q["subject"])
 
 
 def _bar_rows(quotas: list[dict[str, Any]]) -> None:
@@ -160,7 +161,7 @@ def quota() -> None:
     """
 
 
-async def _kind(client: Any, subject: str, as_owner: bool, as_agent: bool) -> str:
+async def _kind(client: AgentdClient, subject: str, as_owner: bool, as_agent: bool) -> str:
     """agent if SUBJECT names an agent (agents are users too), else owner."""
     if as_owner or as_agent:
         return "owner" if as_owner else "agent"
@@ -207,7 +208,7 @@ def quota_set(
     0 means unlimited. The change is audited.
     """
 
-    async def body(c: Any) -> str:
+    async def body(c: AgentdClient) -> str:
         kind = await _kind(c, subject, as_owner, as_agent)
         await c.set_quota(kind, subject, tokens, period)
         return kind
@@ -231,7 +232,7 @@ Examples:
 def quota_reset(subject: str, as_owner: bool, as_agent: bool, as_json: bool) -> None:
     """Count SUBJECT's usage afresh from now for the current period (the limit stays)."""
 
-    async def body(c: Any) -> str:
+    async def body(c: AgentdClient) -> str:
         kind = await _kind(c, subject, as_owner, as_agent)
         await c.reset_quota(kind, subject)
         return kind

@@ -28,6 +28,7 @@ from ..errors import AgentdError
 from ..policy import RULES, Caller, Policy
 from .callers import BusDriver
 from .errors import AgentdDbusError, to_dbus
+from .marshal import Variant
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -72,9 +73,9 @@ class Callers:
             assert self.driver is not None, "Callers without a bus knows no credentials"
             creds = await self.driver.get_connection_credentials(sender)
             caller = Caller(
-                uid=int(creds["UnixUserID"][1]),
-                gids=frozenset(int(g) for g in creds.get("UnixGroupIDs", ("au", []))[1]),
-                pid=int(creds.get("ProcessID", ("u", 0))[1]),
+                uid=_uint(creds["UnixUserID"]),
+                gids=frozenset(_uints(creds.get("UnixGroupIDs", ("au", [])))),
+                pid=_uint(creds.get("ProcessID", ("u", 0))),
                 bus_name=sender,
             )
             self.cache[sender] = caller
@@ -96,6 +97,22 @@ class Callers:
         """The caller of the method being served (as @rule resolved it)."""
         caller = _current.get(None)
         return caller if caller is not None else await self.credentials()
+
+
+def _uint(variant: Variant) -> int:
+    """The number in a u variant of the bus driver's credentials."""
+    sig, value = variant
+    if not isinstance(value, int):
+        raise TypeError(f"bus driver credentials: {sig} where u was expected")
+    return value
+
+
+def _uints(variant: Variant) -> list[int]:
+    """The numbers in an au variant of the bus driver's credentials."""
+    sig, values = variant
+    if not isinstance(values, list) or not all(isinstance(v, int) for v in values):
+        raise TypeError(f"bus driver credentials: {sig} where au was expected")
+    return values
 
 
 class HasCallers(Protocol):

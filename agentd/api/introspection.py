@@ -26,6 +26,7 @@ import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import sdbus
 from sdbus.dbus_proxy_async_interface_base import DbusInterfaceBaseAsync
@@ -45,7 +46,7 @@ DOCTYPE = (
 )
 DOC_ANNOTATION = "org.gtk.GDBus.DocString"
 
-Member = DbusMethodAsync | DbusPropertyAsync | DbusSignalAsync
+Member = DbusMethodAsync | DbusPropertyAsync[Any] | DbusSignalAsync[Any]  # of any value type
 
 # sd-bus's vtable flags, as sdbus exports them.
 _DEPRECATED = sdbus.DbusDeprecatedFlag

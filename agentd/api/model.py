@@ -13,12 +13,12 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 from sdbus import dbus_method_async_override
 
 from ..errors import AgentdError
+from ..modelclient import ModelStream
 from ..quotas import Meter
 from ..thinking import Thinking, parse_messages, parse_options
 from .access import Callers, rule
@@ -43,7 +43,7 @@ class Streams:
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def open(self, events: AsyncIterator[dict[str, Any]]) -> int:
+    def open(self, events: ModelStream) -> int:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         theirs.shutdown(socket.SHUT_WR)  # the caller only reads
         ours.shutdown(socket.SHUT_RD)
@@ -56,7 +56,7 @@ class Streams:
         asyncio.get_running_loop().call_soon(_close, fd)
         return fd
 
-    async def _pump(self, sock: socket.socket, events: AsyncIterator[dict[str, Any]]) -> None:
+    async def _pump(self, sock: socket.socket, events: ModelStream) -> None:
         _reader, writer = await asyncio.open_connection(sock=sock)
         try:
             async with contextlib.aclosing(events):
@@ -120,12 +120,12 @@ class ModelObject(ModelInterface):
 
     @dbus_method_async_override()
     @rule("quota.list")
-    async def list_quotas(self) -> list[tuple]:
+    async def list_quotas(self) -> list[QuotaRow]:
         return [QuotaRow(*q.as_row()) for q in self.meter.quotas(await self.callers.current())]
 
     @dbus_method_async_override()
     @rule("usage.list")
-    async def list_usage(self, days: int) -> list[tuple]:
+    async def list_usage(self, days: int) -> list[UsageRow]:
         return [UsageRow(*r) for r in self.meter.usage_by_day(await self.callers.current(), days)]
 
     @dbus_method_async_override()

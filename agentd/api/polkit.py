@@ -19,6 +19,7 @@ from sdbus.dbus_exceptions import DbusNameHasNoOwnerError, DbusServiceUnknownErr
 from sdbus.sd_bus_internals import SdBusBaseError
 
 from ..policy import Caller
+from .marshal import Variant
 
 log = logging.getLogger("agentd")
 ABSENT_RETRY_S = 60.0
@@ -28,7 +29,7 @@ class _Authority(DbusInterfaceCommonAsync, interface_name="org.freedesktop.Polic
     @dbus_method_async("(sa{sv})sa{ss}us", "(bba{ss})", method_name="CheckAuthorization")
     async def check_authorization(
         self,
-        subject: tuple[str, dict[str, tuple[str, object]]],
+        subject: tuple[str, dict[str, Variant]],
         action_id: str,
         details: dict[str, str],
         flags: int,
@@ -47,7 +48,10 @@ class Polkit:
     async def allowed(self, caller: Caller, action_id: str) -> bool:
         if not caller.bus_name or time.monotonic() < self.absent_until:
             return False
-        subject = ("system-bus-name", {"name": ("s", caller.bus_name)})
+        subject: tuple[str, dict[str, Variant]] = (
+            "system-bus-name",
+            {"name": ("s", caller.bus_name)},
+        )
         try:
             authorized, _challenge, _details = await self.authority.check_authorization(
                 subject, action_id, {}, 0, ""

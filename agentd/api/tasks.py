@@ -69,7 +69,7 @@ class TasksObject(TasksInterface):
 
     @dbus_method_async_override()
     @rule("task.list")
-    async def list_tasks(self, filter: dict[str, Variant]) -> list[tuple]:
+    async def list_tasks(self, filter: dict[str, Variant]) -> list[TaskRow]:
         tasks = self.queue.list(await self.callers.current(), plain(filter))
         return [task_row(t) for t in tasks]
 
@@ -85,7 +85,7 @@ class TasksObject(TasksInterface):
 
     @dbus_method_async_override()
     @rule("task.show")
-    async def list_task_events(self, task: int) -> list[tuple]:
+    async def list_task_events(self, task: int) -> list[TaskEventRow]:
         return [
             TaskEventRow(
                 e.seq, e.ts, e.actor_uid, e.action, e.result, json.dumps(e.detail, sort_keys=True)
@@ -95,7 +95,7 @@ class TasksObject(TasksInterface):
 
     @dbus_method_async_override()
     @rule("task.show")
-    async def list_artifacts(self, task: int) -> list[tuple]:
+    async def list_artifacts(self, task: int) -> list[ArtifactRow]:
         return [
             ArtifactRow(a.name, a.type, a.path, a.size, a.sha256)
             for a in self.queue.artifacts(await self.callers.current(), task)

@@ -203,4 +203,9 @@ class Models:
         """Free every engine (the service is stopping)."""
         engines = self.engines()
         self.current = None
-        await asyncio.to_thread(lambda: [e.close() for e in engines])
+
+        def close_all() -> None:
+            for e in engines:
+                e.close()
+
+        await asyncio.to_thread(close_all)

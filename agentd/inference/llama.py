@@ -28,7 +28,8 @@ _vendor = os.environ.get("AGENTD_LLAMA_VENDOR")
 if _vendor and _vendor not in sys.path:
     sys.path.insert(0, _vendor)
 
-import llama_cpp  # noqa: E402
+# Re-exported ("as"): the modules that call llama.cpp import it from here.
+import llama_cpp as llama_cpp  # noqa: E402
 
 _llama_log = logging.getLogger("agentd.inference.llama")
 # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continues the previous line
@@ -36,8 +37,7 @@ _LLAMA_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: loggi
 _log_state = threading.local()
 
 
-@llama_cpp.llama_log_callback
-def _llama_log_cb(level: int, text: bytes, _user_data: Any) -> None:
+def _llama_log_line(level: int, text: bytes, _user_data: Any) -> None:
     """Route llama.cpp's log lines to Python logging (and to a capture, if one
     is open in this thread, so errors such as a grammar's can be reported)."""
     lvl = (
@@ -54,6 +54,8 @@ def _llama_log_cb(level: int, text: bytes, _user_data: Any) -> None:
         _llama_log.log(lvl, "%s", msg)
 
 
+# A ctypes callback (kept referenced here for as long as llama.cpp may call it).
+_llama_log_cb = llama_cpp.llama_log_callback(_llama_log_line)
 llama_cpp.llama_log_set(_llama_log_cb, None)
 
 

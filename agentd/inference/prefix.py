@@ -80,7 +80,8 @@ class Sequences:
         """Find the longest prefix of the prompt held by another sequence:
         copy it now from a free one, or wait for a running one to have it."""
         limit = len(req.prompt) - 1
-        best_len, src = 0, None
+        best_len = 0
+        src: Request | int | None = None  # a running request, or a free sequence
         for other in active:
             if other is not req:
                 n = common_prefix(other.prompt, req.prompt, limit)

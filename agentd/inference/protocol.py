@@ -97,7 +97,7 @@ def _number(req: dict[str, Any], key: str, default: float) -> float:
 
 
 def _integer(req: dict[str, Any], key: str, default: int) -> int:
-    value = req.get(key, default)
+    value: object = req.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid(f"{key} must be an integer")
     return value

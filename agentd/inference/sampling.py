@@ -26,9 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from agentd.inference.errors import InvalidGrammar
 from agentd.inference.llama import capture_log, llama_cpp
+
+Logits = npt.NDArray[np.float32]  # one output's scores: llama.cpp's float[n_vocab]
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,8 @@ def schema_to_grammar(schema: dict[str, Any]) -> str:
     if not isinstance(schema, dict):
         raise InvalidGrammar("a JSON Schema must be an object")
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
+        grammar: str = json_schema_to_gbnf(json.dumps(schema))
+        return grammar
     except RecursionError as e:
         raise InvalidGrammar("JSON Schema nested too deeply") from e
     except Exception as e:
@@ -78,7 +82,7 @@ def grammar_sampler(vocab: Any, grammar: str) -> Any:
     return smpl
 
 
-def sample_logits(p: SamplingParams, rng: np.random.Generator | None, logits: np.ndarray) -> int:
+def sample_logits(p: SamplingParams, rng: np.random.Generator | None, logits: Logits) -> int:
     """Greedy, or a draw from the top-k / top-p of the tempered distribution."""
     if p.temperature <= 0:
         return int(np.argmax(logits))
@@ -152,13 +156,13 @@ class Sampler:
             llama_cpp.llama_sampler_chain_add(chain, part)
         return chain
 
-    def sample(self, ctx: Any, idx: int, logits: np.ndarray) -> int:
+    def sample(self, ctx: Any, idx: int, logits: Logits) -> int:
         """The next token from output ``idx`` of the last decode."""
         if self._chain is None:
             return sample_logits(self.params, self._rng, logits)
         return self._sample_grammar(ctx, idx, logits)
 
-    def _sample_grammar(self, ctx: Any, idx: int, logits: np.ndarray) -> int:
+    def _sample_grammar(self, ctx: Any, idx: int, logits: Logits) -> int:
         """Sample with the chain, which also advances its grammar. Greedy
         first tries the plain argmax against the grammar alone (one
         candidate instead of the whole vocabulary): the same token whenever

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentd.inference.errors import EngineError
 from agentd.inference.llama import llama_cpp
+
+if TYPE_CHECKING:  # jinja2 is imported when a chat is first formatted
+    import jinja2
 
 
 class Vocab:
@@ -28,7 +31,7 @@ class Vocab:
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._chat_template = self.meta_str("tokenizer.chat_template")
-        self._compiled_template: Any = None
+        self._compiled_template: jinja2.Template | None = None
         self._bos = self.token_text(llama_cpp.llama_vocab_bos(self._vocab))
         self._eos = self.token_text(llama_cpp.llama_vocab_eos(self._vocab))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sdbus import (
     DbusInterfaceCommonAsync,
     dbus_method_async,
@@ -11,6 +13,9 @@ from sdbus import (
 
 from ..rows import AgentRow, AuditRow, TemplateRow
 from .common import MANAGER_INTERFACE, U
+
+# (seq, ts, actor_uid, action, agent, agent_uid, result, detail, hash): AuditRow
+AuditStruct = tuple[int, float, int, str, str, int, str, str, str]
 
 
 class ManagerInterface(DbusInterfaceCommonAsync, interface_name=MANAGER_INTERFACE):
@@ -45,7 +50,7 @@ class ManagerInterface(DbusInterfaceCommonAsync, interface_name=MANAGER_INTERFAC
         method_name="ListAgents",
         result_args_names=("agents",),
     )
-    async def list_agents(self) -> list[tuple[str, str, str, int, int, str]]:
+    async def list_agents(self) -> Sequence[tuple[str, str, str, int, int, str]]:
         raise NotImplementedError
 
     @dbus_method_async(
@@ -96,7 +101,7 @@ class ManagerInterface(DbusInterfaceCommonAsync, interface_name=MANAGER_INTERFAC
         method_name="ListTemplates",
         result_args_names=("templates",),
     )
-    async def list_templates(self) -> list[tuple[str, str, str, list[str]]]:
+    async def list_templates(self) -> Sequence[tuple[str, str, str, list[str]]]:
         raise NotImplementedError
 
     @dbus_method_async(
@@ -118,7 +123,7 @@ class ManagerInterface(DbusInterfaceCommonAsync, interface_name=MANAGER_INTERFAC
         input_args_names=("after_seq", "limit"),
         result_args_names=("entries",),
     )
-    async def list_audit_entries(self, after_seq: int, limit: int) -> list[tuple]:
+    async def list_audit_entries(self, after_seq: int, limit: int) -> Sequence[AuditStruct]:
         raise NotImplementedError
 
     @dbus_method_async(
@@ -129,7 +134,9 @@ class ManagerInterface(DbusInterfaceCommonAsync, interface_name=MANAGER_INTERFAC
         input_args_names=("after_seq", "limit", "types"),
         result_args_names=("entries",),
     )
-    async def list_events(self, after_seq: int, limit: int, types: list[str]) -> list[tuple]:
+    async def list_events(
+        self, after_seq: int, limit: int, types: list[str]
+    ) -> Sequence[AuditStruct]:
         """ListAuditEntries, filtered by agentd: only rows whose action matches one of
         the shell-style patterns in types (e.g. "task.*"); all rows if types is empty."""
         raise NotImplementedError

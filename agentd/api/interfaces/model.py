@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sdbus import (
     DbusInterfaceCommonAsync,
     dbus_method_async,
@@ -60,7 +62,7 @@ class ModelInterface(DbusInterfaceCommonAsync, interface_name=MODEL_INTERFACE):
         method_name="ListQuotas",
         result_args_names=("quotas",),
     )
-    async def list_quotas(self) -> list[tuple]:
+    async def list_quotas(self) -> Sequence[tuple[str, str, int, int, str, float, str]]:
         """Quotas of the agents the caller may see and of their owners."""
         raise NotImplementedError
 
@@ -72,7 +74,7 @@ class ModelInterface(DbusInterfaceCommonAsync, interface_name=MODEL_INTERFACE):
         input_args_names=("days",),
         result_args_names=("usage",),
     )
-    async def list_usage(self, days: int) -> list[tuple]:
+    async def list_usage(self, days: int) -> Sequence[tuple[str, str, int, int, int, int]]:
         """Tokens by day and agent over the last DAYS days (the caller's agents;
         all of them for an admin)."""
         raise NotImplementedError

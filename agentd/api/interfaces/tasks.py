@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sdbus import (
     DbusInterfaceCommonAsync,
     dbus_method_async,
@@ -28,7 +30,7 @@ class TasksInterface(DbusInterfaceCommonAsync, interface_name=TASKS_INTERFACE):
         method_name="ListProjects",
         result_args_names=("projects",),
     )
-    async def list_projects(self) -> list[tuple[str, str, int, int]]:
+    async def list_projects(self) -> Sequence[tuple[str, str, int, int]]:
         raise NotImplementedError
 
     @dbus_method_async(
@@ -68,7 +70,9 @@ class TasksInterface(DbusInterfaceCommonAsync, interface_name=TASKS_INTERFACE):
         input_args_names=("filter",),
         result_args_names=("tasks",),
     )
-    async def list_tasks(self, filter: dict[str, tuple[str, object]]) -> list[tuple]:
+    async def list_tasks(
+        self, filter: dict[str, tuple[str, object]]
+    ) -> Sequence[tuple[int, str, str, str, str, str, int, int, float]]:
         """filter: status, project, agent, priority (s each), limit (u)."""
         raise NotImplementedError
 
@@ -91,7 +95,7 @@ class TasksInterface(DbusInterfaceCommonAsync, interface_name=TASKS_INTERFACE):
         input_args_names=("task",),
         result_args_names=("events",),
     )
-    async def list_task_events(self, task: int) -> list[tuple]:
+    async def list_task_events(self, task: int) -> Sequence[tuple[int, float, int, str, str, str]]:
         raise NotImplementedError
 
     @dbus_method_async(
@@ -102,7 +106,7 @@ class TasksInterface(DbusInterfaceCommonAsync, interface_name=TASKS_INTERFACE):
         input_args_names=("task",),
         result_args_names=("artifacts",),
     )
-    async def list_artifacts(self, task: int) -> list[tuple]:
+    async def list_artifacts(self, task: int) -> Sequence[tuple[str, str, str, int, str]]:
         raise NotImplementedError
 
     @dbus_method_async(
