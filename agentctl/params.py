@@ -4,37 +4,18 @@ Sizes (--memory-max), percentages (--cpu-quota), task ids and repeatable
 options that also take comma-separated lists. A bad value is a usage error
 (exit 2) raised by click before any call reaches agentd.
 
-parse_size is agentctl's own on purpose: agentd.templates.parse_size reads
-template files with a narrower grammar (whole numbers, K/M/G/T only), while
-the command line has always also taken 1.5G, 512MiB and 512MB and refused 0.
-Importing agentd's would change what `agent create --memory-max` accepts.
+Sizes are read by agentd.sizes.parse_size, the one grammar agentd's templates
+use too (512M, 512MiB, 1.5G; never 0).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import click
 
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?$")
-_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """'512M' -> bytes, binary units as systemd reads MemoryMax= (also 512MiB, 1.5G)."""
-    m = _SIZE_RE.match(text.strip().upper())
-    if not m:
-        raise ValueError(f"invalid size {text!r}: use e.g. 512M or 2G")
-    try:
-        value = int(Decimal(m.group(1)) * _SIZE_UNITS[m.group(2)])
-    except InvalidOperation:
-        raise ValueError(f"invalid size {text!r}: use e.g. 512M or 2G") from None
-    if value <= 0:
-        raise ValueError(f"invalid size {text!r}: must be more than zero")
-    return value
+from agentd.sizes import parse_size
 
 
 class SizeType(click.ParamType):

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import __version__, names
+from . import __version__, names, sd
 from . import config as config_mod
 from .accounts import Accounts, Homes
 from .api.access import Callers
@@ -42,15 +42,6 @@ from .templates import Catalog
 from .thinking import Thinking
 
 log = logging.getLogger("agentd")
-
-
-def _notify(state: str) -> None:
-    try:
-        from systemd import daemon
-
-        daemon.notify(state)
-    except ImportError:  # pragma: no cover - systemd-python is a hard dependency
-        pass
 
 
 def ensure_groups(cfg: config_mod.Config) -> None:
@@ -142,7 +133,7 @@ async def serve(cfg: config_mod.Config) -> None:
     scheduling = asyncio.get_running_loop().create_task(scheduler.run())
     await take_name()
     audit.append("agentd.start", actor_uid=0, version=__version__, repaired=len(repaired))
-    _notify(f"READY=1\nSTATUS=serving {len(registry.agents())} agents")
+    sd.notify(f"READY=1\nSTATUS=serving {len(registry.agents())} agents")
     log.info(
         "agentd %s ready on %s (%d agents, %d repairs)",
         __version__,
@@ -160,7 +151,7 @@ async def serve(cfg: config_mod.Config) -> None:
             await asyncio.wait_for(stop.wait(), cfg.heartbeat_interval)
         except TimeoutError:
             registry.sweep()
-    _notify("STOPPING=1")
+    sd.notify("STOPPING=1")
     scheduling.cancel()
     for handle in exported:
         handle.stop()
@@ -198,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(cfg))
     except AgentdError as e:
         log.error("agentd: %s", e)
-        return 78  # EX_CONFIG: systemd will not loop-restart on a bad config forever
+        return sd.EX_CONFIG  # systemd will not loop-restart on a bad config for ever
     return 0
 
 

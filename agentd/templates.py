@@ -15,13 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from . import sizes
 from .config import QUOTA_PERIODS
 from .errors import InvalidArgument, InvalidConfig, NoSuchTemplate
 
 T = TypeVar("T")
 _ID_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-_SIZE_RE = re.compile(r"^(\d+)([KMGT]?)$")
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 NETWORK_MODES = ("none", "full")
 
@@ -65,11 +64,11 @@ def _bound(key: str, value: int, bounds: tuple[int, int]) -> None:
 
 
 def parse_size(text: str) -> int:
-    """'512M' -> bytes (binary units, as systemd reads MemoryMax=)."""
-    m = _SIZE_RE.match(text.strip().upper())
-    if not m:
-        raise InvalidArgument(f"invalid size {text!r}: use e.g. 512M or 2G")
-    return int(m.group(1)) * _UNITS[m.group(2)]
+    """'512M' -> bytes (agentd.sizes: the grammar agentctl reads too)."""
+    try:
+        return sizes.parse_size(text)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 from .agent import Agent
 from .audit import AuditLog
+from .chat import MAX_CHARS, check_messages
 from .errors import AgentdError, InvalidArgument, ModelUnavailable
 from .modelclient import Interrupted, ModelClient, ModelStream
 from .policy import Caller, Policy
@@ -25,9 +26,6 @@ from .quotas import Meter
 from .registry import Registry
 from .templates import Catalog
 
-ROLES = ("system", "user", "assistant")
-MAX_MESSAGES = 256
-MAX_CHARS = 64 * 1024
 MAX_TOKENS = 4096
 THINK_ATTEMPTS = 2  # a think is retried once if the service dies under it
 THINK_TIMEOUT_S = 150  # under the runtime's D-Bus call timeout (agentd.runtime)
@@ -69,30 +67,17 @@ def parse_options(raw: dict[str, Any]) -> Options:
 
 
 def parse_messages(text: str) -> list[dict[str, str]]:
-    """JSON [{"role": ..., "content": ...}, ...] -> checked list."""
+    """JSON [{"role": ..., "content": ...}, ...] -> checked list (agentd.chat's rules)."""
     if len(text) > MAX_CHARS * 4:
         raise InvalidArgument("messages are too long")
     try:
         messages = json.loads(text)
     except ValueError as e:
         raise InvalidArgument(f"messages are not JSON: {e}") from None
-    if not isinstance(messages, list) or not 1 <= len(messages) <= MAX_MESSAGES:
-        raise InvalidArgument(f"messages must be a list of 1..{MAX_MESSAGES} objects")
-    out = []
-    for m in messages:
-        if (
-            not isinstance(m, dict)
-            or set(m) != {"role", "content"}
-            or m["role"] not in ROLES
-            or not isinstance(m["content"], str)
-        ):
-            raise InvalidArgument(
-                'each message must be {"role": system|user|assistant, "content": string}'
-            )
-        if len(m["content"]) > MAX_CHARS:
-            raise InvalidArgument(f"a message is longer than {MAX_CHARS} characters")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
+    try:
+        return check_messages(messages)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
 
 
 class Thinking:

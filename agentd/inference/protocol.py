@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from agentd.chat import check_messages
 from agentd.inference.sampling import SamplingParams
 from agentd.inference.stream import Result, Stream
 
@@ -104,17 +105,11 @@ def _integer(req: dict[str, Any], key: str, default: int) -> int:
 
 
 def _messages(value: Any) -> list[dict[str, str]]:
-    if not isinstance(value, list) or not value:
-        raise invalid("messages must be a non-empty list")
-    for m in value:
-        if (
-            not isinstance(m, dict)
-            or set(m) != {"role", "content"}
-            or not isinstance(m["role"], str)
-            or not isinstance(m["content"], str)
-        ):
-            raise invalid('each message must be {"role": string, "content": string}')
-    return value
+    """agentd.chat's rules: the same agentd applies to its callers."""
+    try:
+        return check_messages(value)
+    except ValueError as e:
+        raise invalid(str(e)) from None
 
 
 def _stop(value: Any) -> tuple[str, ...]:

@@ -30,11 +30,11 @@ import sys
 from agentd.inference.config import DEFAULT_CONFIG, ConfigError, load_config
 from agentd.inference.server import Service
 from agentd.inference.unit import setup_logging
+from agentd.sd import EX_CONFIG
 
 log = logging.getLogger("agentd.inference")
 
 DEFAULT_SOCKET = "/run/agentd-inference/socket"
-EX_CONFIG = 78  # sysexits.h: configuration error (the unit's RestartPreventExitStatus)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

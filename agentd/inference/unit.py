@@ -1,23 +1,24 @@
-"""What the service tells systemd: sd_notify messages and journal log lines.
+"""What the service tells systemd: journal log lines (sd_notify is agentd.sd's,
+shared with agentd; re-exported here as sd_notify).
 
 Invariants:
 
-- Without ``$NOTIFY_SOCKET`` (not under systemd, or not Type=notify)
-  :func:`sd_notify` does nothing and says so; it never raises: systemd's
-  absence must not stop the service.
 - Under journald (``$JOURNAL_STREAM``) each log line carries its syslog
   priority as a ``<N>`` prefix, so ``journalctl -p`` filters the service's
   warnings; elsewhere lines are plain ``agentd-inference: LEVEL message``.
 
-Both protocols are a few lines of the standard library: no libsystemd binding.
+The protocol is a few lines of the standard library: no libsystemd binding.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
+
+from agentd.sd import notify as sd_notify
+
+__all__ = ["sd_notify", "setup_logging"]
 
 log = logging.getLogger("agentd.inference")
 
@@ -28,24 +29,6 @@ _PRIORITIES = {
     logging.ERROR: 3,
     logging.CRITICAL: 2,
 }
-
-
-def sd_notify(state: str) -> bool:
-    """Send ``state`` to systemd's notification socket, if there is one (the
-    sd_notify protocol: one datagram to $NOTIFY_SOCKET; '@' is abstract)."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return False
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.connect(addr)
-            s.sendall(state.encode())
-        return True
-    except OSError as e:
-        log.debug("sd_notify %r: %s", state, e)
-        return False
 
 
 class _JournalFormatter(logging.Formatter):

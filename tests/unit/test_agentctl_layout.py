@@ -122,6 +122,7 @@ def test_agentctl_loads_no_engine() -> None:
         "agentd.api.rows",
         "agentd.tasks",
         "agentd.tasks.model",
+        "agentd.sizes",
     }, loaded
 
 
