@@ -17,7 +17,7 @@ import json
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -203,6 +203,45 @@ def _follow(view: View, after: int | None, limit: int, as_json: bool, types: Seq
 
 
 # -- the commands -----------------------------------------------------------------------
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stream_options(what: str, when: str) -> Callable[[F], F]:
+    """--after, --limit, --follow and --json: the options `audit` and `events` share."""
+
+    def decorate(fn: F) -> F:
+        for option in reversed(
+            [
+                click.option(
+                    "--after",
+                    type=click.IntRange(min=0),
+                    metavar="SEQ",
+                    help=f"Show {what} numbered after SEQ, oldest first.",
+                ),
+                click.option(
+                    "-n",
+                    "--limit",
+                    type=click.IntRange(min=1),
+                    default=50,
+                    show_default=True,
+                    metavar="N",
+                    help=f"Show at most N {what} (the newest N without --after).",
+                ),
+                click.option(
+                    "-f",
+                    "--follow",
+                    is_flag=True,
+                    help=f"After the listing, print new {what} {when}.",
+                ),
+                json_option,
+            ]
+        ):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 @click.group(
     cls=AliasGroup,
     invoke_without_command=True,
@@ -215,28 +254,7 @@ Examples:
   agentctl audit -f              the last 50, then new ones as they happen
   agentctl audit verify          check the hash chain (administrators)""",
 )
-@click.option(
-    "--after",
-    type=click.IntRange(min=0),
-    metavar="SEQ",
-    help="Show entries numbered after SEQ, oldest first.",
-)
-@click.option(
-    "-n",
-    "--limit",
-    type=click.IntRange(min=1),
-    default=50,
-    show_default=True,
-    metavar="N",
-    help="Show at most N entries (the newest N without --after).",
-)
-@click.option(
-    "-f",
-    "--follow",
-    is_flag=True,
-    help="After the listing, print new entries as agentd appends them.",
-)
-@json_option
+@stream_options("entries", "as agentd appends them")
 @click.pass_context
 def audit(ctx: click.Context, after: int | None, limit: int, follow: bool, as_json: bool) -> None:
     """Show agentd's audit trail.
@@ -308,25 +326,7 @@ artifact.created, agent.online, agent.offline, agent.create, agent.start, ..."""
     help="Only events whose type matches GLOB, e.g. 'task.*' (repeatable, or "
     "comma-separated; any may match).",
 )
-@click.option(
-    "--after",
-    type=click.IntRange(min=0),
-    metavar="SEQ",
-    help="Show events numbered after SEQ, oldest first.",
-)
-@click.option(
-    "-n",
-    "--limit",
-    type=click.IntRange(min=1),
-    default=50,
-    show_default=True,
-    metavar="N",
-    help="Show at most N events (the newest N without --after).",
-)
-@click.option(
-    "-f", "--follow", is_flag=True, help="After the listing, print new events as they happen."
-)
-@json_option
+@stream_options("events", "as they happen")
 def events(types: list[str], after: int | None, limit: int, follow: bool, as_json: bool) -> None:
     """Show agentd's events: every change to tasks, projects and agents.
 
