@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import sdbus
@@ -42,6 +42,7 @@ from agentd.api.interfaces import (
     ModelInterface,
     TasksInterface,
 )
+from agentd.api.interfaces.manager import REMOVE_FORCE
 
 from . import marshal
 from .marshal import CHAT_OPTIONS, TASK_FILTER, TASK_SPEC, limit_variants, unwrap, variants
@@ -53,6 +54,9 @@ JOB_REMOVED = ManagerInterface.job_removed
 TASK_CHANGED = TasksInterface.task_changed
 NOT_RUNNING = "agentd is not running (start it with: systemctl start agentd)"
 PAGE = 1000  # audit rows per ListEvents call while following; agentd caps at 10000
+# A removal ends when agentd's bounded helper does (agentd.homes.HomeLimits: at most
+# 30 min archiving, 30 deleting): wait for it, as systemctl waits for a job.
+REMOVE_TIMEOUT_USEC = 65 * 60 * 10**6
 DBUS = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
 
 
@@ -275,7 +279,23 @@ class AgentdClient:
                 slot.close()
 
     async def remove_agent(self, name: str, keep_home: bool = False) -> None:
-        await _call(self.manager.remove_agent(name, keep_home))
+        with self._patience(REMOVE_TIMEOUT_USEC):
+            await _call(self.manager.remove_agent(name, keep_home))
+
+    async def force_remove_agent(self, name: str) -> None:
+        """RemoveAgentWithFlags(name, REMOVE_FORCE): administrators finish a removal."""
+        with self._patience(REMOVE_TIMEOUT_USEC):
+            await _call(self.manager.remove_agent_with_flags(name, REMOVE_FORCE))
+
+    @contextlib.contextmanager
+    def _patience(self, usec: int) -> Iterator[None]:
+        """Wait up to USEC for the replies of calls made meanwhile (sd-bus: 25 s)."""
+        before = self.bus.method_call_timeout_usec
+        self.bus.method_call_timeout_usec = usec
+        try:
+            yield
+        finally:
+            self.bus.method_call_timeout_usec = before
 
     # -- templates ------------------------------------------------------------------
     async def list_templates(self) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Unix accounts and homes for agents, made with the shadow tools.
+"""Unix accounts for agents, made with the shadow tools (homes: agentd.homes).
 
 groupadd/useradd/userdel take the /etc/passwd locks and keep nscd in step, so
 agentd uses them rather than editing the files. One asyncio lock serialises
@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import grp
-import os
 import pwd
-import shutil
-import stat
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SystemError_
+from .homes import Homes
+
+__all__ = ["NOLOGIN", "Account", "Accounts", "Homes"]  # Homes: now agentd.homes
 
 NOLOGIN = "/usr/sbin/nologin"
 # Exit codes of useradd/userdel/groupdel meaning "no such account".
@@ -135,70 +134,3 @@ class Accounts:
                 rc, out = await _run("groupdel", name)
                 if rc and rc not in _GONE:
                     raise SystemError_(f"groupdel {name} failed: {out}")
-
-
-class Homes:
-    """Agent homes: /home/agents/NAME, 0700, owned by the agent."""
-
-    def __init__(self, root: Path, archive_dir: Path) -> None:
-        self.root = root
-        self.archive_dir = archive_dir
-
-    def path(self, name: str) -> Path:
-        return self.root / name
-
-    def ensure_root(self) -> None:
-        # 0711: agents and users may pass through but not list who exists.
-        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
-        os.chmod(self.root, 0o711)
-
-    def make(self, name: str, uid: int, gid: int) -> Path:
-        self.ensure_root()
-        home = self.path(name)
-        try:
-            os.mkdir(home, 0o700)
-        except FileExistsError:
-            st = os.lstat(home)
-            if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, uid):
-                raise SystemError_(f"{home} exists and is not this agent's home") from None
-        os.chown(home, uid, gid)
-        os.chmod(home, 0o700)
-        return home
-
-    def exists(self, name: str) -> bool:
-        return os.path.lexists(self.path(name))
-
-    def owner(self, name: str) -> int | None:
-        try:
-            return os.lstat(self.path(name)).st_uid
-        except FileNotFoundError:
-            return None
-
-    def remove(self, name: str) -> None:
-        home = self.path(name)
-        if not os.path.lexists(home):
-            return
-        if os.path.islink(home) or not os.path.isdir(home):
-            os.unlink(home)
-            return
-        shutil.rmtree(home)  # fd-based on Linux: does not follow links inside
-
-    def archive(self, name: str, dest: Path) -> None:
-        """Tar the home into DEST (root-only), atomically: tmp file, fsync, rename."""
-        if dest.exists() or not self.exists(name):
-            return
-        self.archive_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = dest.with_suffix(dest.suffix + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            with tarfile.open(fileobj=f, mode="w:gz") as tar:
-                tar.add(self.path(name), arcname=name)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, dest)
-
-    def names(self) -> list[str]:
-        try:
-            return sorted(p.name for p in self.root.iterdir())
-        except FileNotFoundError:
-            return []

@@ -5,6 +5,13 @@ and the newest (seq, hash) is kept in ``meta``: changing a row breaks its hash,
 deleting one breaks the chain or the head. The journald copy (with
 AGENT_NAME=, AGENT_UID=, AGENTD_AUDIT_HASH= ...) is a second, independent
 record an operator can compare against.
+
+Every row is bounded whatever its callers pass (names, titles, reasons and
+error texts come from callers, and each row is fsynced and sent to journald):
+each string of the detail and the agent name at most MAX_VALUE bytes, lists
+and dicts at most MAX_ITEMS entries, the whole detail JSON at most MAX_DETAIL
+bytes, cut with a marker ``…[truncated N characters]``. The hash covers what is
+stored, so verify() checks the truncated row as it is.
 """
 
 from __future__ import annotations
@@ -24,6 +31,11 @@ GENESIS = "0" * 64
 MESSAGE_ID = "9d6f3c1e0b1a4f0fa0b6a1c2d3e4f501"  # journald catalog id of agentd audit events
 
 JournalSink = Callable[..., None]
+
+MAX_VALUE = 1024  # bytes of one string in a row (a detail value, the agent name)
+MAX_ITEMS = 64  # entries of one list or dict in a detail
+MAX_DEPTH = 4  # nesting of lists and dicts in a detail
+MAX_DETAIL = 16 * 1024  # bytes of a row's whole detail JSON
 
 
 def _journal_send(**fields: Any) -> None:
@@ -120,7 +132,8 @@ class AuditLog:
         """Append one row (inside the caller's transaction, if any)."""
         if task_id is not None:
             detail["task_id"] = task_id
-        detail_json = json.dumps(detail, sort_keys=True, separators=(",", ":"))
+        agent = clip(agent) if agent is not None else None
+        detail, detail_json = bounded_detail(detail)
         with self.store.transaction():
             last_seq, prev = self.head()
             seq, ts = last_seq + 1, time.time()
@@ -227,6 +240,53 @@ class AuditLog:
                 checked + 1,
             )
         return Verdict(True, checked, f"{checked} rows, chain intact")
+
+
+def clip(text: str, limit: int = MAX_VALUE) -> str:
+    """TEXT if it fits in LIMIT bytes (UTF-8), else its head and a marker, together
+    at most LIMIT bytes."""
+    if len(text) * 4 <= limit or len(_utf8(text)) <= limit:
+        return text
+    head = _utf8(text[:limit])[: max(0, limit - 40)].decode("utf-8", "ignore")
+    return f"{head}…[truncated {len(text) - len(head)} characters]"
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _bounded(value: Any, depth: int = 0) -> Any:
+    """VALUE with every string clipped and every list or dict cut to MAX_ITEMS."""
+    if isinstance(value, str):
+        return clip(value)
+    if isinstance(value, list | tuple | dict) and depth >= MAX_DEPTH:
+        return clip(json.dumps(value, default=str))
+    if isinstance(value, list | tuple):
+        items = [_bounded(v, depth + 1) for v in value[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append(f"…[truncated {len(value) - MAX_ITEMS} items]")
+        return items
+    if isinstance(value, dict):
+        out = {
+            clip(str(k), 128): _bounded(v, depth + 1) for k, v in list(value.items())[:MAX_ITEMS]
+        }
+        if len(value) > MAX_ITEMS:
+            out["…"] = f"[truncated {len(value) - MAX_ITEMS} entries]"
+        return out
+    return value
+
+
+def bounded_detail(detail: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """DETAIL bounded, and its JSON (at most MAX_DETAIL bytes): values are clipped
+    one by one, then the largest are replaced by a marker until the row fits."""
+    out: dict[str, Any] = _bounded(detail)
+    text = json.dumps(out, sort_keys=True, separators=(",", ":"))
+    while len(_utf8(text)) > MAX_DETAIL:
+        sizes = {k: len(json.dumps(v)) for k, v in out.items()}
+        largest = max(sizes, key=lambda k: sizes[k])
+        out[largest] = f"…[truncated {sizes[largest]} characters]"
+        text = json.dumps(out, sort_keys=True, separators=(",", ":"))
+    return out, text
 
 
 def _entry(row: dict[str, Any]) -> Entry:

@@ -9,11 +9,22 @@ one. Dependency-free: the inference service imports nothing of the engine.
 
 from __future__ import annotations
 
+import json
+
 ROLES = ("system", "user", "assistant")
 MAX_MESSAGES = 256
 MAX_CHARS = 64 * 1024
 
 Message = dict[str, str]
+
+
+def loads(text: str) -> object:
+    """json.loads for text from callers: a value nested too deep for the parser
+    (RecursionError, e.g. 20,000 brackets) is bad input like any other."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def check_messages(value: object) -> list[Message]:

@@ -61,6 +61,22 @@ class Config:
     agent_token_quota: int = 0
     owner_token_quota: int = 0
     token_quota_period: str = "monthly"
+    # Who may create agents: members of creator_group; empty, any person: a UID
+    # of at least login.defs' UID_MIN with a login shell (not nologin or false),
+    # never nobody or a DynamicUser service. Administrators always may.
+    creator_group: str = ""
+    # Rates per caller UID (token buckets; 0: no limit). Refused calls past the
+    # budget are answered LimitExceeded and counted, not audited one by one (one
+    # summary row per uid per 10 s), so a flood cannot fill /var/lib/agentd.
+    # Creations of agents, projects and tasks (administrators are not limited).
+    denied_calls_per_second: int = 5
+    denied_calls_burst: int = 100
+    creates_per_second: int = 5
+    creates_burst: int = 50
+    # Per owner (administrators are not limited): active projects, and tasks
+    # not yet final (pending, in_progress, blocked).
+    max_projects_per_owner: int = 100
+    max_queued_tasks_per_owner: int = 1000
     config_file: Path | None = field(default=None, compare=False)
 
     @property
@@ -90,7 +106,15 @@ _INT_BOUNDS = {
     "idle_timeout": (0, 7 * 86400),
     "agent_token_quota": (0, 10**15),
     "owner_token_quota": (0, 10**15),
+    "denied_calls_per_second": (0, 100000),
+    "denied_calls_burst": (1, 1000000),
+    "creates_per_second": (0, 100000),
+    "creates_burst": (1, 1000000),
+    "max_projects_per_owner": (0, 1000000),
+    "max_queued_tasks_per_owner": (0, 10000000),
 }
+# String settings an empty value is meaningful for ("" = the default rule).
+_MAY_BE_EMPTY = frozenset({"creator_group"})
 QUOTA_PERIODS = ("daily", "weekly", "monthly")
 # Tables of the same file read by other programs (agentd-inference reads [model]).
 FOREIGN_TABLES = ("model",)
@@ -104,7 +128,7 @@ def _coerce(key: str, value: object, default: object) -> object:
         if not lo <= value <= hi:
             raise InvalidConfig(f"{key}: {value} is outside {lo}..{hi}")
         return value
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or (not value and key not in _MAY_BE_EMPTY):
         raise InvalidConfig(f"{key}: expected a non-empty string, got {value!r}")
     if isinstance(default, Path):
         if not value.startswith("/"):

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import __version__, names, sd
+from . import __version__, buspolicy, names, sd
 from . import config as config_mod
 from .accounts import Accounts, Homes
 from .api.access import Callers
@@ -30,7 +30,7 @@ from .api.tasks import TasksObject
 from .audit import AuditLog
 from .errors import AgentdError, InvalidConfig
 from .eventlog import EventLog
-from .events import AgentRemoved, Events, UnitStateChanged
+from .events import Events, UnitStateChanged
 from .modelclient import ModelClient
 from .quotas import Meter
 from .registry import Registry
@@ -107,7 +107,7 @@ async def serve(cfg: config_mod.Config) -> None:
     # vtables) alive for as long as agentd serves.
     exported = [obj.export_to_dbus(ROOT_PATH, bus) for obj in (manager, runtime, tasks, model)]
     states = dict(await systemd.list_units("agent-*.service"))
-    for agent in registry.agents():
+    for agent in registry.agents(("present", "removing")):  # a failed removal stays visible
         manager.export_agent(agent.name, states.get(agent.unit, "inactive"))
 
     # Subscription order is delivery order: the registry marks a dead unit's
@@ -119,7 +119,6 @@ async def serve(cfg: config_mod.Config) -> None:
             queue.runtime_gone(e.name)
 
     events.subscribe(UnitStateChanged, unit_down)
-    events.subscribe(AgentRemoved, meter.forget)
     manager.subscribe(events)
     tasks.subscribe(events)
     scheduler = Scheduler(registry, queue, systemd, events)
@@ -180,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         cfg = config_mod.load(args.config)
+        buspolicy.check(cfg.agents_group)
         if args.check_config:
             catalog = Catalog(cfg.vendor_dir, cfg.admin_dir)
             catalog.templates()

@@ -39,7 +39,8 @@ class PermissionDenied(AgentdError):
 
 
 class LimitExceeded(AgentdError):
-    """A per-owner agent limit or the UID range is exhausted."""
+    """A per-owner limit (agents, projects, queued tasks), a per-caller rate, or
+    the UID range is exhausted."""
 
     name = "LimitExceeded"
 
@@ -98,6 +99,12 @@ class Overloaded(AgentdError):
     name = "Overloaded"
 
 
+class NoSpace(AgentdError):
+    """agentd's state directory is full: the change was not made (retry later)."""
+
+    name = "NoSpace"
+
+
 class InvalidConfig(AgentdError):
     name = "InvalidConfig"
 
@@ -128,4 +135,5 @@ ALL_ERRORS: tuple[type[AgentdError], ...] = (
     QuotaExceeded,
     ModelUnavailable,
     Overloaded,
+    NoSpace,
 )

@@ -5,7 +5,8 @@ only the agent's home. A task either names a command (`exec`, run by the
 shell tool) or is free-form: then the model drives it, a few steps at most,
 each answer constrained by a JSON schema to one of the actions the template
 allows (answer, shell, write_file), the last step always an answer.
-Imports nothing of agentd's engine: it runs as the agent.
+Imports nothing of agentd's engine (only the task vocabulary): it runs as the
+agent.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# agentd's own limits (a dependency-free module): a report over them is refused whole
+from .tasks.model import MAX_ARTIFACT_SIZE, MAX_ARTIFACTS, MAX_TASK_ARTIFACTS_SIZE
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of stdout/stderr kept in a result
 MAX_STEPS = 3  # model steps per free-form task; the last one must answer
@@ -40,7 +44,6 @@ class ModelError(Exception):
         self.name = name
 
 
-MAX_ARTIFACTS = 256
 ARTIFACTS_DIR = "artifacts"
 
 
@@ -300,11 +303,13 @@ class Executor:
             "AGENTD_ARTIFACTS": str(artifacts),
         }
         result = await self.shell.run(task_id, task["exec"], env)
+        changed = {p: st for p, st in sorted(_snapshot(artifacts).items()) if before.get(p) != st}
+        kept, left_out = _within_limits(changed)
         found = [
-            (_artifact_name(p.relative_to(artifacts)), str(p.relative_to(self.home)))
-            for p, stamp in sorted(_snapshot(artifacts).items())
-            if before.get(p) != stamp
-        ][:MAX_ARTIFACTS]
+            (_artifact_name(p.relative_to(artifacts)), str(p.relative_to(self.home))) for p in kept
+        ]
+        if left_out:  # agentd would refuse the whole report: say what stays behind instead
+            result["artifacts_left_out"] = [str(p.relative_to(artifacts)) for p in left_out]
         if result["exit_code"] == 0:
             return Outcome("completed", result=result, artifacts=found)
         return Outcome(
@@ -316,6 +321,26 @@ class Executor:
 
     def abort(self, task_id: int) -> bool:
         return self.shell.abort(task_id)
+
+
+def _within_limits(changed: dict[Path, tuple[int, int]]) -> tuple[list[Path], list[Path]]:
+    """The files that fit agentd's artifact limits (agentd.tasks.model: count, size of
+    one, size of all), in name order; and those that do not."""
+    kept: list[Path] = []
+    left_out: list[Path] = []
+    total = 0
+    for path, (_mtime, size) in changed.items():
+        fits = (
+            len(kept) < MAX_ARTIFACTS
+            and size <= MAX_ARTIFACT_SIZE
+            and total + size <= MAX_TASK_ARTIFACTS_SIZE
+        )
+        if fits:
+            kept.append(path)
+            total += size
+        else:
+            left_out.append(path)
+    return kept, left_out
 
 
 def _snapshot(root: Path) -> dict[Path, tuple[int, int]]:

@@ -73,7 +73,8 @@ def check_syntax(name: str) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidName("agent name must not be empty")
     if len(name) > MAX_LEN:
-        raise InvalidName(f"agent name {name!r} is longer than {MAX_LEN} characters")
+        # never echoed: it may be megabytes, and this message reaches the audit log
+        raise InvalidName(f"agent name is {len(name)} characters, longer than {MAX_LEN}")
     if not _NAME_RE.match(name):
         raise InvalidName(
             f"agent name {name!r} is invalid: use lowercase letters, digits and single "

@@ -21,18 +21,37 @@ caller can forge (each agent *is* a UID, so no tokens are needed):
   says travels with the Caller (``admin_for``).
 
 Every denial is one audit row (result "denied", with the reason) before the
-PermissionDenied is raised.
+PermissionDenied is raised, within a per-UID budget (agentd.limits): past it a
+refusal is answered LimitExceeded and only counted, with one summary row per
+uid per interval, so a flood of refused calls cannot fill the disk.
+
+Creating (agents, projects, tasks) is also rate-limited per UID, and creating
+agents is for people only: a member of ``creator_group``, or, when none is
+set, a UID of at least login.defs' UID_MIN with a login shell; never nobody or
+a DynamicUser service (which any local service could otherwise become an agent
+owner as). Administrators are not limited by either. Both are decided by the
+bus layer's screen (what the caller *is*), before the engine runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import grp
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 
-from .errors import PermissionDenied
+from .errors import AgentdError, LimitExceeded, PermissionDenied
+from .limits import (
+    SUMMARY_SECONDS,
+    CallerLimits,
+    Logins,
+    Rates,
+    SystemLogins,
+    creator_refusal,
+)
 
 
 @dataclass(frozen=True)
@@ -85,12 +104,16 @@ class Rule:
     polkit: str | None = None  # the polkit action that makes a person an admin here
     agents: str = "agents may not do this"  # why an agent is refused (if it is)
     what: str = ""  # for "only administrators may WHAT"
+    creates: bool = False  # a creation: rate-limited per UID (creates_per_second)
+    creator: bool = False  # only people who may own agents (creator_group, login shell)
 
 
 _M, _T = MANAGER_ONLY_PEOPLE, TASKS_ONLY_PEOPLE
 RULES: dict[str, Rule] = {
     # Manager and Agent objects
-    "agent.create": Rule(Scope.PERSON, MANAGE, "agents may not create agents"),
+    "agent.create": Rule(
+        Scope.PERSON, MANAGE, "agents may not create agents", creates=True, creator=True
+    ),
     "agent.get": Rule(Scope.OWNER, MANAGE, _M),
     "agent.list": Rule(Scope.PERSON, MANAGE, _M),
     "agent.show": Rule(Scope.OWNER, MANAGE, _M),
@@ -111,11 +134,11 @@ RULES: dict[str, Rule] = {
     "task.blocked": Rule(Scope.SELF),
     "model.think": Rule(Scope.SELF),
     # Tasks
-    "project.create": Rule(Scope.PERSON, MANAGE, _T),
+    "project.create": Rule(Scope.PERSON, MANAGE, _T, creates=True),
     "project.list": Rule(Scope.PERSON, MANAGE, _T),
     "project.show": Rule(Scope.OWNER, MANAGE, _T),
     "project.remove": Rule(Scope.OWNER, MANAGE, _T),
-    "task.create": Rule(Scope.PERSON, MANAGE, _T),
+    "task.create": Rule(Scope.PERSON, MANAGE, _T, creates=True),
     "task.list": Rule(Scope.PERSON, MANAGE, _T),
     "task.show": Rule(Scope.OWNER, MANAGE, _T),
     "artifact.read": Rule(Scope.OWNER, MANAGE, _T),
@@ -161,11 +184,22 @@ class AuditSink(Protocol):
 
 class Policy:
     def __init__(
-        self, admin_group: str, is_agent_uid: Callable[[int], bool], audit: AuditSink
+        self,
+        admin_group: str,
+        is_agent_uid: Callable[[int], bool],
+        audit: AuditSink,
+        *,
+        limits: CallerLimits | None = None,
+        logins: Logins | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.admin_group = admin_group
         self.is_agent_uid = is_agent_uid
         self.audit = audit
+        self.limits = limits or CallerLimits()
+        self.logins: Logins = logins or SystemLogins()
+        self.rates = Rates(self.limits, clock)
+        self._summary: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
 
     def admin_gid(self) -> int | None:
         try:
@@ -205,7 +239,36 @@ class Policy:
         so that the denial's audit row names what was asked for."""
         rule = RULES.get(action)
         if rule is None or rule.scope is not Scope.ADMIN:
-            self.check(caller, action)
+            role = self.check(caller, action)
+            if rule is not None and rule.creates and role is Role.USER:
+                self._admit_creation(caller, action, rule)
+
+    def _admit_creation(self, caller: Caller, action: str, rule: Rule) -> None:
+        """A person's creation: refuse one who may not own agents (rule.creator),
+        or who creates faster than creates_per_second (LimitExceeded)."""
+        if rule.creator:
+            group = self.limits.creator_group
+            gid = self._gid(group) if group else None
+            reason = creator_refusal(caller.uid, caller.gids, gid, self.logins)
+            if reason:
+                self._deny(caller, action, None, f"{reason}: may not create agents")
+        if not self.rates.take("create", caller.uid):
+            wait = self.rates.wait("create", caller.uid)
+            self.refuse(
+                caller,
+                action,
+                LimitExceeded(
+                    f"uid {caller.uid} creates faster than {self.limits.creates_per_second}/s "
+                    f"(creates_per_second); try again in {wait:.1f} s"
+                ),
+            )
+
+    @staticmethod
+    def _gid(group: str) -> int:
+        try:
+            return grp.getgrnam(group).gr_gid
+        except KeyError:
+            return -1  # a configured group that does not exist admits nobody
 
     def check(self, caller: Caller, action: str, resource: Resource | None = None) -> Role:
         """CALLER's role if it may do ACTION (on RESOURCE, when given); else audit
@@ -262,18 +325,99 @@ class Policy:
             else f"uid {caller.uid} may not {action.split('.')[-1]} this agent"
         )
 
-    def _deny(self, caller: Caller, action: str, resource: Resource | None, reason: str) -> None:
-        self.audit.append(
+    def _deny(
+        self, caller: Caller, action: str, resource: Resource | None, reason: str
+    ) -> NoReturn:
+        self.refuse(
+            caller,
             action,
-            actor_uid=caller.uid,
+            PermissionDenied(reason),
             result="denied",
-            reason=reason,
             agent=resource.agent if resource else None,
             agent_uid=resource.agent_uid if resource else None,
             task_id=resource.task_id if resource else None,
             **({"project": resource.name} if resource and resource.kind == "project" else {}),
         )
-        raise PermissionDenied(reason)
+
+    # -- refusals, within each caller's budget ------------------------------------------
+    def refuse(
+        self,
+        caller: Caller,
+        action: str,
+        error: AgentdError,
+        *,
+        result: str = "refused",
+        agent: str | None = None,
+        agent_uid: int | None = None,
+        task_id: int | None = None,
+        **detail: object,
+    ) -> NoReturn:
+        """Audit CALLER's refusal of ACTION and raise ERROR; past the caller's budget
+        (denied_calls_per_second), count it instead and raise LimitExceeded.
+        A denial's row has its reason; another refusal's also the error's name."""
+        if not self.rates.take("denied", caller.uid):
+            self._suppress(caller)
+        if result != "denied":
+            detail["error"] = error.name
+        self.audit.append(
+            action,
+            actor_uid=caller.uid,
+            result=result,
+            agent=agent,
+            agent_uid=agent_uid,
+            task_id=task_id,
+            reason=str(error),
+            **detail,
+        )
+        raise error
+
+    def throttle(self, caller: Caller) -> None:
+        """The bus layer's first question about a known caller: LimitExceeded (counted,
+        not audited) while its refusal budget is spent; so a flood of refused calls
+        costs neither a polkit round trip nor a database write."""
+        if self.rates.due():
+            self.flush_suppressed()
+        if self.rates.spent("denied", caller.uid):
+            self._suppress(caller)
+
+    def _suppress(self, caller: Caller) -> NoReturn:
+        self.rates.suppress(caller.uid)
+        self._schedule_summary()
+        wait = self.rates.wait("denied", caller.uid)
+        raise LimitExceeded(
+            f"uid {caller.uid} was refused more than {self.limits.denied_calls_per_second} "
+            f"calls/s (denied_calls_per_second); try again in {wait:.1f} s"
+        )
+
+    def _schedule_summary(self) -> None:
+        """Write the summary rows SUMMARY_SECONDS after the first suppressed refusal,
+        even if the flood has stopped by then (on agentd's event loop)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a test): throttle() writes them when due
+        if self._summary is not None and self._summary[0] is loop:
+            return
+        delay = max(0.0, SUMMARY_SECONDS - (self.rates.clock() - self.rates.since))
+        self._summary = (loop, loop.call_later(delay, self._on_summary))
+
+    def _on_summary(self) -> None:
+        self._summary = None
+        self.flush_suppressed()
+
+    def flush_suppressed(self) -> None:
+        """One audit row per uid whose refusals were counted, not written."""
+        counts, seconds = self.rates.drain()
+        for uid, n in sorted(counts.items()):
+            self.audit.append(
+                "audit.suppressed",
+                actor_uid=uid,
+                result="denied",
+                count=n,
+                seconds=round(seconds, 1),
+                reason=f"{n} refused calls of uid {uid} in {seconds:.0f} s not written one "
+                "by one (denied_calls_per_second)",
+            )
 
     # -- row filters: what a PERSON- or ANYONE-scoped listing shows ----------------
     def sees(

@@ -8,25 +8,38 @@ agents together). An agent's quota is, first found: an admin's
 `agentctl quota set`, its template's token_budget, the configured default;
 an owner's is an admin's setting or the configured default. 0 is unlimited.
 
-A request is refused before it reaches the model when a quota it counts
-against is used up (QuotaExceeded, saying when it resets); a request that is
-admitted is charged its actual tokens when it ends, so a quota can be
-overshot by at most one request's tokens, never by a second request.
+Invariant: used + held <= limit, for every quota, at every moment (unless an
+admin lowers the limit). A request is admitted only if the tokens it may cost
+(a prompt estimate that is an upper bound for ordinary tokenizers, plus its
+max_tokens) fit next to what was used and what the requests in progress hold
+(:meth:`Meter.admit`). Checking and holding are one synchronous step on the
+event loop, so concurrent requests see each other's holds: N requests against
+room for one admit one. The hold is corrected to the real prompt when the
+service reports it (a request whose real prompt no longer fits is stopped
+there, charged its prompt), and released when the request settles, in the
+same step that charges what it computed: done, failed, cancelled by its
+caller or timed out alike.
+
+An agent's usage and admin quota belong to its name *and owner*: an owner who
+removes an agent and creates another of the same name finds its usage and
+quota as they were (removal does not reset a quota); another owner's agent of
+that name starts afresh.
 """
 
 from __future__ import annotations
 
 import calendar
+import itertools
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from .agent import Agent
 from .audit import AuditLog
 from .config import QUOTA_PERIODS, Config
 from .errors import AgentdError, InvalidArgument, NoSuchAgent, QuotaExceeded
-from .events import AgentRemoved
 from .policy import Caller, Policy, Resource, Role
 from .registry import Registry
 from .store import SqlValue, Store
@@ -83,6 +96,61 @@ class Quota:
         )
 
 
+@dataclass
+class _Hold:
+    """What one request in progress holds, in the meter's table."""
+
+    agent: str
+    owner_uid: int
+    tokens: int
+
+
+class Reservation:
+    """Tokens held for one admitted request until it settles.
+
+    The meter's table holds only a _Hold, not this object: if the request
+    never ran (its stream was dropped unstarted), the hold goes with it."""
+
+    def __init__(
+        self, meter: Meter, agent: Agent, actor_uid: int, prompt: int, max_tokens: int
+    ) -> None:
+        self.meter = meter
+        self.agent = agent
+        self.actor_uid = actor_uid
+        self.max_tokens = max_tokens
+        self.hold = _Hold(agent.name, agent.owner_uid, prompt + max_tokens)
+        key = next(meter._keys)
+        meter._holds[key] = self.hold
+        self._release = weakref.finalize(self, meter._holds.pop, key, None)
+
+    def correct(self, prompt_tokens: int) -> None:
+        """The real prompt is known: hold it plus max_tokens instead of the
+        estimate; QuotaExceeded (audited) if that no longer fits."""
+        tokens = prompt_tokens + self.max_tokens
+        if tokens > self.hold.tokens:
+            self.meter.check(self.agent, self.actor_uid, tokens, ignore=self.hold)
+        self.hold.tokens = tokens
+
+    def settle(
+        self,
+        kind: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        status: str,
+        duration_s: float,
+        task_id: int | None = None,
+    ) -> None:
+        """Charge what was computed (nothing: no row) and let go of the hold,
+        in one step: no admission sees the tokens both held and used."""
+        try:
+            if prompt_tokens or completion_tokens or status == "ok":
+                self.meter.record(
+                    self.agent, kind, prompt_tokens, completion_tokens, status, duration_s, task_id
+                )
+        finally:
+            self._release()
+
+
 class Meter:
     def __init__(
         self,
@@ -99,28 +167,30 @@ class Meter:
         self.registry = registry
         self.policy = policy or registry.policy
         self.catalog = catalog or registry.catalog
+        # the requests in progress, in memory: a restart ends them all
+        self._holds: dict[int, _Hold] = {}
+        self._keys = itertools.count(1)
 
     # -- quotas ------------------------------------------------------------
-    def _admin_row(self, kind: str, subject: str) -> dict[str, Any] | None:
+    def _admin_row(self, kind: str, subject: str, owner_uid: int) -> dict[str, Any] | None:
         rows = self.store.query(
-            "SELECT * FROM quotas WHERE kind = ? AND subject = ?", (kind, subject)
+            "SELECT * FROM quotas WHERE kind = ? AND subject = ? AND owner_uid = ?",
+            (kind, subject, owner_uid),
         )
         return rows[0] if rows else None
 
-    def forget(self, event: AgentRemoved) -> None:
-        """A removed agent's own quota goes with it (its usage rows stay, as
-        history; a later agent of that name starts afresh)."""
-        with self.store.transaction():
-            self.store.execute(
-                "DELETE FROM quotas WHERE kind = 'agent' AND subject = ?", (event.agent.name,)
-            )
-
-    def _used(self, column: str, value: SqlValue, since: float) -> int:
+    def _used(self, since: float, owner_uid: int, agent: str | None = None) -> int:
+        """Tokens used since SINCE by the owner's agents, or by its agent AGENT
+        (a name: every agent of that name the owner had counts)."""
+        where = "owner_uid = ? AND ts >= ?"
+        params: tuple[SqlValue, ...] = (owner_uid, since)
+        if agent is not None:
+            where, params = "agent = ? AND " + where, (agent, *params)
         return int(
             self.store.scalar(
-                f"SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage "
-                f"WHERE {column} = ? AND ts >= ?",
-                (value, since),
+                "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage "
+                f"WHERE {where}",
+                params,
             )
         )
 
@@ -128,65 +198,83 @@ class Meter:
         self,
         kind: str,
         subject: str,
-        limit: int,
-        period: str,
-        source: str,
+        owner_uid: int,
+        default: tuple[int, str, str],
         now: float,
-        born: float = 0.0,
     ) -> Quota:
-        row = self._admin_row(kind, subject)
+        limit, period, source = default
+        row = self._admin_row(kind, subject, owner_uid)
         if row is not None and row["tokens"] is not None:
             limit, period, source = row["tokens"], row["period"], "admin"
         start, end = period_bounds(period, now)
-        since = max(start, born, row["reset_at"] if row else 0.0)
-        value: SqlValue = subject if kind == "agent" else int(subject)
-        column = "agent" if kind == "agent" else "owner_uid"
-        return Quota(kind, subject, limit, period, source, self._used(column, value, since), end)
+        since = max(start, row["reset_at"] if row else 0.0)
+        used = self._used(since, owner_uid, subject if kind == "agent" else None)
+        return Quota(kind, subject, limit, period, source, used, end)
 
     def agent_quota(self, agent: Agent, now: float | None = None) -> Quota:
         now = time.time() if now is None else now
-        limit, period, source = (self.cfg.agent_token_quota, self.cfg.token_quota_period, "config")
+        default = (self.cfg.agent_token_quota, self.cfg.token_quota_period, "config")
         try:
             template = self.catalog.template(agent.template)
             if template.token_budget > 0:
-                limit, period, source = template.token_budget, template.token_period, "template"
+                default = (template.token_budget, template.token_period, "template")
         except AgentdError:  # a template removed since: the default applies
             pass
-        # usage counts from the agent's creation: an earlier agent of the same
-        # name is another agent
-        return self._quota("agent", agent.name, limit, period, source, now, agent.created_at)
+        return self._quota("agent", agent.name, agent.owner_uid, default, now)
 
     def owner_quota(self, owner_uid: int, now: float | None = None) -> Quota:
         now = time.time() if now is None else now
-        return self._quota(
-            "owner",
-            str(owner_uid),
-            self.cfg.owner_token_quota,
-            self.cfg.token_quota_period,
-            "config",
-            now,
-        )
+        default = (self.cfg.owner_token_quota, self.cfg.token_quota_period, "config")
+        return self._quota("owner", str(owner_uid), owner_uid, default, now)
 
-    def check(self, agent: Agent, actor_uid: int) -> None:
-        """Refuse (audited) if the agent's or its owner's quota is used up."""
-        for q in (self.agent_quota(agent), self.owner_quota(agent.owner_uid)):
-            if q.exhausted:
-                who = f"agent {agent.name}" if q.kind == "agent" else f"owner uid {agent.owner_uid}"
-                message = (
-                    f"{who} has used {q.used} of its {q.limit} {q.period} tokens; "
-                    f"the quota resets at {when(q.resets_at)}"
-                )
-                self.audit.append(
-                    "model.refused",
-                    actor_uid=actor_uid,
-                    agent=agent.name,
-                    agent_uid=agent.uid,
-                    result="denied",
-                    reason=message,
-                    quota=q.kind,
-                    resets_at=q.resets_at,
-                )
-                raise QuotaExceeded(message, q.resets_at)
+    def held(self, agent: Agent, ignore: _Hold | None = None) -> tuple[int, int]:
+        """Tokens held by requests in progress: (this agent's, its owner's)."""
+        mine = owners = 0
+        for h in self._holds.values():
+            if h is ignore or h.owner_uid != agent.owner_uid:
+                continue
+            owners += h.tokens
+            if h.agent == agent.name:
+                mine += h.tokens
+        return mine, owners
+
+    def check(
+        self, agent: Agent, actor_uid: int, tokens: int = 1, ignore: _Hold | None = None
+    ) -> None:
+        """Refuse (audited) unless TOKENS more fit in the agent's and its owner's
+        quotas next to their usage and the holds of the requests in progress."""
+        held = self.held(agent, ignore)
+        quotas = (self.agent_quota(agent), self.owner_quota(agent.owner_uid))
+        for q, h in zip(quotas, held, strict=True):
+            if q.limit > 0 and q.used + h + tokens > q.limit:
+                self._refuse(agent, actor_uid, q, h, tokens)
+
+    def admit(
+        self, agent: Agent, actor_uid: int, prompt_estimate: int, max_tokens: int
+    ) -> Reservation:
+        """Check and hold in one step (no await: concurrent requests see the hold)."""
+        self.check(agent, actor_uid, prompt_estimate + max_tokens)
+        return Reservation(self, agent, actor_uid, prompt_estimate, max_tokens)
+
+    def _refuse(self, agent: Agent, actor_uid: int, q: Quota, held: int, tokens: int) -> NoReturn:
+        who = f"agent {agent.name}" if q.kind == "agent" else f"owner uid {agent.owner_uid}"
+        message = f"{who} has used {q.used} of its {q.limit} {q.period} tokens"
+        if held:
+            message += f", requests in progress hold {held} more"
+        if tokens > 1:
+            message += f", and this request may need up to {tokens} (prompt and max_tokens)"
+        message += f"; the quota resets at {when(q.resets_at)}"
+        self.audit.append(
+            "model.refused",
+            actor_uid=actor_uid,
+            agent=agent.name,
+            agent_uid=agent.uid,
+            result="denied",
+            reason=message,
+            quota=q.kind,
+            resets_at=q.resets_at,
+        )
+        raise QuotaExceeded(message, q.resets_at)
 
     def record(
         self,
@@ -218,32 +306,35 @@ class Meter:
             )
 
     # -- administration ----------------------------------------------------
-    def _subject(self, caller: Caller, kind: str, subject: str, action: str) -> str:
+    def _subject(self, caller: Caller, kind: str, subject: str, action: str) -> tuple[str, int]:
+        """(subject, owner UID): an agent's quota row is its owner's, for that name."""
         self.policy.check(
             caller,
             action,
             Resource("quota", subject, -1, agent=subject if kind == "agent" else None),
         )
         if kind == "agent":
-            if self.registry.find(subject) is None:
+            agent = self.registry.find(subject)
+            if agent is None:
                 raise NoSuchAgent(f"no agent named {subject!r}")
-            return subject
+            return subject, agent.owner_uid
         if kind == "owner":
-            return str(_owner_uid(subject))
+            uid = _owner_uid(subject)
+            return str(uid), uid
         raise InvalidArgument(f"quota kind must be 'agent' or 'owner', not {kind!r}")
 
     def set(self, caller: Caller, kind: str, subject: str, tokens: int, period: str) -> None:
-        subject = self._subject(caller, kind, subject, "quota.set")
+        subject, owner_uid = self._subject(caller, kind, subject, "quota.set")
         if not 0 <= tokens <= MAX_TOKENS:
             raise InvalidArgument(f"tokens must be 0..{MAX_TOKENS} (0: unlimited)")
         period_bounds(period, time.time())  # validates the period
         with self.store.transaction():
             self.store.execute(
-                "INSERT INTO quotas (kind, subject, tokens, period, set_by, set_at) "
-                "VALUES (?,?,?,?,?,?) ON CONFLICT (kind, subject) DO UPDATE SET "
+                "INSERT INTO quotas (kind, subject, owner_uid, tokens, period, set_by, set_at) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (kind, subject, owner_uid) DO UPDATE SET "
                 "tokens = excluded.tokens, period = excluded.period, "
                 "set_by = excluded.set_by, set_at = excluded.set_at",
-                (kind, subject, tokens, period, caller.uid, time.time()),
+                (kind, subject, owner_uid, tokens, period, caller.uid, time.time()),
             )
             self.audit.append(
                 "quota.set",
@@ -257,15 +348,15 @@ class Meter:
 
     def reset(self, caller: Caller, kind: str, subject: str) -> None:
         """Start the current period's count afresh (the limit stays)."""
-        subject = self._subject(caller, kind, subject, "quota.reset")
+        subject, owner_uid = self._subject(caller, kind, subject, "quota.reset")
         now = time.time()
         with self.store.transaction():
             self.store.execute(
-                "INSERT INTO quotas (kind, subject, reset_at, set_by, set_at) "
-                "VALUES (?,?,?,?,?) ON CONFLICT (kind, subject) DO UPDATE SET "
+                "INSERT INTO quotas (kind, subject, owner_uid, reset_at, set_by, set_at) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT (kind, subject, owner_uid) DO UPDATE SET "
                 "reset_at = excluded.reset_at, set_by = excluded.set_by, "
                 "set_at = excluded.set_at",
-                (kind, subject, now, caller.uid, now),
+                (kind, subject, owner_uid, now, caller.uid, now),
             )
             self.audit.append(
                 "quota.reset",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any, TypedDict
 
 from . import names, recovery
@@ -24,6 +23,7 @@ from .errors import (
     AgentdError,
     AlreadyExists,
     Busy,
+    InvalidArgument,
     LimitExceeded,
     NoSuchAgent,
     PermissionDenied,
@@ -31,11 +31,11 @@ from .errors import (
 from .events import (
     AgentChanged,
     AgentCreated,
-    AgentRemoved,
     Events,
     JobFinished,
     UnitStateChanged,
 )
+from .limits import CallerLimits
 from .policy import Caller, Policy, Role
 from .sandbox import AgentIdentity, UnitProperty, unit_properties
 from .store import Params, Store
@@ -51,6 +51,12 @@ class Why(TypedDict, total=False):
 
 def why(reason: str) -> Why:
     return {"reason": reason} if reason else {}
+
+
+# RemoveAgentWithFlags' flags (agentd.api.interfaces.manager has the same for clients).
+REMOVE_KEEP_HOME = 1
+REMOVE_FORCE = 2
+LISTED = ("present", "removing")  # what ListAgents and DescribeAgent show
 
 
 class Registry:
@@ -73,12 +79,15 @@ class Registry:
         self.homes = homes
         self.units = units
         self.catalog = catalog
-        self.policy = policy or Policy(cfg.admin_group, self._is_agent_uid, audit)
+        self.policy = policy or Policy(
+            cfg.admin_group, self._is_agent_uid, audit, limits=CallerLimits.from_config(cfg)
+        )
         self.events = events if events is not None else audit.events
-        self._jobs: set[asyncio.Task[None]] = set()
+        self._jobs: set[asyncio.Task[Any]] = set()
         self.online: set[str] = set()
         self._alloc_lock = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
+        self.removals = recovery.Removals(self)
 
     # -- reading --------------------------------------------------------
     def _row_to_agent(self, row: dict[str, Any]) -> Agent:
@@ -118,14 +127,24 @@ class Registry:
     def _is_agent_uid(self, uid: int) -> bool:
         return self.cfg.uid_min <= uid <= self.cfg.uid_max and self.by_uid(uid) is not None
 
-    def visible(self, caller: Caller, action: str = "agent.list") -> list[Agent]:
-        return [a for a in self.agents() if self.policy.sees(caller, action, a.owner_uid, a.uid)]
+    def visible(
+        self, caller: Caller, action: str = "agent.list", states: tuple[str, ...] = ("present",)
+    ) -> list[Agent]:
+        return [
+            a for a in self.agents(states) if self.policy.sees(caller, action, a.owner_uid, a.uid)
+        ]
 
-    def get(self, caller: Caller, name: str, action: str = "agent.describe") -> Agent:
-        """The agent NAME if CALLER may see it (ACTION: the rule that asks)."""
+    def get(
+        self,
+        caller: Caller,
+        name: str,
+        action: str = "agent.describe",
+        states: tuple[str, ...] = ("present",),
+    ) -> Agent:
+        """The agent NAME, in one of STATES, if CALLER may see it (ACTION: the rule)."""
         self.policy.check(caller, action)
         agent = self.find(name)
-        if agent is None or agent.state != "present":
+        if agent is None or agent.state not in states:
             raise NoSuchAgent(f"no agent named {name!r}")
         self.policy.check(caller, action, resource(agent))
         return agent
@@ -143,7 +162,14 @@ class Registry:
             raise Busy(f"agent {name!r} is {agent.state}")
         return agent
 
-    def _lock(self, name: str) -> asyncio.Lock:
+    def _still_present(self, name: str) -> None:
+        """After waiting for NAME's lock: a removal may have begun meanwhile."""
+        agent = self.find(name)
+        if agent is None or agent.state != "present":
+            raise Busy(f"agent {name!r} is {agent.state if agent else 'removed'}")
+
+    def lock(self, name: str) -> asyncio.Lock:
+        """Held while NAME's unit is started or stopped, or NAME is being removed."""
         return self._locks.setdefault(name, asyncio.Lock())
 
     # -- create ------------------------------------------------------------
@@ -201,6 +227,11 @@ class Registry:
             if self.find(name) is not None:
                 raise AlreadyExists(f"an agent named {name!r} already exists")
             names.check_free_account(name)
+            if self.homes.exists(name):  # never adopted (agentd.homes): refused, audited
+                raise AlreadyExists(
+                    f"{self.homes.path(name)} already exists: agentd does not adopt a "
+                    "directory it did not make (an administrator may move it away)"
+                )
             if role is Role.USER:
                 owned = self.store.scalar(
                     "SELECT count(*) FROM agents WHERE owner_uid=? AND state!='removed'",
@@ -246,26 +277,7 @@ class Registry:
         )
 
     async def _rollback_create(self, agent: Agent, reason: str) -> None:
-        """Undo a half-made agent: unit, user, group, home, then its row."""
-        await self.units.stop(agent.unit)
-        account = self.accounts.user(agent.name)
-        ours = account.uid == agent.uid if account else self.accounts.group_exists(agent.name)
-        if ours:  # never delete a same-named account agentd did not make
-            await self.accounts.delete(agent.name)
-        if self.homes.owner(agent.name) in (agent.uid, 0):
-            self.homes.remove(agent.name)
-        with self.store.transaction():
-            self.store.execute(
-                "DELETE FROM agents WHERE name=? AND state='creating'", (agent.name,)
-            )
-            self.audit.append(
-                "agent.create",
-                actor_uid=0,
-                agent=agent.name,
-                agent_uid=agent.uid,
-                result="rolled_back",
-                reason=reason,
-            )
+        await recovery.rollback_create(self, agent, reason)
 
     # -- start / stop --------------------------------------------------------
     def unit_properties(self, agent: Agent) -> list[UnitProperty]:
@@ -288,7 +300,8 @@ class Registry:
         outcome is audited and announced (events.JobFinished) when it ends.
         """
         agent = self._managed(caller, name, "agent.start")
-        async with self._lock(name):
+        async with self.lock(name):
+            self._still_present(name)
             try:
                 job = await self.units.start_transient(agent.unit, self.unit_properties(agent))
             except AgentdError as e:
@@ -307,7 +320,8 @@ class Registry:
     async def stop(self, caller: Caller, name: str) -> str:
         """Queue the stop of the agent's unit; return systemd's job."""
         agent = self._managed(caller, name, "agent.stop")
-        async with self._lock(name):
+        async with self.lock(name):
+            self._still_present(name)
             job = await self.units.stop(agent.unit, wait=False)
         self._watch(agent, job, "stop", caller)
         return job
@@ -317,7 +331,7 @@ class Registry:
             asyncio.get_running_loop().create_task(self._job_done(agent, job, operation, caller))
         )
 
-    def track(self, task: asyncio.Task[None]) -> None:
+    def track(self, task: asyncio.Task[Any]) -> None:
         """Keep a background task alive until it ends; settle() waits for it."""
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
@@ -345,49 +359,69 @@ class Registry:
             await asyncio.gather(*list(self._jobs), return_exceptions=True)
 
     # -- remove --------------------------------------------------------------
-    async def remove(self, caller: Caller, name: str, keep_home: bool = False) -> Agent:
-        agent = self._managed(caller, name, "agent.remove")
-        async with self._lock(name):
-            archive = None
-            if keep_home:
-                stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-                archive = str(self.cfg.archive_dir / f"{name}-{agent.uid}-{stamp}.tar.gz")
-            with self.store.transaction():
-                self.store.execute(
-                    "UPDATE agents SET state='removing', keep_home=?, archive=? "
-                    "WHERE name=? AND state='present'",
-                    (int(keep_home), archive, name),
-                )
-            removing = self.find(name)
-            assert removing is not None
-            await self._finish_remove(removing, actor_uid=caller.uid)
+    async def remove(
+        self, caller: Caller, name: str, keep_home: bool = False, force: bool = False
+    ) -> Agent:
+        """Remove NAME (agentd.recovery.Removals does the work) and return it.
+
+        An agent left ``removing`` by a failure may be removed again. FORCE,
+        for administrators: cancel a removal under way, skip the archive, set
+        aside a home that cannot be deleted; the agent is gone at the end."""
+        agent = self.find(name) if isinstance(name, str) else None
+        role = self.policy.check(caller, "agent.remove", resource(agent) if agent else None)
+        if agent is None:
+            raise NoSuchAgent(f"no agent named {name!r}")
+        if force:
+            self.removals.may_force(caller, role is Role.ADMIN, agent, keep_home)
+        if agent.state == "creating":
+            raise Busy(f"agent {name!r} is being created")
+        if self.removals.running(name):  # its task holds the lock while it works
+            if not force:
+                raise Busy(f"agent {name!r} is being removed")
+            await self.removals.cancel(name)
+        async with self.lock(name):  # one removal at a time: registered before it is let go
+            current = self.find(name)
+            if current is None or current.uid != agent.uid:
+                raise NoSuchAgent(f"no agent named {name!r}")
+            if self.removals.running(name):
+                raise Busy(f"agent {name!r} is being removed")
+            removing = self.removals.intend(current, keep_home and not force, caller.uid)
+            task = self.removals.start(removing, caller.uid, force=force)
+        try:
+            await asyncio.shield(task)  # the removal is the Removals' task, not the caller's
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if not task.done() or me is None:
+                raise  # our caller goes away (shutdown): the removal goes on, cancellable
+            # The removal ended and its AgentRemoved unexported the Agent object this
+            # call may have come through; sdbus cancels such an object's calls: answer.
+            me.uncancel()
+        if task.cancelled():
+            raise Busy(f"the removal of agent {name!r} was cancelled: it was forced")
+        task.result()  # its failure, typed
         return agent
 
-    async def _finish_remove(self, agent: Agent, actor_uid: int, repair: bool = False) -> None:
-        """Stop, archive or delete the home, delete user and group: all idempotent."""
-        await self.units.stop(agent.unit)
-        self.set_offline(agent)
-        if agent.archive:
-            self.homes.archive(agent.name, Path(agent.archive))
-        self.homes.remove(agent.name)
-        account = self.accounts.user(agent.name)
-        if account is None or account.uid == agent.uid:
-            await self.accounts.delete(agent.name)
-        with self.store.transaction():
-            self.store.execute(
-                "UPDATE agents SET state='removed', removed_at=? WHERE name=? AND state='removing'",
-                (time.time(), agent.name),
-            )
+    async def remove_with_flags(self, caller: Caller, name: str, flags: int) -> Agent:
+        """remove() with RemoveAgentWithFlags' flags: REMOVE_KEEP_HOME, REMOVE_FORCE."""
+        unknown = flags & ~(REMOVE_KEEP_HOME | REMOVE_FORCE)
+        if unknown:
+            self.policy.check(caller, "agent.remove")
+            reason = f"unknown flags {unknown:#x} (1: keep the home, 2: force)"
             self.audit.append(
                 "agent.remove",
-                actor_uid=actor_uid,
-                agent=agent.name,
-                agent_uid=agent.uid,
-                result="repaired" if repair else "ok",
-                archive=agent.archive,
-                **why("finished a removal interrupted by a crash" if repair else ""),
+                actor_uid=caller.uid,
+                agent=str(name)[:64],
+                result="refused",
+                error=InvalidArgument.name,
+                reason=reason,
             )
-        self.events.publish(AgentRemoved(agent))
+            raise InvalidArgument(reason)
+        keep, force = bool(flags & REMOVE_KEEP_HOME), bool(flags & REMOVE_FORCE)
+        return await self.remove(caller, name, keep_home=keep, force=force)
+
+    def removal_error(self, name: str) -> str | None:
+        """Why NAME's last removal failed, while it is still ``removing``."""
+        return self.removals.errors.get(name)
 
     # -- runtime ---------------------------------------------------------------
     def runtime_agent(self, caller: Caller) -> Agent:

@@ -29,6 +29,7 @@ from .executor import Executor, ModelError, Outcome, Think
 
 CLAIM_WAIT_MS = 20_000  # under sd-bus's 25 s default method timeout
 FINAL_ERRORS = ("LeaseExpired", "PermissionDenied", "NoSuchTask", "InvalidArgument")
+ARTIFACT_REFUSALS = ("InvalidArgument", "PermissionDenied")  # then reported without them
 
 
 def log(message: str) -> None:
@@ -130,7 +131,16 @@ class Runtime:
                     )
                 return
             except DbusFailedError as e:
-                if _errors.short_name(e) in FINAL_ERRORS:
+                name = _errors.short_name(e)
+                if name in ARTIFACT_REFUSALS and outcome.artifacts and outcome.status != "blocked":
+                    # agentd refused the files (a link, too big...): the task must still
+                    # end, or its lease would be renewed for ever. Fail it, saying why.
+                    log(f"task {tid}: artifacts refused: {_message(e)}")
+                    outcome = Outcome(
+                        "failed", result=outcome.result, error=f"artifacts refused: {_message(e)}"
+                    )
+                    continue
+                if name in FINAL_ERRORS:
                     log(f"task {tid}: report refused: {_message(e)}")
                     return
                 log(f"task {tid}: report failed ({_message(e)}); retrying")

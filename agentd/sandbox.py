@@ -4,14 +4,80 @@ The result is the exact ``a(sv)`` list handed to systemd's StartTransientUnit,
 kept as plain data so it can be unit-tested and shown to an operator. The
 baseline is as tight as the runtime allows (systemd-analyze security rates it
 beside systemd's best-hardened services); a profile only opens the network.
+
+Invariant of the online profile (network = "full"): the agent reaches the
+Internet and agentd's bus, and nothing of this host or its LAN. It is denied
+this host's loopback, link-local (cloud metadata at 169.254.169.254),
+multicast and, unless the profile says otherwise, private ranges
+(templates.HOST_LOCAL, templates.PRIVATE), in both directions; it may not
+listen on any socket; and it cannot reach the host's abstract Unix sockets
+where the kernel can say so. The system bus (a path socket,
+/run/dbus/system_bus_socket) keeps working: the runtime registers, heartbeats
+and reports over it.
+
+What works on the target, systemd 252 (Debian 12, built -BPF_FRAMEWORK) in the
+test machine (host kernel 6.18, hybrid cgroups: v1 controllers plus a cgroup2
+at /sys/fs/cgroup/unified), measured with transient units:
+
+- IPAddressDeny= (systemd's own cgroup-skb firewall, no libbpf needed): works
+  in the hybrid layout. connect() to 127.0.0.1, ::1, ::ffff:127.0.0.1,
+  0.0.0.0, ::, 169.254.x and 10.x (the last two on a veth into a test
+  namespace) times out; 198.18.x on the same veth connects. Used.
+- SocketBindDeny=any and RestrictNetworkInterfaces=~lo: accepted, NOT
+  enforced (they need BPF_FRAMEWORK; bind(0.0.0.0:47820) and connect(127.0.0.1)
+  succeeded, nothing logged). Not used: a property that silently does nothing
+  must not look like protection.
+- SystemCallFilter=~listen: listen() fails with EPERM, for a bound socket and
+  for an unbound TCP one (which listen() would autobind to an ephemeral port,
+  a path no bind hook sees); connect() still works. Used. ~bind is NOT: the
+  vendored sd-bus binds every AF_UNIX client socket to an abstract name
+  ("@RANDOM/bus/COMM/DESCRIPTION") and fails when it cannot (measured: the
+  runtime died at sd_bus_open_system with EPERM), and seccomp cannot tell an
+  AF_UNIX bind from an AF_INET one (the address is behind a pointer).
+- Abstract Unix sockets belong to the network namespace: RestrictAddressFamilies
+  =AF_UNIX leaves them reachable, PrivateNetwork=yes isolates them but removes
+  all egress. What isolates them without a namespace is Landlock's
+  LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET (Landlock ABI 6, Linux 6.12; this kernel
+  has ABI 7): connect() to a host abstract socket fails with EPERM, the bus and
+  TCP egress still work. systemd 252 cannot apply Landlock, and its
+  @system-service filter refuses the landlock_* syscalls (EPERM), so online
+  units allow those three syscalls and start the runtime through
+  confine_exec(), which scopes itself and execs the runtime (same PID, so
+  MainPID and Type=exec are unchanged). On an older kernel (Debian 12's stock
+  6.1 has ABI 3) it logs a warning and goes on, or, with the profile's
+  require_landlock = true, exits EX_CONFIG (RestartPreventExitStatus keeps
+  systemd from retrying). Full isolation there needs a network namespace with
+  its own egress (a veth and NAT that agentd would set up): not done.
+
+Left open, documented in the profile:
+
+- A UDP socket bound to a port (bind() must stay, see above) receives what the
+  Internet sends it; IPAddressDeny drops what comes from this host or a denied
+  range. Closing it takes SocketBindDeny= (a systemd built with BPF_FRAMEWORK)
+  or a seccomp filter without bind() on the tools the runtime starts (they
+  need no bus).
+- The host's own non-loopback addresses: a service bound to 0.0.0.0 answers
+  on the host's public address, and such traffic enters through lo, past
+  typical "accept on lo" firewall rules. agentd runs with PrivateNetwork and
+  cannot see them, and systemd matches addresses, not interfaces, so an admin
+  lists them in ip_deny. Private ranges cover most hosts' addresses.
+- IPAddressDeny also drops replies from denied sources, so a resolver on a
+  private address needs ip_allow; systemd-resolved's 127.0.0.53 stub is
+  replaced by its upstream list (RESOLVED_UPSTREAM bound on /etc/resolv.conf,
+  skipped where the file does not exist).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
-from .templates import Limits, Profile
+from .sd import EX_CONFIG
+from .templates import HOST_LOCAL, PRIVATE, IPNetwork, Limits, Profile
 
 MS_REC = 16384
 EPERM = 1
@@ -64,6 +130,21 @@ def _hardening(home: Path) -> list[UnitProperty]:
     ]
 
 
+def _addresses(nets: Iterable[IPNetwork]) -> list[tuple[int, bytes, int]]:
+    """IPAddressDeny/IPAddressAllow's a(iayu): (AF_INET or AF_INET6, address, prefix)."""
+    return [(2 if n.version == 4 else 10, n.network_address.packed, n.prefixlen) for n in nets]
+
+
+def online_denied(profile: Profile) -> list[IPNetwork]:
+    """What an online agent may not reach: HOST_LOCAL, PRIVATE unless the profile
+    turns it off, and the profile's ip_deny (its ip_allow punches holes)."""
+    return [*HOST_LOCAL, *(PRIVATE if profile.deny_private else ()), *profile.ip_deny]
+
+
+RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
+LANDLOCK_SYSCALLS = ["landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"]
+
+
 def _network(profile: Profile) -> list[UnitProperty]:
     if profile.network == "none":
         # AF_UNIX stays: the runtime reaches agentd over the system bus socket.
@@ -72,9 +153,86 @@ def _network(profile: Profile) -> list[UnitProperty]:
             ("IPAddressDeny", ("a(iayu)", [(2, bytes(4), 0), (10, bytes(16), 0)])),
             ("RestrictAddressFamilies", ("(bas)", (True, ["AF_UNIX"]))),
         ]
-    return [
+    props: list[UnitProperty] = [
         ("RestrictAddressFamilies", ("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6"]))),
+        ("IPAddressDeny", ("a(iayu)", _addresses(online_denied(profile)))),
+        ("SystemCallFilter", ("(bas)", (True, LANDLOCK_SYSCALLS))),
+        ("SystemCallFilter", ("(bas)", (False, ["listen"]))),
+        ("RestartPreventExitStatus", ("(aiai)", ([EX_CONFIG], []))),
+        # systemd-resolved's stub (127.0.0.53) is loopback: give the agent the
+        # upstream servers instead, where the host has them.
+        ("BindReadOnlyPaths", ("a(ssbt)", [(RESOLVED_UPSTREAM, "/etc/resolv.conf", True, 0)])),
     ]
+    if profile.ip_allow:
+        props.append(("IPAddressAllow", ("a(iayu)", _addresses(profile.ip_allow))))
+    return props
+
+
+# -- Landlock, applied in the online unit before the runtime runs ------------
+LANDLOCK_ABI_SCOPE = 6  # Linux 6.12: LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET
+# The landlock syscalls came after the syscall tables were unified: one number
+# on every architecture.
+_SYS_CREATE_RULESET, _SYS_RESTRICT_SELF = 444, 446
+_CREATE_RULESET_VERSION = 1
+_SCOPE_ABSTRACT_UNIX_SOCKET = 1
+# `python3 -I -c CONFINE PYDIR MODE RUNTIME...`: -I keeps the agent's
+# environment out; no "$" or "%", which systemd would expand.
+CONFINE = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from agentd.sandbox import confine_exec; confine_exec(sys.argv[2:])"
+)
+PYTHON = sys.executable or "/usr/bin/python3"
+PYDIR = str(Path(__file__).resolve().parents[1])
+
+
+def scope_abstract_unix_sockets() -> str | None:
+    """Landlock-scope this process and everything it execs away from abstract
+    Unix sockets made outside it. None when done, else why it could not be."""
+    import ctypes  # here: agentd itself never needs it
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    # syscall(2) reads every argument as a long: pass them so, never as C ints.
+    long, size = ctypes.c_long, ctypes.c_size_t
+    abi = libc.syscall(long(_SYS_CREATE_RULESET), None, size(0), long(_CREATE_RULESET_VERSION))
+    if abi < 0:
+        return f"Landlock unavailable ({os.strerror(ctypes.get_errno())})"
+    if abi < LANDLOCK_ABI_SCOPE:
+        return f"kernel Landlock ABI {abi} < {LANDLOCK_ABI_SCOPE} (Linux 6.12)"
+    # struct landlock_ruleset_attr {u64 handled_access_fs, handled_access_net, scoped}
+    attr = (ctypes.c_uint64 * 3)(0, 0, _SCOPE_ABSTRACT_UNIX_SOCKET)
+    fd = libc.syscall(
+        long(_SYS_CREATE_RULESET), ctypes.byref(attr), size(ctypes.sizeof(attr)), long(0)
+    )
+    if fd < 0:
+        return f"landlock_create_ruleset: {os.strerror(ctypes.get_errno())}"
+    try:
+        if libc.syscall(long(_SYS_RESTRICT_SELF), long(fd), long(0)) < 0:
+            return f"landlock_restrict_self: {os.strerror(ctypes.get_errno())}"
+    finally:
+        os.close(fd)
+    return None
+
+
+def confine_exec(argv: list[str]) -> NoReturn:
+    """ExecStart of an online unit: ``MODE COMMAND...``; MODE is "required" or
+    "best-effort". Scope away the host's abstract sockets, then exec COMMAND."""
+    mode, command = argv[0], argv[1:]
+    why = scope_abstract_unix_sockets()
+    if why is not None:
+        print(f"agentd: host abstract Unix sockets NOT isolated: {why}", file=sys.stderr)
+        if mode == "required":
+            print("agentd: the profile sets require_landlock: not starting", file=sys.stderr)
+            sys.exit(EX_CONFIG)
+    os.execv(command[0], command)
+
+
+def _exec_start(command: Path, profile: Profile) -> list[tuple[str, list[str], bool]]:
+    cmd = str(command)
+    if profile.network == "none":
+        return [(cmd, [cmd], False)]  # PrivateNetwork already hides abstract sockets
+    mode = "required" if profile.require_landlock else "best-effort"
+    return [(PYTHON, [PYTHON, "-I", "-c", CONFINE, PYDIR, mode, cmd], False)]
 
 
 def _limits(limits: Limits) -> list[UnitProperty]:
@@ -100,7 +258,6 @@ def unit_properties(
     agents_group: str = "agentd-agents",
 ) -> list[UnitProperty]:
     """All properties of agent-NAME.service, in the order systemd applies them."""
-    cmd = str(runtime_command)
     base: list[UnitProperty] = [
         ("Description", ("s", f"agentd agent {ident.name}")),
         ("Slice", ("s", slice_)),
@@ -111,7 +268,7 @@ def unit_properties(
         # too rather than rely on /etc/group alone.
         ("SupplementaryGroups", ("as", [agents_group])),
         ("WorkingDirectory", ("s", str(ident.home))),
-        ("ExecStart", ("a(sasb)", [(cmd, [cmd], False)])),
+        ("ExecStart", ("a(sasb)", _exec_start(runtime_command, profile))),
         (
             "Environment",
             (

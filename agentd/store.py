@@ -16,7 +16,7 @@ from typing import Any
 
 import apsw
 
-from .errors import InvalidConfig
+from .errors import InvalidConfig, NoSpace
 
 SqlValue = int | float | str | bytes | None  # what SQLite stores (bool is an int)
 Params = tuple[SqlValue, ...] | Mapping[str, SqlValue]  # ? bindings, or :name bindings
@@ -146,6 +146,37 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (kind, subject)
     );
     """,
+    # 4: an agent's quota row and usage are its owner's for that name (they
+    # survive removal and re-creation by the same owner; another owner's agent
+    # of the name has its own). Existing agent rows go to the owner of the
+    # live (else the latest) agent of their name; rows of no agent at all are
+    # dropped, as removal dropped them before.
+    """
+    CREATE TABLE quotas_by_owner (
+        kind      TEXT NOT NULL CHECK (kind IN ('agent', 'owner')),
+        subject   TEXT NOT NULL,
+        owner_uid INTEGER NOT NULL,
+        tokens    INTEGER,
+        period    TEXT CHECK (period IN ('daily', 'weekly', 'monthly')),
+        reset_at  REAL NOT NULL DEFAULT 0,
+        set_by    INTEGER NOT NULL,
+        set_at    REAL NOT NULL,
+        PRIMARY KEY (kind, subject, owner_uid)
+    );
+    INSERT INTO quotas_by_owner
+        (kind, subject, owner_uid, tokens, period, reset_at, set_by, set_at)
+    SELECT kind, subject, owner, tokens, period, reset_at, set_by, set_at FROM (
+        SELECT q.*, CASE q.kind
+            WHEN 'owner' THEN CAST(q.subject AS INTEGER)
+            ELSE (SELECT a.owner_uid FROM agents a WHERE a.name = q.subject
+                  ORDER BY a.state = 'removed', a.id DESC LIMIT 1)
+        END AS owner
+        FROM quotas q
+    ) WHERE owner IS NOT NULL;
+    DROP TABLE quotas;
+    ALTER TABLE quotas_by_owner RENAME TO quotas;
+    CREATE INDEX usage_agent_owner ON usage(agent, owner_uid, ts);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -193,11 +224,17 @@ class Store:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute("COMMIT")
+        except BaseException as e:
+            # A failed COMMIT (a full disk) leaves the transaction open: roll it
+            # back too, and drop its hooks, or the next commit would announce
+            # rows that were never stored.
+            if not self.db.getautocommit():
+                self.db.execute("ROLLBACK")
             self._after_commit.clear()
+            if isinstance(e, apsw.FullError):
+                raise NoSpace(f"{self.path.parent} is full: nothing was changed") from None
             raise
-        self.db.execute("COMMIT")
         hooks, self._after_commit = self._after_commit, []
         for hook in hooks:
             hook()

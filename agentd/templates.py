@@ -8,6 +8,7 @@ file is reported by name instead of failing later inside a unit.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Callable
@@ -71,13 +72,51 @@ def parse_size(text: str) -> int:
         raise InvalidArgument(str(e)) from None
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _nets(*cidrs: str) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+# What an online agent may never reach, whatever its profile says: this host
+# itself (loopback; 0.0.0.0 and :: reach it too), link-local (cloud metadata
+# services live at 169.254.169.254), multicast and broadcast (the LAN's
+# discovery services).
+HOST_LOCAL = _nets(
+    "127.0.0.0/8",  # loopback
+    "::1/128",
+    "0.0.0.0/8",  # connect() to 0.0.0.0 or :: reaches loopback
+    "::/128",
+    "169.254.0.0/16",  # link-local
+    "fe80::/10",
+    "224.0.0.0/4",  # multicast
+    "ff00::/8",
+    "255.255.255.255/32",  # limited broadcast
+)
+# What `deny_private = true` (the default) adds: RFC 1918, shared address space
+# (RFC 6598: carrier NAT, Tailscale, Alibaba's 100.100.100.200 metadata) and
+# IPv6 unique local addresses (AWS's fd00:ec2::254 metadata).
+PRIVATE = _nets("10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+
+
 @dataclass(frozen=True)
 class Profile:
-    """A sandbox profile: what an agent's unit may reach beyond the baseline."""
+    """A sandbox profile: what an agent's unit may reach beyond the baseline.
+
+    For network = "full" only: deny_private, ip_deny and ip_allow shape what the
+    agent may reach (HOST_LOCAL is always denied, ip_allow may not reopen it);
+    require_landlock refuses to start the agent where the kernel cannot keep it
+    from the host's abstract Unix sockets (agentd.sandbox says why).
+    """
 
     name: str
     description: str = ""
     network: str = "none"
+    deny_private: bool = True
+    ip_deny: tuple[IPNetwork, ...] = ()
+    ip_allow: tuple[IPNetwork, ...] = ()
+    require_landlock: bool = False
     source: str = ""
 
 
@@ -172,16 +211,41 @@ def parse_template(path: Path) -> Template:
     return t
 
 
+ONLINE_KEYS = ("deny_private", "ip_deny", "ip_allow", "require_landlock")
+
+
+def _cidrs(path: Path, key: str, value: object) -> tuple[IPNetwork, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidConfig(f"{path}: {key} must be a list of CIDR strings")
+    try:
+        return tuple(ipaddress.ip_network(v) for v in value)
+    except ValueError as e:
+        raise InvalidConfig(f"{path}: {key}: {e}") from None
+
+
 def parse_profile(path: Path) -> Profile:
     data = _read_toml(path)
+    network = _typed(path, data, "network", str, "none")
+    if network not in NETWORK_MODES:
+        raise InvalidConfig(f"{path}: network must be one of {', '.join(NETWORK_MODES)}")
+    if network != "full" and any(k in data for k in ONLINE_KEYS):
+        raise InvalidConfig(f'{path}: {", ".join(ONLINE_KEYS)} apply to network = "full" only')
     p = Profile(
         name=path.stem,
         description=_typed(path, data, "description", str, ""),
-        network=_typed(path, data, "network", str, "none"),
+        network=network,
+        deny_private=_typed(path, data, "deny_private", bool, True),
+        ip_deny=_cidrs(path, "ip_deny", data.pop("ip_deny", [])),
+        ip_allow=_cidrs(path, "ip_allow", data.pop("ip_allow", [])),
+        require_landlock=_typed(path, data, "require_landlock", bool, False),
         source=str(path),
     )
-    if p.network not in NETWORK_MODES:
-        raise InvalidConfig(f"{path}: network must be one of {', '.join(NETWORK_MODES)}")
+    reopened = [str(a) for a in p.ip_allow for h in HOST_LOCAL if a.overlaps(h)]
+    if reopened:
+        raise InvalidConfig(
+            f"{path}: ip_allow may not reopen this host, link-local or multicast: "
+            + ", ".join(sorted(set(reopened)))
+        )
     if data:
         raise InvalidConfig(f"{path}: unknown key(s) {', '.join(sorted(data))}")
     return p

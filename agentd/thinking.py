@@ -3,32 +3,49 @@
 Two ways in: an owner chats with an agent (its template's system prompt is
 the persona; tokens stream back), and an agent's runtime asks the model while
 it works on a task (one answer, optionally constrained to a JSON schema). Both
-are checked against the agent's and its owner's quotas first and metered in
-the usage table after, whatever the outcome.
+hold their worst-case tokens against the agent's and its owner's quotas
+before anything starts (Meter.admit: refused with QuotaExceeded if they do
+not fit), and settle whatever the outcome: done, failed, the caller closing
+the stream or think() timing out are all charged the prompt and the
+completion tokens computed, and release the hold.
+
+The service says nothing more about a request it cancels, so a request that
+ends without `done` is charged the `token` lines it streamed: a token whose
+text the service held back (a stop-string prefix, part of a UTF-8 character)
+and the tokens decoded after the last line read are not counted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from .agent import Agent
 from .audit import AuditLog
-from .chat import MAX_CHARS, check_messages
-from .errors import AgentdError, InvalidArgument, ModelUnavailable
+from .chat import MAX_CHARS, check_messages, loads
+from .errors import AgentdError, InvalidArgument, ModelUnavailable, QuotaExceeded
 from .modelclient import Interrupted, ModelClient, ModelStream
 from .policy import Caller, Policy
-from .quotas import Meter
+from .quotas import Meter, Reservation
 from .registry import Registry
 from .templates import Catalog
 
 MAX_TOKENS = 4096
 THINK_ATTEMPTS = 2  # a think is retried once if the service dies under it
 THINK_TIMEOUT_S = 150  # under the runtime's D-Bus call timeout (agentd.runtime)
+# A prompt's tokens are held as an upper bound until the service counts them:
+# one per byte of content (a byte-level BPE token is at least one byte; with
+# SmolLM2's tokenizer, measured tokens per byte: digits 1.00, hex 0.90, base64
+# 0.82, emoji 0.73, CJK 0.61, code 0.27, English 0.20; characters/3 would fall
+# short 3x on digits, 5x on CJK, 8x on emoji), plus the chat template's frame:
+# per message its role markers (SmolLM2's ChatML: 5 tokens), per prompt BOS,
+# the generation prompt and a default system prompt when none is given
+# (SmolLM2: 25). The hold is corrected to the real count on "queued".
+PROMPT_FRAME = 48
+MESSAGE_FRAME = 8
 
 
 @dataclass(frozen=True)
@@ -58,7 +75,7 @@ def parse_options(raw: dict[str, Any]) -> Options:
     schema = raw.get("json_schema") or None
     if isinstance(schema, str):
         try:
-            schema = json.loads(schema)
+            schema = loads(schema)
         except ValueError as e:
             raise InvalidArgument(f"json_schema is not JSON: {e}") from None
     if schema is not None and not isinstance(schema, dict):
@@ -66,12 +83,17 @@ def parse_options(raw: dict[str, Any]) -> Options:
     return Options(max_tokens, float(temperature), schema, bool(raw.get("persona", True)))
 
 
+def prompt_estimate(messages: list[dict[str, str]]) -> int:
+    """At least the tokens the service will count for MESSAGES (see PROMPT_FRAME)."""
+    return PROMPT_FRAME + sum(MESSAGE_FRAME + len(m["content"].encode()) for m in messages)
+
+
 def parse_messages(text: str) -> list[dict[str, str]]:
     """JSON [{"role": ..., "content": ...}, ...] -> checked list (agentd.chat's rules)."""
     if len(text) > MAX_CHARS * 4:
         raise InvalidArgument("messages are too long")
     try:
-        messages = json.loads(text)
+        messages = loads(text)
     except ValueError as e:
         raise InvalidArgument(f"messages are not JSON: {e}") from None
     try:
@@ -121,43 +143,53 @@ class Thinking:
         options: Options,
         task_id: int | None = None,
     ) -> ModelStream:
-        """Check the quotas now (QuotaExceeded before anything starts), then
-        return the stream of the service's events."""
-        self.meter.check(agent, actor_uid)
+        """Hold the request's tokens now (QuotaExceeded before anything starts),
+        then return the stream of the service's events."""
         if options.persona:
             messages = self._persona(agent, messages)
-        request = {"op": "generate", "agent": agent.name, "messages": messages, **options.wire()}
-        return self._stream(agent, kind, request, task_id)
+        hold = self.meter.admit(agent, actor_uid, prompt_estimate(messages), options.max_tokens)
+        request = {
+            "op": "generate",
+            "agent": agent.name,
+            "owner": str(agent.owner_uid),  # the service is fair to owners, then agents
+            "messages": messages,
+            **options.wire(),
+        }
+        return self._stream(hold, kind, request, task_id)
 
     async def _stream(
-        self, agent: Agent, kind: str, request: dict[str, Any], task_id: int | None
+        self, hold: Reservation, kind: str, request: dict[str, Any], task_id: int | None
     ) -> ModelStream:
-        """The usage row is written at the end whatever happens (ok, error, or
-        the consumer went away, which cancels the request in the service)."""
+        """Settled at the end whatever happens (ok, error, or the consumer went
+        away or timed out, which cancels the request in the service)."""
         started = time.monotonic()
-        prompt = completion = 0
+        prompt = completion = streamed = 0
         status = "cancelled"
         try:
             async with contextlib.aclosing(self.client.request(request)) as events:
                 async for event in events:
                     if event.get("event") == "queued":
                         prompt = int(event.get("prompt_tokens", 0))
+                        hold.correct(prompt)  # QuotaExceeded: stopped before a token
+                    elif event.get("event") == "token":
+                        streamed += 1
                     elif event.get("event") == "done":
                         prompt = int(event.get("prompt_tokens", prompt))
-                        completion = int(event.get("completion_tokens", 0))
+                        completion = int(event.get("completion_tokens", streamed))
                         status = "ok"
                     yield event
+        except QuotaExceeded:
+            raise  # "cancelled": stopped by agentd, before any completion
         except Interrupted as e:
-            completion, status = e.completion_tokens, "error"
+            streamed, status = max(streamed, e.completion_tokens), "error"
             raise
         except Exception:
             status = "error"
             raise
         finally:
-            if prompt or completion or status == "ok":
-                self.meter.record(
-                    agent, kind, prompt, completion, status, time.monotonic() - started, task_id
-                )
+            if status != "ok":
+                completion = streamed
+            hold.settle(kind, prompt, completion, status, time.monotonic() - started, task_id)
 
     async def think(
         self,

@@ -57,6 +57,7 @@ AGENT_FIELDS: list[Field] = [
     ("cpu_quota", "CPU quota", getter("cpu_quota", fmt_percent)),
     ("tasks_current", "Tasks", getter("tasks_current")),
     ("tasks_max", "Tasks max", getter("tasks_max")),
+    ("removal_error", "Removal error", getter("removal_error")),
 ]
 
 
@@ -223,7 +224,8 @@ def agent_stop(name: str, no_block: bool, as_json: bool) -> None:
     epilog="""\b
 Examples:
   agentctl agent rm scout
-  agentctl agent remove scout --keep-home""",
+  agentctl agent remove scout --keep-home
+  agentctl agent rm --force scout    # an administrator, after a failed removal""",
 )
 @click.argument("name")
 @click.option(
@@ -231,15 +233,31 @@ Examples:
     is_flag=True,
     help="Archive the home to /var/lib/agentd/archive (root only) before deleting it.",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Administrators: finish a removal that failed or hangs, without an archive.",
+)
 @json_option
-def agent_rm(name: str, keep_home: bool, as_json: bool) -> None:
+def agent_rm(name: str, keep_home: bool, force: bool, as_json: bool) -> None:
     """Remove agent NAME: stop its unit, delete its user and group and its home.
 
-    Alias: remove. Prints nothing on success.
+    Alias: remove. Prints nothing on success. A removal that fails (a home
+    too big or too deep to archive, one that cannot be deleted in time)
+    leaves the agent listed as `removing`, with the reason in `agent show`;
+    run `agent rm` again to retry (without --keep-home to give up the
+    archive). --force, for administrators, cancels a removal under way,
+    skips the archive, and sets aside a home it cannot delete
+    (/home/agents/.removed, root only): the agent is gone at the end.
     """
-    run(lambda c: c.remove_agent(name, keep_home))
+    if force and keep_home:
+        raise click.UsageError("--force does not archive: it cannot be used with --keep-home")
+    if force:
+        run(lambda c: c.force_remove_agent(name))
+    else:
+        run(lambda c: c.remove_agent(name, keep_home))
     if as_json:
-        print_json({"name": name, "removed": True, "keep_home": keep_home})
+        print_json({"name": name, "removed": True, "keep_home": keep_home, "force": force})
 
 
 @agent.command(

@@ -1,30 +1,39 @@
 """The bus layer's whole share of authorization: each method declares its action.
 
-``@rule("agent.start")`` on a D-Bus method (1) resolves the caller's
-credentials, (2) asks polkit whether it grants the action's polkit action, but
-only for a person agentd's own rules do not already make an administrator,
-(3) has agentd.policy screen the action for that caller (deny by default: an
-action without a rule fails at import) and (4) runs the method with the caller
-at hand (``Callers.current``), (5) translating engine errors into D-Bus errors
-(the one translation point). What a method may do with a given agent, task or
+``@rule("agent.start")`` on a D-Bus method (0) first bounds every argument
+(agentd.limits.ARGUMENTS for the action, or ``limits=`` given here): over a
+bound is InvalidArgument naming the argument and its bound, never the value,
+before anything else is asked or written; then it (1) resolves the caller's
+credentials and refuses a caller whose refusal budget is spent
+(LimitExceeded, agentd.policy.throttle), (2) asks polkit whether it grants the
+action's polkit action, but only for a person agentd's own rules do not
+already make an administrator, (3) has agentd.policy screen the action for
+that caller (deny by default: an action without a rule fails at import; who
+may create, and how fast) and (4) runs the method with the caller at hand
+(``Callers.current``), (5) translating engine errors into D-Bus errors (the
+one translation point). What a method may do with a given agent, task or
 project is then decided by the same policy inside the engine, which has the
-resource. A test walks every method of every interface and fails if one has
-no rule.
+resource. Tests walk every method of every interface and fail if one has no
+rule, or has a string, array or dict argument without a bound.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
+import inspect
 import logging
+import os
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, NoReturn, ParamSpec, Protocol, TypeVar
 
 from sdbus import DbusFailedError, SdBus, get_current_message
 
-from ..errors import AgentdError
+from ..errors import AgentdError, InvalidArgument
+from ..limits import Bound, Violation, arguments
 from ..policy import RULES, Caller, Policy
 from .callers import BusDriver
 from .errors import AgentdDbusError, to_dbus
@@ -34,6 +43,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 log = logging.getLogger("agentd")
 ACTION = "__agentd_action__"  # the attribute @rule leaves on a method
+BOUNDS = "__agentd_bounds__"  # ... and the bounds of its arguments (limits.Arguments)
 _current: contextvars.ContextVar[Caller] = contextvars.ContextVar("agentd_caller")
 
 
@@ -85,13 +95,30 @@ class Callers:
 
     async def authorize(self, action: str) -> Caller:
         """The caller, with polkit's grant for ACTION; PermissionDenied if the
-        policy refuses ACTION to this caller whatever the resource (screen)."""
+        policy refuses ACTION to this caller whatever the resource (screen),
+        LimitExceeded while the caller's refusal budget is spent (throttle)."""
         caller = await self.credentials()
+        self.policy.throttle(caller)
         polkit_action = self.policy.needs_polkit(caller, action)
         if polkit_action and self.polkit and await self.polkit.allowed(caller, polkit_action):
             caller = replace(caller, admin_for=frozenset({polkit_action}))
         self.policy.screen(caller, action)
         return caller
+
+    async def refuse_argument(self, action: str, violation: Violation) -> NoReturn:
+        """An argument over its bound: audited with its length only (within the
+        caller's refusal budget), then InvalidArgument; never the value itself."""
+        caller = await self.credentials()
+        self.policy.throttle(caller)
+        self.policy.refuse(
+            caller,
+            action,
+            InvalidArgument(violation.message()),
+            argument=violation.argument,
+            bound=violation.what,
+            length=violation.found,
+            limit=violation.limit,
+        )
 
     async def current(self) -> Caller:
         """The caller of the method being served (as @rule resolved it)."""
@@ -124,15 +151,46 @@ S = TypeVar("S", bound=HasCallers)
 Method = Callable[Concatenate[S, P], Coroutine[Any, Any, T]]
 
 
-def rule(action: str) -> Callable[[Method[S, P, T]], Method[S, P, T]]:
-    """Declare that a D-Bus method performs ACTION (a key of agentd.policy.RULES)."""
+def close_fds(value: object) -> None:
+    """Close every Unix fd a caller slipped into a variant (``("h", fd)`` or
+    ``("ah", [fd...])``): sdbus (0.14.3) gives a handler its own duplicate of
+    each and never closes it, so 600 calls carrying one took agentd from 12 to
+    612 open fds (of 1,024): anyone could fill the table. No agentd method takes
+    an fd, so each one that arrives is closed at once, whatever the call."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, tuple) and len(item) == 2 and item[0] in ("h", "ah"):
+            fds = item[1] if isinstance(item[1], list) else [item[1]]
+            for fd in fds:
+                if isinstance(fd, int) and not isinstance(fd, bool) and fd > 2:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def rule(
+    action: str, limits: Mapping[str, Bound] | None = None
+) -> Callable[[Method[S, P, T]], Method[S, P, T]]:
+    """Declare that a D-Bus method performs ACTION (a key of agentd.policy.RULES);
+    LIMITS: bounds of its arguments, over agentd.limits.ARGUMENTS[ACTION]."""
     if action not in RULES:
         raise ValueError(f"no policy rule for action {action!r}")
 
     def decorate(fn: Method[S, P, T]) -> Method[S, P, T]:
+        names = list(inspect.signature(fn).parameters)[1:]  # after self
+        bounds = arguments(action, names, limits)
+
         @functools.wraps(fn)
         async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            close_fds((args, kwargs))  # no method takes one: sdbus hands us dups to close
             try:
+                violation = bounds.check(args, kwargs)  # first: before anything is asked
+                if violation is not None:
+                    await self.callers.refuse_argument(action, violation)
                 caller = await self.callers.authorize(action)
                 token = _current.set(caller)
                 try:
@@ -153,6 +211,7 @@ def rule(action: str) -> Callable[[Method[S, P, T]], Method[S, P, T]]:
                 ) from None
 
         setattr(wrapper, ACTION, action)
+        setattr(wrapper, BOUNDS, bounds)
         return wrapper
 
     return decorate

@@ -27,7 +27,7 @@ from ..events import (
     JobFinished,
     UnitStateChanged,
 )
-from ..registry import Registry
+from ..registry import LISTED, Registry
 from ..templates import Catalog
 from ..units import UnitStatus
 from .access import Callers, rule
@@ -36,8 +36,12 @@ from .marshal import Variant, plain, usec, variants
 from .rows import AgentRow, AuditRow, TemplateRow
 
 
-def describe(agent: Agent, status: UnitStatus, online: bool) -> dict[str, Variant]:
+def describe(
+    agent: Agent, status: UnitStatus, online: bool, removal_error: str | None = None
+) -> dict[str, Variant]:
     info = agent.as_dict()
+    if removal_error:  # a failed removal: the agent stays 'removing' until retried or forced
+        info["removal_error"] = removal_error
     info.update(
         online=online,
         active_state=status.active_state,
@@ -96,11 +100,17 @@ class AgentObject(AgentInterface):
         await self.registry.remove(await self.callers.current(), self.agent_name, keep_home)
 
     @dbus_method_async_override()
+    @rule("agent.remove")
+    async def remove_with_flags(self, flags: int) -> None:
+        await self.registry.remove_with_flags(await self.callers.current(), self.agent_name, flags)
+
+    @dbus_method_async_override()
     @rule("agent.describe")
     async def describe(self) -> dict[str, Variant]:
-        agent = self.registry.get(await self.callers.current(), self.agent_name)
+        agent = self.registry.get(await self.callers.current(), self.agent_name, states=LISTED)
         status = await self.registry.status(agent)
-        return describe(agent, status, agent.name in self.registry.online)
+        error = self.registry.removal_error(agent.name)
+        return describe(agent, status, agent.name in self.registry.online, error)
 
     @dbus_property_async_override()
     def name(self) -> str:
@@ -230,8 +240,11 @@ class ManagerObject(ManagerInterface):
     def _on_job(self, event: JobFinished) -> None:
         self.job_removed.emit((event.agent.name, event.job, event.operation, event.result))
 
-    def _state(self, name: str) -> str:
-        entry = self.agents.get(name)
+    def _state(self, agent: Agent) -> str:
+        """The unit's ActiveState, or "removing" while the agent is (its unit is gone)."""
+        if agent.state == "removing":
+            return "removing"
+        entry = self.agents.get(agent.name)
         return entry[0].cached_state if entry else "inactive"
 
     # -- agents ----------------------------------------------------------------------
@@ -253,18 +266,17 @@ class ManagerObject(ManagerInterface):
     @rule("agent.list")
     async def list_agents(self) -> list[AgentRow]:
         return [
-            AgentRow(
-                a.name, a.template, self._state(a.name), a.uid, a.owner_uid, agent_path(a.name)
-            )
-            for a in self.registry.visible(await self.callers.current())
+            AgentRow(a.name, a.template, self._state(a), a.uid, a.owner_uid, agent_path(a.name))
+            for a in self.registry.visible(await self.callers.current(), states=LISTED)
         ]
 
     @dbus_method_async_override()
     @rule("agent.show")
     async def describe_agent(self, name: str) -> dict[str, Variant]:
-        agent = self.registry.get(await self.callers.current(), name, "agent.show")
+        agent = self.registry.get(await self.callers.current(), name, "agent.show", LISTED)
         status = await self.registry.status(agent)
-        return describe(agent, status, agent.name in self.registry.online)
+        error = self.registry.removal_error(agent.name)
+        return describe(agent, status, agent.name in self.registry.online, error)
 
     @dbus_method_async_override()
     @rule("agent.start")
@@ -280,6 +292,11 @@ class ManagerObject(ManagerInterface):
     @rule("agent.remove")
     async def remove_agent(self, name: str, keep_home: bool) -> None:
         await self.registry.remove(await self.callers.current(), name, keep_home)
+
+    @dbus_method_async_override()
+    @rule("agent.remove")
+    async def remove_agent_with_flags(self, name: str, flags: int) -> None:
+        await self.registry.remove_with_flags(await self.callers.current(), name, flags)
 
     # -- templates ----------------------------------------------------------------------
     @dbus_method_async_override()

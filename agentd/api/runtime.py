@@ -1,6 +1,8 @@
 """The Runtime interface: what an agent's runtime may ask, about itself only.
 
-The caller's UID picks the agent; nothing in a call can name another one.
+The caller's UID picks the agent; nothing in a call can name another one, and
+a task it names (reports, Think's ``task`` option) must be one it holds the
+claim of (else PermissionDenied, audited).
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class RuntimeObject(RuntimeInterface):
         task = raw.pop("task", None)
         if task is not None and (not isinstance(task, int) or isinstance(task, bool)):
             raise InvalidArgument("task must be a task id")
+        if task is not None:  # usage is metered against it: only the agent's running task
+            task = self.queue.thinking_on(agent, task)
         answer = await self.thinking.think(
             agent, parse_messages(messages), parse_options(raw), task
         )

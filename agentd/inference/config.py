@@ -8,7 +8,8 @@ Invariants:
   with EX_CONFIG at start, or fails a reload), as agentd refuses its own:
   a typo must not pass silently.
 - A valid table always makes a valid :class:`EngineConfig` (every sequence
-  has a slot in each step; a per-agent queue is never longer than the queue).
+  has a slot in each step; an agent's share of the queue is never more than
+  its owner's, nor an owner's more than the queue).
 
 No llama.cpp here: the config can be checked without loading the engine.
 """
@@ -40,6 +41,7 @@ class EngineConfig:
     n_batch: int = 128  # bigger prefills at once delay every sequence's next token
     n_threads: int = 2
     max_queue: int = 64
+    max_queue_per_owner: int | None = None  # None: max_queue
     max_queue_per_agent: int | None = None  # None: max_queue
     # One KV stream per sequence (False) is what the tests verify: batched greedy
     # output equals one-at-a-time. True (one shared buffer) was faster at 16
@@ -70,6 +72,9 @@ class ModelConfig:
     batch: int = 128
     threads: int = field(default_factory=_default_threads)
     max_queue: int = 64
+    # A fixed quarter of the queue (agentd.inference.fairqueue says why fixed):
+    # one owner, with however many agents, cannot fill it.
+    max_queue_per_owner: int = 16
     max_queue_per_agent: int = 16
 
     def engine_config(self) -> EngineConfig:
@@ -79,7 +84,10 @@ class ModelConfig:
             n_batch=self.batch,
             n_threads=self.threads,
             max_queue=self.max_queue,
-            max_queue_per_agent=min(self.max_queue_per_agent, self.max_queue),
+            max_queue_per_owner=min(self.max_queue_per_owner, self.max_queue),
+            max_queue_per_agent=min(
+                self.max_queue_per_agent, self.max_queue_per_owner, self.max_queue
+            ),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,6 +104,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "batch": (1, 1 << 16),
     "threads": (1, 1024),
     "max_queue": (1, 1 << 20),
+    "max_queue_per_owner": (1, 1 << 20),
     "max_queue_per_agent": (1, 1 << 20),
 }
 

@@ -14,10 +14,12 @@ Invariants:
 - Greedy output does not depend on the batch: a request's tokens equal those
   of a single-sequence decode loop over the same model (one KV stream per
   sequence; see ``EngineConfig.kv_unified``).
-- Scheduling: a bounded admission queue (``max_queue``, and
-  ``max_queue_per_agent`` for one ``agent`` key; beyond, :class:`Overloaded`)
-  with round-robin admission across agents, so an agent that floods the
-  queue delays another agent's request by at most one admission round.
+- Scheduling: a bounded admission queue (``max_queue``, and shares of it for
+  one ``owner`` and one ``agent`` key; beyond, :class:`Overloaded`) with
+  round-robin admission across owners, then across each owner's agents
+  (:mod:`~agentd.inference.fairqueue`), so an owner that floods the queue,
+  with however many agents, delays another owner's request by at most one
+  admission round.
 - Threads: every decode of the context runs in the one decode thread (see
   :meth:`Engine._main` for the measurement). Callers may be in any thread;
   asyncio callers get their tokens through their own loop
@@ -49,9 +51,9 @@ from agentd.inference.errors import (
     EngineClosed,
     EngineError,
     LoadError,
-    Overloaded,
     RequestTooLong,
 )
+from agentd.inference.fairqueue import FairQueue, Limits, owner_key
 from agentd.inference.llama import llama_cpp
 from agentd.inference.prefix import Sequences
 from agentd.inference.sampling import Sampler, SamplingParams
@@ -86,10 +88,13 @@ class Engine:
 
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._queues: collections.OrderedDict[str, collections.deque[Request]] = (
-            collections.OrderedDict()
+        self._queue = FairQueue(
+            Limits(
+                total=cfg.max_queue,
+                per_owner=cfg.max_queue_per_owner or cfg.max_queue,
+                per_agent=cfg.max_queue_per_agent or cfg.max_queue,
+            )
         )
-        self._n_queued = 0
         self._seqs = Sequences(self._mem, cfg.n_seq_max, cfg.prefix_min, self._lock)
         self._active: list[Request] = []
         self._ids = itertools.count(1)
@@ -97,8 +102,9 @@ class Engine:
         self.steps = 0
         self.tokens_generated = 0
         self._outbox = Outbox()
-        # (request id, agent) of the latest admissions, for tests and stats
-        self.admission_log: collections.deque[tuple[int, str]] = collections.deque(maxlen=1024)
+        # (request id, agent, owner) of the latest admissions, for tests and
+        # stats; owner is "agent:NAME" for a request without one
+        self.admission_log: collections.deque[tuple[int, str, str]] = collections.deque(maxlen=1024)
         # Called in the decode thread after each admission round, before
         # cancelled requests leave and the step runs: lets a test act at a
         # known point of the loop instead of guessing a time.
@@ -205,28 +211,45 @@ class Engine:
 
     # ------------------------------------------------------------ requests
 
+    def sampler(self, params: SamplingParams) -> Sampler:
+        """The sampler of a request with these params, for :meth:`submit`.
+        Parses the grammar, if any (InvalidGrammar): up to tens of ms for the
+        largest a JSON Schema may make (agentd.inference.schema), so the
+        service calls this in a worker thread, not on its event loop."""
+        return Sampler(params, self.vocab.handle)
+
     def submit(
         self,
         prompt: str | Sequence[int],
         params: SamplingParams | None = None,
         agent: str = "",
         loop: asyncio.AbstractEventLoop | None = None,
+        owner: str | None = None,
+        sampler: Sampler | None = None,
     ) -> Stream:
-        """Queue a request; returns its Stream. Raises Overloaded, RequestTooLong,
-        EngineClosed, InvalidGrammar. Call from a coroutine (or pass ``loop``)."""
+        """Queue a request of AGENT (of OWNER; None: the agent is its own
+        owner); returns its Stream. Raises Overloaded, RequestTooLong,
+        EngineClosed, InvalidGrammar. SAMPLER: made by :meth:`sampler` for
+        these params (this call then owns it), else made here. Call from a
+        coroutine (or pass ``loop``)."""
         params = params or SamplingParams()
-        tokens = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
-        if not tokens:
-            raise ValueError("empty prompt")
-        if len(tokens) + params.max_tokens > self.n_ctx_per_seq:
-            raise RequestTooLong(
-                f"{len(tokens)} prompt tokens + max_tokens {params.max_tokens}"
-                f" > {self.n_ctx_per_seq} tokens per sequence"
-            )
-        if loop is None:
-            loop = asyncio.get_running_loop()
-        sampler = Sampler(params, self.vocab.handle)  # parses the grammar: fails here
-        req = Request(id=0, agent=agent, prompt=tokens, params=params, sampler=sampler, loop=loop)
+        if sampler is not None and sampler.params is not params:
+            sampler.close()
+            raise ValueError("the sampler was made for other params")
+        try:
+            tokens = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+            self.check_length(tokens, params)
+            if loop is None:
+                loop = asyncio.get_running_loop()
+            if sampler is None:
+                sampler = self.sampler(params)  # parses the grammar: fails here
+        except BaseException:
+            if sampler is not None:
+                sampler.close()
+            raise
+        req = Request(
+            id=0, agent=agent, owner=owner, prompt=tokens, params=params, sampler=sampler, loop=loop
+        )
         try:
             self._enqueue(req)
         except BaseException:
@@ -234,20 +257,24 @@ class Engine:
             raise
         return Stream(req, self._cancel)
 
+    def check_length(self, tokens: list[int], params: SamplingParams) -> None:
+        """ValueError (empty) or RequestTooLong: the prompt and max_tokens
+        do not fit in one sequence."""
+        if not tokens:
+            raise ValueError("empty prompt")
+        if len(tokens) + params.max_tokens > self.n_ctx_per_seq:
+            raise RequestTooLong(
+                f"{len(tokens)} prompt tokens + max_tokens {params.max_tokens}"
+                f" > {self.n_ctx_per_seq} tokens per sequence"
+            )
+
     def _enqueue(self, req: Request) -> None:
         with self._lock:
             if self._closing:
                 raise EngineClosed("engine is closed")
-            if self._n_queued >= self.config.max_queue:
-                raise Overloaded(self._n_queued, self.config.max_queue)
-            q = self._queues.get(req.agent)
-            per_agent = self.config.max_queue_per_agent
-            if per_agent is not None and q is not None and len(q) >= per_agent:
-                raise Overloaded(len(q), per_agent)
+            self._queue.push(req, free=len(self._seqs.free))
             req.id = next(self._ids)
-            self._queues.setdefault(req.agent, collections.deque()).append(req)
-            self._n_queued += 1
-            req.queued_at_submit = self._n_queued
+            req.queued_at_submit = len(self._queue)
             self._wake.notify()
 
     def _cancel(self, req: Request) -> None:
@@ -255,19 +282,14 @@ class Engine:
         leaves the decode loop before its next step."""
         with self._lock:
             req.cancelled = True
-            q = self._queues.get(req.agent)
-            if q is not None and req in q:
-                q.remove(req)
-                self._n_queued -= 1
-                if not q:
-                    del self._queues[req.agent]
+            if self._queue.remove(req):
                 self._finish(req, "cancelled")
             self._wake.notify()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {
-                "queued": self._n_queued,
+                "queued": len(self._queue),
                 "active": len(self._active),
                 "steps": self.steps,
                 "tokens_generated": self.tokens_generated,
@@ -306,20 +328,17 @@ class Engine:
         self._seqs.release(req, keep)
 
     def _admit(self) -> None:
-        """Round-robin over agents: take the head of the first agent's queue,
-        then move that agent to the back. Runs with the lock held."""
-        while self._seqs.free and self._queues:
-            agent, q = next(iter(self._queues.items()))
-            req = q.popleft()
-            self._n_queued -= 1
-            if q:
-                self._queues.move_to_end(agent)
-            else:
-                del self._queues[agent]
+        """Round-robin over owners, then over the owner's agents (the fair
+        queue's order). Runs with the lock held."""
+        while self._seqs.free and self._queue:
+            req = self._queue.pop()
             self._seqs.assign(req, self._active)
             req.admitted = time.monotonic()
             req.sampler.start(self._seed(req))
-            self.admission_log.append((req.id, agent))
+            kind, key = owner_key(req)
+            self.admission_log.append(
+                (req.id, req.agent, key if kind == "owner" else f"agent:{key}")
+            )
             self._active.append(req)
 
     def _seed(self, req: Request) -> int:
@@ -330,7 +349,7 @@ class Engine:
         try:
             while True:
                 with self._lock:
-                    while not self._closing and not self._queues and not self._active:
+                    while not self._closing and not self._queue and not self._active:
                         self._wake.wait()
                     if self._closing:
                         break
@@ -357,9 +376,7 @@ class Engine:
     def _close_all(self) -> None:
         """The loop is over: whatever is queued or running fails with EngineClosed."""
         with self._lock:
-            pending = [r for q in self._queues.values() for r in q]
-            self._queues.clear()
-            self._n_queued = 0
+            pending = self._queue.clear()
         for req in pending + list(self._active):
             if req.result is None:
                 self._finish(req, "error", EngineClosed("engine closed"))

@@ -17,11 +17,20 @@ class EngineError(Exception):
 
 
 class Overloaded(EngineError):
-    """The admission queue is full; retry later."""
+    """The admission queue (``scope`` "queue"), or the share of it that one
+    owner or one agent may hold ("owner", "agent"), is full; retry later."""
 
-    def __init__(self, queued: int, limit: int) -> None:
-        super().__init__(f"inference queue full ({queued}/{limit} requests waiting)")
-        self.queued, self.limit = queued, limit
+    def __init__(self, queued: int, limit: int, scope: str = "queue", total: int = 0) -> None:
+        if scope == "queue":
+            why = f"inference queue full ({queued}/{limit} requests waiting)"
+        else:
+            why = (
+                f"this {scope}'s share of the inference queue is full ({queued}/{limit}"
+                f" requests waiting: one {scope} may hold at most {limit} of the"
+                f" {total} places, so that others keep room)"
+            )
+        super().__init__(f"{why}; retry later")
+        self.queued, self.limit, self.scope = queued, limit, scope
 
 
 class RequestTooLong(EngineError):

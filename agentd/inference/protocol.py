@@ -6,7 +6,9 @@ Invariants:
 - A request is one JSON object on one line; every field is checked here
   (type, range, no unknown field) before anything is queued, so a bad
   request gets an ``InvalidRequest`` line and costs the engine nothing.
-  The context limit is the engine's to check (it knows the tokens).
+  The context limit is the engine's to check (it knows the tokens), and
+  ``json_schema``'s size and complexity are :mod:`agentd.inference.schema`'s
+  (checked in a worker thread, before the schema is converted).
 - Every failure a client sees is a :class:`RequestError`, whose ``error`` is
   one of the names in the doc's table; nothing else ends a reply but a
   ``done`` line.
@@ -26,11 +28,13 @@ from agentd.inference.stream import Result, Stream
 LINE_LIMIT = 1 << 20  # longest request line
 MAX_STOP_STRINGS = 16
 MAX_AGENT = 256  # characters of an agent key
+MAX_OWNER = 64  # characters of an owner key (agentd sends the owner's UID)
 
 _GENERATE_FIELDS = frozenset(
     {
         "op",
         "agent",
+        "owner",
         "messages",
         "prompt",
         "max_tokens",
@@ -71,8 +75,10 @@ def decode(line: bytes) -> dict[str, Any] | None:
         return None
     try:
         req = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except ValueError as e:  # not UTF-8, not JSON, an integer of over 4300 digits
         raise invalid(f"not a JSON line: {e}") from None
+    except RecursionError:  # nested deeper than the decoder goes
+        raise invalid("not a JSON line: nested too deeply") from None
     if not isinstance(req, dict):
         raise invalid("a request is a JSON object")
     return req
@@ -84,6 +90,7 @@ def decode(line: bytes) -> dict[str, Any] | None:
 @dataclass(frozen=True)
 class Generate:
     agent: str
+    owner: str | None  # None: the agent is its own owner (a client before owners)
     messages: list[dict[str, str]] | None
     prompt: str | None
     params: SamplingParams
@@ -155,6 +162,9 @@ def parse_generate(req: dict[str, Any]) -> Generate:
     agent = req.get("agent", "")
     if not isinstance(agent, str) or len(agent) > MAX_AGENT:
         raise invalid(f"agent must be a string (at most {MAX_AGENT} characters)")
+    owner = req.get("owner")
+    if owner is not None and (not isinstance(owner, str) or not 1 <= len(owner) <= MAX_OWNER):
+        raise invalid(f"owner must be a string of 1..{MAX_OWNER} characters")
     if ("messages" in req) == ("prompt" in req):
         raise invalid("exactly one of messages and prompt is required")
     messages = _messages(req["messages"]) if "messages" in req else None
@@ -166,7 +176,7 @@ def parse_generate(req: dict[str, Any]) -> Generate:
     if schema is not None and not isinstance(schema, dict):
         raise invalid("json_schema must be null or an object")
     params = _params(req, seed)
-    return Generate(agent, messages, prompt if messages is None else None, params, schema)
+    return Generate(agent, owner, messages, prompt if messages is None else None, params, schema)
 
 
 def queued_line(stream: Stream) -> dict[str, Any]:

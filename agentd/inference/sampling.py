@@ -9,18 +9,21 @@ Invariants:
 - A sampled request draws from its own generator, seeded by its ``seed``
   (else the engine's seed plus its request id): the same seed gives the same
   tokens, batched or not.
-- A grammar (GBNF, root rule ``root``) is parsed when the request is
-  submitted, so a bad one fails there (:class:`InvalidGrammar`), not in the
-  decode loop; at admission it becomes part of a llama.cpp sampler chain
-  (grammar, then greedy or top-k/top-p/temperature/dist), which also
-  advances the grammar with each token. Its native samplers are freed exactly
+- A grammar (GBNF, root rule ``root``) is parsed when the request's
+  :class:`Sampler` is made, before it is queued, so a bad one fails there
+  (:class:`InvalidGrammar`), not in the decode loop; it is first held to
+  :func:`~agentd.inference.schema.check_grammar`'s limits (llama.cpp's parser
+  recurses per group and crashed on deep ones). The service makes samplers
+  in a worker thread (``Engine.sampler``), not on its event loop. At
+  admission it becomes part of a llama.cpp sampler chain (grammar, then
+  greedy or top-k/top-p/temperature/dist), which also advances the grammar
+  with each token. Its native samplers are freed exactly
   once, whichever way the request ends (:meth:`Sampler.close`).
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +33,9 @@ import numpy.typing as npt
 
 from agentd.inference.errors import InvalidGrammar
 from agentd.inference.llama import capture_log, llama_cpp
+from agentd.inference.schema import check_grammar, schema_to_grammar
+
+__all__ = ["Sampler", "SamplingParams", "grammar_sampler", "sample_logits", "schema_to_grammar"]
 
 Logits = npt.NDArray[np.float32]  # one output's scores: llama.cpp's float[n_vocab]
 
@@ -53,27 +59,12 @@ class SamplingParams:
         object.__setattr__(self, "stop", tuple(s for s in self.stop if s))
 
 
-def schema_to_grammar(schema: dict[str, Any]) -> str:
-    """GBNF text for a JSON Schema (llama-cpp-python's converter), or
-    InvalidGrammar: the converter's errors vary (ValueError, KeyError, ...)."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    if not isinstance(schema, dict):
-        raise InvalidGrammar("a JSON Schema must be an object")
-    try:
-        grammar: str = json_schema_to_gbnf(json.dumps(schema))
-        return grammar
-    except RecursionError as e:
-        raise InvalidGrammar("JSON Schema nested too deeply") from e
-    except Exception as e:
-        raise InvalidGrammar(f"unsupported JSON Schema: {e}") from e
-
-
 def grammar_sampler(vocab: Any, grammar: str) -> Any:
     """A llama.cpp grammar sampler for GBNF text, or InvalidGrammar with
     llama.cpp's reasons."""
     if not grammar.strip():
         raise InvalidGrammar("empty grammar")
+    check_grammar(grammar)
     with capture_log() as log:
         smpl = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
     if not smpl:

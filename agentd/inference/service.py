@@ -13,7 +13,10 @@ the rest of the package is, by concern:
   model (a missing model does not stop the service);
 - :mod:`~agentd.inference.server`: the socket, peer UIDs, SIGTERM;
 - :mod:`~agentd.inference.unit`: sd_notify and journal log lines;
-- :mod:`~agentd.inference.engine` and its parts: continuous batching.
+- :mod:`~agentd.inference.schema`: agents' JSON Schemas made into grammars,
+  within limits (compiled in a worker thread, not on the event loop);
+- :mod:`~agentd.inference.engine` and its parts: continuous batching, with
+  admission fair per owner then per agent (:mod:`~agentd.inference.fairqueue`).
 
 The package imports nothing of agentd outside agentd.inference: the model
 service depends on nothing of the daemon (not sdbus, not its database, which

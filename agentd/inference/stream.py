@@ -60,6 +60,7 @@ class Request:
     params: SamplingParams
     sampler: Sampler
     loop: asyncio.AbstractEventLoop
+    owner: str | None = None  # the fairness key above agent; None: the agent is its own
     aqueue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     submitted: float = field(default_factory=time.monotonic)
     admitted: float | None = None

@@ -12,7 +12,11 @@ What stays here, grouped at the top of the class, is who may do what and who is
 told. Invariant: every public method decides who may ask before any module
 below acts, and every denial is an audit row: people submit and see their own
 tasks (admins all); a task only ever runs on an agent its owner may manage; an
-agent sees and reports only the tasks it claimed itself. Each task event goes
+agent sees and reports only the tasks it claimed itself, and meters its Think
+calls only against a task it holds the claim of now. Per owner (not for
+administrators), at most max_projects_per_owner active projects and
+max_queued_tasks_per_owner tasks not yet final (agentd.toml): a person cannot
+grow the database without bound by submitting. Each task event goes
 as a domain event from one place (_notify, called by lifecycle inside the
 change's transaction, so delivered after its commit). Also here: the wake-ups
 of ClaimTask long polls, themselves subscribers of those events.
@@ -33,6 +37,7 @@ from ..config import Config
 from ..errors import (
     InvalidArgument,
     InvalidName,
+    LimitExceeded,
     NoCapableAgent,
     NoSuchProject,
     NoSuchTask,
@@ -116,8 +121,15 @@ class TaskQueue:
 
     def _agent_task(self, agent: Agent, task_id: int, attempt: int, action: str) -> Task:
         """The task AGENT reports on, if it holds the claim, at attempt ATTEMPT."""
+        return self.lifecycle.current(self._held(agent, task_id, action), attempt)
+
+    def _held(self, agent: Agent, task_id: int, action: str, running: bool = False) -> Task:
+        """The task AGENT was given (RUNNING: and holds the claim of now, in
+        progress); else PermissionDenied, audited as ACTION."""
         task = self.repo.find(task_id) if isinstance(task_id, int) else None
         holder = self.registry.find(task.agent) if task is not None and task.agent else None
+        if running and task is not None and task.status != "in_progress":
+            holder = None
         self.policy.check(
             Caller(agent.uid, name=agent.name),
             action,
@@ -131,7 +143,32 @@ class TaskQueue:
             ),
         )
         assert task is not None
-        return self.lifecycle.current(task, attempt)
+        return task
+
+    def thinking_on(self, agent: Agent, task_id: int) -> int:
+        """TASK_ID, if AGENT holds its claim now: Think's ``task`` option meters
+        the call against it, so it must be the agent's own running task."""
+        return self._held(agent, task_id, "model.think", running=True).id
+
+    def _owner_limit(self, caller: Caller, action: str, owner_uid: int, what: str) -> None:
+        """LimitExceeded (audited) if OWNER_UID has its most of WHAT ("projects" or
+        "tasks"); administrators are not limited."""
+        if self.policy.role(caller, action) is not Role.USER:
+            return
+        if what == "projects":
+            have, most = self.repo.owned_projects(owner_uid), self.cfg.max_projects_per_owner
+            key = "max_projects_per_owner"
+        else:
+            have, most = self.repo.queued_tasks(owner_uid), self.cfg.max_queued_tasks_per_owner
+            key = "max_queued_tasks_per_owner"
+        if have >= most:
+            self.policy.refuse(
+                caller,
+                action,
+                LimitExceeded(
+                    f"uid {owner_uid} has {have} {what}, the most allowed ({key}={most})"
+                ),
+            )
 
     def _notify(self, task: Task, event: str) -> None:
         """Called from one place only, lifecycle.Lifecycle._published, inside the
@@ -152,6 +189,7 @@ class TaskQueue:
         self._person(caller, "project.create")
         name = project_name(name)
         description = text(description, "description")
+        self._owner_limit(caller, "project.create", caller.uid, "projects")
         with self.store.transaction():
             self.repo.add_project(name, description, caller.uid)
             self.audit.append("project.created", actor_uid=caller.uid, project=name)
@@ -185,6 +223,7 @@ class TaskQueue:
     # -- submitting ---------------------------------------------------------------------------
     def submit(self, caller: Caller, spec: dict[str, Any]) -> Task:
         self._person(caller, "task.create")
+        self._owner_limit(caller, "task.create", caller.uid, "tasks")
         try:
             new = self._validate(caller, spec)
         except _SUBMIT_ERRORS as e:
@@ -251,6 +290,7 @@ class TaskQueue:
 
     def retry(self, caller: Caller, task_id: int) -> Task:
         task = self._visible(caller, task_id, "task.retry")
+        self._owner_limit(caller, "task.retry", task.owner_uid, "tasks")
         return self.lifecycle.retry(task, caller.uid)
 
     def unblock(self, caller: Caller, task_id: int, note: str) -> Task:

@@ -112,8 +112,10 @@ class Repository:
             sql += " AND project_id=(SELECT id FROM projects WHERE name=? AND state='active')"
             params.append(filters["project"])
         limit = filters.get("limit") or 1000
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise InvalidArgument("limit must be a number of tasks (1..10000)")
         sql += " ORDER BY id DESC LIMIT ?"
-        params.append(max(1, min(int(limit), 10000)))
+        params.append(max(1, min(limit, 10000)))
         return [self.task(r) for r in self.store.query(sql, tuple(params))]
 
     # -- what the scheduler and the claims look at ----------------------------------------
@@ -217,6 +219,26 @@ class Repository:
                 (project_id,),
             )
         }
+
+    def owned_projects(self, owner_uid: int) -> int:
+        """OWNER_UID's active projects (max_projects_per_owner)."""
+        return int(
+            self.store.scalar(
+                "SELECT count(*) FROM projects WHERE owner_uid=? AND state='active'", (owner_uid,)
+            )
+        )
+
+    def queued_tasks(self, owner_uid: int) -> int:
+        """OWNER_UID's tasks not yet final (max_queued_tasks_per_owner). The status
+        index (tasks_queue) narrows this to the open tasks of everyone, which
+        max_queued_tasks_per_owner times the number of owners bounds."""
+        return int(
+            self.store.scalar(
+                "SELECT count(*) FROM tasks WHERE status IN ('pending', 'in_progress', "
+                "'blocked') AND owner_uid=?",
+                (owner_uid,),
+            )
+        )
 
     def add_project(self, name: str, description: str, owner_uid: int) -> None:
         """Insert; call inside the transaction that audits it."""

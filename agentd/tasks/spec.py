@@ -9,11 +9,11 @@ the task) are made by the queue after these.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..chat import loads
 from ..errors import InvalidArgument, InvalidName
 from .model import MAX_DEPS, MAX_NEEDS, MAX_RESULT, MAX_TEXT, MAX_TITLE, PRIORITIES, SPEC_KEYS
 
@@ -52,10 +52,17 @@ def text(value: object, what: str, limit: int = MAX_TEXT, required: bool = False
 def project_name(name: object) -> str:
     if not isinstance(name, str) or not _PROJECT_RE.match(name):
         raise InvalidName(
-            f"project name {name!r} is invalid: lowercase letters, digits, "
+            f"project name {shown(name)} is invalid: lowercase letters, digits, "
             "'-' and '_', starting with a letter, at most 64"
         )
     return name
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """VALUE as an error message may quote it: its repr, cut to LIMIT characters
+    (a caller's value may be long; messages reach the caller and the audit log)."""
+    text = repr(value) if len(str(value)) <= limit else repr(str(value)[:limit]) + "…"
+    return text[: limit + 4]
 
 
 def result_text(result: object) -> str:
@@ -63,7 +70,7 @@ def result_text(result: object) -> str:
     checked = text(result, "result", MAX_RESULT)
     if checked:
         try:
-            json.loads(checked)
+            loads(checked)
         except ValueError:
             raise InvalidArgument("result must be JSON text") from None
     return checked

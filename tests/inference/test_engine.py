@@ -165,7 +165,7 @@ def test_fair_admission_across_agents(model_path) -> None:
             flood = [eng.submit(prompt, p, agent="flooder") for _ in range(12)]
             other = eng.submit(prompt, p, agent="quiet")
             await asyncio.gather(*(s.result() for s in [*flood, other]))
-            order = [agent for _, agent in eng.admission_log]
+            order = [agent for _, agent, _ in eng.admission_log]
             # admitted within one round: at most one flooder request (plus the one
             # possibly already running) goes before it
             assert order.index("quiet") <= 2, order
@@ -187,7 +187,7 @@ def test_round_robin_interleaves_agents(model_path) -> None:
             streams = [eng.submit(prompt, p, agent="a") for _ in range(4)]
             streams += [eng.submit(prompt, p, agent="b") for _ in range(4)]
             await asyncio.gather(*(s.result() for s in streams))
-            return [a for _, a in eng.admission_log]
+            return [a for _, a, _ in eng.admission_log]
 
         order = asyncio.run(run())
         tail = order[order.index("b") - 1 :]

@@ -19,162 +19,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inference_helpers import QUESTIONS, SCHEMA
+from inference_helpers import (
+    LONG,
+    ME,
+    QUESTIONS,
+    ROOT,
+    SCHEMA,
+    Open,
+    Svc,
+    acall,
+    call,
+    done,
+    gen,
+    show,
+    streamed,
+    wait_idle,
+)
 
 from agentd.inference import config
 from agentd.inference.config import ConfigError, ModelConfig, parse_model_table
 from agentd.inference.protocol import parse_generate
 from agentd.inference.server import bind_socket
 from agentd.inference.unit import sd_notify
-
-ROOT = Path(__file__).resolve().parents[2]
-ME = os.getuid()
-
-
-class Svc:
-    """One agentd-inference process; ``stop()`` sends SIGTERM and returns its
-    exit status."""
-
-    def __init__(self, tmp: Path, model: Path | str, allow: list[int], **table: int) -> None:
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.tmp, self.socket = tmp, tmp / "run" / "socket"
-        self.config = tmp / "agentd.toml"
-        lines = ["[agentd]", 'other = "ignored"', "", "[model]", f'path = "{model}"']
-        lines += [f"{k} = {v}" for k, v in table.items()]
-        self.config.write_text("\n".join(lines) + "\n")
-        notify = tmp / "notify"
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(str(notify))
-        self.notify.settimeout(60)
-        env = dict(
-            os.environ,
-            NOTIFY_SOCKET=str(notify),
-            PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        )
-        cmd = [
-            sys.executable,
-            "-m",
-            "agentd.inference",
-            "--config",
-            str(self.config),
-            "--socket",
-            str(self.socket),
-            "--debug",
-        ]
-        for uid in allow:
-            cmd += ["--allow-uid", str(uid)]
-        self.log = open(tmp / "stderr", "w+")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, env=env, stderr=self.log, stdout=self.log)
-        self.messages: list[str] = []
-        self.wait_for("READY=1")
-
-    def wait_for(self, what: str) -> None:
-        while not any(what in m for m in self.messages):
-            try:
-                self.messages.append(self.notify.recv(4096).decode())
-            except TimeoutError:
-                raise AssertionError(f"no {what} from the service: {self.stderr()}") from None
-
-    def stderr(self) -> str:
-        self.log.flush()
-        return (self.tmp / "stderr").read_text()
-
-    def stop(self, timeout: float = 15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.notify.close()
-            self.log.close()
-
-
-def call(
-    svc: Svc, request: dict[str, Any] | None = None, raw: bytes | None = None
-) -> list[dict[str, Any]]:
-    """One request; every reply line up to the terminal one (or EOF)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(60)
-        s.connect(str(svc.socket))
-        s.sendall(raw if raw is not None else json.dumps(request).encode() + b"\n")
-        events = []
-        for line in s.makefile("rb"):
-            events.append(json.loads(line))
-            if events[-1]["event"] in ("done", "error"):
-                break
-        return events
-
-
-async def acall(svc: Svc, request: dict[str, Any]) -> list[dict[str, Any]]:
-    reader, writer = await asyncio.open_unix_connection(str(svc.socket), limit=1 << 20)
-    try:
-        writer.write(json.dumps(request).encode() + b"\n")
-        events = []
-        while line := await reader.readline():
-            events.append(json.loads(line))
-        return events
-    finally:
-        writer.close()
-
-
-def gen(agent: str, q: str, max_tokens: int = 12, **kw: Any) -> dict[str, Any]:
-    return {
-        "op": "generate",
-        "agent": agent,
-        "max_tokens": max_tokens,
-        "messages": [{"role": "user", "content": q}],
-        **kw,
-    }
-
-
-def done(events: list[dict[str, Any]]) -> dict[str, Any]:
-    assert events and events[-1]["event"] == "done", events
-    return events[-1]
-
-
-def streamed(events: list[dict[str, Any]]) -> str:
-    return "".join(e["text"] for e in events if e["event"] == "token")
-
-
-def show(svc: Svc) -> dict[str, Any]:
-    return done(call(svc, {"op": "show"}))
-
-
-def wait_idle(svc: Svc, timeout: float = 5.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        stats = show(svc)["stats"]
-        if (stats["active"] == 0 and stats["queued"] == 0) or time.monotonic() > deadline:
-            return stats
-        time.sleep(0.05)
-
-
-class Open:
-    """A generate request left open: read its lines one by one, or hang up."""
-
-    def __init__(self, svc: Svc, request: dict[str, Any]) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(60)
-        self.sock.connect(str(svc.socket))
-        self.sock.sendall(json.dumps(request).encode() + b"\n")
-        self.lines = self.sock.makefile("rb")
-
-    def next(self) -> dict[str, Any]:
-        line = self.lines.readline()
-        assert line, "connection closed"
-        return json.loads(line)
-
-    def until(self, event: str) -> list[dict[str, Any]]:
-        out = [self.next()]
-        while out[-1]["event"] not in (event, "done", "error"):
-            out.append(self.next())
-        return out
-
-    def close(self) -> None:
-        self.lines.close()
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -210,9 +76,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator
     )
     yield s
     assert s.stop() == 0, s.stderr()
-
-
-LONG = {"op": "generate", "prompt": "Once upon a time, in a land far away,", "max_tokens": 180}
 
 
 # ---------------------------------------------------------------- generate
@@ -269,6 +132,7 @@ def test_show_reports_model_config_and_stats(svc: Svc, model_path: Path) -> None
         "batch": 64,
         "threads": 2,
         "max_queue": 16,
+        "max_queue_per_owner": 16,
         "max_queue_per_agent": 8,
     }
     st = reply["stats"]

@@ -124,22 +124,27 @@ def test_structured_output_follows_the_schema(model: Agentd) -> None:
 
 
 def test_quota_runs_out_with_the_reset_time(model: Agentd) -> None:
-    model.ctl("quota", "set", "md-b", "10", "--period", "daily", user="carol")
+    # A request is admitted only if what it may cost (its prompt, counted generously,
+    # plus max_tokens) fits: 150 admits one "Hello" and not a second.
+    model.ctl("quota", "set", "md-b", "150", "--period", "daily", user="carol")
     model.ctl("quota", "reset", "md-b", user="carol")  # earlier tests' tokens do not count
     try:
         chat_json(model, "md-b", "Hello")  # admitted: the quota was not used up yet
         r = chat(model, "md-b", "Hello again", check=False)
         assert r.returncode == 1 and "(QuotaExceeded)" in r.stderr, r.stderr
-        assert "of its 10 daily tokens" in r.stderr and "resets at" in r.stderr
+        assert "of its 150 daily tokens" in r.stderr and "resets at" in r.stderr
+        assert "may need up to" in r.stderr
         tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
         assert f"{tomorrow} 00:00 UTC" in r.stderr
         refused = model.audit("model.refused", "md-b")
         assert refused and refused[-1]["result"] == "denied"
         usage = model.ctl_json("usage", user="alice")
         (q,) = [q for q in usage["quotas"] if q["subject"] == "md-b"]
-        assert q["limit"] == 10 and q["used"] > 10 and q["source"] == "admin"
+        assert q["limit"] == 150 and 0 < q["used"] <= 150 and q["source"] == "admin"
+        used = q["used"]  # a quota of exactly what was used: nothing left, a warning
+        model.ctl("quota", "set", "md-b", str(used), "--period", "daily", user="carol")
         r = model.ctl("usage", user="alice")
-        assert "warning: md-b has 0 of its 10 daily tokens left" in r.stderr
+        assert f"warning: md-b has 0 of its {used} daily tokens left" in r.stderr
         # the agent's own thinking is refused too: its free-form task waits, blocked
         tid = int(model.ctl("task", "submit", "Think hard", "--agent", "md-b", user="alice").stdout)
         wait_for(

@@ -57,12 +57,17 @@ class FakeAccounts:
 
 
 class FakeHomes:
+    """Homes as a dict name -> owner UID. ``fail`` makes archive/remove raise
+    HomeWorkError(kind) (e.g. "too-big"); ``aside`` records set-aside homes."""
+
     def __init__(self, root: Path = Path("/home/agents")) -> None:
         self.root = root
         self.homes: dict[str, int] = {}
         self.content: dict[str, bool] = {}
         self.archives: list[Path] = []
+        self.aside: dict[str, int] = {}
         self.crash_on_make = False
+        self.fail: dict[str, str] = {}  # "archive" | "remove" -> kind
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -70,6 +75,10 @@ class FakeHomes:
     def make(self, name: str, uid: int, gid: int) -> Path:
         if self.crash_on_make:
             raise Crash()
+        if name in self.homes:
+            from agentd.errors import AlreadyExists
+
+            raise AlreadyExists(f"{self.path(name)} already exists")
         self.homes[name] = uid
         return self.path(name)
 
@@ -79,12 +88,33 @@ class FakeHomes:
     def owner(self, name: str) -> int | None:
         return self.homes.get(name)
 
-    def remove(self, name: str) -> None:
-        self.homes.pop(name, None)
+    def is_home_of(self, name: str, uid: int) -> bool:
+        return self.homes.get(name) == uid
 
-    def archive(self, name: str, dest: Path) -> None:
-        if name in self.homes and dest not in self.archives:
+    def _maybe_fail(self, what: str) -> None:
+        if what in self.fail:
+            from agentd.homes import HomeWorkError
+
+            raise HomeWorkError(self.fail[what], f"simulated {what} failure: {self.fail[what]}")
+
+    async def remove(self, name: str) -> dict[str, object]:
+        self._maybe_fail("remove")
+        self.homes.pop(name, None)
+        return {"removed": 1}
+
+    async def archive(self, name: str, dest: Path, skip_empty: bool = False) -> dict[str, object]:
+        self._maybe_fail("archive")
+        if name not in self.homes:
+            return {"bytes": 0, "note": "no home to archive"}
+        if skip_empty and not self.content.get(name):
+            return {"bytes": 0, "note": "the home is empty: not archived"}
+        if dest not in self.archives:
             self.archives.append(dest)
+        return {"bytes": 1}
+
+    def set_aside(self, name: str, label: str) -> Path:
+        self.aside[label] = self.homes.pop(name)
+        return self.root / ".removed" / label
 
     def names(self) -> list[str]:
         return sorted(self.homes)

@@ -240,6 +240,46 @@ def test_remove_alias_and_keep_home(fake: FakeClient) -> None:
     assert fake.calls[-1] == ("remove_agent", "scout", False)
 
 
+class ForceClient(FakeClient):
+    """The fake client, with the forced removal (RemoveAgentWithFlags) and an agent
+    whose removal failed."""
+
+    async def force_remove_agent(self, name: str) -> None:
+        self._record("force_remove_agent", name)
+
+    async def describe_agent(self, name: str) -> dict[str, Any]:
+        info = await super().describe_agent(name)
+        return dict(info, state="removing", removal_error="the home is too big to archive")
+
+
+def test_remove_force_finishes_a_failed_removal() -> None:
+    fake = ForceClient()
+    r = invoke(fake, "agent", "show", "scout")
+    fields = dict(line.split("\t", 1) for line in r.output.splitlines())
+    assert fields["state"] == "removing"
+    assert fields["removal_error"] == "the home is too big to archive"
+    r = invoke(fake, "agent", "rm", "--force", "scout", "--json")
+    assert r.exit_code == 0, r.output
+    assert fake.calls[-1] == ("force_remove_agent", "scout")
+    assert json.loads(r.output)["force"] is True
+    fake.fail["force_remove_agent"] = ClientError(
+        "only administrators may force a removal", "PermissionDenied", "denied"
+    )
+    r = invoke(fake, "agent", "rm", "--force", "scout")
+    assert r.exit_code != 0 and "only administrators may force" in r.stderr
+
+
+def test_remove_force_cannot_keep_the_home() -> None:
+    fake = ForceClient()
+    r = invoke(fake, "agent", "rm", "--force", "--keep-home", "scout")
+    assert r.exit_code == 2 and fake.calls == []
+
+
+def test_show_labels_the_removal_error_on_a_terminal() -> None:
+    r = invoke(ForceClient(), "agent", "show", "scout", tty=True)
+    assert "Removal error" in r.output and "too big to archive" in r.output
+
+
 def test_start_and_stop(fake: FakeClient) -> None:
     assert invoke(fake, "agent", "start", "scout").exit_code == 0
     assert invoke(fake, "agent", "stop", "scout").exit_code == 0

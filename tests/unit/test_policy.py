@@ -90,11 +90,23 @@ class _Grants:
         return action_id in self.grants
 
 
+class _People:
+    """Accounts as agentd.limits.Logins sees them: alice and bob are people with a
+    login shell here, whatever this host's passwd says about uids 1000 and 1001."""
+
+    def uid_min(self) -> int:
+        return 1000
+
+    def shell(self, uid: int) -> str | None:
+        return "/bin/bash" if uid in (ALICE.uid, BOB.uid) else None
+
+
 class Api:
     """agentd's five service objects over a World, called as CALLER."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.w = World(tmp_path)
+        self.w.reg.policy.logins = _People()
         self.queue = TaskQueue(self.w.store, self.w.reg)
         self.meter = Meter(self.w.cfg, self.w.store, self.w.audit, self.w.reg)
         self.thinking = Thinking(
@@ -131,6 +143,7 @@ class Api:
             ("manager", "start_agent"): ("a1",),
             ("manager", "stop_agent"): ("a1",),
             ("manager", "remove_agent"): ("a1", False),
+            ("manager", "remove_agent_with_flags"): ("a1", 0),
             ("manager", "list_templates"): (),
             ("manager", "describe_template"): ("sandbox",),
             ("manager", "list_audit_entries"): (0, 10),
@@ -139,6 +152,7 @@ class Api:
             ("agent", "start"): (),
             ("agent", "stop"): (),
             ("agent", "remove"): (False,),
+            ("agent", "remove_with_flags"): (0,),
             ("agent", "describe"): (),
             ("runtime", "register"): (),
             ("runtime", "heartbeat"): (),

@@ -5,20 +5,23 @@ stand-in inference service on a real Unix socket."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 from world import ALICE, BOB, ROOT, World
 
+from agentd import thinking
 from agentd.agent import Agent
 from agentd.errors import InvalidArgument, ModelUnavailable, PermissionDenied, QuotaExceeded
-from agentd.events import AgentRemoved
 from agentd.modelclient import Interrupted, ModelClient
 from agentd.quotas import Meter, period_bounds
-from agentd.thinking import Options, Thinking, parse_messages, parse_options
+from agentd.store import MIGRATIONS, Store
+from agentd.thinking import Options, Thinking, parse_messages, parse_options, prompt_estimate
 
 
 def ts(text: str) -> float:
@@ -150,7 +153,10 @@ class FakeService:
         self.path = path
         self.requests: list[dict[str, Any]] = []
         self.die_after_tokens: int | None = None
+        self.pause_after_tokens: int | None = None  # then wait for the client to go
+        self.prompt_tokens = 7
         self.server: asyncio.AbstractServer | None = None
+        self.handlers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_unix_server(self.handle, str(self.path))
@@ -159,13 +165,26 @@ class FakeService:
         assert self.server is not None
         self.server.close()
         await self.server.wait_closed()
+        if self.handlers:  # each ends when its client goes away
+            await asyncio.wait(self.handlers, timeout=5)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
         req = json.loads(await reader.readline())
         self.requests.append(req)
         words = req["messages"][-1]["content"].split()
-        send = [{"event": "queued", "request_id": len(self.requests), "prompt_tokens": 7}]
+        queued = {"event": "queued", "request_id": len(self.requests)}
+        send = [{**queued, "prompt_tokens": self.prompt_tokens}]
         for i, word in enumerate(words):
+            if self.pause_after_tokens is not None and i == self.pause_after_tokens:
+                for event in send:
+                    writer.write(json.dumps(event).encode() + b"\n")
+                await writer.drain()
+                await reader.read()  # until agentd closes: the request is cancelled
+                writer.close()
+                return
             if self.die_after_tokens is not None and i == self.die_after_tokens:
                 self.die_after_tokens = None
                 for event in send:
@@ -179,7 +198,7 @@ class FakeService:
                 "event": "done",
                 "text": " ".join(words) + " ",
                 "finish_reason": "eos",
-                "prompt_tokens": 7,
+                "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": len(words),
             }
         )
@@ -325,15 +344,208 @@ def test_bad_options_are_refused(bad: dict[str, Any]) -> None:
         parse_options(bad)
 
 
-def test_a_new_agent_of_a_removed_ones_name_starts_afresh(tmp_path: Path) -> None:
+# ------------------------------------------------- holds, settling, name reuse
+def chat_stream(t: T, agent: Agent, text: str = "one two three", max_tokens: int = 10):
+    msgs = [{"role": "user", "content": text}]
+    return t.thinking.generate(agent, ALICE.uid, "chat", msgs, Options(max_tokens=max_tokens))
+
+
+def usage_rows(m: M) -> list[tuple[int, int, str]]:
+    rows = m.w.store.query("SELECT * FROM usage ORDER BY id")
+    return [(r["prompt_tokens"], r["completion_tokens"], r["status"]) for r in rows]
+
+
+def test_the_prompt_estimate_holds_bytes_and_the_chat_frame() -> None:
+    short = [{"role": "user", "content": "hi"}]
+    assert prompt_estimate(short) == 48 + 8 + 2
+    emoji = [{"role": "system", "content": "x"}, {"role": "user", "content": "😀" * 10}]
+    assert prompt_estimate(emoji) == 48 + 8 + 1 + 8 + 40  # bytes, not characters
+
+
+@pytest.mark.parametrize("owner_quota", [False, True])
+def test_concurrent_requests_against_room_for_one_admit_one(
+    tmp_path: Path, owner_quota: bool
+) -> None:
+    t = T(tmp_path)
+    agents = [t.m.agent("a1"), t.m.agent("a2")]
+    one = prompt_estimate(t.thinking._persona(agents[0], [{"role": "user", "content": "x y"}]))
+    room = one + 10 + 5  # one request's hold and a little: never two
+    if owner_quota:  # alice's two agents share her quota
+        t.m.meter.set(ROOT, "owner", "1000", room, "daily")
+    else:
+        t.m.meter.set(ROOT, "agent", "a1", room, "daily")
+        agents = agents[:1]
+
+    async def one_chat(i: int) -> list[dict[str, Any]]:
+        return await collect(chat_stream(t, agents[i % len(agents)], "x y"))
+
+    async def go() -> list[Any]:
+        await t.service.start()
+        try:
+            return await asyncio.gather(*(one_chat(i) for i in range(8)), return_exceptions=True)
+        finally:
+            await t.service.stop()
+
+    results = asyncio.run(go())
+    done = [r for r in results if isinstance(r, list)]
+    refused = [r for r in results if isinstance(r, QuotaExceeded)]
+    assert (len(done), len(refused)) == (1, 7), results
+    assert "requests in progress hold" in str(refused[0])
+    assert len(t.service.requests) == 1 and usage_rows(t.m) == [(7, 2, "ok")]
+    assert t.m.meter.held(agents[0]) == (0, 0)  # settled: nothing held any more
+    assert len(t.m.w.audit_rows("model.refused")) == 7
+
+
+def test_a_chat_closed_before_done_is_charged_its_streamed_tokens(tmp_path: Path) -> None:
+    t = T(tmp_path)
+    a = t.m.agent("a1")
+    t.service.pause_after_tokens = 2
+
+    async def go() -> list[str]:
+        await t.service.start()
+        got: list[str] = []
+        try:
+            async with contextlib.aclosing(chat_stream(t, a, "a b c d e")) as events:
+                async for e in events:
+                    if e["event"] == "token":
+                        got.append(e["text"])
+                    if len(got) == 2:
+                        assert t.m.meter.held(a)[0] == 7 + 10  # corrected on "queued"
+                        break  # the caller closes its stream
+            return got
+        finally:
+            await t.service.stop()
+
+    assert asyncio.run(go()) == ["a ", "b "]
+    assert usage_rows(t.m) == [(7, 2, "cancelled")]
+    assert t.m.meter.held(a) == (0, 0)
+
+
+def test_a_think_that_times_out_is_charged(tmp_path: Path, monkeypatch) -> None:
+    t = T(tmp_path)
+    a = t.m.agent("a1")
+    t.service.pause_after_tokens = 3
+    monkeypatch.setattr(thinking, "THINK_TIMEOUT_S", 0.5)
+
+    async def go() -> None:
+        await t.service.start()
+        try:
+            with pytest.raises(ModelUnavailable, match="did not answer within"):
+                await t.thinking.think(a, [{"role": "user", "content": "a b c d e"}], Options())
+        finally:
+            await t.service.stop()
+
+    asyncio.run(go())
+    assert usage_rows(t.m) == [(7, 3, "cancelled")]
+    assert t.m.meter.held(a) == (0, 0)
+
+
+def test_a_service_error_after_tokens_is_charged_and_released(tmp_path: Path) -> None:
+    t = T(tmp_path)
+    a = t.m.agent("a1")
+    t.service.die_after_tokens = 3
+
+    async def go() -> None:
+        await t.service.start()
+        try:
+            with pytest.raises(Interrupted):
+                await collect(chat_stream(t, a, "a b c d e"))
+        finally:
+            await t.service.stop()
+
+    asyncio.run(go())
+    assert usage_rows(t.m) == [(7, 3, "error")]
+    assert t.m.meter.held(a) == (0, 0)
+
+
+def test_a_stream_dropped_unstarted_releases_its_hold(tmp_path: Path) -> None:
+    t = T(tmp_path)
+    a = t.m.agent("a1")
+    stream = chat_stream(t, a)
+    held = t.m.meter.held(a)
+    assert held[0] > 10 and held == (held[0], held[0])
+    del stream  # never iterated: nothing reached the service
+    assert t.m.meter.held(a) == (0, 0) and usage_rows(t.m) == []
+
+
+def test_a_real_prompt_over_the_estimate_that_does_not_fit_is_stopped(tmp_path: Path) -> None:
+    t = T(tmp_path)
+    a = t.m.agent("a1")
+    t.m.meter.set(ROOT, "agent", "a1", 250, "daily")  # the estimate, 107, fits
+    t.service.prompt_tokens = 280  # a template framing far beyond PROMPT_FRAME
+
+    async def go() -> list[dict[str, Any]]:
+        await t.service.start()
+        got: list[dict[str, Any]] = []
+        try:
+            with pytest.raises(QuotaExceeded, match="may need up to 290"):
+                async for e in chat_stream(t, a, "a b c"):
+                    got.append(e)
+            return got
+        finally:
+            await t.service.stop()
+
+    assert asyncio.run(go()) == []  # stopped before the first event reached the caller
+    assert usage_rows(t.m) == [(280, 0, "cancelled")]  # the service did tokenize it
+    assert t.m.meter.held(a) == (0, 0)
+
+
+def test_removing_and_recreating_an_agent_keeps_its_usage_and_quota(tmp_path: Path) -> None:
+    """The same owner's agent of the same name: removal must not reset a quota."""
     m = M(tmp_path)
-    m.w.reg.events.subscribe(AgentRemoved, m.meter.forget)
     a = m.agent("a1")
     m.meter.set(ROOT, "agent", "a1", 10, "monthly")
     m.use(a, 50)
     m.w.run(m.w.reg.remove(ALICE, "a1", False))
     b = m.agent("a1")
     q = m.meter.agent_quota(b)
-    assert (q.used, q.source) == (0, "template")  # neither the old usage nor its quota
-    m.meter.check(b, ALICE.uid)
+    assert (q.used, q.limit, q.source) == (50, 10, "admin")
+    with pytest.raises(QuotaExceeded, match="50 of its 10 monthly tokens"):
+        m.meter.check(b, ALICE.uid)
+
+
+def test_another_owners_agent_of_a_removed_ones_name_starts_afresh(tmp_path: Path) -> None:
+    m = M(tmp_path)
+    a = m.agent("a1")
+    m.meter.set(ROOT, "agent", "a1", 10, "monthly")
+    m.use(a, 50)
+    m.w.run(m.w.reg.remove(ALICE, "a1", False))
+    c = m.agent("a1", owner=BOB)
+    q = m.meter.agent_quota(c)
+    assert (q.used, q.source) == (0, "template")  # neither alice's usage nor her quota
+    m.meter.check(c, BOB.uid)
+    m.meter.set(ROOT, "agent", "a1", 1000, "daily")  # bob's agent's own
+    m.use(c, 7)
     assert m.meter.owner_quota(ALICE.uid).used == 50  # the owner's usage stays theirs
+    m.w.run(m.w.reg.remove(BOB, "a1", False))
+    d = m.agent("a1")  # alice again: her usage and quota, not bob's
+    q = m.meter.agent_quota(d)
+    assert (q.used, q.limit, q.period) == (50, 10, "monthly")
+
+
+def test_schema_4_gives_each_agent_quota_its_owner(tmp_path: Path) -> None:
+    db = apsw.Connection(str(tmp_path / "old.db"))
+    for step in MIGRATIONS[:3]:
+        db.execute(step)
+    db.execute("PRAGMA user_version=3")
+    agent = (
+        "INSERT INTO agents (name, uid, gid, owner_uid, template, profile, memory_max, "
+        "cpu_quota, tasks_max, state, created_at) VALUES (?,?,?,?,'t','p',1,1,1,?,0)"
+    )
+    db.execute(agent, ("a1", 70001, 70001, 1000, "present"))
+    db.execute(agent, ("gone", 70002, 70002, 1001, "removed"))
+    for kind, subject in (("agent", "a1"), ("agent", "gone"), ("agent", "x"), ("owner", "1000")):
+        db.execute(
+            "INSERT INTO quotas (kind, subject, tokens, period, set_by, set_at) "
+            "VALUES (?,?,5,'daily',0,0)",
+            (kind, subject),
+        )
+    db.close()
+    store = Store(tmp_path / "old.db")
+    rows = store.query("SELECT kind, subject, owner_uid, tokens FROM quotas ORDER BY subject")
+    assert [tuple(r.values()) for r in rows] == [
+        ("owner", "1000", 1000, 5),
+        ("agent", "a1", 1000, 5),
+        ("agent", "gone", 1001, 5),
+    ]  # "x", of no agent at all, went (removal dropped such rows before)
+    store.close()

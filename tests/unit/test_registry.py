@@ -233,3 +233,209 @@ def test_a_runtime_of_an_agent_being_removed_is_busy_not_an_intruder(w: World) -
     assert not [r for r in w.audit.entries(limit=1000) if r.result == "denied"]
     with pytest.raises(PermissionDenied):
         w.reg.heartbeat(Caller(w.cfg.uid_max))  # a UID that is no agent at all
+
+
+# -- removal that fails, is retried, forced; never adopting a home ------------------------
+def fail_removal(w: World, name: str = "big", kind: str = "too-big") -> None:
+    w.run(w.reg.create(ALICE, name, "sandbox"))
+    w.homes.fail["archive"] = kind
+    with pytest.raises(SystemError_, match="stays 'removing'"):
+        w.run(w.reg.remove(ALICE, name, keep_home=True))
+
+
+def test_a_failed_removal_stays_removing_with_its_reason_visible(w: World) -> None:
+    from agentd.registry import LISTED
+
+    fail_removal(w)
+    agent = w.reg.find("big")
+    assert agent.state == "removing" and agent.archive
+    assert "simulated archive failure" in w.reg.removal_error("big")
+    assert [a.name for a in w.reg.visible(ALICE, states=LISTED)] == ["big"]
+    assert w.reg.get(ALICE, "big", "agent.show", LISTED).state == "removing"
+    row = w.audit_rows("agent.remove")[-1]
+    assert row.result == "failed" and "simulated" in row.detail["reason"]
+    assert w.homes.exists("big") and w.accounts.user("big") is not None  # nothing lost
+
+
+def test_only_an_administrator_may_force_and_force_finishes(w: World) -> None:
+    fail_removal(w)
+    for who in (ALICE, BOB):
+        with pytest.raises(PermissionDenied):
+            w.run(w.reg.remove(who, "big", force=True))
+    assert [r.result for r in w.audit_rows("agent.remove")[-2:]] == ["denied", "denied"]
+    with pytest.raises(InvalidArgument):
+        w.run(w.reg.remove(ROOT, "big", keep_home=True, force=True))
+    w.homes.fail["remove"] = "mount"  # even a home that cannot be deleted
+    w.run(w.reg.remove(ROOT, "big", force=True))
+    assert w.reg.find("big") is None and w.accounts.user("big") is None
+    assert not w.homes.exists("big") and list(w.homes.aside) == [f"big-{w.cfg.uid_min}"]
+    row = w.audit_rows("agent.remove")[-1]
+    assert (row.result, row.actor_uid, row.detail["forced"]) == ("ok", 0, True)
+    assert row.detail["archive"] is None and row.detail["home_set_aside"]
+    assert [r.result for r in w.audit_rows("agent.remove")][-2:] == ["retrying", "ok"]
+
+
+def test_the_owner_may_retry_without_keeping_the_home(w: World) -> None:
+    fail_removal(w)
+    w.run(w.reg.remove(ALICE, "big"))
+    assert w.reg.find("big") is None and not w.homes.exists("big") and w.homes.archives == []
+
+
+def test_a_failed_removal_is_left_for_the_admin_at_start_not_retried(w: World) -> None:
+    fail_removal(w)
+    failures = len(w.audit_rows("agent.remove"))
+    reg = w.reopen()
+    repaired = w.run(reg.reconcile())
+    assert any("left the failed removal of big" in r for r in repaired)
+    assert len(w.audit_rows("agent.remove")) == failures  # no new attempt
+    assert reg.find("big").state == "removing" and "simulated" in reg.removal_error("big")
+    assert w.run(reg.reconcile()) == repaired  # and again at the next start: no loop
+
+
+def test_an_interrupted_removal_resumes_in_the_background(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from agentd import recovery
+
+    w.run(w.reg.create(ALICE, "slow", "sandbox"))
+    with w.store.transaction():  # agentd died mid-removal
+        w.store.execute("UPDATE agents SET state='removing' WHERE name='slow'")
+    monkeypatch.setattr(recovery, "RECONCILE_BUDGET", 0.05)
+
+    async def main() -> list[str]:
+        release = asyncio.Event()
+        real = w.homes.remove
+
+        async def hang(name: str) -> dict[str, object]:
+            await release.wait()
+            return await real(name)
+
+        w.homes.remove = hang  # type: ignore[method-assign]
+        reg = w.reopen()
+        repaired = await reg.reconcile()  # returns within the budget
+        assert reg.find("slow").state == "removing"
+        release.set()
+        await reg.settle()
+        assert reg.find("slow") is None
+        return repaired
+
+    assert w.run(main()) == ["removal of slow: continues in the background"]
+    assert w.audit_rows("agent.remove")[-1].result == "repaired"
+
+
+def test_force_cancels_a_removal_under_way(w: World) -> None:
+    import asyncio
+
+    from agentd.errors import Busy
+
+    w.run(w.reg.create(ALICE, "stuck", "sandbox"))
+
+    async def main() -> None:
+        entered = asyncio.Event()
+
+        async def hang(name: str, dest: object, skip_empty: bool = False) -> dict[str, object]:
+            entered.set()
+            await asyncio.sleep(3600)
+            return {}
+
+        w.homes.archive = hang  # type: ignore[method-assign]
+        first = asyncio.ensure_future(w.reg.remove(ALICE, "stuck", keep_home=True))
+        await entered.wait()
+        with pytest.raises(Busy):
+            await w.reg.remove(ALICE, "stuck")  # one removal at a time
+        await w.reg.remove(ROOT, "stuck", force=True)
+        with pytest.raises(Busy, match="cancelled"):
+            await first
+
+    w.run(main())
+    assert w.reg.find("stuck") is None and not w.homes.exists("stuck")
+
+
+def test_unknown_remove_flags_are_refused_and_audited(w: World) -> None:
+    from agentd.api.interfaces import manager as iface
+    from agentd.registry import REMOVE_FORCE, REMOVE_KEEP_HOME
+
+    assert (iface.REMOVE_KEEP_HOME, iface.REMOVE_FORCE) == (REMOVE_KEEP_HOME, REMOVE_FORCE)
+    w.run(w.reg.create(ALICE, "f", "sandbox"))
+    with pytest.raises(InvalidArgument):
+        w.run(w.reg.remove_with_flags(ALICE, "f", 4))
+    assert w.audit_rows("agent.remove")[-1].result == "refused"
+    w.run(w.reg.remove_with_flags(ALICE, "f", REMOVE_KEEP_HOME))
+    assert w.reg.find("f") is None and len(w.homes.archives) == 1
+
+
+def test_create_never_adopts_an_existing_home(w: World) -> None:
+    w.homes.homes["squat"] = 0  # a directory agentd did not make
+    with pytest.raises(AlreadyExists, match="does not adopt"):
+        w.run(w.reg.create(ALICE, "squat", "sandbox"))
+    assert w.homes.homes["squat"] == 0 and w.reg.find("squat") is None
+    assert w.audit_rows("agent.create")[-1].result == "refused"
+
+
+def test_a_home_in_the_way_of_a_present_agent_is_set_aside(w: World) -> None:
+    a = w.run(w.reg.create(ALICE, "kept", "sandbox"))
+    w.homes.homes["kept"] = 0  # someone replaced it
+    repaired = w.run(w.reg.reconcile())
+    assert any("set aside" in r for r in repaired) and "recreated home of kept" in repaired
+    assert w.homes.owner("kept") == a.uid and list(w.homes.aside) == [f"kept-{a.uid}-in-the-way"]
+
+
+def test_an_orphan_home_that_cannot_be_archived_is_set_aside(w: World) -> None:
+    w.homes.homes["lost"] = w.cfg.uid_min + 7
+    w.homes.content["lost"] = True
+    w.homes.fail["archive"] = "too-big"
+    repaired = w.run(w.reg.reconcile())
+    assert any("set orphan home" in r for r in repaired)
+    assert "lost" not in w.homes.homes and list(w.homes.aside) == ["orphan-lost"]
+    assert w.run(w.reg.reconcile()) == []
+
+
+def test_the_caller_is_answered_though_its_agent_object_is_withdrawn(w: World) -> None:
+    """The D-Bus layer withdraws the Agent object on AgentRemoved, and sdbus then
+    cancels that object's calls, including the Remove being answered."""
+    import asyncio
+
+    from agentd.events import AgentRemoved
+
+    w.run(w.reg.create(ALICE, "self", "sandbox"))
+
+    async def main() -> None:
+        call = asyncio.ensure_future(w.reg.remove(ALICE, "self"))
+        w.reg.events.subscribe(AgentRemoved, lambda e: call.cancel())
+        assert (await call).name == "self"
+
+    w.run(main())
+    assert w.reg.find("self") is None
+
+
+def test_two_removals_of_one_agent_at_once_make_one(w: World) -> None:
+    import asyncio
+
+    from agentd.errors import Busy
+
+    w.run(w.reg.create(ALICE, "twice", "sandbox"))
+
+    async def main() -> list[object]:
+        calls = [w.reg.remove(ALICE, "twice"), w.reg.remove(ROOT, "twice")]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    first, second = w.run(main())
+    assert first.name == "twice" and isinstance(second, Busy)
+    assert [r.result for r in w.audit_rows("agent.remove")] == ["ok"]
+
+
+def test_a_repair_that_fails_is_audited_and_start_goes_on(w: World) -> None:
+    from agentd.errors import SystemError_ as Refused
+
+    w.run(w.reg.create(ALICE, "fine", "sandbox"))
+    w.run(w.accounts.add("stray", w.cfg.uid_min + 60, Path("/home/agents/stray")))
+
+    async def refuse(name: str) -> None:
+        raise Refused(f"userdel {name} failed: simulated")
+
+    w.accounts.delete = refuse  # type: ignore[method-assign]
+    repaired = w.run(w.reopen().reconcile())  # no exception: agentd starts
+    assert any("could not remove orphans" in r for r in repaired)
+    assert w.audit_rows("agent.repair")[-1].result == "failed"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from sdbus.dbus_exceptions import DbusNoReplyError, DbusServiceUnknownError
 from agentd import runtime as runtime_mod
 from agentd.api import errors as api_errors
 from agentd.api.marshal import variants
-from agentd.executor import ModelError, Outcome
+from agentd.executor import Executor, ModelError, Outcome
 from agentd.runtime import CLAIM_WAIT_MS, FINAL_ERRORS, Runtime, thinker
 
 GUARD = 10.0  # seconds: only a broken runtime ever gets near this
@@ -440,6 +441,49 @@ def test_a_report_is_given_up_on_a_final_error(short: str, fast_sleep: list[floa
         assert fast_sleep == []
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("short", ["InvalidArgument", "PermissionDenied"])
+def test_refused_artifacts_fail_the_task_without_them(short: str, fast_sleep: list[float]) -> None:
+    """agentd refusing the files (a link, too big) must still end the task: else its
+    lease would be renewed for ever. It is failed, saying why, with no artifacts."""
+
+    async def main() -> None:
+        proxy = FakeProxy()
+        runtime = Runtime(proxy)  # type: ignore[arg-type]
+        proxy.report_errors = [dbus_error(short)]
+        outcome = Outcome(
+            "completed", result={"exit_code": 0}, artifacts=[("big", "artifacts/big")]
+        )
+        await until(runtime.report(task_info(4, attempt=2), outcome))
+        refused, failed = proxy.reports
+        assert refused[:3] == ("refused", "complete", 4)
+        assert failed[:3] == ("fail", 4, 2) and failed[3].startswith("artifacts refused: ")
+        assert json.loads(failed[4]) == {"exit_code": 0} and failed[5] == []
+
+    asyncio.run(main())
+
+
+def test_a_refusal_without_artifacts_is_still_final(fast_sleep: list[float]) -> None:
+    async def main() -> None:
+        proxy = FakeProxy()
+        runtime = Runtime(proxy)  # type: ignore[arg-type]
+        proxy.report_errors = [dbus_error("InvalidArgument")]
+        await until(runtime.report(task_info(4, attempt=2), Outcome("completed")))
+        assert [r[:3] for r in proxy.reports] == [("refused", "complete", 4)]
+
+    asyncio.run(main())
+
+
+def test_the_executor_leaves_out_what_agentd_would_refuse(tmp_path: Path) -> None:
+    """A file over the per-artifact limit (a sparse 2 GiB one here) stays behind, named
+    in the result, and the rest is reported: one big file does not sink the report."""
+    executor = Executor(tmp_path, ["shell"])
+    command = "truncate -s 2G $AGENTD_ARTIFACTS/huge && echo hi > $AGENTD_ARTIFACTS/small"
+    outcome = asyncio.run(executor.run({"id": 1, "exec": command}))
+    assert outcome.status == "completed", outcome
+    assert outcome.artifacts == [("small", "artifacts/small")]
+    assert outcome.result["artifacts_left_out"] == ["huge"]
 
 
 def test_final_errors_are_errors_agentd_has() -> None:

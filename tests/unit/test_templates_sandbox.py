@@ -1,10 +1,17 @@
+import errno
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agentd import sandbox
 from agentd.errors import InvalidArgument, InvalidConfig, NoSuchTemplate
-from agentd.templates import Catalog, Limits, parse_size
+from agentd.templates import Catalog, Limits, Profile, parse_profile, parse_size
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,3 +127,157 @@ def test_network_profile_opens_only_inet() -> None:
     p = _props("full")
     assert "PrivateNetwork" not in p
     assert p["RestrictAddressFamilies"] == [("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6"]))]
+
+
+# -- the online profile: what an online agent may reach ----------------------
+RUNTIME = "/usr/libexec/agentd/agentd-runtime"
+HOST = {"127.0.0.0/8", "::1/128", "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10"}
+MULTI = {"224.0.0.0/4", "ff00::/8", "255.255.255.255/32"}
+PRIVATE = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"}
+
+
+def _decoded(entries: list[Any]) -> set[str]:
+    """IPAddressDeny/IPAddressAllow a(iayu) back into CIDR strings."""
+    ((sig, value),) = entries
+    assert sig == "a(iayu)"
+    assert all(fam == (2 if len(addr) == 4 else 10) for fam, addr, _ in value)
+    return {str(ipaddress.ip_network((bytes(addr), prefix))) for _fam, addr, prefix in value}
+
+
+def _profile_props(profile: Profile) -> dict[str, list[Any]]:
+    ident = sandbox.AgentIdentity("web-1", 70001, 70001, Path("/home/agents/web-1"))
+    props = sandbox.unit_properties(
+        ident,
+        Limits(),
+        profile,
+        runtime_command=Path(RUNTIME),
+        slice_="agents.slice",
+        heartbeat_interval=10,
+    )
+    out: dict[str, list[Any]] = {}
+    for name, value in props:
+        out.setdefault(name, []).append(value)
+    return out
+
+
+def _online(tmp_path: Path, body: str) -> dict[str, list[Any]]:
+    path = tmp_path / "net.toml"
+    path.write_text('network = "full"\n' + body)
+    return _profile_props(parse_profile(path))
+
+
+def test_vendor_online_profile_denies_host_link_local_and_private(tmp_path: Path) -> None:
+    online = catalog(tmp_path).profile("online")
+    assert online.network == "full" and online.deny_private and not online.require_landlock
+    assert online.ip_deny == () and online.ip_allow == ()
+    p = _profile_props(online)
+    assert _decoded(p["IPAddressDeny"]) == HOST | MULTI | PRIVATE
+    assert "IPAddressAllow" not in p and "PrivateNetwork" not in p
+
+
+def test_online_unit_may_not_listen_but_may_use_landlock(tmp_path: Path) -> None:
+    p = _online(tmp_path, "")
+    filters = p["SystemCallFilter"]
+    assert filters[0] == ("(bas)", (True, ["@system-service"]))
+    assert ("(bas)", (False, ["listen"])) in filters  # not bind: sd-bus binds
+    assert ("(bas)", (True, sandbox.LANDLOCK_SYSCALLS)) in filters
+    assert p["RestrictAddressFamilies"] == [("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6"]))]
+    assert p["RestartPreventExitStatus"] == [("(aiai)", ([78], []))]
+    ro = p["BindReadOnlyPaths"][0][1]
+    assert ro == [("/run/systemd/resolve/resolv.conf", "/etc/resolv.conf", True, 0)]
+
+
+def test_offline_unit_keeps_its_private_network_and_direct_exec() -> None:
+    p = _props("none")
+    assert p["ExecStart"] == [("a(sasb)", [(RUNTIME, [RUNTIME], False)])]
+    assert ("(bas)", (False, ["listen"])) not in p["SystemCallFilter"]
+    assert "BindReadOnlyPaths" not in p and "IPAddressAllow" not in p
+
+
+def test_online_unit_starts_the_runtime_through_confine_exec(tmp_path: Path) -> None:
+    ((sig, [(path, argv, ignore)]),) = _online(tmp_path, "")["ExecStart"]
+    assert sig == "a(sasb)" and path == argv[0] == sandbox.PYTHON and ignore is False
+    assert argv[1:] == ["-I", "-c", sandbox.CONFINE, sandbox.PYDIR, "best-effort", RUNTIME]
+    assert (Path(sandbox.PYDIR) / "agentd" / "sandbox.py").is_file()
+    assert not set("$%") & set(" ".join(argv))  # systemd would expand them
+    ((_sig, [(_p, argv, _i)]),) = _online(tmp_path, "require_landlock = true\n")["ExecStart"]
+    assert argv[5:] == ["required", RUNTIME]
+
+
+def test_private_ranges_and_extra_cidrs_are_configurable(tmp_path: Path) -> None:
+    p = _online(
+        tmp_path,
+        'deny_private = false\nip_deny = ["203.0.113.7/32", "2001:db8::/32"]\n'
+        'ip_allow = ["198.51.100.0/24"]\n',
+    )
+    assert _decoded(p["IPAddressDeny"]) == HOST | MULTI | {"203.0.113.7/32", "2001:db8::/32"}
+    assert _decoded(p["IPAddressAllow"]) == {"198.51.100.0/24"}
+    p = _online(tmp_path, 'ip_allow = ["10.255.255.53/32"]\n')
+    assert _decoded(p["IPAddressDeny"]) >= PRIVATE
+    assert _decoded(p["IPAddressAllow"]) == {"10.255.255.53/32"}
+
+
+@pytest.mark.parametrize(
+    ("network", "body", "match"),
+    [
+        ("full", 'ip_allow = ["127.0.0.53/32"]\n', "may not reopen.*127.0.0.53/32"),
+        ("full", 'ip_allow = ["169.254.169.254/32"]\n', "may not reopen"),
+        ("full", 'ip_allow = ["0.0.0.0/0"]\n', "may not reopen"),
+        ("full", 'ip_allow = ["::/0"]\n', "may not reopen"),
+        ("full", 'ip_allow = ["fe80::1/128"]\n', "may not reopen"),
+        ("full", 'ip_deny = ["10.0.0.1/8"]\n', "ip_deny.*host bits"),
+        ("full", 'ip_deny = "10.0.0.0/8"\n', "list of CIDR"),
+        ("full", "ip_deny = [10]\n", "list of CIDR"),
+        ("full", 'ip_deny = ["example.com"]\n', "ip_deny"),
+        ("full", 'deny_private = "yes"\n', "deny_private must be of type bool"),
+        ("full", "require_landlock = 1\n", "require_landlock must be of type bool"),
+        ("none", 'ip_deny = ["10.0.0.0/8"]\n', 'apply to network = "full" only'),
+        ("none", "deny_private = false\n", 'apply to network = "full" only'),
+        ("full", "listen = true\n", "unknown key"),
+    ],
+)
+def test_bad_network_settings_are_refused_by_file_name(
+    tmp_path: Path, network: str, body: str, match: str
+) -> None:
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "badnet.toml").write_text(f'network = "{network}"\n{body}')
+    with pytest.raises(InvalidConfig, match=r"badnet\.toml.*" + match):
+        catalog(tmp_path).profile("badnet")
+
+
+# -- confine_exec: the online unit's ExecStart ------------------------------
+def test_confine_exec_execs_or_refuses_by_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    execs: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(os, "execv", lambda path, argv: execs.append((path, argv)))
+    monkeypatch.setattr(sandbox, "scope_abstract_unix_sockets", lambda: None)
+    sandbox.confine_exec(["required", RUNTIME, "x"])
+    assert execs == [(RUNTIME, [RUNTIME, "x"])]
+    monkeypatch.setattr(sandbox, "scope_abstract_unix_sockets", lambda: "kernel ABI 3 < 6")
+    sandbox.confine_exec(["best-effort", RUNTIME])
+    assert execs[-1] == (RUNTIME, [RUNTIME])
+    with pytest.raises(SystemExit) as e:
+        sandbox.confine_exec(["required", RUNTIME])
+    assert e.value.code == 78 and len(execs) == 2
+
+
+def test_confine_exec_really_hides_abstract_sockets_made_outside() -> None:
+    """The ExecStart argv, run for real: the child cannot reach an abstract
+    socket this test listens on, and says so (EPERM) where Landlock can."""
+    name = f"agentd-unit-confine-{os.getpid()}"
+    child = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"try: s.connect('\\0{name}'); print('connected')\n"
+        "except OSError as e: print('errno', e.errno)\n"
+    )
+    with socket.socket(socket.AF_UNIX) as srv:
+        srv.bind("\0" + name)
+        srv.listen()
+        argv = [sys.executable, "-I", "-c", sandbox.CONFINE, sandbox.PYDIR, "best-effort"]
+        r = subprocess.run(
+            [*argv, sys.executable, "-c", child], capture_output=True, text=True, timeout=60
+        )
+    if "NOT isolated" in r.stderr:
+        pytest.skip(r.stderr.strip())
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"errno {errno.EPERM}"

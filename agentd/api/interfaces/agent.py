@@ -24,6 +24,11 @@ class AgentInterface(DbusInterfaceCommonAsync, interface_name=AGENT_INTERFACE):
     async def remove(self, keep_home: bool) -> None:
         raise NotImplementedError
 
+    @dbus_method_async("t", "", flags=U, method_name="RemoveWithFlags", input_args_names=("flags",))
+    async def remove_with_flags(self, flags: int) -> None:
+        """As the Manager's RemoveAgentWithFlags: 1 keeps the home, 2 forces."""
+        raise NotImplementedError
+
     @dbus_method_async("", "a{sv}", flags=U, method_name="Describe", result_args_names=("info",))
     async def describe(self) -> dict[str, tuple[str, object]]:
         raise NotImplementedError

@@ -16,6 +16,9 @@ from .common import MANAGER_INTERFACE, U
 
 # (seq, ts, actor_uid, action, agent, agent_uid, result, detail, hash): AuditRow
 AuditStruct = tuple[int, float, int, str, str, int, str, str, str]
+# RemoveAgentWithFlags / Agent.RemoveWithFlags
+REMOVE_KEEP_HOME = 1
+REMOVE_FORCE = 2
 
 
 class ManagerInterface(DbusInterfaceCommonAsync, interface_name=MANAGER_INTERFACE):
@@ -92,6 +95,20 @@ class ManagerInterface(DbusInterfaceCommonAsync, interface_name=MANAGER_INTERFAC
         "sb", "", flags=U, method_name="RemoveAgent", input_args_names=("name", "keep_home")
     )
     async def remove_agent(self, name: str, keep_home: bool) -> None:
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "st",
+        "",
+        flags=U,
+        method_name="RemoveAgentWithFlags",
+        input_args_names=("name", "flags"),
+    )
+    async def remove_agent_with_flags(self, name: str, flags: int) -> None:
+        """RemoveAgent with flags: 1 keeps the home (as keep_home), 2 forces
+        (administrators only: cancels a removal under way, skips the archive,
+        sets aside a home that cannot be deleted; the agent is gone at the end).
+        Other bits are InvalidArgument."""
         raise NotImplementedError
 
     @dbus_method_async(
