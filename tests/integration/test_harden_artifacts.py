@@ -134,32 +134,18 @@ def stop(a: Agentd, name: str) -> None:
 
 
 # -- the attacks ------------------------------------------------------------------------------
-def test_a_16t_sparse_artifact_from_a_task_is_refused_at_once(agentd: Agentd) -> None:
-    agent = make_agent(agentd, "ha-run")
+def test_a_16t_sparse_artifact_from_a_task_is_left_behind_at_once(agentd: Agentd) -> None:
+    """Through the real runtime: the executor leaves out a file over the limit
+    (agentd would refuse the whole report), names it in the result, and reports
+    the rest; nothing reads the 16 TB (hashing it here: ~13 h)."""
+    make_agent(agentd, "ha-run")
     cmd = "mkdir -p artifacts && echo ok > artifacts/ok.txt && truncate -s 16T artifacts/huge"
     with bob_probing(agentd):
         tid = submit_as_alice(agentd, "ha-run", cmd)
-
-        def refused() -> str | None:
-            log = agentd.sh(
-                ["journalctl", "-b", "--no-pager", "-o", "short-unix", "-u", agent["unit"]]
-            ).stdout
-            return log if f"task {tid}: report refused" in log else None
-
-        log = wait_for(refused, 120, "the runtime's report refused")
-    stamps = {
-        what: float(line.split()[0])
-        for line in log.splitlines()
-        for what in ("ran", "refused")
-        if f"task {tid}: " + ("completed" if what == "ran" else "report refused") in line
-    }
-    (why,) = [line for line in log.splitlines() if f"task {tid}: report refused" in line]
-    print(why, f"\nrefused {stamps['refused'] - stamps['ran']:.3f}s after the command ended")
-    assert f"is {HUGE} bytes (sparse, counted at its size), {PER_ARTIFACT}" in why
-    assert stamps["refused"] - stamps["ran"] < 10  # hashing 16 TB here: ~13 h
+        wait_for(lambda: show(agentd, tid)["status"] == "completed", 120, "the task done")
     task = show(agentd, tid)
-    assert task["status"] != "completed" and task["artifacts"] == []
-    agentd.ctl("task", "cancel", str(tid), user="alice", check=False)
+    assert [a["name"] for a in task["artifacts"]] == ["ok.txt"], task["artifacts"]
+    assert json.loads(task["result"])["artifacts_left_out"] == ["huge"]
     stop(agentd, "ha-run")
 
 

@@ -239,7 +239,16 @@ def test_a_dynamic_user_service_cannot_create_agents(agentd: Agentd, setup) -> N
     """A real DynamicUser= unit. Here dbus-daemon itself turns it away when it
     cannot resolve the UID (no nss-systemd); where it can, agentd refuses it."""
     seq = head(agentd)
-    prefix = ["systemd-run", "--quiet", "--wait", "--pipe", "-p", "DynamicUser=yes", "--"]
+    prefix = [
+        "systemd-run",
+        "--quiet",
+        "--wait",
+        "--pipe",
+        "--collect",
+        "-p",
+        "DynamicUser=yes",
+        "--",
+    ]
     r = create_as(agentd, "lim-dynamic", prefix)
     print(r.stderr)
     assert r.returncode != 0
