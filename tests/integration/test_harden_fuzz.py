@@ -560,14 +560,6 @@ def test_bad_values_get_typed_errors(agentd: Agentd, callers: None, case: tuple[
     assert outcome == "ok" or (outcome.startswith(PREFIX) and outcome != INTERNAL), outcome
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "issue 10 fuzz: removing an agent unexports its "
-        "object with sdbus's DbusExportHandle.stop(), which cancels the calls on it "
-        "still being served (polkit, systemd round trips): never answered"
-    ),
-)
 def test_calls_in_flight_when_agent_is_removed_are_answered(agentd: Agentd, callers: None) -> None:
     agentd.create("fz-race", template="writing", user=CHECKER)
     env = ENV | {"SYSTEMD_BUS_TIMEOUT": "15"}
