@@ -6,9 +6,10 @@ alice and bob are ordinary users; carol is in agentd-admin.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -84,3 +85,35 @@ class Agentd:
             for r in rows
             if (action is None or r["action"] == action) and (agent is None or r["agent"] == agent)
         ]
+
+
+VERSION = (
+    "busctl --system get-property org.agentos.agentd1 /org/agentos/agentd1 "
+    "org.agentos.agentd1.Manager Version"
+)
+# asks agentd for its version without pause, each answer timed in the machine
+PROBE = (
+    "while :; do s=$(date +%s%N); " + VERSION + " >/dev/null 2>&1 && r=ok || r=fail; "
+    'echo "$r $(( ($(date +%s%N) - s) / 1000000 ))"; done >"$0"'
+)
+
+
+@contextlib.contextmanager
+def answering(a: Agentd, user: str = "bob") -> Iterator[None]:
+    """Around an attack: USER's calls to agentd are all answered, each within 1 s
+    (the hardening tests' measure that agentd keeps serving everyone else)."""
+    log = a.sh(["mktemp", "/tmp/agentd-probe.XXXXXX"]).stdout.strip()
+    a.sh(["chown", user, log])
+    p = a.m.popen(["/bin/sh", "-c", PROBE, log], user=user)
+    try:
+        wait_for(lambda: a.sh(["test", "-s", log], check=False).returncode == 0, 30, "probing")
+        yield
+    finally:
+        p.terminate()
+        p.communicate(timeout=30)
+    out = a.sh(["cat", log]).stdout
+    samples = [line.split() for line in out.splitlines() if line.count(" ") == 1]
+    ms = [int(t) for r, t in samples if r == "ok"]
+    print(f"{user}: {len(samples)} calls during the attack, slowest {max(ms, default=-1)} ms")
+    assert samples and all(r == "ok" for r, _ in samples), out[-2000:]
+    assert max(ms) < 1000, sorted(ms)[-10:]
