@@ -7,6 +7,7 @@ the calls made to it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,12 @@ class Open:
 
 
 LONG = {"op": "generate", "prompt": "Once upon a time, in a land far away,", "max_tokens": 180}
+
+
+@contextlib.contextmanager
+def running(tmp: Path, model: Path, **table: int) -> Iterator[Svc]:
+    """A service for a test module (context 256, batch 64, 2 threads unless
+    TABLE says otherwise), allowing this test's UID; it must exit 0 when stopped."""
+    s = Svc(tmp, model, [ME], **{"context": 256, "batch": 64, "threads": 2, **table})
+    yield s
+    assert s.stop() == 0, s.stderr()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inference_helpers import LONG, ME, SCHEMA, Open, Svc, call, done, gen, show, wait_idle
+from inference_helpers import LONG, ME, SCHEMA, Open, Svc, call, done, gen, running, show, wait_idle
 
 from agentd.inference import schema as schema_mod
 from agentd.inference.config import ModelConfig
@@ -125,20 +125,15 @@ def test_grammar_limits_guard_llama_cpps_parser(engine: Engine) -> None:
 @pytest.fixture(scope="module")
 def one(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[Svc]:
     """One sequence; a queue of 8 of which an owner may hold 2."""
-    s = Svc(
+    with running(
         tmp_path_factory.mktemp("one"),
         model_path,
-        [ME],
-        context=256,
         sequences=1,
-        batch=64,
-        threads=2,
         max_queue=8,
         max_queue_per_owner=2,
         max_queue_per_agent=8,
-    )
-    yield s
-    assert s.stop() == 0, s.stderr()
+    ) as s:
+        yield s
 
 
 def test_schema_attacks_are_refused_and_the_service_lives(one: Svc) -> None:

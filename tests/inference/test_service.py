@@ -31,6 +31,7 @@ from inference_helpers import (
     call,
     done,
     gen,
+    running,
     show,
     streamed,
     wait_idle,
@@ -45,37 +46,17 @@ from agentd.inference.unit import sd_notify
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[Svc]:
-    s = Svc(
-        tmp_path_factory.mktemp("svc"),
-        model_path,
-        [ME],
-        context=256,
-        sequences=4,
-        batch=64,
-        threads=2,
-        max_queue=16,
-        max_queue_per_agent=8,
-    )
-    yield s
-    assert s.stop() == 0, s.stderr()
+    tmp = tmp_path_factory.mktemp("svc")
+    with running(tmp, model_path, sequences=4, max_queue=16, max_queue_per_agent=8) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[Svc]:
     """One sequence, a queue of two, one per agent."""
-    s = Svc(
-        tmp_path_factory.mktemp("tiny"),
-        model_path,
-        [ME],
-        context=256,
-        sequences=1,
-        batch=64,
-        threads=2,
-        max_queue=2,
-        max_queue_per_agent=1,
-    )
-    yield s
-    assert s.stop() == 0, s.stderr()
+    tmp = tmp_path_factory.mktemp("tiny")
+    with running(tmp, model_path, sequences=1, max_queue=2, max_queue_per_agent=1) as s:
+        yield s
 
 
 # ---------------------------------------------------------------- generate
