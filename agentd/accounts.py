@@ -3,6 +3,10 @@
 groupadd/useradd/userdel take the /etc/passwd locks and keep nscd in step, so
 agentd uses them rather than editing the files. One asyncio lock serialises
 them: concurrent useradds would fight over the same lock files.
+
+Every method takes the Unix account name (agentd.names.account_name of the
+agent's name: ``agent-NAME``); agentd.accountnames renames accounts made
+before that prefix, the only time a bare agent name is looked up.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SystemError_
+from . import names
+from .errors import Busy, SystemError_
 from .homes import Homes
 
 __all__ = ["NOLOGIN", "Account", "Accounts", "Homes"]  # Homes: now agentd.homes
@@ -21,6 +26,9 @@ __all__ = ["NOLOGIN", "Account", "Accounts", "Homes"]  # Homes: now agentd.homes
 NOLOGIN = "/usr/sbin/nologin"
 # Exit codes of useradd/userdel/groupdel meaning "no such account".
 _GONE = {6}
+# usermod's exit code when the user has processes ("user X is currently used by
+# process N"): it renames no running user.
+_USER_BUSY = 8
 
 
 @dataclass(frozen=True)
@@ -74,11 +82,13 @@ class Accounts:
         return False
 
     def group_exists(self, name: str) -> bool:
+        return self.group_gid(name) is not None
+
+    def group_gid(self, name: str) -> int | None:
         try:
-            grp.getgrnam(name)
-            return True
+            return grp.getgrnam(name).gr_gid
         except KeyError:
-            return False
+            return None
 
     def agent_users(self, lo: int, hi: int) -> list[Account]:
         """Users in the agent ID range that belong to the agents group."""
@@ -117,7 +127,7 @@ class Accounts:
                 "--shell",
                 NOLOGIN,
                 "--comment",
-                f"agentd agent {name}",
+                f"agentd agent {names.agent_of_account(name) or name}",
                 name,
             )
             if rc:
@@ -130,7 +140,32 @@ class Accounts:
             rc, out = await _run("userdel", name)
             if rc and rc not in _GONE:
                 raise SystemError_(f"userdel {name} failed: {out}")
-            if self.group_exists(name):
-                rc, out = await _run("groupdel", name)
-                if rc and rc not in _GONE:
-                    raise SystemError_(f"groupdel {name} failed: {out}")
+            await self._delete_group(name)
+
+    async def delete_group(self, name: str) -> None:
+        """Remove group NAME alone (a half-renamed agent's); absent is fine."""
+        async with self.lock:
+            await self._delete_group(name)
+
+    async def _delete_group(self, name: str) -> None:
+        if self.group_exists(name):
+            rc, out = await _run("groupdel", name)
+            if rc and rc not in _GONE:
+                raise SystemError_(f"groupdel {name} failed: {out}")
+
+    async def rename_user(self, old: str, new: str) -> None:
+        """usermod -l: the user keeps its UID, home and groups (the agents group's
+        member list is renamed with it). Busy while it has processes."""
+        async with self.lock:
+            rc, out = await _run("usermod", "--login", new, old)
+        if rc == _USER_BUSY:
+            raise Busy(f"user {old} has processes: renamed at its next start ({out})")
+        if rc:
+            raise SystemError_(f"usermod --login {new} {old} failed: {out}")
+
+    async def rename_group(self, old: str, new: str) -> None:
+        """groupmod -n: the group keeps its GID."""
+        async with self.lock:
+            rc, out = await _run("groupmod", "--new-name", new, old)
+        if rc:
+            raise SystemError_(f"groupmod --new-name {new} {old} failed: {out}")

@@ -15,6 +15,7 @@ from . import names
 from .accounts import Account
 from .policy import Resource
 from .sandbox import UnitProperty
+from .store import Params, Store
 from .templates import Limits
 from .units import UnitStatus
 
@@ -57,8 +58,11 @@ class UnitsAPI(Protocol):
 
 @dataclass(frozen=True)
 class Agent:
-    """One registry row, as callers see it."""
+    """One registry row, as callers see it. ``id`` is the agent's identity:
+    names and UIDs are reused after removal, ids never are (store migration 5),
+    so whatever must outlive a removal (tasks, audit rows) names the id."""
 
+    id: int
     name: str
     uid: int
     gid: int
@@ -78,6 +82,7 @@ class Agent:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "name": self.name,
             "uid": self.uid,
             "gid": self.gid,
@@ -93,6 +98,66 @@ class Agent:
             "cpu_quota": self.limits.cpu_quota,
             "tasks_max": self.limits.tasks_max,
         }
+
+
+class AgentTable:
+    """Reading the agents table (the registry is one). An agent is live until
+    its row is ``removed``; a removed row stays, so its id is never reused."""
+
+    store: Store
+    homes: HomesAPI
+
+    def _row_to_agent(self, row: dict[str, Any]) -> Agent:
+        return Agent(
+            id=row["id"],
+            name=row["name"],
+            uid=row["uid"],
+            gid=row["gid"],
+            owner_uid=row["owner_uid"],
+            template=row["template"],
+            profile=row["profile"],
+            limits=Limits(row["memory_max"], row["cpu_quota"], row["tasks_max"]),
+            state=row["state"],
+            created_at=row["created_at"],
+            last_seen=row["last_seen"],
+            home=self.homes.path(row["name"]),
+            archive=row["archive"],
+        )
+
+    def _live(self, where: str, params: Params) -> list[Agent]:
+        rows = self.store.query(
+            f"SELECT * FROM agents WHERE state != 'removed' AND {where} ORDER BY name", params
+        )
+        return [self._row_to_agent(r) for r in rows]
+
+    def find(self, name: str) -> Agent | None:
+        found = self._live("name = ?", (name,))
+        return found[0] if found else None
+
+    def by_id(self, agent_id: int | None, live: bool = True) -> Agent | None:
+        """The agent of AGENT_ID (LIVE: only if not removed)."""
+        if agent_id is None:
+            return None
+        where = "id = ?" + (" AND state != 'removed'" if live else "")
+        rows = self.store.query(f"SELECT * FROM agents WHERE {where}", (agent_id,))
+        return self._row_to_agent(rows[0]) if rows else None
+
+    def as_of(self, name: str, uid: int, ts: float) -> Agent | None:
+        """The agent that had NAME and UID at time TS (the newest created by then)."""
+        rows = self.store.query(
+            "SELECT * FROM agents WHERE name=? AND uid=? AND created_at<=? "
+            "ORDER BY id DESC LIMIT 1",
+            (name, uid, ts),
+        )
+        return self._row_to_agent(rows[0]) if rows else None
+
+    def by_uid(self, uid: int) -> Agent | None:
+        found = self._live("uid = ?", (uid,))
+        return found[0] if found else None
+
+    def agents(self, states: tuple[str, ...] = ("present",)) -> list[Agent]:
+        marks = ",".join("?" * len(states))
+        return self._live(f"state IN ({marks})", states)
 
 
 def resource(agent: Agent) -> Resource:

@@ -4,7 +4,10 @@ Each row carries the SHA-256 of its own content plus the previous row's hash,
 and the newest (seq, hash) is kept in ``meta``: changing a row breaks its hash,
 deleting one breaks the chain or the head. The journald copy (with
 AGENT_NAME=, AGENT_UID=, AGENTD_AUDIT_HASH= ...) is a second, independent
-record an operator can compare against.
+record an operator can compare against, and verify() does: each journald copy
+names its chain (AGENTD_AUDIT_CHAIN=, the hash of row 1, which no later change
+alters), so a tail cut off the database together with a rewritten head still
+shows, as journald's newest record of the chain lying past the database's end.
 
 Every row is bounded whatever its callers pass (names, titles, reasons and
 error texts come from callers, and each row is fsynced and sent to journald):
@@ -31,11 +34,27 @@ GENESIS = "0" * 64
 MESSAGE_ID = "9d6f3c1e0b1a4f0fa0b6a1c2d3e4f501"  # journald catalog id of agentd audit events
 
 JournalSink = Callable[..., None]
+# (chain) -> the newest (seq, hash) journald holds for that chain, if any
+JournalAnchor = Callable[[str], tuple[int, str] | None]
 
 MAX_VALUE = 1024  # bytes of one string in a row (a detail value, the agent name)
 MAX_ITEMS = 64  # entries of one list or dict in a detail
 MAX_DEPTH = 4  # nesting of lists and dicts in a detail
 MAX_DETAIL = 16 * 1024  # bytes of a row's whole detail JSON
+
+
+def _journal_anchor(chain: str) -> tuple[int, str] | None:
+    """journald's newest audit record of CHAIN (seq, hash), if journald has one."""
+    from systemd import journal  # imported late: unit tests need no journald
+
+    with journal.Reader() as reader:
+        reader.add_match(MESSAGE_ID=MESSAGE_ID, AGENTD_AUDIT_CHAIN=chain)
+        reader.seek_tail()
+        entry = reader.get_previous()
+    try:
+        return int(entry["AGENTD_AUDIT_SEQ"]), str(entry["AGENTD_AUDIT_HASH"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _journal_send(**fields: Any) -> None:
@@ -58,6 +77,7 @@ class Entry:
     prev_hash: str
     hash: str
     task_id: int | None = None
+    agent_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -82,6 +102,7 @@ def row_hash(
     detail: str,
     prev_hash: str,
     task_id: int | None = None,
+    agent_id: int | None = None,
 ) -> str:
     fields: list[object] = [
         seq,
@@ -94,7 +115,11 @@ def row_hash(
         detail,
         prev_hash,
     ]
-    if task_id is not None:  # rows from before tasks existed hash as they always did
+    # Rows from before tasks (and before agent ids) existed hash as they always
+    # did; the list's length tells which columns it holds.
+    if agent_id is not None:
+        fields += [task_id, agent_id]
+    elif task_id is not None:
         fields.append(task_id)
     material = json.dumps(fields, separators=(",", ":"))
     return hashlib.sha256(material.encode()).hexdigest()
@@ -106,9 +131,12 @@ class AuditLog:
         store: Store,
         journal: JournalSink | None = _journal_send,
         events: Events | None = None,
+        anchor: JournalAnchor | None = None,
     ) -> None:
         self.store = store
         self.journal = journal
+        self.anchor = anchor if anchor is not None else (_journal_anchor if journal else None)
+        self._chain: str | None = None
         self.events = events if events is not None else Events(store)
 
     def head(self) -> tuple[int, str]:
@@ -127,22 +155,36 @@ class AuditLog:
         agent_uid: int | None = None,
         result: str = "ok",
         task_id: int | None = None,
+        agent_id: int | None = None,
         **detail: Any,
     ) -> Entry:
-        """Append one row (inside the caller's transaction, if any)."""
+        """Append one row (inside the caller's transaction, if any). AGENT_ID is
+        found from AGENT and AGENT_UID when not given (see _agent_id)."""
         if task_id is not None:
             detail["task_id"] = task_id
         agent = clip(agent) if agent is not None else None
         detail, detail_json = bounded_detail(detail)
         with self.store.transaction():
+            if agent_id is None:
+                agent_id = self._agent_id(agent, agent_uid)
             last_seq, prev = self.head()
             seq, ts = last_seq + 1, time.time()
             digest = row_hash(
-                seq, ts, actor_uid, action, agent, agent_uid, result, detail_json, prev, task_id
+                seq,
+                ts,
+                actor_uid,
+                action,
+                agent,
+                agent_uid,
+                result,
+                detail_json,
+                prev,
+                task_id,
+                agent_id,
             )
             self.store.execute(
                 "INSERT INTO audit (seq, ts, actor_uid, action, agent, agent_uid, result, "
-                "detail, prev_hash, hash, task_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "detail, prev_hash, hash, task_id, agent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     seq,
                     ts,
@@ -155,16 +197,41 @@ class AuditLog:
                     prev,
                     digest,
                     task_id,
+                    agent_id,
                 ),
             )
             self.store.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('audit_head', ?)", (f"{seq}:{digest}",)
             )
             entry = Entry(
-                seq, ts, actor_uid, action, agent, agent_uid, result, detail, prev, digest, task_id
+                seq,
+                ts,
+                actor_uid,
+                action,
+                agent,
+                agent_uid,
+                result,
+                detail,
+                prev,
+                digest,
+                task_id,
+                agent_id,
             )
             self.store.after_commit(lambda: self._publish(entry))
         return entry
+
+    def _agent_id(self, agent: str | None, agent_uid: int | None) -> int | None:
+        """The id of the agent a row is about: of the agents that had this name
+        and UID, the newest, which is the one acting or acted on now (an older
+        one is removed, and a newer one cannot exist yet). Names and UIDs are
+        reused; the id, which audit visibility keys on, never is."""
+        if agent is None or agent_uid is None:
+            return None
+        found = self.store.scalar(
+            "SELECT id FROM agents WHERE name=? AND uid=? ORDER BY id DESC LIMIT 1",
+            (agent, agent_uid),
+        )
+        return int(found) if found is not None else None
 
     def _publish(self, entry: Entry) -> None:
         if self.journal is not None:
@@ -178,11 +245,14 @@ class AuditLog:
                 "AGENTD_ACTOR_UID": entry.actor_uid,
                 "AGENTD_AUDIT_SEQ": entry.seq,
                 "AGENTD_AUDIT_HASH": entry.hash,
+                "AGENTD_AUDIT_CHAIN": self.chain() or entry.hash,
             }
             if entry.agent is not None:
                 fields["AGENT_NAME"] = entry.agent
             if entry.agent_uid is not None:
                 fields["AGENT_UID"] = entry.agent_uid
+            if entry.agent_id is not None:
+                fields["AGENT_ID"] = entry.agent_id
             # journald down must not stop agentd; the database row is the record
             with contextlib.suppress(OSError):
                 self.journal(**fields)
@@ -227,6 +297,7 @@ class AuditLog:
                 row["detail"],
                 row["prev_hash"],
                 row["task_id"],
+                row["agent_id"],
             )
             if digest != row["hash"]:
                 return Verdict(False, checked, f"row {seq} was modified", seq)
@@ -239,7 +310,35 @@ class AuditLog:
                 f"the log ends at row {checked} but its head says {head_seq}",
                 checked + 1,
             )
-        return Verdict(True, checked, f"{checked} rows, chain intact")
+        return self._against_journal(checked, expected_prev)
+
+    def chain(self) -> str | None:
+        """The chain's name: row 1's hash (None while the log is empty)."""
+        if self._chain is None:
+            self._chain = self.store.scalar("SELECT hash FROM audit WHERE seq=1")
+        return self._chain
+
+    def _against_journal(self, checked: int, last_hash: str) -> Verdict:
+        """The intact chain compared with journald's newest record of it: rows
+        journald saw past the end mean the tail was cut (and the head rewritten)."""
+        chain = self.chain()
+        anchored = self.anchor(chain) if self.anchor is not None and chain else None
+        if anchored is None:
+            return Verdict(True, checked, f"{checked} rows, chain intact")
+        seq, digest = anchored
+        if seq > checked:
+            return Verdict(
+                False,
+                checked,
+                f"journald recorded row {seq} of this log, which ends at row {checked}: "
+                f"rows {checked + 1}-{seq} were removed",
+                checked + 1,
+            )
+        row = self.store.scalar("SELECT hash FROM audit WHERE seq=?", (seq,))
+        if row != digest:
+            return Verdict(False, checked, f"row {seq} differs from journald's record", seq)
+        tail = f"journald's newest record is row {seq}"
+        return Verdict(True, checked, f"{checked} rows, chain intact; {tail}")
 
 
 def clip(text: str, limit: int = MAX_VALUE) -> str:

@@ -2,6 +2,25 @@
 
 Unknown keys and out-of-range values are refused at load time (InvalidConfig)
 rather than silently ignored: a typo in a security setting must not pass.
+
+Ceilings (issue 10, finding 9; agentd.ceilings, agentd.diskwatch, agentd.homes),
+each 0 for "no limit"; sizes may be written as integers (bytes) or as "16G":
+
+- ``owner_memory_max`` (16 GiB), ``owner_cpu_quota_max`` (1600 %),
+  ``owner_tasks_max`` (4096): what all the agents of one ordinary owner (not
+  removed: creating, present or removing) may hold together, the sums of their
+  MemoryMax, CPUQuota and TasksMax. A CreateAgent that would pass one is
+  refused (LimitExceeded) before anything is made. Administrators (root,
+  admin_group) are exempt, as from max_agents_per_owner: they are trusted with
+  the whole machine, and agents.slice still bounds every agent together.
+- ``home_max`` (10 GiB): the disk an agent's home may use (allocated blocks,
+  each inode once); ``home_check_interval`` (60 s) between two measurements
+  of every home. An agent over it is stopped and may not start until it is
+  back under (agentd.diskwatch).
+- ``archive_retention_count`` (100), ``archive_retention_bytes`` (20 GiB),
+  ``archive_retention_days`` (0: no age limit): archives of kept homes in
+  state_dir/archive beyond any of these are deleted, oldest first, whenever
+  an archive is written and at startup (agentd.homes).
 """
 
 from __future__ import annotations
@@ -13,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import sizes
 from .errors import InvalidConfig
 
 DEFAULT_CONFIG_FILE = Path("/etc/agentd/agentd.toml")
@@ -77,6 +97,31 @@ class Config:
     # not yet final (pending, in_progress, blocked).
     max_projects_per_owner: int = 100
     max_queued_tasks_per_owner: int = 1000
+    # Ceilings per ordinary owner, over its agents not removed (agentd.ceilings;
+    # 0: none). The defaults let an owner fill max_agents_per_owner (16) with any
+    # vendor template: research is the largest in memory (1 GiB x 16 = 16 GiB) and
+    # CPU (100 % x 16 = 1600 %), ops in tasks (256 x 16 = 4096); the tests' agents
+    # (sandbox: 256 MiB, 50 %, 32 tasks) fit many times over. They cut what one
+    # user could ask for (16 x 64 GiB, 16 x 800 %, 16 x 16384 tasks) by 64, 8 and
+    # 64 times; 4096 tasks is a quarter of agents.slice's TasksMax (16384), so one
+    # owner's fork bombs leave three quarters of the slice to the others.
+    owner_memory_max: int = 16 << 30
+    owner_cpu_quota_max: int = 1600
+    owner_tasks_max: int = 4096
+    # Each agent's home (agentd.diskwatch; 0: no limit): at most home_max bytes of
+    # allocated blocks (and DiskWatch's MAX_ENTRIES entries), measured every
+    # home_check_interval seconds outside the event loop. 10 GiB: 2.5 times the
+    # 4 GiB a home may hold and still be archived by `rm --keep-home`.
+    home_max: int = 10 << 30
+    home_check_interval: int = 60
+    # Archives of kept homes (state_dir/archive), all owners together: beyond the
+    # newest archive_retention_count, or past archive_retention_bytes in all, or
+    # older than archive_retention_days, the oldest are deleted (0: that bound
+    # off). 100 archives of at most 4 GiB each could be 400 GiB; 20 GiB keeps
+    # five of the largest and many ordinary ones.
+    archive_retention_count: int = 100
+    archive_retention_bytes: int = 20 << 30
+    archive_retention_days: int = 0
     config_file: Path | None = field(default=None, compare=False)
 
     @property
@@ -112,7 +157,19 @@ _INT_BOUNDS = {
     "creates_burst": (1, 1000000),
     "max_projects_per_owner": (0, 1000000),
     "max_queued_tasks_per_owner": (0, 10000000),
+    "owner_memory_max": (0, 1 << 60),
+    "owner_cpu_quota_max": (0, 10**6),
+    "owner_tasks_max": (0, 10**9),
+    "home_max": (0, 1 << 60),
+    "home_check_interval": (1, 86400),
+    "archive_retention_count": (0, 10**6),
+    "archive_retention_bytes": (0, 1 << 60),
+    "archive_retention_days": (0, 36500),
 }
+# Byte settings that may also be written as sizes ("16G", agentd.sizes).
+_SIZE_KEYS = frozenset({"owner_memory_max", "home_max", "archive_retention_bytes"})
+# A home limit below this would stop an agent for its runtime's own files.
+MIN_HOME_MAX = 1 << 20
 # String settings an empty value is meaningful for ("" = the default rule).
 _MAY_BE_EMPTY = frozenset({"creator_group"})
 QUOTA_PERIODS = ("daily", "weekly", "monthly")
@@ -121,6 +178,11 @@ FOREIGN_TABLES = ("model",)
 
 
 def _coerce(key: str, value: object, default: object) -> object:
+    if key in _SIZE_KEYS and isinstance(value, str):
+        try:
+            value = sizes.parse_size(value)
+        except ValueError as e:
+            raise InvalidConfig(f"{key}: {e}") from None
     if isinstance(default, int):  # bool is an int too
         if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidConfig(f"{key}: expected an integer, got {value!r}")
@@ -181,6 +243,8 @@ def load(
             f"token_quota_period: {cfg.token_quota_period!r} is not one of "
             f"{', '.join(QUOTA_PERIODS)}"
         )
+    if 0 < cfg.home_max < MIN_HOME_MAX:
+        raise InvalidConfig(f"home_max: {cfg.home_max} is below {MIN_HOME_MAX} (1M), or 0")
     if cfg.lease_seconds <= cfg.heartbeat_interval:
         raise InvalidConfig(
             f"lease_seconds ({cfg.lease_seconds}) must exceed "

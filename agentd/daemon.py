@@ -28,9 +28,11 @@ from .api.polkit import Polkit
 from .api.runtime import RuntimeObject
 from .api.tasks import TasksObject
 from .audit import AuditLog
+from .diskwatch import DiskWatch, StartGuard, mechanism
 from .errors import AgentdError, InvalidConfig
 from .eventlog import EventLog
 from .events import Events, UnitStateChanged
+from .homes import Pruned, Retention
 from .modelclient import ModelClient
 from .quotas import Meter
 from .registry import Registry
@@ -56,6 +58,20 @@ def ensure_groups(cfg: config_mod.Config) -> None:
             log.info("created group %s", group)
 
 
+def audit_pruned(audit: AuditLog, pruned: list[Pruned]) -> None:
+    """One row per archive the retention deleted (agentd.homes)."""
+    for p in pruned:
+        audit.append(
+            "archive.prune",
+            actor_uid=0,
+            archive=p["file"],
+            bytes=p["bytes"],
+            age_days=p["age_days"],
+            reason=f"beyond archive_retention_{p['why']}",
+        )
+        log.info("archive %s deleted: beyond archive_retention_%s", p["file"], p["why"])
+
+
 def check_catalog(catalog: Catalog) -> None:
     """Report every bad template or profile at startup, by file name."""
     for loader in (catalog.templates, catalog.profiles):
@@ -71,7 +87,15 @@ async def serve(cfg: config_mod.Config) -> None:
     store = Store(cfg.db_path)
     events = Events(store)
     audit = AuditLog(store, events=events)
-    homes = Homes(cfg.home_root, cfg.archive_dir)
+    retention = Retention(
+        cfg.archive_retention_count, cfg.archive_retention_bytes, cfg.archive_retention_days
+    )
+    homes = Homes(
+        cfg.home_root,
+        cfg.archive_dir,
+        retention=retention,
+        on_prune=lambda pruned: audit_pruned(audit, pruned),
+    )
     homes.ensure_root()
     catalog = Catalog(cfg.vendor_dir, cfg.admin_dir)
     check_catalog(catalog)
@@ -79,14 +103,20 @@ async def serve(cfg: config_mod.Config) -> None:
     bus = open_system_bus()
     systemd = Systemd(bus)
     await systemd.connect()
+    units = StartGuard(systemd)  # a home over its limit refuses the start (diskwatch)
     registry = Registry(
-        cfg, store, audit, Accounts(cfg.agents_group), homes, systemd, catalog, events=events
+        cfg, store, audit, Accounts(cfg.agents_group), homes, units, catalog, events=events
     )
     policy = registry.policy  # the registry answers the policy's "is this UID an agent?"
+    watch = DiskWatch(registry, homes)
+    units.guard = watch.check_start
+    home_limit, why = mechanism(cfg.home_root)
+    log.info("home disk limit: %s (%s)", home_limit, why)
 
     repaired = await registry.reconcile()
     for line in repaired:
         log.warning("reconcile: %s", line)
+    await homes.prune()
 
     queue = TaskQueue(
         store, registry, cfg=cfg, audit=audit, policy=policy, events=events, catalog=catalog
@@ -121,7 +151,7 @@ async def serve(cfg: config_mod.Config) -> None:
     events.subscribe(UnitStateChanged, unit_down)
     manager.subscribe(events)
     tasks.subscribe(events)
-    scheduler = Scheduler(registry, queue, systemd, events)
+    scheduler = Scheduler(registry, queue, systemd, events, held=watch.held)
 
     def on_unit_state(unit: str, active_state: str) -> None:
         name = names.agent_of_unit(unit)
@@ -130,8 +160,15 @@ async def serve(cfg: config_mod.Config) -> None:
 
     await systemd.watch_units("agent-", on_unit_state)
     scheduling = asyncio.get_running_loop().create_task(scheduler.run())
+    watching = asyncio.get_running_loop().create_task(watch.run())
     await take_name()
-    audit.append("agentd.start", actor_uid=0, version=__version__, repaired=len(repaired))
+    audit.append(
+        "agentd.start",
+        actor_uid=0,
+        version=__version__,
+        repaired=len(repaired),
+        home_limit=f"{home_limit}: {why}",
+    )
     sd.notify(f"READY=1\nSTATUS=serving {len(registry.agents())} agents")
     log.info(
         "agentd %s ready on %s (%d agents, %d repairs)",
@@ -152,6 +189,7 @@ async def serve(cfg: config_mod.Config) -> None:
             registry.sweep()
     sd.notify("STOPPING=1")
     scheduling.cancel()
+    watching.cancel()
     for handle in exported:
         handle.stop()
     await model.streams.close()

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import nobind
+
 # agentd's own limits (a dependency-free module): a report over them is refused whole
 from .tasks.model import MAX_ARTIFACT_SIZE, MAX_ARTIFACTS, MAX_TASK_ARTIFACTS_SIZE
 
@@ -57,7 +59,8 @@ class Outcome:
 
 
 class ShellTool:
-    """Runs a command with /bin/sh in the agent's home, in its own process group."""
+    """Runs a command with /bin/sh in the agent's home, in its own process group,
+    under agentd.nobind's seccomp filter (no bind, listen or io_uring)."""
 
     name = "shell"
 
@@ -67,10 +70,11 @@ class ShellTool:
 
     async def run(self, task_id: int, command: str, env: dict[str, str]) -> dict[str, Any]:
         started = time.monotonic()
+        # The tool is code the agent controls: no bind, listen or io_uring for
+        # it (agentd.nobind), and no way into this process's memory.
+        nobind.shield_runtime()
         proc = await asyncio.create_subprocess_exec(
-            "/bin/sh",
-            "-c",
-            command,
+            *nobind.wrap(["/bin/sh", "-c", command]),
             cwd=self.home,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,

@@ -11,6 +11,13 @@ agentd.homework), at most two at a time. A failure is a typed HomeWorkError
 with the reason; the caller decides (the registry keeps the agent
 ``removing`` for an administrator). What cannot be deleted can be set aside:
 renamed, in one step, into a root-only directory beside the homes.
+
+Archives are kept within a retention (issue 10, finding 9; agentd.toml
+archive_retention_count, _bytes, _days): whenever one is written, and at
+agentd's start, the oldest archives beyond any bound are deleted, so repeated
+`rm --keep-home` cannot fill /var/lib/agentd. The archive just written is
+always kept, whatever its size. Each deletion is reported to ``on_prune``
+(agentd audits it).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +65,20 @@ class HomeLimits:
     concurrent: int = 2
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How many archives are kept (0: that bound is off); agentd.config says why
+    the defaults."""
+
+    count: int = 100
+    bytes: int = 20 * GiB
+    days: int = 0
+
+
+ARCHIVE_SUFFIX = ".tar.gz"  # what the registry names archives (a ".part" is in the making)
+Pruned = dict[str, object]  # one deleted archive: file, bytes, age_days, why
+
+
 class HomeWorkError(SystemError_):
     """The helper could not finish; ``kind``: too-big, too-deep, no-space,
     timeout, mount, changed, remove, tar, os, crashed."""
@@ -76,10 +97,14 @@ class Homes:
         archive_dir: Path,
         limits: HomeLimits | None = None,
         helper: Sequence[str] | None = None,
+        retention: Retention | None = None,
+        on_prune: Callable[[list[Pruned]], None] | None = None,
     ) -> None:
         self.root = root
         self.archive_dir = archive_dir
         self.limits = limits or HomeLimits()
+        self.retention = retention or Retention()
+        self.on_prune = on_prune
         self.helper = list(helper or (sys.executable, "-I", str(HOMEWORK)))
         self._slots: asyncio.Semaphore | None = None
 
@@ -145,7 +170,61 @@ class Homes:
         args = ["archive", "--root", str(self.root), "--name", name, "--dest", str(dest)]
         args += ["--max-bytes", str(self.limits.archive_max_bytes)]
         args += ["--skip-empty"] if skip_empty else []
-        return await self._work(args, self.limits.archive_timeout)
+        result = await self._work(args, self.limits.archive_timeout)
+        if os.path.lexists(dest):
+            await self.prune(keep=dest)
+        return result
+
+    async def usage(
+        self, limits: dict[str, int], max_entries: int, seconds: float
+    ) -> dict[str, dict[str, object]]:
+        """Measure the homes named in LIMITS (name -> bytes) in one helper run:
+        per home its bytes and entries, and "over" when it passed its limit
+        (agentd.homework.usage). Not counted against the removal slots: the
+        caller (agentd.diskwatch) bounds how many run."""
+        args = ["usage", "--root", str(self.root), "--max-entries", str(max_entries)]
+        args += ["--seconds", f"{seconds:g}"]
+        for name, limit in limits.items():
+            args += ["--home", f"{name}={limit}"]
+        result = await self._run(args, seconds * len(limits) + 30)
+        homes = result.get("homes")
+        if not isinstance(homes, dict):
+            raise HomeWorkError("crashed", "the usage helper gave no homes")
+        return {str(k): v for k, v in homes.items() if isinstance(v, dict)}
+
+    # -- archive retention ---------------------------------------------------------
+    async def prune(self, keep: Path | None = None) -> list[Pruned]:
+        """Delete archives beyond the retention, oldest first (never KEEP), in a
+        thread (unlinking a big file takes a while); report them to on_prune."""
+        pruned = await asyncio.to_thread(self.prune_archives, keep=keep)
+        if pruned and self.on_prune is not None:
+            self.on_prune(pruned)
+        return pruned
+
+    def prune_archives(self, now: float | None = None, keep: Path | None = None) -> list[Pruned]:
+        """The retention, synchronously: what was deleted, oldest first."""
+        now = time.time() if now is None else now
+        found: list[tuple[float, int, str]] = []
+        try:
+            with os.scandir(self.archive_dir) as it:
+                for entry in it:
+                    st = entry.stat(follow_symlinks=False)
+                    if entry.name.endswith(ARCHIVE_SUFFIX) and stat.S_ISREG(st.st_mode):
+                        found.append((st.st_mtime, st.st_size, entry.name))
+        except FileNotFoundError:
+            return []
+        found.sort(reverse=True)  # newest first: the newest are kept
+        r, kept, total, out = self.retention, 0, 0, []
+        for mtime, size, name in found:
+            age_days = (now - mtime) / 86400
+            why = _beyond(r, kept, total + size, age_days)
+            if not why or (keep is not None and name == keep.name):
+                kept, total = kept + 1, total + size
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.archive_dir / name)
+            out.append({"file": name, "bytes": size, "age_days": round(age_days, 2), "why": why})
+        return out[::-1]
 
     def set_aside(self, name: str, label: str) -> Path:
         """Rename the home into ROOT/.removed/LABEL-TIME (root-only), in one step."""
@@ -192,6 +271,18 @@ class Homes:
             if proc.returncode is None:
                 await proc.wait()
         return _result(args[0], proc.returncode or 0, out, err)
+
+
+def _beyond(r: Retention, newer: int, total: int, age_days: float) -> str:
+    """Which bound of R an archive passes ("count", "bytes", "days"; "" none):
+    NEWER archives are kept before it, TOTAL bytes with it, AGE_DAYS old."""
+    if r.count and newer >= r.count:
+        return "count"
+    if r.bytes and total > r.bytes:
+        return "bytes"
+    if r.days and age_days > r.days:
+        return "days"
+    return ""
 
 
 def _result(what: str, rc: int, out: bytes, err: bytes) -> dict[str, object]:

@@ -24,6 +24,12 @@ the whole group. A home is written by its agent, an adversary: it may be
   takes milliseconds); free space is checked first;
 - the process lowers its CPU and I/O priority where the kernel lets it.
 
+``usage`` measures homes for agentd.diskwatch the same careful way (one walk
+per home, iterative, never following a link or leaving the filesystem) and
+stops a home's walk as soon as it is over its limit in bytes or entries or
+has taken its time: the answer needed is "over or not", so an agent cannot
+make the measurement cost more than its own limit.
+
 It imports only the standard library: -I keeps PYTHONPATH out, and nothing of
 agentd is needed. It prints one JSON line on stdout, ``{"ok": true, ...}``
 (exit 0) or ``{"ok": false, "error": KIND, "message": ...}`` (exit 1).
@@ -42,6 +48,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -77,6 +84,7 @@ class Frame:
 
 
 Visit = Callable[[int, list[Frame]], list[tuple[str, int]]]
+Leave = Callable[[int, str], None]
 
 
 def shown(stack: list[Frame], name: str = "") -> str:
@@ -99,12 +107,13 @@ def open_dir(dir_fd: int, name: str, dev: int, ino: int) -> int:
     return fd
 
 
-def walk(root_fd: int, name: str, visit: Visit, leave: Callable[[int, str], None]) -> None:
+def walk(root_fd: int, name: str, visit: Visit, leave: Leave, skip_gone: bool = False) -> None:
     """Depth first over the directory NAME under ROOT_FD, one directory open.
 
     visit(fd, stack) reads the directory on top of STACK and returns the
     subdirectories to descend into; leave(parent_fd, name) runs once a
-    directory and everything below it are done (bottom-up)."""
+    directory and everything below it are done (bottom-up). SKIP_GONE: a
+    subdirectory deleted or replaced since it was listed is passed over."""
     st = os.lstat(name, dir_fd=root_fd)
     fd = open_dir(root_fd, name, st.st_dev, st.st_ino)
     stack = [Frame(name, st.st_dev, st.st_ino)]
@@ -114,7 +123,12 @@ def walk(root_fd: int, name: str, visit: Visit, leave: Callable[[int, str], None
             top = stack[-1]
             if top.pending:
                 sub, ino = top.pending.pop()
-                child = open_dir(fd, sub, top.dev, ino)
+                try:
+                    child = open_dir(fd, sub, top.dev, ino)
+                except Failure:
+                    if skip_gone:
+                        continue
+                    raise
                 os.close(fd)
                 fd = child
                 stack.append(Frame(sub, top.dev, ino))
@@ -189,7 +203,10 @@ def measure(root_fd: int, name: str, max_bytes: int) -> tuple[int, int]:
     """(bytes of data, entries) under NAME: allocated blocks, each inode once,
     plus a tar header per entry; Failure("too-big") as soon as over MAX_BYTES."""
     total, entries = [0], [0]
-    seen: set[int] = set()
+    # (device, inode): on overlayfs a file reports its layer's device, which
+    # differs from its directory's (only directories carry the overlay's), so
+    # only a directory on another device is a mount point to skip.
+    seen: set[tuple[int, int]] = set()
 
     def visit(fd: int, stack: list[Frame]) -> list[tuple[str, int]]:
         if len(stack) > MAX_ARCHIVE_DEPTH:
@@ -202,13 +219,13 @@ def measure(root_fd: int, name: str, max_bytes: int) -> tuple[int, int]:
         with os.scandir(fd) as it:
             for entry in it:
                 st = entry.stat(follow_symlinks=False)
-                if st.st_dev != stack[0].dev:
-                    continue  # another filesystem: tar --one-file-system skips it too
+                if st.st_dev != stack[0].dev and stat.S_ISDIR(st.st_mode):
+                    continue  # a mount point: tar --one-file-system skips it too
                 entries[0] += 1
                 if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
-                    if st.st_ino in seen:
+                    if (st.st_dev, st.st_ino) in seen:
                         continue
-                    seen.add(st.st_ino)
+                    seen.add((st.st_dev, st.st_ino))
                 total[0] += st.st_blocks * 512 + 512
                 if total[0] > max_bytes:
                     raise Failure(
@@ -321,13 +338,109 @@ def _run_tar(root: str, name: str, out: int, max_bytes: int) -> int:
     return written
 
 
+# -- usage -----------------------------------------------------------------------
+# What stops a home's measurement, reported as the reason it is over.
+OVER_KINDS = ("bytes", "entries", "slow", "changed")
+# A walk that finds a directory renamed under it starts again, this many times.
+USAGE_TRIES = 3
+
+
+def usage(root: str, name: str, limit: int, max_entries: int, seconds: float) -> dict[str, Any]:
+    """Disk used by ROOT/NAME: allocated blocks (st_blocks * 512: a sparse hole
+    costs nothing), each inode once, on the home's filesystem, and entries.
+    Stops as soon as the bytes pass LIMIT or the entries MAX_ENTRIES, or after
+    SECONDS: then "over" says which ("changed": renamed under every try)."""
+    root_fd = os.open(root, OPEN_DIR)
+    try:
+        try:
+            st = os.lstat(name, dir_fd=root_fd)
+        except FileNotFoundError:
+            return {"bytes": 0, "entries": 0, "note": "no home"}
+        if not stat.S_ISDIR(st.st_mode):
+            return {"bytes": st.st_blocks * 512, "entries": 0, "note": "not a directory"}
+        deadline = time.monotonic() + seconds
+        for _ in range(USAGE_TRIES):
+            result = _measure_usage(root_fd, name, st.st_blocks * 512, limit, max_entries, deadline)
+            if result.get("over") != "changed":
+                break
+        return result
+    finally:
+        os.close(root_fd)
+
+
+def _measure_usage(
+    root_fd: int, name: str, start: int, limit: int, max_entries: int, deadline: float
+) -> dict[str, Any]:
+    total, entries = [start], [0]
+    seen: set[tuple[int, int]] = set()  # (device, inode): see measure()
+
+    def visit(fd: int, stack: list[Frame]) -> list[tuple[str, int]]:
+        subdirs = []
+        with os.scandir(fd) as it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # deleted since the directory was read
+                    continue
+                if st.st_dev != stack[0].dev and stat.S_ISDIR(st.st_mode):
+                    continue  # a mount point inside is not the home's disk
+                entries[0] += 1
+                if entries[0] > max_entries:
+                    raise Failure("entries", f"more than {max_entries} entries")
+                if entries[0] % 4096 == 0 and time.monotonic() > deadline:
+                    raise Failure("slow", "not measured in the time allowed")
+                if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                total[0] += st.st_blocks * 512
+                if total[0] > limit:
+                    raise Failure("bytes", f"more than {limit} bytes")
+                if stat.S_ISDIR(st.st_mode):
+                    subdirs.append((entry.name, st.st_ino))
+        if time.monotonic() > deadline:
+            raise Failure("slow", "not measured in the time allowed")
+        return subdirs
+
+    try:
+        walk(root_fd, name, visit, lambda _fd, _name: None, skip_gone=True)
+    except Failure as e:
+        if e.kind not in OVER_KINDS:
+            raise
+        return {"bytes": total[0], "entries": entries[0], "over": e.kind, "message": e.message}
+    return {"bytes": total[0], "entries": entries[0]}
+
+
+def usage_all(
+    root: str, homes: list[tuple[str, int]], max_entries: int, seconds: float
+) -> dict[str, Any]:
+    """usage() of each (NAME, LIMIT) in HOMES, one after the other; a home that
+    cannot be read gets an "error" of its own, the others are still measured."""
+    out: dict[str, Any] = {}
+    for name, limit in homes:
+        try:
+            out[name] = usage(root, name, limit, max_entries, seconds)
+        except Failure as e:
+            out[name] = {"error": e.message}
+        except OSError as e:
+            out[name] = {"error": f"{e.strerror or e}"}
+    return {"ok": True, "homes": out}
+
+
+def _home_arg(text: str) -> tuple[str, int]:
+    name, _, limit = text.rpartition("=")
+    if not name or "/" in name or name in (".", "..") or not limit.isdigit():
+        raise argparse.ArgumentTypeError(f"not NAME=BYTES: {text!r}")
+    return name, int(limit)
+
+
 # -- the process -----------------------------------------------------------------
-def lower_priority(max_file: int | None) -> None:
-    """Nice 19, idle I/O class, no core, files no bigger than MAX_FILE: best
-    effort (agentd.service's seccomp filter may refuse each with EPERM)."""
+def lower_priority(max_file: int | None, io_idle: bool = True) -> None:
+    """Nice 19, idle I/O class (IO_IDLE), no core, files no bigger than MAX_FILE:
+    best effort (agentd.service's seccomp filter may refuse each with EPERM)."""
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, 0, 19)
-    number = IOPRIO_SET.get(platform.machine())
+    number = IOPRIO_SET.get(platform.machine()) if io_idle else None
     if number is not None:
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).syscall(number, 1, 0, 3 << 13)
@@ -350,11 +463,21 @@ def main(argv: list[str] | None = None) -> int:
     ar.add_argument("--dest", required=True)
     ar.add_argument("--max-bytes", type=int, required=True)
     ar.add_argument("--skip-empty", action="store_true")
+    us = sub.add_parser("usage", help="measure homes ROOT/NAME against their limits")
+    us.add_argument("--root", required=True)
+    us.add_argument("--home", type=_home_arg, action="append", default=[], help="NAME=BYTES")
+    us.add_argument("--max-entries", type=int, required=True)
+    us.add_argument("--seconds", type=float, required=True)
     args = parser.parse_args(argv)
-    if "/" in args.name or args.name in ("", ".", ".."):
+    if args.command != "usage" and ("/" in args.name or args.name in ("", ".", "..")):
         parser.error(f"not a name: {args.name!r}")
     try:
-        if args.command == "remove":
+        if args.command == "usage":
+            # Not the idle I/O class: starved on a busy disk, a walk would run out
+            # of time and stop an agent that is within its limit.
+            lower_priority(0, io_idle=False)
+            result = usage_all(args.root, args.home, args.max_entries, args.seconds)
+        elif args.command == "remove":
             lower_priority(None)
             result = remove(args.root, args.name)
         else:

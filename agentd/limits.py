@@ -30,6 +30,7 @@ Without bounds a loop of ``CreateAgent("<30 MB>")`` fills /var/lib/agentd. So:
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import time
@@ -83,7 +84,7 @@ class Violation:
 # them would fail deep in the engine (OverflowError) instead of here, typed.
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
-NAME = Bound(64)  # agent, project, template names (names.MAX_LEN is 32; projects 64)
+NAME = Bound(64)  # agent, project, template names (names.MAX_LEN is 26; projects 64)
 SHORT = Bound(16)  # enumerations: quota kind, period
 TEXT = Bound(MAX_TEXT)  # descriptions, notes, reasons, errors: 64 KiB (tasks.model)
 PATH = Bound(4096)  # PATH_MAX
@@ -198,6 +199,11 @@ class Logins(Protocol):
         """UID's login shell; None if UID has no account."""
         ...
 
+    def member(self, uid: int, gid: int) -> bool:
+        """Whether UID is in group GID now, by the group database (not by the
+        groups a process of UID was started with)."""
+        ...
+
 
 class SystemLogins:
     """/etc/login.defs and the passwd database (NSS: files, nss-systemd, LDAP...)."""
@@ -221,6 +227,15 @@ class SystemLogins:
             return pwd.getpwuid(uid).pw_shell
         except KeyError:
             return None
+
+    def member(self, uid: int, gid: int) -> bool:
+        # One NSS look-up of each, per call of an administrator only (callers
+        # not in the group per their connection's credentials never get here).
+        try:
+            user = pwd.getpwuid(uid)
+            return user.pw_gid == gid or user.pw_name in grp.getgrgid(gid).gr_mem
+        except KeyError:
+            return False
 
 
 def creator_refusal(uid: int, gids: frozenset[int], group_gid: int | None, logins: Logins) -> str:

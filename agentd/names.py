@@ -1,8 +1,14 @@
-"""Agent names.
+"""Agent names, and the Unix account and unit each one maps to.
 
-An agent's name is also its Unix user and group name and part of its unit name
-(``agent-NAME.service``), so it must be valid for all three and never shadow an
-account that agentd did not make.
+An agent NAME is what people type (``build``). Its Unix user and group are
+``agent-NAME`` (account_name, the one place this is derived) and its unit
+``agent-NAME.service``. The prefix is the point: a bare account name would
+squat a system account a package creates later (``getent group docker ||
+groupadd -r docker`` finds the agent's group and hands it the docker socket),
+while no package makes ``agent-*`` accounts, and agentd never makes an account
+outside that prefix. Agents made before the prefix are renamed at start
+(agentd.accountnames). The name must be valid for all three and the account
+must not exist already (agentd never adopts an account it did not make).
 """
 
 from __future__ import annotations
@@ -14,12 +20,16 @@ import re
 from .errors import InvalidName
 
 # Lowercase letter first, then lowercase letters, digits and single hyphens.
-# 32 is the longest user name useradd accepts on Debian.
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
-MAX_LEN = 32
+ACCOUNT_PREFIX = "agent-"
+# 32 is the longest user name useradd and usermod accept on Debian 12 (33 is
+# refused: "invalid user name ... use --badname"), so the name keeps 26.
+ACCOUNT_MAX_LEN = 32
+MAX_LEN = ACCOUNT_MAX_LEN - len(ACCOUNT_PREFIX)
 
-# Names that must never become agents even if no such account exists here:
-# well-known system accounts and agentd's own groups.
+# Names that must never become agents: well-known system accounts and agentd's
+# own groups. Their accounts would be agent-NAME, so this is no longer what
+# keeps system accounts safe (the prefix is): it keeps agent names unambiguous.
 RESERVED = frozenset(
     {
         "root",
@@ -85,18 +95,34 @@ def check_syntax(name: str) -> str:
     return name
 
 
+def account_name(name: str) -> str:
+    """The Unix user and group of agent NAME: ``agent-NAME``."""
+    return ACCOUNT_PREFIX + name
+
+
+def agent_of_account(account: str) -> str | None:
+    """NAME for the account agent-NAME, else None: account_name()'s inverse."""
+    if account.startswith(ACCOUNT_PREFIX) and len(account) > len(ACCOUNT_PREFIX):
+        return account.removeprefix(ACCOUNT_PREFIX)
+    return None
+
+
 def check_free_account(name: str) -> None:
-    """Raise InvalidName if a user or group NAME already exists on the system."""
+    """Raise InvalidName if agent NAME's account already exists as a user or a
+    group (agentd made none: a live agent's name is refused before this)."""
+    account = account_name(name)
     for lookup, what in ((pwd.getpwnam, "user"), (grp.getgrnam, "group")):
         try:
-            lookup(name)
+            lookup(account)
         except KeyError:
             continue
-        raise InvalidName(f"agent name {name!r} is taken by an existing system {what}")
+        raise InvalidName(
+            f"agent name {name!r} is taken: its account {account!r} is an existing system {what}"
+        )
 
 
 def unit_name(name: str) -> str:
-    return f"agent-{name}.service"
+    return f"{account_name(name)}.service"
 
 
 def agent_of_unit(unit: str) -> str | None:

@@ -41,7 +41,7 @@ import grp
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from .errors import AgentdError, LimitExceeded, PermissionDenied
 from .limits import (
@@ -178,6 +178,7 @@ class AuditSink(Protocol):
         agent_uid: int | None = None,
         result: str = "ok",
         task_id: int | None = None,
+        agent_id: int | None = None,
         **detail: object,
     ) -> object: ...
 
@@ -213,8 +214,11 @@ class Policy:
             return Role.ADMIN
         if self.is_agent_uid(caller.uid):  # before groups: an agent is never an admin
             return Role.AGENT
+        # The connection's groups are those its process started with: a member
+        # removed from the admin group since keeps them until it exits, so the
+        # group database must say so too (revocation takes effect at once).
         gid = self.admin_gid()
-        if gid is not None and gid in caller.gids:
+        if gid is not None and gid in caller.gids and self.logins.member(caller.uid, gid):
             return Role.ADMIN
         rule = RULES.get(action or "")
         if rule is not None and rule.polkit is not None and rule.polkit in caller.admin_for:
@@ -328,6 +332,9 @@ class Policy:
     def _deny(
         self, caller: Caller, action: str, resource: Resource | None, reason: str
     ) -> NoReturn:
+        detail: dict[str, Any] = (
+            {"project": resource.name} if resource and resource.kind == "project" else {}
+        )
         self.refuse(
             caller,
             action,
@@ -336,7 +343,7 @@ class Policy:
             agent=resource.agent if resource else None,
             agent_uid=resource.agent_uid if resource else None,
             task_id=resource.task_id if resource else None,
-            **({"project": resource.name} if resource and resource.kind == "project" else {}),
+            **detail,
         )
 
     # -- refusals, within each caller's budget ------------------------------------------
@@ -350,6 +357,7 @@ class Policy:
         agent: str | None = None,
         agent_uid: int | None = None,
         task_id: int | None = None,
+        agent_id: int | None = None,
         **detail: object,
     ) -> NoReturn:
         """Audit CALLER's refusal of ACTION and raise ERROR; past the caller's budget
@@ -366,6 +374,7 @@ class Policy:
             agent=agent,
             agent_uid=agent_uid,
             task_id=task_id,
+            agent_id=agent_id,
             reason=str(error),
             **detail,
         )
@@ -433,8 +442,8 @@ class Policy:
 
     def sees_entry(self, caller: Caller, actor_uid: int, agent: Resource | None) -> bool:
         """Whether an audit row shows to CALLER: administrators see all of it; a
-        person sees what it did and what was done to AGENT, the row's agent, if
-        that agent (same name and UID) exists now and is the caller's."""
+        person sees what it did and what was done to AGENT, the row's agent (by
+        its id, live or removed: agentd.eventlog), if that agent is the caller's."""
         if self.role(caller, "audit.list") is Role.ADMIN:
             return True
         return actor_uid == caller.uid or (agent is not None and agent.owner_uid == caller.uid)

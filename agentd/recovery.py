@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import names
+from . import accountnames, names
 from .agent import Agent
 from .errors import AgentdError, InvalidArgument, PermissionDenied, SystemError_
 from .events import AgentChanged, AgentRemoved
@@ -228,19 +228,14 @@ async def _teardown(reg: Registry, agent: Agent, force: bool) -> dict[str, Any]:
         notes["home_error"] = str(e)[:1000]
         if reg.homes.exists(agent.name):
             notes["home_set_aside"] = str(reg.homes.set_aside(agent.name, agent_label(agent)))
-    account = reg.accounts.user(agent.name)
-    if account is None or account.uid == agent.uid:
-        await reg.accounts.delete(agent.name)
+    await accountnames.delete(reg.accounts, agent)
     return notes
 
 
 async def rollback_create(reg: Registry, agent: Agent, reason: str) -> None:
     """Undo a half-made agent: unit, user, group, the home it made, then its row."""
     await reg.units.stop(agent.unit)
-    account = reg.accounts.user(agent.name)
-    ours = account.uid == agent.uid if account else reg.accounts.group_exists(agent.name)
-    if ours:  # never delete a same-named account agentd did not make
-        await reg.accounts.delete(agent.name)
+    await accountnames.delete(reg.accounts, agent)  # never one agentd did not make
     # Only a home chowned to this agent is one this creation made; a root-owned
     # one (a crash before the chown) is left to the orphan sweep, which archives.
     if reg.homes.is_home_of(agent.name, agent.uid):
@@ -249,7 +244,10 @@ async def rollback_create(reg: Registry, agent: Agent, reason: str) -> None:
         except HomeWorkError:
             reg.homes.set_aside(agent.name, agent_label(agent))
     with reg.store.transaction():
-        reg.store.execute("DELETE FROM agents WHERE name=? AND state='creating'", (agent.name,))
+        reg.store.execute(  # never deleted: the id stays taken (store migration 5)
+            "UPDATE agents SET state='removed', removed_at=? WHERE id=? AND state='creating'",
+            (time.time(), agent.id),
+        )
         reg.audit.append(
             "agent.create",
             actor_uid=0,
@@ -262,7 +260,7 @@ async def rollback_create(reg: Registry, agent: Agent, reason: str) -> None:
 
 async def reconcile(registry: Registry) -> list[str]:
     """Make the system match the registry after a crash; return what was repaired."""
-    repaired: list[str] = []
+    repaired: list[str] = await accountnames.rename_all(registry)  # before any look-up
     for agent in registry.agents(("creating",)):
         repaired += await _guarded(registry, f"roll back {agent.name}", _rollback(registry, agent))
     slow: list[asyncio.Task[str]] = []
@@ -320,9 +318,9 @@ async def _within_budget(tasks: list[asyncio.Task[str]], budget: float) -> list[
 
 async def _repair_present(registry: Registry, agent: Agent) -> list[str]:
     fixed = []
-    account = registry.accounts.user(agent.name)
+    account = accountnames.lookup(registry.accounts, agent)
     if account is None:
-        await registry.accounts.add(agent.name, agent.uid, agent.home)
+        await registry.accounts.add(names.account_name(agent.name), agent.uid, agent.home)
         fixed.append(f"recreated user {agent.name}")
     if not registry.homes.is_home_of(agent.name, agent.uid):
         if registry.homes.exists(agent.name):  # never adopted: kept for the admin
@@ -348,7 +346,7 @@ async def _remove_orphans(registry: Registry, slow: list[asyncio.Task[str]]) -> 
     live = {a.name for a in registry.agents(LIVE)}
     fixed = []
     for account in registry.accounts.agent_users(registry.cfg.uid_min, registry.cfg.uid_max):
-        if account.name not in live:
+        if not accountnames.is_agents(account.name, live):
             await registry.accounts.delete(account.name)
             fixed.append(f"deleted orphan user {account.name} (uid {account.uid})")
     for unit, _state in await registry.units.list_units("agent-*.service"):

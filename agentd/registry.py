@@ -15,8 +15,8 @@ import asyncio
 import time
 from typing import Any, TypedDict
 
-from . import names, recovery
-from .agent import AccountsAPI, Agent, HomesAPI, UnitsAPI, resource
+from . import accountnames, ceilings, names, recovery
+from .agent import AccountsAPI, Agent, AgentTable, HomesAPI, UnitsAPI, resource
 from .audit import AuditLog
 from .config import Config
 from .errors import (
@@ -38,7 +38,7 @@ from .events import (
 from .limits import CallerLimits
 from .policy import Caller, Policy, Role
 from .sandbox import AgentIdentity, UnitProperty, unit_properties
-from .store import Params, Store
+from .store import Store
 from .templates import Catalog, Limits
 from .units import UnitStatus
 
@@ -59,7 +59,7 @@ REMOVE_FORCE = 2
 LISTED = ("present", "removing")  # what ListAgents and DescribeAgent show
 
 
-class Registry:
+class Registry(AgentTable):
     def __init__(
         self,
         cfg: Config,
@@ -89,43 +89,10 @@ class Registry:
         self._locks: dict[str, asyncio.Lock] = {}
         self.removals = recovery.Removals(self)
 
-    # -- reading --------------------------------------------------------
-    def _row_to_agent(self, row: dict[str, Any]) -> Agent:
-        return Agent(
-            name=row["name"],
-            uid=row["uid"],
-            gid=row["gid"],
-            owner_uid=row["owner_uid"],
-            template=row["template"],
-            profile=row["profile"],
-            limits=Limits(row["memory_max"], row["cpu_quota"], row["tasks_max"]),
-            state=row["state"],
-            created_at=row["created_at"],
-            last_seen=row["last_seen"],
-            home=self.homes.path(row["name"]),
-            archive=row["archive"],
-        )
-
-    def _live(self, where: str, params: Params) -> list[Agent]:
-        rows = self.store.query(
-            f"SELECT * FROM agents WHERE state != 'removed' AND {where} ORDER BY name", params
-        )
-        return [self._row_to_agent(r) for r in rows]
-
-    def find(self, name: str) -> Agent | None:
-        found = self._live("name = ?", (name,))
-        return found[0] if found else None
-
-    def by_uid(self, uid: int) -> Agent | None:
-        found = self._live("uid = ?", (uid,))
-        return found[0] if found else None
-
-    def agents(self, states: tuple[str, ...] = ("present",)) -> list[Agent]:
-        marks = ",".join("?" * len(states))
-        return self._live(f"state IN ({marks})", states)
-
     def _is_agent_uid(self, uid: int) -> bool:
-        return self.cfg.uid_min <= uid <= self.cfg.uid_max and self.by_uid(uid) is not None
+        """Whether UID is a live agent's, whatever the configured range is now:
+        narrowing uid_min/uid_max must not turn existing agents into people."""
+        return self.by_uid(uid) is not None
 
     def visible(
         self, caller: Caller, action: str = "agent.list", states: tuple[str, ...] = ("present",)
@@ -195,7 +162,7 @@ class Registry:
             )
             raise
         try:
-            await self.accounts.add(name, agent.uid, agent.home)
+            await self.accounts.add(names.account_name(name), agent.uid, agent.home)
             self.homes.make(name, agent.uid, agent.gid)
         except Exception as e:  # a crash or cancellation is left to reconcile()
             await self._rollback_create(agent, reason=str(e) or type(e).__name__)
@@ -226,7 +193,7 @@ class Registry:
         async with self._alloc_lock:
             if self.find(name) is not None:
                 raise AlreadyExists(f"an agent named {name!r} already exists")
-            names.check_free_account(name)
+            accountnames.check_free(name)  # no such account, no bus rule for it
             if self.homes.exists(name):  # never adopted (agentd.homes): refused, audited
                 raise AlreadyExists(
                     f"{self.homes.path(name)} already exists: agentd does not adopt a "
@@ -242,6 +209,8 @@ class Registry:
                         f"uid {caller.uid} already owns {owned} agents, the most allowed "
                         f"(max_agents_per_owner={self.cfg.max_agents_per_owner})"
                     )
+                mine = self._live("owner_uid = ?", (caller.uid,))  # agentd.ceilings: the sums
+                ceilings.check(self.cfg, caller.uid, mine, limits)
             uid = self._free_uid()
             with self.store.transaction():
                 self.store.execute(
@@ -303,6 +272,7 @@ class Registry:
         async with self.lock(name):
             self._still_present(name)
             try:
+                await accountnames.before_start(self, agent)  # rename, bus policy
                 job = await self.units.start_transient(agent.unit, self.unit_properties(agent))
             except AgentdError as e:
                 self.audit.append(

@@ -10,10 +10,10 @@ Internet and agentd's bus, and nothing of this host or its LAN. It is denied
 this host's loopback, link-local (cloud metadata at 169.254.169.254),
 multicast and, unless the profile says otherwise, private ranges
 (templates.HOST_LOCAL, templates.PRIVATE), in both directions; it may not
-listen on any socket; and it cannot reach the host's abstract Unix sockets
-where the kernel can say so. The system bus (a path socket,
-/run/dbus/system_bus_socket) keeps working: the runtime registers, heartbeats
-and reports over it.
+listen on any socket, and the code it controls (its tools) may not bind one;
+and it cannot reach the host's abstract Unix sockets where the kernel can say
+so. The system bus (a path socket, /run/dbus/system_bus_socket) keeps
+working: the runtime registers, heartbeats and reports over it.
 
 What works on the target, systemd 252 (Debian 12, built -BPF_FRAMEWORK) in the
 test machine (host kernel 6.18, hybrid cgroups: v1 controllers plus a cgroup2
@@ -33,7 +33,23 @@ at /sys/fs/cgroup/unified), measured with transient units:
   vendored sd-bus binds every AF_UNIX client socket to an abstract name
   ("@RANDOM/bus/COMM/DESCRIPTION") and fails when it cannot (measured: the
   runtime died at sd_bus_open_system with EPERM), and seccomp cannot tell an
-  AF_UNIX bind from an AF_INET one (the address is behind a pointer).
+  AF_UNIX bind from an AF_INET one (the address is behind a pointer). So bind()
+  is denied one level down, to the code the agent controls: every tool process
+  the runtime starts (each --exec command, each shell step) runs under
+  agentd.nobind's seccomp filter, where bind() and listen() fail with EPERM
+  for every family (measured in the unit: UDP and TCP on 0.0.0.0 and a path
+  socket in the home), inherited by all it forks and execs, while connect()
+  and sendto() still work (they autobind) and so does busctl (systemd 252's
+  sd-bus does not bind).
+- io_uring: @system-service allows io_uring_setup/_enter/_register (measured,
+  systemd-analyze syscall-filter), and IORING_OP_BIND/_LISTEN (Linux 6.11)
+  bind and listen inside the kernel, past any seccomp filter: online units
+  deny the three syscalls (EPERM), and so does agentd.nobind.
+- A tool runs as the runtime's UID and this kernel has no Yama, so it could
+  write the runtime's memory (/proc/PID/mem, process_vm_writev, which
+  @system-service allows) and make it bind: the runtime makes itself
+  non-dumpable before starting a tool (agentd.nobind.shield_runtime), which
+  leaves that to CAP_SYS_PTRACE, held by no process in the unit.
 - Abstract Unix sockets belong to the network namespace: RestrictAddressFamilies
   =AF_UNIX leaves them reachable, PrivateNetwork=yes isolates them but removes
   all egress. What isolates them without a namespace is Landlock's
@@ -51,11 +67,13 @@ at /sys/fs/cgroup/unified), measured with transient units:
 
 Left open, documented in the profile:
 
-- A UDP socket bound to a port (bind() must stay, see above) receives what the
-  Internet sends it; IPAddressDeny drops what comes from this host or a denied
-  range. Closing it takes SocketBindDeny= (a systemd built with BPF_FRAMEWORK)
-  or a seccomp filter without bind() on the tools the runtime starts (they
-  need no bus).
+- The runtime itself (agentd's code, not the agent's) can still bind, since
+  sd-bus must; it binds only its bus socket. SocketBindDeny= would close even
+  that on a systemd built with BPF_FRAMEWORK (Debian 12's is not:
+  `systemctl --version` says -BPF_FRAMEWORK).
+- A tool's unconnected UDP socket, once it has sent (sendto autobinds an
+  ephemeral port), receives from any source IPAddressDeny lets through, as any
+  UDP client does; it cannot choose the port, and cannot listen.
 - The host's own non-loopback addresses: a service bound to 0.0.0.0 answers
   on the host's public address, and such traffic enters through lo, past
   typical "accept on lo" firewall rules. agentd runs with PrivateNetwork and
@@ -76,6 +94,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from .names import account_name
 from .sd import EX_CONFIG
 from .templates import HOST_LOCAL, PRIVATE, IPNetwork, Limits, Profile
 
@@ -143,6 +162,9 @@ def online_denied(profile: Profile) -> list[IPNetwork]:
 
 RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
 LANDLOCK_SYSCALLS = ["landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"]
+# IORING_OP_BIND and _LISTEN (Linux 6.11) bind and listen past seccomp; systemd
+# 252's @system-service allows io_uring, and nothing in an agent's unit needs it.
+IO_URING_SYSCALLS = ["io_uring_setup", "io_uring_enter", "io_uring_register"]
 
 
 def _network(profile: Profile) -> list[UnitProperty]:
@@ -158,6 +180,7 @@ def _network(profile: Profile) -> list[UnitProperty]:
         ("IPAddressDeny", ("a(iayu)", _addresses(online_denied(profile)))),
         ("SystemCallFilter", ("(bas)", (True, LANDLOCK_SYSCALLS))),
         ("SystemCallFilter", ("(bas)", (False, ["listen"]))),
+        ("SystemCallFilter", ("(bas)", (False, IO_URING_SYSCALLS))),
         ("RestartPreventExitStatus", ("(aiai)", ([EX_CONFIG], []))),
         # systemd-resolved's stub (127.0.0.53) is loopback: give the agent the
         # upstream servers instead, where the host has them.
@@ -262,8 +285,8 @@ def unit_properties(
         ("Description", ("s", f"agentd agent {ident.name}")),
         ("Slice", ("s", slice_)),
         ("Type", ("s", "exec")),
-        ("User", ("s", ident.name)),
-        ("Group", ("s", ident.name)),
+        ("User", ("s", account_name(ident.name))),
+        ("Group", ("s", account_name(ident.name))),
         # The D-Bus policy confines by the groups the process carries, so say it here
         # too rather than rely on /etc/group alone.
         ("SupplementaryGroups", ("as", [agents_group])),

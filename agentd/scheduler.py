@@ -4,7 +4,9 @@ One loop, woken by every task change (and once a second regardless): expire
 lapsed leases, assign runnable tasks, start the unit of every agent with work
 waiting (scale from zero), and stop the unit of an agent that has had no work
 for idle_timeout seconds, so thousands of agents can be registered while only
-the busy ones hold a process.
+the busy ones hold a process. Agents ``held`` (agentd.diskwatch: a home over
+its limit) are not started for their work: each try would be refused anyway,
+and audited, once a second.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from . import names
 from .agent import UnitsAPI
@@ -29,9 +32,15 @@ MIN_GAP = 0.05  # at most 20 passes a second however busy the queue: claims do n
 
 class Scheduler:
     def __init__(
-        self, registry: Registry, queue: TaskQueue, units: UnitsAPI, events: Events
+        self,
+        registry: Registry,
+        queue: TaskQueue,
+        units: UnitsAPI,
+        events: Events,
+        held: Callable[[], set[str]] = set,
     ) -> None:
         self.registry = registry
+        self.held = held
         self.queue = queue
         self.units = units
         self.cfg = registry.cfg
@@ -66,7 +75,7 @@ class Scheduler:
             for unit, state in await self.units.list_units("agent-*.service")
             if state in ("active", "activating", "reloading")
         }
-        for name in sorted(waiting - running - self._starting):
+        for name in sorted(waiting - running - self._starting - self.held()):
             self._start(name)
         await self._stop_idle(running, now)
 

@@ -177,6 +177,31 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE quotas_by_owner RENAME TO quotas;
     CREATE INDEX usage_agent_owner ON usage(agent, owner_uid, ts);
     """,
+    # 5: tasks and audit rows name an agent by its id, which is never reused
+    # (an agent row is never deleted: the trigger), not by its name or UID,
+    # which are. A task's agent is the one of its name that existed when the
+    # task was created (pinned) or last changed (holder); a pinned name no agent
+    # had then stays unresolved (NULL), so the task can never run.
+    """
+    ALTER TABLE tasks ADD COLUMN pinned_agent_id INTEGER;
+    ALTER TABLE tasks ADD COLUMN agent_id INTEGER;
+    UPDATE tasks SET pinned_agent_id = (
+        SELECT a.id FROM agents a WHERE a.name = tasks.pinned_agent
+        AND a.created_at <= tasks.created_at ORDER BY a.id DESC LIMIT 1
+    ) WHERE pinned_agent IS NOT NULL;
+    UPDATE tasks SET agent_id = (
+        SELECT a.id FROM agents a WHERE a.name = tasks.agent
+        AND a.created_at <= tasks.updated_at ORDER BY a.id DESC LIMIT 1
+    ) WHERE agent IS NOT NULL;
+    DROP INDEX tasks_agent;
+    CREATE INDEX tasks_agent ON tasks(agent_id, status);
+    CREATE INDEX tasks_pinned ON tasks(pinned_agent_id) WHERE pinned_agent_id IS NOT NULL;
+    ALTER TABLE audit ADD COLUMN agent_id INTEGER;
+    CREATE INDEX agents_name_uid ON agents(name, uid);
+    CREATE TRIGGER agents_never_deleted BEFORE DELETE ON agents BEGIN
+        SELECT RAISE(ABORT, 'agent rows are never deleted: their ids must not be reused');
+    END;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

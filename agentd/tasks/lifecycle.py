@@ -61,8 +61,8 @@ class Lifecycle:
         with self.store.transaction():
             self.store.execute(
                 "INSERT INTO tasks (title, description, project_id, owner_uid, needs, priority,"
-                " status, pinned_agent, exec, max_attempts, created_at, updated_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " status, pinned_agent, pinned_agent_id, exec, max_attempts, created_at,"
+                " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     new.title,
                     new.description,
@@ -72,6 +72,7 @@ class Lifecycle:
                     new.priority,
                     status,
                     new.agent,
+                    new.agent_id,
                     new.exec,
                     new.max_attempts,
                     now,
@@ -116,20 +117,18 @@ class Lifecycle:
             )
             if self.store.db.changes() != 1:
                 raise Conflict(f"task {task.id} changed meanwhile; try again")
-            agent = self._agent(changes.get("agent") or task.agent)
+            agent = self.registry.by_id(changes.get("agent_id") or task.agent_id, live=False)
             self.audit.append(
                 event,
                 actor_uid=actor_uid,
                 agent=agent.name if agent else None,
                 agent_uid=agent.uid if agent else None,
+                agent_id=agent.id if agent else None,
                 result=result,
                 task_id=task.id,
                 **detail,
             )
         return self._published(task.id, event, known=task)
-
-    def _agent(self, name: str | None) -> Agent | None:
-        return self.registry.find(name) if name else None
 
     def _published(self, task_id: int, event: str, known: Task | None = None) -> Task:
         """Read back what was written and hand it to the queue, which publishes it:
@@ -140,12 +139,12 @@ class Lifecycle:
         return task
 
     # -- the scheduler's -----------------------------------------------------------------
-    def assign(self, task: Task, agent: str) -> Task:
-        return self.transition(task, "task.assigned", 0, {"agent": agent})
+    def assign(self, task: Task, agent: Agent) -> Task:
+        return self.transition(task, "task.assigned", 0, _held_by(agent))
 
     def unassign(self, task: Task, gone: str) -> Task:
         return self.transition(
-            task, "task.unassigned", 0, {"agent": None}, reason=f"agent {gone} is gone"
+            task, "task.unassigned", 0, _held_by(None), reason=f"agent {gone} is gone"
         )
 
     def orphan(self, task: Task, pinned: str) -> Task:
@@ -154,7 +153,11 @@ class Lifecycle:
             task,
             "task.failed",
             0,
-            {"agent": None, "finished_at": time.time(), "error": f"its agent {pinned} was removed"},
+            {
+                **_held_by(None),
+                "finished_at": time.time(),
+                "error": f"its agent {pinned} was removed",
+            },
             result="failed",
             reason=f"agent {pinned} was removed",
         )
@@ -190,7 +193,7 @@ class Lifecycle:
             task,
             "task.lease_expired",
             0,
-            {"lease_expires": None, "not_before": now + delay, "agent": task.pinned_agent},
+            {"lease_expires": None, "not_before": now + delay, **_pinned(task)},
             result="retrying",
             attempt=task.attempts,
             retry_in=delay,
@@ -213,7 +216,7 @@ class Lifecycle:
             "task.claimed",
             agent.uid,
             {
-                "agent": agent.name,
+                **_held_by(agent),
                 "attempts": attempt,
                 "lease_expires": now + self.cfg.lease_seconds,
                 "started_at": task.started_at or now,
@@ -238,18 +241,18 @@ class Lifecycle:
         now = time.time()
         with self.store.transaction():
             self.store.execute(
-                "UPDATE tasks SET lease_expires=? WHERE agent=? AND status='in_progress'",
-                (now + self.cfg.lease_seconds, agent.name),
+                "UPDATE tasks SET lease_expires=? WHERE agent_id=? AND status='in_progress'",
+                (now + self.cfg.lease_seconds, agent.id),
             )
             abort = [
                 r["id"]
                 for r in self.store.query(
-                    "SELECT id FROM tasks WHERE agent=? AND abort=1", (agent.name,)
+                    "SELECT id FROM tasks WHERE agent_id=? AND abort=1", (agent.id,)
                 )
             ]
             if abort:
                 self.store.execute(
-                    "UPDATE tasks SET abort=0 WHERE agent=? AND abort=1", (agent.name,)
+                    "UPDATE tasks SET abort=0 WHERE agent_id=? AND abort=1", (agent.id,)
                 )
         return abort
 
@@ -333,7 +336,7 @@ class Lifecycle:
             actor_uid,
             {
                 "attempts": 0,
-                "agent": task.pinned_agent,
+                **_pinned(task),
                 "not_before": 0,
                 "error": None,
                 "finished_at": None,
@@ -354,3 +357,14 @@ class Lifecycle:
             {"block_reason": None, "notes": json.dumps(notes), "not_before": 0},
             note=note,
         )
+
+
+def _held_by(agent: Agent | None) -> dict[str, Any]:
+    """The columns naming the agent a task is given to: its id matches, its name
+    is for people."""
+    return {"agent": agent.name if agent else None, "agent_id": agent.id if agent else None}
+
+
+def _pinned(task: Task) -> dict[str, Any]:
+    """Back to the agent TASK is pinned to, if any (retry, lease expiry)."""
+    return {"agent": task.pinned_agent, "agent_id": task.pinned_agent_id}

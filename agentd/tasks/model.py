@@ -117,8 +117,10 @@ class Task:
     needs: tuple[str, ...]
     priority: str
     status: str
-    pinned_agent: str | None
+    pinned_agent: str | None  # names, for people; the ids are what match (never reused)
     agent: str | None
+    pinned_agent_id: int | None
+    agent_id: int | None
     exec: str | None
     max_attempts: int
     attempts: int
@@ -144,6 +146,7 @@ class Task:
             "priority": self.priority,
             "project": self.project,
             "agent": self.agent or "",
+            "agent_id": self.agent_id or 0,
             "owner_uid": self.owner_uid,
             "needs": list(self.needs),
             "after": list(self.after),

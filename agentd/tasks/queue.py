@@ -127,7 +127,7 @@ class TaskQueue:
         """The task AGENT was given (RUNNING: and holds the claim of now, in
         progress); else PermissionDenied, audited as ACTION."""
         task = self.repo.find(task_id) if isinstance(task_id, int) else None
-        holder = self.registry.find(task.agent) if task is not None and task.agent else None
+        holder = self.registry.by_id(task.agent_id) if task is not None else None
         if running and task is not None and task.status != "in_progress":
             holder = None
         self.policy.check(
@@ -240,7 +240,13 @@ class TaskQueue:
             project_id = self._project(caller, spec["project"], "task.create")["id"]
         after = self._deps(caller, spec.get("after", []))
         agent = self.router.route(caller, spec.get("agent") or None, new.needs, bool(new.exec))
-        return dataclasses.replace(new, project_id=project_id, after=after, agent=agent)
+        return dataclasses.replace(
+            new,
+            project_id=project_id,
+            after=after,
+            agent=agent.name if agent else None,
+            agent_id=agent.id if agent else None,
+        )
 
     def _deps(self, caller: Caller, after: object) -> tuple[int, ...]:
         """Tasks to wait for: existing ones the caller may see (another's is "no
@@ -394,7 +400,7 @@ class TaskQueue:
         """A new runtime of AGENT registered: it holds no claim, so the claims of
         the instance before it (killed, crashed) have lapsed now."""
         released = self.lifecycle.expire(
-            self.repo.running_on(agent.name), time.time(), reason="the runtime holding it restarted"
+            self.repo.running_on(agent.id), time.time(), reason="the runtime holding it restarted"
         )
         self.runtime_gone(agent.name)
         return released
@@ -410,7 +416,9 @@ class TaskQueue:
         return self.router.assign(now)
 
     def busy_agents(self) -> set[str]:
-        return self.repo.busy_agents()
+        """Names of the live agents holding open tasks (their units stay up)."""
+        busy = self.repo.busy_agents()
+        return {a.name for a in self.registry.agents() if a.id in busy}
 
     def settings(self, agent: Agent) -> dict[str, Any]:
         return self.router.settings(agent)

@@ -46,6 +46,8 @@ class Repository:
             status=row["status"],
             pinned_agent=row["pinned_agent"],
             agent=row["agent"],
+            pinned_agent_id=row["pinned_agent_id"],
+            agent_id=row["agent_id"],
             exec=row["exec"],
             max_attempts=row["max_attempts"],
             attempts=row["attempts"],
@@ -119,62 +121,65 @@ class Repository:
         return [self.task(r) for r in self.store.query(sql, tuple(params))]
 
     # -- what the scheduler and the claims look at ----------------------------------------
-    def claimable(self, agent: str, owner_uid: int, now: float) -> list[Row]:
-        """Narrow rows, best first: tasks assigned to AGENT, then unassigned ones it
-        may take (pinned to it, or its owner's). Two indexed look-ups."""
+    def claimable(self, agent_id: int, owner_uid: int, now: float) -> list[Row]:
+        """Narrow rows, best first: tasks assigned to agent AGENT_ID, then unassigned
+        ones it may take (pinned to it, or its owner's). Indexed look-ups."""
         rows = self.store.query(
-            "SELECT id, agent, needs, exec FROM tasks WHERE agent=? AND status='pending' "
-            "AND not_before<=? ORDER BY priority DESC, id LIMIT 64",
-            (agent, now),
+            "SELECT id, agent_id, needs, exec FROM tasks WHERE agent_id=? "
+            "AND status='pending' AND not_before<=? ORDER BY priority DESC, id LIMIT 64",
+            (agent_id, now),
         )
         return rows + self.store.query(
-            "SELECT id, agent, needs, exec FROM tasks WHERE status='pending' AND "
-            "agent IS NULL AND not_before<=? AND "
-            "(pinned_agent=? OR (pinned_agent IS NULL AND owner_uid=?)) "
+            "SELECT id, agent_id, needs, exec FROM tasks WHERE status='pending' AND "
+            "agent_id IS NULL AND not_before<=? AND "
+            "(pinned_agent_id=? OR (pinned_agent IS NULL AND owner_uid=?)) "
             "ORDER BY priority DESC, id LIMIT 64",
-            (now, agent, owner_uid),
+            (now, agent_id, owner_uid),
         )
 
     def unassigned(self, now: float) -> list[Row]:
         return self.store.query(
-            "SELECT * FROM tasks WHERE status='pending' AND agent IS NULL AND not_before<=? "
+            "SELECT * FROM tasks WHERE status='pending' AND agent_id IS NULL AND not_before<=? "
             "ORDER BY priority DESC, id LIMIT 1000",
             (now,),
         )
 
     def with_an_agent(self) -> list[Row]:
-        """Pending tasks assigned or pinned to an agent (which may be gone)."""
+        """Pending tasks assigned or pinned to an agent (which may be gone). A task
+        pinned by a name no agent had (pinned_agent_id NULL: store migration 5)
+        is pinned to nobody that exists."""
         return self.store.query(
             "SELECT * FROM tasks WHERE status='pending' AND "
-            "(agent IS NOT NULL OR pinned_agent IS NOT NULL)"
+            "(agent_id IS NOT NULL OR pinned_agent IS NOT NULL)"
         )
 
-    def waiting_agents(self, now: float) -> set[str]:
-        """Agents with a pending task assigned to them that may run now."""
+    def waiting_agents(self, now: float) -> set[int]:
+        """Ids of agents with a pending task assigned to them that may run now."""
         return {
-            r["agent"]
+            r["agent_id"]
             for r in self.store.query(
-                "SELECT DISTINCT agent FROM tasks WHERE status='pending' AND agent IS NOT NULL "
-                "AND not_before<=?",
+                "SELECT DISTINCT agent_id FROM tasks WHERE status='pending' "
+                "AND agent_id IS NOT NULL AND not_before<=?",
                 (now,),
             )
         }
 
-    def load(self) -> dict[str, int]:
-        """Open tasks per agent."""
+    def load(self) -> dict[int, int]:
+        """Open tasks per agent id."""
         return {
-            r["agent"]: r["n"]
+            r["agent_id"]: r["n"]
             for r in self.store.query(
-                f"SELECT agent, count(*) AS n FROM tasks WHERE agent IS NOT NULL AND status IN "
-                f"{_OPEN} GROUP BY agent"
+                f"SELECT agent_id, count(*) AS n FROM tasks WHERE agent_id IS NOT NULL AND "
+                f"status IN {_OPEN} GROUP BY agent_id"
             )
         }
 
-    def busy_agents(self) -> set[str]:
+    def busy_agents(self) -> set[int]:
         return {
-            r["agent"]
+            r["agent_id"]
             for r in self.store.query(
-                f"SELECT DISTINCT agent FROM tasks WHERE agent IS NOT NULL AND status IN {_OPEN}"
+                f"SELECT DISTINCT agent_id FROM tasks WHERE agent_id IS NOT NULL "
+                f"AND status IN {_OPEN}"
             )
         }
 
@@ -194,9 +199,9 @@ class Repository:
             "SELECT * FROM tasks WHERE status='in_progress' AND lease_expires<?", (now,)
         )
 
-    def running_on(self, agent: str) -> list[Row]:
+    def running_on(self, agent_id: int) -> list[Row]:
         return self.store.query(
-            "SELECT * FROM tasks WHERE status='in_progress' AND agent=?", (agent,)
+            "SELECT * FROM tasks WHERE status='in_progress' AND agent_id=?", (agent_id,)
         )
 
     # -- projects --------------------------------------------------------------------------

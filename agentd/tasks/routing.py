@@ -91,9 +91,9 @@ class Router:
     # -- at submit ---------------------------------------------------------------------------
     def route(
         self, caller: Caller, pinned: str | None, needs: Sequence[str], needs_shell: bool
-    ) -> str | None:
+    ) -> Agent | None:
         """Refuse a task no agent of the caller's could ever run; the pinned
-        agent's name, or None for "any of the owner's"."""
+        agent, or None for "any of the owner's"."""
         if pinned is not None:
             return self._pinned(caller, pinned, needs, needs_shell)
         if not any(not self.missing(a, needs, needs_shell) for a in self.agents_of(caller.uid)):
@@ -103,7 +103,7 @@ class Router:
 
     def _pinned(
         self, caller: Caller, pinned: object, needs: Sequence[str], needs_shell: bool
-    ) -> str:
+    ) -> Agent:
         agent = self.registry.find(pinned) if isinstance(pinned, str) else None
         if agent is None or agent.state != "present":
             raise NoCapableAgent(f"no agent named {pinned!r}")
@@ -112,7 +112,7 @@ class Router:
         missing = self.missing(agent, needs, needs_shell)
         if missing:
             raise NoCapableAgent(f"agent {pinned!r} lacks {', '.join(missing)}")
-        return agent.name
+        return agent
 
     # -- claims (pulled by a running agent) ------------------------------------------------------
     def claim(self, agent: Agent) -> Task | None:
@@ -121,7 +121,7 @@ class Router:
         capabilities it has), by priority then age. A task another claimer took
         first (Conflict) is skipped for the next."""
         now = time.time()
-        rows = self.repo.claimable(agent.name, agent.owner_uid, now)
+        rows = self.repo.claimable(agent.id, agent.owner_uid, now)
         unmet = self.repo.unmet_deps() if rows else set()
         for row in rows:
             if row["id"] in unmet or not self._may_take(agent, row):
@@ -137,22 +137,29 @@ class Router:
 
     def _may_take(self, agent: Agent, row: Row) -> bool:
         """Assigned to AGENT already, or AGENT has what it needs."""
-        return row["agent"] is not None or not self.missing(
+        return row["agent_id"] is not None or not self.missing(
             agent, json.loads(row["needs"]), bool(row["exec"])
         )
 
     # -- assignment (the scheduler's pass) ---------------------------------------------------------
     def assign(self, now: float | None = None) -> set[str]:
-        """Give runnable tasks to agents with room; return the agents that have
-        work waiting (the scheduler starts their units)."""
+        """Give runnable tasks to agents with room; return the names of the agents
+        that have work waiting (the scheduler starts their units). Tasks name
+        agents by id: a name reused by a new agent does not inherit them."""
         now = now or time.time()
-        agents = {a.name: a for a in self.registry.agents()}
+        agents = {a.id: a for a in self.registry.agents()}
         self._unassign_gone(agents)
         waiting = self.repo.waiting_agents(now) & set(agents)
         load = self._load(agents)
-        wip = {name: self.wip(a) for name, a in agents.items()}
-        if _full(load, wip):
-            return waiting
+        wip = {aid: self.wip(a) for aid, a in agents.items()}
+        if not _full(load, wip):
+            waiting |= self._place(agents, load, wip, now)
+        return {agents[aid].name for aid in waiting}
+
+    def _place(
+        self, agents: dict[int, Agent], load: dict[int, int], wip: dict[int, int], now: float
+    ) -> set[int]:
+        placed: set[int] = set()
         rows = self.repo.unassigned(now)
         unmet = self.repo.unmet_deps() if rows else set()
         for row in rows:
@@ -160,55 +167,55 @@ class Router:
             if chosen is None:
                 continue
             try:
-                self.lifecycle.assign(self.repo.task(row), chosen)
+                self.lifecycle.assign(self.repo.task(row), agents[chosen])
             except Conflict:
                 continue
             load[chosen] += 1
-            waiting.add(chosen)
+            placed.add(chosen)
             if _full(load, wip):
                 break
-        return waiting
+        return placed
 
-    def _load(self, agents: dict[str, Agent]) -> dict[str, int]:
+    def _load(self, agents: dict[int, Agent]) -> dict[int, int]:
         load = dict.fromkeys(agents, 0)
-        for name, n in self.repo.load().items():
-            if name in load:
-                load[name] = n
+        for aid, n in self.repo.load().items():
+            if aid in load:
+                load[aid] = n
         return load
 
-    def _unassign_gone(self, agents: dict[str, Agent]) -> None:
+    def _unassign_gone(self, agents: dict[int, Agent]) -> None:
         """Tasks whose agent was removed: routed again, or, if pinned to it (so
         they can never run), failed with the reason."""
         for row in self.repo.with_an_agent():
-            pinned, agent = row["pinned_agent"], row["agent"]
+            pinned, holder = row["pinned_agent"], row["agent_id"]
             try:
-                if pinned and pinned not in agents:
+                if pinned and row["pinned_agent_id"] not in agents:
                     self.lifecycle.orphan(self.repo.task(row), pinned)
-                elif agent and agent not in agents:
-                    self.lifecycle.unassign(self.repo.task(row), agent)
+                elif holder is not None and holder not in agents:
+                    self.lifecycle.unassign(self.repo.task(row), row["agent"])
             except Conflict:
                 continue
 
     def _choose(
-        self, row: Row, agents: dict[str, Agent], load: dict[str, int], wip: dict[str, int]
-    ) -> str | None:
+        self, row: Row, agents: dict[int, Agent], load: dict[int, int], wip: dict[int, int]
+    ) -> int | None:
         """The least-loaded capable agent of the task's owner with room to spare."""
-        names = (
-            [row["pinned_agent"]]
+        ids = (
+            [row["pinned_agent_id"]]
             if row["pinned_agent"]
-            else [n for n, a in agents.items() if a.owner_uid == row["owner_uid"]]
+            else [aid for aid, a in agents.items() if a.owner_uid == row["owner_uid"]]
         )
         needs = json.loads(row["needs"])
         fit = [
-            n
-            for n in names
-            if n in agents
-            and load[n] < wip[n]
-            and not self.missing(agents[n], needs, bool(row["exec"]))
+            aid
+            for aid in ids
+            if aid in agents
+            and load[aid] < wip[aid]
+            and not self.missing(agents[aid], needs, bool(row["exec"]))
         ]
-        return min(fit, key=lambda n: (load[n], n)) if fit else None
+        return min(fit, key=lambda aid: (load[aid], agents[aid].name)) if fit else None
 
 
-def _full(load: dict[str, int], wip: dict[str, int]) -> bool:
+def _full(load: dict[int, int], wip: dict[int, int]) -> bool:
     """No agent has room for another task."""
     return not any(load[n] < wip[n] for n in wip)

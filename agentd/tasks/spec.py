@@ -35,6 +35,7 @@ class NewTask:
     project_id: int | None = None
     after: tuple[int, ...] = ()
     agent: str | None = None
+    agent_id: int | None = None
 
 
 def text(value: object, what: str, limit: int = MAX_TEXT, required: bool = False) -> str:

@@ -9,6 +9,8 @@ import time
 import pytest
 from agentd_helpers import Agentd, wait_for
 
+from agentd.names import account_name
+
 pytestmark = pytest.mark.integration
 
 UID_MIN, UID_MAX = 70000, 99999
@@ -27,14 +29,18 @@ def test_agentd_service_is_up_and_notified(agentd: Agentd) -> None:
 def test_create_makes_a_real_locked_user_with_a_private_home(agentd: Agentd) -> None:
     agentd.create("it-basic", user="alice")
     _name, _, uid, gid, _gecos, home, shell = (
-        agentd.sh(["getent", "passwd", "it-basic"]).stdout.strip().split(":")
+        agentd.sh(["getent", "passwd", account_name("it-basic")]).stdout.strip().split(":")
     )
     assert UID_MIN <= int(uid) <= UID_MAX and gid == uid
     assert home == "/home/agents/it-basic" and shell == "/usr/sbin/nologin"
-    assert agentd.sh(["getent", "group", "it-basic"]).stdout.split(":")[2] == gid
-    assert "it-basic" in agentd.sh(["getent", "group", "agentd-agents"]).stdout
-    assert agentd.sh(["getent", "shadow", "it-basic"]).stdout.split(":")[1].startswith("!")
-    assert agentd.sh(["passwd", "-S", "it-basic"]).stdout.split()[1] == "L"
+    assert agentd.sh(["getent", "group", account_name("it-basic")]).stdout.split(":")[2] == gid
+    assert account_name("it-basic") in agentd.sh(["getent", "group", "agentd-agents"]).stdout
+    assert (
+        agentd.sh(["getent", "shadow", account_name("it-basic")])
+        .stdout.split(":")[1]
+        .startswith("!")
+    )
+    assert agentd.sh(["passwd", "-S", account_name("it-basic")]).stdout.split()[1] == "L"
     stat = agentd.sh(["stat", "-c", "%u %g %a", home]).stdout.split()
     assert stat == [uid, gid, "700"]
     info = agentd.ctl_json("agent", "show", "it-basic", user="alice")
@@ -46,7 +52,7 @@ def test_create_makes_a_real_locked_user_with_a_private_home(agentd: Agentd) -> 
 def test_start_runs_the_runtime_in_a_hardened_unit(agentd: Agentd) -> None:
     agentd.create("it-run", user="alice", start=True)
     unit = "agent-it-run.service"
-    uid = agentd.uid_of("it-run")
+    uid = agentd.uid_of(account_name("it-run"))
     p = agentd.show(
         unit,
         "ActiveState",
@@ -69,7 +75,7 @@ def test_start_runs_the_runtime_in_a_hardened_unit(agentd: Agentd) -> None:
         "BindPaths",
         "SystemCallFilter",
     )
-    assert p["ActiveState"] == "active" and p["User"] == "it-run"
+    assert p["ActiveState"] == "active" and p["User"] == account_name("it-run")
     assert p["Slice"] == "agents.slice" and p["CollectMode"] == "inactive-or-failed"
     assert p["MemoryMax"] == str(256 << 20) and p["TasksMax"] == "32"
     assert p["CPUQuotaPerSecUSec"] == "500ms"
@@ -121,10 +127,10 @@ def test_stop_and_remove_leave_nothing_behind(agentd: Agentd) -> None:
     agentd.ctl("agent", "stop", "it-gone", user="alice")
     assert agentd.show("agent-it-gone.service", "LoadState")["LoadState"] == "not-found"
     assert not agentd.ctl_json("agent", "show", "it-gone", user="alice")["online"]
-    uid = agentd.uid_of("it-gone")
+    uid = agentd.uid_of(account_name("it-gone"))
     agentd.ctl("agent", "rm", "it-gone", user="alice")
-    assert agentd.sh(["getent", "passwd", "it-gone"], check=False).returncode == 2
-    assert agentd.sh(["getent", "group", "it-gone"], check=False).returncode == 2
+    assert agentd.sh(["getent", "passwd", account_name("it-gone")], check=False).returncode == 2
+    assert agentd.sh(["getent", "group", account_name("it-gone")], check=False).returncode == 2
     assert agentd.sh(["test", "-e", "/home/agents/it-gone"], check=False).returncode == 1
     assert (
         agentd.sh(f"find / -xdev -uid {uid} 2>/dev/null | head -1", check=False).stdout.strip()
@@ -197,7 +203,7 @@ def test_bad_create_arguments_get_typed_errors(agentd: Agentd, args: list[str], 
     r = agentd.ctl("agent", "create", *args, user="alice", check=False)
     assert r.returncode != 0 and f"({error})" in r.stderr
     if args[0] != "it-basic":
-        assert agentd.sh(["getent", "passwd", args[0]], check=False).returncode == 2
+        assert agentd.sh(["getent", "passwd", account_name(args[0])], check=False).returncode == 2
 
 
 @pytest.mark.parametrize(
@@ -229,7 +235,7 @@ def test_the_service_checks_limits_itself(agentd: Agentd, key: str, sig: str, va
         check=False,
     )
     assert r.returncode != 0, r.stdout
-    assert agentd.sh(["getent", "passwd", "it-lim"], check=False).returncode == 2
+    assert agentd.sh(["getent", "passwd", account_name("it-lim")], check=False).returncode == 2
     err = agentd.audit("agent.create", "it-lim")[-1]["detail"]["error"]
     assert err == "InvalidArgument"
 
@@ -284,7 +290,7 @@ def test_busctl_drives_the_same_api(agentd: Agentd) -> None:
         "false",
         user="alice",
     )
-    assert agentd.sh(["getent", "passwd", "it-bus"], check=False).returncode == 2
+    assert agentd.sh(["getent", "passwd", account_name("it-bus")], check=False).returncode == 2
 
 
 def test_gdbus_sees_typed_errors(agentd: Agentd) -> None:
@@ -347,7 +353,7 @@ def test_audit_goes_to_journald_with_structured_fields(agentd: Agentd) -> None:
     ).stdout
     events = [json.loads(line) for line in out.splitlines()]
     create = [e for e in events if e.get("AGENTD_ACTION") == "agent.create"]
-    assert create and create[0]["AGENT_UID"] == str(agentd.uid_of("it-basic"))
+    assert create and create[0]["AGENT_UID"] == str(agentd.uid_of(account_name("it-basic")))
     rows = agentd.audit("agent.create", "it-basic")
     assert create[0]["AGENTD_AUDIT_HASH"] == rows[0]["hash"]
 
@@ -407,6 +413,50 @@ def test_audit_verify_detects_a_modified_or_deleted_row(agentd: Agentd) -> None:
     r = agentd.ctl("audit", "verify", check=False)
     assert r.returncode == 1 and f"row {seq} is missing" in r.stdout + r.stderr
     agentd.sh(["sqlite3", db, "INSERT INTO audit SELECT * FROM saved; DROP TABLE saved;"])
+    assert agentd.ctl_json("audit", "verify")["ok"]
+
+
+def test_audit_verify_detects_a_cut_tail_with_a_rewritten_head(agentd: Agentd) -> None:
+    """Issue 10, finding 10: the last rows deleted and the stored head rewritten to
+    the new last row leave a chain that is intact by itself; journald's copy of
+    the cut rows (AGENTD_AUDIT_CHAIN=, the same log's) gives it away."""
+    db = "/var/lib/agentd/agentd.db"
+    agentd.ctl("agent", "show", "no-such-agent-xyz", check=False)  # a row or two more
+    head = agentd.sh(["sqlite3", db, "SELECT value FROM meta WHERE key='audit_head'"])
+    last = int(head.stdout.strip().split(":")[0])
+    wait_for(
+        lambda: agentd.sh(
+            ["journalctl", "-o", "cat", f"AGENTD_AUDIT_SEQ={last}"], check=False
+        ).stdout.strip(),
+        30,
+        f"journald's record of row {last}",
+    )
+    assert agentd.ctl_json("audit", "verify")["ok"]
+    keep = last - 2
+    agentd.sh(
+        [
+            "sqlite3",
+            db,
+            f"CREATE TABLE saved AS SELECT * FROM audit WHERE seq>{keep}; "
+            f"CREATE TABLE saved_head AS SELECT value FROM meta WHERE key='audit_head'; "
+            f"DELETE FROM audit WHERE seq>{keep}; "
+            "UPDATE meta SET value=(SELECT seq || ':' || hash FROM audit "
+            f"WHERE seq={keep}) WHERE key='audit_head';",
+        ]
+    )
+    r = agentd.ctl("audit", "verify", check=False)
+    agentd.sh(
+        [
+            "sqlite3",
+            db,
+            "INSERT INTO audit SELECT * FROM saved; DROP TABLE saved; "
+            "UPDATE meta SET value=(SELECT value FROM saved_head) WHERE key='audit_head'; "
+            "DROP TABLE saved_head;",
+        ]
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "journald recorded row" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert f"{keep + 1}-" in r.stdout + r.stderr  # "rows KEEP+1-N were removed"
     assert agentd.ctl_json("audit", "verify")["ok"]
 
 

@@ -8,6 +8,8 @@ import time
 import pytest
 from agentd_helpers import Agentd, wait_for
 
+from agentd.names import account_name, agent_of_account
+
 pytestmark = pytest.mark.integration
 
 
@@ -15,7 +17,7 @@ def invariants(agentd: Agentd) -> list[str]:
     """Whatever does not match between registry and system, as sentences."""
     agents = {a["name"] for a in agentd.ctl_json("agent", "list")}
     members = agentd.sh(["getent", "group", "agentd-agents"]).stdout.strip().split(":")[3]
-    users = {u for u in members.split(",") if u}
+    users = {agent_of_account(u) or u for u in members.split(",") if u}
     homes = set(agentd.sh(["ls", "/home/agents"]).stdout.split())
     units = {
         line.split()[0].removeprefix("agent-").removesuffix(".service")
@@ -31,7 +33,7 @@ def invariants(agentd: Agentd) -> list[str]:
     problems += [f"agent {a} has no home" for a in agents - homes]
     problems += [f"unit of {u} has no agent" for u in units - agents]
     for a in agents:
-        passwd = agentd.sh(["getent", "passwd", a], check=False).stdout.split(":")
+        passwd = agentd.sh(["getent", "passwd", account_name(a)], check=False).stdout.split(":")
         if (
             len(passwd) > 3
             and agentd.sh(["stat", "-c", "%u", f"/home/agents/{a}"], check=False).stdout.strip()

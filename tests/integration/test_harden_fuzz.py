@@ -32,6 +32,8 @@ from typing import Any
 import pytest
 from agentd_helpers import Agentd
 
+from agentd.names import account_name
+
 pytestmark = pytest.mark.integration
 ROOT, BUS, PREFIX = "/org/agentos/agentd1", "org.agentos.agentd1", "org.agentos.agentd1.Error."
 PER_CALLER, IN_FLIGHT = 5_000, 16
@@ -371,7 +373,7 @@ def agentd_fds(agentd: Agentd) -> int:
 def in_machine(agentd: Agentd, user: str, cmd: list[str], env: dict[str, str] = ENV) -> Any:
     """Run CMD inside the machine as USER; as the agent, inside its unit."""
     if user.startswith("fz-"):
-        return agentd.m.run_in_unit(f"agent-{user}.service", cmd, user=user, env=env,
+        return agentd.m.run_in_unit(f"agent-{user}.service", cmd, user=account_name(user), env=env,
                                     check=False, timeout=600)  # fmt: skip
     return agentd.m.run(cmd, user=user, env=env, check=False, timeout=600)
 

@@ -30,6 +30,8 @@ from typing import Any
 import pytest
 from agentd_helpers import Agentd, wait_for
 
+from agentd.names import account_name
+
 pytestmark = pytest.mark.integration
 
 BUS, ROOT = "org.agentos.agentd1", "/org/agentos/agentd1"
@@ -228,7 +230,7 @@ def test_services_that_are_not_people_cannot_create_agents(
     name = "lim-" + re.sub(r"[^a-z]", "", who)[:10]
     r = create_as(agentd, name, prefix)
     assert r.returncode != 0 and "may not create agents" in r.stderr, (who, r.stdout, r.stderr)
-    assert agentd.sh(["getent", "passwd", name], check=False).returncode == 2
+    assert agentd.sh(["getent", "passwd", account_name(name)], check=False).returncode == 2
     (row,) = [r for r in rows_since(agentd, seq) if r["action"] == "agent.create"]
     assert row["result"] == "denied" and "may not create agents" in row["detail"]["reason"]
     assert row["actor_uid"] == int(agentd.sh([*prefix, "id", "-u"]).stdout)
@@ -253,7 +255,7 @@ def test_a_dynamic_user_service_cannot_create_agents(agentd: Agentd, setup) -> N
     print(r.stderr)
     assert r.returncode != 0
     assert "may not create agents" in r.stderr or "not connected" in r.stderr, r.stderr
-    assert agentd.sh(["getent", "passwd", "lim-dynamic"], check=False).returncode == 2
+    assert agentd.sh(["getent", "passwd", account_name("lim-dynamic")], check=False).returncode == 2
     assert not [r for r in rows_since(agentd, seq) if r["result"] == "ok"]
 
 
@@ -271,7 +273,7 @@ def test_think_meters_only_a_task_the_agent_holds(agentd: Agentd, setup) -> None
         f"agent-{setup}.service",
         ["busctl", "--system", "call", BUS, ROOT, "org.agentos.agentd1.Runtime", "Think",
          "sa{sv}", '[{"role":"user","content":"hi"}]', "1", "task", "t", "999999"],
-        user=setup,
+        user=account_name(setup),
         check=False,
     )  # fmt: skip
     assert r.returncode != 0 and "not claimed by" in r.stderr, r.stderr

@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 from agentd_helpers import Agentd, wait_for
 
+from agentd.names import account_name
+
 pytestmark = pytest.mark.integration
 UNIT = "agentd-inference.service"
 CONF = "/etc/agentd/agentd.toml"
@@ -78,7 +80,7 @@ print(s.makefile().readline())
 @pytest.fixture(scope="module")
 def model(agentd: Agentd) -> Agentd:
     for name, user in [*((a, "alice") for a in ALICE), (BOB, "bob")]:
-        if not agentd.sh(["getent", "passwd", name], check=False).stdout:
+        if not agentd.sh(["getent", "passwd", account_name(name)], check=False).stdout:
             agentd.create(name, template="sandbox", user=user)
     wait_for(lambda: agentd.ctl_json("model", "show")["state"] == "loaded", 60, "model loaded")
     return agentd

@@ -1,9 +1,11 @@
 """Issue 10, finding 7: an online agent reaches the Internet, not this host.
 
 An agent with the vendor `online` profile runs the probe below as an exec task,
-so it runs as the real runtime's child: in its unit's cgroup (IPAddressDeny),
-with its seccomp filter (no bind, no listen) and its Landlock domain (no
-abstract sockets of the host), none of which Machine.run_in_unit would carry.
+so it runs as code the agent controls does: a child of the real runtime, in
+its unit's cgroup (IPAddressDeny), with the unit's seccomp filter (no listen,
+no io_uring), the tool filter the runtime adds (agentd.nobind: no bind) and
+the Landlock domain (no abstract sockets of the host), none of which
+Machine.run_in_unit would carry.
 Every target is first reached by root from outside the sandbox (the positive
 control: the target is up, so the agent's failure is the sandbox's doing), and
 agentd must answer another user within 1 s while the probes run.
@@ -57,40 +59,56 @@ LOOPBACK = {
 }
 TARGETS = {**PUBLIC, **PRIVATE, **LINK_LOCAL, **LOOPBACK}
 ROUTED = {**PUBLIC, **PRIVATE, **LINK_LOCAL}
+# Reached over UDP too (probe "udp_NAME"): egress without bind() still works.
+UDP_TARGETS = {k: TARGETS[k] for k in ("public4", "public6", "loopback4", "loopback6")}
 DENIED = ("timeout", "err:EPERM")  # IPAddressDeny drops the SYN (measured: timeout)
 RESOLV_MARK = "nameserver 198.18.47.53"  # what the agent must see as /etc/resolv.conf
 
-# Serves "hello" on every address given (host:port, or @name for an abstract
-# socket), printing "ready" once all listen.
+# Serves "hello" on every address given (host:port over TCP and UDP, or @name
+# for an abstract socket), printing "ready" once all listen.
 SERVE = r"""
 import socket, sys, threading
 def serve(s):
     while True:
         c, _ = s.accept(); c.sendall(b"hello"); c.close()
-socks = []
+def echo(s):  # over IPv6, from the address asked (else the kernel picks, maybe a denied one)
+    v6 = s.family == socket.AF_INET6
+    if v6: s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    while True:
+        _, anc, _, peer = s.recvmsg(16, 256)
+        info = [c for c in anc if c[:2] == (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO)]
+        if v6 and info and not peer[0].startswith("::ffff:"):
+            s.sendmsg([b"hello"], info[:1], 0, peer)
+        else:
+            s.sendto(b"hello", peer)
+threads = []
 for a in sys.argv[1:]:
     if a.startswith("@"):
         s = socket.socket(socket.AF_UNIX); s.bind("\0" + a[1:])
-    else:
-        host, port = a.rsplit(":", 1)
-        host = host.strip("[]")
-        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        s.listen(); threads.append((serve, s)); continue
+    host, port = a.rsplit(":", 1)
+    host = host.strip("[]")
+    for kind, fn in ((socket.SOCK_STREAM, serve), (socket.SOCK_DGRAM, echo)):
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind)
         if host == "::":  # IPv4 too
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, int(port)))
-    s.listen(); socks.append(s)
-for s in socks:
-    threading.Thread(target=serve, args=(s,), daemon=True).start()
+        if kind == socket.SOCK_STREAM: s.listen()
+        threads.append((fn, s))
+for fn, s in threads:
+    threading.Thread(target=fn, args=(s,), daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()
 """
 
-# argv: PORT ABSTRACT TARGETS_JSON. Prints {probe: "ok:..." | "err:ERRNO" | "timeout"}.
+# argv: PORT ABSTRACT TARGETS_JSON UDP_TARGETS_JSON.
+# Prints {probe: "ok:..." | "err:ERRNO" | "timeout"}.
 PROBE = r"""
 import ctypes, errno, json, os, socket, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
 port, abstract, targets = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+udp_targets = json.loads(sys.argv[4])
 def outcome(fn):
     try:
         return "ok:" + str(fn())
@@ -104,6 +122,12 @@ def connect(host):
         with socket.socket(fam, kind, proto) as s:
             s.settimeout(3); s.connect(addr); return s.recv(16).decode()
     return go
+def udp(host):  # no bind(): sendto() autobinds an ephemeral port
+    def go():
+        fam, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(fam, kind, proto) as s:
+            s.settimeout(3); s.sendto(b"hi", addr); return s.recvfrom(16)[0].decode()
+    return go
 def unix(fn):
     def go():
         with socket.socket(socket.AF_UNIX) as s:
@@ -111,15 +135,20 @@ def unix(fn):
     return go
 def abstract_connect(s):
     s.connect("\0" + abstract); return s.recv(16).decode()
-def bind_tcp():
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", port + 1)); s.listen(); return s.getsockname()
+def bind(family, kind, host):
+    def go():
+        with socket.socket(family, kind) as s:
+            s.bind((host, port + 1)); return s.getsockname()
+    return go
 def listen_tcp():
     with socket.socket() as s:
         s.listen(); return s.getsockname()
-def bind_udp():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("0.0.0.0", port + 1)); return s.getsockname()
+def bind_unix(s):
+    path = os.path.join(os.environ.get("HOME", "/"), "probe-bind.sock")
+    try:
+        s.bind(path); return "bound"
+    finally:
+        if os.path.exists(path): os.unlink(path)
 def listen_unix(s):
     path = os.path.join(os.environ.get("HOME", "/"), "probe.sock")
     try:
@@ -134,13 +163,40 @@ def bus():  # agentd over the system bus (agents may Ping it, not read propertie
     return "pong"
 def resolv():
     with open("/etc/resolv.conf") as f: return f.read().strip()
+def io_uring():  # io_uring_setup(1, params): IORING_OP_BIND/_LISTEN bind past seccomp
+    libc = ctypes.CDLL(None, use_errno=True); libc.syscall.restype = ctypes.c_long
+    params = ctypes.create_string_buffer(120)  # struct io_uring_params
+    fd = libc.syscall(ctypes.c_long(425), ctypes.c_long(1), params)
+    if fd < 0: raise OSError(ctypes.get_errno(), "io_uring_setup")
+    os.close(fd); return "ring"
+def runtime_pid():  # the probe's parent, or its parent if a shell stayed between
+    pid = os.getppid()
+    try:
+        with open(f"/proc/{pid}/stat") as f: fields = f.read().rsplit(")", 1)
+    except OSError:  # hidden: not dumpable, so not ours to see (ProtectProc)
+        return pid
+    return int(fields[1].split()[1]) if fields[0].endswith("(sh") else pid
+def write_mem(pid):  # what would let a tool make the runtime bind
+    with open(f"/proc/{pid}/mem", "r+b", buffering=0): return "opened"
+def child_mem():  # the same on a process of the agent that is not shielded
+    child = subprocess.Popen(["sleep", "30"])
+    try: return write_mem(child.pid)
+    finally: child.kill(); child.wait()
+def alive(pid):
+    os.kill(pid, 0); return "alive"
 def landlock_abi():
     libc = ctypes.CDLL(None, use_errno=True); libc.syscall.restype = ctypes.c_long
     return libc.syscall(ctypes.c_long(444), None, ctypes.c_size_t(0), ctypes.c_long(1))
+rt = runtime_pid()
 probes = {name: connect(host) for name, host in targets.items()}
-probes.update(abstract=unix(abstract_connect), bind_tcp=bind_tcp, listen_tcp=listen_tcp,
-    bind_udp=bind_udp, listen_unix=unix(listen_unix), bus=bus, resolv=resolv,
-    landlock_abi=landlock_abi)
+probes.update({"udp_" + name: udp(host) for name, host in udp_targets.items()})
+probes.update(abstract=unix(abstract_connect), listen_tcp=listen_tcp,
+    bind_tcp=bind(socket.AF_INET, socket.SOCK_STREAM, "0.0.0.0"),
+    bind_udp=bind(socket.AF_INET, socket.SOCK_DGRAM, "0.0.0.0"),
+    bind_udp6=bind(socket.AF_INET6, socket.SOCK_DGRAM, "::"),
+    bind_unix=unix(bind_unix), listen_unix=unix(listen_unix), bus=bus, resolv=resolv,
+    landlock_abi=landlock_abi, io_uring=io_uring, runtime_mem=lambda: write_mem(rt),
+    runtime_alive=lambda: alive(rt), child_mem=child_mem)
 with ThreadPoolExecutor(len(probes)) as pool:
     futures = {name: pool.submit(outcome, fn) for name, fn in probes.items()}
 print(json.dumps({name: f.result() for name, f in futures.items()}))
@@ -162,16 +218,18 @@ def template(profile: str) -> str:
 
 
 def free_port() -> int:
-    """A TCP port free in this machine's network namespace (the host's: the
-    machine shares it), with port + 1 free for TCP and UDP (the bind probes)."""
+    """A port free for TCP and UDP in this machine's network namespace (the
+    host's: the machine shares it), and port + 1 too (the bind probes)."""
     while True:
         with socket.socket(socket.AF_INET6) as s:
             s.bind(("::", 0))
             port = int(s.getsockname()[1])
         try:
-            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            for p, kind in ((port, socket.SOCK_DGRAM), (port + 1, socket.SOCK_STREAM)):
                 with socket.socket(socket.AF_INET6, kind) as s:
-                    s.bind(("::", port + 1))
+                    s.bind(("::", p))
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+                s.bind(("::", port + 1))
         except OSError:
             continue
         return port
@@ -265,13 +323,21 @@ def probe_argv(ctx: dict[str, Any]) -> list[str]:
     would make the agent look it up, and a failed look-up is no proof of denial."""
     scope = socket.if_nametoindex(HOST_IF)  # this process shares the machine's netns
     targets = {k: f"{v}%{scope}" if v.startswith("fe80:") else v for k, v in TARGETS.items()}
-    return ["python3", f"{DIR}/probe.py", str(ctx["port"]), ctx["abstract"], json.dumps(targets)]
+    udp = {k: targets[k] for k in UDP_TARGETS}
+    return [
+        "python3",
+        f"{DIR}/probe.py",
+        str(ctx["port"]),
+        ctx["abstract"],
+        json.dumps(targets),
+        json.dumps(udp),
+    ]
 
 
 def control(a: Agentd, ctx: dict[str, Any]) -> dict[str, str] | None:
     """The probe as root outside any unit: every target answers (else None)."""
     got = json.loads(a.sh(probe_argv(ctx)).stdout)
-    reached = [*TARGETS, "abstract"]
+    reached = [*TARGETS, *(f"udp_{k}" for k in UDP_TARGETS), "abstract"]
     return got if all(got[k] == "ok:hello" for k in reached) else None
 
 
@@ -333,25 +399,50 @@ def test_online_agent_cannot_reach_host_link_local_or_private(
     assert online["got"][target] in DENIED, (target, online["got"])
 
 
-@pytest.mark.parametrize("target", sorted(PUBLIC))
+@pytest.mark.parametrize("target", ["public4", "public6", "udp_public4", "udp_public6"])
 def test_online_agent_still_reaches_the_internet(online: dict[str, Any], target: str) -> None:
+    """TCP connect and UDP sendto/recvfrom: clients need no bind()."""
     assert online["got"][target] == "ok:hello", online["got"]
 
 
-@pytest.mark.parametrize("how", ["bind_tcp", "listen_tcp", "listen_unix"])
+@pytest.mark.parametrize("target", ["udp_loopback4", "udp_loopback6"])
+def test_online_agent_cannot_send_udp_to_the_host(online: dict[str, Any], target: str) -> None:
+    assert online["got"][target] in DENIED, online["got"]
+
+
+@pytest.mark.parametrize("how", ["listen_tcp", "listen_unix"])
 def test_online_agent_cannot_listen(online: dict[str, Any], how: str) -> None:
-    """bind_tcp binds 0.0.0.0:PORT and listens; listen_tcp listens unbound (the
-    kernel would autobind an ephemeral port); listen_unix on a path in its home."""
+    """listen_tcp listens unbound (the kernel would autobind an ephemeral port);
+    listen_unix binds a path in its home and listens."""
     assert online["got"][how] == "err:EPERM", online["got"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="documented residual (agentd/sandbox.py): bind() must stay for sd-bus, and "
-    "SocketBindDeny= is not enforced by Debian's systemd 252 (-BPF_FRAMEWORK)",
-)
-def test_online_agent_cannot_bind_a_udp_port(online: dict[str, Any]) -> None:
-    assert online["got"]["bind_udp"] == "err:EPERM", online["got"]
+@pytest.mark.parametrize("how", ["bind_udp", "bind_udp6", "bind_tcp", "bind_unix"])
+def test_online_agents_code_cannot_bind(
+    net: dict[str, Any], online: dict[str, Any], how: str
+) -> None:
+    """UDP on 0.0.0.0:PORT+1 and [::]:PORT+1, TCP on 0.0.0.0:PORT+1 (no listen),
+    a path in its home: the tool filter (agentd.nobind), not a taken port."""
+    assert net["control"][how].startswith("ok:"), net["control"]  # root could, outside
+    assert online["got"][how] == "err:EPERM", online["got"]
+
+
+def test_online_agents_code_cannot_use_io_uring(
+    net: dict[str, Any], online: dict[str, Any]
+) -> None:
+    """IORING_OP_BIND and _LISTEN would bind and listen past seccomp."""
+    if net["control"]["io_uring"] != "ok:ring":
+        pytest.skip(f"no io_uring on this kernel: {net['control']['io_uring']}")
+    assert online["got"]["io_uring"] == "err:EPERM", online["got"]
+
+
+def test_online_agents_code_cannot_write_the_runtime(online: dict[str, Any]) -> None:
+    """The runtime may bind (sd-bus): its tools, same UID, must not be able to
+    write its memory. A child of the tool is writable (the attack is real
+    here); the runtime is not (non-dumpable: hidden, or EACCES)."""
+    got = online["got"]
+    assert got["runtime_alive"] == "ok:alive" and got["child_mem"] == "ok:opened", got
+    assert got["runtime_mem"] in ("err:ENOENT", "err:EACCES", "err:EPERM"), got
 
 
 def test_online_agent_cannot_reach_host_abstract_sockets(

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from agentd_helpers import Agentd, wait_for
 
+from agentd.names import account_name
+
 pytestmark = pytest.mark.integration
 
 TESTS = "/opt/agentd-tests"
@@ -126,7 +128,7 @@ def make_agent(agentd: Agentd, name: str, depth: int, files: int = 0) -> dict[st
     r = agentd.m.run_in_unit(
         f"agent-{name}.service",
         ["python3", f"{TESTS}/shape.py", str(depth), str(files)],
-        user=name,
+        user=account_name(name),
         timeout=600,
     )
     assert int(r.stdout.split()[-1]) == TIB16  # the hole is really there, 16 TiB

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 from agentd_helpers import Agentd
 
+from agentd.names import account_name
+
 pytestmark = pytest.mark.integration
 CONF = "/etc/agentd/agentd.toml"
 
@@ -31,7 +33,7 @@ def test_per_owner_limit(agentd: Agentd, config) -> None:
     agentd.create("lim-one", user="dave")
     r = agentd.ctl("agent", "create", "lim-two", "--template", "sandbox", user="dave", check=False)
     assert r.returncode == 1 and "(LimitExceeded)" in r.stderr
-    assert agentd.sh(["getent", "passwd", "lim-two"], check=False).returncode == 2
+    assert agentd.sh(["getent", "passwd", account_name("lim-two")], check=False).returncode == 2
     agentd.ctl("agent", "rm", "lim-one", user="dave")
 
 
@@ -42,7 +44,7 @@ def test_exhausted_uid_range(agentd: Agentd, config) -> None:
     agentd.create("range-one")
     r = agentd.ctl("agent", "create", "range-two", "--template", "sandbox", check=False)
     assert r.returncode == 1 and "(LimitExceeded)" in r.stderr and "exhausted" in r.stderr
-    assert agentd.uid_of("range-one") == free
+    assert agentd.uid_of(account_name("range-one")) == free
     agentd.ctl("agent", "rm", "range-one")
 
 

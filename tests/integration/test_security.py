@@ -12,6 +12,8 @@ import re
 import pytest
 from agentd_helpers import Agentd
 
+from agentd.names import account_name
+
 pytestmark = pytest.mark.integration
 
 
@@ -21,7 +23,7 @@ def pair(agentd: Agentd) -> tuple[str, str]:
         agentd.create(name, user="alice", start=True)
         agentd.wait_online(name)
     agentd.sh(
-        "echo secret-of-b > /home/agents/sec-b/secret && chown sec-b: "
+        "echo secret-of-b > /home/agents/sec-b/secret && chown agent-sec-b: "
         "/home/agents/sec-b/secret && chmod 600 /home/agents/sec-b/secret"
     )
     return "sec-a", "sec-b"
@@ -29,13 +31,13 @@ def pair(agentd: Agentd) -> tuple[str, str]:
 
 def as_agent(agentd: Agentd, name: str, cmd: str) -> object:
     return agentd.m.run_in_unit(
-        f"agent-{name}.service", ["/bin/sh", "-c", cmd], user=name, check=False
+        f"agent-{name}.service", ["/bin/sh", "-c", cmd], user=account_name(name), check=False
     )
 
 
 def test_probe_really_runs_as_the_agent_in_its_unit(agentd: Agentd, pair) -> None:
     r = as_agent(agentd, "sec-a", "id -u; cat /proc/self/cgroup; grep NoNewPrivs /proc/self/status")
-    assert r.stdout.splitlines()[0] == str(agentd.uid_of("sec-a"))
+    assert r.stdout.splitlines()[0] == str(agentd.uid_of(account_name("sec-a")))
     assert "agent-sec-a.service" in r.stdout and "NoNewPrivs:\t1" in r.stdout
 
 
@@ -94,9 +96,9 @@ def test_agent_gets_permission_denied_from_manager(agentd: Agentd, pair) -> None
     assert "org.agentos.agentd1.Error.PermissionDenied" in r.stderr
     after = [r for r in agentd.audit() if r["result"] == "denied"]
     assert len(after) >= before + len(calls) + 1
-    assert after[-1]["actor_uid"] == agentd.uid_of("sec-a")
+    assert after[-1]["actor_uid"] == agentd.uid_of(account_name("sec-a"))
     assert agentd.show("agent-sec-b.service", "ActiveState")["ActiveState"] == "active"
-    assert agentd.sh(["getent", "passwd", "spawned"], check=False).returncode == 2
+    assert agentd.sh(["getent", "passwd", account_name("spawned")], check=False).returncode == 2
 
 
 def test_agent_cannot_touch_another_agents_object(agentd: Agentd, pair) -> None:
@@ -177,7 +179,7 @@ def test_fork_bomb_stops_at_tasks_max(agentd: Agentd, pair) -> None:
     r = agentd.m.run_in_unit(
         "agent-sec-a.service",
         ["python3", "/opt/agentd-tests/forkbomb.py"],
-        user="sec-a",
+        user=account_name("sec-a"),
         check=False,
     )
     m = re.match(r"stopped (\d+) (\d+)", r.stdout)
@@ -192,6 +194,8 @@ def test_denials_carry_the_agents_uid(agentd: Agentd, pair) -> None:
     rows = [
         r
         for r in agentd.audit()
-        if r["result"] == "denied" and r["seq"] > since and r["actor_uid"] == agentd.uid_of("sec-a")
+        if r["result"] == "denied"
+        and r["seq"] > since
+        and r["actor_uid"] == agentd.uid_of(account_name("sec-a"))
     ]
     assert rows and all("agents may not" in r["detail"]["reason"] for r in rows)

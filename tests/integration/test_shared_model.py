@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from agentd_helpers import Agentd, wait_for
 
+from agentd.names import account_name
+
 pytestmark = pytest.mark.integration
 UNIT = "agentd-inference.service"
 SOCKET = "/run/agentd-inference/socket"
@@ -26,7 +28,7 @@ PROMPTS = ("Name a colour.", "What is 2+2?", "Say hello.", "Name a fruit.")
 @pytest.fixture(scope="module")
 def model(agentd: Agentd) -> Agentd:
     for name in AGENTS:
-        if not agentd.sh(["getent", "passwd", name], check=False).stdout:
+        if not agentd.sh(["getent", "passwd", account_name(name)], check=False).stdout:
             agentd.create(name, template="sandbox", user="alice")
     wait_for(lambda: agentd.ctl_json("model", "show")["state"] == "loaded", 60, "model loaded")
     return agentd
@@ -210,7 +212,7 @@ def test_agents_cannot_reach_the_inference_service(model: Agentd) -> None:
         "print(s.recv(4096))"
     )
     r = model.m.run_in_unit(
-        "agent-md-d.service", ["python3", "-c", probe], user="md-d", check=False
+        "agent-md-d.service", ["python3", "-c", probe], user=account_name("md-d"), check=False
     )
     assert r.returncode != 0 and "loaded" not in r.stdout
     assert "PermissionError" in r.stderr or "FileNotFoundError" in r.stderr, r.stderr

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import pytest
 from agentd_helpers import Agentd, wait_for
 
+from agentd.names import account_name
+
 pytestmark = pytest.mark.integration
 CONF = "/etc/agentd/agentd.toml"
 FAST = "heartbeat_interval = 1\nlease_seconds = 4\nretry_backoff = 1\nidle_timeout = 6\n"
@@ -63,11 +65,11 @@ def test_exec_task_runs_in_the_capable_agents_unit_as_its_uid(fast: Agentd) -> N
     task = show(fast, tid)
     assert task["status"] == "completed" and task["agent"] == "tk-ops"
     out = json.loads(task["result"])["stdout"].split()
-    assert out == [str(fast.uid_of("tk-ops")), "agent-tk-ops.service"]
+    assert out == [str(fast.uid_of(account_name("tk-ops"))), "agent-tk-ops.service"]
     (art,) = task["artifacts"]
     assert art["name"] == "report.txt" and art["size"] == len("report-body\n")
     assert art["path"] == "/home/agents/tk-ops/artifacts/report.txt"
-    assert fast.sh(["stat", "-c", "%U", art["path"]]).stdout.strip() == "tk-ops"
+    assert fast.sh(["stat", "-c", "%U", art["path"]]).stdout.strip() == account_name("tk-ops")
     got = fast.ctl("task", "artifact", str(tid), "report.txt", "-o", "/tmp/report.out", user="root")
     assert got.returncode == 0
     assert fast.sh(["cat", "/tmp/report.out"]).stdout == "report-body\n"
@@ -205,7 +207,10 @@ def test_an_agent_cannot_claim_read_or_finish_another_agents_task(fast: Agentd) 
     }
     for what, probe in probes.items():
         r = fast.m.run_in_unit(
-            "agent-tk-gen.service", ["/bin/sh", "-c", probe], user="tk-gen", check=False
+            "agent-tk-gen.service",
+            ["/bin/sh", "-c", probe],
+            user=account_name("tk-gen"),
+            check=False,
         )
         refused = ("not claimed by tk-gen", "agents may not use the Tasks interface")
         assert r.returncode != 0 and any(s in r.stderr for s in refused), (what, r.stderr)

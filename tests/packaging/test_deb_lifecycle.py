@@ -170,13 +170,13 @@ def test_a_user_creates_and_starts_an_agent(m: Machine) -> None:
     m.run(
         ["agentctl", "agent", "create", "scout", "--template", "sandbox", "--start"], user="alice"
     )
-    pw = sh(m, "getent passwd scout").strip().split(":")
+    pw = sh(m, "getent passwd agent-scout").strip().split(":")
     assert pw[5:] == ["/home/agents/scout", "/usr/sbin/nologin"]
     assert 70000 <= int(pw[2]) <= 99999
     assert active(m, "agent-scout.service") == "active"
-    assert "agentd-agents" in sh(m, "id -nG scout").split()
+    assert "agentd-agents" in sh(m, "id -nG agent-scout").split()
     # Data of the agent's, and an admin's edit of the conffile, for what follows.
-    m.write_file(NOTES, "field notes\n", mode=0o600, owner="scout:scout")
+    m.write_file(NOTES, "field notes\n", mode=0o600, owner="agent-scout:agent-scout")
     sh(m, f"echo '{ADMIN_EDIT}' >>{CONF}")
     sh(m, f"cp /usr/share/agentd/templates/sandbox.toml {OVERRIDE}")
     m.run(["systemctl", "restart", "agentd.service"])
@@ -186,7 +186,7 @@ def test_a_user_creates_and_starts_an_agent(m: Machine) -> None:
 def test_upgrade_keeps_agents_and_restarts_agentd_on_the_new_version(
     m: Machine, packages: Packages
 ) -> None:
-    uid = sh(m, "id -u scout").strip()
+    uid = sh(m, "id -u agent-scout").strip()
     agentd_pid = main_pid(m, "agentd.service")
     agent_pid = main_pid(m, "agent-scout.service")
     apt_install(m, packages.next_deb)
@@ -196,7 +196,7 @@ def test_upgrade_keeps_agents_and_restarts_agentd_on_the_new_version(
     assert main_pid(m, "agentd.service") != agentd_pid
     # The agent's unit ran on through the upgrade; user, home and registry kept.
     assert main_pid(m, "agent-scout.service") == agent_pid
-    assert sh(m, "id -u scout").strip() == uid
+    assert sh(m, "id -u agent-scout").strip() == uid
     assert sh(m, f"cat {NOTES}") == "field notes\n"
     agents = json.loads(m.run(["agentctl", "agent", "list", "--json"], user="alice").stdout)
     assert [a["name"] for a in agents] == ["scout"]
@@ -215,9 +215,9 @@ def test_remove_stops_agentd_and_agents_but_keeps_them(m: Machine, packages: Pac
     assert active(m, "agentd-inference.service") in ("inactive", "unknown")
     assert active(m, "agent-scout.service") in ("inactive", "unknown")
     assert sh(m, "systemctl list-units --all --no-legend --plain 'agent-*'").strip() == ""
-    assert not ok(m, "pgrep -u scout")
+    assert not ok(m, "pgrep -u agent-scout")
     # Kept: the agent's user, group and home, agentd's state, groups and config.
-    assert ok(m, "getent passwd scout && getent group scout")
+    assert ok(m, "getent passwd agent-scout && getent group agent-scout")
     assert ok(m, "getent group agentd-agents && getent group agentd-admin")
     assert sh(m, f"cat {NOTES}") == "field notes\n"
     assert ok(m, "test -s /var/lib/agentd/agentd.db")
@@ -227,7 +227,7 @@ def test_remove_stops_agentd_and_agents_but_keeps_them(m: Machine, packages: Pac
 
 
 def test_reinstall_brings_the_same_agents_back(m: Machine, packages: Packages) -> None:
-    uid = sh(m, "id -u scout").strip()
+    uid = sh(m, "id -u agent-scout").strip()
     apt_install(m, packages.next_deb)
     assert active(m, "agentd.service") == "active"
     agents = json.loads(m.run(["agentctl", "agent", "list", "--json"], user="alice").stdout)
@@ -247,7 +247,7 @@ def test_purge_archives_then_deletes_agents_groups_and_state(m: Machine) -> None
     archived = r"agentd-purge: archived .* to /var/backups/agentd-purge-\d{8}T\d{6}Z\.tar\.gz"
     assert re.search(archived, out), out
     # Gone: agent user and group, agentd's groups, homes, state, config.
-    assert not ok(m, "getent passwd scout") and not ok(m, "getent group scout")
+    assert not ok(m, "getent passwd agent-scout") and not ok(m, "getent group agent-scout")
     assert not ok(m, "getent group agentd-agents") and not ok(m, "getent group agentd-admin")
     for path in ("/home/agents", "/var/lib/agentd", MODELS, "/etc/agentd"):
         assert not ok(m, f"test -e {path}"), path
@@ -258,7 +258,9 @@ def test_purge_archives_then_deletes_agents_groups_and_state(m: Machine) -> None
     archive = f"/var/backups/{backups[0]}"
     assert sh(m, f"stat -c '%a %U %G' {archive}").strip() == "600 root root"
     members = sh(m, f"tar -tzvf {archive}")
-    assert re.search(r"^-rw------- scout/scout .* home/agents/scout/notes\.txt$", members, re.M)
+    assert re.search(
+        r"^-rw------- agent-scout/agent-scout .* home/agents/scout/notes\.txt$", members, re.M
+    )
     assert re.search(r" var/lib/agentd/agentd\.db$", members, re.M)
     assert re.search(r"^drwxr-xr-x root/root .* var/lib/agentd-models/$", members, re.M)
     # dpkg deleted the conffile agentd.toml before postrm purge ran (as it does every

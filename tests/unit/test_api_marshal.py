@@ -329,6 +329,7 @@ def test_a_well_typed_row_conforms_to_its_signature(sample: tuple) -> None:
 
 # ------------------------------------------------------------------ what the services send
 DESCRIBE_TYPES = {  # docs/dbus-api.md, DescribeAgent: every key, and what it goes out as
+    "id": "t",
     "name": "s",
     "uid": "t",
     "gid": "t",

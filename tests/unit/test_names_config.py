@@ -6,7 +6,7 @@ from agentd import config, names
 from agentd.errors import InvalidConfig, InvalidName
 
 
-@pytest.mark.parametrize("name", ["a", "research-1", "x" * 32, "a1-b2-c3"])
+@pytest.mark.parametrize("name", ["a", "research-1", "x" * 26, "a1-b2-c3", "docker", "postgres"])
 def test_valid_names(name: str) -> None:
     assert names.check_syntax(name) == name
 
@@ -19,7 +19,7 @@ def test_valid_names(name: str) -> None:
         "has space",
         "a/b",
         "a.b",
-        "x" * 33,
+        "x" * 27,
         "1abc",
         "-a",
         "a-",
@@ -37,13 +37,36 @@ def test_invalid_names(name: str) -> None:
         names.check_syntax(name)
 
 
-def test_existing_account_is_refused() -> None:
-    with pytest.raises(InvalidName, match="existing system user"):
-        names.check_free_account("root")
+def test_existing_account_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pwd
+
+    taken = pwd.getpwnam("root")
+    monkeypatch.setattr(
+        names.pwd, "getpwnam", lambda n: taken if n == "agent-x" else pwd.getpwnam(n)
+    )
+    with pytest.raises(InvalidName, match="'agent-x' is an existing system user"):
+        names.check_free_account("x")
+
+
+def test_a_system_accounts_name_is_not_its_agents_account() -> None:
+    """root, daemon... exist; agent 'daemon' would be agent-daemon (reserved anyway)."""
+    names.check_free_account("bin-tools")  # agent-bin-tools: no such account here
+    assert names.account_name("docker") == "agent-docker"
 
 
 def test_unit_name() -> None:
     assert names.unit_name("web-1") == "agent-web-1.service"
+
+
+def test_account_names_fit_useradd_and_invert() -> None:
+    longest = "x" * names.MAX_LEN
+    assert len(names.account_name(longest)) == names.ACCOUNT_MAX_LEN == 32
+    for name in ("a", "web-1", "agent-x", longest):
+        assert names.agent_of_account(names.account_name(name)) == name
+        assert names.unit_name(name) == names.account_name(name) + ".service"
+    assert names.agent_of_account("docker") is None
+    assert names.agent_of_account("agent-") is None
+    assert names.agent_of_account("agentd-agents") is None
 
 
 def test_default_range_is_clear_of_documented_ranges() -> None:

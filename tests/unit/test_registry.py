@@ -18,6 +18,7 @@ from agentd.errors import (
     SystemError_,
 )
 from agentd.events import JobFinished
+from agentd.names import account_name
 from agentd.policy import Caller
 
 
@@ -25,7 +26,7 @@ def test_create_makes_a_whole_agent(w: World) -> None:
     a = w.run(w.reg.create(ALICE, "writer", "writing"))
     assert a.state == "present" and a.owner_uid == 1000
     assert w.cfg.uid_min <= a.uid <= w.cfg.uid_max and a.gid == a.uid
-    assert w.accounts.user("writer").uid == a.uid
+    assert w.accounts.user(account_name("writer")).uid == a.uid
     assert w.homes.owner("writer") == a.uid
     (row,) = w.audit_rows("agent.create")
     assert row.result == "ok" and row.actor_uid == 1000 and row.agent_uid == a.uid
@@ -185,16 +186,16 @@ def test_crash_during_remove_is_finished_on_restart(w: World) -> None:
 
 def test_orphans_are_removed_and_missing_parts_recreated(w: World) -> None:
     w.run(w.reg.create(ROOT, "kept", "sandbox"))
-    w.run(w.accounts.add("stray", w.cfg.uid_min + 50, Path("/home/agents/stray")))
+    w.run(w.accounts.add(account_name("stray"), w.cfg.uid_min + 50, Path("/home/agents/stray")))
     w.homes.homes["stray"] = w.cfg.uid_min + 50
     w.units.running["agent-stray.service"] = []
-    del w.accounts.users["kept"]
+    del w.accounts.users[account_name("kept")]
     repaired = w.run(w.reg.reconcile())
     assert "recreated user kept" in repaired
-    assert any("orphan user stray" in r for r in repaired)
+    assert any("orphan user agent-stray" in r for r in repaired)
     assert any("orphan unit agent-stray.service" in r for r in repaired)
-    assert "stray" not in w.accounts.users and "stray" not in w.homes.homes
-    assert w.accounts.user("kept") is not None
+    assert account_name("stray") not in w.accounts.users and "stray" not in w.homes.homes
+    assert w.accounts.user(account_name("kept")) is not None
     assert w.run(w.reg.reconcile()) == []  # idempotent
 
 
@@ -254,7 +255,8 @@ def test_a_failed_removal_stays_removing_with_its_reason_visible(w: World) -> No
     assert w.reg.get(ALICE, "big", "agent.show", LISTED).state == "removing"
     row = w.audit_rows("agent.remove")[-1]
     assert row.result == "failed" and "simulated" in row.detail["reason"]
-    assert w.homes.exists("big") and w.accounts.user("big") is not None  # nothing lost
+    assert w.homes.exists("big")
+    assert w.accounts.user(account_name("big")) is not None  # nothing lost
 
 
 def test_only_an_administrator_may_force_and_force_finishes(w: World) -> None:
@@ -267,7 +269,7 @@ def test_only_an_administrator_may_force_and_force_finishes(w: World) -> None:
         w.run(w.reg.remove(ROOT, "big", keep_home=True, force=True))
     w.homes.fail["remove"] = "mount"  # even a home that cannot be deleted
     w.run(w.reg.remove(ROOT, "big", force=True))
-    assert w.reg.find("big") is None and w.accounts.user("big") is None
+    assert w.reg.find("big") is None and w.accounts.user(account_name("big")) is None
     assert not w.homes.exists("big") and list(w.homes.aside) == [f"big-{w.cfg.uid_min}"]
     row = w.audit_rows("agent.remove")[-1]
     assert (row.result, row.actor_uid, row.detail["forced"]) == ("ok", 0, True)

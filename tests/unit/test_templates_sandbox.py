@@ -106,7 +106,7 @@ def _props(network: str) -> dict[str, list]:
 
 def test_unit_properties_carry_limits_identity_and_hardening() -> None:
     p = _props("none")
-    assert p["User"] == [("s", "web-1")]
+    assert p["User"] == [("s", "agent-web-1")]
     assert p["Slice"] == [("s", "agents.slice")]
     assert p["MemoryMax"] == [("t", 256 << 20)]
     assert p["CPUQuotaPerSecUSec"] == [("t", 500_000)]
