@@ -24,6 +24,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,12 @@ MAX_VALUE = 1024  # bytes of one string in a row (a detail value, the agent name
 MAX_ITEMS = 64  # entries of one list or dict in a detail
 MAX_DEPTH = 4  # nesting of lists and dicts in a detail
 MAX_DETAIL = 16 * 1024  # bytes of a row's whole detail JSON
+
+
+def _send(journal: JournalSink, fields: dict[str, Any]) -> None:
+    # journald down must not stop agentd; the database row is the record
+    with contextlib.suppress(OSError):
+        journal(**fields)
 
 
 def _journal_anchor(chain: str) -> tuple[int, str] | None:
@@ -132,9 +139,18 @@ class AuditLog:
         journal: JournalSink | None = _journal_send,
         events: Events | None = None,
         anchor: JournalAnchor | None = None,
+        background: bool = False,
     ) -> None:
         self.store = store
         self.journal = journal
+        # BACKGROUND: journald sends leave the event loop for one thread, in
+        # order (a send is a sendmsg of ~1 KiB, but journald may be slow or
+        # rate-limiting, and the hot path audits two or three rows per task).
+        self._sender = (
+            ThreadPoolExecutor(1, thread_name_prefix="agentd-journal")
+            if background and journal is not None
+            else None
+        )
         self.anchor = anchor if anchor is not None else (_journal_anchor if journal else None)
         self._chain: str | None = None
         self.events = events if events is not None else Events(store)
@@ -253,10 +269,16 @@ class AuditLog:
                 fields["AGENT_UID"] = entry.agent_uid
             if entry.agent_id is not None:
                 fields["AGENT_ID"] = entry.agent_id
-            # journald down must not stop agentd; the database row is the record
-            with contextlib.suppress(OSError):
-                self.journal(**fields)
+            if self._sender is not None:
+                self._sender.submit(_send, self.journal, fields)
+            else:
+                _send(self.journal, fields)
         self.events.publish(AuditAppended(entry))
+
+    def close(self) -> None:
+        """Send what is queued for journald, then stop the sender."""
+        if self._sender is not None:
+            self._sender.shutdown(wait=True)
 
     def entries(
         self,

@@ -86,7 +86,7 @@ async def serve(cfg: config_mod.Config) -> None:
     ensure_groups(cfg)
     store = Store(cfg.db_path)
     events = Events(store)
-    audit = AuditLog(store, events=events)
+    audit = AuditLog(store, events=events, background=True)
     retention = Retention(
         cfg.archive_retention_count, cfg.archive_retention_bytes, cfg.archive_retention_days
     )
@@ -126,7 +126,7 @@ async def serve(cfg: config_mod.Config) -> None:
     thinking = Thinking(
         registry, meter, ModelClient(cfg.inference_socket), audit, policy=policy, catalog=catalog
     )
-    callers = Callers(bus, policy, Polkit(bus))
+    callers = Callers(bus, policy, Polkit(bus), store=store)
     manager = ManagerObject(
         registry, EventLog(audit, registry, policy), callers, bus, catalog=catalog, cfg=cfg
     )
@@ -197,6 +197,7 @@ async def serve(cfg: config_mod.Config) -> None:
         await asyncio.wait_for(registry.settle(), 5)
     audit.append("agentd.stop", actor_uid=0)
     store.close()
+    audit.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,12 @@ each answer constrained by a JSON schema to one of the actions the template
 allows (answer, shell, write_file), the last step always an answer.
 Imports nothing of agentd's engine (only the task vocabulary): it runs as the
 agent.
+
+Importing it is part of every agent's start, before its first claim: what only
+a running task needs (agentd.nobind's ctypes, the task vocabulary's limits) is
+imported when first used, and nothing here needs dataclasses. That keeps ~4 ms
+of CPU per agent start off the import (``python3 -X importtime``, build
+machine, 2026-11-30); tests/unit/test_runtime_imports.py keeps it so.
 """
 
 from __future__ import annotations
@@ -19,14 +25,8 @@ import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from . import nobind
-
-# agentd's own limits (a dependency-free module): a report over them is refused whole
-from .tasks.model import MAX_ARTIFACT_SIZE, MAX_ARTIFACTS, MAX_TASK_ARTIFACTS_SIZE
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of stdout/stderr kept in a result
 MAX_STEPS = 3  # model steps per free-form task; the last one must answer
@@ -49,13 +49,34 @@ class ModelError(Exception):
 ARTIFACTS_DIR = "artifacts"
 
 
-@dataclass
 class Outcome:
-    status: str  # completed | failed | blocked
-    result: dict[str, Any] = field(default_factory=dict)
-    error: str = ""
-    reason: str = ""
-    artifacts: list[tuple[str, str]] = field(default_factory=list)
+    """How a task ended. A plain class: dataclasses costs ~1 ms at each agent start."""
+
+    FIELDS = ("status", "result", "error", "reason", "artifacts")
+    __slots__ = FIELDS
+
+    def __init__(
+        self,
+        status: str,  # completed | failed | blocked
+        result: dict[str, Any] | None = None,
+        error: str = "",
+        reason: str = "",
+        artifacts: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.status = status
+        self.result: dict[str, Any] = {} if result is None else result
+        self.error = error
+        self.reason = reason
+        self.artifacts: list[tuple[str, str]] = [] if artifacts is None else artifacts
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Outcome):
+            return NotImplemented
+        return all(getattr(self, a) == getattr(other, a) for a in self.FIELDS)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{a}={getattr(self, a)!r}" for a in self.FIELDS)
+        return f"Outcome({fields})"
 
 
 class ShellTool:
@@ -69,6 +90,8 @@ class ShellTool:
         self.running: dict[int, asyncio.subprocess.Process] = {}
 
     async def run(self, task_id: int, command: str, env: dict[str, str]) -> dict[str, Any]:
+        from . import nobind  # ctypes: here, not at the runtime's start
+
         started = time.monotonic()
         # The tool is code the agent controls: no bind, listen or io_uring for
         # it (agentd.nobind), and no way into this process's memory.
@@ -330,6 +353,9 @@ class Executor:
 def _within_limits(changed: dict[Path, tuple[int, int]]) -> tuple[list[Path], list[Path]]:
     """The files that fit agentd's artifact limits (agentd.tasks.model: count, size of
     one, size of all), in name order; and those that do not."""
+    # agentd's own limits (a dependency-free module): a report over them is refused whole
+    from .tasks.model import MAX_ARTIFACT_SIZE, MAX_ARTIFACTS, MAX_TASK_ARTIFACTS_SIZE
+
     kept: list[Path] = []
     left_out: list[Path] = []
     total = 0

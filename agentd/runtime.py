@@ -2,11 +2,16 @@
 
 It speaks to agentd only through the Runtime interface, which identifies it by
 its UID; it imports the interface definitions and the executor, nothing of the
-engine or the store. The loop: register; then, while there is room (the
-template's WIP limit), long-poll ClaimTask and run each claimed task with the
-executor; heartbeat meanwhile (renewing the leases, aborting what agentd says
-was cancelled); report each task once, retrying the report while agentd is
-unreachable so that a restart of agentd loses nothing.
+engine or the store. The loop: register and claim the first tasks in one
+call (RegisterAndClaim); then, while there is room (the template's WIP
+limit), long-poll ClaimTasks for as many tasks as there are free slots, and
+run each claimed task with the executor; heartbeat meanwhile (renewing the
+leases, aborting what agentd says was cancelled); report each task once,
+retrying the report while agentd is unreachable so that a restart of agentd
+loses nothing. A completed task is reported with CompleteAndClaim, which
+refills its slot in the same round trip: a busy runtime makes one call per
+task. agentd bounds every claim by the agent's free wip, so the runtime
+never holds more than its template allows even if its own count is off.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from typing import Any
 from sdbus import DbusFailedError, SdBusBaseError, sd_bus_open_system, set_default_bus
 
 from .api import errors as _errors
-from .api.interfaces import BUS_NAME, ROOT_PATH, RuntimeInterface
+from .api.interfaces.common import BUS_NAME, ROOT_PATH
+from .api.interfaces.runtime import RuntimeInterface  # not the package's other four
 from .api.marshal import plain
 from .executor import Executor, ModelError, Outcome, Think
 
@@ -43,13 +49,16 @@ class Runtime:
         self.running: dict[int, asyncio.Task[None]] = {}
         self.name = ""
         self.settings: dict[str, Any] = {}
+        self.first: list[dict[str, Any]] = []  # the tasks RegisterAndClaim gave
+        self.freed = asyncio.Event()  # a task ended: its slot is free
 
     async def register(self) -> bool:
         delay = 0.5
         while not self.stop.is_set():
             try:
-                self.name, path, settings = await self.proxy.register()
+                self.name, path, settings, tasks = await self.proxy.register_and_claim(0)
                 self.settings = plain(settings)
+                self.first = [plain(t) for t in tasks]
                 log(
                     f"agent {self.name} online as uid {os.getuid()} ({path}), heartbeat "
                     f"every {self.settings['heartbeat_interval']}s, "
@@ -80,28 +89,38 @@ class Runtime:
                 log(f"heartbeat failed: {_message(e)}")
 
     async def work(self, executor: Executor) -> None:
-        room = asyncio.Semaphore(int(self.settings.get("wip", 1)))
+        """Run the first tasks, then long-poll ClaimTasks for the free slots."""
+        wip = int(self.settings.get("wip", 1))
+        first, self.first = self.first, []
+        for task in first:
+            self.start(executor, task)
         while not self.stop.is_set():
-            await room.acquire()
+            self.freed.clear()
+            free = wip - len(self.running)
+            if free <= 0:
+                await self.freed.wait()
+                continue
             try:
-                found, info = await self.proxy.claim_task(CLAIM_WAIT_MS)
+                tasks = await self.proxy.claim_tasks(free, CLAIM_WAIT_MS)
             except SdBusBaseError as e:
-                room.release()
                 log(f"claim failed: {_message(e)}")
                 await self._sleep(1)
                 continue
-            if not found:
-                room.release()
-                continue
-            task = plain(info)
-            job = asyncio.get_running_loop().create_task(self.run_task(executor, task))
-            self.running[task["id"]] = job
+            for info in tasks:
+                self.start(executor, plain(info))
 
-            def finished(_job: asyncio.Task[None], tid: int = task["id"]) -> None:
-                self.running.pop(tid, None)
-                room.release()
+    def start(self, executor: Executor, task: dict[str, Any]) -> None:
+        """Run TASK (claimed: agentd counts it against the wip) in its own job."""
+        tid = task["id"]
+        job = asyncio.get_running_loop().create_task(self.run_task(executor, task))
+        self.running[tid] = job
 
-            job.add_done_callback(finished)
+        def finished(_job: asyncio.Task[None]) -> None:
+            if self.running.get(tid) is _job:
+                del self.running[tid]
+            self.freed.set()
+
+        job.add_done_callback(finished)
 
     async def run_task(self, executor: Executor, task: dict[str, Any]) -> None:
         log(f"task {task['id']} (attempt {task['attempt']}): {task['title']}")
@@ -113,14 +132,25 @@ class Runtime:
             f"task {task['id']}: {outcome.status}"
             + (f" ({outcome.error or outcome.reason})" if outcome.error or outcome.reason else "")
         )
-        await self.report(task, outcome)
+        for nxt in await self.report(task, outcome):
+            self.start(executor, nxt)
 
-    async def report(self, task: dict[str, Any], outcome: Outcome) -> None:
+    async def report(self, task: dict[str, Any], outcome: Outcome) -> list[dict[str, Any]]:
+        """Report TASK's OUTCOME once; return the tasks claimed with it (a
+        completion refills its own slot: CompleteAndClaim for one more, not
+        waiting, unless the runtime is stopping)."""
         tid, attempt = task["id"], task["attempt"]
         result = json.dumps(outcome.result) if outcome.result else ""
         delay = 0.5
         while True:
             try:
+                # One call instead of CompleteTask + ClaimTask: bench/tasks.py, 8 agents
+                # x 100 tasks, one run (2026-11-30): 527 -> 690 cycles/s.
+                if outcome.status == "completed" and not self.stop.is_set():
+                    tasks = await self.proxy.complete_and_claim(
+                        tid, attempt, result, outcome.artifacts, 1, 0
+                    )
+                    return [plain(t) for t in tasks]
                 if outcome.status == "completed":
                     await self.proxy.complete_task(tid, attempt, result, outcome.artifacts)
                 elif outcome.status == "blocked":
@@ -129,7 +159,7 @@ class Runtime:
                     await self.proxy.fail_task(
                         tid, attempt, outcome.error, result, outcome.artifacts
                     )
-                return
+                return []
             except DbusFailedError as e:
                 name = _errors.short_name(e)
                 if name in ARTIFACT_REFUSALS and outcome.artifacts and outcome.status != "blocked":
@@ -142,7 +172,7 @@ class Runtime:
                     continue
                 if name in FINAL_ERRORS:
                     log(f"task {tid}: report refused: {_message(e)}")
-                    return
+                    return []
                 log(f"task {tid}: report failed ({_message(e)}); retrying")
             except SdBusBaseError as e:
                 log(f"task {tid}: report failed ({_message(e)}); retrying")

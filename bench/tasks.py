@@ -1,7 +1,11 @@
 """Task queue benchmark: boots the disposable machine, installs agentd, runs
 tasks_inner.py inside, and prints its report.
 
-    python3 bench/tasks.py [--agents 8] [--per-agent 250] [--runs 10]
+    python3 bench/tasks.py [--agents 8] [--per-agent 250] [--runs 10] [--phases a,b]
+
+Phases (tasks_inner.py): inprocess_queue, dbus_ping, dbus_queue (ClaimTask +
+CompleteTask per task), dbus_queue_complete_and_claim (CompleteAndClaim: one
+call per task), systemd_unit_start, submit_to_running_from_stopped.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 Phases, each against a baseline measured in this same run:
   queue     claim+complete cycles through the D-Bus Runtime API by N client
             processes running as N agents' UIDs (so the bus policy applies as
-            to real runtimes), vs the same TaskQueue code in-process (no bus),
-            and vs a bare D-Bus round trip to agentd (Peer.Ping) per call;
+            to real runtimes): ClaimTask + CompleteTask (two calls per task),
+            and CompleteAndClaim (one call per task: the completion brings the
+            next claim), vs the same TaskQueue code in-process (no bus), and
+            vs a bare D-Bus round trip to agentd (Peer.Ping) per call;
   scale0    submit -> running (claimed) for an agent whose unit is stopped,
             vs systemd starting the same hardened unit (StartTransientUnit
             until the job is done).
@@ -36,6 +38,7 @@ from agentd.api.interfaces import (  # noqa: E402
     ManagerInterface,
     TasksInterface,
 )
+from agentd.names import account_name  # noqa: E402
 
 CONF = Path("/etc/agentd/agentd.toml")
 IDLE_RUNTIME = Path("/usr/local/lib/bench-idle-runtime")
@@ -72,32 +75,57 @@ import sys, time, json, asyncio
 sys.path.insert(0, "/usr/lib/agentd/python")
 from sdbus import sd_bus_open_system, set_default_bus
 from agentd.api.interfaces import BUS_NAME, ROOT_PATH, RuntimeInterface
-async def main(n):
-    bus = sd_bus_open_system(); set_default_bus(bus)
-    rt = RuntimeInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
-    await rt.register()
-    claims, cycles, t0 = [], 0, None
-    sys.stdout.write("ready\n"); sys.stdout.flush(); sys.stdin.readline()
-    t0 = time.perf_counter()
+async def single(rt, n, calls):
+    cycles = 0
     while cycles < n:
         c0 = time.perf_counter()
         found, task = await rt.claim_task(2000)
-        claims.append(time.perf_counter() - c0)
+        calls.append(time.perf_counter() - c0)
         if not found:
             break
         await rt.complete_task(task["id"][1], task["attempt"][1], "", [])
         cycles += 1
-    print(json.dumps({"cycles": cycles, "wall": time.perf_counter() - t0, "claims": claims}))
-asyncio.run(main(int(sys.argv[1])))
+    return cycles
+async def batched(rt, n, calls):
+    cycles = 0
+    c0 = time.perf_counter()
+    tasks = await rt.claim_tasks(1, 2000)
+    calls.append(time.perf_counter() - c0)
+    while tasks:
+        task = tasks[0]
+        c0 = time.perf_counter()
+        more = 1 if cycles + 1 < n else 0
+        if more:
+            tasks = await rt.complete_and_claim(
+                task["id"][1], task["attempt"][1], "", [], 1, 2000
+            )
+        else:
+            await rt.complete_task(task["id"][1], task["attempt"][1], "", [])
+            tasks = []
+        calls.append(time.perf_counter() - c0)
+        cycles += 1
+    return cycles
+async def main(n, mode):
+    bus = sd_bus_open_system(); set_default_bus(bus)
+    rt = RuntimeInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
+    await rt.register()
+    calls = []
+    sys.stdout.write("ready\n"); sys.stdout.flush(); sys.stdin.readline()
+    t0 = time.perf_counter()
+    cycles = await (batched if mode == "batched" else single)(rt, n, calls)
+    print(json.dumps({"cycles": cycles, "wall": time.perf_counter() - t0, "calls": calls}))
+asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
 """
 
 
-async def queue_phase(manager, tasks, agents: int, per_agent: int) -> dict:
+async def queue_phase(manager, tasks, agents: int, per_agent: int, mode: str = "single") -> dict:
+    """MODE "single": ClaimTask + CompleteTask per task (latency: the claim);
+    "batched": CompleteAndClaim per task (latency: that one call)."""
     IDLE_RUNTIME.write_text("#!/bin/sh\nexec sleep infinity\n")
     IDLE_RUNTIME.chmod(0o755)
     configure(f'runtime_command = "{IDLE_RUNTIME}"\nidle_timeout = 0\n')
     await asyncio.sleep(0.5)
-    names = [f"q{i}" for i in range(agents)]
+    names = [f"{mode[0]}q{i}" for i in range(agents)]
     for name in names:
         await manager.create_agent(name, "sandbox", {})
     for name in names:
@@ -106,7 +134,7 @@ async def queue_phase(manager, tasks, agents: int, per_agent: int) -> dict:
     Path("/opt/bench-client.py").write_text(CLIENT)
     procs = []
     for name in names:
-        uid = int(sh("id", "-u", name))
+        uid = int(sh("id", "-u", account_name(name)))
         gid = sh("getent", "group", "agentd-agents").split(":")[2]
         procs.append(
             subprocess.Popen(
@@ -119,6 +147,7 @@ async def queue_phase(manager, tasks, agents: int, per_agent: int) -> dict:
                     "/usr/bin/python3",
                     "/opt/bench-client.py",
                     str(per_agent),
+                    mode,
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -135,7 +164,7 @@ async def queue_phase(manager, tasks, agents: int, per_agent: int) -> dict:
     results = [json.loads(p.communicate()[0]) for p in procs]
     wall = time.perf_counter() - t0
     cycles = sum(r["cycles"] for r in results)
-    claims = [c for r in results for c in r["claims"]]
+    calls = [c for r in results for c in r["calls"]]
     for name in names:
         await manager.stop_agent(name)
         await manager.remove_agent(name, False)
@@ -144,7 +173,7 @@ async def queue_phase(manager, tasks, agents: int, per_agent: int) -> dict:
         "cycles": cycles,
         "wall_s": round(wall, 3),
         "cycles_per_s": round(cycles / wall, 1),
-        "claim": ms(claims),
+        ("claim" if mode == "single" else "complete_and_claim"): ms(calls),
     }
 
 
@@ -258,6 +287,9 @@ async def main() -> None:
         "inprocess_queue": lambda: inprocess_baseline(agents * per_agent),
         "dbus_ping": lambda: ping_baseline(bus),
         "dbus_queue": lambda: queue_phase(manager, tasks, agents, per_agent),
+        "dbus_queue_complete_and_claim": lambda: queue_phase(
+            manager, tasks, agents, per_agent, "batched"
+        ),
         "systemd_unit_start": lambda: unit_start_baseline(bus, runs),
         "submit_to_running_from_stopped": lambda: scale0_phase(bus, manager, tasks, runs),
     }
@@ -286,6 +318,11 @@ async def main() -> None:
     if "dbus_queue" in report and "inprocess_queue" in report:
         report["dbus_vs_inprocess_throughput"] = round(
             report["dbus_queue"]["cycles_per_s"] / report["inprocess_queue"]["cycles_per_s"], 3
+        )
+    batched = report.get("dbus_queue_complete_and_claim")
+    if batched and "dbus_queue" in report:
+        report["complete_and_claim_vs_claim_complete_throughput"] = round(
+            batched["cycles_per_s"] / report["dbus_queue"]["cycles_per_s"], 3
         )
     print(json.dumps(report, indent=2))
     if os.path.exists("/opt/bench-client.py"):

@@ -26,7 +26,7 @@ import inspect
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any, Concatenate, NoReturn, ParamSpec, Protocol, TypeVar
 
@@ -35,6 +35,7 @@ from sdbus import DbusFailedError, SdBus, get_current_message
 from ..errors import AgentdError, InvalidArgument
 from ..limits import Bound, Violation, arguments
 from ..policy import RULES, Caller, Policy
+from ..store import Store
 from .callers import BusDriver
 from .errors import AgentdDbusError, to_dbus
 from .marshal import Variant
@@ -62,7 +63,12 @@ class Callers:
     """
 
     def __init__(
-        self, bus: SdBus | None, policy: Policy, polkit: PolkitCheck | None = None, size: int = 4096
+        self,
+        bus: SdBus | None,
+        policy: Policy,
+        polkit: PolkitCheck | None = None,
+        size: int = 4096,
+        store: Store | None = None,
     ) -> None:
         self.driver = (
             BusDriver.new_proxy("org.freedesktop.DBus", "/org/freedesktop/DBus", bus)
@@ -73,6 +79,7 @@ class Callers:
         self.polkit = polkit
         self.cache: OrderedDict[str, Caller] = OrderedDict()
         self.size = size
+        self.store = store  # when a reply may go: after the commit of what it says
 
     async def credentials(self) -> Caller:
         sender = get_current_message().sender
@@ -172,6 +179,32 @@ def close_fds(value: object) -> None:
             stack.extend(item)
 
 
+# The agents' hot path: their writes join the event loop turn's group commit
+# (agentd.store), one fsync for all of them; every reply still waits for its
+# commit. Everything else commits on its own: the registry, for one, must have
+# its intent on disk before it touches the system.
+GROUPED = frozenset(
+    {
+        "runtime.register",
+        "runtime.heartbeat",
+        "task.claim",
+        "task.completed",
+        "task.failed",
+        "task.blocked",
+    }
+)
+
+
+async def _durably(store: Store | None, action: str, call: Awaitable[T]) -> T:
+    """CALL's result, once what it wrote (and what it read) is committed."""
+    if store is None:
+        return await call
+    with store.grouped() if action in GROUPED else contextlib.nullcontext():
+        result = await call
+        await store.settled()
+    return result
+
+
 def rule(
     action: str, limits: Mapping[str, Bound] | None = None
 ) -> Callable[[Method[S, P, T]], Method[S, P, T]]:
@@ -194,7 +227,7 @@ def rule(
                 caller = await self.callers.authorize(action)
                 token = _current.set(caller)
                 try:
-                    return await fn(self, *args, **kwargs)
+                    return await _durably(self.callers.store, action, fn(self, *args, **kwargs))
                 finally:
                     _current.reset(token)
             except AgentdError as e:

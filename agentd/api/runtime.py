@@ -3,6 +3,13 @@
 The caller's UID picks the agent; nothing in a call can name another one, and
 a task it names (reports, Think's ``task`` option) must be one it holds the
 claim of (else PermissionDenied, audited).
+
+The batch calls (RegisterAndClaim, ClaimTasks, CompleteAndClaim) are the
+single calls composed, under the single calls' policy actions and argument
+bounds: each claim is a task.claimed audit row as ClaimTask's is, and a
+refused completion is audited and answered exactly as CompleteTask's. Their
+claims are bounded by the agent's free wip in the engine (the runtime need
+not count), and their long polls by MAX_CLAIM_WAIT_MS, as ClaimTask's.
 """
 
 from __future__ import annotations
@@ -11,8 +18,11 @@ import json
 
 from sdbus import dbus_method_async_override
 
+from ..agent import Agent
 from ..errors import InvalidArgument
+from ..policy import Caller
 from ..registry import Registry
+from ..tasks.model import Task
 from ..tasks.queue import TaskQueue
 from ..thinking import Thinking, parse_messages, parse_options
 from .access import Callers, rule
@@ -35,9 +45,13 @@ class RuntimeObject(RuntimeInterface):
     @dbus_method_async_override()
     @rule("runtime.register")
     async def register(self) -> tuple[str, str, dict[str, Variant]]:
-        agent = self.registry.register_runtime(await self.callers.current())
-        self.queue.release(agent)  # a fresh runtime: earlier claims died with its predecessor
+        agent = self._register(await self.callers.current())
         return agent.name, agent_path(agent.name), variants(self.queue.settings(agent))
+
+    def _register(self, caller: Caller) -> Agent:
+        agent = self.registry.register_runtime(caller)
+        self.queue.release(agent)  # a fresh runtime: earlier claims died with its predecessor
+        return agent
 
     @dbus_method_async_override()
     @rule("runtime.heartbeat")
@@ -46,14 +60,54 @@ class RuntimeObject(RuntimeInterface):
         return self.queue.renew(agent), self.queue.cfg.heartbeat_interval
 
     @dbus_method_async_override()
+    @rule("runtime.register")
+    async def register_and_claim(
+        self, max: int
+    ) -> tuple[str, str, dict[str, Variant], list[dict[str, Variant]]]:
+        caller = await self.callers.current()
+        agent = self._register(caller)
+        self.queue.policy.screen(caller, "task.claim")  # what ClaimTasks would be asked
+        settings = variants(self.queue.settings(agent))
+        tasks = self._tasks(self.queue.claim_many(agent, max))
+        return agent.name, agent_path(agent.name), settings, tasks
+
+    @dbus_method_async_override()
     @rule("task.claim")
     async def claim_task(self, timeout_ms: int) -> tuple[bool, dict[str, Variant]]:
         agent = self.registry.runtime_agent(await self.callers.current())
-        wait = min(int(timeout_ms), MAX_CLAIM_WAIT_MS) / 1000
-        task = await self.queue.claim_wait(agent, wait)
+        task = await self.queue.claim_wait(agent, _wait(timeout_ms))
         if task is None:
             return False, {}
-        return True, variants(
+        return True, self._task(task)
+
+    @dbus_method_async_override()
+    @rule("task.claim")
+    async def claim_tasks(self, max: int, timeout_ms: int) -> list[dict[str, Variant]]:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        return self._tasks(await self.queue.claim_many_wait(agent, max, _wait(timeout_ms)))
+
+    @dbus_method_async_override()
+    @rule("task.completed")
+    async def complete_and_claim(
+        self,
+        task: int,
+        attempt: int,
+        result: str,
+        artifacts: list[tuple[str, str]],
+        max: int,
+        timeout_ms: int,
+    ) -> list[dict[str, Variant]]:
+        caller = await self.callers.current()
+        agent = self.registry.runtime_agent(caller)
+        self.queue.policy.screen(caller, "task.claim")  # what ClaimTasks would be asked
+        claimed = await self.queue.complete_and_claim(
+            agent, task, attempt, result, list(artifacts), max, _wait(timeout_ms)
+        )
+        return self._tasks(claimed)
+
+    def _task(self, task: Task) -> dict[str, Variant]:
+        """A claimed task as the runtime gets it (ClaimTask's a{sv})."""
+        return variants(
             {
                 "id": task.id,
                 "attempt": task.attempts,
@@ -65,6 +119,9 @@ class RuntimeObject(RuntimeInterface):
                 "lease_seconds": self.queue.cfg.lease_seconds,
             }
         )
+
+    def _tasks(self, tasks: list[Task]) -> list[dict[str, Variant]]:
+        return [self._task(t) for t in tasks]
 
     @dbus_method_async_override()
     @rule("task.completed")
@@ -102,3 +159,8 @@ class RuntimeObject(RuntimeInterface):
             agent, parse_messages(messages), parse_options(raw), task
         )
         return json.dumps(answer)
+
+
+def _wait(timeout_ms: int) -> float:
+    """A long poll's wait in seconds, at most MAX_CLAIM_WAIT_MS."""
+    return min(int(timeout_ms), MAX_CLAIM_WAIT_MS) / 1000

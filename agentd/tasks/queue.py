@@ -19,7 +19,7 @@ max_queued_tasks_per_owner tasks not yet final (agentd.toml): a person cannot
 grow the database without bound by submitting. Each task event goes
 as a domain event from one place (_notify, called by lifecycle inside the
 change's transaction, so delivered after its commit). Also here: the wake-ups
-of ClaimTask long polls, themselves subscribers of those events.
+of ClaimTask/ClaimTasks long polls, themselves subscribers of those events.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import builtins
 import contextlib
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..agent import Agent
@@ -176,8 +177,9 @@ class TaskQueue:
         self._events.publish(TaskChanged(task, event))
 
     def _on_task(self, event: TaskChanged) -> None:
-        """A task became claimable by its agent: wake that agent's long poll."""
-        if event.task.agent and event.task.status == "pending":
+        """A task became claimable by its agent (pending), or one it held ended
+        and freed room in its wip (ClaimTasks): wake that agent's long polls."""
+        if event.task.agent and event.task.status != "in_progress":
             self.wake(event.task.agent)
 
     def _on_unit_state(self, event: UnitStateChanged) -> None:
@@ -308,21 +310,56 @@ class TaskQueue:
         """The best runnable task for AGENT, claimed (see routing.Router.claim)."""
         return self.router.claim(agent)
 
+    def claim_many(self, agent: Agent, most: int) -> builtins.list[Task]:
+        """Up to MOST tasks for AGENT within its free wip (0: as many as fit);
+        see routing.Router.claim_many."""
+        return self.router.claim_many(agent, most)
+
     async def claim_wait(self, agent: Agent, timeout: float) -> Task | None:
         """claim(), waiting up to TIMEOUT seconds for work to be assigned."""
+        found = await self._wait(agent, timeout, lambda: [t] if (t := self.claim(agent)) else [])
+        return found[0] if found else None
+
+    async def claim_many_wait(self, agent: Agent, most: int, timeout: float) -> builtins.list[Task]:
+        """claim_many(), waiting up to TIMEOUT seconds for work, or for room (a
+        task of the agent's ending frees a slot of its wip)."""
+        return await self._wait(agent, timeout, lambda: self.claim_many(agent, most))
+
+    async def _wait(
+        self, agent: Agent, timeout: float, take: Callable[[], builtins.list[Task]]
+    ) -> builtins.list[Task]:
+        """TAKE() until it claims something, the deadline passes, or the runtime
+        that asked is gone; woken by the agent's task events in between."""
         deadline = time.monotonic() + timeout
         generation = self._generation.get(agent.name, 0)
         event = self._wakeups.setdefault(agent.name, asyncio.Event())
         while True:
             if self._generation.get(agent.name, 0) != generation:
-                return None  # the runtime that asked is gone
+                return []  # the runtime that asked is gone
             event.clear()
-            task = self.claim(agent)
+            tasks = take()
             remaining = deadline - time.monotonic()
-            if task is not None or remaining <= 0:
-                return task
+            if tasks or remaining <= 0:
+                return tasks
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)
+
+    async def complete_and_claim(
+        self,
+        agent: Agent,
+        task_id: int,
+        attempt: int,
+        result: str,
+        artifacts: builtins.list[tuple[str, str]],
+        most: int,
+        timeout: float,
+    ) -> builtins.list[Task]:
+        """complete(), then claim_many_wait(): one round trip per task for a busy
+        runtime. A refused completion (LeaseExpired, PermissionDenied, ...) raises
+        before anything is claimed; the completion is committed on its own, so a
+        claim that finds nothing (or a runtime gone meanwhile) never undoes it."""
+        await self.complete(agent, task_id, attempt, result, artifacts)
+        return await self.claim_many_wait(agent, most, timeout)
 
     def wake(self, agent: str) -> None:
         event = self._wakeups.get(agent)

@@ -119,21 +119,45 @@ class Router:
         """Atomically take the best runnable task for AGENT: one assigned to it,
         else an unassigned one it may run (pinned to it, or its owner's, with the
         capabilities it has), by priority then age. A task another claimer took
-        first (Conflict) is skipped for the next."""
+        first (Conflict) is skipped for the next. (ClaimTask: not bounded by the
+        agent's wip, as it never was; its runtime counts.)"""
+        taken = self._take(agent, 1)
+        return taken[0] if taken else None
+
+    def claim_many(self, agent: Agent, most: int) -> list[Task]:
+        """Up to MOST tasks for AGENT, as claim() picks them, bounded by its free
+        wip (room()); MOST 0 (or more than the room) means as many as there is
+        room for. Each claim is its own versioned transaction and no await falls
+        between them, so no other request interleaves: the batch is as atomic as
+        one claim, and a task is never given twice."""
+        room = self.room(agent)
+        return self._take(agent, room if most <= 0 else min(most, room))
+
+    def room(self, agent: Agent) -> int:
+        """AGENT's free wip: its template's concurrency minus the tasks it holds
+        (in progress, claimed by it). 0 for an agent without a valid template."""
+        return max(0, self.wip(agent) - len(self.repo.running_on(agent.id)))
+
+    def _take(self, agent: Agent, n: int) -> list[Task]:
+        if n <= 0:
+            return []
         now = time.time()
         rows = self.repo.claimable(agent.id, agent.owner_uid, now)
         unmet = self.repo.unmet_deps() if rows else set()
+        taken: list[Task] = []
         for row in rows:
+            if len(taken) >= n:
+                break
             if row["id"] in unmet or not self._may_take(agent, row):
                 continue
             task = self.repo.find(row["id"])  # the full row only for a candidate
             if task is None:
                 continue
             try:
-                return self.lifecycle.claim(task, agent, now)
+                taken.append(self.lifecycle.claim(task, agent, now))
             except Conflict:
                 continue
-        return None
+        return taken
 
     def _may_take(self, agent: Agent, row: Row) -> bool:
         """Assigned to AGENT already, or AGENT has what it needs."""

@@ -87,6 +87,23 @@ class Agentd:
         ]
 
 
+def kill_agentd_and_wait(agentd: Agentd) -> None:
+    # The test kills on purpose, often: clear systemd's start-rate counter
+    # (StartLimitBurst) so Restart=on-failure always gets to act.
+    agentd.sh(["systemctl", "reset-failed", "agentd.service"])
+    old = agentd.main_pid("agentd.service")
+    assert old, "agentd is not running"
+    agentd.sh(["kill", "-9", str(old)])
+    wait_for(
+        lambda: (
+            agentd.main_pid("agentd.service") not in (0, old)
+            and agentd.show("agentd.service", "ActiveState")["ActiveState"] == "active"
+        ),
+        60,
+        "agentd restarted by systemd",
+    )
+
+
 VERSION = (
     "busctl --system get-property org.agentos.agentd1 /org/agentos/agentd1 "
     "org.agentos.agentd1.Manager Version"

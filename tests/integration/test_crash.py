@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from agentd_helpers import Agentd, wait_for
+from agentd_helpers import Agentd, kill_agentd_and_wait
 
 from agentd.names import account_name, agent_of_account
 
@@ -41,23 +41,6 @@ def invariants(agentd: Agentd) -> list[str]:
         ):
             problems.append(f"home of {a} is not owned by it")
     return problems
-
-
-def kill_agentd_and_wait(agentd: Agentd) -> None:
-    # The test kills on purpose, often: clear systemd's start-rate counter
-    # (StartLimitBurst) so Restart=on-failure always gets to act.
-    agentd.sh(["systemctl", "reset-failed", "agentd.service"])
-    old = agentd.main_pid("agentd.service")
-    assert old, "agentd is not running"
-    agentd.sh(["kill", "-9", str(old)])
-    wait_for(
-        lambda: (
-            agentd.main_pid("agentd.service") not in (0, old)
-            and agentd.show("agentd.service", "ActiveState")["ActiveState"] == "active"
-        ),
-        60,
-        "agentd restarted by systemd",
-    )
 
 
 def storm(agentd: Agentd, verb: str, names: list[str], delay: float) -> None:

@@ -172,6 +172,10 @@ def make_call(gen: Gen, spec: dict[str, Any]) -> dict[str, Any]:
             a[rng.choice(sorted(KEYS.get(member, {"fd": ""})))] = ("h", rng.choice(gen.fds))
     if member == "ClaimTask" and types == ["u"]:
         args[0] %= 2000  # not agentd's full 60 s long poll: that is timing, not input
+    if member == "ClaimTasks" and types == ["u", "u"]:
+        args[1] %= 2000
+    if member == "CompleteAndClaim" and types == ["t", "u", "s", "a(ss)", "u", "u"]:
+        args[5] %= 2000
     sig = "".join(types)
     return dict(path=path, iface=iface, member=member, sig=sig, args=args, kind=kind)
 

@@ -35,6 +35,8 @@ def verify_later(a: Agentd, revoke: bool) -> tuple[int, str]:
         user="carol",
     )
     try:
+        assert p.stdout is not None
+        groups = p.stdout.readline()  # the process is running, with its groups set
         if revoke:
             a.sh(["gpasswd", "-d", "carol", "agentd-admin"])
         a.sh(["/bin/sh", "-c", f"echo go > {FIFO}"])
@@ -42,7 +44,7 @@ def verify_later(a: Agentd, revoke: bool) -> tuple[int, str]:
     finally:
         a.sh(["gpasswd", "-a", "carol", "agentd-admin"], check=False)
     group = a.sh(["getent", "group", "agentd-admin"]).stdout
-    assert group.split(":")[2] in out.splitlines()[0].split(), (group, out)  # it had the group
+    assert group.split(":")[2] in groups.split(), (group, groups)  # it had the group
     return int(out.strip().splitlines()[-1].removeprefix("rc=")), out + err
 
 

@@ -228,7 +228,7 @@ def test_agents_cannot_reach_the_inference_service(model: Agentd) -> None:
             "org.agentos.agentd1.Model",
             "Describe",
         ],
-        user="md-d",
+        user=account_name("md-d"),
         check=False,
     )
     assert r.returncode != 0 and "Access denied" in r.stderr  # the bus policy, not agentd

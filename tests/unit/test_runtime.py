@@ -41,7 +41,7 @@ async def until(awaitable: Awaitable[Any]) -> Any:
 
 
 def task_info(task_id: int, attempt: int = 1, title: str = "t") -> dict[str, Any]:
-    """ClaimTask's task, as plain values (the fake sends them as a{sv})."""
+    """ClaimTasks' task, as plain values (the fake sends them as a{sv})."""
     return {
         "id": task_id,
         "attempt": attempt,
@@ -61,7 +61,7 @@ class FakeProxy:
         self.settings = dict(SETTINGS if settings is None else settings)
         self.register_errors: list[BaseException] = []
         self.registers = 0
-        # ClaimTask: a task dict (found), None (timed out: not found), or an exception
+        # ClaimTasks: a task dict (found), None (timed out: not found), or an exception
         self.claims: asyncio.Queue[Any] = asyncio.Queue()
         self.claim_timeouts: list[int] = []
         self.report_errors: list[BaseException] = []
@@ -79,11 +79,13 @@ class FakeProxy:
             "completion_tokens": 1,
         }
 
-    async def register(self) -> tuple[str, str, dict[str, tuple[str, object]]]:
+    async def register_and_claim(
+        self, max: int
+    ) -> tuple[str, str, dict[str, tuple[str, object]], list[dict[str, tuple[str, object]]]]:
         self.registers += 1
         if self.register_errors:
             raise self.register_errors.pop(0)
-        return "scribe", "/org/agentos/agentd1/agent/scribe", variants(self.settings)
+        return "scribe", "/org/agentos/agentd1/agent/scribe", variants(self.settings), []
 
     async def heartbeat(self) -> tuple[list[int], int]:
         self.heartbeat_calls += 1
@@ -92,14 +94,15 @@ class FakeProxy:
             raise answer
         return answer
 
-    async def claim_task(self, timeout_ms: int) -> tuple[bool, dict[str, tuple[str, object]]]:
+    async def claim_tasks(self, max: int, timeout_ms: int) -> list[dict[str, tuple[str, object]]]:
+        """One scripted item per call (the runtime asks for its free slots)."""
         self.claim_timeouts.append(timeout_ms)
         item = await self.claims.get()
         if isinstance(item, BaseException):
             raise item
         if item is None:
-            return False, {}
-        return True, variants(item)
+            return []
+        return [variants(item)]
 
     async def _report(self, *call: Any) -> None:
         if self.report_errors:
@@ -112,6 +115,20 @@ class FakeProxy:
         self, task: int, attempt: int, result: str, artifacts: list[tuple[str, str]]
     ) -> None:
         await self._report("complete", task, attempt, result, artifacts)
+
+    async def complete_and_claim(
+        self,
+        task: int,
+        attempt: int,
+        result: str,
+        artifacts: list[tuple[str, str]],
+        max: int,
+        timeout_ms: int,
+    ) -> list[dict[str, tuple[str, object]]]:
+        """A completion that claims nothing more (tests/unit/test_runtime_claims.py
+        covers the tasks it brings)."""
+        await self._report("complete", task, attempt, result, artifacts)
+        return []
 
     async def fail_task(
         self, task: int, attempt: int, error: str, result: str, artifacts: list[tuple[str, str]]
@@ -226,7 +243,7 @@ def test_register_retries_until_agentd_answers_and_keeps_the_settings() -> None:
 def test_register_gives_up_when_stopped_while_agentd_is_away() -> None:
     async def main() -> None:
         class Away(FakeProxy):
-            async def register(self) -> Any:
+            async def register_and_claim(self, max: int) -> Any:
                 self.registers += 1
                 runtime.stop.set()  # SIGTERM arrives while agentd is unreachable
                 raise SdBusLibraryError("no bus")

@@ -6,11 +6,20 @@ builds proxies from the same classes). The structs of list replies are the
 NamedTuples of agentd.api.rows. Every method is flagged unprivileged so sd-bus
 lets ordinary users and agents reach it; authorization happens in agentd, per
 caller UID, deny by default (agentd.policy). The reference is docs/dbus-api.md.
+
+Importing this package loads only the names (.common); the interface classes
+load together on first use of any of them (PEP 562 ``__getattr__``). An
+agent's runtime imports ``.runtime`` and ``.common`` alone: building the four
+other classes costs each agent start ~2 ms of CPU (``python3 -X importtime``,
+build machine, 2026-11-30) for interfaces it never calls.
+tests/unit/test_runtime_imports.py keeps it so.
 """
 
 from __future__ import annotations
 
-from .agent import AgentInterface
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from .common import (
     AGENT_INTERFACE,
     AGENT_PATH_PREFIX,
@@ -22,13 +31,38 @@ from .common import (
     TASKS_INTERFACE,
     agent_path,
 )
-from .manager import ManagerInterface
-from .model import ModelInterface
-from .runtime import RuntimeInterface
-from .tasks import TasksInterface
 
-# Every interface agentd serves (the introspection files and the policy test walk it).
-INTERFACES = (ManagerInterface, RuntimeInterface, TasksInterface, AgentInterface, ModelInterface)
+if TYPE_CHECKING:
+    from sdbus import DbusInterfaceCommonAsync
+
+    from .agent import AgentInterface
+    from .manager import ManagerInterface
+    from .model import ModelInterface
+    from .runtime import RuntimeInterface
+    from .tasks import TasksInterface
+
+    # Every interface agentd serves (the introspection files and the policy test walk it).
+    INTERFACES: tuple[type[DbusInterfaceCommonAsync], ...]
+
+# class name -> its module, in INTERFACES order
+_CLASSES = {
+    "ManagerInterface": "manager",
+    "RuntimeInterface": "runtime",
+    "TasksInterface": "tasks",
+    "AgentInterface": "agent",
+    "ModelInterface": "model",
+}
+
+
+def __getattr__(name: str) -> object:
+    """The first use of any interface class (or INTERFACES) loads them all, so
+    that ``vars()`` of this package lists every class from then on."""
+    if name != "INTERFACES" and name not in _CLASSES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    loaded = {n: getattr(import_module(f".{m}", __name__), n) for n, m in _CLASSES.items()}
+    globals().update(loaded, INTERFACES=tuple(loaded.values()))
+    return globals()[name]
+
 
 __all__ = [
     "AGENT_INTERFACE",

@@ -18,6 +18,10 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
     task exactly once with CompleteTask, FailTask or BlockTask, quoting the
     attempt number it was given so a report from a superseded attempt is
     refused (LeaseExpired).
+
+    Fewer round trips, optional for clients: RegisterAndClaim, ClaimTasks
+    (up to the agent's free wip at once) and CompleteAndClaim (a completion
+    and the next claim in one call). Their task dicts are ClaimTask's.
     """
 
     @dbus_method_async(
@@ -29,6 +33,22 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
     )
     async def register(self) -> tuple[str, str, dict[str, tuple[str, object]]]:
         """settings: wip (t), tools (as), heartbeat_interval (t), lease_seconds (t)."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "u",
+        "soa{sv}aa{sv}",
+        flags=U,
+        method_name="RegisterAndClaim",
+        input_args_names=("max",),
+        result_args_names=("name", "agent", "settings", "tasks"),
+    )
+    async def register_and_claim(
+        self, max: int
+    ) -> tuple[str, str, dict[str, tuple[str, object]], list[dict[str, tuple[str, object]]]]:
+        """Register, then claim up to max tasks (0: as many as the agent's wip
+        has room for) without waiting: a starting runtime's first work in the
+        same round trip."""
         raise NotImplementedError
 
     @dbus_method_async(
@@ -55,6 +75,42 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
         """Atomically claim the next task assigned to the caller, waiting up to
         timeout_ms for one. task: id, attempt, title, description, exec, needs,
         notes, lease_seconds."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "uu",
+        "aa{sv}",
+        flags=U,
+        method_name="ClaimTasks",
+        input_args_names=("max", "timeout_ms"),
+        result_args_names=("tasks",),
+    )
+    async def claim_tasks(self, max: int, timeout_ms: int) -> list[dict[str, tuple[str, object]]]:
+        """Atomically claim up to max tasks (0, or more than there is room for:
+        as many as the agent's free wip allows, its template's concurrency minus
+        the tasks it holds), waiting up to timeout_ms for at least one. Each
+        task as ClaimTask's; empty when none came."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "tusa(ss)uu",
+        "aa{sv}",
+        flags=U,
+        method_name="CompleteAndClaim",
+        input_args_names=("task", "attempt", "result", "artifacts", "max", "timeout_ms"),
+        result_args_names=("tasks",),
+    )
+    async def complete_and_claim(
+        self,
+        task: int,
+        attempt: int,
+        result: str,
+        artifacts: list[tuple[str, str]],
+        max: int,
+        timeout_ms: int,
+    ) -> list[dict[str, tuple[str, object]]]:
+        """CompleteTask, then ClaimTasks(max, timeout_ms). A refused completion
+        fails the call with its error and claims nothing."""
         raise NotImplementedError
 
     @dbus_method_async(
