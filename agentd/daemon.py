@@ -97,7 +97,7 @@ async def serve(cfg: config_mod.Config) -> None:
         on_prune=lambda pruned: audit_pruned(audit, pruned),
     )
     homes.ensure_root()
-    catalog = Catalog(cfg.vendor_dir, cfg.admin_dir)
+    catalog = Catalog(cfg.vendor_dir, cfg.admin_dir, recheck=1.0)  # edits seen within 1 s
     check_catalog(catalog)
 
     bus = open_system_bus()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -265,44 +266,58 @@ class _Parsed(Generic[T]):
     edit is seen at the next look-up, while the scheduler's many look-ups parse
     nothing."""
 
-    def __init__(self, parser: Callable[[Path], T]) -> None:
+    def __init__(self, parser: Callable[[Path], T], recheck: float = 0.0) -> None:
         self.parser = parser
-        self.cache: dict[Path, tuple[tuple[int, int], T]] = {}
+        self.recheck = recheck
+        self.cache: dict[Path, tuple[tuple[int, int], T, float]] = {}
 
     def get(self, path: Path) -> T:
+        cached = self.cache.get(path)
+        now = time.monotonic()
+        if cached is not None and now - cached[2] < self.recheck:
+            return cached[1]
         st = path.stat()
         key = (st.st_mtime_ns, st.st_size)
-        cached = self.cache.get(path)
         if cached is not None and cached[0] == key:
+            self.cache[path] = (key, cached[1], now)
             return cached[1]
         value = self.parser(path)
-        self.cache[path] = (key, value)
+        self.cache[path] = (key, value, now)
         return value
 
 
 class Catalog:
     """Templates and profiles from the vendor dir overlaid by the admin dir."""
 
-    def __init__(self, vendor_dir: Path, admin_dir: Path) -> None:
+    def __init__(self, vendor_dir: Path, admin_dir: Path, recheck: float = 0.0) -> None:
+        """RECHECK: seconds during which a look-up trusts what it read last
+        without a stat (agentd: 1 s). The claim path looks up the agent's
+        template per claim; the stats were 90 us of a ~850 us in-process
+        claim+complete cycle (cProfile, 2,000 cycles, tmpfs)."""
         self.dirs = (vendor_dir, admin_dir)
-        self._templates = _Parsed(parse_template)
-        self._profiles = _Parsed(parse_profile)
-        self._listing: dict[str, tuple[tuple[int, ...], dict[str, Path]]] = {}
+        self.recheck = recheck
+        self._templates = _Parsed(parse_template, recheck)
+        self._profiles = _Parsed(parse_profile, recheck)
+        self._listing: dict[str, tuple[tuple[int, ...], dict[str, Path], float]] = {}
 
     def _files(self, kind: str) -> dict[str, Path]:
         """name -> file, later dirs overriding earlier ones; relisted only when a
         directory's mtime changes (a file added, removed or renamed)."""
+        cached = self._listing.get(kind)
+        now = time.monotonic()
+        if cached is not None and now - cached[2] < self.recheck:
+            return cached[1]
         dirs = [base / kind for base in self.dirs]
         stamp = tuple(d.stat().st_mtime_ns if d.is_dir() else -1 for d in dirs)
-        cached = self._listing.get(kind)
         if cached is not None and cached[0] == stamp:
+            self._listing[kind] = (stamp, cached[1], now)
             return cached[1]
         found: dict[str, Path] = {}
         for d in dirs:
             if d.is_dir():
                 for p in sorted(d.glob("*.toml")):
                     found[p.stem] = p
-        self._listing[kind] = (stamp, found)
+        self._listing[kind] = (stamp, found, now)
         return found
 
     def templates(self) -> list[Template]:

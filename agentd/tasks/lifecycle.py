@@ -101,10 +101,12 @@ class Lifecycle:
         actor_uid: int,
         changes: dict[str, Any],
         result: str = "ok",
+        holder: Agent | None = None,
         **detail: Any,
     ) -> Task:
         """Apply EVENT (its status from the table) and CHANGES if the row is still
-        at TASK's version; audit EVENT in the same transaction."""
+        at TASK's version; audit EVENT in the same transaction. HOLDER: the agent
+        the task is (or was) given to, when the caller has it at hand."""
         if "status" in changes:
             raise IllegalTransition("the transition table sets the status, not the caller")
         status = next_status(task.status, event)
@@ -117,7 +119,8 @@ class Lifecycle:
             )
             if self.store.db.changes() != 1:
                 raise Conflict(f"task {task.id} changed meanwhile; try again")
-            agent = self.registry.by_id(changes.get("agent_id") or task.agent_id, live=False)
+            aid = changes.get("agent_id") or task.agent_id
+            agent = holder if holder and holder.id == aid else self.registry.by_id(aid, live=False)
             self.audit.append(
                 event,
                 actor_uid=actor_uid,
@@ -222,6 +225,7 @@ class Lifecycle:
                 "started_at": task.started_at or now,
                 "abort": 0,
             },
+            holder=agent,
             attempt=attempt,
         )
 
@@ -294,6 +298,7 @@ class Lifecycle:
                     "finished_at": now,
                 },
                 result="ok" if event == "task.completed" else "failed",
+                holder=agent,
                 attempt=attempt,
                 **({"error": error} if error else {}),
             )
@@ -305,6 +310,7 @@ class Lifecycle:
             "task.blocked",
             agent.uid,
             {"block_reason": reason, "lease_expires": None},
+            holder=agent,
             reason=reason,
             attempt=attempt,
         )

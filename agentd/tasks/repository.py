@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import AlreadyExists, Busy, InvalidArgument
@@ -121,20 +122,44 @@ class Repository:
         return [self.task(r) for r in self.store.query(sql, tuple(params))]
 
     # -- what the scheduler and the claims look at ----------------------------------------
-    def claimable(self, agent_id: int, owner_uid: int, now: float) -> list[Row]:
+    def claimable(self, agent_id: int, owner_uid: int, now: float) -> Iterator[Row]:
         """Narrow rows, best first: tasks assigned to agent AGENT_ID, then unassigned
-        ones it may take (pinned to it, or its owner's). Indexed look-ups."""
-        rows = self.store.query(
+        ones it may take (pinned to it, or its owner's). Read a few at a time: a
+        claim nearly always takes the first, and building 128 rows per claim was
+        a fifth of an in-process claim+complete cycle (cProfile, tmpfs)."""
+        yield from self._window(
             "SELECT id, agent_id, needs, exec FROM tasks WHERE agent_id=? "
-            "AND status='pending' AND not_before<=? ORDER BY priority DESC, id LIMIT 64",
+            "AND status='pending' AND not_before<=? ORDER BY priority DESC, id",
             (agent_id, now),
         )
-        return rows + self.store.query(
+        yield from self._window(
             "SELECT id, agent_id, needs, exec FROM tasks WHERE status='pending' AND "
             "agent_id IS NULL AND not_before<=? AND "
             "(pinned_agent_id=? OR (pinned_agent IS NULL AND owner_uid=?)) "
-            "ORDER BY priority DESC, id LIMIT 64",
+            "ORDER BY priority DESC, id",
             (now, agent_id, owner_uid),
+        )
+
+    def _window(self, sql: str, params: tuple[Any, ...]) -> Iterator[Row]:
+        """SQL's first 4 rows, then, if the caller wants more, its first 64 again
+        less those (the caller may have claimed some meanwhile: an OFFSET would
+        skip rows). Each window is read whole before it is handed out."""
+        first = self.store.query(sql + " LIMIT 4", params)
+        yield from first
+        if len(first) == 4:
+            seen = {r["id"] for r in first}
+            yield from (
+                r for r in self.store.query(sql + " LIMIT 64", params) if r["id"] not in seen
+            )
+
+    def waits(self, task_id: int) -> bool:
+        """Whether TASK_ID has a dependency not completed yet (an index look-up)."""
+        return bool(
+            self.store.scalar(
+                "SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.depends_on "
+                "WHERE d.task_id=? AND t.status != 'completed' LIMIT 1",
+                (task_id,),
+            )
         )
 
     def unassigned(self, now: float) -> list[Row]:

@@ -142,13 +142,11 @@ class Router:
         if n <= 0:
             return []
         now = time.time()
-        rows = self.repo.claimable(agent.id, agent.owner_uid, now)
-        unmet = self.repo.unmet_deps() if rows else set()
         taken: list[Task] = []
-        for row in rows:
+        for row in self.repo.claimable(agent.id, agent.owner_uid, now):
             if len(taken) >= n:
                 break
-            if row["id"] in unmet or not self._may_take(agent, row):
+            if not self._may_take(agent, row) or self.repo.waits(row["id"]):
                 continue
             task = self.repo.find(row["id"])  # the full row only for a candidate
             if task is None:
