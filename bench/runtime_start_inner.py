@@ -1,7 +1,7 @@
 """Runs inside the disposable machine, as root, with agentd installed.
 
 Where an agent's start goes, for runtime variants measured in this same run:
-  before    the runtime as committed (git HEAD's agentd/, its launcher: python3 -I)
+  before    the runtime as of git commit BEFORE (its agentd/; launcher python3 -I)
   after     the installed tree (this work tree), its launcher (python3 -I)
   after_S   the installed tree with the launcher's python3 -I -S (no site module)
 Phases:
@@ -129,13 +129,13 @@ def memory_bytes(unit: str) -> int:
 
 
 # -- the variants ------------------------------------------------------------
-def variants() -> dict[str, dict[str, Any]]:
-    """Install git HEAD's agentd/ beside the installed tree, and one launcher per variant."""
-    head = sh("git", "-c", "safe.directory=*", "-C", str(REPO), "rev-parse", "HEAD").strip()
+def variants(before: str) -> dict[str, dict[str, Any]]:
+    """Install BEFORE's agentd/ beside the installed tree, and one launcher per variant."""
+    head = sh("git", "-c", "safe.directory=*", "-C", str(REPO), "rev-parse", before).strip()
     sh("rm", "-rf", BEFORE_DIR)
     os.makedirs(BEFORE_DIR)
     archive = subprocess.run(
-        ["git", "-c", "safe.directory=*", "-C", str(REPO), "archive", "HEAD", "agentd"],
+        ["git", "-c", "safe.directory=*", "-C", str(REPO), "archive", head, "agentd"],
         check=True,
         capture_output=True,
     ).stdout
@@ -216,25 +216,28 @@ def mono_to_real() -> float:
     return time.time() - time.monotonic()
 
 
-async def start_phase(
-    bus: Any, manager: Any, systemd: Systemd, tag: str, template: str, n: int
-) -> dict[str, Any]:
-    names = [f"{tag}{i}" for i in range(n)]
-    for name in names:
-        await manager.create_agent(name, template, {})
-    calls: dict[str, float] = {}
-    start_cpu: dict[str, int] = {}
-    for name in names:
-        calls[name] = time.time()
-        job = await manager.start_agent(name)
-        assert await systemd.wait_job(job) == "done", name
-        agent = AgentInterface.new_proxy(BUS_NAME, agent_path(name), bus)
-        deadline = time.monotonic() + 60
-        while not await agent.online:  # Register reaching agentd: its timestamp is audited
-            assert time.monotonic() < deadline, f"{name} never registered"
-            await asyncio.sleep(0.005)
-        start_cpu[name] = cpu_ns(f"agent-{name}.service")
-    online = await audit_online(manager)
+def point(link: Path, target: str) -> None:
+    """Make LINK (agentd's runtime_command) lead to TARGET, atomically."""
+    tmp = link.with_name(link.name + ".new")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+async def start_one(bus: Any, manager: Any, systemd: Systemd, name: str) -> tuple[float, int]:
+    """Start NAME through agentd, wait until its runtime registered: (call time, CPU ns)."""
+    called = time.time()
+    job = await manager.start_agent(name)
+    assert await systemd.wait_job(job) == "done", name
+    agent = AgentInterface.new_proxy(BUS_NAME, agent_path(name), bus)
+    deadline = time.monotonic() + 60
+    while not await agent.online:  # Register reaching agentd: its timestamp is audited
+        assert time.monotonic() < deadline, f"{name} never registered"
+        await asyncio.sleep(0.005)
+    return called, cpu_ns(f"agent-{name}.service")
+
+
+def phases_of(names: list[str], calls: dict[str, float], online: dict[str, float]) -> dict:
     offset = mono_to_real()
     phases: dict[str, list[float]] = {
         k: [] for k in ("queue", "sandbox_exec", "runtime", "unit_to_registered", "call")
@@ -249,31 +252,76 @@ async def start_phase(
         inactive_exit = int(p["InactiveExitTimestampMonotonic"]) / 1e6 + offset
         main_start = int(p["ExecMainStartTimestampMonotonic"]) / 1e6 + offset
         active = int(p["ActiveEnterTimestampMonotonic"]) / 1e6 + offset
-        registered = online[name]
         phases["queue"].append(inactive_exit - calls[name])
         phases["sandbox_exec"].append(active - main_start)
-        phases["runtime"].append(registered - active)
-        phases["unit_to_registered"].append(registered - inactive_exit)
-        phases["call"].append(registered - calls[name])
-    before = {n: cpu_ns(f"agent-{n}.service") for n in names}
-    await asyncio.sleep(IDLE_WINDOW_S)  # a measuring window, not a wait for an event
-    rss, mem, idle = [], [], []
-    for name in names:
-        unit = f"agent-{name}.service"
-        status = Path(f"/proc/{show(unit, 'MainPID')['MainPID']}/status").read_text()
-        rss.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024)  # type: ignore[union-attr]
-        mem.append(memory_bytes(unit) / 2**20)
-        idle.append((cpu_ns(unit) - before[name]) / 1e6 / IDLE_WINDOW_S)
-    for name in names:
-        await manager.stop_agent(name)
-        await manager.remove_agent(name, False)
-    return {
-        "ms": {k: dist([x * 1000 for x in v]) for k, v in phases.items()},
-        "start_cpu_ms": dist([c / 1e6 for c in start_cpu.values()]),
-        "idle_cpu_ms_per_s": dist(idle, 3),
-        "idle_rss_mib": dist(rss),
-        "idle_memory_current_mib": dist(mem),
+        phases["runtime"].append(online[name] - active)
+        phases["unit_to_registered"].append(online[name] - inactive_exit)
+        phases["call"].append(online[name] - calls[name])
+    return {k: dist([x * 1000 for x in v]) for k, v in phases.items()}
+
+
+async def start_phase(
+    bus: Any, manager: Any, systemd: Systemd, vs: dict[str, dict[str, Any]], n: int
+) -> dict[str, Any]:
+    """N agents per (variant, profile), started one at a time, the cases taking
+    turns (agentd's runtime_command is a symlink re-pointed before each start),
+    so that whatever else loads the machine meanwhile hits every case alike."""
+    link = LAUNCHERS / "runtime"
+    point(link, vs["before"]["launcher"])
+    configure(f'runtime_command = "{link}"\nidle_timeout = 0\n')
+    await manager.n_online  # agentd answers again
+    cases = [(v, profile) for v in vs for profile in PROFILES]
+    names = {
+        c: [f"{c[0].replace('_', '').lower()[:6]}{c[1][:2]}{i}" for i in range(n)] for c in cases
     }
+    for (_v, profile), agents in names.items():
+        for name in agents:
+            await manager.create_agent(name, PROFILES[profile], {})
+    calls: dict[str, float] = {}
+    start_cpu: dict[str, int] = {}
+    failed: dict[tuple[str, str], str] = {}
+    for i in range(n):
+        for k in range(len(cases)):
+            case = cases[(i + k) % len(cases)]  # each case in each position in turn
+            if case in failed:
+                continue
+            point(link, vs[case[0]]["launcher"])
+            try:
+                calls[names[case][i]], start_cpu[names[case][i]] = await start_one(
+                    bus, manager, systemd, names[case][i]
+                )
+            except AssertionError as e:  # e.g. a runtime that never registers: say so
+                failed[case] = str(e)
+    online = await audit_online(manager)
+    everyone = [name for c in cases if c not in failed for name in names[c]]
+    before = {name: cpu_ns(f"agent-{name}.service") for name in everyone}
+    await asyncio.sleep(IDLE_WINDOW_S)  # a measuring window, not a wait for an event
+    out: dict[str, Any] = {}
+    for case in cases:
+        if case in failed:
+            out["/".join(case)] = {"failed": failed[case]}
+            continue
+        rss, mem, idle = [], [], []
+        for name in names[case]:
+            unit = f"agent-{name}.service"
+            status = Path(f"/proc/{show(unit, 'MainPID')['MainPID']}/status").read_text()
+            rss.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024)  # type: ignore[union-attr]
+            mem.append(memory_bytes(unit) / 2**20)
+            idle.append((cpu_ns(unit) - before[name]) / 1e6 / IDLE_WINDOW_S)
+        pid = show(f"agent-{names[case][0]}.service", "MainPID")["MainPID"]
+        out["/".join(case)] = {
+            "cmdline": Path(f"/proc/{pid}/cmdline").read_text().split("\0")[:-1],
+            "ms": phases_of(names[case], calls, online),
+            "start_cpu_ms": dist([start_cpu[name] / 1e6 for name in names[case]]),
+            "idle_cpu_ms_per_s": dist(idle, 3),
+            "idle_rss_mib": dist(rss),
+            "idle_memory_current_mib": dist(mem),
+        }
+    for agents in names.values():
+        for name in agents:
+            await manager.stop_agent(name)
+            await manager.remove_agent(name, False)
+    return out
 
 
 # -- the same hardened unit, without the runtime -------------------------------
@@ -412,9 +460,9 @@ async def ablation(manager: Any, systemd: Systemd, n: int) -> dict[str, Any]:
 
 
 async def main() -> None:
-    n, runs = int(sys.argv[1]), int(sys.argv[2])
+    n, runs, before = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     report: dict[str, Any] = {"agents_per_case": n, "import_runs": runs}
-    vs = variants()
+    vs = variants(before)
     report["before_rev"] = vs["before"]["rev"]
     report["imports"] = {k: import_profile(v, runs) for k, v in vs.items()}
     bus = sd_bus_open_system()
@@ -437,19 +485,7 @@ async def main() -> None:
         r.pop("raw_exec", None)
     print(json.dumps(report), file=sys.stderr, flush=True)  # progress, should a phase fail
     report["ablation_offline_true"] = await ablation(manager, systemd, n)
-    report["start"] = {}
-    for variant, v in vs.items():
-        configure(f'runtime_command = "{v["launcher"]}"\nidle_timeout = 0\n')
-        await manager.n_online  # agentd answers again
-        for profile, template in PROFILES.items():
-            tag = f"{variant.replace('_', '').lower()[:6]}{profile[:2]}"
-            try:
-                report["start"][f"{variant}/{profile}"] = await start_phase(
-                    bus, manager, systemd, tag, template, n
-                )
-            except AssertionError as e:  # e.g. a runtime that never registers: say so
-                report["start"][f"{variant}/{profile}"] = {"failed": str(e)}
-            print(json.dumps(report["start"]), file=sys.stderr, flush=True)
+    report["start"] = await start_phase(bus, manager, systemd, vs, n)
     configure("")
     print(json.dumps(report, indent=2))
 
