@@ -223,6 +223,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     DROP INDEX tasks_agent;
     CREATE INDEX tasks_claim ON tasks(agent_id, status, priority DESC, id);
+    CREATE INDEX tasks_unresolved ON tasks(status)
+        WHERE pinned_agent IS NOT NULL AND pinned_agent_id IS NULL;
     """,
 )
 

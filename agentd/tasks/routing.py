@@ -208,7 +208,7 @@ class Router:
     def _unassign_gone(self, agents: dict[int, Agent]) -> None:
         """Tasks whose agent was removed: routed again, or, if pinned to it (so
         they can never run), failed with the reason."""
-        for row in self.repo.with_an_agent():
+        for row in self.repo.with_a_gone_agent():
             pinned, holder = row["pinned_agent"], row["agent_id"]
             try:
                 if pinned and row["pinned_agent_id"] not in agents:
