@@ -58,7 +58,7 @@ at /sys/fs/cgroup/unified), measured with transient units:
   TCP egress still work. systemd 252 cannot apply Landlock, and its
   @system-service filter refuses the landlock_* syscalls (EPERM), so online
   units allow those three syscalls and start the runtime through
-  confine_exec(), which scopes itself and execs the runtime (same PID, so
+  agentd/confine.py, which scopes itself and execs the runtime (same PID, so
   MainPID and Type=exec are unchanged). On an older kernel (Debian 12's stock
   6.1 has ABI 3) it logs a warning and goes on, or, with the profile's
   require_landlock = true, exits EX_CONFIG (RestartPreventExitStatus keeps
@@ -87,12 +87,10 @@ Left open, documented in the profile:
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 from .names import account_name
 from .sd import EX_CONFIG
@@ -192,62 +190,11 @@ def _network(profile: Profile) -> list[UnitProperty]:
 
 
 # -- Landlock, applied in the online unit before the runtime runs ------------
-LANDLOCK_ABI_SCOPE = 6  # Linux 6.12: LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET
-# The landlock syscalls came after the syscall tables were unified: one number
-# on every architecture.
-_SYS_CREATE_RULESET, _SYS_RESTRICT_SELF = 444, 446
-_CREATE_RULESET_VERSION = 1
-_SCOPE_ABSTRACT_UNIX_SOCKET = 1
-# `python3 -I -c CONFINE PYDIR MODE RUNTIME...`: -I keeps the agent's
-# environment out; no "$" or "%", which systemd would expand.
-CONFINE = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from agentd.sandbox import confine_exec; confine_exec(sys.argv[2:])"
-)
+# agentd/confine.py, run as a file by stdlib-only `python3 -I -S`: importing
+# this module there instead (templates, config, tomllib...) cost 65 ms of each
+# online agent's start, the file 10 ms (bench/runtime_start.py, one run).
+CONFINE = str(Path(__file__).with_name("confine.py"))
 PYTHON = sys.executable or "/usr/bin/python3"
-PYDIR = str(Path(__file__).resolve().parents[1])
-
-
-def scope_abstract_unix_sockets() -> str | None:
-    """Landlock-scope this process and everything it execs away from abstract
-    Unix sockets made outside it. None when done, else why it could not be."""
-    import ctypes  # here: agentd itself never needs it
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    # syscall(2) reads every argument as a long: pass them so, never as C ints.
-    long, size = ctypes.c_long, ctypes.c_size_t
-    abi = libc.syscall(long(_SYS_CREATE_RULESET), None, size(0), long(_CREATE_RULESET_VERSION))
-    if abi < 0:
-        return f"Landlock unavailable ({os.strerror(ctypes.get_errno())})"
-    if abi < LANDLOCK_ABI_SCOPE:
-        return f"kernel Landlock ABI {abi} < {LANDLOCK_ABI_SCOPE} (Linux 6.12)"
-    # struct landlock_ruleset_attr {u64 handled_access_fs, handled_access_net, scoped}
-    attr = (ctypes.c_uint64 * 3)(0, 0, _SCOPE_ABSTRACT_UNIX_SOCKET)
-    fd = libc.syscall(
-        long(_SYS_CREATE_RULESET), ctypes.byref(attr), size(ctypes.sizeof(attr)), long(0)
-    )
-    if fd < 0:
-        return f"landlock_create_ruleset: {os.strerror(ctypes.get_errno())}"
-    try:
-        if libc.syscall(long(_SYS_RESTRICT_SELF), long(fd), long(0)) < 0:
-            return f"landlock_restrict_self: {os.strerror(ctypes.get_errno())}"
-    finally:
-        os.close(fd)
-    return None
-
-
-def confine_exec(argv: list[str]) -> NoReturn:
-    """ExecStart of an online unit: ``MODE COMMAND...``; MODE is "required" or
-    "best-effort". Scope away the host's abstract sockets, then exec COMMAND."""
-    mode, command = argv[0], argv[1:]
-    why = scope_abstract_unix_sockets()
-    if why is not None:
-        print(f"agentd: host abstract Unix sockets NOT isolated: {why}", file=sys.stderr)
-        if mode == "required":
-            print("agentd: the profile sets require_landlock: not starting", file=sys.stderr)
-            sys.exit(EX_CONFIG)
-    os.execv(command[0], command)
 
 
 def _exec_start(command: Path, profile: Profile) -> list[tuple[str, list[str], bool]]:
@@ -255,7 +202,7 @@ def _exec_start(command: Path, profile: Profile) -> list[tuple[str, list[str], b
     if profile.network == "none":
         return [(cmd, [cmd], False)]  # PrivateNetwork already hides abstract sockets
     mode = "required" if profile.require_landlock else "best-effort"
-    return [(PYTHON, [PYTHON, "-I", "-c", CONFINE, PYDIR, mode, cmd], False)]
+    return [(PYTHON, [PYTHON, "-I", "-S", CONFINE, mode, cmd], False)]
 
 
 def _limits(limits: Limits) -> list[UnitProperty]:

@@ -215,14 +215,19 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT RAISE(ABORT, 'agent rows are never deleted: their ids must not be reused');
     END;
     """,
-    # 6: a claim reads an agent's next tasks (and the unassigned ones: agent_id
-    # IS NULL) in claim order from one index: without it SQLite walked the whole
+    # 6: a claim reads an agent's next tasks in claim order from indexes: those
+    # assigned to it, those pinned to it, its owner's unpinned ones (and the
+    # scheduler the tasks of gone agents). Without them SQLite walked the whole
     # pending queue in priority order (tasks_queue) for each claim, and 8
     # agents' claim+complete fell from 513 to 185 cycles/s when the queue grew
     # from 2,000 to 12,000 tasks (bench/tasks.py, one run each).
     """
     DROP INDEX tasks_agent;
     CREATE INDEX tasks_claim ON tasks(agent_id, status, priority DESC, id);
+    CREATE INDEX tasks_pinned_claim ON tasks(pinned_agent_id, status, priority DESC, id)
+        WHERE pinned_agent_id IS NOT NULL;
+    CREATE INDEX tasks_owner_claim ON tasks(owner_uid, status, priority DESC, id)
+        WHERE pinned_agent IS NULL;
     CREATE INDEX tasks_unresolved ON tasks(status)
         WHERE pinned_agent IS NOT NULL AND pinned_agent_id IS NULL;
     """,

@@ -24,6 +24,22 @@ Row = dict[str, Any]
 _OPEN = "('pending', 'in_progress')"
 
 
+_COLUMNS = "id, agent_id, needs, exec, priority"
+_ASSIGNED = (
+    f"SELECT {_COLUMNS} FROM tasks WHERE agent_id=? AND status='pending' "
+    "AND not_before<=? ORDER BY priority DESC, id LIMIT {limit}"
+)
+_UNASSIGNED_FOR = (
+    f"SELECT * FROM (SELECT {_COLUMNS} FROM tasks WHERE pinned_agent_id=? "
+    "AND status='pending' AND agent_id IS NULL AND not_before<=? "
+    "ORDER BY priority DESC, id LIMIT {limit}) "
+    f"UNION ALL SELECT * FROM (SELECT {_COLUMNS} FROM tasks WHERE owner_uid=? "
+    "AND status='pending' AND pinned_agent IS NULL AND agent_id IS NULL "
+    "AND not_before<=? ORDER BY priority DESC, id LIMIT {limit}) "
+    "ORDER BY priority DESC, id LIMIT {limit}"
+)
+
+
 class Repository:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -127,30 +143,25 @@ class Repository:
         ones it may take (pinned to it, or its owner's). Read a few at a time: a
         claim nearly always takes the first, and building 128 rows per claim was
         a fifth of an in-process claim+complete cycle (cProfile, tmpfs)."""
-        yield from self._window(
-            "SELECT id, agent_id, needs, exec FROM tasks WHERE agent_id=? "
-            "AND status='pending' AND not_before<=? ORDER BY priority DESC, id",
-            (agent_id, now),
-        )
-        yield from self._window(
-            "SELECT id, agent_id, needs, exec FROM tasks WHERE status='pending' AND "
-            "agent_id IS NULL AND not_before<=? AND "
-            "(pinned_agent_id=? OR (pinned_agent IS NULL AND owner_uid=?)) "
-            "ORDER BY priority DESC, id",
-            (now, agent_id, owner_uid),
-        )
+        yield from self._window(_ASSIGNED, (agent_id, now))
+        yield from self.unassigned_for(agent_id, owner_uid, now)
+
+    def unassigned_for(self, agent_id: int, owner_uid: int, now: float) -> Iterator[Row]:
+        """Unassigned runnable tasks agent AGENT_ID may take, best first: pinned to
+        it, or its owner's unpinned ones, each read from its own index in claim
+        order (one query with OR walked every unassigned task of everyone)."""
+        return self._window(_UNASSIGNED_FOR, (agent_id, now, owner_uid, now))
 
     def _window(self, sql: str, params: tuple[Any, ...]) -> Iterator[Row]:
         """SQL's first 4 rows, then, if the caller wants more, its first 64 again
         less those (the caller may have claimed some meanwhile: an OFFSET would
         skip rows). Each window is read whole before it is handed out."""
-        first = self.store.query(sql + " LIMIT 4", params)
+        first = self.store.query(sql.format(limit=4), params)
         yield from first
         if len(first) == 4:
             seen = {r["id"] for r in first}
-            yield from (
-                r for r in self.store.query(sql + " LIMIT 64", params) if r["id"] not in seen
-            )
+            again = self.store.query(sql.format(limit=64), params)
+            yield from (r for r in again if r["id"] not in seen)
 
     def waits(self, task_id: int) -> bool:
         """Whether TASK_ID has a dependency not completed yet (an index look-up)."""
@@ -160,13 +171,6 @@ class Repository:
                 "WHERE d.task_id=? AND t.status != 'completed' LIMIT 1",
                 (task_id,),
             )
-        )
-
-    def unassigned(self, now: float) -> list[Row]:
-        return self.store.query(
-            "SELECT * FROM tasks WHERE status='pending' AND agent_id IS NULL AND not_before<=? "
-            "ORDER BY priority DESC, id LIMIT 1000",
-            (now,),
         )
 
     def with_a_gone_agent(self) -> list[Row]:
@@ -211,17 +215,6 @@ class Repository:
             for r in self.store.query(
                 f"SELECT DISTINCT agent_id FROM tasks WHERE agent_id IS NOT NULL "
                 f"AND status IN {_OPEN}"
-            )
-        }
-
-    def unmet_deps(self) -> set[int]:
-        """Tasks waiting for a dependency that has not completed."""
-        return {
-            r["task_id"]
-            for r in self.store.query(
-                "SELECT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.depends_on "
-                "JOIN tasks w ON w.id = d.task_id "
-                "WHERE t.status != 'completed' AND w.status = 'pending'"
             )
         }
 

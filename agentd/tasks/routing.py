@@ -181,22 +181,34 @@ class Router:
     def _place(
         self, agents: dict[int, Agent], load: dict[int, int], wip: dict[int, int], now: float
     ) -> set[int]:
+        """Give each agent with room its best runnable tasks, least loaded first,
+        one task per agent per round: from each agent's side, by index, so a
+        pass costs what there is to place, not the length of the queue."""
         placed: set[int] = set()
-        rows = self.repo.unassigned(now)
-        unmet = self.repo.unmet_deps() if rows else set()
-        for row in rows:
-            chosen = None if row["id"] in unmet else self._choose(row, agents, load, wip)
-            if chosen is None:
+        progress = True
+        while progress:
+            progress = False
+            room = [aid for aid in agents if load[aid] < wip[aid]]
+            for aid in sorted(room, key=lambda a: (load[a], agents[a].name)):
+                if self._place_one(agents[aid], now):
+                    load[aid] += 1
+                    placed.add(aid)
+                    progress = True
+        return placed
+
+    def _place_one(self, agent: Agent, now: float) -> bool:
+        for row in self.repo.unassigned_for(agent.id, agent.owner_uid, now):
+            if not self._may_take(agent, row) or self.repo.waits(row["id"]):
+                continue
+            task = self.repo.find(row["id"])
+            if task is None:
                 continue
             try:
-                self.lifecycle.assign(self.repo.task(row), agents[chosen])
+                self.lifecycle.assign(task, agent)
             except Conflict:
                 continue
-            load[chosen] += 1
-            placed.add(chosen)
-            if _full(load, wip):
-                break
-        return placed
+            return True
+        return False
 
     def _load(self, agents: dict[int, Agent]) -> dict[int, int]:
         load = dict.fromkeys(agents, 0)
@@ -217,25 +229,6 @@ class Router:
                     self.lifecycle.unassign(self.repo.task(row), row["agent"])
             except Conflict:
                 continue
-
-    def _choose(
-        self, row: Row, agents: dict[int, Agent], load: dict[int, int], wip: dict[int, int]
-    ) -> int | None:
-        """The least-loaded capable agent of the task's owner with room to spare."""
-        ids = (
-            [row["pinned_agent_id"]]
-            if row["pinned_agent"]
-            else [aid for aid, a in agents.items() if a.owner_uid == row["owner_uid"]]
-        )
-        needs = json.loads(row["needs"])
-        fit = [
-            aid
-            for aid in ids
-            if aid in agents
-            and load[aid] < wip[aid]
-            and not self.missing(agents[aid], needs, bool(row["exec"]))
-        ]
-        return min(fit, key=lambda aid: (load[aid], agents[aid].name)) if fit else None
 
 
 def _full(load: dict[int, int], wip: dict[int, int]) -> bool:

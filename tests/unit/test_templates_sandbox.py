@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agentd import sandbox
+from agentd import confine, sandbox
 from agentd.errors import InvalidArgument, InvalidConfig, NoSuchTemplate
 from agentd.templates import Catalog, Limits, Profile, parse_profile, parse_size
 
@@ -197,11 +197,11 @@ def test_offline_unit_keeps_its_private_network_and_direct_exec() -> None:
 def test_online_unit_starts_the_runtime_through_confine_exec(tmp_path: Path) -> None:
     ((sig, [(path, argv, ignore)]),) = _online(tmp_path, "")["ExecStart"]
     assert sig == "a(sasb)" and path == argv[0] == sandbox.PYTHON and ignore is False
-    assert argv[1:] == ["-I", "-c", sandbox.CONFINE, sandbox.PYDIR, "best-effort", RUNTIME]
-    assert (Path(sandbox.PYDIR) / "agentd" / "sandbox.py").is_file()
+    assert argv[1:] == ["-I", "-S", sandbox.CONFINE, "best-effort", RUNTIME]
+    assert Path(sandbox.CONFINE).is_file()
     assert not set("$%") & set(" ".join(argv))  # systemd would expand them
     ((_sig, [(_p, argv, _i)]),) = _online(tmp_path, "require_landlock = true\n")["ExecStart"]
-    assert argv[5:] == ["required", RUNTIME]
+    assert argv[4:] == ["required", RUNTIME]
 
 
 def test_private_ranges_and_extra_cidrs_are_configurable(tmp_path: Path) -> None:
@@ -249,14 +249,14 @@ def test_bad_network_settings_are_refused_by_file_name(
 def test_confine_exec_execs_or_refuses_by_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     execs: list[tuple[str, list[str]]] = []
     monkeypatch.setattr(os, "execv", lambda path, argv: execs.append((path, argv)))
-    monkeypatch.setattr(sandbox, "scope_abstract_unix_sockets", lambda: None)
-    sandbox.confine_exec(["required", RUNTIME, "x"])
+    monkeypatch.setattr(confine, "scope_abstract_unix_sockets", lambda: None)
+    confine.confine_exec(["required", RUNTIME, "x"])
     assert execs == [(RUNTIME, [RUNTIME, "x"])]
-    monkeypatch.setattr(sandbox, "scope_abstract_unix_sockets", lambda: "kernel ABI 3 < 6")
-    sandbox.confine_exec(["best-effort", RUNTIME])
+    monkeypatch.setattr(confine, "scope_abstract_unix_sockets", lambda: "kernel ABI 3 < 6")
+    confine.confine_exec(["best-effort", RUNTIME])
     assert execs[-1] == (RUNTIME, [RUNTIME])
     with pytest.raises(SystemExit) as e:
-        sandbox.confine_exec(["required", RUNTIME])
+        confine.confine_exec(["required", RUNTIME])
     assert e.value.code == 78 and len(execs) == 2
 
 
@@ -273,7 +273,7 @@ def test_confine_exec_really_hides_abstract_sockets_made_outside() -> None:
     with socket.socket(socket.AF_UNIX) as srv:
         srv.bind("\0" + name)
         srv.listen()
-        argv = [sys.executable, "-I", "-c", sandbox.CONFINE, sandbox.PYDIR, "best-effort"]
+        argv = [sys.executable, "-I", "-S", sandbox.CONFINE, "best-effort"]
         r = subprocess.run(
             [*argv, sys.executable, "-c", child], capture_output=True, text=True, timeout=60
         )
