@@ -300,12 +300,15 @@ class Catalog:
         self._profiles = _Parsed(parse_profile, recheck)
         self._listing: dict[str, tuple[tuple[int, ...], dict[str, Path], float]] = {}
 
-    def _files(self, kind: str) -> dict[str, Path]:
+    def _files(self, kind: str, want: str | None = None) -> dict[str, Path]:
         """name -> file, later dirs overriding earlier ones; relisted only when a
-        directory's mtime changes (a file added, removed or renamed)."""
+        directory's mtime changes (a file added, removed or renamed). WANT, a
+        name not in the listing, is looked for at once, whatever RECHECK says:
+        a template just written is usable right away."""
         cached = self._listing.get(kind)
         now = time.monotonic()
-        if cached is not None and now - cached[2] < self.recheck:
+        fresh = cached is not None and now - cached[2] < self.recheck
+        if fresh and cached is not None and (want is None or want in cached[1]):
             return cached[1]
         dirs = [base / kind for base in self.dirs]
         stamp = tuple(d.stat().st_mtime_ns if d.is_dir() else -1 for d in dirs)
@@ -324,7 +327,7 @@ class Catalog:
         return [self._templates.get(p) for _, p in sorted(self._files("templates").items())]
 
     def template(self, name: str) -> Template:
-        path = self._files("templates").get(name) if _ID_RE.match(name or "") else None
+        path = self._files("templates", name).get(name) if _ID_RE.match(name or "") else None
         if path is None:
             raise NoSuchTemplate(f"no template named {name!r}")
         t = self._templates.get(path)
@@ -335,7 +338,7 @@ class Catalog:
         return [self._profiles.get(p) for _, p in sorted(self._files("profiles").items())]
 
     def profile(self, name: str) -> Profile:
-        path = self._files("profiles").get(name) if _ID_RE.match(name or "") else None
+        path = self._files("profiles", name).get(name) if _ID_RE.match(name or "") else None
         if path is None:
             raise InvalidConfig(f"no sandbox profile named {name!r}")
         return self._profiles.get(path)

@@ -281,3 +281,21 @@ def test_confine_exec_really_hides_abstract_sockets_made_outside() -> None:
         pytest.skip(r.stderr.strip())
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"errno {errno.EPERM}"
+
+
+def test_a_catalog_that_trusts_its_reads_for_a_while_still_sees_new_files(
+    tmp_path: Path,
+) -> None:
+    """agentd's catalog skips the stats for RECHECK seconds (the claim path looks a
+    template up per claim), but a name it has not seen is looked for at once."""
+    vendor = Path(__file__).resolve().parents[2] / "policies"
+    admin = tmp_path / "etc"
+    cat = Catalog(vendor, admin, recheck=3600)
+    assert cat.template("sandbox").name == "sandbox"
+    with pytest.raises(NoSuchTemplate):
+        cat.template("fresh")
+    (admin / "templates").mkdir(parents=True)
+    (admin / "templates" / "fresh.toml").write_text(
+        (vendor / "templates" / "sandbox.toml").read_text()
+    )
+    assert cat.template("fresh").name == "fresh"
