@@ -91,8 +91,13 @@ class Registry(AgentTable):
 
     def _is_agent_uid(self, uid: int) -> bool:
         """Whether UID is a live agent's, whatever the configured range is now:
-        narrowing uid_min/uid_max must not turn existing agents into people."""
-        return self.by_uid(uid) is not None
+        narrowing uid_min/uid_max must not turn existing agents into people.
+        (Asked on every call: an index probe, not a whole Agent built.)"""
+        return bool(
+            self.store.scalar(
+                "SELECT 1 FROM agents WHERE uid=? AND state != 'removed' LIMIT 1", (uid,)
+            )
+        )
 
     def visible(
         self, caller: Caller, action: str = "agent.list", states: tuple[str, ...] = ("present",)
