@@ -194,10 +194,11 @@ def test_over_the_limit_the_unit_stops_and_starts_are_refused_until_under(
 def test_a_first_start_is_measured_and_a_failed_measurement_refuses_only_marked(
     tmp_path: Path,
 ) -> None:
-    w, _watch, usage = watched(tmp_path)
+    w, watch, usage = watched(tmp_path)
 
     async def scenario() -> None:
         await w.reg.create(ALICE, "a", "sandbox")
+        watch.since = time.time()  # made before agentd (re)started
         usage.size["a"] = 20 * MiB  # over before any pass (agentd just restarted)
         with pytest.raises(LimitExceeded):
             await w.reg.start(ALICE, "a")
@@ -212,6 +213,18 @@ def test_a_first_start_is_measured_and_a_failed_measurement_refuses_only_marked(
         await w.reg.settle()
         await started(w, "a")  # measured since agentd started, not marked: no walk
         assert len(usage.calls) == n
+
+    asyncio.run(scenario())
+
+
+def test_an_agent_made_since_agentd_started_starts_without_a_walk(tmp_path: Path) -> None:
+    """Its home is the empty one agentd made; the periodic pass watches it."""
+    w, _watch, usage = watched(tmp_path)
+
+    async def scenario() -> None:
+        await w.reg.create(ALICE, "a", "sandbox")
+        await started(w, "a")
+        assert usage.calls == []
 
     asyncio.run(scenario())
 
