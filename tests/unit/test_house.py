@@ -94,3 +94,12 @@ def test_sdbus_only_where_the_bus_is() -> None:
             if any(n == "sdbus" or n.startswith("sdbus.") for n in names):
                 offenders.append(rel)
     assert not offenders, f"sdbus imported outside the bus layer: {sorted(set(offenders))}"
+
+
+def test_test_modules_have_unique_names() -> None:
+    """tools/test.sh collects every suite in one pytest run, where test modules
+    are imported by basename (no packages): two of a name stop the collection."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert not {n: p for n, p in seen.items() if len(p) > 1}
