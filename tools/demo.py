@@ -58,7 +58,7 @@ def demo(m: Machine) -> None:
     step(
         m,
         "what the system sees: real users, private homes, hardened units",
-        "getent passwd scribe finder watcher; ls -ld /home/agents/*; "
+        "getent passwd agent-scribe agent-finder agent-watcher; ls -ld /home/agents/*; "
         "systemctl list-units --no-pager 'agent-*'",
     )
     step(
@@ -136,7 +136,7 @@ def demo(m: Machine) -> None:
         m,
         "remove an agent, keeping its home as an archive",
         "agentctl agent rm scribe --keep-home && ls -l /var/lib/agentd/archive && "
-        "(getent passwd scribe || echo 'scribe: no such user any more')",
+        "(getent passwd agent-scribe || echo 'agent-scribe: no such user any more')",
     )
 
 
