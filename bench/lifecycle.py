@@ -1,7 +1,7 @@
 """Agent lifecycle benchmark: boots the disposable machine, installs agentd,
 runs lifecycle_inner.py inside, and prints its report.
 
-    python3 bench/lifecycle.py [--agents 100] [--concurrent 200]
+    python3 bench/lifecycle.py [--agents 100] [--concurrent 200] [--registered 1000]
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--concurrent", type=int, default=200)
+    parser.add_argument(
+        "--registered", type=int, default=0, help="also register this many agents and list them"
+    )
     args = parser.parse_args()
     with Machine.boot(binds=[REPO]) as m:
         install_agentd(m, users=(), admins=())
@@ -31,8 +34,9 @@ def main() -> int:
                 str(REPO / "bench" / "lifecycle_inner.py"),
                 str(args.agents),
                 str(args.concurrent),
+                str(args.registered),
             ],
-            timeout=1800,
+            timeout=3600,
         )
         report = json.loads(r.stdout)
         print(json.dumps(report, indent=2))

@@ -175,8 +175,63 @@ async def scale(n: int, up, down, concurrency: int, wait_online) -> dict:
     return result
 
 
+def run_times(argv: list[str], runs: int) -> dict[str, float]:
+    """Wall time of ARGV (a CLI call, its Python start included), RUNS times."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return summary(times)
+
+
+async def registered(manager, count: int, pid: int) -> dict:
+    """COUNT agents registered (created, not started), 16 calls in flight: the
+    time it takes, agentd's RSS, and listing them (ListAgents over D-Bus, and
+    `agentctl agent list`, against `agentctl template list` for the CLI's own
+    start and one small call), then all removed again."""
+    sem = asyncio.Semaphore(16)
+    failures: list[str] = []
+
+    async def make(i: int) -> None:
+        async with sem:
+            try:
+                await manager.create_agent(f"reg{i}", "sandbox", {})
+            except Exception as e:
+                failures.append(f"{i}: {e}")
+
+    async def drop(i: int) -> None:
+        async with sem:
+            await manager.remove_agent(f"reg{i}", False)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(make(i) for i in range(count)))
+    made = time.perf_counter() - t0
+    listed = []
+    for _ in range(20):
+        t1 = time.perf_counter()
+        rows = await manager.list_agents()
+        listed.append(time.perf_counter() - t1)
+    result = {
+        "n": count,
+        "failures": len(failures),
+        "first_failures": failures[:3],
+        "create_wall_s": round(made, 2),
+        "listed": len(rows),
+        "agentd_rss_kib": rss_kib(pid),
+        "list_agents_dbus": summary(listed),
+        "agentctl_agent_list": run_times(["agentctl", "agent", "list"], 10),
+        "baseline_agentctl_template_list": run_times(["agentctl", "template", "list"], 10),
+    }
+    t0 = time.perf_counter()
+    await asyncio.gather(*(drop(i) for i in range(count)), return_exceptions=True)
+    result["remove_wall_s"] = round(time.perf_counter() - t0, 2)
+    return result
+
+
 async def main() -> None:
     n, concurrent = int(sys.argv[1]), int(sys.argv[2])
+    many = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     bus = sd_bus_open_system()
     set_default_bus(bus)
     systemd = Systemd(bus)
@@ -225,6 +280,8 @@ async def main() -> None:
     report["scale_agentd"] = scale_task.result()
     report["scale_agentd"]["agentd_rss_kib_before"] = rss_before
     report["scale_agentd"]["agentd_rss_kib_peak"] = peak
+    if many:
+        report["registered"] = await registered(manager, many, pid)
     report["agentd_restarts"] = int(agentd_pid() != pid)
     print(json.dumps(report, indent=2))
 
