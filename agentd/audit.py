@@ -184,55 +184,29 @@ class AuditLog:
             if agent_id is None:
                 agent_id = self._agent_id(agent, agent_uid)
             last_seq, prev = self.head()
-            seq, ts = last_seq + 1, time.time()
-            digest = row_hash(
-                seq,
-                ts,
-                actor_uid,
-                action,
-                agent,
-                agent_uid,
-                result,
-                detail_json,
-                prev,
-                task_id,
-                agent_id,
+            row: dict[str, Any] = {
+                "seq": last_seq + 1,
+                "ts": time.time(),
+                "actor_uid": actor_uid,
+                "action": action,
+                "agent": agent,
+                "agent_uid": agent_uid,
+                "result": result,
+                "detail": detail_json,
+                "prev_hash": prev,
+                "task_id": task_id,
+                "agent_id": agent_id,
+            }
+            row["hash"] = row_hash(**row)  # the columns are row_hash's arguments
+            self.store.execute(
+                f"INSERT INTO audit ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})",
+                row,
             )
             self.store.execute(
-                "INSERT INTO audit (seq, ts, actor_uid, action, agent, agent_uid, result, "
-                "detail, prev_hash, hash, task_id, agent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    seq,
-                    ts,
-                    actor_uid,
-                    action,
-                    agent,
-                    agent_uid,
-                    result,
-                    detail_json,
-                    prev,
-                    digest,
-                    task_id,
-                    agent_id,
-                ),
+                "INSERT OR REPLACE INTO meta VALUES ('audit_head', ?)",
+                (f"{row['seq']}:{row['hash']}",),
             )
-            self.store.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('audit_head', ?)", (f"{seq}:{digest}",)
-            )
-            entry = Entry(
-                seq,
-                ts,
-                actor_uid,
-                action,
-                agent,
-                agent_uid,
-                result,
-                detail,
-                prev,
-                digest,
-                task_id,
-                agent_id,
-            )
+            entry = Entry(**{**row, "detail": detail})
             self.store.after_commit(lambda: self._publish(entry))
         return entry
 
@@ -308,19 +282,7 @@ class AuditLog:
                 return Verdict(False, checked, f"row {expected_seq} is missing", expected_seq)
             if row["prev_hash"] != expected_prev:
                 return Verdict(False, checked, f"row {seq} does not follow row {seq - 1}", seq)
-            digest = row_hash(
-                seq,
-                row["ts"],
-                row["actor_uid"],
-                row["action"],
-                row["agent"],
-                row["agent_uid"],
-                row["result"],
-                row["detail"],
-                row["prev_hash"],
-                row["task_id"],
-                row["agent_id"],
-            )
+            digest = row_hash(**{k: v for k, v in row.items() if k != "hash"})
             if digest != row["hash"]:
                 return Verdict(False, checked, f"row {seq} was modified", seq)
             expected_prev, expected_seq, checked = digest, seq + 1, checked + 1

@@ -24,6 +24,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20, what: str = "") 
         time.sleep(0.1)
 
 
+CONF = "/etc/agentd/agentd.toml"
+# agentd's short timings for task tests: leases lapse and units idle within a test
+FAST = "heartbeat_interval = 1\nlease_seconds = 4\nretry_backoff = 1\nidle_timeout = 6\n"
+
+
 class Agentd:
     """The installed agentd inside the machine, driven like a user would."""
 
@@ -77,6 +82,24 @@ class Agentd:
     def restart(self) -> None:
         self.sh(["systemctl", "reset-failed", "agentd.service"])
         self.sh(["systemctl", "restart", "agentd.service"])
+
+    @contextlib.contextmanager
+    def configured(self, extra: str) -> Iterator[Agentd]:
+        """agentd restarted with EXTRA appended to agentd.toml; put back after."""
+        original = self.sh(["cat", CONF]).stdout
+        self.m.write_file(CONF, original + "\n" + extra, mode=0o644)
+        self.restart()
+        try:
+            yield self
+        finally:
+            self.m.write_file(CONF, original, mode=0o644)
+            self.restart()
+
+    def submit(self, title: str, *args: str, user: str = "alice") -> int:
+        """`agentctl task submit TITLE ARGS...` as USER; the new task's id."""
+        out = self.ctl("task", "submit", title, *args, user=user).stdout.strip()
+        assert out.isdigit(), out
+        return int(out)
 
     def audit(self, action: str | None = None, agent: str | None = None) -> list[dict]:
         rows = self.ctl_json("audit", "--limit", "100000")

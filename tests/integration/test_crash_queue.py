@@ -18,7 +18,6 @@ import pytest
 from agentd_helpers import Agentd, kill_agentd_and_wait, wait_for
 
 pytestmark = pytest.mark.integration
-CONF = "/etc/agentd/agentd.toml"
 IDLE = "/usr/local/lib/crash-idle-runtime"
 AGENTS = [f"cq-{i}" for i in range(4)]
 PER_AGENT = 150
@@ -61,17 +60,11 @@ asyncio.run(main(int(sys.argv[1]), sys.argv[2:]))
 
 @pytest.fixture(scope="module")
 def idle(agentd: Agentd) -> Iterator[Agentd]:
-    original = agentd.sh(["cat", CONF]).stdout
     agentd.m.write_file(IDLE, "#!/bin/sh\nexec sleep infinity\n", mode=0o755)
-    agentd.m.write_file(
-        CONF,
-        original + f'\nruntime_command = "{IDLE}"\nidle_timeout = 0\ncreates_burst = 1000\n',
-        mode=0o644,
-    )
-    agentd.restart()
-    yield agentd
-    agentd.m.write_file(CONF, original, mode=0o644)
-    agentd.restart()
+    with agentd.configured(
+        f'runtime_command = "{IDLE}"\nidle_timeout = 0\ncreates_burst = 1000\n'
+    ) as a:
+        yield a
 
 
 def test_kill_during_claims_loses_no_acknowledged_claim_or_completion(idle: Agentd) -> None:

@@ -20,7 +20,6 @@ import pytest
 from agentd_helpers import Agentd, answering
 
 pytestmark = pytest.mark.integration
-CONF = "/etc/agentd/agentd.toml"
 FIFO = "/tmp/revoke.fifo"
 AGENT = "id-narrow"
 
@@ -62,12 +61,8 @@ def test_an_admin_removed_from_the_group_is_refused_at_once(agentd: Agentd) -> N
 def narrowed(agentd: Agentd) -> Iterator[dict]:
     agentd.create(AGENT, user="alice")
     info = agentd.ctl_json("agent", "show", AGENT, user="alice")
-    original = agentd.sh(["cat", CONF]).stdout
-    agentd.m.write_file(CONF, original + f"\nuid_min = {info['uid'] + 1}\n", mode=0o644)
-    agentd.restart()
-    yield info
-    agentd.m.write_file(CONF, original, mode=0o644)
-    agentd.restart()
+    with agentd.configured(f"uid_min = {info['uid'] + 1}\n"):
+        yield info
 
 
 def test_narrowing_the_uid_range_leaves_agents_agents(agentd: Agentd, narrowed: dict) -> None:

@@ -19,29 +19,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from agentd_helpers import Agentd, answering, wait_for
+from agentd_helpers import FAST, Agentd, answering, wait_for
 
 pytestmark = pytest.mark.integration
-CONF = "/etc/agentd/agentd.toml"
-FAST = "heartbeat_interval = 1\nlease_seconds = 4\nretry_backoff = 1\nidle_timeout = 6\n"
 NAME = "ru-build"
 DB = "/var/lib/agentd/agentd.db"
 
 
 @pytest.fixture(scope="module")
 def fast(agentd: Agentd) -> Iterator[Agentd]:
-    original = agentd.sh(["cat", CONF]).stdout
-    agentd.m.write_file(CONF, original + "\n" + FAST, mode=0o644)
-    agentd.restart()
-    yield agentd
-    agentd.m.write_file(CONF, original, mode=0o644)
-    agentd.restart()
-
-
-def submit(a: Agentd, title: str, *args: str, user: str = "alice") -> int:
-    out = a.ctl("task", "submit", title, *args, user=user).stdout.strip()
-    assert out.isdigit(), out
-    return int(out)
+    with agentd.configured(FAST) as a:
+        yield a
 
 
 def status(a: Agentd, task: int) -> str:
@@ -61,15 +49,15 @@ def test_a_reused_name_inherits_no_task_and_no_audit_row(fast: Agentd) -> None:
     a = fast
     a.create(NAME, user="alice")
     old = a.ctl_json("agent", "show", NAME, user="alice")
-    held = submit(a, "holds the agent", "--agent", NAME, "--exec", "sleep 600")
+    held = a.submit("holds the agent", "--agent", NAME, "--exec", "sleep 600")
     try:
         wait_for(lambda: status(a, held) == "in_progress", 60, "the first task claimed")
     except AssertionError:
         print(a.sh("journalctl --no-pager -n 150 -o short-monotonic", check=False).stdout)
         print(a.ctl("task", "show", str(held), user="alice", check=False).stdout)
         raise
-    secret = submit(
-        a, "secret", "--agent", NAME, "--after", str(held), "--exec", "touch $HOME/ran-secret"
+    secret = a.submit(
+        "secret", "--agent", NAME, "--after", str(held), "--exec", "touch $HOME/ran-secret"
     )
     with answering(a):
         a.ctl("agent", "rm", NAME, user="alice")

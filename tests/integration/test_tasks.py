@@ -14,31 +14,23 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from agentd_helpers import Agentd, wait_for
+from agentd_helpers import FAST, Agentd, wait_for
 
 from agentd.names import account_name
 
 pytestmark = pytest.mark.integration
-CONF = "/etc/agentd/agentd.toml"
-FAST = "heartbeat_interval = 1\nlease_seconds = 4\nretry_backoff = 1\nidle_timeout = 6\n"
 
 
 @pytest.fixture(scope="module")
 def fast(agentd: Agentd) -> Iterator[Agentd]:
-    original = agentd.sh(["cat", CONF]).stdout
-    agentd.m.write_file(CONF, original + "\n" + FAST, mode=0o644)
-    agentd.restart()
-    for name, template in (("tk-gen", "sandbox"), ("tk-gen2", "sandbox"), ("tk-ops", "ops")):
-        agentd.create(name, template=template, user="alice")
-    yield agentd
-    agentd.m.write_file(CONF, original, mode=0o644)
-    agentd.restart()
+    with agentd.configured(FAST) as a:
+        for name, template in (("tk-gen", "sandbox"), ("tk-gen2", "sandbox"), ("tk-ops", "ops")):
+            a.create(name, template=template, user="alice")
+        yield a
 
 
 def submit(a: Agentd, title: str, *args: str, user: str = "alice") -> int:
-    out = a.ctl("task", "submit", title, *args, user=user).stdout.strip()
-    assert out.isdigit(), out
-    return int(out)
+    return a.submit(title, *args, user=user)
 
 
 def show(a: Agentd, task: int, user: str = "alice") -> dict:
