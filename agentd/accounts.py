@@ -38,7 +38,6 @@ class Account:
     gid: int
     home: str
     shell: str
-    groups: tuple[str, ...]
 
 
 async def _run(*argv: str) -> tuple[int, str]:
@@ -68,8 +67,13 @@ class Accounts:
         return self._account(pw)
 
     def _account(self, pw: pwd.struct_passwd) -> Account:
-        groups = tuple(g.gr_name for g in grp.getgrall() if pw.pw_name in g.gr_mem)
-        return Account(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir, pw.pw_shell, groups)
+        # No supplementary groups: nothing read them, and finding them parsed
+        # the whole group file (getgrall) at every look-up: with 1,000 agents,
+        # ~1,000 groups several times per creation, start and removal, and
+        # ~1,000 x 1,000 in agent_users() at startup. (py-spy had put 15% of
+        # agentd's main thread during bench/lifecycle.py's removals in user
+        # and group look-ups.)
+        return Account(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir, pw.pw_shell)
 
     def id_taken(self, uid: int) -> bool:
         """True if UID is a user or GID a group anywhere in NSS."""

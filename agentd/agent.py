@@ -7,6 +7,8 @@ systemd, so unit tests give it fakes and agentd gives it the real ones.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -154,6 +156,23 @@ class AgentTable:
     def by_uid(self, uid: int) -> Agent | None:
         found = self._live("uid = ?", (uid,))
         return found[0] if found else None
+
+    def present(self, ids: Iterable[int]) -> dict[int, Agent]:
+        """The present agents among IDS, by id: one indexed probe each (the
+        scheduler's pass reads the agents it has work for, not all of them)."""
+        return self._present_where("id IN (SELECT value FROM json_each(?))", list(ids))
+
+    def present_of(self, owners: Iterable[int]) -> dict[int, Agent]:
+        """The present agents of OWNERS, by id (store migration 9's agents_owner)."""
+        return self._present_where("owner_uid IN (SELECT value FROM json_each(?))", list(owners))
+
+    def _present_where(self, where: str, values: list[int]) -> dict[int, Agent]:
+        if not values:
+            return {}
+        rows = self.store.query(
+            f"SELECT * FROM agents WHERE state = 'present' AND {where}", (json.dumps(values),)
+        )
+        return {r["id"]: self._row_to_agent(r) for r in rows}
 
     def agents(self, states: tuple[str, ...] = ("present",)) -> list[Agent]:
         marks = ",".join("?" * len(states))

@@ -21,6 +21,10 @@ each 0 for "no limit"; sizes may be written as integers (bytes) or as "16G":
   ``archive_retention_days`` (0: no age limit): archives of kept homes in
   state_dir/archive beyond any of these are deleted, oldest first, whenever
   an archive is written and at startup (agentd.homes).
+
+Approval policy (issue 12): an ``[approval]`` table, the same shape as a
+template's (tools, shell_allow, timeout), adds requirements to every
+template's; it can never waive one (agentd.approvalrules says how they merge).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from . import sizes
+from .approvalrules import ApprovalRules, parse_table
 from .errors import InvalidConfig
 
 DEFAULT_CONFIG_FILE = Path("/etc/agentd/agentd.toml")
@@ -122,6 +127,7 @@ class Config:
     archive_retention_count: int = 100
     archive_retention_bytes: int = 20 << 30
     archive_retention_days: int = 0
+    approval: ApprovalRules = field(default_factory=ApprovalRules)  # the admin's [approval]
     config_file: Path | None = field(default=None, compare=False)
 
     @property
@@ -137,6 +143,8 @@ class Config:
         out: dict[str, str | int] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if isinstance(value, ApprovalRules):
+                value = f"tools={list(value.tools)} shell_allow={list(value.shell_allow)}"
             out[f.name] = value if isinstance(value, int) else str(value)
         return out
 
@@ -222,7 +230,7 @@ def load(
             raise InvalidConfig(f"{path}: {e}") from None
     data = {**data, **(overrides or {})}
     defaults = Config()
-    known = {f.name for f in dataclasses.fields(Config)} - {"config_file"}
+    known = {f.name for f in dataclasses.fields(Config)} - {"config_file", "approval"}
     # Any: one value per field, each of its field's type (_coerce checks it against
     # the default), which no single static type says for all the fields at once.
     values: dict[str, Any] = {}
@@ -232,6 +240,9 @@ def load(
                 isinstance(value, str) and value.startswith("/")
             ):
                 raise InvalidConfig(f"{path}: {key} must be a table, or an absolute path")
+            continue
+        if key == "approval":
+            values[key] = parse_table(str(path), value)
             continue
         if key not in known:
             raise InvalidConfig(f"{path}: unknown setting {key!r}")

@@ -20,6 +20,7 @@ from . import __version__, buspolicy, names, sd
 from . import config as config_mod
 from .accounts import Accounts, Homes
 from .api.access import Callers
+from .api.approvals import ApprovalsObject
 from .api.bus import open_system_bus, take_name
 from .api.interfaces import BUS_NAME, ROOT_PATH
 from .api.manager import ManagerObject
@@ -27,6 +28,7 @@ from .api.model import ModelObject
 from .api.polkit import Polkit
 from .api.runtime import RuntimeObject
 from .api.tasks import TasksObject
+from .approvals import Approvals
 from .audit import AuditLog
 from .diskwatch import DiskWatch, StartGuard, mechanism
 from .errors import AgentdError, InvalidConfig
@@ -34,6 +36,8 @@ from .eventlog import EventLog
 from .events import Events, UnitStateChanged
 from .homes import Pruned, Retention
 from .modelclient import ModelClient
+from .models.admin import ModelAdmin
+from .models.fetch import UnitFetcher
 from .quotas import Meter
 from .registry import Registry
 from .scheduler import Scheduler
@@ -132,10 +136,24 @@ async def serve(cfg: config_mod.Config) -> None:
     )
     runtime = RuntimeObject(registry, queue, callers, thinking)
     tasks = TasksObject(queue, callers)
+    approvals = Approvals(queue, catalog, cfg.approval)  # approval gates (issue 12)
+    runtime.approvals = approvals
+    approvals_obj = ApprovalsObject(approvals, callers)
     model = ModelObject(thinking, meter, callers)
+    model.admin = ModelAdmin(  # agentctl model install/use/rm (agentd.models)
+        Path("/var/lib/agentd-models"),
+        policy,
+        audit,
+        thinking.reload,
+        UnitFetcher(systemd),
+        model.job_event,
+    )
     # sdbus holds exported objects weakly: these names keep them (and their
     # vtables) alive for as long as agentd serves.
-    exported = [obj.export_to_dbus(ROOT_PATH, bus) for obj in (manager, runtime, tasks, model)]
+    exported = [
+        obj.export_to_dbus(ROOT_PATH, bus)
+        for obj in (manager, runtime, tasks, model, approvals_obj)
+    ]
     states = dict(await systemd.list_units("agent-*.service"))
     for agent in registry.agents(("present", "removing")):  # a failed removal stays visible
         manager.export_agent(agent.name, states.get(agent.unit, "inactive"))
@@ -161,6 +179,7 @@ async def serve(cfg: config_mod.Config) -> None:
     await systemd.watch_units("agent-", on_unit_state)
     scheduling = asyncio.get_running_loop().create_task(scheduler.run())
     watching = asyncio.get_running_loop().create_task(watch.run())
+    approvals.expire()  # deadlines that passed while agentd was down
     await take_name()
     audit.append(
         "agentd.start",
@@ -187,12 +206,15 @@ async def serve(cfg: config_mod.Config) -> None:
             await asyncio.wait_for(stop.wait(), cfg.heartbeat_interval)
         except TimeoutError:
             registry.sweep()
+            approvals.expire()  # unanswered past the deadline: denied
     sd.notify("STOPPING=1")
     scheduling.cancel()
     watching.cancel()
     for handle in exported:
         handle.stop()
     await model.streams.close()
+    if model.admin is not None:
+        await model.admin.close()
     with contextlib.suppress(TimeoutError):  # let queued starts/stops be audited
         await asyncio.wait_for(registry.settle(), 5)
     audit.append("agentd.stop", actor_uid=0)

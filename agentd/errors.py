@@ -59,6 +59,12 @@ class NoSuchProject(AgentdError):
     name = "NoSuchProject"
 
 
+class NoSuchApproval(AgentdError):
+    """No approval with that id (issue 12's gates); not the caller's is PermissionDenied."""
+
+    name = "NoSuchApproval"
+
+
 class NoCapableAgent(AgentdError):
     """No agent the caller owns has what the task needs."""
 
@@ -129,6 +135,7 @@ ALL_ERRORS: tuple[type[AgentdError], ...] = (
     SystemError_,
     NoSuchTask,
     NoSuchProject,
+    NoSuchApproval,
     NoCapableAgent,
     LeaseExpired,
     Conflict,

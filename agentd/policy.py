@@ -133,6 +133,13 @@ RULES: dict[str, Rule] = {
     "task.failed": Rule(Scope.SELF),
     "task.blocked": Rule(Scope.SELF),
     "model.think": Rule(Scope.SELF),
+    "runtime.context": Rule(Scope.SELF),  # the agent loop (agentd.tasks.trace)
+    "runtime.record_step": Rule(Scope.SELF),
+    "runtime.ask_owner": Rule(Scope.SELF),
+    "runtime.defer": Rule(Scope.SELF),
+    "runtime.request_approval": Rule(Scope.SELF),  # approval gates (agentd.approvals)
+    "runtime.use_approval": Rule(Scope.SELF),
+    "runtime.approvals": Rule(Scope.SELF),
     # Tasks
     "project.create": Rule(Scope.PERSON, MANAGE, _T, creates=True),
     "project.list": Rule(Scope.PERSON, MANAGE, _T),
@@ -145,9 +152,19 @@ RULES: dict[str, Rule] = {
     "task.cancel": Rule(Scope.OWNER, MANAGE, _T),
     "task.retry": Rule(Scope.OWNER, MANAGE, _T),
     "task.unblock": Rule(Scope.OWNER, MANAGE, _T),
+    "task.reply": Rule(Scope.OWNER, MANAGE, _T),
+    # Approvals: a person answers; an agent never does, not even for its own task
+    "approval.list": Rule(Scope.PERSON, MANAGE, "agents may not answer approvals"),
+    "approval.show": Rule(Scope.OWNER, MANAGE, "agents may not answer approvals"),
+    "approval.grant": Rule(Scope.OWNER, MANAGE, "agents may not answer approvals"),
+    "approval.deny": Rule(Scope.OWNER, MANAGE, "agents may not answer approvals"),
     # Model
     "model.show": Rule(Scope.ANYONE),
     "model.reload": Rule(Scope.ADMIN, RELOAD, what="reload the model"),
+    "model.list": Rule(Scope.ANYONE),
+    "model.install": Rule(Scope.ADMIN, RELOAD, what="install models"),
+    "model.use": Rule(Scope.ADMIN, RELOAD, what="choose the model"),
+    "model.remove": Rule(Scope.ADMIN, RELOAD, what="remove models"),
     "model.chat": Rule(Scope.OWNER, MANAGE, "agents may not chat with agents"),
     "quota.list": Rule(Scope.ANYONE, MANAGE),
     "usage.list": Rule(Scope.ANYONE, MANAGE),

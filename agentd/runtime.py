@@ -2,8 +2,12 @@
 
 It speaks to agentd only through the Runtime interface, which identifies it by
 its UID; it imports the interface definitions and the executor, nothing of the
-engine or the store. The loop: register and claim the first tasks in one
-call (RegisterAndClaim); then, while there is room (the template's WIP
+engine or the store. A free-form task is worked on by the agent loop
+(agentd.agentloop) through RuntimeHost, the Runtime methods it needs (Think,
+TaskContext, TaskApprovals, RecordStep, AskOwner, DeferTask, RequestApproval,
+UseApproval); a task the loop let go of (asked, awaiting approval, deferred,
+cancelled) is not reported: agentd already moved it. The loop: register and
+claim the first tasks in one call (RegisterAndClaim); then, while there is room (the template's WIP
 limit), long-poll ClaimTasks for as many tasks as there are free slots, and
 run each claimed task with the executor; heartbeat meanwhile (renewing the
 leases, aborting what agentd says was cancelled); report each task once,
@@ -31,7 +35,7 @@ from .api import errors as _errors
 from .api.interfaces.common import BUS_NAME, ROOT_PATH
 from .api.interfaces.runtime import RuntimeInterface  # not the package's other four
 from .api.marshal import plain
-from .executor import Executor, ModelError, Outcome, Think
+from .executor import Executor, HostError, ModelError, Outcome, Think
 
 CLAIM_WAIT_MS = 20_000  # under sd-bus's 25 s default method timeout
 FINAL_ERRORS = ("LeaseExpired", "PermissionDenied", "NoSuchTask", "InvalidArgument")
@@ -132,6 +136,8 @@ class Runtime:
             f"task {task['id']}: {outcome.status}"
             + (f" ({outcome.error or outcome.reason})" if outcome.error or outcome.reason else "")
         )
+        if outcome.status == "released":  # agentd already moved it: nothing to report
+            return
         for nxt in await self.report(task, outcome):
             self.start(executor, nxt)
 
@@ -201,6 +207,74 @@ def thinker(proxy: RuntimeInterface) -> Think:
     return think
 
 
+HOST_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between tries while agentd is away
+UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
+
+
+class RuntimeHost:
+    """The agent loop's TaskHost (agentd.agentloop.host) over the Runtime methods.
+    A call is retried while agentd is unreachable (a restart loses nothing);
+    agentd's refusals are HostError (or ModelError for Think). An agentd
+    without TaskApprovals (no approval rules) gives no rules."""
+
+    def __init__(self, proxy: RuntimeInterface) -> None:
+        self.proxy = proxy
+        self._think = thinker(proxy)
+
+    async def think(
+        self, messages: list[dict[str, str]], options: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._think(messages, options)
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        for delay in (*HOST_RETRIES, None):
+            try:
+                return await getattr(self.proxy, method)(*args)
+            except DbusFailedError as e:
+                name = getattr(e, "dbus_error_name", "")
+                if name.startswith(_errors.PREFIX) or name == UNKNOWN_METHOD:
+                    raise HostError(_errors.short_name(e), _message(e)) from None
+                if delay is None:  # NoReply, ServiceUnknown...: agentd away
+                    raise HostError(_errors.short_name(e), _message(e)) from None
+                log(f"{method} failed ({_message(e)}); retrying")
+                await asyncio.sleep(delay)
+            except SdBusBaseError as e:
+                if delay is None:
+                    raise HostError("Failed", _message(e)) from None
+                log(f"{method} failed ({_message(e)}); retrying")
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def context(self, task: int) -> dict[str, Any]:
+        ctx: dict[str, Any] = json.loads(await self._call("task_context", task) or "{}")
+        try:
+            gates = json.loads(await self._call("task_approvals", task) or "{}")
+        except HostError as e:
+            if e.name != UNKNOWN_METHOD:
+                raise
+            gates = {}
+        ctx["rules"] = gates.get("rules") or {}
+        ctx["approvals"] = gates.get("approvals") or []
+        return ctx
+
+    async def record_step(self, task: int, attempt: int, step: dict[str, Any]) -> None:
+        await self._call("record_step", task, attempt, json.dumps(step))
+
+    async def ask_owner(self, task: int, attempt: int, question: str) -> None:
+        await self._call("ask_owner", task, attempt, question)
+
+    async def defer(self, task: int, attempt: int, seconds: float, reason: str) -> None:
+        await self._call("defer_task", task, attempt, float(seconds), reason)
+
+    async def request_approval(
+        self, task: int, attempt: int, tool: str, arguments: dict[str, Any]
+    ) -> int:
+        return int(await self._call("request_approval", task, attempt, tool, json.dumps(arguments)))
+
+    async def use_approval(self, approval: int, attempt: int) -> None:
+        await self._call("use_approval", approval, attempt)
+
+
 def _message(e: BaseException) -> str:
     args = getattr(e, "args", ())
     return str(args[-1]) if args else type(e).__name__
@@ -223,7 +297,8 @@ async def run() -> int:
     executor = Executor(
         Path(os.environ.get("HOME", os.getcwd())),
         list(runtime.settings.get("tools", [])),
-        thinker(runtime.proxy),
+        RuntimeHost(runtime.proxy),
+        runtime.settings,
     )
     workers = [
         loop.create_task(runtime.heartbeat(executor)),

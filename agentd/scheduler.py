@@ -1,7 +1,8 @@
 """The scheduler: keeps the queue moving and units running only while needed.
 
 One loop, woken by every task change (and once a second regardless): expire
-lapsed leases, assign runnable tasks, start the unit of every agent with work
+lapsed leases, resume tasks blocked on a quota that has reset
+(agentd.tasks.resume), assign runnable tasks, start the unit of every agent with work
 waiting (scale from zero), and stop the unit of an agent that has had no work
 for idle_timeout seconds, so thousands of agents can be registered while only
 the busy ones hold a process. Agents ``held`` (agentd.diskwatch: a home over
@@ -67,6 +68,7 @@ class Scheduler:
     async def step(self, now: float | None = None) -> None:
         now = now or time.time()
         self.queue.expire_leases(now)
+        self.queue.resumes.resume(now)  # quota-blocked tasks whose quota reset (O(those))
         waiting = self.queue.assign(now)
         for name in waiting:
             self.queue.wake(name)  # e.g. a retry whose backoff just ended

@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 
 import apsw
 
+from . import approvalschema
 from .errors import InvalidConfig, NoSpace
 
 SqlValue = int | float | str | bytes | None  # what SQLite stores (bool is an int)
@@ -230,6 +231,57 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE pinned_agent IS NULL;
     CREATE INDEX tasks_unresolved ON tasks(status)
         WHERE pinned_agent IS NOT NULL AND pinned_agent_id IS NULL;
+    """,
+    # 7: the agent loop (issue 12). task_steps: each step an agent's loop took
+    # on a task (all attempts), the trace its owner reads; task_replies: the
+    # owner's answers to its questions (AskOwner, ReplyTask); task_resumes: a
+    # blocked task that resumes by itself (quota: at the reset, or when an admin
+    # sets or resets the quota), valid only while the task is at that version.
+    # New tables, not new tasks columns: migration 8 rebuilds tasks.
+    """
+    CREATE TABLE task_steps (
+        seq      INTEGER PRIMARY KEY,
+        task_id  INTEGER NOT NULL REFERENCES tasks(id),
+        attempt  INTEGER NOT NULL,
+        n        INTEGER NOT NULL,
+        step     TEXT NOT NULL,
+        at       REAL NOT NULL
+    );
+    CREATE INDEX task_steps_task ON task_steps(task_id, seq);
+    CREATE TABLE task_replies (
+        id        INTEGER PRIMARY KEY,
+        task_id   INTEGER NOT NULL REFERENCES tasks(id),
+        question  TEXT NOT NULL,
+        answer    TEXT NOT NULL,
+        by_uid    INTEGER NOT NULL,
+        at        REAL NOT NULL
+    );
+    CREATE INDEX task_replies_task ON task_replies(task_id, id);
+    CREATE TABLE task_resumes (
+        task_id   INTEGER PRIMARY KEY REFERENCES tasks(id),
+        version   INTEGER NOT NULL,
+        reason    TEXT NOT NULL CHECK (reason IN ('quota')),
+        since     REAL NOT NULL,
+        at        REAL NOT NULL
+    );
+    CREATE INDEX task_resumes_at ON task_resumes(at);
+    """,
+    # 8: approval gates: approvals, an agent's own allow list, and tasks rebuilt
+    # so that its status CHECK accepts 'awaiting_approval' (agentd.approvalschema).
+    approvalschema.MIGRATION_8,
+    # 9: the scheduler's pass reads only the work there is (agentd.tasks.routing):
+    # each index holds just the rows one of its questions is about, so a pass
+    # costs what is assigned, open or unplaced, not the queue or the registry.
+    """
+    CREATE INDEX tasks_waiting ON tasks(agent_id, not_before)
+        WHERE status = 'pending' AND agent_id IS NOT NULL;
+    CREATE INDEX tasks_open ON tasks(agent_id)
+        WHERE status IN ('pending', 'in_progress') AND agent_id IS NOT NULL;
+    CREATE INDEX tasks_owner_unplaced ON tasks(owner_uid)
+        WHERE status = 'pending' AND agent_id IS NULL AND pinned_agent IS NULL;
+    CREATE INDEX tasks_pinned_unplaced ON tasks(pinned_agent_id)
+        WHERE status = 'pending' AND agent_id IS NULL AND pinned_agent_id IS NOT NULL;
+    CREATE INDEX agents_owner ON agents(owner_uid) WHERE state = 'present';
     """,
 )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from . import sizes
+from .approvalrules import ApprovalRules, parse_table
 from .config import QUOTA_PERIODS
 from .errors import InvalidArgument, InvalidConfig, NoSuchTemplate
 
@@ -134,6 +135,9 @@ class Template:
     concurrency: int = 1  # tasks the agent works on at once (its WIP limit)
     limits: Limits = field(default_factory=Limits)
     source: str = ""
+    approval: ApprovalRules = field(default_factory=ApprovalRules)  # agentd.approvalrules
+    steps: int = 10  # model steps per task (issue 12)
+    task_tokens: int = 20000  # the token budget of one task
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -150,6 +154,11 @@ class Template:
             "cpu_quota": self.limits.cpu_quota,
             "tasks_max": self.limits.tasks_max,
             "source": self.source,
+            "approval_tools": list(self.approval.tools),
+            "approval_shell_allow": list(self.approval.shell_allow),
+            "approval_timeout": self.approval.timeout,
+            "steps": self.steps,
+            "task_tokens": self.task_tokens,
         }
 
 
@@ -200,7 +209,14 @@ def parse_template(path: Path) -> Template:
         concurrency=_typed(path, data, "concurrency", int, 1),
         limits=_parse_limits(path, data.pop("limits", {})),
         source=str(path),
+        approval=parse_table(str(path), data.pop("approval", {})),
+        steps=_typed(path, data, "steps", int, 10),
+        task_tokens=_typed(path, data, "task_tokens", int, 20000),
     )
+    if not 1 <= t.steps <= 100:
+        raise InvalidConfig(f"{path}: steps must be 1..100")
+    if not 100 <= t.task_tokens <= 10_000_000:
+        raise InvalidConfig(f"{path}: task_tokens must be 100..10000000")
     if t.token_budget < 0:
         raise InvalidConfig(f"{path}: token_budget must be >= 0")
     if t.token_period not in QUOTA_PERIODS:

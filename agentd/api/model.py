@@ -19,6 +19,7 @@ from sdbus import dbus_method_async_override
 
 from ..errors import AgentdError
 from ..modelclient import ModelStream
+from ..models.admin import ModelAdmin
 from ..quotas import Meter
 from ..thinking import Thinking, parse_messages, parse_options
 from .access import Callers, rule
@@ -90,12 +91,57 @@ def _close(fd: int) -> None:
 
 
 class ModelObject(ModelInterface):
-    def __init__(self, thinking: Thinking, meter: Meter, callers: Callers) -> None:
+    def __init__(
+        self, thinking: Thinking, meter: Meter, callers: Callers, admin: ModelAdmin | None = None
+    ) -> None:
         super().__init__()
         self.thinking = thinking
         self.meter = meter
         self.callers = callers
         self.streams = Streams()
+        self.admin = admin  # agentd.models: the catalog's admin operations
+
+    def job_event(self, event: dict[str, Any]) -> None:
+        """agentd.models.admin's job events as signals."""
+        if event["event"] == "progress":
+            unit = "permille" if event["phase"] == "loading" else "bytes"
+            self.model_job_progress.emit(
+                (event["job"], event["model"], event["phase"], unit, event["done"], event["total"])
+            )
+        else:
+            self.model_job_removed.emit(
+                (event["job"], event["model"], event["result"], event["message"])
+            )
+
+    def _admin(self) -> ModelAdmin:
+        if self.admin is None:
+            raise AgentdError("model administration is not available")
+        return self.admin
+
+    @dbus_method_async_override()
+    @rule("model.list")
+    async def list_models(self) -> str:
+        return json.dumps(self._admin().list(await self.callers.current()))
+
+    @dbus_method_async_override()
+    @rule("model.install")
+    async def install_model(self, name: str, source: str) -> int:
+        return self._admin().install(await self.callers.current(), name, source)
+
+    @dbus_method_async_override()
+    @rule("model.install")
+    async def install_model_file(self, path: str, name: str) -> int:
+        return self._admin().install_file(await self.callers.current(), path, name)
+
+    @dbus_method_async_override()
+    @rule("model.use")
+    async def use_model(self, name: str) -> int:
+        return self._admin().use(await self.callers.current(), name)
+
+    @dbus_method_async_override()
+    @rule("model.remove")
+    async def remove_model(self, name: str) -> None:
+        self._admin().remove(await self.callers.current(), name)
 
     @dbus_method_async_override()
     @rule("model.show")

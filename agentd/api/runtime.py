@@ -19,11 +19,14 @@ import json
 from sdbus import dbus_method_async_override
 
 from ..agent import Agent
+from ..approvals import MAX_ARGUMENTS, Approvals
 from ..errors import InvalidArgument
+from ..limits import TEXT, Bound
 from ..policy import Caller
 from ..registry import Registry
 from ..tasks.model import Task
 from ..tasks.queue import TaskQueue
+from ..tasks.trace import MAX_QUESTION, MAX_STEP
 from ..thinking import Thinking, parse_messages, parse_options
 from .access import Callers, rule
 from .interfaces import RuntimeInterface, agent_path
@@ -33,6 +36,8 @@ MAX_CLAIM_WAIT_MS = 60_000
 
 
 class RuntimeObject(RuntimeInterface):
+    approvals: Approvals | None = None  # set by agentd.daemon (approval gates)
+
     def __init__(
         self, registry: Registry, queue: TaskQueue, callers: Callers, thinking: Thinking
     ) -> None:
@@ -159,6 +164,60 @@ class RuntimeObject(RuntimeInterface):
             agent, parse_messages(messages), parse_options(raw), task
         )
         return json.dumps(answer)
+
+    # -- the agent loop (agentd.tasks.trace) ----------------------------------------------
+    @dbus_method_async_override()
+    @rule("runtime.context")
+    async def task_context(self, task: int) -> str:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        return json.dumps(self.queue.loop.context(agent, task), ensure_ascii=False)
+
+    @dbus_method_async_override()
+    @rule("runtime.record_step", limits={"step_json": Bound(MAX_STEP)})
+    async def record_step(self, task: int, attempt: int, step_json: str) -> None:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        self.queue.loop.record_step(agent, task, attempt, step_json)
+
+    @dbus_method_async_override()
+    @rule("runtime.ask_owner", limits={"question": Bound(MAX_QUESTION)})
+    async def ask_owner(self, task: int, attempt: int, question: str) -> None:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        self.queue.loop.ask_owner(agent, task, attempt, question)
+
+    @dbus_method_async_override()
+    @rule("runtime.defer", limits={"reason": TEXT})
+    async def defer_task(self, task: int, attempt: int, seconds: float, reason: str) -> None:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        self.queue.loop.defer(agent, task, attempt, seconds, reason)
+
+    # -- approval gates (agentd.approvals) ------------------------------------------------
+    def _approvals(self) -> Approvals:
+        if self.approvals is None:
+            raise InvalidArgument("approval gates are not enabled in this agentd")
+        return self.approvals
+
+    @dbus_method_async_override()
+    @rule(
+        "runtime.request_approval",
+        limits={"tool": Bound(64), "arguments_json": Bound(MAX_ARGUMENTS)},
+    )
+    async def request_approval(
+        self, task: int, attempt: int, tool: str, arguments_json: str
+    ) -> int:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        return self._approvals().request(agent, task, attempt, tool, arguments_json)
+
+    @dbus_method_async_override()
+    @rule("runtime.use_approval")
+    async def use_approval(self, approval: int, attempt: int) -> None:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        self._approvals().use(agent, approval, attempt)
+
+    @dbus_method_async_override()
+    @rule("runtime.approvals")
+    async def task_approvals(self, task: int) -> str:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        return json.dumps(self._approvals().for_task(agent, task), ensure_ascii=False)
 
 
 def _wait(timeout_ms: int) -> float:

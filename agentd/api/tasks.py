@@ -7,7 +7,9 @@ import json
 from sdbus import dbus_method_async_override
 
 from ..events import Events, TaskChanged
+from ..limits import Bound
 from ..tasks.queue import Task, TaskQueue
+from ..tasks.trace import MAX_REPLY
 from .access import Callers, rule
 from .interfaces import TasksInterface
 from .marshal import Variant, plain, variants
@@ -120,3 +122,14 @@ class TasksObject(TasksInterface):
     @rule("task.unblock")
     async def unblock_task(self, task: int, note: str) -> None:
         self.queue.unblock(await self.callers.current(), task, note)
+
+    @dbus_method_async_override()
+    @rule("task.reply", limits={"text": Bound(MAX_REPLY)})
+    async def reply_task(self, task: int, text: str) -> None:
+        self.queue.loop.reply(await self.callers.current(), task, text)
+
+    @dbus_method_async_override()
+    @rule("task.show")
+    async def list_task_steps(self, task: int) -> str:
+        steps = self.queue.loop.steps(await self.callers.current(), task)
+        return json.dumps(steps, ensure_ascii=False)

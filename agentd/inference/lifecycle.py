@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agentd.inference import model as gguf
-from agentd.inference.config import ConfigError, ModelConfig, load_config
+from agentd.inference.config import ConfigError, ModelConfig, load_config, resolve
 from agentd.inference.engine import Engine
 from agentd.inference.errors import LoadError
 from agentd.inference.unit import sd_notify
@@ -66,6 +66,10 @@ def load_model(cfg: ModelConfig, progress: Callable[[float], object] | None = No
     try:
         info = gguf.describe(cfg.path)
     except gguf.ModelError as e:
+        raise LoadError(str(e)) from e
+    try:
+        cfg = resolve(cfg, info)  # context and sequences from the model
+    except ConfigError as e:
         raise LoadError(str(e)) from e
     engine = Engine(cfg.path, cfg.engine_config(), progress=progress)
     return Loaded(
@@ -108,8 +112,11 @@ class Models:
     def status(self) -> str:
         if self.current is None:
             return f"no model loaded ({self.config.path}); waiting for a reload"
-        info = self.current.info
-        return f"serving {info['name'] or info['path']} ({self.config.sequences} sequences)"
+        info, cfg = self.current.info, self.current.config
+        return (
+            f"serving {info['name'] or info['path']} "
+            f"({cfg.sequences} sequences of {cfg.context} tokens)"
+        )
 
     def _go_on(self, _fraction: float) -> bool:
         """A progress callback: False aborts the load."""

@@ -56,6 +56,7 @@ class Sequences:
         self._cached[req.seq] = []
         if shared:
             req.n_past = req.prefill_pos = shared
+            req.reused = shared
             self.reused += shared
         elif self.prefix_min:
             self.plan(req, active)
@@ -117,6 +118,7 @@ class Sequences:
         self._mem.seq_cp(src_seq, req.seq)
         self._mem.seq_rm(req.seq, n)
         req.n_past = req.prefill_pos = n
+        req.reused = n
         self.reused += n
 
     def release(self, req: Request, keep: bool = True) -> None:

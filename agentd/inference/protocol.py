@@ -194,6 +194,7 @@ def done_line(r: Result) -> dict[str, Any]:
         "text": r.text,
         "finish_reason": r.finish_reason,
         "prompt_tokens": r.prompt_tokens,
+        "prompt_tokens_computed": r.prompt_tokens_computed,
         "completion_tokens": r.completion_tokens,
         "queued_s": round(r.queued_s, 4),
         "first_token_s": None if r.first_token_s is None else round(r.first_token_s, 4),

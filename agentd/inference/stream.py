@@ -48,6 +48,9 @@ class Result:
     queued_s: float  # submit -> admitted
     first_token_s: float | None  # submit -> first token
     total_s: float
+    # prompt tokens the engine computed: prompt_tokens less those whose KV
+    # cache it reused from another sequence (agentd.inference.prefix)
+    prompt_tokens_computed: int = 0
 
 
 @dataclass(eq=False)
@@ -72,6 +75,7 @@ class Request:
     # once they are in its cache (it prefills nothing until then)
     prefix_src: Request | None = None
     prefix_len: int = 0
+    reused: int = 0  # prompt tokens taken from another sequence's cache
     last_token: int = -1  # generated, not yet fed
     out_tokens: list[int] = field(default_factory=list)
     text: str = ""  # all decoded text so far
@@ -98,6 +102,7 @@ class Request:
             queued_s=(self.admitted or now) - self.submitted,
             first_token_s=None if self.first_token is None else self.first_token - self.submitted,
             total_s=now - self.submitted,
+            prompt_tokens_computed=len(self.prompt) - self.reused,
         )
 
 

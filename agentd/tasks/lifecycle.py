@@ -315,7 +315,48 @@ class Lifecycle:
             attempt=attempt,
         )
 
+    def defer(self, task: Task, agent: Agent, attempt: int, seconds: float, reason: str) -> Task:
+        """Back to pending, not claimable for SECONDS, for the same agent. The
+        attempt is not consumed: max_attempts grows by one (attempt numbers stay
+        increasing, so a report of the deferred attempt is still refused)."""
+        return self.transition(
+            task,
+            "task.deferred",
+            agent.uid,
+            {
+                "lease_expires": None,
+                "not_before": time.time() + seconds,
+                "max_attempts": task.max_attempts + 1,
+            },
+            holder=agent,
+            attempt=attempt,
+            seconds=seconds,
+            reason=reason,
+        )
+
     # -- people's (owners and admins) --------------------------------------------------------
+    def replied(self, task: Task, actor_uid: int, answer: str) -> Task:
+        """The owner answered what TASK is blocked on: back to pending for the
+        same agent; the answer is kept (agentd.tasks.trace) in this transaction."""
+        if not allows(task.status, "task.replied"):
+            raise Busy(
+                f"task {task.id} is {task.status}, not blocked: there is nothing to reply to"
+            )
+        with self.store.transaction():
+            self.store.execute(
+                "INSERT INTO task_replies (task_id, question, answer, by_uid, at)"
+                " VALUES (?,?,?,?,?)",
+                (task.id, task.block_reason or "", answer, actor_uid, time.time()),
+            )
+            return self.transition(
+                task,
+                "task.replied",
+                actor_uid,
+                {"block_reason": None, "not_before": 0},
+                question=task.block_reason or "",
+                answer=answer,
+            )
+
     def cancel(self, task: Task, actor_uid: int) -> Task:
         if not allows(task.status, "task.cancelled"):
             raise Busy(f"task {task.id} is already {task.status}")

@@ -26,8 +26,9 @@ STATUSES = (
     "failed",
     "cancelled",
     "dead_lettered",
+    "awaiting_approval",  # issue 12: waits for its owner's answer (agentd.approvals)
 )
-FINAL = frozenset(STATUSES[3:])
+FINAL = frozenset(("completed", "failed", "cancelled", "dead_lettered"))
 # What SubmitTask's spec and ListTasks' filter may hold (docs/dbus-api.md).
 SPEC_KEYS = {
     "title",
@@ -78,7 +79,13 @@ TRANSITIONS: tuple[tuple[str | None, str, str], ...] = (
     ("in_progress", "task.cancelled", "cancelled"),
     ("in_progress", "task.lease_expired", "pending"),  # retried after a backoff
     ("in_progress", "task.dead_lettered", "dead_lettered"),  # ... or not: last attempt
+    ("in_progress", "task.deferred", "pending"),  # the agent waits: not before, attempt kept
+    ("in_progress", "approval.requested", "awaiting_approval"),  # the agent let go of it
+    ("awaiting_approval", "approval.granted", "pending"),  # back to the same agent
+    ("awaiting_approval", "approval.denied", "pending"),  # ... told the reason
+    ("awaiting_approval", "task.cancelled", "cancelled"),
     ("blocked", "task.unblocked", "pending"),
+    ("blocked", "task.replied", "pending"),  # the owner answered its question (kept)
     ("blocked", "task.cancelled", "cancelled"),
     ("failed", "task.retried", "pending"),
     ("cancelled", "task.retried", "pending"),

@@ -53,9 +53,11 @@ from .artifacts import read as read_artifact_file
 from .lifecycle import Lifecycle
 from .model import Artifact, Task
 from .repository import Repository, Row
+from .resume import Resumes
 from .routing import Router
 from .spec import NewTask, dependency_ids, project_name, result_text, text
 from .spec import parse as parse_spec
+from .trace import TaskLoop
 
 __all__ = ["Artifact", "Task", "TaskQueue"]
 
@@ -96,6 +98,8 @@ class TaskQueue:
         self.router = Router(
             registry, self.repo, self.lifecycle, self.cfg, catalog or registry.catalog, self.policy
         )
+        self.resumes = Resumes(store, self.repo, self.lifecycle)  # quota-blocked tasks
+        self.loop = TaskLoop(self)  # traces, replies, deferral, context (agentd.tasks.trace)
 
     # -- who may do what (agentd.policy) and who is told (agentd.events) ------------------
     def _person(self, caller: Caller, action: str) -> Role:
@@ -419,7 +423,10 @@ class TaskQueue:
 
     def block(self, agent: Agent, task_id: int, attempt: int, reason: str) -> Task:
         task = self._agent_task(agent, task_id, attempt, "task.blocked")
-        return self.lifecycle.block(task, agent, attempt, reason)
+        with self.store.transaction():  # a quota's refusal resumes by itself (resume.py)
+            blocked = self.lifecycle.block(task, agent, attempt, reason)
+            self.resumes.blocked(blocked, reason)
+        return blocked
 
     def _inspect_artifacts(
         self, agent: Agent, artifacts: builtins.list[tuple[str, str]]
@@ -454,8 +461,8 @@ class TaskQueue:
 
     def busy_agents(self) -> set[str]:
         """Names of the live agents holding open tasks (their units stay up)."""
-        busy = self.repo.busy_agents()
-        return {a.name for a in self.registry.agents() if a.id in busy}
+        return {a.name for a in self.registry.present(self.repo.busy_agents()).values()}
 
     def settings(self, agent: Agent) -> dict[str, Any]:
-        return self.router.settings(agent)
+        """What a runtime is told at registration, with the loop's steps and task_tokens."""
+        return {**self.router.settings(agent), **self.loop.settings(agent)}

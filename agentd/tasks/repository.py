@@ -39,6 +39,28 @@ _UNASSIGNED_FOR = (
     "ORDER BY priority DESC, id LIMIT {limit}"
 )
 
+# Loose index scans: the next distinct value after the last, one seek each in
+# an index holding only the rows asked about (store migration 9; INDEXED BY:
+# left to itself the planner walked tasks_claim's unassigned rows instead).
+_LOOSE = (
+    "WITH RECURSIVE d(v) AS (SELECT MIN({col}) FROM tasks INDEXED BY {index} WHERE {where} "
+    "UNION ALL SELECT (SELECT MIN({col}) FROM tasks INDEXED BY {index} WHERE {where} "
+    "AND {col} > d.v) FROM d WHERE d.v IS NOT NULL) SELECT v FROM d WHERE v IS NOT NULL"
+)
+_OWNERS_UNPLACED = _LOOSE.format(
+    col="owner_uid",
+    index="tasks_owner_unplaced",
+    where="status = 'pending' AND agent_id IS NULL AND pinned_agent IS NULL",
+)
+_ASSIGNED_AGENTS = _LOOSE.format(
+    col="agent_id", index="tasks_waiting", where="status = 'pending' AND agent_id IS NOT NULL"
+)
+_PINNED_UNPLACED = _LOOSE.format(
+    col="pinned_agent_id",
+    index="tasks_pinned_unplaced",
+    where="status = 'pending' AND agent_id IS NULL AND pinned_agent_id IS NOT NULL",
+)
+
 
 class Repository:
     def __init__(self, store: Store) -> None:
@@ -173,39 +195,56 @@ class Repository:
             )
         )
 
-    def with_a_gone_agent(self) -> list[Row]:
-        """Pending tasks assigned or pinned to an agent that is not present (or,
-        pinned by a name no agent had: pinned_agent_id NULL, store migration 5,
-        to nobody). From the agents' side (CROSS JOIN: that order), by index:
-        the scheduler's pass read every pending task here, three quarters of
-        agentd's time with 12,000 queued (py-spy, bench/tasks.py)."""
+    def pending_of(self, agents: set[int]) -> list[Row]:
+        """Pending tasks assigned or pinned to one of AGENTS (ids), and those
+        pinned by a name no agent had (pinned_agent_id NULL, store migration 5:
+        to nobody), by index."""
+        ids = json.dumps(sorted(agents))
         return self.store.query(
-            "SELECT t.* FROM agents a CROSS JOIN tasks t ON t.agent_id = a.id "
-            "WHERE a.state != 'present' AND t.status = 'pending' "
-            "UNION SELECT t.* FROM agents a CROSS JOIN tasks t ON t.pinned_agent_id = a.id "
-            "WHERE a.state != 'present' AND t.status = 'pending' "
+            "SELECT * FROM tasks WHERE status = 'pending' AND agent_id IS NOT NULL "
+            "AND agent_id IN (SELECT value FROM json_each(?1)) "
+            "UNION SELECT * FROM tasks INDEXED BY tasks_pinned_unplaced "
+            "WHERE status = 'pending' AND agent_id IS NULL AND pinned_agent_id IS NOT NULL "
+            "AND pinned_agent_id IN (SELECT value FROM json_each(?1)) "
             "UNION SELECT * FROM tasks WHERE status = 'pending' "
-            "AND pinned_agent IS NOT NULL AND pinned_agent_id IS NULL"
+            "AND pinned_agent IS NOT NULL AND pinned_agent_id IS NULL",
+            (ids,),
         )
 
+    def assigned_agents(self) -> set[int]:
+        """Ids of agents with pending tasks assigned to them, runnable now or not
+        (tasks_waiting: at most the agents' wip in all)."""
+        return self._distinct(_ASSIGNED_AGENTS)
+
     def waiting_agents(self, now: float) -> set[int]:
-        """Ids of agents with a pending task assigned to them that may run now."""
+        """Ids of agents with a pending task assigned to them that may run now
+        (store migration 9's tasks_waiting: the assigned pending tasks only)."""
         return {
             r["agent_id"]
             for r in self.store.query(
-                "SELECT DISTINCT agent_id FROM tasks WHERE status='pending' "
-                "AND agent_id IS NOT NULL AND not_before<=?",
+                "SELECT DISTINCT agent_id FROM tasks INDEXED BY tasks_waiting "
+                "WHERE status = 'pending' AND agent_id IS NOT NULL AND not_before <= ?",
                 (now,),
             )
         }
+
+    def unplaced(self) -> tuple[set[int], set[int]]:
+        """Who unassigned pending tasks wait for: the owners of unpinned ones and
+        the agents pinned ones name. Each is a loose index scan (one seek per
+        distinct value, store migration 9), so a pass over 12,000 queued tasks
+        of one owner costs two seeks, not a walk of the queue."""
+        return self._distinct(_OWNERS_UNPLACED), self._distinct(_PINNED_UNPLACED)
+
+    def _distinct(self, sql: str) -> set[int]:
+        return {r["v"] for r in self.store.query(sql)}
 
     def load(self) -> dict[int, int]:
         """Open tasks per agent id."""
         return {
             r["agent_id"]: r["n"]
             for r in self.store.query(
-                f"SELECT agent_id, count(*) AS n FROM tasks WHERE agent_id IS NOT NULL AND "
-                f"status IN {_OPEN} GROUP BY agent_id"
+                "SELECT agent_id, count(*) AS n FROM tasks INDEXED BY tasks_open "
+                f"WHERE status IN {_OPEN} AND agent_id IS NOT NULL GROUP BY agent_id"
             )
         }
 
@@ -213,8 +252,8 @@ class Repository:
         return {
             r["agent_id"]
             for r in self.store.query(
-                f"SELECT DISTINCT agent_id FROM tasks WHERE agent_id IS NOT NULL "
-                f"AND status IN {_OPEN}"
+                "SELECT DISTINCT agent_id FROM tasks INDEXED BY tasks_open "
+                f"WHERE status IN {_OPEN} AND agent_id IS NOT NULL"
             )
         }
 

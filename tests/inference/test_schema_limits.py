@@ -100,7 +100,7 @@ def test_agentds_own_step_schemas_are_within_the_limits(engine: Engine) -> None:
     an agent's free-form task would fail at its first step."""
     from agentd.executor import ACTION_ARGS, step_schema
 
-    for actions in (["answer"], list(ACTION_ARGS)):
+    for actions in (["finish"], list(ACTION_ARGS)):
         gbnf = compile_schema(step_schema(actions))
         grammar_sampler(engine.vocab.handle, gbnf)  # llama.cpp parses it
 

@@ -47,9 +47,7 @@ class FakeAccounts:
             from agentd.errors import SystemError_
 
             raise SystemError_("useradd failed: simulated")
-        self.users[name] = Account(
-            name, uid, uid, str(home), "/usr/sbin/nologin", (self.agents_group,)
-        )
+        self.users[name] = Account(name, uid, uid, str(home), "/usr/sbin/nologin")
 
     async def delete(self, name: str) -> None:
         self.users.pop(name, None)

@@ -24,7 +24,7 @@ class RenamingAccounts(FakeAccounts):
 
     async def rename_user(self, old: str, new: str) -> None:
         a = self.users.pop(old)
-        self.users[new] = Account(new, a.uid, a.gid, a.home, a.shell, a.groups)
+        self.users[new] = Account(new, a.uid, a.gid, a.home, a.shell)
 
     async def rename_group(self, old: str, new: str) -> None:
         self.groups[new] = self.groups.pop(old)
@@ -51,7 +51,7 @@ def _make_old(w: World, name: str, user: bool = True, group: bool = True) -> Non
     acc = w.accounts
     if user:
         a = acc.users.pop(names.account_name(name))
-        acc.users[name] = Account(name, a.uid, a.gid, a.home, a.shell, a.groups)
+        acc.users[name] = Account(name, a.uid, a.gid, a.home, a.shell)
     if group:
         acc.groups[name] = acc.groups.pop(names.account_name(name))
 
@@ -116,7 +116,7 @@ def test_a_running_agent_is_renamed_before_its_next_start(r: World) -> None:
 def test_removal_deletes_an_old_account_and_never_a_stranger(r: World) -> None:
     a = r.run(r.reg.create(ALICE, "old", "sandbox"))
     _make_old(r, "old")
-    r.accounts.users["agent-old"] = Account("agent-old", 4242, 4242, "/", "/bin/sh", ())
+    r.accounts.users["agent-old"] = Account("agent-old", 4242, 4242, "/", "/bin/sh")
     r.run(r.reg.remove(ALICE, "old"))
     assert "old" not in r.accounts.users and "old" not in r.accounts.groups
     assert r.accounts.users["agent-old"].uid == 4242 != a.uid

@@ -116,6 +116,7 @@ def test_agentctl_loads_no_engine() -> None:
         "agentd",
         "agentd.errors",
         "agentd.config",
+        "agentd.approvalrules",  # agentd.config's [approval] table: stdlib only
         "agentd.api",
         "agentd.api.errors",
         "agentd.api.interfaces",
@@ -143,6 +144,7 @@ def test_the_root_has_exactly_the_listed_commands() -> None:
     assert all(isinstance(c, click.Command) for c in COMMANDS)
     assert sorted(cli.commands) == [
         "agent",
+        "approval",
         "audit",
         "chat",
         "events",

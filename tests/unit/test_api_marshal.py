@@ -247,8 +247,9 @@ def methods() -> dict[str, DbusMethodAsync]:
 
 
 def test_there_are_interfaces_and_list_methods_to_check() -> None:
-    assert len(interface_classes()) == 5
+    assert len(interface_classes()) == 6
     assert {
+        "Approvals.ListApprovals",
         "Manager.ListAgents",
         "Tasks.ListTasks",
         "Model.ListUsage",

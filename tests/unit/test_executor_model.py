@@ -1,5 +1,7 @@
-"""The executor's model loop against a scripted think(): schemas asked for,
-tools run between steps, the last step forced to answer, errors mapped."""
+"""The executor facade (agentd/executor.py): --exec tasks run the shell tool
+as before; free-form tasks go to the agent loop through the runtime's
+TaskHost; without one they wait, blocked; abort stops a free-form task.
+The loop itself: tests/unit/test_agentloop*.py."""
 
 from __future__ import annotations
 
@@ -8,96 +10,82 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agentd.executor import MAX_STEPS, Executor, ModelError
+from agentd.executor import Executor, Outcome
 
 
-class Script:
-    def __init__(self, *answers: dict[str, Any] | Exception) -> None:
-        self.answers = list(answers)
-        self.calls: list[tuple[list[dict[str, str]], dict[str, Any]]] = []
+class Host:
+    """A TaskHost whose model finishes at once (or runs one shell step first)."""
 
-    async def __call__(
+    def __init__(self, *steps: dict[str, Any]) -> None:
+        self.steps = list(steps)
+        self.recorded: list[dict[str, Any]] = []
+        self.options: list[dict[str, Any]] = []
+
+    async def think(
         self, messages: list[dict[str, str]], options: dict[str, Any]
     ) -> dict[str, Any]:
-        self.calls.append(([dict(m) for m in messages], options))
-        a = self.answers.pop(0)
-        if isinstance(a, Exception):
-            raise a
-        return {
-            "text": json.dumps(a),
-            "finish_reason": "eos",
-            "prompt_tokens": 10,
-            "completion_tokens": 5,
-        }
+        self.options.append(options)
+        text = json.dumps({"thought": "", **self.steps.pop(0)})
+        return {"text": text, "finish_reason": "stop", "prompt_tokens": 9, "completion_tokens": 3}
+
+    async def context(self, task: int) -> dict[str, Any]:
+        return {}
+
+    async def record_step(self, task: int, attempt: int, step: dict[str, Any]) -> None:
+        self.recorded.append(step)
 
 
-def actions(script: Script, call: int) -> list[str]:
-    """The actions the schema of that think() call allowed."""
-    schema = json.loads(script.calls[call][1]["json_schema"])
-    return [alt["properties"]["action"]["const"] for alt in schema["oneOf"]]
-
-
-def run(ex: Executor, **task: Any):
+def run(ex: Executor, **task: Any) -> Outcome:
     task.setdefault("id", 7)
+    task.setdefault("attempt", 1)
     task.setdefault("title", "count the files")
     return asyncio.run(ex.run(task))
 
 
-def test_a_direct_answer_completes_the_task(tmp_path: Path) -> None:
-    think = Script({"action": "answer", "answer": "42"})
-    out = run(Executor(tmp_path, [], think))
-    assert out.status == "completed" and out.result["answer"] == "42"
-    assert out.result["prompt_tokens"] == 10 and out.result["completion_tokens"] == 5
-    assert actions(think, 0) == ["answer"]  # no tools: answer only
-    assert think.calls[0][1]["task"] == 7
-
-
-def test_shell_step_runs_in_the_home_and_feeds_back(tmp_path: Path) -> None:
-    (tmp_path / "a.txt").write_text("x")
-    think = Script({"action": "shell", "command": "ls"}, {"action": "answer", "answer": "1"})
-    out = run(Executor(tmp_path, ["shell", "files"], think))
-    assert out.status == "completed"
-    assert out.result["steps"][0]["command"] == "ls"
-    assert "a.txt" in out.result["steps"][0]["result"]
-    second = think.calls[1][0]
-    assert second[-1]["role"] == "user" and "a.txt" in second[-1]["content"]
-    assert actions(think, 0) == ["answer", "shell", "write_file"]
-    (shell,) = [
-        alt
-        for alt in json.loads(think.calls[0][1]["json_schema"])["oneOf"]
-        if alt["properties"]["action"]["const"] == "shell"
+def test_a_free_form_task_goes_to_the_loop_with_the_templates_tools(tmp_path: Path) -> None:
+    host = Host(
+        {"tool": "shell", "command": "echo hi > artifacts/a.txt"},
+        {"tool": "finish", "answer": "hello"},
+    )
+    (tmp_path / "artifacts").mkdir()
+    ex = Executor(tmp_path, ["shell"], host, {"steps": 4})  # type: ignore[arg-type]
+    out = run(ex, title="Say hello to the team")
+    assert out.status == "completed" and out.result["answer"] == "hello"
+    assert out.result["completion_tokens"] == 6 and out.result["steps"] == 2
+    assert out.artifacts == [("a.txt", "artifacts/a.txt")]
+    schema = json.loads(host.options[0]["json_schema"])
+    assert [a["properties"]["tool"]["const"] for a in schema["oneOf"]] == [
+        "shell",
+        "ask_owner",
+        "finish",
     ]
-    assert shell["required"] == ["action", "command"]  # a step carries its arguments
 
 
-def test_the_last_step_must_answer(tmp_path: Path) -> None:
-    steps = [{"action": "shell", "command": "true"}] * (MAX_STEPS - 1) + [
-        {"action": "answer", "answer": "done"}
-    ]
-    think = Script(*steps)
-    out = run(Executor(tmp_path, ["shell"], think))
-    assert out.status == "completed" and out.result["answer"] == "done"
-    assert actions(think, -1) == ["answer"]
+def test_without_a_model_a_free_form_task_waits_blocked(tmp_path: Path) -> None:
+    out = run(Executor(tmp_path, ["shell"]))
+    assert out.status == "blocked" and "no model" in out.reason
 
 
-def test_a_tool_the_template_lacks_is_not_run(tmp_path: Path) -> None:
-    think = Script({"action": "shell", "command": "touch pwned"}, {"action": "answer"})
-    out = run(Executor(tmp_path, [], think))
-    assert not (tmp_path / "pwned").exists()
-    assert "not available" in out.result["steps"][0]["result"]
+def test_exec_tasks_still_run_their_command_with_artifacts(tmp_path: Path) -> None:
+    ex = Executor(tmp_path, ["shell"], Host())  # type: ignore[arg-type]
+    out = run(ex, exec="echo hi > $AGENTD_ARTIFACTS/a.txt; echo $AGENTD_TASK_ID")
+    assert out.status == "completed" and out.result["stdout"] == "7\n"
+    assert out.artifacts == [("a.txt", "artifacts/a.txt")]
+    out = run(ex, exec="echo oops >&2; exit 3")
+    assert out.status == "failed" and out.error == "command exited with status 3"
+    out = run(Executor(tmp_path, []), exec="true")
+    assert out.status == "failed" and "shell" in out.error
 
 
-def test_quota_blocks_and_other_model_errors_fail(tmp_path: Path) -> None:
-    out = run(Executor(tmp_path, [], Script(ModelError("QuotaExceeded", "resets at X"))))
-    assert out.status == "blocked" and "resets at X" in out.reason
-    out = run(Executor(tmp_path, [], Script(ModelError("ModelUnavailable", "down"))))
-    assert out.status == "failed" and "down" in out.error
+def test_abort_stops_a_free_form_task_at_its_command(tmp_path: Path) -> None:
+    async def main() -> Outcome:
+        host = Host({"tool": "shell", "command": "sleep 30"}, {"tool": "finish", "answer": "x"})
+        ex = Executor(tmp_path, ["shell"], host)  # type: ignore[arg-type]
+        job = asyncio.get_running_loop().create_task(ex.run({"id": 3, "attempt": 1, "title": "t"}))
+        while 3 not in ex.shell.running:
+            await asyncio.sleep(0.01)
+        assert ex.abort(3)
+        return await asyncio.wait_for(job, 10)
 
-
-def test_unparseable_answer_fails(tmp_path: Path) -> None:
-    class Bad(Script):
-        async def __call__(self, messages, options):
-            return {"text": '{"action": "ans', "finish_reason": "length"}
-
-    out = run(Executor(tmp_path, [], Bad()))
-    assert out.status == "failed" and "not the JSON" in out.error
+    out = asyncio.run(main())
+    assert out.status == "released" and out.reason == "aborted"

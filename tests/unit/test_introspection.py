@@ -39,6 +39,7 @@ from sdbus.dbus_proxy_async_property import DbusPropertyAsync
 from sdbus.dbus_proxy_async_signal import DbusSignalAsync
 
 from agentd.api import interfaces
+from agentd.api.interfaces.approvals import APPROVALS_INTERFACE
 from agentd.api.introspection import (
     DOC_ANNOTATION,
     INTERFACE_CLASSES,
@@ -109,7 +110,7 @@ def members(iface: ET.Element) -> dict[str, dict[str, Any]]:
     return found
 
 
-# ------------------------------------------------------------------ the five interfaces
+# ------------------------------------------------------------------ the six interfaces
 def test_every_interface_class_is_rendered() -> None:
     declared = {
         obj
@@ -125,6 +126,7 @@ def test_every_interface_class_is_rendered() -> None:
         interfaces.TASKS_INTERFACE,
         interfaces.AGENT_INTERFACE,
         interfaces.MODEL_INTERFACE,
+        APPROVALS_INTERFACE,  # issue 12: approval gates
     ]
 
 

@@ -22,11 +22,14 @@ from world import ALICE, BOB, ROOT, World
 from agentd import config, limits
 from agentd.api import interfaces
 from agentd.api.access import ACTION, BOUNDS, Callers
+from agentd.api.approvals import ApprovalsObject
 from agentd.api.errors import AgentdDbusError, short_name
 from agentd.api.manager import AgentObject, ManagerObject
 from agentd.api.model import ModelObject
 from agentd.api.runtime import RuntimeObject
 from agentd.api.tasks import TasksObject
+from agentd.approvalrules import ApprovalRules
+from agentd.approvals import Approvals
 from agentd.audit import MAX_DETAIL, MAX_VALUE, AuditLog
 from agentd.errors import InvalidConfig, LimitExceeded, PermissionDenied
 from agentd.eventlog import EventLog
@@ -44,6 +47,7 @@ SERVICES = {
     interfaces.RuntimeInterface: RuntimeObject,
     interfaces.TasksInterface: TasksObject,
     interfaces.ModelInterface: ModelObject,
+    interfaces.ApprovalsInterface: ApprovalsObject,
 }
 KEYS = {
     ManagerObject: "manager",
@@ -51,6 +55,7 @@ KEYS = {
     RuntimeObject: "runtime",
     TasksObject: "tasks",
     ModelObject: "model",
+    ApprovalsObject: "approvals",
 }
 
 
@@ -187,6 +192,7 @@ class Api:
             self.w.audit,
         )
         self.a1 = self.w.run(self.w.reg.create(ALICE, "a1", "sandbox"))
+        self.approvals = Approvals(self.queue, self.w.reg.catalog, ApprovalRules())
 
     def objects(self, callers: Callers) -> dict[str, Any]:
         policy = self.w.reg.policy
@@ -198,6 +204,7 @@ class Api:
             "runtime": RuntimeObject(self.w.reg, self.queue, callers, self.thinking),
             "tasks": TasksObject(self.queue, callers),
             "model": ModelObject(self.thinking, self.meter, callers),
+            "approvals": ApprovalsObject(self.approvals, callers),
         }
 
     def call(self, caller: Caller, obj: str, method: str, *args: object) -> tuple[str, str]:
@@ -229,7 +236,7 @@ def too_long(sig: str, bound: Bound) -> object:
 
 
 def valid(sig: str) -> object:
-    return {"s": "x", "b": False, "t": 1, "u": 1, "as": [], "a(ss)": [], "a{sv}": {}}[sig]
+    return {"s": "x", "b": False, "t": 1, "u": 1, "d": 1.0, "as": [], "a(ss)": [], "a{sv}": {}}[sig]
 
 
 def test_every_bounded_argument_over_its_bound_is_refused_first(tmp_path: Path) -> None:

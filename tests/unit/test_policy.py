@@ -20,14 +20,18 @@ from world import ALICE, BOB, ROOT, World
 
 from agentd.api import interfaces
 from agentd.api.access import ACTION, Callers
+from agentd.api.approvals import ApprovalsObject
 from agentd.api.errors import AgentdDbusError, short_name
 from agentd.api.manager import AgentObject, ManagerObject
 from agentd.api.model import ModelObject
 from agentd.api.runtime import RuntimeObject
 from agentd.api.tasks import TasksObject
+from agentd.approvalrules import ApprovalRules
+from agentd.approvals import Approvals
 from agentd.errors import PermissionDenied
 from agentd.eventlog import EventLog
 from agentd.modelclient import ModelClient
+from agentd.models.admin import ModelAdmin
 from agentd.policy import RULES, Caller, Policy, Scope
 from agentd.quotas import Meter
 from agentd.tasks.queue import TaskQueue
@@ -39,6 +43,7 @@ SERVICES = {
     interfaces.RuntimeInterface: RuntimeObject,
     interfaces.TasksInterface: TasksObject,
     interfaces.ModelInterface: ModelObject,
+    interfaces.ApprovalsInterface: ApprovalsObject,
 }
 
 
@@ -119,21 +124,34 @@ class Api:
         self.a2 = self.w.run(self.w.reg.create(ALICE, "a2", "sandbox"))
         self.queue.create_project(ALICE, "p1")
         self.task = self.queue.submit(ALICE, {"title": "t", "project": "p1"}).id
+        # an approval a1 asked about its own task (approval gates, issue 12)
+        self.approvals = Approvals(self.queue, self.w.reg.catalog, ApprovalRules())
+        gated = self.queue.submit(ALICE, {"title": "g", "agent": "a1", "priority": "critical"})
+        claimed = self.queue.claim(self.a1)
+        assert claimed is not None and claimed.id == gated.id
+        self.approval = self.approvals.request(self.a1, gated.id, 1, "shell", '{"command": "ls"}')
+        # the catalog's admin operations (agentd.models), over an empty model dir
+        self.models = ModelAdmin(
+            tmp_path / "models", self.w.reg.policy, self.w.audit, self.thinking.reload, None, print
+        )
 
     def objects(self, caller: Caller, grants: set[str] = frozenset()) -> dict[str, Any]:
         callers = FixedCallers(self.w.reg.policy, caller, grants)
+        runtime = RuntimeObject(self.w.reg, self.queue, callers, self.thinking)
+        runtime.approvals = self.approvals
         return {
             "manager": ManagerObject(
                 self.w.reg, EventLog(self.w.audit, self.w.reg, self.w.reg.policy), callers, None
             ),
             "agent": AgentObject(self.w.reg, callers, "a2"),
-            "runtime": RuntimeObject(self.w.reg, self.queue, callers, self.thinking),
+            "runtime": runtime,
             "tasks": TasksObject(self.queue, callers),
-            "model": ModelObject(self.thinking, self.meter, callers),
+            "model": ModelObject(self.thinking, self.meter, callers, self.models),
+            "approvals": ApprovalsObject(self.approvals, callers),
         }
 
     def calls(self) -> dict[tuple[str, str], tuple]:
-        t = self.task
+        t, ap = self.task, self.approval
         hello = json.dumps([{"role": "user", "content": "hi"}])
         return {
             ("manager", "create_agent"): ("a3", "sandbox", {}),
@@ -164,6 +182,17 @@ class Api:
             ("runtime", "fail_task"): (t, 1, "no", "", []),
             ("runtime", "block_task"): (t, 1, "why"),
             ("runtime", "think"): (hello, {}),
+            ("runtime", "task_context"): (t,),
+            ("runtime", "record_step"): (t, 1, "{}"),
+            ("runtime", "ask_owner"): (t, 1, "which?"),
+            ("runtime", "defer_task"): (t, 1, 1.0, "later"),
+            ("runtime", "request_approval"): (t, 1, "shell", '{"command": "ls"}'),
+            ("runtime", "use_approval"): (ap, 1),
+            ("runtime", "task_approvals"): (t,),
+            ("approvals", "list_approvals"): (),
+            ("approvals", "get_approval"): (ap,),
+            ("approvals", "grant_approval"): (ap, False),
+            ("approvals", "deny_approval"): (ap, "no"),
             ("tasks", "create_project"): ("p2", ""),
             ("tasks", "list_projects"): (),
             ("tasks", "describe_project"): ("p1",),
@@ -177,7 +206,14 @@ class Api:
             ("tasks", "cancel_task"): (t,),
             ("tasks", "retry_task"): (t,),
             ("tasks", "unblock_task"): (t, "note"),
+            ("tasks", "reply_task"): (t, "answer"),
+            ("tasks", "list_task_steps"): (t,),
             ("model", "describe"): (),
+            ("model", "list_models"): (),
+            ("model", "install_model"): ("smollm2-135m", ""),
+            ("model", "install_model_file"): ("/x.gguf", "x"),
+            ("model", "use_model"): ("smollm2-135m",),
+            ("model", "remove_model"): ("x",),
             ("model", "reload"): ("",),
             ("model", "chat"): ("a1", hello, {}),
             ("model", "list_quotas"): (),
@@ -218,6 +254,7 @@ def _object_key(service: type) -> str:
         RuntimeObject: "runtime",
         TasksObject: "tasks",
         ModelObject: "model",
+        ApprovalsObject: "approvals",
     }[service]
 
 
@@ -234,6 +271,7 @@ def _scope(obj: str, method: str) -> Scope:
             RuntimeObject: "runtime",
             TasksObject: "tasks",
             ModelObject: "model",
+            ApprovalsObject: "approvals",
         }.items()
     }[obj]
     return RULES[declared(service, method) or ""].scope

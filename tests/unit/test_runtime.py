@@ -22,6 +22,7 @@ from sdbus import SdBusLibraryError
 from sdbus.dbus_exceptions import DbusNoReplyError, DbusServiceUnknownError
 
 from agentd import runtime as runtime_mod
+from agentd.agentloop.host import HostError
 from agentd.api import errors as api_errors
 from agentd.api.marshal import variants
 from agentd.executor import Executor, ModelError, Outcome
@@ -596,5 +597,119 @@ def test_thinker_turns_a_transport_failure_into_a_failed_model_error() -> None:
             await thinker(proxy)([{"role": "user", "content": "hi"}], {})  # type: ignore[arg-type]
         assert raised.value.name == "Failed"
         assert "connection reset" in str(raised.value)
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------ the agent loop's host
+def test_a_released_task_is_not_reported() -> None:
+    """ask_owner, an approval, a deferral: agentd already moved the task."""
+
+    async def main() -> None:
+        proxy = FakeProxy()
+        executor = FakeExecutor()
+        executor.outcomes[7] = Outcome("released", reason="question: which disk?")
+        executor.outcomes[8] = Outcome("completed", result={"answer": "x"})
+        runtime = await registered(proxy)
+        proxy.claims.put_nowait(task_info(7))
+        proxy.claims.put_nowait(task_info(8))
+        work = asyncio.get_running_loop().create_task(runtime.work(executor))  # type: ignore[arg-type]
+        call = await until(proxy.reported.get())
+        await finish(runtime, work)
+        assert call[:2] == ("complete", 8)  # the slot was freed for the next task
+        assert [r[1] for r in proxy.reports] == [8]
+
+    asyncio.run(main())
+
+
+class LoopProxy(FakeProxy):
+    """FakeProxy with the agent loop's Runtime methods (HOST's and GATE's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop_calls: list[tuple[Any, ...]] = []
+        self.errors: list[BaseException] = []
+        self.approvals: Any = json.dumps({"rules": {"tools": ["shell"]}, "approvals": []})
+
+    async def _loop(self, *call: Any) -> None:
+        self.loop_calls.append(call)
+        if self.errors:
+            raise self.errors.pop(0)
+
+    async def task_context(self, task: int) -> str:
+        await self._loop("task_context", task)
+        return json.dumps({"trace": [], "budget": 500})
+
+    async def task_approvals(self, task: int) -> str:
+        await self._loop("task_approvals", task)
+        if isinstance(self.approvals, BaseException):
+            raise self.approvals
+        return str(self.approvals)
+
+    async def record_step(self, task: int, attempt: int, step_json: str) -> None:
+        await self._loop("record_step", task, attempt, json.loads(step_json))
+
+    async def ask_owner(self, task: int, attempt: int, question: str) -> None:
+        await self._loop("ask_owner", task, attempt, question)
+
+    async def defer_task(self, task: int, attempt: int, seconds: float, reason: str) -> None:
+        await self._loop("defer_task", task, attempt, seconds, reason)
+
+    async def request_approval(self, task: int, attempt: int, tool: str, arguments: str) -> int:
+        await self._loop("request_approval", task, attempt, tool, json.loads(arguments))
+        return 41
+
+    async def use_approval(self, approval: int, attempt: int) -> None:
+        await self._loop("use_approval", approval, attempt)
+
+
+def test_runtime_host_calls_the_runtime_methods(fast_sleep: list[float]) -> None:
+    async def main() -> None:
+        proxy = LoopProxy()
+        host = runtime_mod.RuntimeHost(proxy)  # type: ignore[arg-type]
+        ctx = await host.context(5)
+        assert ctx == {"trace": [], "budget": 500, "rules": {"tools": ["shell"]}, "approvals": []}
+        await host.record_step(5, 2, {"n": 1, "tool": "shell"})
+        await host.ask_owner(5, 2, "which disk?")
+        await host.defer(5, 2, 30, "busy")
+        assert await host.request_approval(5, 2, "shell", {"command": "rm x"}) == 41
+        await host.use_approval(41, 2)
+        assert proxy.loop_calls[2:] == [
+            ("record_step", 5, 2, {"n": 1, "tool": "shell"}),
+            ("ask_owner", 5, 2, "which disk?"),
+            ("defer_task", 5, 2, 30.0, "busy"),
+            ("request_approval", 5, 2, "shell", {"command": "rm x"}),
+            ("use_approval", 41, 2),
+        ]
+        assert (await host.think([{"role": "user", "content": "hi"}], {}))["text"] == "hi"
+
+    asyncio.run(main())
+
+
+def test_runtime_host_retries_while_agentd_is_away_and_types_refusals(
+    fast_sleep: list[float],
+) -> None:
+    async def main() -> None:
+        proxy = LoopProxy()
+        host = runtime_mod.RuntimeHost(proxy)  # type: ignore[arg-type]
+        proxy.errors = [SdBusLibraryError("connection reset"), DbusNoReplyError("restarting")]
+        await host.record_step(5, 2, {"n": 1})
+        assert len(proxy.loop_calls) == 3 and fast_sleep == [0.5, 1.0]
+        proxy.errors = [dbus_error("LeaseExpired", "attempt 2 is no longer current")]
+        with pytest.raises(HostError) as raised:
+            await host.use_approval(41, 2)
+        assert raised.value.name == "LeaseExpired"
+
+    asyncio.run(main())
+
+
+def test_runtime_host_without_approvals_on_agentd_has_no_rules(fast_sleep: list[float]) -> None:
+    from sdbus.dbus_exceptions import DbusUnknownMethodError
+
+    async def main() -> None:
+        proxy = LoopProxy()
+        proxy.approvals = DbusUnknownMethodError("no TaskApprovals")
+        ctx = await runtime_mod.RuntimeHost(proxy).context(5)  # type: ignore[arg-type]
+        assert ctx["rules"] == {} and ctx["approvals"] == []
 
     asyncio.run(main())

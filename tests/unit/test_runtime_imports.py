@@ -2,9 +2,11 @@
 
 Every agent start pays for the runtime's imports before it can register
 (bench/runtime_start.py, bench/README.md). The other D-Bus interfaces, the
-tool sandbox's ctypes (agentd.nobind), the task vocabulary and dataclasses are
-loaded only when first used; nothing of the engine ever is. Checked in a
-fresh interpreter (sys.modules), as the unit's launcher runs it: python3 -I.
+tool sandbox's ctypes (agentd.nobind), the task vocabulary, dataclasses, the
+agent loop and its prompt, the approval gate (agentd.shellgate) and the fetch
+tool's HTTP client and HTML parser are loaded only when first used; nothing
+of the engine ever is. Checked in a fresh interpreter (sys.modules), as the
+unit's launcher runs it: python3 -I.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ VENDOR = str(Path(sdbus.__file__).resolve().parents[1])
 # Exactly the agentd modules an idle runtime needs up to its first claim.
 RUNTIME_MODULES = {
     "agentd",
+    "agentd.agentloop",
+    "agentd.agentloop.host",
+    "agentd.agentloop.tools",
     "agentd.api",
     "agentd.api.errors",
     "agentd.api.interfaces",
@@ -37,7 +42,14 @@ RUNTIME_MODULES = {
 }
 # Loaded on first use only (each measured with python3 -X importtime; see the modules).
 LAZY = {
+    "agentd.agentloop.fetch",
+    "agentd.agentloop.loop",
+    "agentd.agentloop.prompt",
+    "agentd.shellgate",
+    "html.parser",
+    "http.client",
     "agentd.api.interfaces.agent",
+    "agentd.api.interfaces.approvals",
     "agentd.api.interfaces.manager",
     "agentd.api.interfaces.model",
     "agentd.api.interfaces.tasks",
@@ -90,13 +102,38 @@ def test_what_a_task_needs_still_loads_when_a_task_runs() -> None:
     assert {"agentd.nobind", "agentd.tasks.model"} <= mods
 
 
+def test_a_free_form_task_loads_the_loop_but_not_the_fetch_tool() -> None:
+    """The loop, its prompt and the gate load with the first free-form task;
+    the web tool's modules only when an agent fetches."""
+    code = (
+        "import asyncio, json, tempfile\n"
+        "from pathlib import Path\n"
+        "from agentd.executor import Executor\n"
+        "class Host:\n"
+        "    async def context(self, task): return {'rules': {'tools': ['shell']}}\n"
+        "    async def record_step(self, task, attempt, step): pass\n"
+        "    steps = [{'tool': 'list_files', 'path': '.'}, {'tool': 'finish', 'answer': 'ok'}]\n"
+        "    async def think(self, messages, options):\n"
+        "        step = {'thought': '', **self.steps.pop(0)}\n"
+        "        return {'text': json.dumps(step), 'finish_reason': 'stop'}\n"
+        "home = Path(tempfile.mkdtemp())\n"
+        "ex = Executor(home, ['files', 'web'], Host(), {'profile': 'online'})\n"
+        "out = asyncio.run(ex.run({'id': 1, 'attempt': 1, 'title': 't'}))\n"
+        "assert out.status == 'completed', out\n"
+        "import shutil; shutil.rmtree(home)"
+    )
+    mods = loaded_after(code)
+    assert {"agentd.agentloop.loop", "agentd.agentloop.prompt", "agentd.shellgate"} <= mods
+    assert not mods & {"agentd.agentloop.fetch", "http.client", "html.parser"}
+
+
 def test_the_interface_classes_load_together_on_first_use() -> None:
     mods = loaded_after("from agentd.api.interfaces import BUS_NAME")
     assert not mods & {m for m in LAZY if m.startswith("agentd.api")}
     mods = loaded_after(
         "from agentd.api.interfaces import ModelInterface\n"
         "import agentd.api.interfaces as i\n"
-        "assert len([v for v in vars(i).values() if isinstance(v, type)]) == 5"
+        "assert len([v for v in vars(i).values() if isinstance(v, type)]) == 6"
     )
     assert {m for m in LAZY if m.startswith("agentd.api.interfaces.")} <= mods
 
@@ -109,6 +146,7 @@ def test_the_package_still_names_every_interface_in_order() -> None:
         "TasksInterface",
         "AgentInterface",
         "ModelInterface",
+        "ApprovalsInterface",
     ]
     assert interfaces.RuntimeInterface is interfaces.INTERFACES[1]
     for name in interfaces.__all__:

@@ -20,7 +20,9 @@ import pytest
 from world import ALICE, World
 
 from agentd.agent import Agent
-from agentd.errors import AgentdError, Conflict
+from agentd.approvalrules import ApprovalRules
+from agentd.approvals import Approvals
+from agentd.errors import AgentdError, Busy, Conflict
 from agentd.events import TaskChanged
 from agentd.tasks.model import (
     EVENTS,
@@ -42,6 +44,7 @@ class H:
     def __init__(self, tmp_path: Path) -> None:
         self.w = World(tmp_path)
         self.q = TaskQueue(self.w.store, self.w.reg)
+        self.ap = Approvals(self.q, self.w.reg.catalog, ApprovalRules())
         self.seen: list[tuple[int, str]] = []
         self.w.reg.events.subscribe(TaskChanged, lambda e: self.seen.append((e.task.id, e.event)))
         self.a1 = self.agent("a1")
@@ -93,6 +96,8 @@ def build(h: H, status: str, pinned: bool = False, max_attempts: int = 3) -> int
         run(h.q.fail(h.a1, tid, 1, "it broke", "", []))
     elif status == "dead_lettered":
         h.q.expire_leases(now=time.time() + 10 * h.w.cfg.lease_seconds)
+    elif status == "awaiting_approval":
+        _ask(h, tid)
     assert h.task(tid).status == status
     return tid
 
@@ -111,6 +116,24 @@ def _orphan(h: H, tid: int) -> None:
 
 def _attempt(h: H, tid: int) -> int:
     return h.task(tid).attempts
+
+
+def _ask(h: H, tid: int) -> int:
+    """a1, holding TID, asks to run a shell command (approval.requested)."""
+    return h.ap.request(h.a1, tid, _attempt(h, tid), "shell", '{"command": "rm -rf build"}')
+
+
+def _answer(grant: bool) -> Callable[[H, int], object]:
+    """ALICE answers the newest approval of the task (there is none outside
+    awaiting_approval: then the operation is refused by having nothing to answer)."""
+
+    def act(h: H, tid: int) -> object:
+        rows = h.w.store.query("SELECT id FROM approvals WHERE task_id=? ORDER BY id DESC", (tid,))
+        if not rows:
+            raise Busy(f"task {tid} has no approval to answer")
+        return h.ap.answer(ALICE, int(rows[0]["id"]), grant=grant, reason="no")
+
+    return act
 
 
 @dataclass(frozen=True)
@@ -159,11 +182,38 @@ def _ops() -> tuple[Op, ...]:
             ok("blocked"),
         ),
         Op(
+            "task.deferred",
+            "defer",
+            lambda h, tid: h.q.loop.defer(h.a1, tid, _attempt(h, tid), 5, "later"),
+            ok("in_progress"),
+        ),
+        Op(
+            "task.replied",
+            "reply",
+            lambda h, tid: h.q.loop.reply(ALICE, tid, "this one"),
+            ok("blocked"),
+        ),
+        Op(
             "task.cancelled",
             "cancel",
             lambda h, tid: h.q.cancel(ALICE, tid),
-            ok("pending", "in_progress", "blocked"),
+            ok("pending", "in_progress", "blocked", "awaiting_approval"),
         ),
+        Op(
+            "task.deferred",
+            "defer",
+            lambda h, tid: h.q.loop.defer(h.a1, tid, _attempt(h, tid), 0, "later"),
+            ok("in_progress"),
+        ),
+        Op(
+            "task.replied",
+            "reply",
+            lambda h, tid: h.q.loop.reply(ALICE, tid, "yes"),
+            ok("blocked"),
+        ),
+        Op("approval.requested", "request approval", _ask, ok("in_progress")),
+        Op("approval.granted", "grant", _answer(True), ok("awaiting_approval")),
+        Op("approval.denied", "deny", _answer(False), ok("awaiting_approval")),
         Op(
             "task.retried",
             "retry",
@@ -211,9 +261,11 @@ def test_the_table_is_well_formed() -> None:
 
 def test_the_store_allows_exactly_the_table_s_statuses() -> None:
     from agentd import store
+    from agentd.approvalschema import MIGRATION_8
 
+    assert MIGRATION_8 in store.MIGRATIONS  # the last tasks table is migration 8's
     schema = "".join(store.MIGRATIONS)
-    check = schema[schema.index("status        TEXT NOT NULL CHECK") :]
+    check = schema[schema.rindex("status        TEXT NOT NULL CHECK") :]
     check = check[: check.index(")")]
     assert {s.strip(" '\n") for s in check.split("(")[-1].split(",")} == set(STATUSES)
 

@@ -51,6 +51,7 @@ _CLASSES = {
     "TasksInterface": "tasks",
     "AgentInterface": "agent",
     "ModelInterface": "model",
+    "ApprovalsInterface": "approvals",  # issue 12: approval gates
 }
 
 

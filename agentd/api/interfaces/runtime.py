@@ -32,7 +32,8 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
         result_args_names=("name", "agent", "settings"),
     )
     async def register(self) -> tuple[str, str, dict[str, tuple[str, object]]]:
-        """settings: wip (t), tools (as), heartbeat_interval (t), lease_seconds (t)."""
+        """settings: wip (t), tools (as), profile (s), heartbeat_interval (t),
+        lease_seconds (t), steps (t), task_tokens (t)."""
         raise NotImplementedError
 
     @dbus_method_async(
@@ -158,4 +159,104 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
         one is given. options: max_tokens (u), temperature (d), json_schema (s:
         JSON Schema; the answer is constrained to it), task (t: for metering).
         answer: JSON {"text", "finish_reason", "prompt_tokens", "completion_tokens"}."""
+        raise NotImplementedError
+
+    # -- the agent loop (issue 12; agentd.tasks.trace) ------------------------------------
+    @dbus_method_async(
+        "t",
+        "s",
+        flags=U,
+        method_name="TaskContext",
+        input_args_names=("task",),
+        result_args_names=("context",),
+    )
+    async def task_context(self, task: int) -> str:
+        """What an attempt of the caller's running task starts from, as a JSON
+        object: trace (the steps recorded so far, all attempts), replies
+        ([{question, answer, at}]), notes, depends ([{id, title, status,
+        result}], results cut at 2,000 characters), last_error, project, budget
+        (the task's token budget)."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "tus",
+        "",
+        flags=U,
+        method_name="RecordStep",
+        input_args_names=("task", "attempt", "step_json"),
+    )
+    async def record_step(self, task: int, attempt: int, step_json: str) -> None:
+        """Append one step (a JSON object of at most 16 KiB: tool, arguments,
+        result, prompt_tokens, computed_tokens, completion_tokens, seconds) to the
+        trace of the caller's running task; at most 200 steps per task."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "tus",
+        "",
+        flags=U,
+        method_name="AskOwner",
+        input_args_names=("task", "attempt", "question"),
+    )
+    async def ask_owner(self, task: int, attempt: int, question: str) -> None:
+        """Block the caller's running task with the reason "question: QUESTION";
+        the claim ends. The owner's ReplyTask makes it pending again, for the
+        same agent, with the answer in TaskContext's replies."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "tuds",
+        "",
+        flags=U,
+        method_name="DeferTask",
+        input_args_names=("task", "attempt", "seconds", "reason"),
+    )
+    async def defer_task(self, task: int, attempt: int, seconds: float, reason: str) -> None:
+        """Give the caller's running task back: pending again, not claimable for
+        seconds (0..86400), the attempt not counted against max_attempts."""
+        raise NotImplementedError
+
+    # -- approval gates (issue 12; agentd.approvals) --------------------------------------
+    @dbus_method_async(
+        "tuss",
+        "t",
+        flags=U,
+        method_name="RequestApproval",
+        input_args_names=("task", "attempt", "tool", "arguments_json"),
+        result_args_names=("approval",),
+    )
+    async def request_approval(
+        self, task: int, attempt: int, tool: str, arguments_json: str
+    ) -> int:
+        """Ask the owner before running TOOL with ARGUMENTS_JSON (a JSON object of
+        at most 16 KiB) in the caller's running task: the task becomes
+        awaiting_approval and the claim ends (the attempt is not counted). The
+        owner's answer makes it pending again for the same agent."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "tu",
+        "",
+        flags=U,
+        method_name="UseApproval",
+        input_args_names=("approval", "attempt"),
+    )
+    async def use_approval(self, approval: int, attempt: int) -> None:
+        """Mark a granted approval used by ATTEMPT of the caller's running task,
+        committed before the reply: run the action only after it. Idempotent for
+        the same attempt; Busy if it is pending, denied, or used by another
+        attempt (then never run it)."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "t",
+        "s",
+        flags=U,
+        method_name="TaskApprovals",
+        input_args_names=("task",),
+        result_args_names=("approvals",),
+    )
+    async def task_approvals(self, task: int) -> str:
+        """JSON {"rules": {tools, shell_allow, timeout}, "approvals": [{id, tool,
+        arguments, status, reason}]} for the caller's running task."""
         raise NotImplementedError

@@ -134,6 +134,29 @@ class TasksInterface(DbusInterfaceCommonAsync, interface_name=TASKS_INTERFACE):
     async def unblock_task(self, task: int, note: str) -> None:
         raise NotImplementedError
 
+    @dbus_method_async(
+        "ts", "", flags=U, method_name="ReplyTask", input_args_names=("task", "text")
+    )
+    async def reply_task(self, task: int, text: str) -> None:
+        """Answer what a blocked task asks (its block reason, "question: ..."):
+        pending again, for the same agent, the reply kept for its next attempt
+        (the agent's TaskContext). The owner or an administrator."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "t",
+        "s",
+        flags=U,
+        method_name="ListTaskSteps",
+        input_args_names=("task",),
+        result_args_names=("steps",),
+    )
+    async def list_task_steps(self, task: int) -> str:
+        """The task's trace, as JSON: the steps its agent recorded, oldest first
+        (n, attempt, tool, arguments, result, prompt_tokens, computed_tokens,
+        completion_tokens, seconds, at). The owner or an administrator."""
+        raise NotImplementedError
+
     @dbus_signal_async(
         "tss", signal_name="TaskChanged", signal_args_names=("task", "status", "event")
     )

@@ -1,0 +1,461 @@
+"""The agent loop: a free-form task worked on in model steps, each one tool.
+
+Invariants, and why:
+- Every step is recorded (host.record_step) before the loop acts on what it
+  asks for when that lets the task go (ask_owner, an approval), so that the
+  next claim rebuilds the conversation from the trace and continues where it
+  stopped, with the owner's answer or the approval's outcome in context.
+- A gated action (agentd.shellgate.needs_approval) runs only after
+  host.use_approval has committed its approval as used: a `used` approval is
+  never run again (the runtime may have died after using it), and each
+  approval is used at most once by this loop.
+- The prompt never outgrows the context (prompt.Conversation.fit); a step cut
+  at max_tokens is asked again once with more room; a request the service
+  finds too long teaches the loop the real context size and is asked again.
+- The task never fails for running out: the last allowed step, and the one
+  after the token budget is spent, may only finish.
+- Transient model errors (Overloaded, ModelUnavailable, a lost bus) defer the
+  task with backoff; a quota blocks it; a model that cannot produce a valid
+  step fails it after MAX_INVALID tries, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import prompt
+from .host import ModelError, Outcome, TaskHost
+from .prompt import chain_of, match_replies, offered
+from .tools import SHELL_TIMEOUT_S, Toolbox, collect, snapshot
+
+STEPS = 10  # model steps per task, unless the template says
+TASK_TOKENS = 20_000  # prompt + completion tokens per task, unless said
+CONTEXT_TOKENS = 2048  # the model's context when nobody says (SmolLM2-135M)
+MARGIN_TOKENS = 48  # the estimate's error, on top of the calibration
+RESULT_CHARS = 4000  # of a step's result recorded in the trace
+STEP_BYTES = 15 * 1024  # a recorded step's JSON: agentd refuses over 16 KiB
+STEP_ARG_CHARS = 4000
+MAX_INVALID = 3  # invalid steps in a row before the task fails
+# The same step this many times in a row: the next may only finish. SmolLM2-135M
+# repeated `echo` for all 10 steps of "Say hello to the team" (115 s here).
+REPEATS = 3
+TOO_LONG_RETRIES = 2
+TRANSIENT = ("Overloaded", "ModelUnavailable", "Failed")
+BACKOFF_S, BACKOFF_MAX_S = 10.0, 600.0
+_TOO_LONG = re.compile(r"(\d+) prompt tokens \+ max_tokens (\d+) > (\d+) tokens per sequence")
+
+Gate = Callable[[dict[str, Any], str, dict[str, Any]], "str | None"]
+
+
+def default_gate(rules: dict[str, Any], tool: str, arguments: dict[str, Any]) -> str | None:
+    from .. import shellgate  # the GATE's parser: loaded with the first gated check
+
+    return shellgate.needs_approval(rules, tool, arguments)
+
+
+class InvalidStep(Exception):
+    """The model's answer is not a step of the schema (what it said: ``text``)."""
+
+    def __init__(self, message: str, text: str) -> None:
+        super().__init__(message)
+        self.text = text
+        self.usage: dict[str, int] = {}
+
+
+class AgentLoop:
+    def __init__(
+        self,
+        home: Path,
+        settings: dict[str, Any],
+        host: TaskHost,
+        toolbox: Toolbox | None = None,
+        gate: Gate | None = None,
+        aborted: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.home = home
+        self.settings = settings
+        self.host = host
+        self.toolbox = toolbox or Toolbox(home)
+        self.gate = gate or default_gate
+        self.aborted = aborted or (lambda _tid: False)
+        self.context_tokens = int(settings.get("context_tokens") or CONTEXT_TOKENS)
+
+    # ------------------------------------------------------------------ one task
+    async def run(self, task: dict[str, Any]) -> Outcome:
+        run = _Run(self, task)
+        return await run.go()
+
+    def step_tokens(self) -> int:
+        """max_tokens of a step: room for a small file, a quarter of the context."""
+        return max(64, min(768, self.context_tokens // 4))
+
+
+class _Run:
+    """One claim of one task."""
+
+    def __init__(self, loop: AgentLoop, task: dict[str, Any]) -> None:
+        self.loop = loop
+        self.host = loop.host
+        self.task = task
+        self.tid = int(task["id"])
+        self.attempt = int(task.get("attempt") or 1)
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "computed_tokens": 0}
+        self.steps = 0
+        self.n = 0  # the last step number in the trace
+        self.used: set[int] = set()  # approvals this run used or answered from
+        self.last_action: tuple[str, str] = ("", "")
+        self.repeats = 0  # the same action in a row: a looping model is made to finish
+
+    async def go(self) -> Outcome:
+        ctx = await self.host.context(self.tid)
+        settings = self.loop.settings
+        self.ctx = ctx
+        self.tools = offered(list(settings.get("tools", [])), settings.get("profile"))
+        self.max_steps = max(1, int(settings.get("steps") or STEPS))
+        self.budget = int(ctx.get("budget") or settings.get("task_tokens") or TASK_TOKENS)
+        trace = [s for s in ctx.get("trace") or [] if isinstance(s, dict)]
+        self.n = max([int(s.get("n") or 0) for s in trace], default=0)
+        chain = chain_of(trace)
+        answers, other_replies = match_replies(chain, list(ctx.get("replies") or []))
+        network = (
+            "fetch"
+            if "fetch" in self.tools
+            else "none"
+            if settings.get("profile", "offline") == "offline"
+            else "online"
+        )
+        limits = {"steps": self.max_steps, "tokens": self.budget, "shell_timeout": SHELL_TIMEOUT_S}
+        self.conv = prompt.Conversation(
+            prompt.intro(self.task, ctx, self.tools, self.loop.home, network, limits, other_replies)
+        )
+        pending = self._rebuild(chain, answers)
+        before = snapshot(self.loop.home / "artifacts")
+        since_ns = int(float(chain[0].get("at") or 0) * 1e9) if chain else 0
+        try:
+            outcome = await self._work(pending)
+        except ModelError as e:
+            outcome = await self._model_error(e, chain)
+        if outcome.status in ("completed", "failed"):
+            found, left_out = collect(self.loop.home, before, since_ns)
+            outcome.artifacts = found
+            if left_out:
+                outcome.result["artifacts_left_out"] = left_out
+        return outcome
+
+    def _rebuild(
+        self, chain: list[dict[str, Any]], answers: dict[int, str]
+    ) -> dict[str, Any] | None:
+        """The conversation so far from the trace; the step still waiting for an
+        answer (the last one, if it let the task go), to resolve first."""
+        pending = None
+        for i, s in enumerate(chain):
+            tool = str(s.get("tool"))
+            args = dict(s.get("arguments") or {})
+            last = i == len(chain) - 1
+            self._count(s)
+            if tool in ("deferred", "error"):
+                self.steps += tool == "error"
+                continue
+            if tool == "approval":
+                if last:
+                    pending = s
+                continue  # the next step resolved it: that one is in the conversation
+            self.steps += 1
+            if tool == "denied":
+                tool, args = str(args.get("tool")), dict(args.get("arguments") or {})
+            result = str(s.get("result") or "")
+            if s.get("tool") == "ask_owner":
+                result = (
+                    f"The owner answered: {answers[i]}"
+                    if i in answers
+                    else "The owner gave no answer: decide yourself or finish."
+                )
+            self.conv.add(self._said(s.get("thought"), tool, args), result)
+        return pending
+
+    def _count(self, s: dict[str, Any]) -> None:
+        for k in self.usage:
+            self.usage[k] += int(s.get(k) or 0)
+
+    @staticmethod
+    def _said(thought: Any, tool: str, args: dict[str, Any]) -> str:
+        return prompt.step_message({"thought": str(thought or ""), "tool": tool, **args})
+
+    # ------------------------------------------------------------------ the loop
+    async def _work(self, pending: dict[str, Any] | None) -> Outcome:
+        if pending is not None:
+            inner = dict(pending.get("arguments") or {})
+            tool, args = str(inner.get("tool")), dict(inner.get("arguments") or {})
+            self.steps += 1  # the step that asked is counted once it is resolved
+            done = await self._act(tool, args, pending.get("thought"), {}, resumed=True)
+            if done is not None:
+                return done
+        invalid = 0
+        while True:
+            if self.loop.aborted(self.tid):
+                return Outcome("released", reason="aborted")
+            spent = self.usage["prompt_tokens"] + self.usage["completion_tokens"]
+            final = (
+                self.steps + 1 >= self.max_steps or spent >= self.budget or self.repeats >= REPEATS
+            )
+            tools = ["finish"] if final else self.tools
+            started = time.monotonic()
+            try:
+                step, usage = await self._think(tools, final, spent >= self.budget)
+            except InvalidStep as e:
+                invalid += 1
+                self.steps += 1
+                said = {"text": prompt.clip(e.text, 400)}
+                await self._record("error", said, str(e), e.usage, started)
+                self.conv.add(e.text or "(nothing)", f"error: {e}. Reply with one valid step.")
+                if invalid >= MAX_INVALID:
+                    return Outcome(
+                        "failed",
+                        result=self._result(""),
+                        error=f"the model did not produce a valid step after {invalid} tries: {e}",
+                    )
+                continue
+            invalid = 0
+            self.steps += 1
+            tool = str(step.pop("tool"))
+            thought = step.pop("thought", "")
+            if tool == "finish":
+                answer = str(step.get("answer", ""))
+                await self._record("finish", step, answer, usage, started, thought)
+                return Outcome("completed", result=self._result(answer))
+            action = (tool, json.dumps(step, sort_keys=True))
+            self.repeats = self.repeats + 1 if action == self.last_action else 1
+            self.last_action = action
+            done = await self._act(tool, step, thought, usage, started=started)
+            if done is not None:
+                return done
+
+    async def _act(
+        self,
+        tool: str,
+        args: dict[str, Any],
+        thought: Any,
+        usage: dict[str, int],
+        started: float | None = None,
+        resumed: bool = False,
+    ) -> Outcome | None:
+        """Run one tool step (asking first if it is gated); an Outcome if the
+        task is let go, None to go on."""
+        started = time.monotonic() if started is None else started
+        if tool == "ask_owner":
+            question = str(args.get("question", ""))
+            await self._record("ask_owner", args, "", usage, started, thought)
+            await self.host.ask_owner(self.tid, self.attempt, question)
+            return Outcome("released", reason=f"question: {question}")
+        rules = self.ctx.get("rules") or {}
+        why = self.loop.gate(rules, tool, args)
+        recorded = tool
+        if why is None:
+            result = await self.loop.toolbox.run(self.tid, tool, args)
+        else:
+            approval = self._approval(tool, args)
+            status = approval.get("status") if approval else None
+            if status == "granted":
+                assert approval is not None
+                self.used.add(int(approval["id"]))
+                await self.host.use_approval(int(approval["id"]), self.attempt)
+                result = await self.loop.toolbox.run(self.tid, tool, args)
+            elif status == "denied":
+                assert approval is not None
+                reason = str(approval.get("reason") or "no reason given")
+                recorded, result = "denied", f"denied by the owner: {reason}. Do something else."
+            elif status == "used":
+                assert approval is not None
+                self.used.add(int(approval["id"]))
+                recorded = "denied"
+                result = (
+                    "not run again: this exact action was approved and already run in an "
+                    "earlier attempt; its result is unknown. Check its effect another way."
+                )
+            else:
+                inner = {"tool": tool, "arguments": args, "why": why}
+                note = f"waiting for the owner's approval: {why}"
+                await self._record("approval", inner, note, usage, started, thought)
+                await self.host.request_approval(self.tid, self.attempt, tool, args)
+                return Outcome("released", reason=note)
+        if recorded == "denied":
+            rec_args: dict[str, Any] = {"tool": tool, "arguments": args}
+        else:
+            rec_args = args
+        await self._record(
+            recorded, rec_args, result, usage if not resumed else {}, started, thought
+        )
+        self.conv.add(self._said(thought, tool, args), self._shown(result))
+        return None
+
+    def _approval(self, tool: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        """The approval for exactly this action that this run has not used yet:
+        granted first, then denied, then used."""
+        found = [
+            a
+            for a in self.ctx.get("approvals") or []
+            if a.get("tool") == tool
+            and a.get("arguments") == args
+            and int(a["id"]) not in self.used
+        ]
+        for status in ("granted", "denied", "used"):
+            for a in found:
+                if a.get("status") == status:
+                    return dict(a)
+        return None
+
+    def _shown(self, result: str) -> str:
+        """A tool's result as the model sees it, with where it stands."""
+        left = self.max_steps - self.steps
+        chars = max(300, int(self.loop.context_tokens * 0.75))
+        tail = f"\n[{left} steps left]" if left > 1 else "\n[last step: finish now]"
+        return prompt.clip(result, chars) + tail
+
+    def _result(self, answer: str) -> dict[str, Any]:
+        return {"answer": answer, "steps": self.steps, **self.usage}
+
+    async def _record(
+        self,
+        tool: str,
+        args: dict[str, Any],
+        result: str,
+        usage: dict[str, int],
+        started: float,
+        thought: Any = "",
+    ) -> None:
+        self.n += 1
+        step = {
+            "n": self.n,
+            "attempt": self.attempt,
+            "tool": tool,
+            "arguments": args,
+            "result": result[:RESULT_CHARS],
+            "prompt_tokens": int(usage.get("prompt_tokens", 0)),
+            "computed_tokens": int(usage.get("computed_tokens", 0)),
+            "completion_tokens": int(usage.get("completion_tokens", 0)),
+            "seconds": round(time.monotonic() - started, 3),
+            "at": time.time(),
+        }
+        if thought:
+            step["thought"] = str(thought)[: prompt.THOUGHT_CHARS]
+        await self.host.record_step(self.tid, self.attempt, _within_step_limit(step))
+
+    # ------------------------------------------------------------------ the model
+    async def _think(
+        self, tools: list[str], final: bool, broke: bool
+    ) -> tuple[dict[str, Any], dict[str, int]]:
+        """One valid step, and the tokens it cost; InvalidStep (with .usage) if none."""
+        schema = json.dumps(prompt.step_schema(tools))
+        max_tokens = self.loop.step_tokens()
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "computed_tokens": 0}
+        if final and self.conv.turns[-1].role == "user":
+            why = "your token budget is spent" if broke else "this is your last step"
+            self.conv.turns[-1].shown += f"\n[{why}: finish now with your answer]"
+        answer: dict[str, Any] = {}
+        for attempt in (1, 2):
+            answer = await self._ask(schema, max_tokens)
+            for k, a in (
+                ("prompt_tokens", "prompt_tokens"),
+                ("completion_tokens", "completion_tokens"),
+                ("computed_tokens", "prompt_tokens_computed"),
+            ):
+                usage[k] += int(answer.get(a) or 0)
+                self.usage[k] += int(answer.get(a) or 0)
+            if answer.get("finish_reason") == "length" and attempt == 1:
+                max_tokens = min(max_tokens * 2, self.loop.context_tokens // 2)
+                continue
+            break
+        text = str(answer.get("text", ""))
+        try:
+            return self._parse(text, tools, answer.get("finish_reason")), usage
+        except InvalidStep as e:
+            e.usage = usage
+            raise
+
+    async def _ask(self, schema: str, max_tokens: int) -> dict[str, Any]:
+        """Think, with the prompt fitted to the context; a prompt the service finds
+        too long teaches the real context size and token count, and is fitted again."""
+        for tries in range(TOO_LONG_RETRIES + 1):
+            room = self.loop.context_tokens - max_tokens - MARGIN_TOKENS
+            self.conv.fit(max(64, room))
+            messages = self.conv.messages()
+            chars = sum(len(m["content"]) for m in messages)
+            options = {"max_tokens": max_tokens, "json_schema": schema, "task": self.tid}
+            try:
+                answer = await self.host.think(messages, options)
+            except ModelError as e:
+                m = _TOO_LONG.search(str(e))
+                if e.name != "InvalidArgument" or m is None or tries == TOO_LONG_RETRIES:
+                    raise
+                self.conv.calibrate(int(m.group(1)), chars)
+                self.loop.context_tokens = min(self.loop.context_tokens, int(m.group(3)))
+                max_tokens = min(max_tokens, max(32, self.loop.context_tokens // 4))
+                continue
+            self.conv.calibrate(int(answer.get("prompt_tokens") or 0), chars)
+            if answer.get("context_tokens"):  # the hook: a service that says its context
+                self.loop.context_tokens = int(answer["context_tokens"])
+            return answer
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _parse(text: str, tools: list[str], finish_reason: Any) -> dict[str, Any]:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = _salvage(text) if finish_reason == "length" else None
+            if data is None:
+                cut = " (cut at max_tokens)" if finish_reason == "length" else ""
+                raise InvalidStep(f"the answer is not the JSON asked for{cut}", text) from None
+        if not isinstance(data, dict) or data.get("tool") not in tools:
+            raise InvalidStep(f"no tool of {', '.join(tools)} was named", text)
+        tool = data["tool"]
+        for arg in prompt.TOOL_ARGS[tool]:
+            if not isinstance(data.get(arg), str) or (arg != "content" and not data[arg]):
+                raise InvalidStep(f"{tool} needs its argument {arg!r}", text)
+        keep = {"thought", "tool", *prompt.TOOL_ARGS[tool]}
+        return {k: v for k, v in data.items() if k in keep}
+
+    async def _model_error(self, e: ModelError, chain: list[dict[str, Any]]) -> Outcome:
+        if e.name == "QuotaExceeded":  # agentd resumes it at the reset
+            return Outcome("blocked", reason=str(e))
+        if e.name in TRANSIENT:
+            waits = sum(1 for s in chain if s.get("tool") == "deferred")
+            seconds = min(BACKOFF_MAX_S, BACKOFF_S * 2**waits)
+            reason = f"the model is busy or away ({e.name}: {e}); again in {seconds:g} s"
+            await self._record("deferred", {"seconds": seconds}, reason, {}, time.monotonic())
+            await self.host.defer(self.tid, self.attempt, seconds, reason)
+            return Outcome("released", reason=reason)
+        return Outcome("failed", result=self._result(""), error=f"model: {e}")
+
+
+def _within_step_limit(step: dict[str, Any]) -> dict[str, Any]:
+    """STEP within agentd's size of a step (16 KiB of JSON): its result and long
+    arguments cut (an approval's action is kept whole: it is matched on resume)."""
+    limit = STEP_ARG_CHARS
+    while len(json.dumps(step, ensure_ascii=False).encode()) > STEP_BYTES and limit > 50:
+        step["result"] = prompt.clip(step["result"], limit)
+        if step["tool"] != "approval":
+            step["arguments"] = {
+                k: prompt.clip(v, limit) if isinstance(v, str) else v
+                for k, v in step["arguments"].items()
+            }
+        limit //= 2
+    return step
+
+
+def _salvage(text: str) -> dict[str, Any] | None:
+    """A finish step cut inside its answer: closed, its answer marked as cut."""
+    for tail in ('"}', "}"):
+        try:
+            data = json.loads(text + tail)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("tool") == "finish" and data.get("answer"):
+            data["answer"] = str(data["answer"]) + " [cut]"
+            return data
+    return None

@@ -1,0 +1,1 @@
+find app-logs -type f -size +1k -exec gzip {} \; ; ls -l app-logs

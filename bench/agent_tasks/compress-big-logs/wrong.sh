@@ -1,0 +1,1 @@
+gzip -k app-logs/*.log

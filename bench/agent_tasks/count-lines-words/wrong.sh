@@ -1,0 +1,1 @@
+echo "12 lines, 12 words"

@@ -1,0 +1,2 @@
+mkdir -p artifacts
+printf '#!/bin/sh\nseq 1 "$1"\necho liftoff\n' > artifacts/countdown.sh

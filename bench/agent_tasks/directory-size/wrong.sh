@@ -1,0 +1,1 @@
+du -sb quarterly-reports | cut -f1

@@ -1,0 +1,2 @@
+mkdir -p artifacts
+grep -oE '[a-z.]+@[a-z.]+' contacts.txt > artifacts/emails.txt

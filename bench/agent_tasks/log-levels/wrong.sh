@@ -1,0 +1,1 @@
+echo "ERROR: 9, WARNING: 6, INFO: 23"

@@ -1,0 +1,2 @@
+mkdir -p artifacts
+sed 's/,/ | /g; s/^/| /; s/$/ |/' planets.csv > artifacts/planets.md

@@ -1,0 +1,3 @@
+mkdir -p webapp/src webapp/tests
+: > webapp/src/__init__.py
+echo "# webapp" > webapp/README.md

@@ -1,0 +1,1 @@
+PATH=/usr/local/bin:/usr/bin:/bin python3 --version

@@ -1,0 +1,1 @@
+echo "Python 3.8.0"

@@ -1,0 +1,1 @@
+mkdir -p artifacts; sort -u guests.txt > artifacts/guests-clean.txt; cat artifacts/guests-clean.txt

@@ -1,0 +1,1 @@
+mkdir -p artifacts; sort guests.txt > artifacts/guests-clean.txt
