@@ -30,7 +30,7 @@ DEFAULT_MODEL = "smollm2-135m"  # agentd.models.catalog.DEFAULT (agentctl loads 
 
 @click.group(
     cls=AliasGroup,
-    aliases={"rm": "remove"},
+    aliases={"remove": "rm", "ls": "list"},
     epilog="""\b
 Examples:
   agentctl model list
@@ -124,7 +124,7 @@ def model_use(name: str, as_json: bool) -> None:
 
 
 @model.command(
-    "remove",
+    "rm",
     epilog="""\b
 Examples:
   agentctl model rm qwen2.5-coder-0.5b""",

@@ -32,7 +32,13 @@ DOC = "org.gtk.GDBus.DocString"
 STANDARD = "org.freedesktop.DBus."
 
 # The interfaces on each object, as the daemon exports them.
-ON_ROOT = {f"{BUS}.Manager", f"{BUS}.Runtime", f"{BUS}.Tasks", f"{BUS}.Model"}
+ON_ROOT = {
+    f"{BUS}.Manager",
+    f"{BUS}.Runtime",
+    f"{BUS}.Tasks",
+    f"{BUS}.Model",
+    f"{BUS}.Approvals",
+}
 ON_AGENT = {f"{BUS}.Agent"}
 
 ACTIONS = {
