@@ -21,6 +21,7 @@ Invariants, and why:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -31,7 +32,7 @@ from typing import Any
 from . import prompt
 from .host import ModelError, Outcome, TaskHost
 from .prompt import chain_of, match_replies, offered
-from .tools import SHELL_TIMEOUT_S, Toolbox, collect, snapshot
+from .tools import ARTIFACTS_DIR, SHELL_TIMEOUT_S, Toolbox, collect, snapshot
 
 STEPS = 10  # model steps per task, unless the template says
 TASK_TOKENS = 20_000  # prompt + completion tokens per task, unless said
@@ -41,10 +42,20 @@ RESULT_CHARS = 4000  # of a step's result recorded in the trace
 STEP_BYTES = 15 * 1024  # a recorded step's JSON: agentd refuses over 16 KiB
 STEP_ARG_CHARS = 4000
 MAX_INVALID = 3  # invalid steps in a row before the task fails
-# The same step this many times in a row: the next may only finish. SmolLM2-135M
-# repeated `echo` for all 10 steps of "Say hello to the team" (115 s here).
+# This many steps refused as repeats (_repeats): the next may only finish.
+# SmolLM2-135M repeated `echo` for all 10 steps of "Say hello to the team".
 REPEATS = 3
 TOO_LONG_RETRIES = 2
+ARTIFACT_PATH = re.compile(r"\bartifacts/[\w.\-/]*\w")  # files a task asks for
+NOT_WRITTEN = (
+    "Not finished: the task asks for {} and it does not exist yet. Write it first "
+    "(write_file, or a command), then finish."
+)
+READ_ONLY = frozenset({"read_file", "list_files", "fetch"})  # steps that change nothing
+REPEATED = (
+    "Not run: you took this exact step just before, and its result is above. Take a "
+    "different step that gets you closer to the answer, or finish with the answer."
+)
 TRANSIENT = ("Overloaded", "ModelUnavailable", "Failed")
 BACKOFF_S, BACKOFF_MAX_S = 10.0, 600.0
 _TOO_LONG = re.compile(r"(\d+) prompt tokens \+ max_tokens (\d+) > (\d+) tokens per sequence")
@@ -108,10 +119,16 @@ class _Run:
         self.steps = 0
         self.n = 0  # the last step number in the trace
         self.used: set[int] = set()  # approvals this run used or answered from
-        self.last_action: tuple[str, str] = ("", "")
-        self.repeats = 0  # the same action in a row: a looping model is made to finish
+        self.actions: list[tuple[str, str]] = []  # this run's steps, as (tool, arguments)
+        self.repeats = 0  # steps refused as repeats: a looping model is made to finish
+        self.reminded = False  # of the artifacts the task names (_unwritten)
 
     async def go(self) -> Outcome:
+        # The prompt tells the model to write under artifacts/: it must exist, or
+        # `cmd > artifacts/x` fails and small models go astray (they then wrote
+        # to other paths; tools/loop_try.py, 2026-11-30), as --exec tasks have it.
+        with contextlib.suppress(OSError):
+            (self.loop.home / ARTIFACTS_DIR).mkdir(exist_ok=True)
         ctx = await self.host.context(self.tid)
         settings = self.loop.settings
         self.ctx = ctx
@@ -131,7 +148,10 @@ class _Run:
         )
         limits = {"steps": self.max_steps, "tokens": self.budget, "shell_timeout": SHELL_TIMEOUT_S}
         self.conv = prompt.Conversation(
-            prompt.intro(self.task, ctx, self.tools, self.loop.home, network, limits, other_replies)
+            prompt.intro(
+                self.task, ctx, self.tools, self.loop.home, network, limits, other_replies
+            ),
+            str(settings.get("persona") or ""),
         )
         pending = self._rebuild(chain, answers)
         before = snapshot(self.loop.home / "artifacts")
@@ -226,11 +246,23 @@ class _Run:
             thought = step.pop("thought", "")
             if tool == "finish":
                 answer = str(step.get("answer", ""))
+                missing = [] if final else self._unwritten()
+                if missing:  # once: the task named files that are not there yet
+                    self.reminded = True
+                    note = NOT_WRITTEN.format(", ".join(missing))
+                    await self._record("finish", step, note, usage, started, thought)
+                    self.conv.add(self._said(thought, tool, step), self._shown(tool, note))
+                    continue
                 await self._record("finish", step, answer, usage, started, thought)
                 return Outcome("completed", result=self._result(answer))
             action = (tool, json.dumps(step, sort_keys=True))
-            self.repeats = self.repeats + 1 if action == self.last_action else 1
-            self.last_action = action
+            repeated = self._repeats(action)
+            self.actions.append(action)
+            if repeated:  # not run again: told so, the model must move on
+                self.repeats += 1
+                await self._record(tool, step, REPEATED, usage, started, thought)
+                self.conv.add(self._said(thought, tool, step), self._shown(tool, REPEATED))
+                continue
             done = await self._act(tool, step, thought, usage, started=started)
             if done is not None:
                 return done
@@ -290,7 +322,7 @@ class _Run:
         await self._record(
             recorded, rec_args, result, usage if not resumed else {}, started, thought
         )
-        self.conv.add(self._said(thought, tool, args), self._shown(result))
+        self.conv.add(self._said(thought, tool, args), self._shown(tool, result))
         return None
 
     def _approval(self, tool: str, args: dict[str, Any]) -> dict[str, Any] | None:
@@ -309,12 +341,43 @@ class _Run:
                     return dict(a)
         return None
 
-    def _shown(self, result: str) -> str:
-        """A tool's result as the model sees it, with where it stands."""
+    def _unwritten(self) -> list[str]:
+        """The artifacts/ files the task's text names that do not exist, if the
+        model was not reminded of them yet. Qwen2.5-Coder-1.5B finished "save it
+        as artifacts/people.json" with the JSON in its answer and no file."""
+        if self.reminded:
+            return []
+        text = f"{self.task.get('title', '')} {self.task.get('description', '')}"
+        named = dict.fromkeys(m.rstrip(".,;:)") for m in ARTIFACT_PATH.findall(text))
+        return [p for p in named if not (self.loop.home / p).exists()]
+
+    def _repeats(self, action: tuple[str, str]) -> bool:
+        """ACTION was taken before in this run and only reads happened since, so
+        its result cannot have changed. Qwen2.5-Coder-1.5B cycled run, list,
+        read, run... for all ten steps of a task (tools/loop_try.py)."""
+        for earlier in reversed(self.actions):
+            if earlier == action:
+                return True
+            if earlier[0] not in READ_ONLY:
+                return False
+        return False
+
+    def _shown(self, tool: str, result: str) -> str:
+        """A tool's result as the model sees it: named, with where it stands.
+        Bare output as the user's turn made Qwen2.5-Coder-1.5B take the same
+        step again and again (tools/loop_try.py, 2026-11-30): it read its own
+        tool's output as the user repeating the task."""
         left = self.max_steps - self.steps
         chars = max(300, int(self.loop.context_tokens * 0.75))
-        tail = f"\n[{left} steps left]" if left > 1 else "\n[last step: finish now]"
-        return prompt.clip(result, chars) + tail
+        head = f"Result of your {tool} step:\n"
+        title = prompt.clip(str(self.task.get("title", "")), 200)
+        tail = (
+            f"\n[{left} steps left. Your task: {title}. Next step: use this result, "
+            "or finish with the answer.]"
+            if left > 1
+            else "\n[last step: finish now]"
+        )
+        return head + prompt.clip(result, chars) + tail
 
     def _result(self, answer: str) -> dict[str, Any]:
         return {"answer": answer, "steps": self.steps, **self.usage}
@@ -405,7 +468,10 @@ class _Run:
     @staticmethod
     def _parse(text: str, tools: list[str], finish_reason: Any) -> dict[str, Any]:
         try:
-            data = json.loads(text)
+            # strict=False: a raw newline inside a string (a file's content) is what
+            # the model meant; Qwen2.5-Coder-1.5B wrote them in write_file content,
+            # and strict parsing failed the step three times (tools/loop_try.py).
+            data = json.loads(text, strict=False)
         except ValueError:
             data = _salvage(text) if finish_reason == "length" else None
             if data is None:

@@ -35,6 +35,7 @@ KEEP_LAST = 2  # steps whose output is trimmed last
 TRIM_TO = 0.8  # of the room, when trimming is needed
 THOUGHT_CHARS = 300
 DEPEND_CHARS = 800  # of each dependency's result in the first message
+TASK_MARKER = "\n\nTask: "  # where the first message's task begins (Conversation.messages)
 RELEASE_MARKERS = ("ask_owner", "approval", "deferred")  # steps that let the task go
 
 
@@ -88,6 +89,36 @@ def describe(tool: str, shell_timeout: float) -> str:
     }[tool]
 
 
+def example(tools: list[str]) -> list[str]:
+    """A short run of another task, showing the shape of good steps: a small
+    model copies a shown pattern far better than it follows described rules
+    (Qwen2.5-Coder-1.5B read a file three times, then guessed its line count,
+    until shown one; tools/loop_try.py, 2026-11-30)."""
+    if "shell" in tools:
+        return [
+            'Example (another task: "How many .log files are in logs/, and which is the '
+            'biggest?"):',
+            '{"thought": "I list the logs by size, biggest first, and count them.", '
+            '"tool": "shell", "command": "ls -S logs/*.log; ls logs/*.log | wc -l"}',
+            "Result of your shell step: exit 0; logs/app.log logs/db.log logs/web.log 3",
+            '{"thought": "The listing shows 3 files and app.log first by size.", '
+            '"tool": "finish", "answer": "There are 3 .log files in logs/; the biggest is '
+            'logs/app.log."}',
+        ]
+    if "write_file" in tools:
+        return [
+            'Example (another task: "Put the names in names.txt in a numbered list in list.md"):',
+            '{"thought": "I read the names first.", "tool": "read_file", "path": "names.txt"}',
+            "Result of your read_file step: Ada\nBo",
+            '{"thought": "Two names; I write them numbered.", "tool": "write_file", '
+            '"path": "artifacts/list.md", "content": "1. Ada\n2. Bo\n"}',
+            "Result of your write_file step: wrote artifacts/list.md",
+            '{"thought": "The list is written.", "tool": "finish", "answer": "Wrote '
+            'artifacts/list.md: 1. Ada, 2. Bo."}',
+        ]
+    return []
+
+
 def intro(
     task: dict[str, Any],
     ctx: dict[str, Any],
@@ -101,7 +132,8 @@ def intro(
     lines = [
         "You are an agent working alone on a task in a Linux sandbox. You work in steps: "
         'each reply is one JSON object {"thought": ..., "tool": ..., and the tool\'s '
-        "arguments}; you then see the tool's result.",
+        "arguments}; you then see the tool's result. The thought says in one sentence "
+        "what the last result told you and why you take this step.",
         f"Your home (the current directory; relative paths start there): {home}",
         {
             "none": "You have no network access.",
@@ -114,6 +146,17 @@ def intro(
         *[f"- {describe(t, limits['shell_timeout'])}" for t in tools],
         f"You have at most {limits['steps']} steps and {limits['tokens']} tokens: check "
         "your work, then finish.",
+        *example(tools),
+        "How to work: find facts with the tools, never guess them."
+        + (
+            " Count, sum, sort and compare with a command (wc, sort, grep, python3), not "
+            "by reading."
+            if "shell" in tools
+            else ""
+        )
+        + " Never take the same step twice: its result will not change. When the task "
+        "asks for a file, write it before you finish. The answer states the result "
+        "itself (the numbers, names or lines asked for), not only what you did.",
     ]
     if ctx.get("project"):
         lines.append(f"Project: {ctx['project']}")
@@ -139,7 +182,7 @@ def intro(
             f"A previous attempt at this task failed: {clip(str(ctx['last_error']), 600)}. "
             "Do not repeat its mistake."
         )
-    lines.append(f"\nTask: {task.get('title', '')}")
+    lines.append(f"{TASK_MARKER}{task.get('title', '')}")
     if task.get("description"):
         lines.append(str(task["description"]))
     return "\n".join(lines)
@@ -173,8 +216,9 @@ class Turn:
 class Conversation:
     """The messages of one task; what is shown of each is trimmed in place."""
 
-    def __init__(self, first: str) -> None:
+    def __init__(self, first: str, persona: str = "") -> None:
         self.turns = [Turn("user", first, "intro")]
+        self.persona = persona  # the template's system prompt
         self.dropped = 0
         self.tokens_per_char = TOKENS_PER_CHAR
 
@@ -182,7 +226,22 @@ class Conversation:
         self.turns += [Turn("assistant", step, "step"), Turn("user", result, "result")]
 
     def messages(self) -> list[dict[str, str]]:
-        return [{"role": t.role, "content": t.shown} for t in self.turns]
+        """The first message's situation and rules as the system prompt (after
+        the template's persona), its task as the user's first turn: with them
+        all in one user turn Qwen2.5-Coder-1.5B passed 2 of 6 tasks, with this 3
+        (tools/loop_try.py, 2026-11-30). If trimming cut the task's marker, the
+        first message stays whole."""
+        first, *rest = self.turns
+        head, marker, task = first.shown.rpartition(TASK_MARKER)
+        if marker and head:
+            system = f"{self.persona}\n\n{head}" if self.persona else head
+            opening = [
+                {"role": "system", "content": system},
+                {"role": "user", "content": marker.lstrip("\n") + task},
+            ]
+        else:
+            opening = [{"role": first.role, "content": first.shown}]
+        return opening + [{"role": t.role, "content": t.shown} for t in rest]
 
     def chars(self) -> int:
         return sum(len(t.shown) for t in self.turns)

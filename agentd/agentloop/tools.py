@@ -157,6 +157,8 @@ class FilesTool:
 
     def list(self, relative: str) -> str:
         path = self._path(relative)
+        if path.is_file():  # as ls does: a file lists as itself (models ask for them)
+            return f"{relative} ({path.stat().st_size} B): a file, not a directory"
         entries = []
         for i, entry in enumerate(sorted(os.scandir(path), key=lambda e: e.name)):
             if i == LIST_LIMIT:
@@ -171,6 +173,10 @@ class FilesTool:
 
     def write(self, relative: str, content: str) -> int:
         path = self._path(relative)
+        if relative.endswith("/") or path.is_dir():  # "artifacts/" made a file of that name
+            raise IsADirectoryError(
+                f"{relative} is a directory: give a file's path, e.g. artifacts/result.txt"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         data = content.encode()
         path.write_bytes(data)

@@ -83,6 +83,7 @@ class Router:
             "wip": template.concurrency,
             "tools": list(template.tools),
             "profile": template.profile,  # offline: no fetch tool (agentd.agentloop)
+            "persona": template.system_prompt,  # the loop's system prompt begins with it
             "heartbeat_interval": cfg.heartbeat_interval,
             "lease_seconds": cfg.lease_seconds,
         }

@@ -97,6 +97,12 @@ def run(
     return asyncio.run(loop.run(task))
 
 
+def opening(messages: list[dict[str, str]]) -> str:
+    """The first message of a prompt: the system prompt and the task after it."""
+    firsts = messages[:2] if messages[0]["role"] == "system" else messages[:1]
+    return "\n\n".join(m["content"] for m in firsts)
+
+
 def tools_of(host: Host, call: int) -> list[str]:
     schema = json.loads(host.thinks[call][1]["json_schema"])
     return [alt["properties"]["tool"]["const"] for alt in schema["oneOf"]]
@@ -162,12 +168,12 @@ def test_tools_follow_the_template(tmp_path: Path) -> None:
     host = Host(step("finish", answer="x"))
     run(tmp_path, host, {"tools": ["web"], "profile": "online"})
     assert tools_of(host, 0) == ["fetch", "ask_owner", "finish"]
-    intro = host.thinks[0][0][0]["content"]
+    intro = opening(host.thinks[0][0])
     assert "fetch" in intro and "shell" not in intro and str(tmp_path) in intro
     host = Host(step("finish", answer="x"))
     run(tmp_path, host, {"tools": ["web"], "profile": "offline"})
     assert tools_of(host, 0) == ["ask_owner", "finish"]
-    assert "no network" in host.thinks[0][0][0]["content"]
+    assert "no network" in opening(host.thinks[0][0])
 
 
 def test_a_tool_the_schema_did_not_offer_is_an_invalid_step(tmp_path: Path) -> None:
@@ -187,7 +193,9 @@ def test_the_prompt_says_where_the_agent_is(tmp_path: Path) -> None:
     }
     host = Host(step("finish", answer="x"), ctx=ctx)
     run(tmp_path, host, title="Name a backup script", description="for the nightly job")
-    intro = host.thinks[0][0][0]["content"]
+    assert host.thinks[0][0][0]["role"] == "system"  # the situation; the task is the user's
+    assert host.thinks[0][0][1]["content"].startswith("Task: Name a backup script")
+    intro = opening(host.thinks[0][0])
     for needle in (
         "Project: backups",
         "sda sdb",
@@ -249,8 +257,9 @@ def test_a_model_without_a_valid_step_fails_plainly(tmp_path: Path) -> None:
 
 
 def test_the_prompt_is_trimmed_to_the_context_oldest_output_first(tmp_path: Path) -> None:
-    (tmp_path / "big.txt").write_text("".join(f"line {i}\n" for i in range(3000)))
-    reads = [step("read_file", path=p) for p in ("big.txt", "./big.txt") * 3][:5]
+    for n in range(5):  # five different files: a read of the same one is not run again
+        (tmp_path / f"big{n}.txt").write_text("".join(f"line {i}\n" for i in range(3000)))
+    reads = [step("read_file", path=f"big{n}.txt") for n in range(5)]
     host = Host(*reads, step("finish", answer="ok"))
     host.tokens_per_char = 0.33  # what the service counts
     out = run(tmp_path, host, {"context_tokens": 2048, "task_tokens": 10**6})
@@ -262,8 +271,8 @@ def test_the_prompt_is_trimmed_to_the_context_oldest_output_first(tmp_path: Path
     assert max(sizes) * 0.33 > 800  # the context is used, not wasted
     last = host.thinks[-1][0]
     assert last[0]["content"].startswith("You are an agent")  # the task stays
-    assert "Task: count the files" in last[0]["content"]
-    assert any("trimmed" in m["content"] or "cut" in m["content"] for m in last[1:4])
+    assert "Task: count the files" in opening(last)
+    assert any("trimmed" in m["content"] or "cut" in m["content"] for m in last[1:5])
     assert "line 1" in last[-1]["content"]  # the last result is shown
 
 
@@ -325,8 +334,8 @@ def test_ask_owner_blocks_then_the_reply_resumes_the_conversation(tmp_path: Path
     out = run(tmp_path, host, attempt=2)
     assert out.status == "completed" and out.result["steps"] == 3
     messages = host.thinks[0][0]
-    assert json.loads(messages[1]["content"])["command"] == "echo one"
-    assert "one" in messages[2]["content"]
+    assert json.loads(messages[2]["content"])["command"] == "echo one"
+    assert "one" in messages[3]["content"]
     assert messages[-1]["content"] == "The owner answered: sdb"
     assert out.result["prompt_tokens"] == 300  # the earlier steps' tokens count
     assert host.steps[0]["n"] == 3 and host.steps[0]["attempt"] == 2
@@ -381,7 +390,7 @@ def test_a_granted_action_is_used_then_run_once(tmp_path: Path) -> None:
     assert host.calls[1:] == [("use_approval", 99, 2)]
     assert host.steps[0]["tool"] == "shell" and host.steps[0]["result"].startswith("exit 0")
     assert len(host.thinks) == 1  # the action was resolved without asking the model again
-    assert json.loads(host.thinks[0][0][1]["content"])["command"] == "touch x"
+    assert json.loads(host.thinks[0][0][2]["content"])["command"] == "touch x"
 
 
 def test_a_denied_action_tells_the_model_why(tmp_path: Path) -> None:
@@ -403,6 +412,7 @@ def test_an_approval_is_used_once_a_repeat_asks_again(tmp_path: Path) -> None:
     approval = {"id": 5, "tool": "shell", "arguments": {"command": "touch y"}, "status": "granted"}
     host = Host(
         step("shell", command="touch y"),
+        step("write_file", path="z", content=""),  # not a mere repeat: it asks again
         step("shell", command="touch y"),
         ctx={"rules": {"tools": ["shell"]}, "approvals": [approval]},
     )
@@ -428,7 +438,41 @@ def test_the_real_gate_is_called_with_the_rules(
 
 
 def test_a_model_repeating_itself_is_made_to_finish(tmp_path: Path) -> None:
-    host = Host(*[step("shell", command="echo")] * 3, step("finish", answer="hello"))
+    """A step repeated with nothing but reads since is not run again; after three
+    such refusals the next step may only finish."""
+    host = Host(*[step("shell", command="echo $$ >> ran")] * 4, step("finish", answer="hello"))
     out = run(tmp_path, host)
-    assert out.status == "completed" and out.result["steps"] == 4
-    assert tools_of(host, 2) != ["finish"] and tools_of(host, 3) == ["finish"]
+    assert out.status == "completed" and out.result["steps"] == 5
+    assert len((tmp_path / "ran").read_text().split()) == 1  # run once, refused three times
+    assert [s["result"].startswith("Not run") for s in host.steps[:4]] == [False, True, True, True]
+    assert tools_of(host, 3) != ["finish"] and tools_of(host, 4) == ["finish"]
+
+
+def test_a_cycle_of_reads_is_a_repeat_and_a_write_breaks_it(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("x")
+    host = Host(
+        step("read_file", path="a"),
+        step("list_files", path="."),
+        step("read_file", path="a"),  # only reads since: not run
+        step("write_file", path="b", content="y"),
+        step("read_file", path="a"),  # a write since: run
+        step("finish", answer="ok"),
+    )
+    run(tmp_path, host)
+    ran = [not s["result"].startswith("Not run") for s in host.steps[:5]]
+    assert ran == [True, True, False, True, True]
+
+
+def test_a_finish_before_the_file_the_task_names_is_refused_once(tmp_path: Path) -> None:
+    host = Host(
+        step("finish", answer="[{...}]"),  # refused: artifacts/out.json is not there
+        step("write_file", path="artifacts/out.json", content="[]"),
+        step("finish", answer="wrote artifacts/out.json"),
+    )
+    out = run(tmp_path, host, title="Convert it", description="Save it as artifacts/out.json.")
+    assert out.status == "completed" and out.result["answer"] == "wrote artifacts/out.json"
+    assert host.steps[0]["result"].startswith("Not finished: the task asks for artifacts/out.json")
+    host = Host(step("finish", answer="a"), step("finish", answer="b"))  # reminded once only
+    (tmp_path / "x").mkdir()
+    out = run(tmp_path / "x", host, description="Save it as artifacts/none.txt")
+    assert out.result["answer"] == "b"
