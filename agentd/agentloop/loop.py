@@ -32,6 +32,7 @@ from typing import Any
 from . import prompt
 from .host import ModelError, Outcome, TaskHost
 from .prompt import chain_of, match_replies, offered
+from .steps import InvalidStep, parse, within_step_limit
 from .tools import ARTIFACTS_DIR, SHELL_TIMEOUT_S, Toolbox, collect, snapshot
 
 STEPS = 10  # model steps per task, unless the template says
@@ -67,15 +68,6 @@ def default_gate(rules: dict[str, Any], tool: str, arguments: dict[str, Any]) ->
     from .. import shellgate  # the GATE's parser: loaded with the first gated check
 
     return shellgate.needs_approval(rules, tool, arguments)
-
-
-class InvalidStep(Exception):
-    """The model's answer is not a step of the schema (what it said: ``text``)."""
-
-    def __init__(self, message: str, text: str) -> None:
-        super().__init__(message)
-        self.text = text
-        self.usage: dict[str, int] = {}
 
 
 class AgentLoop:
@@ -406,7 +398,9 @@ class _Run:
         }
         if thought:
             step["thought"] = str(thought)[: prompt.THOUGHT_CHARS]
-        await self.host.record_step(self.tid, self.attempt, _within_step_limit(step))
+        await self.host.record_step(
+            self.tid, self.attempt, within_step_limit(step, STEP_ARG_CHARS, STEP_BYTES)
+        )
 
     # ------------------------------------------------------------------ the model
     async def _think(
@@ -435,7 +429,7 @@ class _Run:
             break
         text = str(answer.get("text", ""))
         try:
-            return self._parse(text, tools, answer.get("finish_reason")), usage
+            return parse(text, tools, answer.get("finish_reason")), usage
         except InvalidStep as e:
             e.usage = usage
             raise
@@ -465,27 +459,6 @@ class _Run:
             return answer
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _parse(text: str, tools: list[str], finish_reason: Any) -> dict[str, Any]:
-        try:
-            # strict=False: a raw newline inside a string (a file's content) is what
-            # the model meant; Qwen2.5-Coder-1.5B wrote them in write_file content,
-            # and strict parsing failed the step three times (tools/loop_try.py).
-            data = json.loads(text, strict=False)
-        except ValueError:
-            data = _salvage(text) if finish_reason == "length" else None
-            if data is None:
-                cut = " (cut at max_tokens)" if finish_reason == "length" else ""
-                raise InvalidStep(f"the answer is not the JSON asked for{cut}", text) from None
-        if not isinstance(data, dict) or data.get("tool") not in tools:
-            raise InvalidStep(f"no tool of {', '.join(tools)} was named", text)
-        tool = data["tool"]
-        for arg in prompt.TOOL_ARGS[tool]:
-            if not isinstance(data.get(arg), str) or (arg != "content" and not data[arg]):
-                raise InvalidStep(f"{tool} needs its argument {arg!r}", text)
-        keep = {"thought", "tool", *prompt.TOOL_ARGS[tool]}
-        return {k: v for k, v in data.items() if k in keep}
-
     async def _model_error(self, e: ModelError, chain: list[dict[str, Any]]) -> Outcome:
         if e.name == "QuotaExceeded":  # agentd resumes it at the reset
             return Outcome("blocked", reason=str(e))
@@ -497,31 +470,3 @@ class _Run:
             await self.host.defer(self.tid, self.attempt, seconds, reason)
             return Outcome("released", reason=reason)
         return Outcome("failed", result=self._result(""), error=f"model: {e}")
-
-
-def _within_step_limit(step: dict[str, Any]) -> dict[str, Any]:
-    """STEP within agentd's size of a step (16 KiB of JSON): its result and long
-    arguments cut (an approval's action is kept whole: it is matched on resume)."""
-    limit = STEP_ARG_CHARS
-    while len(json.dumps(step, ensure_ascii=False).encode()) > STEP_BYTES and limit > 50:
-        step["result"] = prompt.clip(step["result"], limit)
-        if step["tool"] != "approval":
-            step["arguments"] = {
-                k: prompt.clip(v, limit) if isinstance(v, str) else v
-                for k, v in step["arguments"].items()
-            }
-        limit //= 2
-    return step
-
-
-def _salvage(text: str) -> dict[str, Any] | None:
-    """A finish step cut inside its answer: closed, its answer marked as cut."""
-    for tail in ('"}', "}"):
-        try:
-            data = json.loads(text + tail)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and data.get("tool") == "finish" and data.get("answer"):
-            data["answer"] = str(data["answer"]) + " [cut]"
-            return data
-    return None

@@ -243,7 +243,7 @@ class TaskQueue:
         new = parse_spec(spec)
         project_id = None
         if spec.get("project"):
-            project_id = self._project(caller, spec["project"], "task.create")["id"]
+            project_id = self._project(caller, project_name(spec["project"]), "task.create")["id"]
         after = self._deps(caller, spec.get("after", []))
         agent = self.router.route(caller, spec.get("agent") or None, new.needs, bool(new.exec))
         return dataclasses.replace(

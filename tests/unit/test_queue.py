@@ -16,6 +16,7 @@ from agentd.audit import GENESIS, AuditLog, row_hash
 from agentd.errors import (
     Busy,
     InvalidArgument,
+    InvalidName,
     LeaseExpired,
     NoCapableAgent,
     NoSuchProject,
@@ -260,6 +261,14 @@ def test_projects(q: Q) -> None:
     q.q.cancel(ALICE, tid)
     q.q.remove_project(ALICE, "site")
     assert q.q.projects(ALICE) == []
+
+
+def test_a_project_that_is_not_a_name_is_refused_typed(q: Q) -> None:
+    """The fuzz test's find: a project given as an array crashed SubmitTask."""
+    q.agent("a1")
+    for bad in (["a", "b"], 7, "Not A Name"):
+        with pytest.raises(InvalidName):
+            q.submit(project=bad)
 
 
 def test_artifacts_must_be_the_agents_own_files_in_its_home(q: Q, tmp_path: Path) -> None:
