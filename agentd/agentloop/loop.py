@@ -355,10 +355,11 @@ class _Run:
         return False
 
     def _shown(self, tool: str, result: str) -> str:
-        """A tool's result as the model sees it: named, with where it stands.
-        Bare output as the user's turn made Qwen2.5-Coder-1.5B take the same
-        step again and again (tools/loop_try.py, 2026-11-30): it read its own
-        tool's output as the user repeating the task."""
+        """A tool's result as the model sees it: named, with where it stands and
+        the task restated. With bare output Qwen2.5-Coder-1.5B took the same
+        step again and again (tools/loop_try.py, 2026-11-30); naming the result
+        alone did not stop that (_repeats does), but is kept: the model sees
+        which step each output answers."""
         left = self.max_steps - self.steps
         chars = max(300, int(self.loop.context_tokens * 0.75))
         head = f"Result of your {tool} step:\n"
