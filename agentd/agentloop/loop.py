@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import prompt
+from . import checks, prompt
 from .host import ModelError, Outcome, TaskHost
 from .prompt import chain_of, match_replies, offered
 from .steps import InvalidStep, parse, within_step_limit
@@ -43,20 +43,13 @@ RESULT_CHARS = 4000  # of a step's result recorded in the trace
 STEP_BYTES = 15 * 1024  # a recorded step's JSON: agentd refuses over 16 KiB
 STEP_ARG_CHARS = 4000
 MAX_INVALID = 3  # invalid steps in a row before the task fails
-# This many steps refused as repeats (_repeats): the next may only finish.
+# This many steps refused as repeats (checks.repeated): the next may only finish.
 # SmolLM2-135M repeated `echo` for all 10 steps of "Say hello to the team".
 REPEATS = 3
+# A repeated step is first asked again this many times with some temperature:
+# greedy decoding gives the same step for the same prompt, a sample may not.
+RESAMPLES, RESAMPLE_TEMPERATURE = 2, 0.7
 TOO_LONG_RETRIES = 2
-ARTIFACT_PATH = re.compile(r"\bartifacts/[\w.\-/]*\w")  # files a task asks for
-NOT_WRITTEN = (
-    "Not finished: the task asks for {} and it does not exist yet. Write it first "
-    "(write_file, or a command), then finish."
-)
-READ_ONLY = frozenset({"read_file", "list_files", "fetch"})  # steps that change nothing
-REPEATED = (
-    "Not run: you took this exact step just before, and its result is above. Take a "
-    "different step that gets you closer to the answer, or finish with the answer."
-)
 TRANSIENT = ("Overloaded", "ModelUnavailable", "Failed")
 BACKOFF_S, BACKOFF_MAX_S = 10.0, 600.0
 _TOO_LONG = re.compile(r"(\d+) prompt tokens \+ max_tokens (\d+) > (\d+) tokens per sequence")
@@ -113,7 +106,8 @@ class _Run:
         self.used: set[int] = set()  # approvals this run used or answered from
         self.actions: list[tuple[str, str]] = []  # this run's steps, as (tool, arguments)
         self.repeats = 0  # steps refused as repeats: a looping model is made to finish
-        self.reminded = False  # of the artifacts the task names (_unwritten)
+        self.reminded: set[str] = set()  # files the model was told of (_before_finish)
+        self.outputs: dict[checks.Action, str] = {}  # each action's last result
 
     async def go(self) -> Outcome:
         # The prompt tells the model to write under artifacts/: it must exist, or
@@ -219,6 +213,7 @@ class _Run:
             started = time.monotonic()
             try:
                 step, usage = await self._think(tools, final, spent >= self.budget)
+                step, usage = await self._unrepeated(step, usage, tools, spent >= self.budget)
             except InvalidStep as e:
                 invalid += 1
                 self.steps += 1
@@ -238,22 +233,22 @@ class _Run:
             thought = step.pop("thought", "")
             if tool == "finish":
                 answer = str(step.get("answer", ""))
-                missing = [] if final else self._unwritten()
-                if missing:  # once: the task named files that are not there yet
-                    self.reminded = True
-                    note = NOT_WRITTEN.format(", ".join(missing))
+                note = None if final else self._before_finish()
+                if note is not None:  # refused: the model is told why
                     await self._record("finish", step, note, usage, started, thought)
                     self.conv.add(self._said(thought, tool, step), self._shown(tool, note))
                     continue
                 await self._record("finish", step, answer, usage, started, thought)
                 return Outcome("completed", result=self._result(answer))
-            action = (tool, json.dumps(step, sort_keys=True))
-            repeated = self._repeats(action)
+            action = checks.action(tool, step)
+            repeated = checks.repeated(self.actions, action)
             self.actions.append(action)
             if repeated:  # not run again: told so, the model must move on
                 self.repeats += 1
-                await self._record(tool, step, REPEATED, usage, started, thought)
-                self.conv.add(self._said(thought, tool, step), self._shown(tool, REPEATED))
+                failed = checks.failed(self.outputs.get(action, ""))
+                note = checks.REPEATED_FAILURE if failed else checks.REPEATED
+                await self._record(tool, step, note, usage, started, thought)
+                self.conv.add(self._said(thought, tool, step), self._shown(tool, note))
                 continue
             done = await self._act(tool, step, thought, usage, started=started)
             if done is not None:
@@ -307,6 +302,7 @@ class _Run:
                 await self._record("approval", inner, note, usage, started, thought)
                 await self.host.request_approval(self.tid, self.attempt, tool, args)
                 return Outcome("released", reason=note)
+        self.outputs[checks.action(tool, args)] = result
         if recorded == "denied":
             rec_args: dict[str, Any] = {"tool": tool, "arguments": args}
         else:
@@ -333,40 +329,53 @@ class _Run:
                     return dict(a)
         return None
 
-    def _unwritten(self) -> list[str]:
-        """The artifacts/ files the task's text names that do not exist, if the
-        model was not reminded of them yet. Qwen2.5-Coder-1.5B finished "save it
-        as artifacts/people.json" with the JSON in its answer and no file."""
-        if self.reminded:
-            return []
-        text = f"{self.task.get('title', '')} {self.task.get('description', '')}"
-        named = dict.fromkeys(m.rstrip(".,;:)") for m in ARTIFACT_PATH.findall(text))
-        return [p for p in named if not (self.loop.home / p).exists()]
+    def _before_finish(self) -> str | None:
+        """Why a finish is refused, once per file: a file the task names is
+        missing, or a script written was never run (agentd.agentloop.checks)."""
+        missing = [p for p in checks.unwritten(self.task, self.loop.home) if p not in self.reminded]
+        if missing:
+            self.reminded.update(missing)
+            return checks.NOT_WRITTEN.format(", ".join(missing))
+        if "shell" in self.tools:
+            for path in checks.untested(self.actions):
+                if path not in self.reminded:
+                    self.reminded.add(path)
+                    return checks.UNTESTED.format(path=path, run=checks.how_to_run(path))
+        return None
 
-    def _repeats(self, action: tuple[str, str]) -> bool:
-        """ACTION was taken before in this run and only reads happened since, so
-        its result cannot have changed. Qwen2.5-Coder-1.5B cycled run, list,
-        read, run... for all ten steps of a task (tools/loop_try.py)."""
-        for earlier in reversed(self.actions):
-            if earlier == action:
-                return True
-            if earlier[0] not in READ_ONLY:
-                return False
-        return False
+    async def _unrepeated(
+        self, step: dict[str, Any], usage: dict[str, int], tools: list[str], broke: bool
+    ) -> tuple[dict[str, Any], dict[str, int]]:
+        """STEP, or when it repeats a step whose result cannot have changed, a
+        fresh sample (RESAMPLES tries); the repeat itself if none differs."""
+        for _ in range(RESAMPLES):
+            args = {k: v for k, v in step.items() if k not in ("tool", "thought")}
+            if step.get("tool") == "finish" or not checks.repeated(
+                self.actions, checks.action(str(step.get("tool")), args)
+            ):
+                break
+            again, more = await self._think(tools, False, broke, RESAMPLE_TEMPERATURE)
+            usage = {k: usage.get(k, 0) + more.get(k, 0) for k in (*usage, *more)}
+            step = again
+        return step, usage
 
     def _shown(self, tool: str, result: str) -> str:
         """A tool's result as the model sees it: named, with where it stands and
         the task restated. With bare output Qwen2.5-Coder-1.5B took the same
         step again and again (tools/loop_try.py, 2026-11-30); naming the result
-        alone did not stop that (_repeats does), but is kept: the model sees
+        alone did not stop that (checks.repeated does), but is kept: the model sees
         which step each output answers."""
         left = self.max_steps - self.steps
         chars = max(300, int(self.loop.context_tokens * 0.75))
         head = f"Result of your {tool} step:\n"
         title = prompt.clip(str(self.task.get("title", "")), 200)
+        after = (
+            "the command failed: read its error, then fix the command or do it another way"
+            if tool == "shell" and checks.failed(result)
+            else "use this result, or finish with the answer"
+        )
         tail = (
-            f"\n[{left} steps left. Your task: {title}. Next step: use this result, "
-            "or finish with the answer.]"
+            f"\n[{left} steps left. Your task: {title}. Next step: {after}.]"
             if left > 1
             else "\n[last step: finish now]"
         )
@@ -405,7 +414,7 @@ class _Run:
 
     # ------------------------------------------------------------------ the model
     async def _think(
-        self, tools: list[str], final: bool, broke: bool
+        self, tools: list[str], final: bool, broke: bool, temperature: float = 0.0
     ) -> tuple[dict[str, Any], dict[str, int]]:
         """One valid step, and the tokens it cost; InvalidStep (with .usage) if none."""
         schema = json.dumps(prompt.step_schema(tools))
@@ -416,7 +425,7 @@ class _Run:
             self.conv.turns[-1].shown += f"\n[{why}: finish now with your answer]"
         answer: dict[str, Any] = {}
         for attempt in (1, 2):
-            answer = await self._ask(schema, max_tokens)
+            answer = await self._ask(schema, max_tokens, temperature)
             for k, a in (
                 ("prompt_tokens", "prompt_tokens"),
                 ("completion_tokens", "completion_tokens"),
@@ -435,7 +444,7 @@ class _Run:
             e.usage = usage
             raise
 
-    async def _ask(self, schema: str, max_tokens: int) -> dict[str, Any]:
+    async def _ask(self, schema: str, max_tokens: int, temperature: float) -> dict[str, Any]:
         """Think, with the prompt fitted to the context; a prompt the service finds
         too long teaches the real context size and token count, and is fitted again."""
         for tries in range(TOO_LONG_RETRIES + 1):
@@ -443,7 +452,10 @@ class _Run:
             self.conv.fit(max(64, room))
             messages = self.conv.messages()
             chars = sum(len(m["content"]) for m in messages)
-            options = {"max_tokens": max_tokens, "json_schema": schema, "task": self.tid}
+            options: dict[str, Any] = {"max_tokens": max_tokens, "json_schema": schema}
+            options["task"] = self.tid
+            if temperature > 0:
+                options["temperature"] = temperature
             try:
                 answer = await self.host.think(messages, options)
             except ModelError as e:

@@ -150,7 +150,8 @@ def intro(
         "How to work: find facts with the tools, never guess them."
         + (
             " Count, sum, sort and compare with a command (wc, sort, grep, python3), not "
-            "by reading."
+            "by reading; read and write CSV and JSON with python3's csv and json modules. "
+            "Run a script you write before you finish, and check its output."
             if "shell" in tools
             else ""
         )

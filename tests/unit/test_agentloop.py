@@ -10,102 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loophost import SETTINGS, Host, no_gate, run, shell_gate, step, tools_of
 
 from agentd.agentloop.host import ModelError, Outcome
 from agentd.agentloop.loop import AgentLoop
 from agentd.agentloop.prompt import chain_of
-
-SETTINGS = {"tools": ["files", "shell"], "profile": "offline", "steps": 10, "task_tokens": 20000}
-
-
-def step(tool: str, **args: Any) -> dict[str, Any]:
-    return {"thought": f"use {tool}", "tool": tool, **args}
-
-
-class Host:
-    """A TaskHost: think answers from a script (a step dict, an answer dict with
-    "text", or an exception), every call recorded."""
-
-    def __init__(self, *script: Any, ctx: dict[str, Any] | None = None) -> None:
-        self.script = list(script)
-        self.ctx = ctx or {}
-        self.thinks: list[tuple[list[dict[str, str]], dict[str, Any]]] = []
-        self.steps: list[dict[str, Any]] = []
-        self.calls: list[tuple[Any, ...]] = []
-        self.tokens_per_char = 0.0  # > 0: prompt_tokens counted from the prompt's length
-
-    async def think(
-        self, messages: list[dict[str, str]], options: dict[str, Any]
-    ) -> dict[str, Any]:
-        self.thinks.append(([dict(m) for m in messages], dict(options)))
-        item = self.script.pop(0)
-        if isinstance(item, Exception):
-            raise item
-        chars = sum(len(m["content"]) for m in messages)
-        prompt_tokens = int(chars * self.tokens_per_char) if self.tokens_per_char else 100
-        if "text" in item:
-            return {"prompt_tokens": prompt_tokens, "completion_tokens": 10, **item}
-        return {
-            "text": json.dumps(item),
-            "finish_reason": "stop",
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": 10,
-            "prompt_tokens_computed": 40,
-        }
-
-    async def context(self, task: int) -> dict[str, Any]:
-        self.calls.append(("context", task))
-        return self.ctx
-
-    async def record_step(self, task: int, attempt: int, s: dict[str, Any]) -> None:
-        self.steps.append(s)
-
-    async def ask_owner(self, task: int, attempt: int, question: str) -> None:
-        self.calls.append(("ask_owner", task, attempt, question))
-
-    async def defer(self, task: int, attempt: int, seconds: float, reason: str) -> None:
-        self.calls.append(("defer", task, attempt, seconds, reason))
-
-    async def request_approval(
-        self, task: int, attempt: int, tool: str, arguments: dict[str, Any]
-    ) -> int:
-        self.calls.append(("request_approval", task, attempt, tool, arguments))
-        return 99
-
-    async def use_approval(self, approval: int, attempt: int) -> None:
-        self.calls.append(("use_approval", approval, attempt))
-
-
-def no_gate(rules: dict[str, Any], tool: str, args: dict[str, Any]) -> str | None:
-    return None
-
-
-def shell_gate(rules: dict[str, Any], tool: str, args: dict[str, Any]) -> str | None:
-    """A stand-in for agentd.shellgate: shell asks unless the command is `ls`."""
-    if tool == "shell" and args.get("command") != "ls":
-        return "not in the allow list"
-    return None
-
-
-def run(
-    home: Path, host: Host, settings: dict[str, Any] | None = None, gate: Any = no_gate, **task: Any
-) -> Outcome:
-    task.setdefault("id", 7)
-    task.setdefault("attempt", 1)
-    task.setdefault("title", "count the files")
-    loop = AgentLoop(home, {**SETTINGS, **(settings or {})}, host, gate=gate)
-    return asyncio.run(loop.run(task))
 
 
 def opening(messages: list[dict[str, str]]) -> str:
     """The first message of a prompt: the system prompt and the task after it."""
     firsts = messages[:2] if messages[0]["role"] == "system" else messages[:1]
     return "\n\n".join(m["content"] for m in firsts)
-
-
-def tools_of(host: Host, call: int) -> list[str]:
-    schema = json.loads(host.thinks[call][1]["json_schema"])
-    return [alt["properties"]["tool"]["const"] for alt in schema["oneOf"]]
 
 
 # ------------------------------------------------------------------ tools and finish
@@ -211,7 +126,9 @@ def test_the_prompt_says_where_the_agent_is(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ limits
 def test_the_last_step_may_only_finish(tmp_path: Path) -> None:
-    host = Host(*[step("shell", command="true")] * 2, step("finish", answer="done"))
+    host = Host(
+        step("shell", command="true"), step("shell", command=":"), step("finish", answer="done")
+    )
     out = run(tmp_path, host, {"steps": 3})
     assert out.status == "completed" and out.result["answer"] == "done"
     assert tools_of(host, 1) != ["finish"] and tools_of(host, 2) == ["finish"]
@@ -220,7 +137,7 @@ def test_the_last_step_may_only_finish(tmp_path: Path) -> None:
 
 def test_a_spent_budget_leaves_one_finish_step(tmp_path: Path) -> None:
     host = Host(
-        step("shell", command="true"), step("shell", command="true"), step("finish", answer="short")
+        step("shell", command="true"), step("shell", command=":"), step("finish", answer="short")
     )
     out = run(tmp_path, host, {"task_tokens": 200})  # each think costs 110
     assert out.status == "completed"
@@ -435,44 +352,3 @@ def test_the_real_gate_is_called_with_the_rules(
         gate=None,
     )
     assert seen == [(rules, "list_files", {"path": "."})]
-
-
-def test_a_model_repeating_itself_is_made_to_finish(tmp_path: Path) -> None:
-    """A step repeated with nothing but reads since is not run again; after three
-    such refusals the next step may only finish."""
-    host = Host(*[step("shell", command="echo $$ >> ran")] * 4, step("finish", answer="hello"))
-    out = run(tmp_path, host)
-    assert out.status == "completed" and out.result["steps"] == 5
-    assert len((tmp_path / "ran").read_text().split()) == 1  # run once, refused three times
-    assert [s["result"].startswith("Not run") for s in host.steps[:4]] == [False, True, True, True]
-    assert tools_of(host, 3) != ["finish"] and tools_of(host, 4) == ["finish"]
-
-
-def test_a_cycle_of_reads_is_a_repeat_and_a_write_breaks_it(tmp_path: Path) -> None:
-    (tmp_path / "a").write_text("x")
-    host = Host(
-        step("read_file", path="a"),
-        step("list_files", path="."),
-        step("read_file", path="a"),  # only reads since: not run
-        step("write_file", path="b", content="y"),
-        step("read_file", path="a"),  # a write since: run
-        step("finish", answer="ok"),
-    )
-    run(tmp_path, host)
-    ran = [not s["result"].startswith("Not run") for s in host.steps[:5]]
-    assert ran == [True, True, False, True, True]
-
-
-def test_a_finish_before_the_file_the_task_names_is_refused_once(tmp_path: Path) -> None:
-    host = Host(
-        step("finish", answer="[{...}]"),  # refused: artifacts/out.json is not there
-        step("write_file", path="artifacts/out.json", content="[]"),
-        step("finish", answer="wrote artifacts/out.json"),
-    )
-    out = run(tmp_path, host, title="Convert it", description="Save it as artifacts/out.json.")
-    assert out.status == "completed" and out.result["answer"] == "wrote artifacts/out.json"
-    assert host.steps[0]["result"].startswith("Not finished: the task asks for artifacts/out.json")
-    host = Host(step("finish", answer="a"), step("finish", answer="b"))  # reminded once only
-    (tmp_path / "x").mkdir()
-    out = run(tmp_path / "x", host, description="Save it as artifacts/none.txt")
-    assert out.result["answer"] == "b"
