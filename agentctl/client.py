@@ -2,10 +2,12 @@
 
 Everything that knows about D-Bus lives here: the system bus, the proxies built
 from the shared interface classes in agentd.api.interfaces, signal matches,
-and the translation of D-Bus errors into one ClientError type. What a value
-looks like on the wire (a{sv}, the row types of agentd.api.rows) is
-agentctl.marshal's business. The CLI (and its tests, which inject a fake with
-the same methods) never sees sdbus; this is agentctl's only sdbus import.
+and the translation of D-Bus errors into one ClientError type: every call goes
+through _call, the one translation point. What a value looks like on the wire
+(a{sv}, the row types of agentd.api.rows) is agentctl.marshal's business; what
+agentd pushes (signals for `task wait`, JSON-line streams) is collected by
+agentctl.client_streams. The CLI (and its tests, which inject a fake with the
+same methods) never sees sdbus nor a proxy; this is agentctl's only sdbus import.
 """
 
 from __future__ import annotations
@@ -42,9 +44,11 @@ from agentd.api.interfaces import (
     ModelInterface,
     TasksInterface,
 )
+from agentd.api.interfaces.approvals import ApprovalsInterface
 from agentd.api.interfaces.manager import REMOVE_FORCE
 
 from . import marshal
+from .client_streams import TaskWatch, json_lines
 from .marshal import CHAT_OPTIONS, TASK_FILTER, TASK_SPEC, limit_variants, unwrap, variants
 
 T = TypeVar("T")
@@ -132,49 +136,6 @@ async def _call(call: Awaitable[T]) -> T:
         ) from None
 
 
-class TaskWatch:
-    """TaskChanged signals seen since the watch began, for `task wait`.
-
-    Made by AgentdClient.watch_tasks, whose matches are in place before the
-    caller's first DescribeTask, so a change in between is not missed. agentd
-    leaving or taking its bus name (a restart: signals are lost meanwhile)
-    wakes every waiter, which should then ask again.
-    """
-
-    def __init__(self) -> None:
-        self.changed: set[int] = set()
-        self.restarted = False
-        self._wake = asyncio.Event()
-
-    def on_task_changed(self, msg: Any) -> None:
-        task, _status, _event = msg.get_contents()
-        self.changed.add(int(task))
-        self._wake.set()
-
-    def on_owner_changed(self, msg: Any) -> None:
-        bus_name, _old, _new = msg.get_contents()
-        if bus_name == BUS_NAME:
-            self.restarted = True
-            self._wake.set()
-
-    async def wait(self, task: int, timeout: float) -> bool:
-        """Until TASK changed (or agentd restarted) since the last call, at most TIMEOUT
-        seconds. True if so (the flag is consumed), False if the time ran out."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout)
-        while task not in self.changed and not self.restarted:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._wake.wait()
-        self.changed.discard(task)
-        self.restarted = False
-        return True
-
-
 class AgentdClient:
     """One connection to agentd on the system bus."""
 
@@ -183,6 +144,7 @@ class AgentdClient:
         self.manager = ManagerInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
         self.tasks = TasksInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
         self.model = ModelInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
+        self.approvals = ApprovalsInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
 
     @classmethod
     def connect(cls) -> AgentdClient:
@@ -398,6 +360,15 @@ class AgentdClient:
     async def unblock_task(self, task: int, note: str) -> None:
         await _call(self.tasks.unblock_task(task, note))
 
+    async def reply_task(self, task: int, text: str) -> None:
+        """Answer what blocked TASK asks (ask_owner); it runs again with the reply."""
+        await _call(self.tasks.reply_task(task, text))
+
+    async def list_task_steps(self, task: int) -> list[dict[str, Any]]:
+        """TASK's trace: the steps its agent recorded, oldest first (agentd's JSON)."""
+        steps = _json(await _call(self.tasks.list_task_steps(task)), list, "ListTaskSteps")
+        return [s for s in steps if isinstance(s, dict)]
+
     @contextlib.asynccontextmanager
     async def watch_tasks(self) -> AsyncIterator[TaskWatch]:
         """Collect TaskChanged signals (and agentd restarts) while the block runs.
@@ -415,6 +386,26 @@ class AgentdClient:
         finally:
             for slot in slots:
                 slot.close()
+
+    # -- approvals (issue 12): what agents ask their owners to let them do ----------
+    async def list_approvals(self) -> list[dict[str, Any]]:
+        """The approvals the caller may answer (an administrator: all), as GetApproval's."""
+        items = _json(await _call(self.approvals.list_approvals()), list, "ListApprovals")
+        return [a for a in items if isinstance(a, dict)]
+
+    async def get_approval(self, approval: int) -> dict[str, Any]:
+        return _json(await _call(self.approvals.get_approval(approval)), dict, "GetApproval")
+
+    async def grant_approval(self, approval: int, always: bool = False) -> dict[str, Any]:
+        """Let the agent run APPROVAL's action once (ALWAYS: and allow its shell
+        commands from now on); returns the approval after the change."""
+        reply = await _call(self.approvals.grant_approval(approval, always))
+        return _json(reply, dict, "GrantApproval")
+
+    async def deny_approval(self, approval: int, reason: str = "") -> dict[str, Any]:
+        """Refuse APPROVAL's action, REASON going to the agent's model; returns it."""
+        reply = await _call(self.approvals.deny_approval(approval, reason))
+        return _json(reply, dict, "DenyApproval")
 
     # -- daemon ---------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
@@ -462,25 +453,27 @@ class AgentdClient:
         await _call(self.model.reset_quota(kind, subject))
 
 
-async def _json_stream(fd: int) -> AsyncIterator[dict[str, Any]]:
-    """JSON lines from a stream agentd handed over as a file descriptor."""
-    import socket
-
-    sock = socket.socket(fileno=fd)
-    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+def _json(text: str, shape: type[T], method: str) -> T:
+    """The JSON text METHOD answered, which must be a SHAPE; else a ClientError."""
     try:
-        while line := await reader.readline():
-            event = json.loads(line)
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, shape):
+        raise ClientError(f"agentd's {method} answered malformed JSON: {text[:60]!r}", method)
+    return value
+
+
+async def _json_stream(fd: int) -> AsyncIterator[dict[str, Any]]:
+    """The events of a stream agentd handed over (chat, model reload) up to done;
+    an error line, or an end before done, becomes a ClientError."""
+    async with contextlib.aclosing(json_lines(fd)) as events:
+        async for event in events:
             if event.get("event") == "error":
                 name = str(event.get("error", ""))
-                raise ClientError(
-                    str(event.get("message", name)),
-                    name,
-                    "unavailable" if name == "ModelUnavailable" else "failed",
-                )
+                kind = "unavailable" if name == "ModelUnavailable" else "failed"
+                raise ClientError(str(event.get("message", name)), name, kind)
             yield event
             if event.get("event") == "done":
                 return
-        raise ClientError("agentd closed the stream before it ended", kind="unavailable")
-    finally:
-        writer.close()
+    raise ClientError("agentd closed the stream before it ended", kind="unavailable")

@@ -7,20 +7,22 @@ may answer; agentd refuses an agent, even for its own task. These commands
 are a thin client of agentd's org.agentos.agentd1.Approvals interface: agentd
 authorizes, audits (approval.granted, approval.denied) and moves the task.
 
-The calls go through AgentdClient methods when it has them; until then
-through its bus, with its error translation (agentctl.client._call), as
-`task log` does. Tests inject a fake with the four methods.
+The calls are AgentdClient's (list_approvals, get_approval, grant_approval,
+deny_approval), which translate agentd's refusals into ClientError like any
+other call; this module never sees D-Bus. Tests inject a fake with the four
+methods.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
 
 from ..app import AliasGroup, env, json_option, run
-from ..client import AgentdClient, _call
+from ..client import AgentdClient
 from ..output import (
     Field,
     dash,
@@ -44,33 +46,6 @@ class ApprovalIdType(TaskIdType):
 
 
 APPROVAL_ID = ApprovalIdType()
-
-
-class _BusApprovals:
-    """The Approvals calls over AgentdClient's bus, for a client without the methods."""
-
-    def __init__(self, client: AgentdClient) -> None:
-        from agentd.api.interfaces import BUS_NAME, ROOT_PATH
-        from agentd.api.interfaces.approvals import ApprovalsInterface
-
-        self.proxy = ApprovalsInterface.new_proxy(BUS_NAME, ROOT_PATH, client.bus)
-
-    async def list_approvals(self) -> list[dict[str, Any]]:
-        return list(json.loads(await _call(self.proxy.list_approvals())))
-
-    async def get_approval(self, approval: int) -> dict[str, Any]:
-        return dict(json.loads(await _call(self.proxy.get_approval(approval))))
-
-    async def grant_approval(self, approval: int, always: bool) -> dict[str, Any]:
-        return dict(json.loads(await _call(self.proxy.grant_approval(approval, always))))
-
-    async def deny_approval(self, approval: int, reason: str) -> dict[str, Any]:
-        return dict(json.loads(await _call(self.proxy.deny_approval(approval, reason))))
-
-
-def _api(client: Any) -> Any:
-    """CLIENT itself if it has the Approvals methods (a fake, or a newer client)."""
-    return client if hasattr(client, "list_approvals") else _BusApprovals(client)
 
 
 def fmt_action(info: dict[str, Any]) -> str:
@@ -131,7 +106,7 @@ def approval_list(status: str | None, as_json: bool) -> None:
     tab-separated line per approval, no header, with the time it was asked
     (local ISO 8601) instead of the age.
     """
-    items = run(lambda c: _api(c).list_approvals())
+    items = run(lambda c: c.list_approvals())
     items = sorted((a for a in items if status in (None, a["status"])), key=lambda a: a["id"])
     if as_json:
         print_json(items)
@@ -201,7 +176,7 @@ def approval_show(approval_id: int, as_json: bool) -> None:
     nobody answers ("timed out"). Without a terminal, one `key<TAB>value`
     line per field.
     """
-    _print(run(lambda c: _api(c).get_approval(approval_id)), as_json)
+    _print(run(lambda c: c.get_approval(approval_id)), as_json)
 
 
 @approval.command(
@@ -229,7 +204,7 @@ def approval_grant(approval_id: int, always: bool, as_json: bool) -> None:
     agentd refuses (Busy) an approval already answered. Prints nothing on
     success; with --json, the approval after the change.
     """
-    _answer(lambda c: _api(c).grant_approval(approval_id, always), as_json)
+    _answer(lambda c: c.grant_approval(approval_id, always), as_json)
 
 
 @approval.command(
@@ -255,10 +230,10 @@ def approval_deny(approval_id: int, reason: str, as_json: bool) -> None:
     agentd refuses (Busy) an approval already answered. Prints nothing on
     success; with --json, the approval after the change.
     """
-    _answer(lambda c: _api(c).deny_approval(approval_id, reason), as_json)
+    _answer(lambda c: c.deny_approval(approval_id, reason), as_json)
 
 
-def _answer(call: Any, as_json: bool) -> None:
+def _answer(call: Callable[[AgentdClient], Awaitable[dict[str, Any]]], as_json: bool) -> None:
     info = run(call)
     if as_json:
         print_json(info)

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from ..app import env, fail, json_option, run
-from ..client import AgentdClient, _call
+from ..client import AgentdClient
 from ..output import (
     Field,
     dash,
@@ -122,7 +122,7 @@ def task_show(task_id: int, as_json: bool) -> None:
             info,
             events=await c.list_task_events(task_id),
             artifacts=await c.list_artifacts(task_id),
-            steps=await task_steps(c, task_id),
+            steps=await c.list_task_steps(task_id),
         )
 
     info = run(body)
@@ -240,18 +240,6 @@ def task_artifact(task_id: int, name: str, output: str | None, as_json: bool) ->
 RESULT_CHARS = 200  # of a step's result on a terminal (the loop keeps up to 4,000)
 
 
-async def task_steps(c: AgentdClient, task_id: int) -> list[dict[str, Any]]:
-    """ListTaskSteps, parsed: the task's steps, oldest first."""
-    own = getattr(c, "list_task_steps", None)  # an AgentdClient method, once it has one
-    if own is not None:
-        steps = await own(task_id)
-    elif hasattr(c, "tasks"):
-        steps = json.loads(await _call(c.tasks.list_task_steps(task_id)))
-    else:  # a client without the Tasks proxy (a test's stand-in): no trace to show
-        steps = []
-    return [s for s in steps if isinstance(s, dict)]
-
-
 def fmt_args(arguments: object) -> str:
     if isinstance(arguments, dict) and len(arguments) == 1:
         (value,) = arguments.values()
@@ -301,7 +289,7 @@ def task_log(task_id: int, as_json: bool) -> None:
     ATTEMPT N TIME TOOL ARGUMENTS RESULT PROMPT COMPUTED COMPLETION SECONDS
     lines, the result on one line. --json prints every step as agentd keeps it.
     """
-    steps = run(lambda c: task_steps(c, task_id))
+    steps = run(lambda c: c.list_task_steps(task_id))
     if as_json:
         print_json(steps)
         return
@@ -360,8 +348,7 @@ def task_reply(task_id: int, text: str, as_json: bool) -> None:
     """
 
     async def body(c: AgentdClient) -> dict[str, Any] | None:
-        own = getattr(c, "reply_task", None)  # an AgentdClient method, once it has one
-        await (own(task_id, text) if own else _call(c.tasks.reply_task(task_id, text)))
+        await c.reply_task(task_id, text)
         return await c.describe_task(task_id) if as_json else None
 
     info = run(body)

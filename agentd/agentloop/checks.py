@@ -72,25 +72,30 @@ def unwritten(task: dict[str, Any], home: Path) -> list[str]:
     return [p for p in named if not (home / p).exists()]
 
 
-def untested(actions: list[Action]) -> list[str]:
+def untested(actions: list[Action]) -> dict[str, str]:
     """Scripts written with write_file and not run by a shell step since they were
-    last written. Qwen2.5-Coder-1.5B wrote a backup script whose count line
-    printed nothing and a countdown that printed "Liftoff!" for "liftoff", and
-    finished at once both times (tools/loop_try.py, 2026-11-30)."""
-    scripts: dict[str, bool] = {}  # path -> run since written
+    last written, each with the command that runs it. Qwen2.5-Coder-1.5B wrote
+    a backup script whose count line printed nothing and a countdown that
+    printed "Liftoff!" for "liftoff", and finished at once both times
+    (tools/loop_try.py, 2026-11-30)."""
+    scripts: dict[str, str] = {}  # path -> how to run it, while not run since written
     for tool, raw in actions:
         args = json.loads(raw)
         if tool == "write_file":
-            path = str(args.get("path", "")).lstrip("./")
+            path = str(args.get("path", "")).removeprefix("./")
             if SCRIPT.search(path):
-                scripts[path] = False
+                scripts[path] = how_to_run(path, str(args.get("content", "")))
         elif tool == "shell":
             command = str(args.get("command", ""))
-            for path in scripts:
-                if Path(path).name in command:
-                    scripts[path] = True
-    return [p for p, ran in scripts.items() if not ran]
+            scripts = {p: r for p, r in scripts.items() if Path(p).name not in command}
+    return scripts
 
 
-def how_to_run(path: str) -> str:
-    return f"python3 {path}" if path.endswith(".py") else f"sh {path}"
+def how_to_run(path: str, content: str) -> str:
+    """As its #! line says (what `./script` would run), else by its name."""
+    first = content.split("\n", 1)[0]
+    words = first[2:].split() if first.startswith("#!") else []
+    name = Path(words[-1] if words and Path(words[0]).name == "env" else (words or [""])[0]).name
+    if name.startswith("python") or (not name and path.endswith(".py")):
+        return f"python3 {path}"
+    return f"{name if name in ('sh', 'dash') else 'bash'} {path}"

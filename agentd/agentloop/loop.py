@@ -167,6 +167,9 @@ class _Run:
             if tool in ("deferred", "error"):
                 self.steps += tool == "error"
                 continue
+            if tool == "plan":
+                self.conv.add(str(s.get("result") or ""), prompt.AFTER_PLAN)
+                continue
             if tool == "approval":
                 if last:
                     pending = s
@@ -201,6 +204,8 @@ class _Run:
             done = await self._act(tool, args, pending.get("thought"), {}, resumed=True)
             if done is not None:
                 return done
+        elif not self.conv.turns[1:] and self.loop.settings.get("plan", True):
+            await self._plan()
         invalid = 0
         while True:
             if self.loop.aborted(self.tid):
@@ -253,6 +258,27 @@ class _Run:
             done = await self._act(tool, step, thought, usage, started=started)
             if done is not None:
                 return done
+
+    async def _plan(self) -> None:
+        """The task's requirements and the steps to meet them, in the model's own
+        words, before its first step (not counted as one): with step JSON
+        alone Qwen2.5-Coder-1.5B skipped details the task spelled out (02:30
+        written as 0 2, numbers as strings, subdirectories not left out)."""
+        started = time.monotonic()
+        messages = self.conv.messages()
+        messages[-1] = {**messages[-1], "content": messages[-1]["content"] + prompt.PLAN_ASK}
+        options = {"max_tokens": prompt.PLAN_TOKENS, "task": self.tid}
+        answer = await self.host.think(messages, options)
+        usage = {
+            "prompt_tokens": int(answer.get("prompt_tokens") or 0),
+            "completion_tokens": int(answer.get("completion_tokens") or 0),
+            "computed_tokens": int(answer.get("prompt_tokens_computed") or 0),
+        }
+        for k, v in usage.items():
+            self.usage[k] += v
+        plan = str(answer.get("text", "")).strip() or "(no plan)"
+        await self._record("plan", {}, plan, usage, started)
+        self.conv.add(plan, prompt.AFTER_PLAN)
 
     async def _act(
         self,
@@ -337,10 +363,10 @@ class _Run:
             self.reminded.update(missing)
             return checks.NOT_WRITTEN.format(", ".join(missing))
         if "shell" in self.tools:
-            for path in checks.untested(self.actions):
+            for path, command in checks.untested(self.actions).items():
                 if path not in self.reminded:
                     self.reminded.add(path)
-                    return checks.UNTESTED.format(path=path, run=checks.how_to_run(path))
+                    return checks.UNTESTED.format(path=path, run=command)
         return None
 
     async def _unrepeated(
@@ -360,26 +386,9 @@ class _Run:
         return step, usage
 
     def _shown(self, tool: str, result: str) -> str:
-        """A tool's result as the model sees it: named, with where it stands and
-        the task restated. With bare output Qwen2.5-Coder-1.5B took the same
-        step again and again (tools/loop_try.py, 2026-11-30); naming the result
-        alone did not stop that (checks.repeated does), but is kept: the model sees
-        which step each output answers."""
         left = self.max_steps - self.steps
         chars = max(300, int(self.loop.context_tokens * 0.75))
-        head = f"Result of your {tool} step:\n"
-        title = prompt.clip(str(self.task.get("title", "")), 200)
-        after = (
-            "the command failed: read its error, then fix the command or do it another way"
-            if tool == "shell" and checks.failed(result)
-            else "use this result, or finish with the answer"
-        )
-        tail = (
-            f"\n[{left} steps left. Your task: {title}. Next step: {after}.]"
-            if left > 1
-            else "\n[last step: finish now]"
-        )
-        return head + prompt.clip(result, chars) + tail
+        return prompt.shown(tool, result, left, str(self.task.get("title", "")), chars)
 
     def _result(self, answer: str) -> dict[str, Any]:
         return {"answer": answer, "steps": self.steps, **self.usage}

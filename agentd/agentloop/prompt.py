@@ -29,12 +29,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .checks import failed
+
 TOKENS_PER_CHAR = 0.4
 MESSAGE_TOKENS = 8  # the chat template's tokens around each message
 KEEP_LAST = 2  # steps whose output is trimmed last
 TRIM_TO = 0.8  # of the room, when trimming is needed
 THOUGHT_CHARS = 300
 DEPEND_CHARS = 800  # of each dependency's result in the first message
+# The plan asked before the first step (loop._plan), and what follows it.
+PLAN_ASK = (
+    "\n\nBefore your first step, plan in plain text (no JSON, at most 8 short lines): "
+    "first every exact requirement of the task (names, formats, numbers, times, what to "
+    "leave out), then the steps and commands you will use."
+)
+PLAN_TOKENS = 256
+AFTER_PLAN = "Now take your first step: one JSON object, as described."
 TASK_MARKER = "\n\nTask: "  # where the first message's task begins (Conversation.messages)
 RELEASE_MARKERS = ("ask_owner", "approval", "deferred")  # steps that let the task go
 
@@ -197,6 +207,25 @@ def clip(text: str, limit: int, tail: float = 1 / 3) -> str:
     keep_head = max(0, limit - keep_tail - 40)
     cut = len(text) - keep_head - keep_tail
     return f"{text[:keep_head]}\n[... {cut} characters cut ...]\n{text[len(text) - keep_tail :]}"
+
+
+def shown(tool: str, result: str, left: int, title: str, chars: int) -> str:
+    """A tool's result as the model sees it: named, with where it stands and
+    the task restated. With bare output Qwen2.5-Coder-1.5B took the same
+    step again and again (tools/loop_try.py, 2026-11-30); naming the result
+    alone did not stop that (checks.repeated does), but is kept: the model sees
+    which step each output answers."""
+    after = (
+        "the command failed: read its error, then run a corrected command"
+        if tool == "shell" and failed(result)
+        else "use this result, or finish with the answer"
+    )
+    tail = (
+        f"\n[{left} steps left. Your task: {clip(title, 200)}. Next step: {after}.]"
+        if left > 1
+        else "\n[last step: finish now]"
+    )
+    return f"Result of your {tool} step:\n" + clip(result, chars) + tail
 
 
 def step_message(step: dict[str, Any]) -> str:

@@ -163,6 +163,14 @@ class FakeClient:
             if e["seq"] > after_seq and matches(e, types):
                 yield e
 
+    async def list_task_steps(self, task: int) -> list[dict[str, Any]]:
+        """A task not run step by step by the agent loop: no trace."""
+        self._record("list_task_steps", task)
+        return []
+
+    async def reply_task(self, task: int, text: str) -> None:
+        self._record("reply_task", task, text)
+
     async def status(self) -> dict[str, Any]:
         self._record("status")
         return {

@@ -14,7 +14,13 @@ from typing import Any
 from agentd.agentloop.host import Outcome
 from agentd.agentloop.loop import AgentLoop
 
-SETTINGS = {"tools": ["files", "shell"], "profile": "offline", "steps": 10, "task_tokens": 20000}
+SETTINGS = {
+    "tools": ["files", "shell"],
+    "profile": "offline",
+    "steps": 10,
+    "task_tokens": 20000,
+    "plan": False,  # tests of the plan turn it on
+}
 
 
 def step(tool: str, **args: Any) -> dict[str, Any]:

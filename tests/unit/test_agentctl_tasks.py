@@ -467,7 +467,12 @@ def test_show_plain_fields_events_and_artifacts(fake: TaskFake) -> None:
     assert [line for line in lines if line.startswith("artifact\t")] == [
         "artifact\tsummary.md\ttext/markdown\t1536\t" + "ab" * 32
     ]
-    assert fake.calls == [("describe_task", 7), ("list_task_events", 7), ("list_artifacts", 7)]
+    assert fake.calls == [
+        ("describe_task", 7),
+        ("list_task_events", 7),
+        ("list_artifacts", 7),
+        ("list_task_steps", 7),  # none: no steps line
+    ]
 
 
 def test_show_on_terminal_pretty_prints_the_result(fake: TaskFake) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from loophost import Host, run, step, tools_of
 
 from agentd.agentloop import checks
@@ -98,7 +99,7 @@ def test_a_script_written_and_never_run_is_not_finished_once(tmp_path: Path) -> 
     assert out.result["answer"] == "wrote and ran it"
     refusal = host.steps[1]["result"]
     assert refusal.startswith("Not finished: you wrote artifacts/hi.sh but never ran it")
-    assert "sh artifacts/hi.sh" in refusal
+    assert "(for instance: bash artifacts/hi.sh)" in refusal
     host = Host(script, step("finish", answer="a"), step("finish", answer="b"))  # once only
     assert run(tmp_path, host).result["answer"] == "b"
 
@@ -119,7 +120,22 @@ def test_untested_scripts_are_those_not_run_since_written() -> None:
         checks.action("write_file", {"path": "artifacts/c.txt", "content": "x"}),
         checks.action("shell", {"command": "python3 artifacts/b.py in.csv"}),
     ]
-    assert checks.untested(acts) == ["artifacts/a.sh"]
+    assert checks.untested(acts) == {"artifacts/a.sh": "bash artifacts/a.sh"}
     acts.append(checks.action("write_file", {"path": "artifacts/b.py", "content": "y"}))
-    assert checks.untested(acts) == ["artifacts/a.sh", "artifacts/b.py"]
+    assert list(checks.untested(acts)) == ["artifacts/a.sh", "artifacts/b.py"]
     assert checks.failed("exit 2\nstderr: no") and not checks.failed("exit 0\nstdout: x")
+
+
+@pytest.mark.parametrize(
+    ("path", "first_line", "command"),
+    [
+        ("x.sh", "#!/bin/sh", "sh x.sh"),
+        ("x.sh", "#!/bin/bash", "bash x.sh"),
+        ("x.sh", "#!/usr/bin/env bash", "bash x.sh"),
+        ("x", "#!/usr/bin/env python3", "python3 x"),
+        ("x.py", "import sys", "python3 x.py"),
+        ("x.sh", "echo hi", "bash x.sh"),
+    ],
+)
+def test_a_script_is_run_as_its_first_line_says(path: str, first_line: str, command: str) -> None:
+    assert checks.how_to_run(path, f"{first_line}\nrest\n") == command

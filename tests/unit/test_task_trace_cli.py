@@ -1,6 +1,7 @@
 """`agentctl task log`, `task reply` and the steps line of `task show`, against
-a stand-in client whose Tasks proxy answers ListTaskSteps and ReplyTask as
-agentd does (JSON text; D-Bus errors are translated by agentctl.client)."""
+a stand-in client that runs AgentdClient's own list_task_steps and reply_task
+over a Tasks proxy answering ListTaskSteps and ReplyTask as agentd does (JSON
+text; a typed D-Bus error, which agentctl.client._call translates)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 from agentctl_fakes import FakeClient
 from click.testing import CliRunner
 
-from agentctl.app import Env
+from agentctl.app import EX_NOPERM, Env
 from agentctl.cli import cli
-from agentctl.client import ClientError
+from agentctl.client import AgentdClient
+from agentd.api.errors import BY_NAME, PREFIX
 
 STEPS = [
     {
@@ -50,17 +52,23 @@ class Proxy:
     def __init__(self) -> None:
         self.replies: list[tuple[int, str]] = []
         self.refuse: Exception | None = None
+        self.steps = json.dumps([*STEPS, "not a step"])  # the client keeps the objects
 
     async def list_task_steps(self, task: int) -> str:
         if self.refuse:
             raise self.refuse
-        return json.dumps(STEPS)
+        return self.steps
 
     async def reply_task(self, task: int, text: str) -> None:
         self.replies.append((task, text))
 
 
 class Client(FakeClient):
+    """FakeClient, but the trace and the reply go through the real client's methods."""
+
+    list_task_steps = AgentdClient.list_task_steps
+    reply_task = AgentdClient.reply_task
+
     def __init__(self) -> None:
         super().__init__()
         self.tasks = Proxy()
@@ -111,9 +119,17 @@ def test_log_json_is_every_step_as_agentd_keeps_it(client: Client) -> None:
 
 
 def test_log_of_someone_elses_task_fails_with_agentds_refusal(client: Client) -> None:
-    client.tasks.refuse = ClientError("uid 1001 may not task.show task 7", "PermissionDenied")
+    refusal = BY_NAME[PREFIX + "PermissionDenied"]("uid 1001 may not task.show task 7")
+    client.tasks.refuse = refusal  # as sdbus raises it: the client translates it
     r = invoke(client, "task", "log", "7")
-    assert r.exit_code != 0 and "may not" in r.stderr
+    assert r.exit_code == EX_NOPERM and "may not task.show" in r.stderr, (r.exit_code, r.stderr)
+
+
+def test_log_of_a_malformed_trace_is_an_error_not_a_traceback(client: Client) -> None:
+    client.tasks.steps = "not json"
+    r = invoke(client, "task", "log", "7")
+    assert r.exit_code == 1 and "malformed JSON" in r.stderr, (r.exit_code, r.stderr)
+    assert r.exception is None or isinstance(r.exception, SystemExit)
 
 
 def test_show_summarises_the_steps_and_their_computed_tokens(client: Client) -> None:

@@ -35,6 +35,7 @@ from .common import (
 if TYPE_CHECKING:
     from sdbus import DbusInterfaceCommonAsync
 
+    from .approvals import ApprovalsInterface
     from .agent import AgentInterface
     from .manager import ManagerInterface
     from .model import ModelInterface
