@@ -35,8 +35,8 @@ from .common import (
 if TYPE_CHECKING:
     from sdbus import DbusInterfaceCommonAsync
 
-    from .approvals import ApprovalsInterface
     from .agent import AgentInterface
+    from .approvals import ApprovalsInterface
     from .manager import ManagerInterface
     from .model import ModelInterface
     from .runtime import RuntimeInterface
@@ -77,6 +77,7 @@ __all__ = [
     "RUNTIME_INTERFACE",
     "TASKS_INTERFACE",
     "AgentInterface",
+    "ApprovalsInterface",
     "ManagerInterface",
     "ModelInterface",
     "RuntimeInterface",
