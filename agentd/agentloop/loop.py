@@ -261,13 +261,14 @@ class _Run:
 
     async def _plan(self) -> None:
         """The task's requirements and the steps to meet them, in the model's own
-        words, before its first step (not counted as one): with step JSON
+        words (JSON), before its first step (not counted as one): with step JSON
         alone Qwen2.5-Coder-1.5B skipped details the task spelled out (02:30
         written as 0 2, numbers as strings, subdirectories not left out)."""
         started = time.monotonic()
         messages = self.conv.messages()
         messages[-1] = {**messages[-1], "content": messages[-1]["content"] + prompt.PLAN_ASK}
-        options = {"max_tokens": prompt.PLAN_TOKENS, "task": self.tid}
+        schema = json.dumps(prompt.PLAN_SCHEMA)
+        options = {"max_tokens": prompt.PLAN_TOKENS, "json_schema": schema, "task": self.tid}
         answer = await self.host.think(messages, options)
         usage = {
             "prompt_tokens": int(answer.get("prompt_tokens") or 0),

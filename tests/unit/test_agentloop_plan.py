@@ -4,6 +4,7 @@ conversation, and rebuilt from the trace on a new claim, not asked again."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from loophost import Host, run, step
@@ -12,13 +13,14 @@ from agentd.agentloop import prompt
 
 
 def test_the_plan_is_asked_once_before_the_first_step(tmp_path: Path) -> None:
-    plan = {"text": "1. count the files\n2. finish", "finish_reason": "stop"}
+    plan = {"text": '{"requirements": ["a count"], "steps": ["ls"]}', "finish_reason": "stop"}
     host = Host(plan, step("shell", command="ls | wc -l"), step("finish", answer="3"))
     out = run(tmp_path, host, {"plan": True})
     (messages, options), *later = host.thinks
     assert messages[-1]["content"].endswith(prompt.PLAN_ASK)
-    assert "json_schema" not in options and options["max_tokens"] == prompt.PLAN_TOKENS
-    assert all("json_schema" in o for _m, o in later)
+    assert json.loads(options["json_schema"]) == prompt.PLAN_SCHEMA
+    assert options["max_tokens"] == prompt.PLAN_TOKENS
+    assert all("oneOf" in json.loads(o["json_schema"]) for _m, o in later)
     first_step = later[0][0]
     assert [m["role"] for m in first_step[-3:]] == ["user", "assistant", "user"]
     assert first_step[-2]["content"] == plan["text"]
