@@ -17,6 +17,12 @@ Invariants, and why:
 - Transient model errors (Overloaded, ModelUnavailable, a lost bus) defer the
   task with backoff; a quota blocks it; a model that cannot produce a valid
   step fails it after MAX_INVALID tries, saying so.
+
+Tried and left out: a plan before the first step (tools/loop_try.py,
+Qwen2.5-Coder-1.5B, 2026-11-30). Asked in plain text, the model wrote steps
+and their made-up results; asked as JSON (requirements, steps), it restated
+"02:30" and still wrote "0 2 * * 1-5", and the plan's unbounded string arrays
+under the grammar took minutes on the shared CPUs.
 """
 
 from __future__ import annotations
@@ -167,9 +173,6 @@ class _Run:
             if tool in ("deferred", "error"):
                 self.steps += tool == "error"
                 continue
-            if tool == "plan":
-                self.conv.add(str(s.get("result") or ""), prompt.AFTER_PLAN)
-                continue
             if tool == "approval":
                 if last:
                     pending = s
@@ -204,8 +207,6 @@ class _Run:
             done = await self._act(tool, args, pending.get("thought"), {}, resumed=True)
             if done is not None:
                 return done
-        elif not self.conv.turns[1:] and self.loop.settings.get("plan", True):
-            await self._plan()
         invalid = 0
         while True:
             if self.loop.aborted(self.tid):
@@ -258,28 +259,6 @@ class _Run:
             done = await self._act(tool, step, thought, usage, started=started)
             if done is not None:
                 return done
-
-    async def _plan(self) -> None:
-        """The task's requirements and the steps to meet them, in the model's own
-        words (JSON), before its first step (not counted as one): with step JSON
-        alone Qwen2.5-Coder-1.5B skipped details the task spelled out (02:30
-        written as 0 2, numbers as strings, subdirectories not left out)."""
-        started = time.monotonic()
-        messages = self.conv.messages()
-        messages[-1] = {**messages[-1], "content": messages[-1]["content"] + prompt.PLAN_ASK}
-        schema = json.dumps(prompt.PLAN_SCHEMA)
-        options = {"max_tokens": prompt.PLAN_TOKENS, "json_schema": schema, "task": self.tid}
-        answer = await self.host.think(messages, options)
-        usage = {
-            "prompt_tokens": int(answer.get("prompt_tokens") or 0),
-            "completion_tokens": int(answer.get("completion_tokens") or 0),
-            "computed_tokens": int(answer.get("prompt_tokens_computed") or 0),
-        }
-        for k, v in usage.items():
-            self.usage[k] += v
-        plan = str(answer.get("text", "")).strip() or "(no plan)"
-        await self._record("plan", {}, plan, usage, started)
-        self.conv.add(plan, prompt.AFTER_PLAN)
 
     async def _act(
         self,

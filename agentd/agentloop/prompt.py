@@ -37,26 +37,6 @@ KEEP_LAST = 2  # steps whose output is trimmed last
 TRIM_TO = 0.8  # of the room, when trimming is needed
 THOUGHT_CHARS = 300
 DEPEND_CHARS = 800  # of each dependency's result in the first message
-# The plan asked before the first step (loop._plan), and what follows it. It
-# is JSON under a schema: asked for plain text, Qwen2.5-Coder-1.5B wrote steps
-# and their results as if it had run them (tools/loop_try.py, 2026-11-30).
-PLAN_ASK = (
-    "\n\nBefore your first step, plan: reply with one JSON object "
-    '{"requirements": [...], "steps": [...]}: every exact requirement of the task '
-    "(names, formats, numbers, times, what to leave out), then the steps and commands "
-    "you will take. Short items; no results, you have run nothing yet."
-)
-PLAN_TOKENS = 320
-PLAN_SCHEMA = {
-    "type": "object",
-    "properties": {
-        key: {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 6}
-        for key in ("requirements", "steps")
-    },
-    "required": ["requirements", "steps"],
-    "additionalProperties": False,
-}
-AFTER_PLAN = "Now take your first step: one JSON object, as described."
 TASK_MARKER = "\n\nTask: "  # where the first message's task begins (Conversation.messages)
 RELEASE_MARKERS = ("ask_owner", "approval", "deferred")  # steps that let the task go
 

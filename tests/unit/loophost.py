@@ -19,7 +19,6 @@ SETTINGS = {
     "profile": "offline",
     "steps": 10,
     "task_tokens": 20000,
-    "plan": False,  # tests of the plan turn it on
 }
 
 
