@@ -187,6 +187,9 @@ class _Run:
                     if i in answers
                     else "The owner gave no answer: decide yourself or finish."
                 )
+            elif tool != "finish":  # a repeat across claims is a repeat too
+                self.actions.append(checks.action(tool, args))
+                self.outputs[self.actions[-1]] = result
             self.conv.add(self._said(s.get("thought"), tool, args), result)
         return pending
 
@@ -204,6 +207,7 @@ class _Run:
             inner = dict(pending.get("arguments") or {})
             tool, args = str(inner.get("tool")), dict(inner.get("arguments") or {})
             self.steps += 1  # the step that asked is counted once it is resolved
+            self.actions.append(checks.action(tool, args))
             done = await self._act(tool, args, pending.get("thought"), {}, resumed=True)
             if done is not None:
                 return done

@@ -139,3 +139,20 @@ def test_untested_scripts_are_those_not_run_since_written() -> None:
 )
 def test_a_script_is_run_as_its_first_line_says(path: str, first_line: str, command: str) -> None:
     assert checks.how_to_run(path, f"{first_line}\nrest\n") == command
+
+
+def test_a_step_repeated_across_claims_is_a_repeat(tmp_path: Path) -> None:
+    """After a claim resumes the trace (an approval, a reply), its steps count:
+    through agentd, every gated shell step is a new claim, and the 1.5B model
+    had the same failing command approved and run twice (bench/agents.py)."""
+    first = [
+        {"n": 1, "attempt": 1, "tool": "shell", "arguments": {"command": "exit 3"}},
+        {"n": 2, "attempt": 1, "tool": "ask_owner", "arguments": {"question": "go on?"}},
+    ]
+    for s in first:
+        s["result"] = "exit 3\nstderr: no" if s["tool"] == "shell" else ""
+    ctx = {"trace": first, "replies": [{"question": "go on?", "answer": "yes"}]}
+    bad = step("shell", command="exit 3")
+    host = Host(*[bad] * (1 + RESAMPLES), step("finish", answer="no"), ctx=ctx)
+    run(tmp_path, host, attempt=2)
+    assert host.steps[0]["result"] == checks.REPEATED_FAILURE
