@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,13 @@ def how_to_run(path: str, content: str) -> str:
     if name.startswith("python") or (not name and path.endswith(".py")):
         return f"python3 {path}"
     return f"{name if name in ('sh', 'dash') else 'bash'} {path}"
+
+
+def degenerate(text: str) -> bool:
+    """TEXT ends in a loop of the same few tokens: more room would only make it
+    longer. Qwen2.5-Coder-1.5B wrote `du -sh d/*; du -sh d/*/*; ...` to the
+    768-token limit, then to 1,536, three times (bench/agents.py, 2026-11-30).
+    Its last 1,200 characters compress to 5% with zlib; code, prose and JSON
+    rows to 20-50%."""
+    tail = text[-1200:].encode()
+    return len(tail) >= 600 and len(zlib.compress(tail, 9)) < 0.1 * len(tail)

@@ -222,7 +222,8 @@ class _Run:
             tools = ["finish"] if final else self.tools
             started = time.monotonic()
             try:
-                step, usage = await self._think(tools, final, spent >= self.budget)
+                heat = RESAMPLE_TEMPERATURE if invalid else 0.0  # greedy gave an invalid one
+                step, usage = await self._think(tools, final, spent >= self.budget, heat)
                 step, usage = await self._unrepeated(step, usage, tools, spent >= self.budget)
             except InvalidStep as e:
                 invalid += 1
@@ -426,7 +427,8 @@ class _Run:
             ):
                 usage[k] += int(answer.get(a) or 0)
                 self.usage[k] += int(answer.get(a) or 0)
-            if answer.get("finish_reason") == "length" and attempt == 1:
+            cut = answer.get("finish_reason") == "length"
+            if cut and attempt == 1 and not checks.degenerate(str(answer.get("text", ""))):
                 max_tokens = min(max_tokens * 2, self.loop.context_tokens // 2)
                 continue
             break

@@ -156,3 +156,21 @@ def test_a_step_repeated_across_claims_is_a_repeat(tmp_path: Path) -> None:
     host = Host(*[bad] * (1 + RESAMPLES), step("finish", answer="no"), ctx=ctx)
     run(tmp_path, host, attempt=2)
     assert host.steps[0]["result"] == checks.REPEATED_FAILURE
+
+
+def test_a_degenerate_answer_is_not_asked_again_with_more_room(tmp_path: Path) -> None:
+    loop = "du -sh d/*; " + " ".join(f"du -sh d{'/*' * i};" for i in range(2, 80))
+    cut = {
+        "text": '{"thought": "x", "tool": "shell", "command": "' + loop,
+        "finish_reason": "length",
+    }
+    host = Host(cut, step("finish", answer="ok"))
+    out = run(tmp_path, host)
+    assert out.result["answer"] == "ok" and len(host.thinks) == 2
+    assert host.steps[0]["tool"] == "error"
+    assert host.thinks[1][1]["max_tokens"] == host.thinks[0][1]["max_tokens"]  # not doubled
+    assert host.thinks[1][1]["temperature"] == RESAMPLE_TEMPERATURE  # after an invalid step
+    assert "temperature" not in host.thinks[0][1]
+    rows = "".join(f'{{"name": "P{i}", "age": {20 + i}, "city": "C{i}"}},\n' for i in range(40))
+    assert checks.degenerate(loop) and not checks.degenerate(rows)
+    assert not checks.degenerate(Path(checks.__file__).read_text())
