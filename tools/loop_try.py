@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -186,7 +187,10 @@ def main() -> int:
     ap.add_argument("--context", type=int, default=4096)
     ap.add_argument("--sequences", type=int, default=2)
     ap.add_argument("--quiet", action="store_true", help="no steps, only the outcomes")
-    return asyncio.run(main_async(ap.parse_args()))
+    args = ap.parse_args()
+    # Killed, stop the service too: main_async's finally runs on SystemExit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
