@@ -184,3 +184,15 @@ class FakeClient:
 
 def local_iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def invoke(client: Any, *args: str, tty: bool = False) -> Any:
+    """agentctl ARGS run in-process against CLIENT (a stand-in for AgentdClient)."""
+    from click.testing import CliRunner
+
+    from agentctl.app import Env
+    from agentctl.cli import cli
+
+    return CliRunner(mix_stderr=False).invoke(
+        cli, list(args), obj=Env(connect=lambda: client, tty=tty)
+    )

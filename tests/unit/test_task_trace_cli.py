@@ -9,11 +9,9 @@ import json
 from typing import Any
 
 import pytest
-from agentctl_fakes import FakeClient
-from click.testing import CliRunner
+from agentctl_fakes import FakeClient, invoke
 
-from agentctl.app import EX_NOPERM, Env
-from agentctl.cli import cli
+from agentctl.app import EX_NOPERM
 from agentctl.client import AgentdClient
 from agentd.api.errors import BY_NAME, PREFIX
 
@@ -86,12 +84,6 @@ class Client(FakeClient):
 @pytest.fixture
 def client() -> Client:
     return Client()
-
-
-def invoke(client: Client, *args: str, tty: bool = False) -> Any:
-    return CliRunner(mix_stderr=False).invoke(
-        cli, list(args), obj=Env(connect=lambda: client, tty=tty)
-    )
 
 
 def test_log_prints_one_line_per_step(client: Client) -> None:
