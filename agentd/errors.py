@@ -144,3 +144,35 @@ ALL_ERRORS: tuple[type[AgentdError], ...] = (
     Overloaded,
     NoSpace,
 )
+
+
+# Agent memory (issue 13, agentd.memory).
+
+
+class NoSuchMemory(AgentdError):
+    """No memory chunk with that id (in the scopes asked about)."""
+
+    name = "NoSuchMemory"
+
+
+class MemoryLimitExceeded(LimitExceeded):
+    """An agent's memory or an owner's knowledge base would pass its chunk or
+    byte limit: nothing of the add was stored."""
+
+    name = "MemoryLimitExceeded"
+
+
+class MemoryDimensionMismatch(InvalidConfig):
+    """The memory database was made for vectors of another dimension than the
+    embedding model gives (another model): refused, never mixed."""
+
+    name = "MemoryDimensionMismatch"
+
+
+class MemoryUnavailable(AgentdError):
+    """The memory database cannot be used (sqlite-vec missing or refused)."""
+
+    name = "MemoryUnavailable"
+
+
+ALL_ERRORS += (NoSuchMemory, MemoryLimitExceeded, MemoryDimensionMismatch, MemoryUnavailable)

@@ -6,6 +6,9 @@ crash): connecting is retried for a few seconds before the request fails with
 ModelUnavailable. A connection lost mid-request is reported as
 :class:`Interrupted`, carrying what was streamed so far, so the caller can
 decide to retry (nothing shown yet) or fail cleanly (tokens already shown).
+
+:meth:`ModelClient.embed` asks for sentence vectors (the ``embed`` op): the
+same errors, plus :class:`NoEmbeddingModel` when the service has none.
 """
 
 from __future__ import annotations
@@ -14,14 +17,16 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import AgentdError, InvalidArgument, ModelUnavailable, Overloaded
 
 CONNECT_PATIENCE_S = 15.0  # systemd's RestartSec plus a model load, with room
-LINE_LIMIT = 1 << 20
+LINE_LIMIT = 4 << 20  # a reply line: 64 vectors of 4,096 dimensions fit
+EMBED_ATTEMPTS = 2  # an embed cut by a service restart is asked once more
 
 ModelEvent = dict[str, Any]  # one JSON line of the service's (docs/inference-protocol.md)
 ModelStream = AsyncGenerator[ModelEvent, None]  # a stream of them, closed with aclose()
@@ -36,6 +41,22 @@ class Interrupted(ModelUnavailable):
         self.completion_tokens = completion_tokens
 
 
+class NoEmbeddingModel(ModelUnavailable):
+    """The service has no embedding model (none installed or configured)."""
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """One vector per text (L2-normalized, in order), the tokens computed
+    (what quotas meter), the texts cut to the model's context, the model."""
+
+    vectors: list[list[float]]
+    tokens: int
+    truncated: list[int]
+    model: str
+    dimensions: int
+
+
 _ERRORS: dict[str, type[AgentdError]] = {
     "InvalidRequest": InvalidArgument,
     "RequestTooLong": InvalidArgument,
@@ -44,6 +65,7 @@ _ERRORS: dict[str, type[AgentdError]] = {
     "Unavailable": ModelUnavailable,
     "LoadError": ModelUnavailable,
     "Busy": Overloaded,
+    "NoEmbeddingModel": NoEmbeddingModel,
 }
 
 
@@ -119,3 +141,29 @@ class ModelClient:
         async for event in self.request(message, patience_s):
             last = event
         return last
+
+    async def embed(
+        self, texts: Sequence[str], agent: str = "", owner: str | None = None
+    ) -> Embeddings:
+        """The vectors of TEXTS (at most 64, of 8 KiB each: the service's
+        bounds, docs/inference-protocol.md), computed with other callers'
+        texts; AGENT and OWNER take turns as in generation. Raises as
+        :meth:`request` does (InvalidArgument, Overloaded, ModelUnavailable,
+        NoEmbeddingModel, Interrupted)."""
+        message: dict[str, Any] = {"op": "embed", "agent": agent, "texts": list(texts)}
+        if owner is not None:
+            message["owner"] = owner
+        for attempt in range(1, EMBED_ATTEMPTS + 1):
+            try:
+                done = await self.call(message, patience_s=self.patience_s)
+                break
+            except Interrupted:  # restarted mid-request: embedding is idempotent, ask again
+                if attempt == EMBED_ATTEMPTS:
+                    raise
+        return Embeddings(
+            vectors=done["embeddings"],
+            tokens=int(done["tokens"]),
+            truncated=list(done.get("truncated", [])),
+            model=str(done.get("model", "")),
+            dimensions=int(done.get("dimensions", 0)),
+        )

@@ -159,6 +159,11 @@ RULES: dict[str, Rule] = {
     "approval.grant": Rule(Scope.OWNER, MANAGE, "agents may not answer approvals"),
     "approval.deny": Rule(Scope.OWNER, MANAGE, "agents may not answer approvals"),
     # Model
+    # memory (issue 13; agentd.memory): an agent's through Runtime only
+    "memory.read": Rule(Scope.OWNER, MANAGE, "agents recall through the Runtime interface"),
+    "memory.write": Rule(Scope.OWNER, MANAGE, "agents remember through the Runtime interface"),
+    "runtime.remember": Rule(Scope.SELF),
+    "runtime.recall": Rule(Scope.SELF),
     "model.show": Rule(Scope.ANYONE),
     "model.reload": Rule(Scope.ADMIN, RELOAD, what="reload the model"),
     "model.list": Rule(Scope.ANYONE),

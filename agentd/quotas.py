@@ -305,6 +305,31 @@ class Meter:
                 ),
             )
 
+    def check_owner(self, owner_uid: int, actor_uid: int, tokens: int) -> None:
+        """Refuse (audited) unless TOKENS more fit in OWNER_UID's quota: work done
+        for an owner, not for one of its agents (embedding its knowledge base)."""
+        q = self.owner_quota(owner_uid)
+        held = sum(h.tokens for h in self._holds.values() if h.owner_uid == owner_uid)
+        if q.limit > 0 and q.used + held + tokens > q.limit:
+            message = (
+                f"owner uid {owner_uid} has used {q.used} of its {q.limit} {q.period} tokens"
+                f"; the quota resets at {when(q.resets_at)}"
+            )
+            self.audit.append(
+                "model.refused", actor_uid=actor_uid, result="denied", reason=message, quota="owner"
+            )
+            raise QuotaExceeded(message, q.resets_at)
+
+    def record_owner(self, owner_uid: int, kind: str, tokens: int, duration_s: float) -> None:
+        """Charge OWNER_UID's quota TOKENS for work of no agent (agent '', uid -1)."""
+        with self.store.transaction():
+            self.store.execute(
+                "INSERT INTO usage (ts, agent, agent_uid, owner_uid, kind, task_id, "
+                "prompt_tokens, completion_tokens, status, duration_s) "
+                "VALUES (?,'',-1,?,?,NULL,?,0,'ok',?)",
+                (time.time(), owner_uid, kind, tokens, duration_s),
+            )
+
     # -- administration ----------------------------------------------------
     def _subject(self, caller: Caller, kind: str, subject: str, action: str) -> tuple[str, int]:
         """(subject, owner UID): an agent's quota row is its owner's, for that name."""

@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 import apsw
 
-from . import approvalschema
+from . import approvalschema, usageschema
 from .errors import InvalidConfig, NoSpace
 
 SqlValue = int | float | str | bytes | None  # what SQLite stores (bool is an int)
@@ -283,6 +283,8 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE status = 'pending' AND agent_id IS NULL AND pinned_agent_id IS NOT NULL;
     CREATE INDEX agents_owner ON agents(owner_uid) WHERE state = 'present';
     """,
+    # 10: usage of kind 'embed' (agent memory; agentd.usageschema).
+    usageschema.MIGRATION_10,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

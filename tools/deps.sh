@@ -15,7 +15,9 @@ PKGS=(python3 python3-pip python3-apsw python3-click python3-rich
       # agentd/inference: llama-cpp-python's dependencies (it is built from
       # source by `make vendor-llama`, hence cmake and g++)
       python3-numpy python3-jinja2 python3-typing-extensions python3-diskcache
-      cmake g++)
+      cmake g++
+      # gguf (vendored) writes the embedding model's GGUF: numpy and yaml
+      python3-yaml)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

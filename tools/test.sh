@@ -22,6 +22,7 @@ bash tools/deps.sh
 make --no-print-directory vendor
 make --no-print-directory vendor-llama   # llama.cpp for agentd/inference
 make --no-print-directory model          # the default GGUF (build/models, build/model-cache)
+make --no-print-directory model-minilm   # the embedding model (memory), converted to GGUF
 make --no-print-directory lint-tools     # ruff, mypy (build/lint)
 export PYTHONPATH="$PWD/build/vendor${PYTHONPATH:+:$PYTHONPATH}"
 export AGENTD_LLAMA_VENDOR="$PWD/build/vendor-llama"

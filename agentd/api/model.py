@@ -35,6 +35,9 @@ def flatten(show: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"state": show.get("state", "unknown")}
     for section in ("model", "config", "stats"):
         out.update(show.get(section) or {})
+    # the embedding model (agent memory): its keys would clash with the chat model's
+    for key, value in (show.get("embedding") or {}).items():
+        out[f"embedding_{key}"] = value
     return out
 
 

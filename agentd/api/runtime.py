@@ -20,8 +20,9 @@ from sdbus import dbus_method_async_override
 
 from ..agent import Agent
 from ..approvals import MAX_ARGUMENTS, Approvals
-from ..errors import InvalidArgument
-from ..limits import TEXT, Bound
+from ..errors import InvalidArgument, MemoryUnavailable
+from ..limits import SHORT, TEXT, Bound
+from ..memory.memories import MAX_QUERY, MAX_REMEMBER, Memories
 from ..policy import Caller
 from ..registry import Registry
 from ..tasks.model import Task
@@ -37,6 +38,7 @@ MAX_CLAIM_WAIT_MS = 60_000
 
 class RuntimeObject(RuntimeInterface):
     approvals: Approvals | None = None  # set by agentd.daemon (approval gates)
+    memories: Memories | None = None  # set by agentd.daemon (issue 13: memory)
 
     def __init__(
         self, registry: Registry, queue: TaskQueue, callers: Callers, thinking: Thinking
@@ -218,6 +220,32 @@ class RuntimeObject(RuntimeInterface):
     async def task_approvals(self, task: int) -> str:
         agent = self.registry.runtime_agent(await self.callers.current())
         return json.dumps(self._approvals().for_task(agent, task), ensure_ascii=False)
+
+    # -- memory (issue 13; agentd.memory.memories) ---------------------------------------
+    def _memories(self) -> Memories:
+        if self.memories is None:
+            raise MemoryUnavailable("agentd runs without memory")
+        return self.memories
+
+    def _memory_task(self, agent: Agent, task: int) -> int | None:
+        """TASK (0: none) if it is the agent's running task."""
+        return self.queue.thinking_on(agent, task) if task else None
+
+    @dbus_method_async_override()
+    @rule("runtime.remember", limits={"text": Bound(MAX_REMEMBER), "kind": SHORT})
+    async def remember(self, text: str, kind: str, task: int) -> str:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        memories = self._memories()
+        result = await memories.remember(agent, text, kind, self._memory_task(agent, task))
+        return json.dumps(result, ensure_ascii=False)
+
+    @dbus_method_async_override()
+    @rule("runtime.recall", limits={"query": Bound(MAX_QUERY)})
+    async def recall(self, query: str, k: int, task: int) -> str:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        memories = self._memories()
+        hits = await memories.recall(agent, query, k, self._memory_task(agent, task))
+        return json.dumps(hits, ensure_ascii=False)
 
 
 def _wait(timeout_ms: int) -> float:

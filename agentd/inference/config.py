@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from agentd.inference import model as gguf
-from agentd.inference.installed import MODEL_DIR, active_path
+from agentd.inference.installed import MODEL_DIR, active_path, embedding_path
 
 log = logging.getLogger("agentd.inference")
 
@@ -68,6 +68,9 @@ class ModelConfig:
     """The [model] table (docs/inference-protocol.md, Configuration)."""
 
     path: str = DEFAULT_MODEL
+    # The embedding model's GGUF (the ``embed`` op); None: no embedding model.
+    # Unset in the table: the manifest's choice, else the default's file if present.
+    embedding: str | None = None
     # None: from the model (resolve()): context = its training context, at most
     # AUTO_CONTEXT; sequences = as many as kv_memory holds, at most AUTO_SEQUENCES.
     context: int | None = None
@@ -100,6 +103,7 @@ class ModelConfig:
         """What ``show`` reports as ``config``."""
         d = asdict(self)
         del d["path"], d["kv_memory"]  # an input of resolve(): its outcome is shown
+        del d["embedding"]  # show's "embedding" says what is loaded
         return d
 
 
@@ -166,12 +170,16 @@ def _value(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value.startswith("/"):
             raise ConfigError("[model] path must be an absolute path (a string)")
         return value
+    if key == "embedding":  # "": no embedding model
+        if not isinstance(value, str) or (value and not value.startswith("/")):
+            raise ConfigError('[model] embedding must be an absolute path, or "" for none')
+        return value or None
     if key in _RANGES:
         lo, hi = _RANGES[key]
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise ConfigError(f"[model] {key} must be an integer in {lo}..{hi}, not {value!r}")
         return value
-    known = ", ".join(["path", *_RANGES])
+    known = ", ".join(["path", "embedding", *_RANGES])
     raise ConfigError(f"[model] {key}: unknown key (known: {known})")
 
 
@@ -190,13 +198,16 @@ def parse_model_table(table: dict[str, Any]) -> ModelConfig:
 def load_config(path: str | os.PathLike[str], model_dir: str = MODEL_DIR) -> ModelConfig:
     """The [model] table of the TOML file at ``path`` (defaults if the file or
     the table is absent); other tables are not looked at. Without a path
-    there, the active model of MODEL_DIR's manifest (agentd.inference.installed)."""
+    there, the active model of MODEL_DIR's manifest (agentd.inference.installed);
+    without an embedding key, its embedding model."""
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
     except FileNotFoundError:
         log.info("%s does not exist: default model settings", path)
-        return ModelConfig(path=active_path(model_dir) or DEFAULT_MODEL)
+        return ModelConfig(
+            path=active_path(model_dir) or DEFAULT_MODEL, embedding=embedding_path(model_dir)
+        )
     except OSError as e:
         raise ConfigError(f"{path}: {e.strerror}") from e
     except tomllib.TOMLDecodeError as e:
@@ -212,4 +223,6 @@ def load_config(path: str | os.PathLike[str], model_dir: str = MODEL_DIR) -> Mod
         raise ConfigError(f"{path}: {e}") from e
     if "path" not in table:  # not pinned here: the model agentctl model use chose
         cfg = replace(cfg, path=active_path(model_dir) or cfg.path)
+    if "embedding" not in table:
+        cfg = replace(cfg, embedding=embedding_path(model_dir))
     return cfg

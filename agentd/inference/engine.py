@@ -21,7 +21,8 @@ Invariants:
   with however many agents, delays another owner's request by at most one
   admission round.
 - Threads: every decode of the context runs in the one decode thread (see
-  :meth:`Engine._main` for the measurement). Callers may be in any thread;
+  :meth:`Engine._main` for the measurement), in turn with the embedding
+  model's (:mod:`~agentd.inference.turns`). Callers may be in any thread;
   asyncio callers get their tokens through their own loop
   (:mod:`~agentd.inference.stream`), one hand-over per step and loop.
 - Every request ends exactly once (a result, or an error then its end), even
@@ -60,6 +61,7 @@ from agentd.inference.sampling import Sampler, SamplingParams
 from agentd.inference.stops import find_stop, visible_end
 from agentd.inference.stream import END, Outbox, Request, Stream, Token
 from agentd.inference.tokens import Vocab
+from agentd.inference.turns import Turns
 
 
 class Engine:
@@ -70,11 +72,14 @@ class Engine:
         model_path: str | os.PathLike[str],
         config: EngineConfig | None = None,
         progress: Callable[[float], object] | None = None,
+        turns: Turns | None = None,
     ):
         """Load the model (``progress(fraction)`` is called while it loads, in
         this thread; returning False aborts the load), start the decode thread
-        and return once it has made its first decode."""
+        and return once it has made its first decode. TURNS: shared with
+        the embedding model, whose decodes alternate with this one's."""
         self.config = cfg = config or EngineConfig()
+        self._turns = turns or Turns()
         if cfg.n_batch < cfg.n_seq_max:
             raise ValueError("n_batch must be at least n_seq_max (one token per sequence)")
         self.model_path = str(model_path)
@@ -181,8 +186,9 @@ class Engine:
         b.token[0], b.pos[0], b.n_seq_id[0], b.logits[0] = 0, 0, 1, True
         b.seq_id[0][0] = 0
         b.n_tokens = 1
-        if llama_cpp.llama_decode(self._ctx, b) != 0:
-            return False
+        with self._turns:
+            if llama_cpp.llama_decode(self._ctx, b) != 0:
+                return False
         self._mem.seq_rm(0)
         return True
 
@@ -391,7 +397,8 @@ class Engine:
         if n == 0:
             return
         self._batch.n_tokens = n
-        rc = llama_cpp.llama_decode(self._ctx, self._batch)
+        with self._turns:
+            rc = llama_cpp.llama_decode(self._ctx, self._batch)
         self.steps += 1
         if rc != 0:
             self._fail_step(DecodeError(f"llama_decode returned {rc}"), outputs)

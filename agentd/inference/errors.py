@@ -33,6 +33,16 @@ class Overloaded(EngineError):
         self.queued, self.limit, self.scope = queued, limit, scope
 
 
+class EmbedOverloaded(Overloaded):
+    """The embedder's queue of texts is full; retry later."""
+
+    def __init__(self, queued: int, limit: int) -> None:
+        EngineError.__init__(
+            self, f"embedding queue full ({queued}/{limit} texts waiting); retry later"
+        )
+        self.queued, self.limit, self.scope = queued, limit, "embedding"
+
+
 class RequestTooLong(EngineError):
     """Prompt plus max_tokens does not fit in one sequence's context."""
 

@@ -1,11 +1,12 @@
-"""Which model is active: the manifest of installed models, as the service reads it.
+"""Which models are in use: the manifest of installed models, as the service reads it.
 
 agentd (``agentd.models``) writes ``models.json`` in the model directory,
 atomically (temporary file, fsync, rename), whenever a model is installed,
-chosen or removed; the service reads only its ``active`` entry, to know which
-file to load when agentd.toml does not name one (``[model] path``, which then
-wins). Kept here, stdlib only, so that agentd.inference imports nothing of
-agentd outside itself.
+chosen or removed; the service reads only its ``active`` entry (the chat
+model) and its ``embedding`` entry, to know which files to load when
+agentd.toml does not name them (``[model] path`` and ``embedding``, which
+then win). Kept here, stdlib only, so that agentd.inference imports nothing
+of agentd outside itself.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import os
 
 MODEL_DIR = "/var/lib/agentd-models"
 MANIFEST = "models.json"
+# The default embedding model's file (agentd.models.catalog's minilm; a unit
+# test checks they agree): loaded when present and nothing else is chosen.
+DEFAULT_EMBEDDING_FILE = "all-MiniLM-L6-v2.F16.gguf"
 
 
 def read_manifest(model_dir: str = MODEL_DIR) -> dict[str, object]:
@@ -29,11 +33,23 @@ def read_manifest(model_dir: str = MODEL_DIR) -> dict[str, object]:
 
 def active_path(model_dir: str = MODEL_DIR) -> str | None:
     """The active model's file (absolute), if the manifest names one that exists."""
+    return _path(model_dir, "active")
+
+
+def embedding_path(model_dir: str = MODEL_DIR) -> str | None:
+    """The embedding model's file (absolute): the manifest's choice if its
+    file exists, else the default embedding model's file if present."""
+    chosen = _path(model_dir, "embedding")
+    default = os.path.join(model_dir, DEFAULT_EMBEDDING_FILE)
+    return chosen or (default if os.path.isfile(default) else None)
+
+
+def _path(model_dir: str, key: str) -> str | None:
     doc = read_manifest(model_dir)
-    active, models = doc.get("active"), doc.get("models")
-    if not isinstance(active, str) or not isinstance(models, dict):
+    name, models = doc.get(key), doc.get("models")
+    if not isinstance(name, str) or not isinstance(models, dict):
         return None
-    entry = models.get(active)
+    entry = models.get(name)
     if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
         return None
     path = os.path.join(model_dir, os.path.basename(entry["file"]))

@@ -12,7 +12,8 @@ model dir, fsync, rename, fsync of the directory).
 
 ``describe(path)`` reads a GGUF header in pure Python (no llama.cpp needed):
 architecture, name, training context, parameter count (from the tensor
-shapes), file type / quantization and the chat template.
+shapes), file type / quantization, the chat template, and the model's kind
+(``chat``, or ``embedding`` for an encoder or a model that names a pooling).
 
 This module imports nothing of the rest of agentd.
 """
@@ -284,6 +285,13 @@ _STRING, _ARRAY = 8, 9
 _MAX_KEEP_ARRAY = 64  # longer arrays (the vocabulary) are skipped, only their length kept
 
 
+# Encoder architectures of llama.cpp: their output is a vector, not text.
+ENCODERS = frozenset(
+    {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert",
+     "neo-bert", "eurobert", "t5encoder"}
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     path: str
@@ -296,6 +304,14 @@ class ModelInfo:
     chat_template: str | None
     n_vocab: int | None
     metadata: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """``embedding`` for an encoder or a model whose GGUF names a pooling
+        (a decoder made an embedder, such as Qwen3-Embedding), else ``chat``."""
+        arch = self.architecture
+        pooled = f"{arch}.pooling_type" in self.metadata
+        return "embedding" if arch in ENCODERS or pooled else "chat"
 
     def as_dict(self) -> dict[str, Any]:
         return {

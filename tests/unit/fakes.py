@@ -3,9 +3,14 @@ registry's logic, including crash recovery, is tested with no root and no bus.""
 
 from __future__ import annotations
 
+import hashlib
+import math
+import re
+import threading
 from pathlib import Path
 
 from agentd.accounts import Account
+from agentd.memory import EmbedResult
 from agentd.units import UnitStatus
 
 
@@ -152,3 +157,27 @@ class FakeUnits:
 
     async def list_units(self, pattern: str) -> list[tuple[str, str]]:
         return [(u, "active") for u in self.running]
+
+
+class BagOfWords:
+    """Hashed bag of words, normalized: texts sharing words are near."""
+
+    def __init__(self, dim: int = 384) -> None:
+        self.dim = dim
+        self.calls: list[list[str]] = []
+        self.threads: list[int] = []
+
+    async def embed(self, texts: list[str]) -> EmbedResult:
+        self.calls.append(list(texts))
+        self.threads.append(threading.get_ident())
+        vectors, tokens = [], 0
+        for text in texts:
+            words = re.findall(r"\w+", text.lower())
+            tokens += len(words) + 2
+            v = [0.0] * self.dim
+            for w in words:
+                h = hashlib.sha256(w.encode()).digest()
+                v[int.from_bytes(h[:4], "little") % self.dim] += 1.0 if h[4] & 1 else -1.0
+            norm = math.sqrt(sum(x * x for x in v)) or 1.0
+            vectors.append([x / norm for x in v] if any(v) else [1.0] + [0.0] * (self.dim - 1))
+        return EmbedResult(vectors=vectors, tokens=tokens)

@@ -40,6 +40,7 @@ from sdbus.dbus_proxy_async_signal import DbusSignalAsync
 
 from agentd.api import interfaces
 from agentd.api.interfaces.approvals import APPROVALS_INTERFACE
+from agentd.api.interfaces.memory import MEMORY_INTERFACE
 from agentd.api.introspection import (
     DOC_ANNOTATION,
     INTERFACE_CLASSES,
@@ -127,6 +128,7 @@ def test_every_interface_class_is_rendered() -> None:
         interfaces.AGENT_INTERFACE,
         interfaces.MODEL_INTERFACE,
         APPROVALS_INTERFACE,  # issue 12: approval gates
+        MEMORY_INTERFACE,  # issue 13: memory
     ]
 
 

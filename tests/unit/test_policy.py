@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import BagOfWords
 from sdbus.dbus_proxy_async_method import DbusMethodAsync
 from world import ALICE, BOB, ROOT, World
 
@@ -23,6 +24,7 @@ from agentd.api.access import ACTION, Callers
 from agentd.api.approvals import ApprovalsObject
 from agentd.api.errors import AgentdDbusError, short_name
 from agentd.api.manager import AgentObject, ManagerObject
+from agentd.api.memory import MemoryObject
 from agentd.api.model import ModelObject
 from agentd.api.runtime import RuntimeObject
 from agentd.api.tasks import TasksObject
@@ -30,6 +32,8 @@ from agentd.approvalrules import ApprovalRules
 from agentd.approvals import Approvals
 from agentd.errors import PermissionDenied
 from agentd.eventlog import EventLog
+from agentd.memory import MemoryService
+from agentd.memory.memories import Memories
 from agentd.modelclient import ModelClient
 from agentd.models.admin import ModelAdmin
 from agentd.policy import RULES, Caller, Policy, Scope
@@ -44,6 +48,7 @@ SERVICES = {
     interfaces.TasksInterface: TasksObject,
     interfaces.ModelInterface: ModelObject,
     interfaces.ApprovalsInterface: ApprovalsObject,
+    interfaces.MemoryInterface: MemoryObject,
 }
 
 
@@ -134,11 +139,22 @@ class Api:
         self.models = ModelAdmin(
             tmp_path / "models", self.w.reg.policy, self.w.audit, self.thinking.reload, None, print
         )
+        # the memory (issue 13), with a chunk in a1's memory (alice's)
+        service = MemoryService(tmp_path / "memory.db", BagOfWords())
+        self.memories = Memories(service, self.w.reg.policy, self.w.audit, self.meter, self.w.reg)
+
+        async def remember() -> int:
+            await service.open()
+            added = await service.remember(("agent", self.a1.id), "the vault is backed up")
+            return added.ids[0]
+
+        self.chunk = asyncio.run(remember())
 
     def objects(self, caller: Caller, grants: set[str] = frozenset()) -> dict[str, Any]:
         callers = FixedCallers(self.w.reg.policy, caller, grants)
         runtime = RuntimeObject(self.w.reg, self.queue, callers, self.thinking)
         runtime.approvals = self.approvals
+        runtime.memories = self.memories
         return {
             "manager": ManagerObject(
                 self.w.reg, EventLog(self.w.audit, self.w.reg, self.w.reg.policy), callers, None
@@ -148,6 +164,7 @@ class Api:
             "tasks": TasksObject(self.queue, callers),
             "model": ModelObject(self.thinking, self.meter, callers, self.models),
             "approvals": ApprovalsObject(self.approvals, callers),
+            "memory": MemoryObject(self.memories, callers),
         }
 
     def calls(self) -> dict[tuple[str, str], tuple]:
@@ -189,6 +206,15 @@ class Api:
             ("runtime", "request_approval"): (t, 1, "shell", '{"command": "ls"}'),
             ("runtime", "use_approval"): (ap, 1),
             ("runtime", "task_approvals"): (t,),
+            ("runtime", "remember"): ("a fact", "fact", 0),
+            ("runtime", "recall"): ("vault", 3, 0),
+            ("memory", "add_memory"): ("agent/a1", "notes", "text", False),
+            ("memory", "search_memory"): (["agent/a1"], "vault", 3),
+            ("memory", "list_memory"): ("agent/a1", "", 0, 10),
+            ("memory", "get_memory"): (self.chunk,),
+            ("memory", "remove_memory"): ([self.chunk],),
+            ("memory", "remove_memory_source"): ("agent/a1", "notes"),
+            ("memory", "memory_usage"): ("agent/a1",),
             ("approvals", "list_approvals"): (),
             ("approvals", "get_approval"): (ap,),
             ("approvals", "grant_approval"): (ap, False),
@@ -255,6 +281,7 @@ def _object_key(service: type) -> str:
         TasksObject: "tasks",
         ModelObject: "model",
         ApprovalsObject: "approvals",
+        MemoryObject: "memory",
     }[service]
 
 
@@ -272,6 +299,7 @@ def _scope(obj: str, method: str) -> Scope:
             TasksObject: "tasks",
             ModelObject: "model",
             ApprovalsObject: "approvals",
+            MemoryObject: "memory",
         }.items()
     }[obj]
     return RULES[declared(service, method) or ""].scope

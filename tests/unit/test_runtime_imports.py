@@ -51,6 +51,7 @@ LAZY = {
     "agentd.api.interfaces.agent",
     "agentd.api.interfaces.approvals",
     "agentd.api.interfaces.manager",
+    "agentd.api.interfaces.memory",
     "agentd.api.interfaces.model",
     "agentd.api.interfaces.tasks",
     "agentd.api.rows",
@@ -133,7 +134,7 @@ def test_the_interface_classes_load_together_on_first_use() -> None:
     mods = loaded_after(
         "from agentd.api.interfaces import ModelInterface\n"
         "import agentd.api.interfaces as i\n"
-        "assert len([v for v in vars(i).values() if isinstance(v, type)]) == 6"
+        "assert len([v for v in vars(i).values() if isinstance(v, type)]) == 7"
     )
     assert {m for m in LAZY if m.startswith("agentd.api.interfaces.")} <= mods
 
@@ -147,6 +148,7 @@ def test_the_package_still_names_every_interface_in_order() -> None:
         "AgentInterface",
         "ModelInterface",
         "ApprovalsInterface",
+        "MemoryInterface",
     ]
     assert interfaces.RuntimeInterface is interfaces.INTERFACES[1]
     for name in interfaces.__all__:

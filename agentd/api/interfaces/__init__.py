@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .agent import AgentInterface
     from .approvals import ApprovalsInterface
     from .manager import ManagerInterface
+    from .memory import MemoryInterface
     from .model import ModelInterface
     from .runtime import RuntimeInterface
     from .tasks import TasksInterface
@@ -53,6 +54,7 @@ _CLASSES = {
     "AgentInterface": "agent",
     "ModelInterface": "model",
     "ApprovalsInterface": "approvals",  # issue 12: approval gates
+    "MemoryInterface": "memory",  # issue 13: memory and knowledge
 }
 
 
@@ -79,6 +81,7 @@ __all__ = [
     "AgentInterface",
     "ApprovalsInterface",
     "ManagerInterface",
+    "MemoryInterface",
     "ModelInterface",
     "RuntimeInterface",
     "TasksInterface",

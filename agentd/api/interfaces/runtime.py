@@ -260,3 +260,32 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
         """JSON {"rules": {tools, shell_allow, timeout}, "approvals": [{id, tool,
         arguments, status, reason}]} for the caller's running task."""
         raise NotImplementedError
+
+    # -- memory (issue 13; agentd.memory) -------------------------------------------------
+    @dbus_method_async(
+        "sst",
+        "s",
+        flags=U,
+        method_name="Remember",
+        input_args_names=("text", "kind", "task"),
+        result_args_names=("result_json",),
+    )
+    async def remember(self, text: str, kind: str, task: int) -> str:
+        """Store TEXT (at most 16 KiB) in the caller's own memory as KIND (fact or
+        lesson), from TASK (one the caller holds the claim of; 0: none). Embedding
+        tokens are metered. JSON {added, skipped, tokens, ids}."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "sut",
+        "s",
+        flags=U,
+        method_name="Recall",
+        input_args_names=("query", "k", "task"),
+        result_args_names=("hits_json",),
+    )
+    async def recall(self, query: str, k: int, task: int) -> str:
+        """The K (1..20) chunks of the caller's own memory and its owner's
+        knowledge most relevant to QUERY, as Memory.SearchMemory's hits (scope
+        "agent" or "knowledge"); TASK as Remember's."""
+        raise NotImplementedError
