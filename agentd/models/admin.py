@@ -307,7 +307,8 @@ class ModelAdmin:
             raise InvalidArgument(f"model {name} is not installed")
         if name in self.manifest.in_use() or name in self.busy:
             self._audit("model.removed", caller, name, result="error", error="active or busy")
-            raise Conflict(f"model {name} is in use (or busy): `use` another of its kind first")
+            what = "being installed or loaded" if name in self.busy else "active (in use)"
+            raise Conflict(f"model {name} is {what}: `use` another of its kind first")
         path = self.dir / Path(str(rec["file"])).name
         path.unlink(missing_ok=True)
         install.fsync_dir(self.dir)
