@@ -1,11 +1,11 @@
 """agentctl: manage agentd's agents, templates, tasks and audit trail from a shell.
 
 A click command tree in the style of simonw/llm: noun groups (agent, template,
-audit, project, task, model, quota) with one small verb set (create, list,
-show, start, stop, rm, logs, ...), plus `status`, `events`, `chat` and
-`usage`. Every command takes --json. On a terminal the output is rich tables
-and colour; otherwise it is plain tab-separated text without headers, so
-`agentctl agent list | cut -f1` works.
+audit, project, task, approval, memory, knowledge, model, quota) with one
+small verb set (create, add, list, show, search, start, stop, rm, logs, ...),
+plus `status`, `events`, `chat` and `usage`. Every command takes --json. On a
+terminal the output is rich tables and colour; otherwise it is plain
+tab-separated text without headers, so `agentctl agent list | cut -f1` works.
 
 This module is the one place the tree is assembled: the root group `cli` and
 the entry point `main` (/usr/bin/agentctl runs agentctl.cli:main) live here,
@@ -27,7 +27,19 @@ import click
 from agentd import __version__
 
 from .app import CONTEXT, Env, RootGroup
-from .commands import agent, approval, audit, model, project, status, task, template, usage
+from .commands import (
+    agent,
+    approval,
+    audit,
+    knowledge,
+    memory,
+    model,
+    project,
+    status,
+    task,
+    template,
+    usage,
+)
 
 
 @click.group(
@@ -43,9 +55,11 @@ Examples:
   id=$(agentctl task submit "Summarise the logs" --needs summarise)
   agentctl task wait "$id" && agentctl task show "$id"
   agentctl events -f --type 'task.*'
+  agentctl memory add scout docs/*.md && agentctl memory search scout "deploy"
 \b
 Exit status: 0 on success, 1 on failure, 2 on a usage error, 69 if agentd
-is not running, 77 if agentd denied the request (`task wait` has its own:
+is not running (or has no model, embedding model or memory to serve the
+request), 77 if agentd denied the request (`task wait` has its own:
 see agentctl task wait --help). See agentctl COMMAND --help.""",
 )
 @click.version_option(
@@ -80,6 +94,8 @@ COMMANDS: tuple[click.Command, ...] = (
     project.project,
     task.task,
     approval.approval,
+    memory.memory,
+    knowledge.knowledge,
     model.model,
     model.chat,
     usage.usage,

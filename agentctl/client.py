@@ -6,8 +6,9 @@ and the translation of D-Bus errors into one ClientError type: every call goes
 through _call, the one translation point. What a value looks like on the wire
 (a{sv}, the row types of agentd.api.rows) is agentctl.marshal's business; what
 agentd pushes (signals for `task wait`, JSON-line streams) is collected by
-agentctl.client_streams. The CLI (and its tests, which inject a fake with the
-same methods) never sees sdbus nor a proxy; this is agentctl's only sdbus import.
+agentctl.client_streams; the Memory calls are a mixin (agentctl.client_memory)
+given _call through the class. The CLI (and its tests, which inject a fake with
+the same methods) never sees sdbus nor a proxy; this is agentctl's only sdbus import.
 """
 
 from __future__ import annotations
@@ -46,8 +47,10 @@ from agentd.api.interfaces import (
 )
 from agentd.api.interfaces.approvals import ApprovalsInterface
 from agentd.api.interfaces.manager import REMOVE_FORCE
+from agentd.api.interfaces.memory import MemoryInterface
 
 from . import marshal
+from .client_memory import MemoryCalls
 from .client_streams import TaskWatch, json_lines
 from .marshal import CHAT_OPTIONS, TASK_FILTER, TASK_SPEC, limit_variants, unwrap, variants
 
@@ -62,6 +65,8 @@ PAGE = 1000  # audit rows per ListEvents call while following; agentd caps at 10
 # 30 min archiving, 30 deleting): wait for it, as systemctl waits for a job.
 REMOVE_TIMEOUT_USEC = 65 * 60 * 10**6
 DBUS = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
+# agentd is up but cannot serve this: no (embedding) model, no memory database
+UNAVAILABLE = {"ModelUnavailable", "NoEmbeddingModel", "MemoryUnavailable"}
 
 
 class ClientError(Exception):
@@ -94,13 +99,14 @@ def translate(exc: BaseException) -> ClientError:
         activation = name.startswith(
             ("org.freedesktop.DBus.Error.Spawn.", "org.freedesktop.systemd1.")
         )
-        kind = "unavailable" if activation else "failed"
+        kind = "unavailable" if activation or name.removeprefix(PREFIX) in UNAVAILABLE else "failed"
         return ClientError(_one_line(message) or name, name.removeprefix(PREFIX), kind)
     if isinstance(exc, SdBusLibraryError | DbusDisconnectedError):
         return ClientError(f"D-Bus failure: {_library_message(exc)}", kind="unavailable")
     name = short_name(exc)
     denied = name == "PermissionDenied" or isinstance(exc, DbusAccessDeniedError)
-    return ClientError(_one_line(str(exc)) or name, name, "denied" if denied else "failed")
+    kind = "denied" if denied else "unavailable" if name in UNAVAILABLE else "failed"
+    return ClientError(_one_line(str(exc)) or name, name, kind)
 
 
 def _one_line(text: str) -> str:
@@ -136,8 +142,22 @@ async def _call(call: Awaitable[T]) -> T:
         ) from None
 
 
-class AgentdClient:
+def _json(text: str, shape: type[T], method: str) -> T:
+    """The JSON text METHOD answered, which must be a SHAPE; else a ClientError."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, shape):
+        raise ClientError(f"agentd's {method} answered malformed JSON: {text[:60]!r}", method)
+    return value
+
+
+class AgentdClient(MemoryCalls):
     """One connection to agentd on the system bus."""
+
+    _translated = staticmethod(_call)  # the mixins' way to the one translation point
+    _reply = staticmethod(_json)
 
     def __init__(self, bus: sdbus.SdBus) -> None:
         self.bus = bus
@@ -145,6 +165,7 @@ class AgentdClient:
         self.tasks = TasksInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
         self.model = ModelInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
         self.approvals = ApprovalsInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
+        self.memory = MemoryInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
 
     @classmethod
     def connect(cls) -> AgentdClient:
@@ -451,17 +472,6 @@ class AgentdClient:
 
     async def reset_quota(self, kind: str, subject: str) -> None:
         await _call(self.model.reset_quota(kind, subject))
-
-
-def _json(text: str, shape: type[T], method: str) -> T:
-    """The JSON text METHOD answered, which must be a SHAPE; else a ClientError."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
-    if not isinstance(value, shape):
-        raise ClientError(f"agentd's {method} answered malformed JSON: {text[:60]!r}", method)
-    return value
 
 
 async def _json_stream(fd: int) -> AsyncIterator[dict[str, Any]]:

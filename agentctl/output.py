@@ -40,7 +40,9 @@ STATE_STYLES = {
     "cancelled": "dim",
     "dead_lettered": "bold red",
 }
-WIDE_COLUMNS = ("DESCRIPTION", "DETAIL", "TITLE")  # the columns a table may wrap
+# the columns a table may wrap (the others are cut short with an ellipsis)
+WIDE_COLUMNS = ("DESCRIPTION", "DETAIL", "TITLE", "SOURCE", "TEXT")
+FOLD_COLUMNS = ("SOURCE",)  # paths: broken anywhere rather than cut, to be seen whole
 _BYTE_UNITS = (("B", 1), ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30))
 
 
@@ -200,7 +202,10 @@ def print_table(
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col in columns:
-        table.add_column(col, no_wrap=col not in WIDE_COLUMNS)
+        fold = col in FOLD_COLUMNS
+        table.add_column(
+            col, no_wrap=col not in WIDE_COLUMNS, overflow="fold" if fold else "ellipsis"
+        )
     for row in rows:
         cells = [Text("-" if c is None else str(c)) for c in row]
         if style_column is not None:

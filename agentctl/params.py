@@ -1,8 +1,9 @@
 """agentctl's parameter types and option callbacks: text on the command line -> values.
 
-Sizes (--memory-max), percentages (--cpu-quota), task ids and repeatable
-options that also take comma-separated lists. A bad value is a usage error
-(exit 2) raised by click before any call reaches agentd.
+Sizes (--memory-max), percentages (--cpu-quota), task and memory chunk ids,
+users (--owner) and repeatable options that also take comma-separated lists.
+A bad value is a usage error (exit 2) raised by click before any call reaches
+agentd.
 
 Sizes are read by agentd.sizes.parse_size, the one grammar agentd's templates
 use too (512M, 512MiB, 1.5G; never 0).
@@ -10,6 +11,7 @@ use too (512M, 512MiB, 1.5G; never 0).
 
 from __future__ import annotations
 
+import pwd
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,3 +80,39 @@ def split_option(ctx: click.Context, param: click.Parameter, values: Sequence[st
 def split_ids(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> list[int]:
     """click callback: a repeatable option's task ids, commas split."""
     return [TASK_ID.convert(v, param, ctx) for v in split(values)]
+
+
+class ChunkIdType(click.ParamType):
+    """A memory chunk id as `memory list` and `memory search` print it ('#' accepted)."""
+
+    name = "ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().removeprefix("#")
+        if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 1 << 64:
+            self.fail(
+                f"invalid chunk id {value!r}: a number, as `memory list` prints it", param, ctx
+            )
+        return int(text)
+
+
+CHUNK_ID = ChunkIdType()
+
+
+class UserType(click.ParamType):
+    """A user, by UID or by a name this machine knows; the value is the UID."""
+
+    name = "UID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if text.isascii() and text.isdigit() and int(text) < 0xFFFFFFFF:
+            return int(text)
+        try:
+            return pwd.getpwnam(text).pw_uid
+        except KeyError:
+            self.fail(f"no user {value!r}: give a UID or a user name", param, ctx)

@@ -169,10 +169,22 @@ class MemoryDimensionMismatch(InvalidConfig):
     name = "MemoryDimensionMismatch"
 
 
+class NoEmbeddingModel(ModelUnavailable):
+    """The inference service has no embedding model (none installed or configured)."""
+
+    name = "NoEmbeddingModel"
+
+
 class MemoryUnavailable(AgentdError):
     """The memory database cannot be used (sqlite-vec missing or refused)."""
 
     name = "MemoryUnavailable"
 
 
-ALL_ERRORS += (NoSuchMemory, MemoryLimitExceeded, MemoryDimensionMismatch, MemoryUnavailable)
+ALL_ERRORS += (
+    NoSuchMemory,
+    MemoryLimitExceeded,
+    MemoryDimensionMismatch,
+    MemoryUnavailable,
+    NoEmbeddingModel,
+)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import AgentdError, InvalidArgument, ModelUnavailable, Overloaded
+from .errors import AgentdError, InvalidArgument, ModelUnavailable, NoEmbeddingModel, Overloaded
 
 CONNECT_PATIENCE_S = 15.0  # systemd's RestartSec plus a model load, with room
 LINE_LIMIT = 4 << 20  # a reply line: 64 vectors of 4,096 dimensions fit
@@ -39,10 +39,6 @@ class Interrupted(ModelUnavailable):
         super().__init__(message)
         self.streamed = streamed
         self.completion_tokens = completion_tokens
-
-
-class NoEmbeddingModel(ModelUnavailable):
-    """The service has no embedding model (none installed or configured)."""
 
 
 @dataclass(frozen=True)

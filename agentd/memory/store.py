@@ -310,12 +310,13 @@ class MemoryStore:
         size = used_bytes - freed[1] + sum(len(c.text.encode()) for c in fresh)
         if max_chunks and chunks > max_chunks:
             raise MemoryLimitExceeded(
-                f"memory {where} would hold {chunks} chunks, over its limit of {max_chunks}: "
+                f"memory {_named(where)} would hold {chunks} chunks, "
+                f"over its limit of {max_chunks}: "
                 "nothing was added"
             )
         if max_bytes and size > max_bytes:
             raise MemoryLimitExceeded(
-                f"memory {where} would hold {size} bytes, over its limit of {max_bytes}: "
+                f"memory {_named(where)} would hold {size} bytes, over its limit of {max_bytes}: "
                 "nothing was added"
             )
 
@@ -398,3 +399,8 @@ def _record(row: Sequence[Any]) -> Record:
         start_line=row[13],
         end_line=row[14],
     )
+
+
+def _named(where: Scope) -> str:
+    """A scope as a refusal names it (the store knows ids, not agent names)."""
+    return f"of agent #{where.id}" if where.kind == "agent" else f"knowledge of uid {where.id}"

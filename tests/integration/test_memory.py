@@ -221,3 +221,24 @@ def test_removing_an_agent_removes_its_memory(mem: Agentd) -> None:
     listed = call(a, MEM, "ListMemory", "ssuu", "agent/mem-gone", "", "0", "10", user="alice")
     assert listed == []
     a.ctl("agent", "rm", "--force", "mem-gone")
+
+
+def test_agentctl_adds_searches_lists_and_exports(mem: Agentd) -> None:
+    """The same through agentctl, as alice: a file into her agent's memory and
+    into her knowledge base, then search, list, export and rm."""
+    a = mem
+    a.m.write_file(
+        "/tmp/plants.md", "# Plants\n\nThe fern on the desk needs water on Fridays.\n", mode=0o644
+    )
+    added = a.ctl_json("memory", "add", "mem-a1", "/tmp/plants.md", user="alice")
+    assert json.dumps(added).count("added") and "Fridays" not in json.dumps(added)
+    hits = a.ctl_json("memory", "search", "mem-a1", "when do I water the fern", user="alice")
+    assert hits and "Fridays" in hits[0]["text"], hits
+    listed = a.ctl_json("memory", "list", "mem-a1", "--source", "/tmp/plants.md", user="alice")
+    assert len(listed) == 1
+    lines = a.ctl("memory", "export", "mem-a1", user="alice").stdout.splitlines()
+    assert any("Fridays" in json.loads(line)["text"] for line in lines)
+    r = a.ctl("memory", "search", "mem-a1", "fern", user="bob", check=False)
+    assert r.returncode == 77, r.stderr  # PermissionDenied
+    a.ctl("memory", "rm", "--source", "/tmp/plants.md", "mem-a1", user="alice")
+    assert a.ctl_json("memory", "list", "mem-a1", "--source", "/tmp/plants.md", user="alice") == []

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import datetime
 import fnmatch
+import hashlib
+import json
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -180,6 +183,142 @@ class FakeClient:
             "n_online": 1,
             "config": {"uid_min": "61000", "admin_group": "agentadm"},
         }
+
+
+def refusal(name: str, message: str) -> Exception:
+    """The typed D-Bus error agentd sends as org.agentos.agentd1.Error.NAME."""
+    from agentd.api.errors import BY_NAME, PREFIX
+
+    return BY_NAME[PREFIX + name](message)
+
+
+class MemoryProxy:
+    """The Memory interface's proxy as agentd answers (JSON text), over a dict of
+    chunks: one chunk per paragraph, the same text in a source stored once, the
+    caller (uid 1000) owning "knowledge". refuse[METHOD] is raised by METHOD."""
+
+    CALLER = 1000
+
+    def __init__(self) -> None:
+        self.chunks: dict[int, dict[str, Any]] = {}
+        self.next_id = 1
+        self.sent: list[tuple[Any, ...]] = []
+        self.refuse: dict[str, Exception] = {}
+        self.reply: dict[str, str] = {}  # METHOD -> this text instead of the JSON
+
+    def _answer(self, method: str, *args: Any) -> None:
+        self.sent.append((method, *args))
+        if method in self.refuse:
+            raise self.refuse[method]
+
+    def _scope(self, scope: str) -> str:
+        return f"knowledge/{self.CALLER}" if scope == "knowledge" else scope
+
+    def _json(self, method: str, value: Any) -> str:
+        return self.reply.get(method, json.dumps(value))
+
+    async def add_memory(self, scope: str, source: str, text: str, replace: bool) -> str:
+        self._answer("add_memory", scope, source, text, replace)
+        assert len(text.encode()) <= 1 << 20, "agentd takes at most 1 MiB"
+        scope = self._scope(scope)
+        paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+        have = {
+            c["text"]: i
+            for i, c in self.chunks.items()
+            if (c["scope"], c["source"]) == (scope, source)
+        }
+        ids, skipped = [], 0
+        for n, p in enumerate(paragraphs):
+            if p in have:
+                skipped += 1
+                continue
+            have[p] = self.next_id
+            ids.append(self.next_id)
+            self.chunks[self.next_id] = {
+                "id": self.next_id,
+                "scope": scope,
+                "source": source,
+                "position": n,
+                "heading": [],
+                "text": p,
+                "kind": "document",
+                "task": 0,
+                "created": 1764500000.0 + self.next_id,
+                "sha256": hashlib.sha256(p.encode()).hexdigest(),
+                "start_line": 1,
+                "end_line": 1 + p.count("\n"),
+            }
+            self.next_id += 1
+        removed = 0
+        if replace:
+            gone = [i for t, i in have.items() if t not in paragraphs]
+            for i in gone:
+                del self.chunks[i]
+            removed = len(gone)
+        result = {"scope": scope, "source": source, "added": len(ids), "skipped": skipped}
+        result.update(removed=removed, tokens=len(text) // 4, ids=ids)
+        return self._json("add_memory", result)
+
+    async def search_memory(self, scopes: list[str], query: str, k: int) -> str:
+        self._answer("search_memory", scopes, query, k)
+        wanted = {self._scope(s) for s in scopes}
+        words = _words(query)
+        hits = [
+            dict(c, score=len(words & _words(c["text"])) / 60, cosine=0.5, keyword=True)
+            for c in self.chunks.values()
+            if c["scope"] in wanted and words & _words(c["text"])
+        ]
+        hits.sort(key=lambda h: -h["score"])
+        return self._json("search_memory", hits[:k])
+
+    def _of(self, scope: str, source: str) -> list[dict[str, Any]]:
+        scope = self._scope(scope)
+        return [
+            c for c in self.chunks.values() if c["scope"] == scope and source in ("", c["source"])
+        ]
+
+    async def list_memory(self, scope: str, source: str, offset: int, limit: int) -> str:
+        self._answer("list_memory", scope, source, offset, limit)
+        return self._json("list_memory", self._of(scope, source)[offset : offset + limit])
+
+    async def get_memory(self, chunk: int) -> str:
+        self._answer("get_memory", chunk)
+        if chunk not in self.chunks:
+            raise refusal("NoSuchMemory", f"no memory chunk {chunk}")
+        return self._json("get_memory", self.chunks[chunk])
+
+    async def remove_memory(self, ids: list[int]) -> int:
+        self._answer("remove_memory", ids)
+        missing = [i for i in ids if i not in self.chunks]
+        if missing:
+            raise refusal("NoSuchMemory", f"no memory chunk {', '.join(map(str, missing))}")
+        for i in ids:
+            del self.chunks[i]
+        return len(ids)
+
+    async def remove_memory_source(self, scope: str, source: str) -> int:
+        self._answer("remove_memory_source", scope, source)
+        gone = self._of(scope, source)
+        for c in gone:
+            del self.chunks[c["id"]]
+        return len(gone)
+
+    async def memory_usage(self, scope: str) -> str:
+        self._answer("memory_usage", scope)
+        chunks = self._of(scope, "")
+        usage = {
+            "scope": self._scope(scope),
+            "chunks": len(chunks),
+            "bytes": sum(len(c["text"].encode()) for c in chunks),
+            "sources": len({c["source"] for c in chunks}),
+            "limit_chunks": 20000,
+            "limit_bytes": 0,
+        }
+        return self._json("memory_usage", usage)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
 
 
 def local_iso(ts: float) -> str:

@@ -148,6 +148,8 @@ def test_the_root_has_exactly_the_listed_commands() -> None:
         "audit",
         "chat",
         "events",
+        "knowledge",
+        "memory",
         "model",
         "project",
         "quota",
