@@ -5,7 +5,7 @@ its UID; it imports the interface definitions and the executor, nothing of the
 engine or the store. A free-form task is worked on by the agent loop
 (agentd.agentloop) through RuntimeHost, the Runtime methods it needs (Think,
 TaskContext, TaskApprovals, RecordStep, AskOwner, DeferTask, RequestApproval,
-UseApproval); a task the loop let go of (asked, awaiting approval, deferred,
+UseApproval, Remember, Recall); a task the loop let go of (asked, awaiting approval, deferred,
 cancelled) is not reported: agentd already moved it. The loop: register and
 claim the first tasks in one call (RegisterAndClaim); then, while there is room (the template's WIP
 limit), long-poll ClaimTasks for as many tasks as there are free slots, and
@@ -273,6 +273,14 @@ class RuntimeHost:
 
     async def use_approval(self, approval: int, attempt: int) -> None:
         await self._call("use_approval", approval, attempt)
+
+    async def remember(self, text: str, kind: str, task: int) -> dict[str, Any]:
+        result = json.loads(await self._call("remember", text, kind, task) or "{}")
+        return result if isinstance(result, dict) else {}
+
+    async def recall(self, query: str, k: int, task: int) -> list[dict[str, Any]]:
+        hits = json.loads(await self._call("recall", query, k, task) or "[]")
+        return [h for h in hits if isinstance(h, dict)] if isinstance(hits, list) else []
 
 
 def _message(e: BaseException) -> str:

@@ -88,6 +88,13 @@ class LocalHost:
     async def use_approval(self, *_args: Any) -> None:
         raise HostError("UseApproval", "no approvals here")
 
+    async def remember(self, text: str, kind: str, task: int) -> dict[str, Any]:
+        """No memory here: the lesson is printed with its step, and not kept."""
+        return {"added": 0, "skipped": 0, "tokens": 0, "ids": []}
+
+    async def recall(self, query: str, k: int, task: int) -> list[dict[str, Any]]:
+        return []
+
 
 async def try_task(client: ModelClient, task: suite.Task, verbose: bool) -> tuple[bool, str]:
     template = Catalog(REPO / "policies", Path("/nonexistent")).template(task.template)

@@ -113,7 +113,11 @@ def task_show(task_id: int, as_json: bool) -> None:
     in seconds since the epoch, result as JSON text) plus "events",
     "artifacts" and "steps" lists. A task an agent worked on step by step
     also shows "steps": how many, and the prompt tokens computed at each
-    (`task log ID` lists the steps).
+    (`task log ID` lists the steps); and the memories it used: the notes
+    recalled before its first step and by its recall tool, one
+    `memory<TAB>ID<TAB>SCOPE<TAB>SOURCE<TAB>STEPS` line each without a
+    terminal, "auto" marking the recall before the first step ("memories"
+    in --json: id, scope, kind, source, heading, steps as [{n, auto}]).
     """
 
     async def body(c: AgentdClient) -> dict[str, Any]:
@@ -128,12 +132,15 @@ def task_show(task_id: int, as_json: bool) -> None:
     info = run(body)
     if not info["steps"]:
         del info["steps"]  # a task not run step by step: as before the agent loop
+    else:
+        info["memories"] = memories_used(info["steps"])
     if as_json:
         print_json(info)
         return
     events = info.pop("events")
     artifacts = info.pop("artifacts")
     steps = info.pop("steps", [])
+    used = info.pop("memories", [])
     if steps:  # the agent loop's trace (`task log ID` has every step)
         info["steps"] = token_summary(steps)
     shown = {
@@ -172,6 +179,13 @@ def task_show(task_id: int, as_json: bool) -> None:
             for a in artifacts
         ],
     )
+    if any(s.get("tool") == "recall" for s in steps):  # the loop had a memory to ask
+        print_section(
+            "Memories used",
+            "memory",
+            ("ID", "SCOPE", "SOURCE", "STEPS"),
+            [(m["id"], m["scope"], memory_source(m), memory_steps(m)) for m in used],
+        )
 
 
 @click.command(
@@ -265,6 +279,34 @@ def token_summary(steps: list[dict[str, Any]]) -> str:
 
 
 _TOKENS = ("prompt_tokens", "computed_tokens", "completion_tokens")
+
+
+def memories_used(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The memories the task's recall steps showed the agent (before its first
+    step, "auto", and with its recall tool), each once, in the order first used."""
+    used: dict[int, dict[str, Any]] = {}
+    for s in steps:
+        if s.get("tool") != "recall" or not isinstance(s.get("memories"), list):
+            continue
+        auto = isinstance(s.get("arguments"), dict) and s["arguments"].get("auto") is True
+        for m in s["memories"]:
+            if not isinstance(m, dict) or not isinstance(m.get("id"), int):
+                continue
+            entry = used.setdefault(
+                m["id"], {k: m.get(k) for k in ("id", "scope", "kind", "source", "heading")}
+            )
+            entry.setdefault("steps", []).append({"n": s.get("n"), "auto": auto})
+    return list(used.values())
+
+
+def memory_source(m: dict[str, Any]) -> str:
+    source = str(m.get("source") or m.get("kind") or "")
+    return f"{source} > {m['heading']}" if m.get("heading") else source
+
+
+def memory_steps(m: dict[str, Any]) -> str:
+    """'1 (auto), 4': the steps that recalled it, "auto" before the first step."""
+    return ", ".join(f"{s['n']}{' (auto)' if s['auto'] else ''}" for s in m["steps"])
 
 
 @click.command(

@@ -19,7 +19,7 @@ from typing import Any
 
 ARTIFACT_PATH = re.compile(r"\bartifacts/[\w.\-/]*\w")  # files a task asks for
 SCRIPT = re.compile(r"\.(sh|py|bash)$")
-READ_ONLY = frozenset({"read_file", "list_files", "fetch"})  # steps that change nothing
+READ_ONLY = frozenset({"read_file", "list_files", "fetch", "recall"})  # steps that change nothing
 
 NOT_WRITTEN = (
     "Not finished: the task asks for {} and it does not exist yet. Write it first "

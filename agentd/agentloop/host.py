@@ -1,4 +1,5 @@
-"""What the agent loop asks of agentd (docs: /work/issue12-contract.md, 1).
+"""What the agent loop asks of agentd (docs: /work/issue12-contract.md, 1;
+memory, issue 13: Runtime.Remember and Runtime.Recall).
 
 The loop never touches D-Bus: the runtime hands it a TaskHost
 (agentd.runtime.RuntimeHost over the Runtime methods; unit tests a scripted
@@ -61,6 +62,17 @@ class TaskHost(Protocol):
 
     async def use_approval(self, approval: int, attempt: int) -> None:
         """granted -> used, committed before the reply; raises if not granted."""
+        ...
+
+    async def remember(self, text: str, kind: str, task: int) -> dict[str, Any]:
+        """Runtime.Remember: TEXT into the agent's own memory as KIND (fact or
+        lesson), from TASK; {"added", "skipped", "tokens", "ids"}."""
+        ...
+
+    async def recall(self, query: str, k: int, task: int) -> list[dict[str, Any]]:
+        """Runtime.Recall: the K (1..20) chunks of the agent's memory and its
+        owner's knowledge most relevant to QUERY, best first: {id, scope
+        ("agent" or "knowledge"), source, heading, text, kind, task, score...}."""
         ...
 
 

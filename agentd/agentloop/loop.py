@@ -17,6 +17,9 @@ Invariants, and why:
 - Transient model errors (Overloaded, ModelUnavailable, a lost bus) defer the
   task with backoff; a quota blocks it; a model that cannot produce a valid
   step fails it after MAX_INVALID tries, saying so.
+- Memory (agentd.agentloop.memory) never fails a task: notes recalled before
+  the first step are recorded once and rebuilt on resume; a task that ended
+  leaves a lesson, or a step saying why not.
 
 Tried and left out: a plan before the first step (tools/loop_try.py,
 Qwen2.5-Coder-1.5B, 2026-11-30). Asked in plain text, the model wrote steps
@@ -37,6 +40,7 @@ from typing import Any
 
 from . import checks, prompt
 from .host import ModelError, Outcome, TaskHost
+from .memory import Memory, is_auto
 from .prompt import chain_of, match_replies, offered
 from .steps import InvalidStep, parse, within_step_limit
 from .tools import ARTIFACTS_DIR, SHELL_TIMEOUT_S, Toolbox, collect, snapshot
@@ -100,6 +104,10 @@ class AgentLoop:
 class _Run:
     """One claim of one task."""
 
+    tools: list[str]  # set in go(); typed here for agentd.agentloop.memory
+    budget: int
+    conv: prompt.Conversation
+
     def __init__(self, loop: AgentLoop, task: dict[str, Any]) -> None:
         self.loop = loop
         self.host = loop.host
@@ -114,6 +122,7 @@ class _Run:
         self.repeats = 0  # steps refused as repeats: a looping model is made to finish
         self.reminded: set[str] = set()  # files the model was told of (_before_finish)
         self.outputs: dict[checks.Action, str] = {}  # each action's last result
+        self.memory = Memory(self)  # recalled notes, the recall tool, the lesson
 
     async def go(self) -> Outcome:
         # The prompt tells the model to write under artifacts/: it must exist, or
@@ -124,7 +133,9 @@ class _Run:
         ctx = await self.host.context(self.tid)
         settings = self.loop.settings
         self.ctx = ctx
-        self.tools = offered(list(settings.get("tools", [])), settings.get("profile"))
+        self.tools = offered(
+            list(settings.get("tools", [])), settings.get("profile"), self.memory.on
+        )
         self.max_steps = max(1, int(settings.get("steps") or STEPS))
         self.budget = int(ctx.get("budget") or settings.get("task_tokens") or TASK_TOKENS)
         trace = [s for s in ctx.get("trace") or [] if isinstance(s, dict)]
@@ -139,12 +150,11 @@ class _Run:
             else "online"
         )
         limits = {"steps": self.max_steps, "tokens": self.budget, "shell_timeout": SHELL_TIMEOUT_S}
-        self.conv = prompt.Conversation(
-            prompt.intro(
-                self.task, ctx, self.tools, self.loop.home, network, limits, other_replies
-            ),
-            str(settings.get("persona") or ""),
-        )
+        persona = str(settings.get("persona") or "")
+        situation = (ctx, self.tools, self.loop.home, network, limits, other_replies)
+        first = len(prompt.intro(self.task, *situation)) + len(persona)
+        notes = await self.memory.prefill(chain, first)  # may take recall from self.tools
+        self.conv = prompt.Conversation(prompt.intro(self.task, *situation, notes), persona)
         pending = self._rebuild(chain, answers)
         before = snapshot(self.loop.home / "artifacts")
         since_ns = int(float(chain[0].get("at") or 0) * 1e9) if chain else 0
@@ -152,7 +162,8 @@ class _Run:
             outcome = await self._work(pending)
         except ModelError as e:
             outcome = await self._model_error(e, chain)
-        if outcome.status in ("completed", "failed"):
+        if outcome.status in ("completed", "failed"):  # not when it waits: it is not over
+            await self.memory.lesson(outcome)
             found, left_out = collect(self.loop.home, before, since_ns)
             outcome.artifacts = found
             if left_out:
@@ -170,7 +181,7 @@ class _Run:
             args = dict(s.get("arguments") or {})
             last = i == len(chain) - 1
             self._count(s)
-            if tool in ("deferred", "error"):
+            if tool in ("deferred", "error", "lesson") or is_auto(s):
                 self.steps += tool == "error"
                 continue
             if tool == "approval":
@@ -282,6 +293,9 @@ class _Run:
             await self._record("ask_owner", args, "", usage, started, thought)
             await self.host.ask_owner(self.tid, self.attempt, question)
             return Outcome("released", reason=f"question: {question}")
+        if tool == "recall":  # never gated (agentd.agentloop.memory)
+            await self.memory.recall_step(args, thought, usage, started)
+            return None
         rules = self.ctx.get("rules") or {}
         why = self.loop.gate(rules, tool, args)
         recorded = tool
@@ -386,6 +400,7 @@ class _Run:
         usage: dict[str, int],
         started: float,
         thought: Any = "",
+        **extra: Any,  # a recall's "memories" or "error"
     ) -> None:
         self.n += 1
         step = {
@@ -402,6 +417,7 @@ class _Run:
         }
         if thought:
             step["thought"] = str(thought)[: prompt.THOUGHT_CHARS]
+        step.update(extra)
         await self.host.record_step(
             self.tid, self.attempt, within_step_limit(step, STEP_ARG_CHARS, STEP_BYTES)
         )

@@ -10,6 +10,8 @@ conversation kept within the model's context.
   limits, network or not, the artifacts/ convention, the project, what the
   tasks it depends on found, the previous attempt's error, the owner's notes
   and answers; then the task, last, nearest to where it answers.
+- Notes recalled from memory (agentd.agentloop.memory) go in the first
+  message, before the task, labelled as possibly wrong or outdated.
 - The prompt is kept within the context by trimming, never by failing: old
   tool output first (oldest first), then old steps' long arguments, then whole
   old steps, then the last results and the first message themselves (head
@@ -51,6 +53,7 @@ TOOL_ARGS: dict[str, dict[str, Any]] = {
     "list_files": {"path": _text()},
     "write_file": {"path": _text(), "content": {"type": "string"}},
     "fetch": {"url": _text()},
+    "recall": {"query": _text()},
     "ask_owner": {"question": _text()},
     "finish": {"answer": _text()},
 }
@@ -84,6 +87,8 @@ def describe(tool: str, shell_timeout: float) -> str:
         "list_files": 'list_files {"path"}: list a directory ("." is your home)',
         "write_file": 'write_file {"path", "content"}: create or replace a file',
         "fetch": 'fetch {"url"}: HTTP GET a web page (http or https only), shown as text',
+        "recall": 'recall {"query"}: search your memory (lessons from your earlier tasks) '
+        "and your owner's notes for what is relevant to the query",
         "ask_owner": 'ask_owner {"question"}: ask your owner, only if you cannot go on '
         "without them; the task waits for the answer",
         "finish": 'finish {"answer"}: end the task; the answer is its result: what you '
@@ -129,8 +134,9 @@ def intro(
     network: str,
     limits: dict[str, Any],
     replies: list[dict[str, Any]],
+    remembered: str = "",
 ) -> str:
-    """The first message: the agent's situation, then the task."""
+    """The first message: the agent's situation, what it remembers, then the task."""
     lines = [
         "You are an agent working alone on a task in a Linux sandbox. You work in steps: "
         'each reply is one JSON object {"thought": ..., "tool": ..., and the tool\'s '
@@ -185,6 +191,8 @@ def intro(
             f"A previous attempt at this task failed: {clip(str(ctx['last_error']), 600)}. "
             "Do not repeat its mistake."
         )
+    if remembered:
+        lines.append(remembered)
     lines.append(f"{TASK_MARKER}{task.get('title', '')}")
     if task.get("description"):
         lines.append(str(task["description"]))
@@ -337,9 +345,10 @@ class Conversation:
 
 
 # ------------------------------------------------------------------ resuming
-def offered(tools: list[str], profile: str | None) -> list[str]:
+def offered(tools: list[str], profile: str | None, memory: bool = False) -> list[str]:
     """The tools a template's names give: files -> read/list/write, shell, web ->
-    fetch (not offline), then ask_owner and finish always."""
+    fetch (not offline); recall when the agent has a memory; then ask_owner and
+    finish always."""
     out = []
     if "shell" in tools:
         out.append("shell")
@@ -347,6 +356,8 @@ def offered(tools: list[str], profile: str | None) -> list[str]:
         out += ["read_file", "list_files", "write_file"]
     if "web" in tools and profile != "offline":
         out.append("fetch")
+    if memory:
+        out.append("recall")
     return [*out, "ask_owner", "finish"]
 
 

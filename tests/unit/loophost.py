@@ -19,6 +19,7 @@ SETTINGS = {
     "profile": "offline",
     "steps": 10,
     "task_tokens": 20000,
+    "memory": False,  # no recall, no lesson: test_agentloop_memory.py turns it on
 }
 
 
@@ -33,6 +34,10 @@ class Host:
     def __init__(self, *script: Any, ctx: dict[str, Any] | None = None) -> None:
         self.script = list(script)
         self.ctx = ctx or {}
+        self.hits: list[dict[str, Any]] | Exception = []  # what recall answers (or raises)
+        self.stored: dict[str, Any] | Exception = {"added": 1, "skipped": 0, "tokens": 9}
+        self.recalls: list[tuple[str, int, int]] = []
+        self.remembered: list[tuple[str, str, int]] = []
         self.thinks: list[tuple[list[dict[str, str]], dict[str, Any]]] = []
         self.steps: list[dict[str, Any]] = []
         self.calls: list[tuple[Any, ...]] = []
@@ -78,6 +83,18 @@ class Host:
 
     async def use_approval(self, approval: int, attempt: int) -> None:
         self.calls.append(("use_approval", approval, attempt))
+
+    async def remember(self, text: str, kind: str, task: int) -> dict[str, Any]:
+        self.remembered.append((text, kind, task))
+        if isinstance(self.stored, Exception):
+            raise self.stored
+        return {**self.stored, "ids": [100 + len(self.remembered)]}
+
+    async def recall(self, query: str, k: int, task: int) -> list[dict[str, Any]]:
+        self.recalls.append((query, k, task))
+        if isinstance(self.hits, Exception):
+            raise self.hits
+        return [dict(h) for h in self.hits[:k]]
 
 
 def no_gate(rules: dict[str, Any], tool: str, args: dict[str, Any]) -> str | None:
