@@ -214,7 +214,7 @@ class Memories:
         """Drop AGENT's memory; with its home kept (an archive), first write it
         beside the archive as JSON lines (vectors included: re-importable)."""
         scope = Scope("agent", agent.id)
-        if agent.archive:
+        if agent.archive and (await self.service.usage(scope)).chunks:
             await self.service.export_file(scope, _memory_archive(Path(agent.archive)))
         return await self.service.drop_scope(scope)
 

@@ -38,6 +38,7 @@ ON_ROOT = {
     f"{BUS}.Tasks",
     f"{BUS}.Model",
     f"{BUS}.Approvals",
+    f"{BUS}.Memory",  # when agentd's memory opened (it does here: sqlite-vec is vendored)
 }
 ON_AGENT = {f"{BUS}.Agent"}
 

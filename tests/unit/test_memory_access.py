@@ -177,6 +177,8 @@ def test_removal_drops_the_memory_and_a_kept_home_keeps_it_beside_the_archive(
         await m.add(ALICE, "knowledge", "k.md", "kept knowledge", False)
         kept = s.a1.__class__(**{**s.a1.__dict__, "archive": str(archive)})
         dropped = await m.forget_agent(kept)
+        empty = tmp_path / "archive" / "b1-70001-20261130.tar.gz"
+        await m.forget_agent(s.b1.__class__(**{**s.b1.__dict__, "archive": str(empty)}))
         usage = await m.usage(ROOT, "knowledge/1000")
         return dropped, usage, await m.service.scopes()
 
@@ -186,6 +188,8 @@ def test_removal_drops_the_memory_and_a_kept_home_keeps_it_beside_the_archive(
     lines = (archive.parent / "a1-70000-20261130.memory.jsonl").read_text().splitlines()
     assert len(lines) == 1 and "vault" in json.loads(lines[0])["text"]
     assert oct((archive.parent / "a1-70000-20261130.memory.jsonl").stat().st_mode)[-3:] == "600"
+    # an agent that remembered nothing leaves no file beside its archive
+    assert sorted(p.name for p in archive.parent.iterdir()) == ["a1-70000-20261130.memory.jsonl"]
 
 
 def test_reconcile_drops_memories_of_agents_gone_while_agentd_was_down(s: Setup) -> None:
