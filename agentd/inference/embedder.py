@@ -352,13 +352,7 @@ class Embedder:
 
     def _fail(self, job: _Job, err: BaseException) -> None:
         """A failed decode fails its requests (their other texts are dropped)."""
-        with self._lock:
-            q = self._owners.get(job.key)
-            if q is not None and job in q:
-                q.remove(job)
-                self._queued -= len(job.texts) - job.next
-                if not q:
-                    del self._owners[job.key]
+        self._cancel(job)
         job.loop.call_soon_threadsafe(_resolve, job.future, err)
 
     def _deliver(self, job: _Job) -> None:
