@@ -112,8 +112,13 @@ def test_start_runs_the_runtime_in_a_hardened_unit(agentd: Agentd) -> None:
     assert str(pid) in agentd.sh(["cat", f"{cg}/cgroup.procs"]).stdout
 
     agentd.wait_online("it-run")
-    logs = agentd.sh(["journalctl", "-u", unit, "--no-pager", "-o", "cat"]).stdout
-    assert f"agent it-run online as uid {uid}" in logs
+    # journald reads the runtime's stdout on its own schedule: wait for the line
+    line = f"agent it-run online as uid {uid}"
+    wait_for(
+        lambda: line in agentd.sh(["journalctl", "-u", unit, "--no-pager", "-o", "cat"]).stdout,
+        30,
+        f"journald's copy of {line!r}",
+    )
     info = agentd.ctl_json("agent", "show", "it-run", user="alice")
     assert info["active_state"] == "active" and info["online"] is True
     assert info["main_pid"] == pid and info["memory_current"] > 0

@@ -3,10 +3,11 @@ it, every agent is whole or gone, with no orphan user, home or unit."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
-from agentd_helpers import Agentd, kill_agentd_and_wait
+from agentd_helpers import Agentd, kill_agentd, kill_agentd_and_wait, wait_for, wait_restarted
 
 from agentd.names import account_name, agent_of_account
 
@@ -71,10 +72,55 @@ def test_kill_during_creates_and_removes_leaves_no_orphans(agentd: Agentd, delay
     assert ok, checked
 
 
-def test_repairs_are_audited(agentd: Agentd) -> None:
-    """Across the storms above, agentd must have had work to repair at least once."""
-    rows = agentd.audit()
-    repairs = [r for r in rows if r["result"] in ("rolled_back", "repaired")]
-    starts = [r for r in rows if r["action"] == "agentd.start"]
-    assert len(starts) >= 10
-    assert repairs, "no kill landed inside a create or remove; the crash test proved nothing"
+# Holds /etc/.pwd.lock the way lckpwdf(3) does (an fcntl lock), which groupadd,
+# useradd and userdel take first: agentd's create or remove waits there, at a
+# known point, for as long as the test likes (they give up after 15 s).
+HOLD_PWD_LOCK = (
+    "import fcntl, sys\n"
+    "f = open('/etc/.pwd.lock', 'a')\n"
+    "fcntl.lockf(f, fcntl.LOCK_EX)\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def kill_inside(agentd: Agentd, tool: str, args: list[str]) -> None:
+    """Run `agentctl ARGS`, kill -9 agentd while it waits in TOOL (groupadd,
+    userdel) for the account lock, and let systemd restart it."""
+    holder = agentd.m.popen(["python3", "-c", HOLD_PWD_LOCK], stdin=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline().strip() == "held"
+    ctl = agentd.m.popen(["agentctl", *args])
+    try:
+        wait_for(
+            lambda: agentd.sh(["pgrep", "-x", tool], check=False).returncode == 0,
+            30,
+            f"agentd waiting in {tool}",
+        )
+        old = kill_agentd(agentd)
+    finally:
+        holder.stdin.close()  # the lock goes with the holder, before agentd's repair
+        holder.wait(timeout=30)
+        ctl.wait(timeout=60)
+    wait_restarted(agentd, old)
+
+
+def test_a_kill_inside_a_create_is_rolled_back(agentd: Agentd) -> None:
+    kill_inside(agentd, "groupadd", ["agent", "create", "crash-held", "--template", "sandbox"])
+    assert invariants(agentd) == []
+    assert "crash-held" not in {a["name"] for a in agentd.ctl_json("agent", "list")}
+    rows = agentd.audit("agent.create", "crash-held")
+    assert [r["result"] for r in rows] == ["rolled_back"], rows
+    assert agentd.sh(["getent", "passwd", account_name("crash-held")], check=False).returncode
+
+
+def test_a_kill_inside_a_remove_is_finished_after_the_restart(agentd: Agentd) -> None:
+    agentd.ctl("agent", "create", "crash-rm", "--template", "sandbox")
+    kill_inside(agentd, "userdel", ["agent", "rm", "crash-rm"])
+    wait_for(
+        lambda: agentd.audit("agent.remove", "crash-rm"), 60, "the removal finished by agentd"
+    )
+    rows = agentd.audit("agent.remove", "crash-rm")
+    assert [r["result"] for r in rows] == ["repaired"], rows
+    assert invariants(agentd) == []
+    assert agentd.sh(["getent", "passwd", account_name("crash-rm")], check=False).returncode
