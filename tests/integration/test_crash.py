@@ -117,9 +117,7 @@ def test_a_kill_inside_a_create_is_rolled_back(agentd: Agentd) -> None:
 def test_a_kill_inside_a_remove_is_finished_after_the_restart(agentd: Agentd) -> None:
     agentd.ctl("agent", "create", "crash-rm", "--template", "sandbox")
     kill_inside(agentd, "userdel", ["agent", "rm", "crash-rm"])
-    wait_for(
-        lambda: agentd.audit("agent.remove", "crash-rm"), 60, "the removal finished by agentd"
-    )
+    wait_for(lambda: agentd.audit("agent.remove", "crash-rm"), 60, "the removal finished by agentd")
     rows = agentd.audit("agent.remove", "crash-rm")
     assert [r["result"] for r in rows] == ["repaired"], rows
     assert invariants(agentd) == []
