@@ -1,7 +1,7 @@
 """agentctl: manage agentd's agents, templates, tasks and audit trail from a shell.
 
 A click command tree in the style of simonw/llm: noun groups (agent, template,
-audit, project, task, approval, memory, knowledge, model, quota) with one
+audit, project, task, approval, memory, knowledge, session, model, quota) with one
 small verb set (create, add, list, show, search, start, stop, rm, logs, ...),
 plus `status`, `events`, `chat` and `usage`. Every command takes --json. On a
 terminal the output is rich tables and colour; otherwise it is plain
@@ -31,10 +31,12 @@ from .commands import (
     agent,
     approval,
     audit,
+    chat,
     knowledge,
     memory,
     model,
     project,
+    session,
     status,
     task,
     template,
@@ -97,7 +99,8 @@ COMMANDS: tuple[click.Command, ...] = (
     memory.memory,
     knowledge.knowledge,
     model.model,
-    model.chat,
+    chat.chat,
+    session.session,
     usage.usage,
     usage.quota,
     status.status,

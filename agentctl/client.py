@@ -6,9 +6,10 @@ and the translation of D-Bus errors into one ClientError type: every call goes
 through _call, the one translation point. What a value looks like on the wire
 (a{sv}, the row types of agentd.api.rows) is agentctl.marshal's business; what
 agentd pushes (signals for `task wait`, JSON-line streams) is collected by
-agentctl.client_streams; the Memory calls are a mixin (agentctl.client_memory)
-given _call through the class. The CLI (and its tests, which inject a fake with
-the same methods) never sees sdbus nor a proxy; this is agentctl's only sdbus import.
+agentctl.client_streams; the Memory and Sessions calls are mixins
+(agentctl.client_memory, .client_sessions) given _call through the class.
+The CLI (and its tests, which inject a fake with the same methods) never sees
+sdbus nor a proxy; this is agentctl's only sdbus import.
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ from agentd.api.interfaces import (
 from agentd.api.interfaces.approvals import ApprovalsInterface
 from agentd.api.interfaces.manager import REMOVE_FORCE
 from agentd.api.interfaces.memory import MemoryInterface
+from agentd.api.interfaces.sessions import SessionsInterface
 
 from . import marshal
 from .client_memory import MemoryCalls
+from .client_sessions import SessionCalls
 from .client_streams import TaskWatch, json_lines
 from .marshal import CHAT_OPTIONS, TASK_FILTER, TASK_SPEC, limit_variants, unwrap, variants
 
@@ -153,11 +156,12 @@ def _json(text: str, shape: type[T], method: str) -> T:
     return value
 
 
-class AgentdClient(MemoryCalls):
+class AgentdClient(MemoryCalls, SessionCalls):
     """One connection to agentd on the system bus."""
 
     _translated = staticmethod(_call)  # the mixins' way to the one translation point
     _reply = staticmethod(_json)
+    _stream = staticmethod(lambda fd: _json_stream(fd))  # defined below
 
     def __init__(self, bus: sdbus.SdBus) -> None:
         self.bus = bus
@@ -166,6 +170,7 @@ class AgentdClient(MemoryCalls):
         self.model = ModelInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
         self.approvals = ApprovalsInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
         self.memory = MemoryInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
+        self.sessions = SessionsInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
 
     @classmethod
     def connect(cls) -> AgentdClient:

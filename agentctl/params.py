@@ -52,6 +52,8 @@ class TaskIdType(click.ParamType):
     """A task id as `task submit` prints it (a leading '#' is accepted)."""
 
     name = "ID"
+    what = "task id"
+    printed_by = "task submit"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
@@ -59,7 +61,9 @@ class TaskIdType(click.ParamType):
         text = str(value).strip().removeprefix("#")
         if not (text.isascii() and text.isdigit()) or int(text) >= 1 << 64:
             self.fail(
-                f"invalid task id {value!r}: a number, as `task submit` prints it", param, ctx
+                f"invalid {self.what} {value!r}: a number, as `{self.printed_by}` prints it",
+                param,
+                ctx,
             )
         return int(text)
 

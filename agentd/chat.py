@@ -10,12 +10,18 @@ one. Dependency-free: the inference service imports nothing of the engine.
 from __future__ import annotations
 
 import json
+import re
 
 ROLES = ("system", "user", "assistant")
 MAX_MESSAGES = 256
 MAX_CHARS = 64 * 1024
 
 Message = dict[str, str]
+
+# How the inference service refuses a prompt too long for a sequence's context
+# (agentd.inference.engine); its callers learn the real sizes from it:
+# groups 1-3 are the prompt's tokens, max_tokens and the tokens per sequence.
+TOO_LONG = re.compile(r"(\d+) prompt tokens \+ max_tokens (\d+) > (\d+) tokens per sequence")
 
 
 def loads(text: str) -> object:

@@ -29,6 +29,7 @@ from .api.memory import MemoryObject
 from .api.model import ModelObject
 from .api.polkit import Polkit
 from .api.runtime import RuntimeObject
+from .api.sessions import SessionsObject
 from .api.tasks import TasksObject
 from .approvals import Approvals
 from .audit import AuditLog
@@ -46,6 +47,7 @@ from .models.fetch import UnitFetcher
 from .quotas import Meter
 from .registry import Registry
 from .scheduler import Scheduler
+from .sessions import Sessions
 from .store import Store
 from .systemd import Systemd
 from .tasks.queue import TaskQueue
@@ -201,7 +203,17 @@ async def serve(cfg: config_mod.Config) -> None:
     )
     memories = await open_memory(cfg, registry, meter, audit)
     runtime.memories = memories
+    sessions = Sessions(store, thinking, audit, memories)  # chat sessions (issue 13)
+    dropped = sessions.reconcile()
+    if dropped:
+        log.warning("reconcile: dropped %d chat sessions of removed agents", dropped)
+
+    def forget_sessions(e: AgentRemoved) -> None:
+        sessions.forget_agent(e.agent)
+
+    events.subscribe(AgentRemoved, forget_sessions)
     objects = [manager, runtime, tasks, model, approvals_obj]
+    objects.append(SessionsObject(sessions, callers, model.streams))
     if memories is not None:
         objects.append(MemoryObject(memories, callers))
         events.subscribe(AgentRemoved, lambda e: forget(memories, e.agent))

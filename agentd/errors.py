@@ -188,3 +188,15 @@ ALL_ERRORS += (
     MemoryUnavailable,
     NoEmbeddingModel,
 )
+
+
+# Chat sessions (issue 13, agentd.sessions).
+
+
+class NoSuchSession(AgentdError):
+    """No chat session with that id (or not one of the agent asked about)."""
+
+    name = "NoSuchSession"
+
+
+ALL_ERRORS += (NoSuchSession,)

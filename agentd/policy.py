@@ -164,6 +164,10 @@ RULES: dict[str, Rule] = {
     "memory.write": Rule(Scope.OWNER, MANAGE, "agents remember through the Runtime interface"),
     "runtime.remember": Rule(Scope.SELF),
     "runtime.recall": Rule(Scope.SELF),
+    # chat sessions (issue 13; agentd.sessions): talking in one is model.chat
+    "session.list": Rule(Scope.PERSON, MANAGE, "agents may not read chat sessions"),
+    "session.show": Rule(Scope.OWNER, MANAGE, "agents may not read chat sessions"),
+    "session.remove": Rule(Scope.OWNER, MANAGE, "agents may not read chat sessions"),
     "model.show": Rule(Scope.ANYONE),
     "model.reload": Rule(Scope.ADMIN, RELOAD, what="reload the model"),
     "model.list": Rule(Scope.ANYONE),

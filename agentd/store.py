@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 import apsw
 
-from . import approvalschema, usageschema
+from . import approvalschema, sessionschema, usageschema
 from .errors import InvalidConfig, NoSpace
 
 SqlValue = int | float | str | bytes | None  # what SQLite stores (bool is an int)
@@ -285,6 +285,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 10: usage of kind 'embed' (agent memory; agentd.usageschema).
     usageschema.MIGRATION_10,
+    # 11: chat sessions and their turns (agentd.sessionschema).
+    sessionschema.MIGRATION_11,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -36,6 +36,7 @@ from .templates import Catalog
 MAX_TOKENS = 4096
 THINK_ATTEMPTS = 2  # a think is retried once if the service dies under it
 THINK_TIMEOUT_S = 150  # under the runtime's D-Bus call timeout (agentd.runtime)
+SHOW_TIMEOUT_S = 5  # `show` is answered at once, even under load (no model work)
 # A prompt's tokens are held as an upper bound until the service counts them:
 # one per byte of content (a byte-level BPE token is at least one byte; with
 # SmolLM2's tokenizer, measured tokens per byte: digits 1.00, hex 0.90, base64
@@ -118,17 +119,23 @@ class Thinking:
         self.audit = audit
         self.policy = policy or registry.policy
         self.catalog = catalog or registry.catalog
+        # a sequence's context in the loaded model, once the service said (show;
+        # forgotten at a reload): agents' loops and sessions fit prompts to it
+        self.context_tokens = 0
+
+    def persona(self, agent: Agent) -> str:
+        """AGENT's template's system prompt (a plain one if it has none)."""
+        try:
+            prompt = self.catalog.template(agent.template).system_prompt
+        except AgentdError:  # template gone or broken: no persona
+            prompt = ""
+        return prompt or f"You are {agent.name}, a helpful assistant."
 
     def _persona(self, agent: Agent, messages: list[dict[str, str]]) -> list[dict[str, str]]:
         """The template's system prompt first, unless the caller gave one."""
         if messages and messages[0]["role"] == "system":
             return messages
-        try:
-            prompt = self.catalog.template(agent.template).system_prompt
-        except AgentdError:  # template gone or broken: no persona
-            prompt = ""
-        prompt = prompt or f"You are {agent.name}, a helpful assistant."
-        return [{"role": "system", "content": prompt}, *messages]
+        return [{"role": "system", "content": self.persona(agent)}, *messages]
 
     def chat_agent(self, caller: Caller, name: str) -> Agent:
         """The agent CALLER may chat with: its owner's or an admin's."""
@@ -198,15 +205,19 @@ class Thinking:
         options: Options,
         task_id: int | None = None,
     ) -> dict[str, Any]:
-        """One whole answer for the agent's runtime, within THINK_TIMEOUT_S."""
+        """One whole answer for the agent's runtime, within THINK_TIMEOUT_S, with
+        the context it was fitted to be sized by (context_tokens, when known)."""
         try:
-            return await asyncio.wait_for(
+            answer = await asyncio.wait_for(
                 self._think(agent, messages, options, task_id), THINK_TIMEOUT_S
             )
         except TimeoutError:
             raise ModelUnavailable(
                 f"the model did not answer within {THINK_TIMEOUT_S} s (is it overloaded?)"
             ) from None
+        if await self.context():
+            answer["context_tokens"] = self.context_tokens
+        return answer
 
     async def _think(
         self, agent: Agent, messages: list[dict[str, str]], options: Options, task_id: int | None
@@ -235,7 +246,18 @@ class Thinking:
         raise AssertionError("unreachable")
 
     async def show(self) -> dict[str, Any]:
-        return await self.client.call({"op": "show"})
+        info = await self.client.call({"op": "show"})
+        context = (info.get("config") or {}).get("context") if info.get("model") else None
+        if isinstance(context, int) and context > 0:
+            self.context_tokens = context
+        return info
+
+    async def context(self) -> int:
+        """A sequence's context, asking the service once; 0 if it cannot say."""
+        if not self.context_tokens:
+            with contextlib.suppress(AgentdError, OSError, TimeoutError):
+                await asyncio.wait_for(self.show(), SHOW_TIMEOUT_S)
+        return self.context_tokens
 
     def reload(self, caller: Caller, path: str) -> ModelStream:
         self.policy.check(caller, "model.reload")
@@ -253,6 +275,7 @@ class Thinking:
                 async for event in events:
                     if event.get("event") == "done":
                         result = "ok"
+                        self.context_tokens = 0  # the new model's may differ
                     yield event
         finally:
             self.audit.append(

@@ -43,6 +43,8 @@ class ApprovalIdType(TaskIdType):
     """An approval id as `approval list` prints it (a leading '#' is accepted)."""
 
     name = "ID"
+    what = "approval id"
+    printed_by = "approval list"
 
 
 APPROVAL_ID = ApprovalIdType()

@@ -1,8 +1,7 @@
-"""`agentctl model` and `agentctl chat`: the shared local model, and talking to an
-agent through it.
+"""`agentctl model`: the shared local model.
 
-One model (agentd-inference.service) serves every agent; agentd forwards
-chats to it and streams the answer back (usage and quotas are in
+One model (agentd-inference.service) serves every agent (talking to an agent
+through it is agentctl.commands.chat; usage and quotas are in
 agentctl.commands.usage). Installing, choosing and removing models are
 agentd's admin operations (agentd.models): agentctl starts the job and draws
 its progress signals, it writes nothing itself.
@@ -13,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -343,126 +341,3 @@ def model_reload(path: str, as_json: bool) -> None:
     elif done:
         m = done.get("model", {})
         click.echo(f"loaded {m.get('path', path)} in {float(done.get('load_s', 0)):.2f}s")
-
-
-@click.command(
-    "chat",
-    epilog="""\b
-Examples:
-  agentctl chat scout
-  agentctl chat scout -m "Summarize RFC 2119 in one line"
-  echo "hello" | agentctl chat scout --json""",
-)
-@click.argument("name")
-@click.option(
-    "-m",
-    "--message",
-    metavar="TEXT",
-    help="Send TEXT, print the answer and exit (default: read stdin, or talk "
-    "interactively on a terminal).",
-)
-@click.option(
-    "--max-tokens",
-    type=click.IntRange(1, 4096),
-    default=256,
-    show_default=True,
-    help="Longest answer, in tokens.",
-)
-@click.option(
-    "--temperature",
-    type=click.FloatRange(0, 2),
-    default=0.0,
-    show_default=True,
-    help="Sampling temperature; 0 always picks the likeliest token.",
-)
-@click.option(
-    "--schema",
-    type=click.File("r"),
-    metavar="FILE",
-    help="Constrain the answer to this JSON Schema (the answer is then JSON).",
-)
-@click.option("--no-persona", is_flag=True, help="Leave out the template's system prompt.")
-@json_option
-def chat(
-    name: str,
-    message: str | None,
-    max_tokens: int,
-    temperature: float,
-    schema: Any,
-    no_persona: bool,
-    as_json: bool,
-) -> None:
-    """Talk to agent NAME as its template's persona, streaming the answer.
-
-    The template's system prompt comes first; tokens are printed as the
-    model produces them. The tokens count against the agent's and your
-    quotas (see agentctl usage); over quota, the request is refused with the
-    time the quota resets. You must own the agent, or be an administrator.
-    With --json the answer is one JSON object (text, finish_reason, token
-    counts) instead of a stream.
-    """
-    options: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
-    if schema is not None:
-        text = schema.read()
-        try:
-            json.loads(text)
-        except ValueError as e:
-            fail(f"--schema: not JSON: {e}", "InvalidArgument", 2)
-        options["json_schema"] = text
-    if no_persona:
-        options["persona"] = False
-    if message is None and (not sys.stdin.isatty() or as_json):
-        message = sys.stdin.read()
-    if message is not None:
-        run(lambda c: _say(c, name, [{"role": "user", "content": message}], options, as_json))
-        return
-    run(lambda c: _converse(c, name, options))
-
-
-async def _say(
-    client: AgentdClient,
-    name: str,
-    messages: list[dict[str, str]],
-    options: dict[str, Any],
-    as_json: bool,
-) -> str:
-    """One exchange: stream the answer (or print it as JSON); returns its text."""
-    done: dict[str, Any] = {}
-    async for event in client.chat(name, messages, options):
-        if event["event"] == "token" and not as_json:
-            click.echo(event["text"], nl=False)
-            sys.stdout.flush()
-        elif event["event"] == "done":
-            done = event
-    if as_json:
-        print_json(
-            {
-                "agent": name,
-                **{
-                    k: done.get(k)
-                    for k in ("text", "finish_reason", "prompt_tokens", "completion_tokens")
-                },
-            }
-        )
-    else:
-        click.echo()
-    return str(done.get("text", ""))
-
-
-async def _converse(client: AgentdClient, name: str, options: dict[str, Any]) -> None:
-    """Interactive chat: the conversation so far goes with every question."""
-    click.echo(f"Chatting with {name}. An empty line or Ctrl-D ends.", err=True)
-    history: list[dict[str, str]] = []
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            line = await loop.run_in_executor(None, lambda: input("you> "))
-        except EOFError:
-            line = ""
-        if not line.strip():
-            return
-        history.append({"role": "user", "content": line})
-        click.echo(f"{name}> ", nl=False)
-        history.append(
-            {"role": "assistant", "content": await _say(client, name, history, options, False)}
-        )

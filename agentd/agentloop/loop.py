@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..chat import TOO_LONG
 from . import checks, prompt
 from .host import ModelError, Outcome, TaskHost
 from .memory import Memory, is_auto
@@ -62,7 +62,6 @@ RESAMPLES, RESAMPLE_TEMPERATURE = 2, 0.7
 TOO_LONG_RETRIES = 2
 TRANSIENT = ("Overloaded", "ModelUnavailable", "Failed")
 BACKOFF_S, BACKOFF_MAX_S = 10.0, 600.0
-_TOO_LONG = re.compile(r"(\d+) prompt tokens \+ max_tokens (\d+) > (\d+) tokens per sequence")
 
 Gate = Callable[[dict[str, Any], str, dict[str, Any]], "str | None"]
 
@@ -470,7 +469,7 @@ class _Run:
             try:
                 answer = await self.host.think(messages, options)
             except ModelError as e:
-                m = _TOO_LONG.search(str(e))
+                m = TOO_LONG.search(str(e))
                 if e.name != "InvalidArgument" or m is None or tries == TOO_LONG_RETRIES:
                     raise
                 self.conv.calibrate(int(m.group(1)), chars)

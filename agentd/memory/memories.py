@@ -182,8 +182,10 @@ class Memories:
 
     # -- the agent itself (the Runtime interface) ----------------------------------------
     async def remember(
-        self, agent: Agent, text: str, kind: str, task: int | None
+        self, agent: Agent, text: str, kind: str, task: int | None, source: str | None = None
     ) -> dict[str, Any]:
+        """TEXT into AGENT's memory (its runtime, or agentd for it: a session's
+        facts, SOURCE session/ID); metered and audited as the agent's."""
         if kind not in RUNTIME_KINDS:
             raise InvalidArgument(f"kind must be one of {', '.join(RUNTIME_KINDS)}")
         if not text.strip() or len(text.encode()) > MAX_REMEMBER:
@@ -192,9 +194,10 @@ class Memories:
         caller = Caller(uid=agent.uid, name=agent.name)
         self._admit(caller, scope, agent, len(text.encode()) // BYTES_PER_TOKEN_BOUND + 1)
         started = time.monotonic()
-        result = await self.service.remember(scope, text, kind=kind, task_id=task)
+        result = await self.service.remember(scope, text, kind=kind, task_id=task, source=source)
         self._charge(scope, agent, result.tokens, time.monotonic() - started, task)
-        self._audit_add(caller, scope, agent, f"task/{task}" if task else kind, result, kind=kind)
+        label = source or (f"task/{task}" if task else kind)
+        self._audit_add(caller, scope, agent, label, result, kind=kind)
         return _result(result)
 
     async def recall(

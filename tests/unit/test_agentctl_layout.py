@@ -153,6 +153,7 @@ def test_the_root_has_exactly_the_listed_commands() -> None:
         "model",
         "project",
         "quota",
+        "session",
         "status",
         "task",
         "template",

@@ -66,6 +66,55 @@ class ModelFake:
             "completion_tokens": 3,
         }
 
+    async def chat_in_session(
+        self, agent: str, session: int, message: str, options: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        self.calls.append(("chat_in_session", agent, session, message, options))
+        if self.fail:
+            raise self.fail
+        if session:
+            folded = {"turns": 4, "facts": 1, "facts_stored": 1, "parsed": True}
+            yield {"event": "folded", "session": session, **folded}
+        for piece in ("Hel", "lo", "!"):
+            yield {"event": "token", "text": piece}
+        yield {
+            "event": "done",
+            "text": "Hello!",
+            "finish_reason": "eos",
+            "prompt_tokens": 9,
+            "completion_tokens": 3,
+            "session": session or 7,
+        }
+
+    async def list_sessions(self, agent: str = "") -> list[dict[str, Any]]:
+        self.calls.append(("list_sessions", agent))
+        return [{"id": 9, "agent": agent, "turns": 6, "updated": time.time(), "title": "Hi"}]
+
+    async def get_session(self, session: int) -> dict[str, Any]:
+        self.calls.append(("get_session", session))
+        if session != 9:
+            raise ClientError(f"no session {session}", "NoSuchSession")
+        return {
+            "id": 9,
+            "agent": "scout",
+            "owner_uid": 0,
+            "caller_uid": 0,
+            "title": "Hi",
+            "turns": 4,
+            "folded": 2,
+            "facts": 1,
+            "created": time.time(),
+            "updated": time.time(),
+            "summary": "They said hello.",
+            "messages": [
+                {"seq": 2, "role": "user", "content": "And you?"},
+                {"seq": 3, "role": "assistant", "content": "Fine."},
+            ],
+        }
+
+    async def remove_session(self, session: int) -> None:
+        self.calls.append(("remove_session", session))
+
     async def list_quotas(self) -> list[dict[str, Any]]:
         return self.quotas
 
@@ -203,25 +252,24 @@ def test_model_show_and_reload(fake: ModelFake) -> None:
     assert json.loads(r.stdout)["load_s"] == 0.25
 
 
-def test_interactive_chat_keeps_the_conversation(fake: ModelFake, monkeypatch, capsys) -> None:
+def test_interactive_chat_is_a_session(fake: ModelFake, monkeypatch, capsys) -> None:
     import asyncio
 
     import click
 
-    from agentctl.commands import model as model_cmd
+    from agentctl.commands import chat as chat_cmd
 
     lines = iter(["hi", "and then?", ""])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
     with click.Context(cli, obj=Env(connect=lambda: fake, tty=False)):
-        asyncio.run(model_cmd._converse(fake, "scout", {"max_tokens": 5}))
-    chats = [c for c in fake.calls if c[0] == "chat"]
+        asyncio.run(chat_cmd._converse(fake, "scout", None, {"max_tokens": 5}))
+    chats = [c for c in fake.calls if c[0] == "chat_in_session"]
     assert len(chats) == 2  # the empty line ended it
-    assert chats[1][2] == [
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "Hello!"},
-        {"role": "user", "content": "and then?"},
-    ]
-    assert capsys.readouterr().out == "scout> Hello!\nscout> Hello!\n"
+    # the first starts a session (0), the second continues the one agentd named
+    assert [(c[2], c[3]) for c in chats] == [(0, "hi"), (7, "and then?")]
+    out = capsys.readouterr()
+    assert out.out == "scout> Hello!\nscout> Hello!\n"
+    assert "[4 older turns summarized; 1 of 1 facts remembered]" in out.err
 
 
 # -- model list / install / use / rm: agentd's jobs, followed through signals ---------
@@ -332,3 +380,54 @@ def test_model_use_and_rm() -> None:
     assert job_invoke(f, "model", "use", "qwen2.5-coder-1.5b").exit_code == 0
     r = job_invoke(f, "model", "rm", "qwen2.5-coder-1.5b")
     assert r.exit_code == 0 and f.calls[-1] == ("rm", "qwen2.5-coder-1.5b")
+
+
+def test_chat_resume_takes_the_latest_session_and_json_names_it(fake: ModelFake) -> None:
+    r = invoke(fake, "chat", "scout", "--resume", "-m", "more", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert ("list_sessions", "scout") in fake.calls
+    (call,) = [c for c in fake.calls if c[0] == "chat_in_session"]
+    assert call[1:4] == ("scout", 9, "more")
+    assert json.loads(r.stdout)["session"] == 9
+
+
+def test_chat_resume_a_given_session_and_save_a_new_one(fake: ModelFake) -> None:
+    assert invoke(fake, "chat", "scout", "--resume", "#12", "-m", "x").exit_code == 0
+    assert invoke(fake, "chat", "scout", "--save", "-m", "y").exit_code == 0
+    calls = [c[2:4] for c in fake.calls if c[0] == "chat_in_session"]
+    assert calls == [(12, "x"), (0, "y")]
+    assert not [c for c in fake.calls if c[0] == "list_sessions"]
+
+
+def test_chat_session_options_that_cannot_go_together(fake: ModelFake, tmp_path) -> None:
+    schema = tmp_path / "s.json"
+    schema.write_text("{}")
+    for args in (
+        ("--resume", "3", "-m", "x", "--schema", str(schema)),
+        ("--save", "-m", "x", "--no-persona"),
+        ("--save", "--resume", "3", "-m", "x"),
+        ("--resume", "three", "-m", "x"),
+        ("--resume", "0", "-m", "x"),
+    ):
+        r = invoke(fake, "chat", "scout", *args)
+        assert r.exit_code == 2 and r.stderr.startswith("agentctl: "), (args, r.stderr)
+    assert not [c for c in fake.calls if c[0] == "chat_in_session"]
+
+
+def test_session_list_show_and_rm(fake: ModelFake) -> None:
+    r = invoke(fake, "session", "list", "scout")
+    assert r.exit_code == 0 and r.stdout.startswith("9\tscout\t6\t") and r.stdout.endswith("Hi\n")
+    r = invoke(fake, "session", "show", "#9")
+    assert "Summary of the first 2 turns:\nThey said hello." in r.stdout
+    assert r.stdout.endswith("you> And you?\n\nscout> Fine.\n")
+    assert json.loads(invoke(fake, "session", "show", "9", "--json").stdout)["facts"] == 1
+    r = invoke(fake, "session", "show", "8")
+    assert (r.exit_code, r.stderr) == (1, "agentctl: no session 8 (NoSuchSession)\n")
+    r = invoke(fake, "session", "rm", "9", "10", "--json")
+    assert json.loads(r.stdout) == {"removed": [9, 10]}
+    assert [c for c in fake.calls if c[0] == "remove_session"] == [
+        ("remove_session", 9),
+        ("remove_session", 10),
+    ]
+    r = invoke(fake, "session", "show", "x")
+    assert r.exit_code == 2 and "invalid session id 'x'" in r.stderr

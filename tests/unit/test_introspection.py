@@ -41,6 +41,7 @@ from sdbus.dbus_proxy_async_signal import DbusSignalAsync
 from agentd.api import interfaces
 from agentd.api.interfaces.approvals import APPROVALS_INTERFACE
 from agentd.api.interfaces.memory import MEMORY_INTERFACE
+from agentd.api.interfaces.sessions import SESSIONS_INTERFACE
 from agentd.api.introspection import (
     DOC_ANNOTATION,
     INTERFACE_CLASSES,
@@ -129,6 +130,7 @@ def test_every_interface_class_is_rendered() -> None:
         interfaces.MODEL_INTERFACE,
         APPROVALS_INTERFACE,  # issue 12: approval gates
         MEMORY_INTERFACE,  # issue 13: memory
+        SESSIONS_INTERFACE,  # issue 13: chat sessions
     ]
 
 

@@ -25,8 +25,9 @@ from agentd.api.approvals import ApprovalsObject
 from agentd.api.errors import AgentdDbusError, short_name
 from agentd.api.manager import AgentObject, ManagerObject
 from agentd.api.memory import MemoryObject
-from agentd.api.model import ModelObject
+from agentd.api.model import ModelObject, Streams
 from agentd.api.runtime import RuntimeObject
+from agentd.api.sessions import SessionsObject
 from agentd.api.tasks import TasksObject
 from agentd.approvalrules import ApprovalRules
 from agentd.approvals import Approvals
@@ -38,6 +39,7 @@ from agentd.modelclient import ModelClient
 from agentd.models.admin import ModelAdmin
 from agentd.policy import RULES, Caller, Policy, Scope
 from agentd.quotas import Meter
+from agentd.sessions import Sessions
 from agentd.tasks.queue import TaskQueue
 from agentd.thinking import Thinking
 
@@ -49,6 +51,7 @@ SERVICES = {
     interfaces.ModelInterface: ModelObject,
     interfaces.ApprovalsInterface: ApprovalsObject,
     interfaces.MemoryInterface: MemoryObject,
+    interfaces.SessionsInterface: SessionsObject,
 }
 
 
@@ -149,6 +152,12 @@ class Api:
             return added.ids[0]
 
         self.chunk = asyncio.run(remember())
+        # a chat session with a1 (issue 13)
+        self.sessions = Sessions(self.w.store, self.thinking, self.w.audit)
+        exchange = ("hi", "hello", 1)
+        self.session = self.sessions.sessions.add_exchange(
+            None, self.a1.id, ALICE.uid, ALICE.uid, exchange, 0.3
+        )
 
     def objects(self, caller: Caller, grants: set[str] = frozenset()) -> dict[str, Any]:
         callers = FixedCallers(self.w.reg.policy, caller, grants)
@@ -165,6 +174,7 @@ class Api:
             "model": ModelObject(self.thinking, self.meter, callers, self.models),
             "approvals": ApprovalsObject(self.approvals, callers),
             "memory": MemoryObject(self.memories, callers),
+            "sessions": SessionsObject(self.sessions, callers, Streams()),
         }
 
     def calls(self) -> dict[tuple[str, str], tuple]:
@@ -246,6 +256,10 @@ class Api:
             ("model", "list_usage"): (7,),
             ("model", "set_quota"): ("agent", "a1", 5, "daily"),
             ("model", "reset_quota"): ("agent", "a1"),
+            ("sessions", "chat_in_session"): ("a1", self.session, "hi", {}),
+            ("sessions", "list_sessions"): ("",),
+            ("sessions", "get_session"): (self.session,),
+            ("sessions", "remove_session"): (self.session,),
         }
 
     def call(self, caller: Caller, obj: str, method: str, grants: set[str] = frozenset()) -> str:
@@ -257,7 +271,7 @@ class Api:
                 answer = await getattr(target, method)(*self.calls()[(obj, method)])
             except AgentdDbusError as e:
                 return short_name(e)
-            if obj == "model" and isinstance(answer, int):  # a stream (chat, reload):
+            if obj in ("model", "sessions") and isinstance(answer, int):  # a stream:
                 await target.streams.close()  # its fd is closed by agentd on the next turn
             return ""
 
@@ -282,6 +296,7 @@ def _object_key(service: type) -> str:
         ModelObject: "model",
         ApprovalsObject: "approvals",
         MemoryObject: "memory",
+        SessionsObject: "sessions",
     }[service]
 
 
@@ -300,6 +315,7 @@ def _scope(obj: str, method: str) -> Scope:
             ModelObject: "model",
             ApprovalsObject: "approvals",
             MemoryObject: "memory",
+            SessionsObject: "sessions",
         }.items()
     }[obj]
     return RULES[declared(service, method) or ""].scope

@@ -173,6 +173,12 @@ class FakeService:
         assert task is not None
         self.handlers.add(task)
         req = json.loads(await reader.readline())
+        if req["op"] == "show":  # Thinking asks a sequence's context once
+            show = {"event": "done", "model": {"name": "fake"}, "config": {"context": 2048}}
+            writer.write(json.dumps(show).encode() + b"\n")
+            await writer.drain()
+            writer.close()
+            return
         self.requests.append(req)
         words = req["messages"][-1]["content"].split()
         queued = {"event": "queued", "request_id": len(self.requests)}

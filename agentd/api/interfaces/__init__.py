@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .memory import MemoryInterface
     from .model import ModelInterface
     from .runtime import RuntimeInterface
+    from .sessions import SessionsInterface
     from .tasks import TasksInterface
 
     # Every interface agentd serves (the introspection files and the policy test walk it).
@@ -55,6 +56,7 @@ _CLASSES = {
     "ModelInterface": "model",
     "ApprovalsInterface": "approvals",  # issue 12: approval gates
     "MemoryInterface": "memory",  # issue 13: memory and knowledge
+    "SessionsInterface": "sessions",  # issue 13: chat sessions
 }
 
 
@@ -84,6 +86,7 @@ __all__ = [
     "MemoryInterface",
     "ModelInterface",
     "RuntimeInterface",
+    "SessionsInterface",
     "TasksInterface",
     "agent_path",
 ]
