@@ -76,7 +76,26 @@ class Retention:
 
 
 ARCHIVE_SUFFIX = ".tar.gz"  # what the registry names archives (a ".part" is in the making)
+# Written beside an archive, its name's stem shared (agentd.memory: the agent's
+# memory as JSON lines): counted with the archive and pruned with it.
+COMPANION_SUFFIXES = (".memory.jsonl",)
+
+
+def companions(archive: Path) -> list[Path]:
+    """The files kept beside ARCHIVE (that may not exist)."""
+    stem = archive.name.removesuffix(ARCHIVE_SUFFIX)
+    return [archive.with_name(stem + suffix) for suffix in COMPANION_SUFFIXES]
+
+
 Pruned = dict[str, object]  # one deleted archive: file, bytes, age_days, why
+
+
+def _size(path: Path) -> int:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 class HomeWorkError(SystemError_):
@@ -210,7 +229,8 @@ class Homes:
                 for entry in it:
                     st = entry.stat(follow_symlinks=False)
                     if entry.name.endswith(ARCHIVE_SUFFIX) and stat.S_ISREG(st.st_mode):
-                        found.append((st.st_mtime, st.st_size, entry.name))
+                        size = st.st_size + sum(map(_size, companions(Path(entry.path))))
+                        found.append((st.st_mtime, size, entry.name))
         except FileNotFoundError:
             return []
         found.sort(reverse=True)  # newest first: the newest are kept
@@ -221,8 +241,9 @@ class Homes:
             if not why or (keep is not None and name == keep.name):
                 kept, total = kept + 1, total + size
                 continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.archive_dir / name)
+            for path in (self.archive_dir / name, *companions(self.archive_dir / name)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             out.append({"file": name, "bytes": size, "age_days": round(age_days, 2), "why": why})
         return out[::-1]
 

@@ -26,6 +26,7 @@ from typing import Any
 from ..agent import Agent, AgentTable, resource
 from ..audit import AuditLog
 from ..errors import InvalidArgument, NoSuchAgent
+from ..homes import companions
 from ..modelclient import Embeddings, ModelClient
 from ..policy import Caller, Policy, Resource
 from ..quotas import Meter
@@ -349,9 +350,10 @@ def _result(r: AddResult) -> dict[str, Any]:
 
 
 def _memory_archive(archive: Path) -> Path:
-    """NAME-UID-STAMP.tar.gz -> NAME-UID-STAMP.memory.jsonl, beside it."""
-    name = archive.name.removesuffix(".tar.gz")
-    return archive.with_name(name + ".memory.jsonl")
+    """NAME-UID-STAMP.tar.gz -> NAME-UID-STAMP.memory.jsonl, beside it (pruned with
+    the archive by the retention: agentd.homes.COMPANION_SUFFIXES)."""
+    (path,) = [p for p in companions(archive) if p.name.endswith(".memory.jsonl")]
+    return path
 
 
 __all__ = ["Memories", "ModelEmbedder"]

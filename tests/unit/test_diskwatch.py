@@ -314,3 +314,17 @@ def test_writing_an_archive_prunes_and_reports(tmp_path: Path) -> None:
     assert info["bytes"]
     assert sorted(p.name for p in d.iterdir()) == sorted([old[0], "a-70009-new.tar.gz"])
     assert [[p["file"] for p in batch] for batch in seen] == [[old[1]]]
+
+
+def test_a_removed_agents_memory_beside_its_archive_goes_with_it(tmp_path: Path) -> None:
+    """The agent's memory written beside its archive (agentd.memory, NAME.memory.jsonl)
+    counts in the archive's bytes and is pruned with it."""
+    d = tmp_path / "archive"
+    names = archives(d, (0, 100), (1, 100))
+    for name in names:
+        (d / name.replace(".tar.gz", ".memory.jsonl")).write_bytes(b"m" * 100)
+    homes = Homes(tmp_path / "homes", d, retention=Retention(count=0, bytes=250, days=0))
+    (pruned,) = homes.prune_archives()
+    assert (pruned["file"], pruned["bytes"]) == (names[1], 200)
+    kept = names[0].replace(".tar.gz", "")
+    assert sorted(p.name for p in d.iterdir()) == [f"{kept}.memory.jsonl", f"{kept}.tar.gz"]
