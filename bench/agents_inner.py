@@ -101,11 +101,17 @@ def agent_home(agent: str) -> tuple[Path, int, int]:
 
 
 def create_agents(templates: set[str]) -> dict[str, tuple[Path, int, int]]:
+    """The eval agents, their token quotas and their owner's lifted: a template's
+    monthly budget (sandbox: 50,000) is a day's use, not 29 tasks' on one agent
+    (measured 2026-12-01: the 1.5B model spent it by the 11th task, and the rest
+    waited for the month's reset until their timeout)."""
     homes = {}
     for template in sorted(templates):
         agent = f"eval-{template}"
         ctl("agent", "create", agent, "--template", template)
+        ctl("quota", "set", agent, "0", user=None)
         homes[template] = agent_home(agent)
+    ctl("quota", "set", "--owner", OWNER, "0", user=None)
     return homes
 
 
