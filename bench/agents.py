@@ -96,6 +96,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return round(statistics.fmean(values), 1) if values else 0.0
 
     passed = sum(1 for r in rows if r["passed"])
+    lessons = [str((r.get("memory") or {}).get("lesson")) for r in rows if r.get("memory")]
+    lessons = [x for x in lessons if x != "None"]
     return {
         "tasks": len(rows),
         "passed": passed,
@@ -105,6 +107,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "mean_tokens": mean("tokens"),
         "approvals_granted": sum(int(r.get("approvals_granted") or 0) for r in rows),
         "replies": sum(int(r.get("replies") or 0) for r in rows),
+        # issue 13: lessons asked at a task's end, and how many were stored
+        "lessons": len(lessons),
+        "lessons_stored": sum(1 for x in lessons if x.startswith("stored as memory")),
     }
 
 

@@ -211,7 +211,16 @@ def trace_of(task_id: int, result: dict[str, Any], has_log: bool) -> dict[str, A
             for k in ("prompt_tokens", "computed_tokens", "completion_tokens")
         }
         tools = [str(s.get("tool")) for s in steps]
-        return {"steps": len(steps), "tools": tools, **tokens, "source": "task log"}
+        # the memory's part (issue 13): what the recall before the first step
+        # found, and whether the lesson at the end was stored
+        memory = {
+            s["tool"]: str(s.get("result", ""))[:300]
+            for s in steps
+            if s.get("tool") in ("recall", "lesson")
+            and (s["tool"] == "lesson" or (s.get("arguments") or {}).get("auto"))
+        }
+        out = {"steps": len(steps), "tools": tools, **tokens, "source": "task log"}
+        return {**out, "memory": memory}
     listed = result.get("steps")
     n = len(listed) if isinstance(listed, list) else int(listed or 0)
     tools = (
