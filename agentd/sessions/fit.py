@@ -22,7 +22,9 @@ FRAME_TOKENS = 48  # BOS, the generation prompt, slack (agentd.thinking.PROMPT_F
 DEFAULT_TOKENS_PER_CHAR = 0.5
 MIN_TOKENS_PER_CHAR = 0.15
 KEEP_TURNS = 2  # the last exchange always goes whole
-SUMMARY_CHARS = 1500  # a summary's longest (the folding schema's maxLength)
+# a summary's longest: the folding schema's maxLength, which agentd's grammar
+# limits to 640 (agentd.inference.schema); ~100 words
+SUMMARY_CHARS = 640
 SUMMARY_HEADING = "Earlier in this conversation (a summary):"
 
 

@@ -38,7 +38,7 @@ MAX_SESSIONS = 100  # per agent
 MAX_TURNS = 2000  # per session: 1,000 exchanges (its prompt stays fitted; its rows do not)
 CONTEXT_TOKENS = 2048  # a sequence's context until the service says (SmolLM2-135M's)
 MARGIN_TOKENS = 32
-FOLD_TOKENS = 600  # a summary of SUMMARY_CHARS is ~400 tokens of English
+FOLD_TOKENS = 400  # a summary of SUMMARY_CHARS and 5 facts: ~150 + 5 x 50 tokens
 MAX_FACTS = 5
 FOLD_SCHEMA = {
     "type": "object",
@@ -46,7 +46,7 @@ FOLD_SCHEMA = {
         "summary": {"type": "string", "minLength": 1, "maxLength": fit.SUMMARY_CHARS},
         "facts": {
             "type": "array",
-            "items": {"type": "string", "minLength": 1, "maxLength": 300},
+            "items": {"type": "string", "minLength": 1, "maxLength": 200},
             "maxItems": MAX_FACTS,
         },
     },

@@ -125,3 +125,14 @@ def test_cancelled_constrained_requests_free_their_sampler(model_path: Path) -> 
             assert (s._req.admitted is None) == (native == "grammar")
             assert s._req.sampler.native is None  # freed on both paths
         assert eng.stats()["active"] == 0 and eng.stats()["queued"] == 0
+
+
+def test_the_schemas_agentd_asks_with_compile() -> None:
+    """The agent loop's lesson and a chat session's fold are refused by the
+    service's limits if they pass them (a fake service would not tell)."""
+    from agentd.agentloop.memory import LESSON_SCHEMA
+    from agentd.inference.schema import compile_schema
+    from agentd.sessions.service import FOLD_SCHEMA
+
+    for schema in (json.loads(LESSON_SCHEMA), FOLD_SCHEMA):
+        assert compile_schema(schema)
