@@ -175,8 +175,9 @@ class Sessions:
     ) -> ModelStream:
         try:
             exchange = Exchange(self, caller, agent, session, message, options)
-            async for event in exchange.run():
-                yield event
+            async with contextlib.aclosing(exchange.run()) as events:  # closed now, not by GC
+                async for event in events:
+                    yield event
         finally:
             if session is not None:
                 self.busy.pop(session.id, None)
@@ -220,8 +221,9 @@ class Exchange:
                 yield await self._fold(n)
             messages = fit.prompt(persona, self.summary, self.turns, self.message)
             try:
-                async for event in self._stream(messages):
-                    yield event
+                async with contextlib.aclosing(self._stream(messages)) as events:
+                    async for event in events:
+                        yield event
                 return
             except InvalidArgument as e:
                 m = TOO_LONG.search(str(e))
