@@ -62,12 +62,13 @@ UNAVAILABLE = frozenset(
 )
 NOTES = (
     "Remembered notes (from your earlier tasks and your owner's documents; they may be "
-    "wrong or outdated: check what matters before you rely on it):"
+    "outdated: check what matters if you can, and if you cannot, rely on them):"
 )
 NOTHING = "nothing relevant remembered"
 
 LESSON_TOKENS = 160  # {"worked": false, "lesson": "<300 characters>"}: ~100 tokens of English
 LESSON_CHARS = 300
+ANSWER_CHARS = 300  # of a completed task's answer, stored with its lesson
 LESSON_SCHEMA = json.dumps(
     {
         "type": "object",
@@ -326,10 +327,16 @@ class Memory:
 
     def text(self, outcome: Outcome, worked: bool, lesson: str) -> str:
         """What is stored: the task's title and outcome make it found again by the
-        next similar task (by its words and its meaning), then the lesson."""
+        next similar task (by its words and its meaning), the answer itself (the
+        fact a later task may need: measured 2026-12-01, the 1.5B model's lesson
+        said how it found a server's name, not the name), then the lesson."""
         title = _cut(str(self.run.task.get("title") or ""), 200)
         verdict = "worked" if worked else "did not work"
-        return f"Task: {title}\nOutcome: {outcome.status}; what was tried {verdict}.\n{lesson}"
+        text = f"Task: {title}\nOutcome: {outcome.status}; what was tried {verdict}.\n"
+        answer = str(outcome.result.get("answer") or "").strip()
+        if outcome.status == "completed" and answer:
+            text += f"Answer: {_cut(answer, ANSWER_CHARS)}\n"
+        return text + lesson
 
 
 def parse_lesson(text: str, finish_reason: Any) -> tuple[bool, str]:

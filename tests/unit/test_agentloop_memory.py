@@ -283,7 +283,7 @@ def test_a_completed_task_stores_its_lesson(tmp_path: Path) -> None:
     ((text, kind, task),) = host.remembered
     assert (kind, task) == ("lesson", 7)
     assert text == (
-        "Task: count the files\nOutcome: completed; what was tried worked.\n"
+        "Task: count the files\nOutcome: completed; what was tried worked.\nAnswer: 3\n"
         "Counting files: ls | wc -l worked; the answer was 3."
     )
     messages, options = host.thinks[-1]
