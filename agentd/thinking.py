@@ -120,7 +120,7 @@ class Thinking:
         self.policy = policy or registry.policy
         self.catalog = catalog or registry.catalog
         # a sequence's context in the loaded model, once the service said (show;
-        # forgotten at a reload): agents' loops and sessions fit prompts to it
+        # forgotten at a reload): chat sessions fit their prompts to it
         self.context_tokens = 0
 
     def persona(self, agent: Agent) -> str:
@@ -205,8 +205,13 @@ class Thinking:
         options: Options,
         task_id: int | None = None,
     ) -> dict[str, Any]:
-        """One whole answer for the agent's runtime, within THINK_TIMEOUT_S, with
-        the context it was fitted to be sized by (context_tokens, when known)."""
+        """One whole answer for the agent's runtime, within THINK_TIMEOUT_S.
+
+        The loop is not told the service's context yet (its hook: context_tokens
+        in the answer). Told it (4,096 for SmolLM2 here, not the loop's 2,048),
+        its steps may take 768 tokens instead of 512, and in CI (2026-12-01) a
+        free-form task of test_shared_model outran its 120 s wait: the cause is
+        not yet measured, so the loop keeps the sizes it was evaluated with."""
         try:
             answer = await asyncio.wait_for(
                 self._think(agent, messages, options, task_id), THINK_TIMEOUT_S
@@ -215,8 +220,6 @@ class Thinking:
             raise ModelUnavailable(
                 f"the model did not answer within {THINK_TIMEOUT_S} s (is it overloaded?)"
             ) from None
-        if await self.context():
-            answer["context_tokens"] = self.context_tokens
         return answer
 
     async def _think(

@@ -39,6 +39,7 @@ ON_ROOT = {
     f"{BUS}.Model",
     f"{BUS}.Approvals",
     f"{BUS}.Memory",  # when agentd's memory opened (it does here: sqlite-vec is vendored)
+    f"{BUS}.Sessions",
 }
 ON_AGENT = {f"{BUS}.Agent"}
 
