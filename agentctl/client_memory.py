@@ -50,6 +50,25 @@ class MemoryCalls:
             result: dict[str, Any] = await self._json_call(call, dict, "AddMemory")
         return result
 
+    async def continue_memory(
+        self, scope: str, source: str, text: str, at: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Store TEXT, the piece after the one whose reply's "next" is AT, as
+        add_memory does (never replacing)."""
+        headings = [(int(level), str(title)) for level, title in at.get("headings", [])]
+        with self._patience(ADD_TIMEOUT_USEC):
+            call = self.memory.continue_memory(
+                scope,
+                source,
+                text,
+                int(at["position"]),
+                int(at["byte"]),
+                int(at["line"]),
+                headings,
+            )
+            result: dict[str, Any] = await self._json_call(call, dict, "ContinueMemory")
+        return result
+
     async def search_memory(
         self, scopes: Sequence[str], query: str, k: int
     ) -> list[dict[str, Any]]:

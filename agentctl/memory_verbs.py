@@ -118,10 +118,16 @@ async def _add_one(
         # agentd's: agentctl cannot tell which ones a replace would keep), and a
         # search meanwhile finds only part of the file.
         total["removed"] = await client.remove_memory_source(scope, doc.source)
+    after: dict[str, Any] = {}
     for i, part in enumerate(parts, 1):
         bar.describe(doc.name if len(parts) == 1 else f"{doc.name} ({i}/{len(parts)})")
         try:
-            r = await client.add_memory(scope, doc.source, part, replace and len(parts) == 1)
+            if i == 1:
+                r = await client.add_memory(scope, doc.source, part, replace and len(parts) == 1)
+            else:  # numbered, located and titled where the piece before it ended
+                r = await client.continue_memory(scope, doc.source, part, after)
+            if i < len(parts):
+                after = _next(r)
         except ClientError as e:
             if i == 1:
                 raise
@@ -138,6 +144,13 @@ async def _add_one(
         total["scope"] = r.get("scope", scope)
         bar.advance(len(part.encode()))
     return total
+
+
+def _next(reply: dict[str, Any]) -> dict[str, Any]:
+    at = reply.get("next")
+    if not isinstance(at, dict) or not {"position", "byte", "line"} <= at.keys():
+        raise ClientError("agentd's reply has no continuation point (next) for the next piece")
+    return at
 
 
 def print_added(results: list[dict[str, Any]], as_json: bool) -> None:

@@ -88,9 +88,11 @@ def memory_add(
     is skipped, so adding a file again costs only its new parts; with
     --replace, the chunks the file no longer has are removed too. Files are
     all read first: a file that is not UTF-8 text is refused by name and
-    nothing is sent. A file over 256 KiB is sent in pieces cut between
-    paragraphs (agentd takes at most 1 MiB at a time); with --replace its
-    source is then removed first and every piece added afresh.
+    nothing is sent. A file over 256 KiB is sent in pieces cut at headings
+    or between paragraphs (agentd takes at most 1 MiB at a time), each going
+    on where the last ended: positions, line numbers and headings are the
+    whole file's. With --replace its source is then removed first and every
+    piece added afresh.
 
     Prints one line per file: SOURCE, PIECES, ADDED, SKIPPED, REMOVED
     (chunks) and TOKENS (embedding tokens metered); a progress bar on a

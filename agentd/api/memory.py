@@ -12,7 +12,7 @@ import json
 from sdbus import dbus_method_async_override
 
 from ..limits import Bound
-from ..memory.memories import MAX_LIST, MAX_QUERY, MAX_TEXT, Memories
+from ..memory.memories import MAX_LIST, MAX_QUERY, MAX_TEXT, Memories, resume
 from .access import Callers, rule
 from .interfaces.memory import MemoryInterface
 
@@ -20,6 +20,7 @@ SCOPE = Bound(64 + 7)  # "knowledge/4294967294", "agent/" + an agent name
 SOURCE = Bound(512)
 SCOPES = Bound(SCOPE.chars, items=8, depth=1)
 IDS = Bound(1, items=MAX_LIST, depth=1)
+HEADINGS = Bound(1024, items=6, depth=2)  # Markdown's six levels
 
 
 class MemoryObject(MemoryInterface):
@@ -33,6 +34,25 @@ class MemoryObject(MemoryInterface):
     async def add_memory(self, scope: str, source: str, text: str, replace: bool) -> str:
         caller = await self.callers.current()
         return _json(await self.memories.add(caller, scope, source, text, replace))
+
+    @dbus_method_async_override()
+    @rule(
+        "memory.write",
+        limits={"scope": SCOPE, "source": SOURCE, "text": Bound(MAX_TEXT), "headings": HEADINGS},
+    )
+    async def continue_memory(
+        self,
+        scope: str,
+        source: str,
+        text: str,
+        position: int,
+        byte: int,
+        line: int,
+        headings: list[tuple[int, str]],
+    ) -> str:
+        caller = await self.callers.current()
+        at = resume(position, byte, line, headings)
+        return _json(await self.memories.add(caller, scope, source, text, False, at))
 
     @dbus_method_async_override()
     @rule("memory.read", limits={"scopes": SCOPES, "query": Bound(MAX_QUERY)})

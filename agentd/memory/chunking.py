@@ -48,6 +48,22 @@ class Chunk:
         return self.text
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Where a text continues a document sent in pieces (agentctl cuts files over
+    256 KiB): the next chunk's position, byte and line offsets, and the headings
+    open there (level, title), so a piece's chunks are numbered, located and
+    titled as if the document had come whole."""
+
+    position: int = 0
+    byte: int = 0
+    line: int = 1
+    headings: tuple[tuple[int, str], ...] = ()
+
+
+START = Resume()
+
+
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -142,12 +158,20 @@ def _pack(spans: list[tuple[int, int]], max_chars: int) -> list[tuple[int, int]]
 def chunk_text(text: str, source: str, max_chars: int = MAX_CHARS) -> list[Chunk]:
     """TEXT (Markdown or plain) as chunks: each heading starts one, paragraphs are
     packed up to MAX_CHARS, an overlong paragraph is cut at sentence ends."""
+    return chunk_piece(text, source, max_chars)[0]
+
+
+def chunk_piece(
+    text: str, source: str, max_chars: int = MAX_CHARS, at: Resume = START
+) -> tuple[list[Chunk], Resume]:
+    """TEXT's chunks as chunk_text's, for a text that continues a document AT;
+    and where the text after it would continue."""
     if max_chars < 1:
         raise ValueError("max_chars must be positive")
     # A section: its heading path, its heading line's start (None before the
     # first heading), its paragraphs' spans.
     sections: list[tuple[tuple[str, ...], int | None, list[tuple[int, int]]]] = []
-    path: list[tuple[int, str]] = []  # (level, title) of the open headings
+    path: list[tuple[int, str]] = list(at.headings)  # (level, title) of the open headings
     head: tuple[int, int] | None = None
     spans: list[tuple[int, int]] = []
 
@@ -170,7 +194,7 @@ def chunk_text(text: str, source: str, max_chars: int = MAX_CHARS) -> list[Chunk
     close_section()
 
     chunks: list[Chunk] = []
-    seen, seen_byte, seen_line = 0, 0, 1  # offsets counted so far (linear, not quadratic)
+    seen, seen_byte, seen_line = 0, at.byte, at.line  # offsets so far (linear, not quadratic)
     for heading, head_start, section in sections:
         packed = _pack(section, max_chars)
         if head_start is not None:  # the heading line leads its first chunk, never alone
@@ -184,7 +208,7 @@ def chunk_text(text: str, source: str, max_chars: int = MAX_CHARS) -> list[Chunk
             chunks.append(
                 Chunk(
                     source=source,
-                    index=len(chunks),
+                    index=at.position + len(chunks),
                     text=body,
                     heading=heading,
                     start_byte=start_byte,
@@ -194,4 +218,10 @@ def chunk_text(text: str, source: str, max_chars: int = MAX_CHARS) -> list[Chunk
                     sha256=content_hash(body),
                 )
             )
-    return chunks
+    after = Resume(
+        position=at.position + len(chunks),
+        byte=at.byte + len(text.encode()),
+        line=at.line + text.count("\n"),
+        headings=tuple(path),
+    )
+    return chunks, after

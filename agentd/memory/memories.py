@@ -30,10 +30,13 @@ from ..homes import companions
 from ..modelclient import Embeddings, ModelClient
 from ..policy import Caller, Policy, Resource
 from ..quotas import Meter
+from .chunking import START, Resume
 from .model import AddResult, Hit, Record, Scope
 from .service import MemoryService
 
 MAX_TEXT = 1 << 20  # one AddMemory: agentctl sends larger files in pieces
+MAX_POSITION = 1 << 31  # a continued document's chunks (ContinueMemory)
+MAX_OFFSET = 1 << 48  # its byte and line offsets: a document of 256 TiB
 MAX_REMEMBER = 16 * 1024
 MAX_QUERY = 4096
 MAX_K, MAX_RECALL_K, MAX_LIST = 50, 20, 1000
@@ -103,7 +106,13 @@ class Memories:
 
     # -- people (the Memory interface) ---------------------------------------------------
     async def add(
-        self, caller: Caller, name: str, source: str, text: str, replace: bool
+        self,
+        caller: Caller,
+        name: str,
+        source: str,
+        text: str,
+        replace: bool,
+        at: Resume = START,
     ) -> dict[str, Any]:
         scope, agent = self.resolve(caller, name, "memory.write")
         if not source or len(source) > 512 or "\n" in source:
@@ -113,7 +122,7 @@ class Memories:
         bound = len(text.encode()) // BYTES_PER_TOKEN_BOUND + 1
         self._admit(caller, scope, agent, bound)
         started = time.monotonic()
-        result = await self.service.add_document(scope, source, text, replace=replace)
+        result = await self.service.add_document(scope, source, text, replace=replace, at=at)
         self._charge(scope, agent, result.tokens, time.monotonic() - started, None)
         self._audit_add(caller, scope, agent, source, result)
         return {"scope": self.describe(scope), "source": source, **_result(result)}
@@ -346,7 +355,28 @@ def _result(r: AddResult) -> dict[str, Any]:
         "removed": r.removed,
         "tokens": r.tokens,
         "ids": list(r.ids),
+        "next": {
+            "position": r.after.position,
+            "byte": r.after.byte,
+            "line": r.after.line,
+            "headings": [list(h) for h in r.after.headings],
+        },
     }
+
+
+def resume(position: int, byte: int, line: int, headings: Sequence[tuple[int, str]]) -> Resume:
+    """Where a continued document's next piece starts, as a caller gave it
+    (AddMemory's "next"), checked: InvalidArgument if it could not be one."""
+    if not 0 <= position <= MAX_POSITION or not 0 <= byte <= MAX_OFFSET:
+        raise InvalidArgument("position or byte offset out of range")
+    if not 1 <= line <= MAX_OFFSET:
+        raise InvalidArgument("line must be 1 or more")
+    levels = [level for level, _ in headings]
+    if any(not 1 <= lv <= 6 for lv in levels) or levels != sorted(set(levels)):
+        raise InvalidArgument("headings: levels 1..6, outermost first, each once")
+    if any("\n" in title for _, title in headings):
+        raise InvalidArgument("headings: a title is one line")
+    return Resume(position, byte, line, tuple((int(lv), str(t)) for lv, t in headings))
 
 
 def _memory_archive(archive: Path) -> Path:

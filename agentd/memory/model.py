@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from ..errors import InvalidArgument
+from .chunking import START, Resume
 
 SCOPE_KINDS = ("agent", "owner")  # an agent's own memory; its owner's knowledge base
 KINDS = ("document", "lesson", "fact")
@@ -90,6 +91,7 @@ class AddResult:
     removed: int  # replaced chunks of the source (add_document(replace=True))
     tokens: int
     ids: tuple[int, ...]  # the added chunks' ids
+    after: Resume = START  # where a text continuing this document would start
 
 
 @dataclass(frozen=True)

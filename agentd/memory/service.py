@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
+import dataclasses
 import functools
 import json
 import os
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 
 from ..errors import InvalidArgument, MemoryDimensionMismatch, MemoryUnavailable
 from . import schema
-from .chunking import MAX_CHARS, Chunk, chunk_text, content_hash
+from .chunking import MAX_CHARS, START, Chunk, Resume, chunk_piece, chunk_text, content_hash
 from .model import KINDS, AddResult, Embedder, Hit, Limits, Record, Scope, Usage, scope
 from .search import SearchParams, search
 from .store import MemoryStore, NewChunk, Replace
@@ -120,15 +121,20 @@ class MemoryService:
         replace: bool = False,
         kind: str = "document",
         task_id: int | None = None,
+        at: Resume = START,
     ) -> AddResult:
         """TEXT chunked (headings, paragraphs), the chunks not stored yet embedded
         and stored in SCOPE under SOURCE; with REPLACE, the source's chunks the
-        new text no longer has are removed. All or nothing."""
+        new text no longer has are removed. AT: where TEXT continues a document
+        sent in pieces. All or nothing."""
         target = scope(where)
         _check_source(source)
         _check_kind(kind)
-        chunks = await self._run(chunk_text, text, source, self.max_chars)
-        return await self._add(target, chunks, kind, task_id, replace)
+        if replace and at != START:
+            raise InvalidArgument("a continued document cannot replace its source")
+        chunks, after = await self._run(chunk_piece, text, source, self.max_chars, at)
+        result = await self._add(target, chunks, kind, task_id, replace)
+        return dataclasses.replace(result, after=after)
 
     async def remember(
         self,

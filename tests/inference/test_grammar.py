@@ -128,11 +128,16 @@ def test_cancelled_constrained_requests_free_their_sampler(model_path: Path) -> 
 
 
 def test_the_schemas_agentd_asks_with_compile() -> None:
-    """The agent loop's lesson and a chat session's fold are refused by the
-    service's limits if they pass them (a fake service would not tell)."""
+    """The agent loop's lesson, a chat session's fold and a goal's plan (with
+    many capabilities, and none) pass the service's limits (a fake service
+    would not tell)."""
     from agentd.agentloop.memory import LESSON_SCHEMA
+    from agentd.goals.plan import STEPS_CEILING
+    from agentd.goals.plan import schema as plan_schema
     from agentd.inference.schema import compile_schema
     from agentd.sessions.service import FOLD_SCHEMA
 
-    for schema in (json.loads(LESSON_SCHEMA), FOLD_SCHEMA):
+    caps = [f"capability-{i}" for i in range(100)]
+    plans = (plan_schema(caps, STEPS_CEILING), plan_schema([], 1))
+    for schema in (json.loads(LESSON_SCHEMA), FOLD_SCHEMA, *plans):
         assert compile_schema(schema)

@@ -124,6 +124,64 @@ def test_an_owner_adds_a_document_and_finds_it_by_meaning(mem: Agentd) -> None:
     assert st == ["root", "600"], st
 
 
+def test_a_document_sent_in_pieces_goes_on_where_the_last_piece_ended(mem: Agentd) -> None:
+    """agentctl sends a file over 256 KiB in pieces: AddMemory, then ContinueMemory
+    with each reply's "next", so positions, lines and headings run on."""
+    a = mem
+    first = call(
+        a, MEM, "AddMemory", "sssb", "agent/mem-a1", "long.md", NOTES, "false", user="alice"
+    )
+    at = first["next"]
+    assert at == {
+        "position": 2,
+        "byte": len(NOTES.encode()),
+        "line": NOTES.count("\n") + 1,
+        "headings": [[1, "Printers"]],
+    }
+    more = "It prints double-sided by default.\n"
+    args = [str(at["position"]), str(at["byte"]), str(at["line"]), "1", "1", "Printers"]
+    sig = "sssutua(ys)"
+    r = call(
+        a,
+        MEM,
+        "ContinueMemory",
+        sig,
+        "agent/mem-a1",
+        "long.md",
+        more,
+        *args,
+        user="bob",
+        check=False,
+    )
+    assert r.returncode and "may not" in r.stderr, r.stderr
+    bad = [*args[:3], "2", "2", "Setup", "1", "Printers"]  # levels out of order
+    r = call(
+        a,
+        MEM,
+        "ContinueMemory",
+        sig,
+        "agent/mem-a1",
+        "long.md",
+        more,
+        *bad,
+        user="alice",
+        check=False,
+    )
+    assert r.returncode and "headings: levels" in r.stderr, r.stderr
+    cont = call(a, MEM, "ContinueMemory", sig, "agent/mem-a1", "long.md", more, *args, user="alice")
+    assert cont["added"] == 1 and cont["next"]["position"] == 3
+    [record] = [
+        r
+        for r in call(
+            a, MEM, "ListMemory", "ssuu", "agent/mem-a1", "long.md", "0", "10", user="alice"
+        )
+        if r["text"] == more.strip() or r["text"] == more
+    ]
+    assert record["position"] == 2 and record["heading"] == ["Printers"]
+    assert record["start_line"] == at["line"]
+    assert call(a, MEM, "RemoveMemorySource", "ss", "agent/mem-a1", "long.md", user="alice") == 3
+
+
 def test_another_owner_is_refused_and_audited(mem: Agentd) -> None:
     a = mem
     r = call(

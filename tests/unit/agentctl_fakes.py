@@ -219,7 +219,28 @@ class MemoryProxy:
 
     async def add_memory(self, scope: str, source: str, text: str, replace: bool) -> str:
         self._answer("add_memory", scope, source, text, replace)
+        return self._add("add_memory", scope, source, text, replace, {})
+
+    async def continue_memory(
+        self,
+        scope: str,
+        source: str,
+        text: str,
+        position: int,
+        byte: int,
+        line: int,
+        headings: list[tuple[int, str]],
+    ) -> str:
+        self._answer("continue_memory", scope, source, text, position, byte, line, headings)
+        at = {"position": position, "byte": byte, "line": line, "headings": headings}
+        return self._add("continue_memory", scope, source, text, False, at)
+
+    def _add(
+        self, method: str, scope: str, source: str, text: str, replace: bool, at: dict[str, Any]
+    ) -> str:
+        """Paragraphs as chunks, numbered and located from AT (a continued piece)."""
         assert len(text.encode()) <= 1 << 20, "agentd takes at most 1 MiB"
+        first = at.get("position", 0)
         scope = self._scope(scope)
         paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
         have = {
@@ -238,7 +259,7 @@ class MemoryProxy:
                 "id": self.next_id,
                 "scope": scope,
                 "source": source,
-                "position": n,
+                "position": first + n,
                 "heading": [],
                 "text": p,
                 "kind": "document",
@@ -257,7 +278,13 @@ class MemoryProxy:
             removed = len(gone)
         result = {"scope": scope, "source": source, "added": len(ids), "skipped": skipped}
         result.update(removed=removed, tokens=len(text) // 4, ids=ids)
-        return self._json("add_memory", result)
+        result["next"] = {
+            "position": first + len(paragraphs),
+            "byte": at.get("byte", 0) + len(text.encode()),
+            "line": at.get("line", 1) + text.count("\n"),
+            "headings": [],
+        }
+        return self._json(method, result)
 
     async def search_memory(self, scopes: list[str], query: str, k: int) -> str:
         self._answer("search_memory", scopes, query, k)

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from agentd.memory.chunking import chunk_text
+from agentd.memory.chunking import START, chunk_piece, chunk_text
 
 
 def slices_match(doc: str, chunks: list) -> None:
@@ -121,3 +121,41 @@ def test_a_later_chunk_of_a_section_is_embedded_with_its_heading_path() -> None:
     assert chunks[0].embed_text == chunks[0].text  # starts with a heading: as is
     assert chunks[1].text.startswith("## Network")
     assert chunks[2].embed_text.startswith("Setup > Network\n\n")
+
+
+def test_a_document_in_pieces_is_numbered_located_and_titled_as_a_whole() -> None:
+    """agentctl sends a large file in pieces (cut at a heading or paragraph, the
+    pieces together the file); each piece continues where the one before ended."""
+    from agentctl.documents import pieces
+
+    sections = []
+    for i in range(40):
+        sections.append(f"# Part {i}\n\nIntro {i}, café.\n\n")
+        for j in range(6):
+            sections.append(f"## Step {i}.{j}\n\n" + f"Do the thing {j}. " * 12 + "\n\n")
+    doc = "".join(sections)
+    whole = chunk_text(doc, "big.md", max_chars=200)
+    at = START
+    chunks: list = []
+    parts = pieces(doc, limit=3000)
+    assert len(parts) > 5 and "".join(parts) == doc
+    for part in parts:
+        got, at = chunk_piece(part, "big.md", 200, at)
+        chunks += got
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    slices_match(doc, chunks)
+    # every heading path is the one the whole document gives that text
+    titled = {(c.start_byte, c.heading) for c in whole}
+    assert {(c.start_byte, c.heading) for c in chunks} == titled
+    assert at.position == len(chunks) and at.byte == len(doc.encode())
+    assert at.line == doc.count("\n") + 1 and at.headings == ((1, "Part 39"), (2, "Step 39.5"))
+
+
+def test_a_piece_cut_inside_a_section_keeps_the_section_s_headings() -> None:
+    head = "# Guide\n\n## Install\n\nRun make.\n\n"
+    first, at = chunk_piece(head, "g.md")
+    [cont], after = chunk_piece("Then run make install.\n", "g.md", at=at)
+    assert cont.heading == ("Guide", "Install") and cont.index == len(first)
+    assert (cont.start_line, cont.start_byte) == (7, len(head.encode()))
+    assert after.headings == ((1, "Guide"), (2, "Install"))
+    assert cont.embed_text.startswith("Guide > Install\n\n")

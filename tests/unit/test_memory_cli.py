@@ -126,15 +126,26 @@ def test_add_sends_a_large_file_in_pieces_of_one_source(client: Client, tmp_path
     big.write_text("\n\n".join(paragraphs) + "\n")
     r = invoke(client, "memory", "add", "scout", str(big), "--json")
     assert r.exit_code == 0, r.stderr
-    calls = sent(client, "add_memory")
+    [first] = sent(client, "add_memory")
+    later = sent(client, "continue_memory")
+    calls = [first, *later]
     assert len(calls) in (-(-big.stat().st_size // PIECE), 1 - (-big.stat().st_size // PIECE))
     assert "".join(c[2] for c in calls) == big.read_text()
     assert all(len(c[2].encode()) <= PIECE for c in calls)
     assert all(c[2].endswith("\n\n") for c in calls[:-1])  # cut between paragraphs
-    assert {(c[0], c[1], c[3]) for c in calls} == {("agent/scout", str(big), False)}
+    assert {(c[0], c[1]) for c in calls} == {("agent/scout", str(big))} and first[3] is False
+    # each later piece goes on where the one before it ended: position, byte, line
+    done = ""
+    for n, c in enumerate(later, 1):
+        done += calls[n - 1][2]
+        position, byte, line = c[3:6]
+        assert position == done.count("\n\n") and byte == len(done.encode())
+        assert line == 1 + done.count("\n")
     [result] = json.loads(r.output)
     assert result["pieces"] == len(calls) and result["added"] == 1500
     assert len(result["ids"]) == 1500
+    positions = sorted(client.memory.chunks[i]["position"] for i in result["ids"])
+    assert positions == list(range(1500))
 
 
 def test_replace_of_a_file_in_pieces_removes_its_source_first(
@@ -146,10 +157,11 @@ def test_replace_of_a_file_in_pieces_removes_its_source_first(
     r = invoke(client, "memory", "add", "scout", str(big), "--replace", "--json")
     assert r.exit_code == 0, r.stderr
     methods = [s[0] for s in client.memory.sent]
-    assert methods[0] == "remove_memory_source" and set(methods[1:]) == {"add_memory"}
+    assert methods[0] == "remove_memory_source" and methods[1] == "add_memory"
+    assert set(methods[2:]) == {"continue_memory"}
     assert sent(client, "remove_memory_source") == [("agent/scout", str(big))]
-    # no later piece may replace: it would remove the pieces before it
-    assert all(c[3] is False for c in sent(client, "add_memory"))
+    # no piece may replace: a later one would remove the pieces before it
+    assert sent(client, "add_memory")[0][3] is False
     [result] = json.loads(r.output)
     assert (result["removed"], result["added"]) == (600, 600)
     assert len(client.memory.chunks) == 600
@@ -180,13 +192,8 @@ def test_a_failure_names_the_file_and_the_piece(
         f"agentctl: {notes}: memory agent/scout would hold 20001 chunks (MemoryLimitExceeded)\n"
     )
 
-    class SecondPieceFails(MemoryProxy):
-        async def add_memory(self, scope: str, source: str, text: str, replace: bool) -> str:
-            if len(self.sent) == 2:  # the second file's second piece
-                self.refuse["add_memory"] = refusal("QuotaExceeded", "quota used up")
-            return await super().add_memory(scope, source, text, replace)
-
-    client.memory = SecondPieceFails()
+    client.memory = MemoryProxy()
+    client.memory.refuse["continue_memory"] = refusal("QuotaExceeded", "quota used up")
     big = tmp_path / "big.md"
     big.write_text("\n\n".join("y" * 1000 for _ in range(400)))
     r = invoke(client, "memory", "add", "scout", str(notes), str(big))

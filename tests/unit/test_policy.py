@@ -219,6 +219,7 @@ class Api:
             ("runtime", "remember"): ("a fact", "fact", 0),
             ("runtime", "recall"): ("vault", 3, 0),
             ("memory", "add_memory"): ("agent/a1", "notes", "text", False),
+            ("memory", "continue_memory"): ("agent/a1", "notes", "more", 1, 5, 2, [(1, "T")]),
             ("memory", "search_memory"): (["agent/a1"], "vault", 3),
             ("memory", "list_memory"): ("agent/a1", "", 0, 10),
             ("memory", "get_memory"): (self.chunk,),

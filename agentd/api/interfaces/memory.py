@@ -34,7 +34,34 @@ class MemoryInterface(DbusInterfaceCommonAsync, interface_name=MEMORY_INTERFACE)
         (a file name or label). A chunk already there is skipped; with REPLACE,
         the chunks of SOURCE the new text no longer has are removed. Embedding
         tokens are metered against the agent's (knowledge: the owner's) quota.
-        JSON {scope, source, added, skipped, removed, tokens, ids}."""
+        JSON {scope, source, added, skipped, removed, tokens, ids, next}, next
+        being {position, byte, line, headings}: where ContinueMemory carries on."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "sssutua(ys)",
+        "s",
+        flags=U,
+        method_name="ContinueMemory",
+        input_args_names=("scope", "source", "text", "position", "byte", "line", "headings"),
+        result_args_names=("result_json",),
+    )
+    async def continue_memory(
+        self,
+        scope: str,
+        source: str,
+        text: str,
+        position: int,
+        byte: int,
+        line: int,
+        headings: list[tuple[int, str]],
+    ) -> str:
+        """Add TEXT as the continuation of a document sent in pieces (one
+        AddMemory, then ContinueMemory for each later piece): its chunks are
+        numbered from POSITION, located from BYTE and LINE, and titled under
+        HEADINGS (level, title) until its own first heading, as the previous
+        piece's reply says in its "next" member. Otherwise AddMemory's, without
+        replace. JSON as AddMemory's."""
         raise NotImplementedError
 
     @dbus_method_async(
