@@ -200,3 +200,12 @@ class NoSuchSession(AgentdError):
 
 
 ALL_ERRORS += (NoSuchSession,)
+
+
+class NoSuchGoal(AgentdError):
+    """No goal with that id (or not one the caller may see)."""
+
+    name = "NoSuchGoal"
+
+
+ALL_ERRORS += (NoSuchGoal,)

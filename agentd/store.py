@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 import apsw
 
-from . import approvalschema, sessionschema, usageschema
+from . import approvalschema, goalschema, sessionschema, usageschema
 from .errors import InvalidConfig, NoSpace
 
 SqlValue = int | float | str | bytes | None  # what SQLite stores (bool is an int)
@@ -287,6 +287,8 @@ MIGRATIONS: tuple[str, ...] = (
     usageschema.MIGRATION_10,
     # 11: chat sessions and their turns (agentd.sessionschema).
     sessionschema.MIGRATION_11,
+    # 12: goals, the tasks they made, their sub-agents (agentd.goalschema).
+    goalschema.MIGRATION_12,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

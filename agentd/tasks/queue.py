@@ -239,6 +239,15 @@ class TaskQueue:
             raise
         return self.lifecycle.create(caller.uid, new)
 
+    def submit_for(self, owner_uid: int, spec: dict[str, Any]) -> Task:
+        """agentd submitting on OWNER_UID's behalf (a goal's planner and steps):
+        every check of SPEC is made as that owner, a plain person (routing, the
+        project, dependencies, the queued-tasks limit), but not the per-UID
+        creation rate, which the person met when asking for the goal."""
+        caller = Caller(owner_uid)
+        self._owner_limit(caller, "task.create", owner_uid, "tasks")
+        return self.lifecycle.create(owner_uid, self._validate(caller, spec))
+
     def _validate(self, caller: Caller, spec: dict[str, Any]) -> NewTask:
         new = parse_spec(spec)
         project_id = None

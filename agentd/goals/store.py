@@ -1,0 +1,103 @@
+"""Goals in agentd's store (tables of store migration 12, agentd.goalschema).
+
+Invariant: a goal's row changes only through update(), which bumps its version
+and refuses a stale one (GoalChanged), so two advances of one goal cannot both
+act on what they read. Tasks are read here (a join) and never written: the
+queue alone changes tasks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..errors import Conflict, NoSuchGoal
+from ..store import Store
+from .model import OPEN, Goal, GoalTask
+
+
+class GoalChanged(Conflict):
+    """The goal moved on since it was read (another advance got there first)."""
+
+
+class GoalStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def insert(
+        self,
+        owner_uid: int,
+        intent: str,
+        project_id: int | None,
+        planner: str,
+        approve_plan: bool,
+        max_agents: int,
+    ) -> Goal:
+        now = time.time()
+        self.store.execute(
+            "INSERT INTO goals (owner_uid, intent, project_id, planner, state, approve_plan,"
+            " max_agents, created_at, updated_at) VALUES (?, ?, ?, ?, 'planning', ?, ?, ?, ?)",
+            (owner_uid, intent, project_id, planner, int(approve_plan), max_agents, now, now),
+        )
+        return self.get(int(self.store.scalar("SELECT last_insert_rowid()")))
+
+    def get(self, goal_id: int) -> Goal:
+        rows = self.store.query("SELECT * FROM goals WHERE id=?", (goal_id,))
+        if not rows:
+            raise NoSuchGoal(f"no goal {goal_id}")
+        return Goal(**rows[0])
+
+    def find(self, goal_id: int) -> Goal | None:
+        rows = self.store.query("SELECT * FROM goals WHERE id=?", (goal_id,))
+        return Goal(**rows[0]) if rows else None
+
+    def of_owner(self, owner_uid: int | None) -> list[Goal]:
+        """OWNER_UID's goals (None: everyone's), newest first."""
+        if owner_uid is None:
+            rows = self.store.query("SELECT * FROM goals ORDER BY id DESC")
+        else:
+            rows = self.store.query(
+                "SELECT * FROM goals WHERE owner_uid=? ORDER BY id DESC", (owner_uid,)
+            )
+        return [Goal(**r) for r in rows]
+
+    def open_ids(self) -> list[int]:
+        marks = ",".join("?" * len(OPEN))
+        rows = self.store.query(f"SELECT id FROM goals WHERE state IN ({marks}) ORDER BY id", OPEN)
+        return [int(r["id"]) for r in rows]
+
+    def update(self, goal: Goal, **changes: Any) -> Goal:
+        """GOAL with CHANGES, if it is still at the version read; GoalChanged if not."""
+        if "state" in changes and changes["state"] not in OPEN:
+            changes.setdefault("finished_at", time.time())
+        changes["updated_at"] = time.time()
+        sets = ", ".join(f"{k}=?" for k in changes)
+        with self.store.transaction():
+            self.store.execute(
+                f"UPDATE goals SET {sets}, version=version+1 WHERE id=? AND version=?",
+                (*changes.values(), goal.id, goal.version),
+            )
+            if int(self.store.scalar("SELECT changes()")) != 1:
+                raise GoalChanged(f"goal {goal.id} changed meanwhile")
+        return self.get(goal.id)
+
+    # -- the goal's tasks -----------------------------------------------------------------
+    def add_task(self, goal: Goal, task_id: int, role: str, step: str | None = None) -> None:
+        self.store.execute(
+            "INSERT INTO goal_tasks (task_id, goal_id, role, round, step) VALUES (?, ?, ?, ?, ?)",
+            (task_id, goal.id, role, goal.round, step),
+        )
+
+    def goal_of(self, task_id: int) -> int | None:
+        value = self.store.scalar("SELECT goal_id FROM goal_tasks WHERE task_id=?", (task_id,))
+        return None if value is None else int(value)
+
+    def tasks(self, goal_id: int) -> list[GoalTask]:
+        """Every task GOAL_ID made, oldest first, with its status now."""
+        rows = self.store.query(
+            "SELECT g.task_id, g.role, g.round, g.step, t.status, t.result, t.error, t.agent"
+            " FROM goal_tasks g JOIN tasks t ON t.id = g.task_id"
+            " WHERE g.goal_id=? ORDER BY g.task_id",
+            (goal_id,),
+        )
+        return [GoalTask(**r) for r in rows]
