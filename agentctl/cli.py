@@ -1,8 +1,8 @@
 """agentctl: manage agentd's agents, templates, tasks and audit trail from a shell.
 
 A click command tree in the style of simonw/llm: noun groups (agent, template,
-audit, project, task, approval, memory, knowledge, session, model, quota) with one
-small verb set (create, add, list, show, search, start, stop, rm, logs, ...),
+audit, project, task, approval, goal, memory, knowledge, session, model, quota)
+with one small verb set (create, add, list, show, search, start, stop, rm, logs, ...),
 plus `status`, `events`, `chat` and `usage`. Every command takes --json. On a
 terminal the output is rich tables and colour; otherwise it is plain
 tab-separated text without headers, so `agentctl agent list | cut -f1` works.
@@ -32,6 +32,7 @@ from .commands import (
     approval,
     audit,
     chat,
+    goal,
     knowledge,
     memory,
     model,
@@ -96,6 +97,7 @@ COMMANDS: tuple[click.Command, ...] = (
     project.project,
     task.task,
     approval.approval,
+    goal.goal,
     memory.memory,
     knowledge.knowledge,
     model.model,

@@ -47,11 +47,13 @@ from agentd.api.interfaces import (
     TasksInterface,
 )
 from agentd.api.interfaces.approvals import ApprovalsInterface
+from agentd.api.interfaces.goals import GoalsInterface
 from agentd.api.interfaces.manager import REMOVE_FORCE
 from agentd.api.interfaces.memory import MemoryInterface
 from agentd.api.interfaces.sessions import SessionsInterface
 
 from . import marshal
+from .client_goals import GoalCalls
 from .client_memory import MemoryCalls
 from .client_sessions import SessionCalls
 from .client_streams import TaskWatch, json_lines
@@ -156,12 +158,13 @@ def _json(text: str, shape: type[T], method: str) -> T:
     return value
 
 
-class AgentdClient(MemoryCalls, SessionCalls):
+class AgentdClient(MemoryCalls, SessionCalls, GoalCalls):
     """One connection to agentd on the system bus."""
 
     _translated = staticmethod(_call)  # the mixins' way to the one translation point
     _reply = staticmethod(_json)
     _stream = staticmethod(lambda fd: _json_stream(fd))  # defined below
+    _goal_signals = (GoalsInterface.goal_changed, TasksInterface.task_changed)
 
     def __init__(self, bus: sdbus.SdBus) -> None:
         self.bus = bus
@@ -171,6 +174,7 @@ class AgentdClient(MemoryCalls, SessionCalls):
         self.approvals = ApprovalsInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
         self.memory = MemoryInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
         self.sessions = SessionsInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
+        self.goals = GoalsInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
 
     @classmethod
     def connect(cls) -> AgentdClient:

@@ -23,6 +23,7 @@ from .agent import Agent
 from .api.access import Callers
 from .api.approvals import ApprovalsObject
 from .api.bus import open_system_bus, take_name
+from .api.goals import GoalsObject
 from .api.interfaces import BUS_NAME, ROOT_PATH
 from .api.manager import ManagerObject
 from .api.memory import MemoryObject
@@ -37,6 +38,8 @@ from .diskwatch import DiskWatch, StartGuard, mechanism
 from .errors import AgentdError, InvalidConfig
 from .eventlog import EventLog
 from .events import AgentRemoved, Events, UnitStateChanged
+from .goals.runner import GoalRunner
+from .goals.service import Goals
 from .homes import Pruned, Retention
 from .memory import model as memory_model
 from .memory.memories import Memories, ModelEmbedder
@@ -212,7 +215,13 @@ async def serve(cfg: config_mod.Config) -> None:
         sessions.forget_agent(e.agent)
 
     events.subscribe(AgentRemoved, forget_sessions)
-    objects = [manager, runtime, tasks, model, approvals_obj]
+    # goals (issue 14): after the queue, so that a goal reconciled at start
+    # finds its tasks as the queue left them
+    runner = GoalRunner(store, queue, catalog, audit, events)
+    runner.reconcile()
+    goals = GoalsObject(Goals(runner, registry, queue, policy), callers)
+    goals.subscribe(events)
+    objects = [manager, runtime, tasks, model, approvals_obj, goals]
     objects.append(SessionsObject(sessions, callers, model.streams))
     if memories is not None:
         objects.append(MemoryObject(memories, callers))

@@ -68,6 +68,12 @@ class TaskChanged(Event):
 
 
 @dataclass(frozen=True)
+class GoalChanged(Event):
+    goal: Any  # agentd.goals.model.Goal, as committed
+    event: str  # goal.created, goal.planning, goal.running, ... goal.completed
+
+
+@dataclass(frozen=True)
 class AuditAppended(Event):
     entry: Any  # agentd.audit.Entry
 

@@ -14,6 +14,8 @@ agentd.store stays under the house limit of 500 lines.
 - goal_agents: the sub-agents a goal created, by name, written before the
   agent is ('creating'), so a crash between the two leaves a row that says
   what to look for, and the goal's end removes every one ('removed').
+- usage_task: the tokens each step spent (GetGoal, `goal watch`), read by
+  task without a scan of every model call.
 """
 
 MIGRATION_12 = """
@@ -56,4 +58,5 @@ MIGRATION_12 = """
         state     TEXT NOT NULL CHECK (state IN ('creating', 'present', 'removed'))
     );
     CREATE INDEX goal_agents_goal ON goal_agents(goal_id);
+    CREATE INDEX usage_task ON usage(task_id) WHERE task_id IS NOT NULL;
 """

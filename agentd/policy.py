@@ -168,6 +168,12 @@ RULES: dict[str, Rule] = {
     "session.list": Rule(Scope.PERSON, MANAGE, "agents may not read chat sessions"),
     "session.show": Rule(Scope.OWNER, MANAGE, "agents may not read chat sessions"),
     "session.remove": Rule(Scope.OWNER, MANAGE, "agents may not read chat sessions"),
+    # goals (issue 14; agentd.goals): people ask, watch and answer; agents do not
+    "goal.create": Rule(Scope.PERSON, MANAGE, "agents may not start goals", creates=True),
+    "goal.list": Rule(Scope.PERSON, MANAGE, "agents may not read goals"),
+    "goal.show": Rule(Scope.OWNER, MANAGE, "agents may not read goals"),
+    "goal.approve": Rule(Scope.OWNER, MANAGE, "agents may not answer goals"),
+    "goal.cancel": Rule(Scope.OWNER, MANAGE, "agents may not cancel goals"),
     "model.show": Rule(Scope.ANYONE),
     "model.reload": Rule(Scope.ADMIN, RELOAD, what="reload the model"),
     "model.list": Rule(Scope.ANYONE),

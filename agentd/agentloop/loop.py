@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..chat import TOO_LONG
-from . import checks, prompt
+from . import checks, planning, prompt
 from .host import ModelError, Outcome, TaskHost
 from .memory import Memory, is_auto
 from .prompt import chain_of, match_replies, offered
@@ -131,6 +131,10 @@ class _Run:
             (self.loop.home / ARTIFACTS_DIR).mkdir(exist_ok=True)
         ctx = await self.host.context(self.tid)
         settings = self.loop.settings
+        if planning.role(ctx):  # a goal's planner: one answer, no tools
+            return await planning.answer(
+                self.host, self.task, ctx, str(settings.get("persona") or "")
+            )
         self.ctx = ctx
         self.tools = offered(
             list(settings.get("tools", [])), settings.get("profile"), self.memory.on

@@ -85,6 +85,9 @@ class GoalTask:
     result: str | None
     error: str | None
     agent: str | None
+    started_at: float | None = None
+    finished_at: float | None = None
+    tokens: int = 0
 
     @property
     def done(self) -> bool:

@@ -25,6 +25,7 @@ MAX_AFTER = 8  # dependencies of one step
 MAX_NEEDS = 4  # capabilities of one step
 TITLE_CHARS = 120
 INSTRUCTIONS_CHARS = 600
+EXEC_CHARS = 4096
 _ID = re.compile(r"^[a-z][a-z0-9_-]{0,15}$")
 _ID_PATTERN = "^[a-z][a-z0-9_-]{0,15}$"
 
@@ -38,15 +39,19 @@ class Step:
     instructions: str
     needs: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
+    exec: str = ""  # a command instead of the model's work (a person's plan only)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "title": self.title,
             "instructions": self.instructions,
             "needs": list(self.needs),
             "after": list(self.after),
         }
+        if self.exec:
+            out["exec"] = self.exec
+        return out
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,14 @@ def load(text: str) -> Plan:
     data = json.loads(text)
     return Plan(
         tuple(
-            Step(s["id"], s["title"], s["instructions"], tuple(s["needs"]), tuple(s["after"]))
+            Step(
+                s["id"],
+                s["title"],
+                s["instructions"],
+                tuple(s["needs"]),
+                tuple(s["after"]),
+                s.get("exec", ""),
+            )
             for s in data["steps"]
         )
     )
@@ -137,11 +149,14 @@ def parse(
     capabilities: Iterable[str],
     max_steps: int = MAX_STEPS,
     done: Iterable[str] = (),
+    commands: bool = False,
 ) -> Plan:
     """ANSWER (the planner's JSON text, or it decoded) as a Plan; InvalidPlan
     with every error found if it is not one agentd can run. DONE: the ids of
     steps an earlier plan of the goal completed, which a step may depend on
-    (a re-plan builds on them) and no step may be named."""
+    (a re-plan builds on them) and no step may be named. COMMANDS: a step may
+    run a command ("exec", as a task's) instead of the model's work: a
+    person's own plan may, a planner's may not (its schema has no exec)."""
     data = _decode(answer)
     raw = data.get("steps")
     if not isinstance(raw, list) or not raw:
@@ -152,7 +167,7 @@ def parse(
     known = set(capabilities)
     steps: list[Step] = []
     for n, item in enumerate(raw[: max(max_steps, 1) * 2], 1):
-        step = _step(n, item, known, errors)
+        step = _step(n, item, known, errors, commands)
         if step is not None:
             steps.append(step)
     ids = [s.id for s in steps]
@@ -185,7 +200,9 @@ def _decode(answer: str | Mapping[str, Any]) -> Mapping[str, Any]:
     return data
 
 
-def _step(n: int, item: object, known: set[str], errors: list[str]) -> Step | None:
+def _step(
+    n: int, item: object, known: set[str], errors: list[str], commands: bool = False
+) -> Step | None:
     """Step N of the answer, its errors added to ERRORS (the step still counts
     for the id and dependency checks); None if it is not an object."""
     if not isinstance(item, dict):
@@ -208,10 +225,19 @@ def _step(n: int, item: object, known: set[str], errors: list[str]) -> Step | No
                 f"{name} needs {cap!r}, which no template provides (there are: {offered})"
             )
     after = _names(item.get("after", []), f"{name}: after", MAX_AFTER, errors)
-    extra = set(item) - {"id", "title", "instructions", "needs", "after"}
+    command = ""
+    if commands and "exec" in item:
+        command = _text(item["exec"], f"{name}: exec", EXEC_CHARS, errors)
+    extra = (
+        set(item)
+        - {"id", "title", "instructions", "needs", "after"}
+        - ({"exec"} if commands else set())
+    )
     if extra:
         errors.append(f"{name} has unknown field(s): {', '.join(sorted(extra))}")
-    return Step(sid, title, instructions, tuple(sorted(set(needs))), tuple(dict.fromkeys(after)))
+    return Step(
+        sid, title, instructions, tuple(sorted(set(needs))), tuple(dict.fromkeys(after)), command
+    )
 
 
 def _text(value: object, what: str, limit: int, errors: list[str]) -> str:

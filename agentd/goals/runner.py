@@ -27,14 +27,15 @@ from typing import Any
 
 from ..audit import AuditLog
 from ..errors import AgentdError, Busy, LimitExceeded
-from ..events import Events, TaskChanged
+from ..events import Events, GoalChanged, TaskChanged
 from ..store import Store
+from ..tasks.model import Task
 from ..tasks.queue import TaskQueue
 from ..templates import Catalog
 from . import prompt
 from .model import MAX_ANSWERS, MAX_ROUNDS, PLAN_CAPABILITY, Goal, GoalTask
-from .plan import MAX_STEPS, InvalidPlan, Plan, Step, load, parse
-from .store import GoalChanged, GoalStore
+from .plan import MAX_STEPS, InvalidPlan, Plan, Step, load, parse, schema
+from .store import GoalStore, StaleGoal
 
 ENDING = ("task.completed", "task.failed", "task.cancelled", "task.dead_lettered")
 
@@ -53,11 +54,27 @@ class GoalRunner:
         self.queue = queue
         self.catalog = catalog
         self.audit = audit
-        self.goals = GoalStore(store)
+        self.goals = GoalStore(store, lambda g, e: events.publish(GoalChanged(g, e)))
         self.max_steps = max_steps
         self._due: set[int] = set()
         self._draining = False
         events.subscribe(TaskChanged, self._on_task)
+        queue.loop.extra.append(self.context_for)
+
+    def context_for(self, task: Task) -> dict[str, Any]:
+        """What a goal's task says to its agent's loop beyond any task's context:
+        {"goal": {id, role, step, schema}}, the schema for a plan's answer."""
+        row = self.goals.task(task.id)
+        if row is None:
+            return {}
+        goal_id, role, step = row
+        said: dict[str, Any] = {"id": goal_id, "role": role}
+        if role == "plan":
+            owner = self.goals.get(goal_id).owner_uid
+            said["schema"] = schema(self.offered(owner), self.max_steps)
+        elif step:
+            said["step"] = step
+        return {"goal": said}
 
     # -- when to look -----------------------------------------------------------------------
     def _on_task(self, event: TaskChanged) -> None:
@@ -101,14 +118,23 @@ class GoalRunner:
         project_id: int | None = None,
         approve_plan: bool = False,
         max_agents: int = 4,
+        plan: Plan | None = None,
     ) -> Goal:
-        """A goal in state planning, with its planner's first task: both or neither."""
+        """A goal in state planning, with its planner's first task: both or
+        neither. With PLAN (a person's, checked by the caller), the goal starts
+        from it (running, or held with APPROVE_PLAN), and the planner only reports."""
         with self.store.transaction():
             goal = self.goals.insert(
                 owner_uid, intent, project_id, planner, approve_plan, max_agents
             )
-            self._ask_plan(goal, [])
             self.audit.append("goal.created", actor_uid=owner_uid, goal=goal.id, planner=planner)
+            if plan is None:
+                self._ask_plan(goal, [])
+            else:
+                state = "awaiting_approval" if approve_plan else "running"
+                goal = self.goals.update(goal, plan=plan.to_json(), state=state)
+                if state == "running":
+                    self._running(goal, [])
         return self.goals.get(goal.id)
 
     def approve(self, goal_id: int, actor_uid: int) -> Goal:
@@ -155,8 +181,8 @@ class GoalRunner:
                     self._planning(goal, self.goals.tasks(goal_id))
                 elif goal.state == "running":
                     self._running(goal, self.goals.tasks(goal_id))
-        except GoalChanged:
-            self._due.add(goal_id)  # moved on meanwhile: look again
+        except StaleGoal:  # moved on meanwhile: whoever moved it looks again
+            return
         except _Failed as e:
             self._fail(goal_id, str(e))
         except AgentdError as e:  # a task agentd could not submit, for one
@@ -171,11 +197,13 @@ class GoalRunner:
         latest = asked[-1]
         if latest.open:
             return
-        if latest.lost:
-            raise _Failed(f"the planner's task {latest.task_id} {latest.status}: {latest.error}")
+        if latest.status == "cancelled":
+            raise _Failed(f"the planner's task {latest.task_id} was cancelled")
         done = self._done_before(goal, tasks)
         try:
-            plan = parse(latest.answer(), self._offered(), self.max_steps, done)
+            if latest.lost:  # a cut or failed answer counts as a wrong one
+                raise InvalidPlan([f"your last answer failed: {latest.error or latest.status}"])
+            plan = parse(latest.answer(), self.offered(goal.owner_uid), self.max_steps, done)
         except InvalidPlan as e:
             if goal.answers + 1 >= MAX_ANSWERS:
                 raise _Failed(f"no valid plan in {MAX_ANSWERS} answers: {e}") from None
@@ -254,7 +282,9 @@ class GoalRunner:
             done = [(s, before[s.id].answer()) for s in load(goal.plan).steps if s.id in before]
         spec = {
             "title": f"Plan goal {goal.id}",
-            "description": prompt.plan_request(goal, self._offered(), self.max_steps, done),
+            "description": prompt.plan_request(
+                goal, self.offered(goal.owner_uid), self.max_steps, done
+            ),
             "agent": goal.planner,
         }
         self._submit(goal, "plan", None, spec)
@@ -268,6 +298,8 @@ class GoalRunner:
             "needs": list(step.needs),
             "after": after,
         }
+        if step.exec:
+            spec["exec"] = step.exec
         try:
             self._submit(goal, "step", step.id, spec)
         except LimitExceeded:
@@ -309,11 +341,15 @@ class GoalRunner:
                     self.queue.lifecycle.cancel(task, goal.owner_uid)
 
     # -- reading ------------------------------------------------------------------------------
-    def _offered(self) -> dict[str, str]:
-        """Capability -> what the templates providing it are for (the planner's
-        own capability left out: steps are work, not plans)."""
+    def offered(self, owner_uid: int) -> dict[str, str]:
+        """Capability -> what the templates providing it are for: the templates of
+        OWNER_UID's agents, who run the steps (the planner's own capability left
+        out: steps are work, not plans)."""
+        names = {a.template for a in self.queue.registry.agents() if a.owner_uid == owner_uid}
         offered: dict[str, list[str]] = {}
         for t in self.catalog.templates():
+            if t.name not in names:
+                continue
             for cap in t.capabilities:
                 if cap != PLAN_CAPABILITY:
                     offered.setdefault(cap, []).append(t.description or t.name)

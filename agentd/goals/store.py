@@ -1,7 +1,7 @@
 """Goals in agentd's store (tables of store migration 12, agentd.goalschema).
 
 Invariant: a goal's row changes only through update(), which bumps its version
-and refuses a stale one (GoalChanged), so two advances of one goal cannot both
+and refuses a stale one (StaleGoal), so two advances of one goal cannot both
 act on what they read. Tasks are read here (a join) and never written: the
 queue alone changes tasks.
 """
@@ -9,6 +9,7 @@ queue alone changes tasks.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import Conflict, NoSuchGoal
@@ -16,13 +17,14 @@ from ..store import Store
 from .model import OPEN, Goal, GoalTask
 
 
-class GoalChanged(Conflict):
+class StaleGoal(Conflict):
     """The goal moved on since it was read (another advance got there first)."""
 
 
 class GoalStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, changed: Callable[[Goal, str], None] | None = None) -> None:
         self.store = store
+        self.changed = changed or (lambda _goal, _event: None)  # told inside the transaction
 
     def insert(
         self,
@@ -39,7 +41,9 @@ class GoalStore:
             " max_agents, created_at, updated_at) VALUES (?, ?, ?, ?, 'planning', ?, ?, ?, ?)",
             (owner_uid, intent, project_id, planner, int(approve_plan), max_agents, now, now),
         )
-        return self.get(int(self.store.scalar("SELECT last_insert_rowid()")))
+        goal = self.get(int(self.store.scalar("SELECT last_insert_rowid()")))
+        self.changed(goal, "goal.created")
+        return goal
 
     def get(self, goal_id: int) -> Goal:
         rows = self.store.query("SELECT * FROM goals WHERE id=?", (goal_id,))
@@ -67,7 +71,7 @@ class GoalStore:
         return [int(r["id"]) for r in rows]
 
     def update(self, goal: Goal, **changes: Any) -> Goal:
-        """GOAL with CHANGES, if it is still at the version read; GoalChanged if not."""
+        """GOAL with CHANGES, if it is still at the version read; StaleGoal if not."""
         if "state" in changes and changes["state"] not in OPEN:
             changes.setdefault("finished_at", time.time())
         changes["updated_at"] = time.time()
@@ -78,8 +82,10 @@ class GoalStore:
                 (*changes.values(), goal.id, goal.version),
             )
             if int(self.store.scalar("SELECT changes()")) != 1:
-                raise GoalChanged(f"goal {goal.id} changed meanwhile")
-        return self.get(goal.id)
+                raise StaleGoal(f"goal {goal.id} changed meanwhile")
+            after = self.get(goal.id)
+            self.changed(after, f"goal.{after.state}")
+        return after
 
     # -- the goal's tasks -----------------------------------------------------------------
     def add_task(self, goal: Goal, task_id: int, role: str, step: str | None = None) -> None:
@@ -88,6 +94,13 @@ class GoalStore:
             (task_id, goal.id, role, goal.round, step),
         )
 
+    def task(self, task_id: int) -> tuple[int, str, str | None] | None:
+        """(goal id, role, step) of a task a goal made; None for any other task."""
+        rows = self.store.query(
+            "SELECT goal_id, role, step FROM goal_tasks WHERE task_id=?", (task_id,)
+        )
+        return (int(rows[0]["goal_id"]), rows[0]["role"], rows[0]["step"]) if rows else None
+
     def goal_of(self, task_id: int) -> int | None:
         value = self.store.scalar("SELECT goal_id FROM goal_tasks WHERE task_id=?", (task_id,))
         return None if value is None else int(value)
@@ -95,7 +108,9 @@ class GoalStore:
     def tasks(self, goal_id: int) -> list[GoalTask]:
         """Every task GOAL_ID made, oldest first, with its status now."""
         rows = self.store.query(
-            "SELECT g.task_id, g.role, g.round, g.step, t.status, t.result, t.error, t.agent"
+            "SELECT g.task_id, g.role, g.round, g.step, t.status, t.result, t.error, t.agent,"
+            " t.started_at, t.finished_at, (SELECT COALESCE(SUM(u.prompt_tokens"
+            " + u.completion_tokens), 0) FROM usage u WHERE u.task_id = t.id) AS tokens"
             " FROM goal_tasks g JOIN tasks t ON t.id = g.task_id"
             " WHERE g.goal_id=? ORDER BY g.task_id",
             (goal_id,),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..agent import Agent
@@ -60,6 +61,9 @@ class TaskLoop:
         self.store = queue.store
         self.repo = queue.repo
         self.lifecycle = queue.lifecycle
+        # What else a task's context says, from whoever made the task (a goal's
+        # role and plan schema: agentd.goals.runner); each returns {} if nothing.
+        self.extra: list[Callable[[Task], dict[str, Any]]] = []
 
     # -- the agent's --------------------------------------------------------------------
     def record_step(self, agent: Agent, task_id: int, attempt: int, step_json: str) -> int:
@@ -109,7 +113,7 @@ class TaskLoop:
     def context(self, agent: Agent, task_id: int) -> dict[str, Any]:
         """What a new attempt of AGENT's running TASK_ID starts from (contract §2)."""
         task = self.queue._held(agent, task_id, "runtime.context", running=True)
-        return {
+        ctx: dict[str, Any] = {
             "trace": self.trace(task.id),
             "replies": self.replies(task.id),
             "notes": list(task.notes),
@@ -118,6 +122,9 @@ class TaskLoop:
             "project": task.project,
             "budget": self.settings(agent)["task_tokens"],
         }
+        for more in self.extra:
+            ctx.update(more(task))
+        return ctx
 
     # -- people's (the owner and administrators) ------------------------------------------------
     def steps(self, caller: Caller, task_id: int) -> list[dict[str, Any]]:

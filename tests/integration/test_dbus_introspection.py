@@ -40,6 +40,7 @@ ON_ROOT = {
     f"{BUS}.Approvals",
     f"{BUS}.Memory",  # when agentd's memory opened (it does here: sqlite-vec is vendored)
     f"{BUS}.Sessions",
+    f"{BUS}.Goals",
 }
 ON_AGENT = {f"{BUS}.Agent"}
 

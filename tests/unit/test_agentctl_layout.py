@@ -148,6 +148,7 @@ def test_the_root_has_exactly_the_listed_commands() -> None:
         "audit",
         "chat",
         "events",
+        "goal",
         "knowledge",
         "memory",
         "model",

@@ -130,3 +130,14 @@ def errors_of_done(answer: dict, done: list[str]) -> tuple:
 def test_a_stored_plan_loads_as_it_was() -> None:
     plan = parse({"steps": [step("b", after=["a"], needs=["write"]), step("a")]}, CAPS)
     assert load(plan.to_json()) == plan
+
+
+def test_a_command_step_is_a_person_s_alone() -> None:
+    cmd = dict(step("a"), exec="make test")
+    assert parse({"steps": [cmd]}, CAPS, commands=True).step("a").exec == "make test"
+    assert "unknown field(s): exec" in errors_of({"steps": [cmd]})[0]  # a planner's plan
+    plan = parse({"steps": [cmd]}, CAPS, commands=True)
+    assert (
+        load(plan.to_json()) == plan
+        and "exec" not in parse({"steps": [step("b")]}, CAPS).as_dict()["steps"][0]
+    )

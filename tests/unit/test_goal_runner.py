@@ -188,3 +188,31 @@ def test_an_event_lost_in_a_crash_is_made_up_at_start(g: G) -> None:
     assert runner.goals.get(goal.id).state == "running" and set(g.work()) == {"a"}
     runner.reconcile()  # twice: nothing more
     assert len(runner.goals.tasks(goal.id)) == 2
+
+
+def test_the_context_tells_the_planner_its_role_and_the_schema(g: G) -> None:
+    g.goal()
+    [task] = g.claimed(g.planner)
+    said = g.q.loop.context(g.planner, task.id)["goal"]
+    assert said["role"] == "plan"
+    caps = set(
+        said["schema"]["properties"]["steps"]["items"]["properties"]["needs"]["items"]["enum"]
+    )
+    assert "general" in caps and "plan" not in caps  # steps are work, not plans
+    assert "general:" in task.description and "apples" in task.description
+    g.answer(g.planner, task, {"steps": [step("a")]})
+    [(agent, work)] = g.work().values()
+    assert g.q.loop.context(agent, work.id)["goal"] == {"id": 1, "role": "step", "step": "a"}
+
+
+def test_a_person_s_plan_runs_without_asking_the_planner(g: G) -> None:
+    from agentd.goals.plan import parse
+
+    mine = parse({"steps": [dict(step("a"), exec="echo hi")]}, ["general"], commands=True)
+    goal = g.r.create(ALICE.uid, "say hi", "pl", plan=mine)
+    assert goal.state == "running" and g.claimed(g.planner) == []
+    [(agent, task)] = g.work().values()
+    assert task.exec == "echo hi"
+    g.answer(agent, task, "hi")
+    [report] = g.claimed(g.planner)
+    assert report.title == f"Report goal {goal.id}"

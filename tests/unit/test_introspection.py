@@ -40,6 +40,7 @@ from sdbus.dbus_proxy_async_signal import DbusSignalAsync
 
 from agentd.api import interfaces
 from agentd.api.interfaces.approvals import APPROVALS_INTERFACE
+from agentd.api.interfaces.goals import GOALS_INTERFACE
 from agentd.api.interfaces.memory import MEMORY_INTERFACE
 from agentd.api.interfaces.sessions import SESSIONS_INTERFACE
 from agentd.api.introspection import (
@@ -131,6 +132,7 @@ def test_every_interface_class_is_rendered() -> None:
         APPROVALS_INTERFACE,  # issue 12: approval gates
         MEMORY_INTERFACE,  # issue 13: memory
         SESSIONS_INTERFACE,  # issue 13: chat sessions
+        GOALS_INTERFACE,  # issue 14: goals
     ]
 
 

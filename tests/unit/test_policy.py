@@ -23,6 +23,7 @@ from agentd.api import interfaces
 from agentd.api.access import ACTION, Callers
 from agentd.api.approvals import ApprovalsObject
 from agentd.api.errors import AgentdDbusError, short_name
+from agentd.api.goals import GoalsObject
 from agentd.api.manager import AgentObject, ManagerObject
 from agentd.api.memory import MemoryObject
 from agentd.api.model import ModelObject, Streams
@@ -33,6 +34,8 @@ from agentd.approvalrules import ApprovalRules
 from agentd.approvals import Approvals
 from agentd.errors import PermissionDenied
 from agentd.eventlog import EventLog
+from agentd.goals.runner import GoalRunner
+from agentd.goals.service import Goals
 from agentd.memory import MemoryService
 from agentd.memory.memories import Memories
 from agentd.modelclient import ModelClient
@@ -52,6 +55,7 @@ SERVICES = {
     interfaces.ApprovalsInterface: ApprovalsObject,
     interfaces.MemoryInterface: MemoryObject,
     interfaces.SessionsInterface: SessionsObject,
+    interfaces.GoalsInterface: GoalsObject,
 }
 
 
@@ -158,6 +162,14 @@ class Api:
         self.session = self.sessions.sessions.add_exchange(
             None, self.a1.id, ALICE.uid, ALICE.uid, exchange, 0.3
         )
+        # a goal of alice's, its plan held, planned by her planner agent (issue 14)
+        runner = GoalRunner(
+            self.w.store, self.queue, self.w.reg.catalog, self.w.audit, self.w.reg.events
+        )
+        self.goals = Goals(runner, self.w.reg, self.queue, self.w.reg.policy)
+        asyncio.run(self.w.reg.create(ALICE, "pl", "planner"))
+        self.goal = runner.create(ALICE.uid, "apples", "pl", approve_plan=True).id
+        runner.goals.update(runner.goals.get(self.goal), state="awaiting_approval")
 
     def objects(self, caller: Caller, grants: set[str] = frozenset()) -> dict[str, Any]:
         callers = FixedCallers(self.w.reg.policy, caller, grants)
@@ -175,6 +187,7 @@ class Api:
             "approvals": ApprovalsObject(self.approvals, callers),
             "memory": MemoryObject(self.memories, callers),
             "sessions": SessionsObject(self.sessions, callers, Streams()),
+            "goals": GoalsObject(self.goals, callers),
         }
 
     def calls(self) -> dict[tuple[str, str], tuple]:
@@ -261,6 +274,12 @@ class Api:
             ("sessions", "list_sessions"): ("",),
             ("sessions", "get_session"): (self.session,),
             ("sessions", "remove_session"): (self.session,),
+            ("goals", "submit_goal"): ("more apples", {}),
+            ("goals", "list_goals"): (),
+            ("goals", "get_goal"): (self.goal,),
+            ("goals", "approve_goal"): (self.goal,),
+            ("goals", "reject_goal"): (self.goal, "no"),
+            ("goals", "cancel_goal"): (self.goal,),
         }
 
     def call(self, caller: Caller, obj: str, method: str, grants: set[str] = frozenset()) -> str:
@@ -298,6 +317,7 @@ def _object_key(service: type) -> str:
         ApprovalsObject: "approvals",
         MemoryObject: "memory",
         SessionsObject: "sessions",
+        GoalsObject: "goals",
     }[service]
 
 
@@ -317,6 +337,7 @@ def _scope(obj: str, method: str) -> Scope:
             ApprovalsObject: "approvals",
             MemoryObject: "memory",
             SessionsObject: "sessions",
+            GoalsObject: "goals",
         }.items()
     }[obj]
     return RULES[declared(service, method) or ""].scope

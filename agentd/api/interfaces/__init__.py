@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from .agent import AgentInterface
     from .approvals import ApprovalsInterface
+    from .goals import GoalsInterface
     from .manager import ManagerInterface
     from .memory import MemoryInterface
     from .model import ModelInterface
@@ -57,6 +58,7 @@ _CLASSES = {
     "ApprovalsInterface": "approvals",  # issue 12: approval gates
     "MemoryInterface": "memory",  # issue 13: memory and knowledge
     "SessionsInterface": "sessions",  # issue 13: chat sessions
+    "GoalsInterface": "goals",  # issue 14: goals
 }
 
 
@@ -82,6 +84,7 @@ __all__ = [
     "TASKS_INTERFACE",
     "AgentInterface",
     "ApprovalsInterface",
+    "GoalsInterface",
     "ManagerInterface",
     "MemoryInterface",
     "ModelInterface",
