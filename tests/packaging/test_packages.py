@@ -46,13 +46,14 @@ PAYLOAD = [
     # the interfaces as introspection XML (make interfaces) and the polkit actions
     *(
         f"/usr/share/dbus-1/interfaces/org.agentos.agentd1.{i}.xml"
-        for i in ("Manager", "Runtime", "Tasks", "Agent", "Model")
+        for i in ("Manager", "Runtime", "Tasks", "Agent", "Model", "Goals")
     ),
     "/usr/share/polkit-1/actions/org.agentos.agentd1.policy",
     "/usr/share/agentd/templates/research.toml",
     "/usr/share/agentd/templates/writing.toml",
     "/usr/share/agentd/templates/ops.toml",
     "/usr/share/agentd/templates/sandbox.toml",
+    "/usr/share/agentd/templates/planner.toml",  # issue 14: a goal's planner
     "/usr/share/agentd/profiles/offline.toml",
     "/usr/share/agentd/profiles/online.toml",
     "/usr/share/bash-completion/completions/agentctl",
