@@ -49,6 +49,9 @@ async def answer(
         return Outcome("failed", error=f"model: {e}")
     text = str(said.get("text", "")).strip()
     usage = {k: int(said.get(k) or 0) for k in ("prompt_tokens", "completion_tokens")}
-    if said.get("finish_reason") == "length":
+    cut = said.get("finish_reason") == "length"
+    if cut and "json_schema" in options:  # a plan cut short is no plan: agentd asks again
         return Outcome("failed", result=usage, error="the answer was cut at its token limit")
+    if cut:  # a report cut short is still most of the report: say so, keep it
+        return Outcome("completed", result={"answer": text, "cut": True, **usage})
     return Outcome("completed", result={"answer": text, **usage})

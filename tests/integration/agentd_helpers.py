@@ -38,8 +38,10 @@ class Agentd:
     def sh(self, cmd: str, **kw: Any) -> Any:
         return self.m.run(cmd, **kw)
 
-    def ctl(self, *args: str, user: str | None = None, check: bool = True) -> Any:
-        return self.m.run(["agentctl", *args], user=user, check=check)
+    def ctl(
+        self, *args: str, user: str | None = None, check: bool = True, timeout: float = 120
+    ) -> Any:
+        return self.m.run(["agentctl", *args], user=user, check=check, timeout=timeout)
 
     def ctl_json(self, *args: str, user: str | None = None) -> Any:
         return json.loads(self.ctl(*args, "--json", user=user).stdout)

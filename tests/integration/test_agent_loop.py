@@ -230,7 +230,7 @@ def test_a_free_form_task_runs_to_its_end_with_its_steps_logged(idle: Agentd) ->
     wait_for(lambda: a.ctl_json("model", "show")["state"] == "loaded", 180, "model loaded")
     a.create("al-r", template="sandbox", user="alice")
     task = a.submit("Suggest a name for a backup script", "--agent", "al-r")
-    a.ctl("task", "wait", str(task), "--timeout", "600", user="alice", check=False)
+    a.ctl("task", "wait", str(task), "--timeout", "600", user="alice", check=False, timeout=660)
     info = show(a, task)
     assert info["status"] in ("completed", "failed"), info
     if info["status"] == "failed":

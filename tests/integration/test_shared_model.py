@@ -254,7 +254,9 @@ def test_free_form_task_is_done_through_the_model(model: Agentd) -> None:
         "task", "submit", "Say hello to the team", "--agent", "md-d", user="alice"
     ).stdout.strip()
     tid = int(out)
-    r = model.ctl("task", "wait", str(tid), "--timeout", "180", user="alice", check=False)
+    r = model.ctl(
+        "task", "wait", str(tid), "--timeout", "180", user="alice", check=False, timeout=240
+    )
     info = model.ctl_json("task", "show", str(tid), user="alice")
     assert r.returncode == 0, info
     result = json.loads(info["result"]) if isinstance(info["result"], str) else info["result"]

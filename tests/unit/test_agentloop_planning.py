@@ -53,6 +53,15 @@ def test_a_report_is_words_and_other_tasks_take_the_loop(tmp_path: Path) -> None
     assert "finish" in step_host.thinks[0][1]["json_schema"]
 
 
+def test_a_cut_report_is_kept_and_says_so(tmp_path: Path) -> None:
+    host = Host(
+        {"text": "Apples are red and", "finish_reason": "length"}, ctx={"goal": {"role": "report"}}
+    )
+    out = plan(tmp_path, host, "Write the result")
+    assert out.status == "completed" and out.result["answer"] == "Apples are red and"
+    assert out.result["cut"] is True
+
+
 def test_a_cut_answer_fails_and_a_quota_blocks(tmp_path: Path) -> None:
     ctx = {"goal": {"role": "plan", "schema": SCHEMA}}
     host = Host({"text": '{"steps": [', "finish_reason": "length"}, ctx=ctx)
