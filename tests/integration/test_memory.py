@@ -140,35 +140,19 @@ def test_a_document_sent_in_pieces_goes_on_where_the_last_piece_ended(mem: Agent
     }
     more = "It prints double-sided by default.\n"
     args = [str(at["position"]), str(at["byte"]), str(at["line"]), "1", "1", "Printers"]
-    sig = "sssutua(ys)"
-    r = call(
-        a,
-        MEM,
-        "ContinueMemory",
-        sig,
-        "agent/mem-a1",
-        "long.md",
-        more,
-        *args,
-        user="bob",
-        check=False,
-    )
+
+    def go_on(resume: list[str], user: str, check: bool = True) -> Any:
+        scope, source = "agent/mem-a1", "long.md"
+        sig = "sssutua(ys)"
+        return call(
+            a, MEM, "ContinueMemory", sig, scope, source, more, *resume, user=user, check=check
+        )
+
+    r = go_on(args, "bob", check=False)
     assert r.returncode and "may not" in r.stderr, r.stderr
-    bad = [*args[:3], "2", "2", "Setup", "1", "Printers"]  # levels out of order
-    r = call(
-        a,
-        MEM,
-        "ContinueMemory",
-        sig,
-        "agent/mem-a1",
-        "long.md",
-        more,
-        *bad,
-        user="alice",
-        check=False,
-    )
+    r = go_on([*args[:3], "2", "2", "Setup", "1", "Printers"], "alice", check=False)  # out of order
     assert r.returncode and "headings: levels" in r.stderr, r.stderr
-    cont = call(a, MEM, "ContinueMemory", sig, "agent/mem-a1", "long.md", more, *args, user="alice")
+    cont = go_on(args, "alice")
     assert cont["added"] == 1 and cont["next"]["position"] == 3
     [record] = [
         r
