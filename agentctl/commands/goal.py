@@ -282,8 +282,9 @@ def tree(info: dict[str, Any], now: float | None = None) -> Tree:
     root = Tree(head)
     nodes: dict[str, Tree] = {}
     for s in info.get("steps", []):
-        parent = nodes.get(s["after"][-1]) if s["after"] else None
-        also = f"  (also after {', '.join(s['after'][:-1])})" if len(s["after"]) > 1 else ""
+        needs = s["depends_on"]
+        parent = nodes.get(needs[-1]) if needs else None
+        also = f"  (also after {', '.join(needs[:-1])})" if len(needs) > 1 else ""
         label = Text.assemble(
             (s["state"], _style(s["state"])),
             f"  {s['id']}: {s['title']}",

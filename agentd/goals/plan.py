@@ -47,7 +47,7 @@ class Step:
             "title": self.title,
             "instructions": self.instructions,
             "needs": list(self.needs),
-            "after": list(self.after),
+            "depends_on": list(self.after),
         }
         if self.exec:
             out["exec"] = self.exec
@@ -106,13 +106,13 @@ def schema(capabilities: Iterable[str], max_steps: int = MAX_STEPS) -> dict[str,
             "title": {"type": "string", "minLength": 1, "maxLength": TITLE_CHARS},
             "instructions": {"type": "string", "minLength": 1, "maxLength": INSTRUCTIONS_CHARS},
             "needs": needs,
-            "after": {
+            "depends_on": {
                 "type": "array",
                 "maxItems": MAX_AFTER,
                 "items": {"type": "string", "pattern": _ID_PATTERN},
             },
         },
-        "required": ["id", "title", "instructions", "needs", "after"],
+        "required": ["id", "title", "instructions", "needs", "depends_on"],
         "additionalProperties": False,
     }
     return {
@@ -136,7 +136,7 @@ def load(text: str) -> Plan:
                 s["title"],
                 s["instructions"],
                 tuple(s["needs"]),
-                tuple(s["after"]),
+                tuple(s["depends_on"]),
                 s.get("exec", ""),
             )
             for s in data["steps"]
@@ -224,13 +224,13 @@ def _step(
             errors.append(
                 f"{name} needs {cap!r}, which no template provides (there are: {offered})"
             )
-    after = _names(item.get("after", []), f"{name}: after", MAX_AFTER, errors)
+    after = _names(item.get("depends_on", []), f"{name}: depends_on", MAX_AFTER, errors)
     command = ""
     if commands and "exec" in item:
         command = _text(item["exec"], f"{name}: exec", EXEC_CHARS, errors)
     extra = (
         set(item)
-        - {"id", "title", "instructions", "needs", "after"}
+        - {"id", "title", "instructions", "needs", "depends_on"}
         - ({"exec"} if commands else set())
     )
     if extra:

@@ -28,7 +28,7 @@ PLAN = {
             "title": "Name a fruit",
             "instructions": "Say a fruit.",
             "needs": ["general"],
-            "after": [],
+            "depends_on": [],
             "exec": "sleep 3; echo apple; id -u",
         },
         {
@@ -36,7 +36,7 @@ PLAN = {
             "title": "Name a colour",
             "instructions": "Say a colour.",
             "needs": ["general"],
-            "after": [],
+            "depends_on": [],
             "exec": "sleep 3; echo red; id -u",
         },
         {
@@ -44,7 +44,7 @@ PLAN = {
             "title": "Combine them",
             "instructions": "Say both.",
             "needs": ["general"],
-            "after": ["a", "b"],
+            "depends_on": ["a", "b"],
             "exec": "echo red apple",
         },
     ]

@@ -37,7 +37,14 @@ def goal(state: str, steps: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
 
 
 def step(sid: str, state: str, after: tuple[str, ...] = (), **kw: Any) -> dict[str, Any]:
-    return {**STEP, "id": sid, "title": f"do {sid}", "state": state, "after": list(after), **kw}
+    return {
+        **STEP,
+        "id": sid,
+        "title": f"do {sid}",
+        "state": state,
+        "depends_on": list(after),
+        **kw,
+    }
 
 
 class GoalsFake:

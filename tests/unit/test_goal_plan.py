@@ -17,7 +17,7 @@ def step(sid: str, after: list[str] | None = None, needs: list[str] | None = Non
         "title": f"Do {sid}",
         "instructions": f"Carry out {sid}.",
         "needs": needs or [],
-        "after": after or [],
+        "depends_on": after or [],
     }
 
 
@@ -49,7 +49,7 @@ def test_every_error_is_named_for_the_planner() -> None:
                 step("a", after=["a"]),
                 step("b", after=["zzz"], needs=["fly"]),
                 step("b"),
-                {"id": "C!", "title": "", "instructions": "x", "needs": [], "after": []},
+                {"id": "C!", "title": "", "instructions": "x", "needs": [], "depends_on": []},
                 "not a step",
             ]
         }

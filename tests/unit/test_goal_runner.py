@@ -67,7 +67,7 @@ def step(sid: str, after: tuple = (), needs: tuple = ("general",)) -> dict:
         "title": sid,
         "instructions": f"do {sid}",
         "needs": list(needs),
-        "after": list(after),
+        "depends_on": list(after),
     }
 
 
