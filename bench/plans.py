@@ -107,7 +107,7 @@ async def ask(client: ModelClient, persona: str, text: str, caps: dict[str, str]
 
 def width(plan: Plan) -> int:
     """Steps that need no other step: what can start at once."""
-    return sum(1 for s in plan.steps if not s.after)
+    return sum(1 for s in plan.steps if not s.depends_on)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 MAX_STEPS = 12  # the default bound (agentd.toml [goals] max_steps)
 STEPS_CEILING = 64  # the most any configuration may allow
-MAX_AFTER = 8  # dependencies of one step
+MAX_DEPENDS_ON = 8  # dependencies of one step
 MAX_NEEDS = 4  # capabilities of one step
 TITLE_CHARS = 120
 INSTRUCTIONS_CHARS = 600
@@ -32,13 +32,14 @@ _ID_PATTERN = "^[a-z][a-z0-9_-]{0,15}$"
 
 @dataclass(frozen=True)
 class Step:
-    """One step: what an agent with NEEDS is asked to do, after the steps AFTER."""
+    """One step: what an agent with NEEDS is asked to do, once the steps it
+    DEPENDS_ON are done (their results are its input)."""
 
     id: str
     title: str
     instructions: str
     needs: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
     exec: str = ""  # a command instead of the model's work (a person's plan only)
 
     def as_dict(self) -> dict[str, Any]:
@@ -47,7 +48,7 @@ class Step:
             "title": self.title,
             "instructions": self.instructions,
             "needs": list(self.needs),
-            "depends_on": list(self.after),
+            "depends_on": list(self.depends_on),
         }
         if self.exec:
             out["exec"] = self.exec
@@ -71,7 +72,7 @@ class Plan:
         hit = {step_id}
         out = []
         for s in self.steps:
-            if hit.intersection(s.after):
+            if hit.intersection(s.depends_on):
                 hit.add(s.id)
                 out.append(s.id)
         return out
@@ -108,7 +109,7 @@ def schema(capabilities: Iterable[str], max_steps: int = MAX_STEPS) -> dict[str,
             "needs": needs,
             "depends_on": {
                 "type": "array",
-                "maxItems": MAX_AFTER,
+                "maxItems": MAX_DEPENDS_ON,
                 "items": {"type": "string", "pattern": _ID_PATTERN},
             },
         },
@@ -177,7 +178,7 @@ def parse(
     for sid in sorted(finished.intersection(ids)):
         errors.append(f"step id {sid!r} is a step already done: give the new step another id")
     for s in steps:
-        for dep in s.after:
+        for dep in s.depends_on:
             if dep == s.id:
                 errors.append(f"step {s.id!r} depends on itself")
             elif dep not in ids and dep not in finished:
@@ -224,7 +225,7 @@ def _step(
             errors.append(
                 f"{name} needs {cap!r}, which no template provides (there are: {offered})"
             )
-    after = _names(item.get("depends_on", []), f"{name}: depends_on", MAX_AFTER, errors)
+    deps = _names(item.get("depends_on", []), f"{name}: depends_on", MAX_DEPENDS_ON, errors)
     command = ""
     if commands and "exec" in item:
         command = _text(item["exec"], f"{name}: exec", EXEC_CHARS, errors)
@@ -236,7 +237,7 @@ def _step(
     if extra:
         errors.append(f"{name} has unknown field(s): {', '.join(sorted(extra))}")
     return Step(
-        sid, title, instructions, tuple(sorted(set(needs))), tuple(dict.fromkeys(after)), command
+        sid, title, instructions, tuple(sorted(set(needs))), tuple(dict.fromkeys(deps)), command
     )
 
 
@@ -264,7 +265,7 @@ def _order(steps: list[Step], finished: set[str]) -> list[Step]:
     """STEPS in dependency order (Kahn's algorithm, stable: the planner's order
     among ready steps; FINISHED steps count as placed); InvalidPlan naming the
     steps on a cycle if there is one."""
-    pending = {s.id: set(s.after) - finished for s in steps}
+    pending = {s.id: set(s.depends_on) - finished for s in steps}
     ordered: list[Step] = []
     placed: set[str] = set()
     while len(ordered) < len(steps):

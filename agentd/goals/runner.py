@@ -233,9 +233,9 @@ class GoalRunner:
         for step in plan.steps:
             if open_ >= goal.max_agents:
                 break
-            if step.id in now or step.id in blocked or not set(step.after) <= done:
+            if step.id in now or step.id in blocked or not set(step.depends_on) <= done:
                 continue
-            after = [(now.get(d) or before[d]).task_id for d in step.after]
+            after = [(now.get(d) or before[d]).task_id for d in step.depends_on]
             if not self._submit_step(goal, step, after, open_):
                 break
             open_ += 1

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from ..agent import Agent
-from ..errors import AgentdError, InvalidArgument, NoCapableAgent, NoSuchGoal
+from ..errors import AgentdError, InvalidArgument, NoCapableAgent, NoSuchGoal, PermissionDenied
 from ..policy import Caller, Policy, Resource
 from ..registry import Registry
 from ..tasks.queue import TaskQueue
@@ -39,10 +39,24 @@ class Goals:
         self.registry = registry
         self.queue = queue
         self.policy = policy
+        self.audit = runner.audit
 
     # -- asking -------------------------------------------------------------------------------
     def submit(self, caller: Caller, intent: str, options: dict[str, Any]) -> Goal:
-        self.policy.check(caller, "goal.create")
+        """A new goal; a bad request is refused whole (typed, and audited as
+        goal.create "refused", as a bad task is) and leaves nothing behind."""
+        self.policy.check(caller, "goal.create")  # a denial is audited by the policy
+        try:
+            return self._submit(caller, intent, options)
+        except PermissionDenied:
+            raise
+        except AgentdError as e:
+            self.audit.append(
+                "goal.create", actor_uid=caller.uid, result="refused", error=e.name, reason=str(e)
+            )
+            raise
+
+    def _submit(self, caller: Caller, intent: str, options: dict[str, Any]) -> Goal:
         intent = text(intent, "intent", INTENT_BYTES, required=True)
         unknown = set(options) - OPTIONS
         if unknown:

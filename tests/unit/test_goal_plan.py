@@ -37,7 +37,7 @@ def test_a_valid_plan_is_put_in_dependency_order() -> None:
     }
     plan = parse(json.dumps(answer), CAPS)
     assert [s.id for s in plan.steps] == ["a", "b", "report"]
-    assert plan.step("report").after == ("a", "b") and plan.step("a").needs == ("research",)
+    assert plan.step("report").depends_on == ("a", "b") and plan.step("a").needs == ("research",)
     assert plan.dependents("a") == ["b", "report"] and plan.dependents("report") == []
     assert parse(plan.to_json(), CAPS) == plan  # what is stored reads back the same
 

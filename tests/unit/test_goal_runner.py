@@ -216,3 +216,49 @@ def test_a_person_s_plan_runs_without_asking_the_planner(g: G) -> None:
     g.answer(agent, task, "hi")
     [report] = g.claimed(g.planner)
     assert report.title == f"Report goal {goal.id}"
+
+
+@pytest.mark.parametrize(
+    ("intent", "options", "error"),
+    [
+        ("", {}, "InvalidArgument"),
+        ("x" * 20000, {}, "InvalidArgument"),
+        ("go", {"colour": "red"}, "InvalidArgument"),
+        ("go", {"max_agents": 0}, "InvalidArgument"),
+        ("go", {"max_agents": True}, "InvalidArgument"),
+        ("go", {"approve_plan": "yes"}, "InvalidArgument"),
+        ("go", {"project": "Bad Name"}, "InvalidName"),
+        ("go", {"project": "nope"}, "NoSuchProject"),
+        ("go", {"planner": "w0"}, "NoCapableAgent"),  # a sandbox agent cannot plan
+        ("go", {"planner": "ghost"}, "NoSuchAgent"),
+        ("go", {"plan": '{"steps": [{"id": "a"}]}'}, "InvalidArgument"),
+        ("go", {"plan": 7}, "InvalidArgument"),
+    ],
+)
+def test_a_bad_goal_is_refused_typed_audited_and_leaves_nothing(
+    g: G, intent: str, options: dict, error: str
+) -> None:
+    from agentd.errors import AgentdError
+    from agentd.goals.service import Goals
+
+    goals = Goals(g.r, g.w.reg, g.q, g.w.reg.policy)
+    with pytest.raises(AgentdError) as e:
+        goals.submit(ALICE, intent, options)
+    assert e.value.name == error, e.value
+    assert g.r.goals.of_owner(None) == [] and g.q.list(ALICE, {}) == []
+    [row] = [x for x in g.w.audit.entries(limit=1000) if x.action == "goal.create"]
+    assert row.result == "refused" and row.detail["error"] == error
+
+
+def test_without_a_planner_agent_the_owner_is_told_how_to_make_one(tmp_path: Path) -> None:
+    from world import BOB
+
+    from agentd.errors import NoCapableAgent
+    from agentd.goals.service import Goals
+
+    g = G(tmp_path)
+    asyncio.run(g.w.reg.create(BOB, "bw", "sandbox"))
+    goals = Goals(g.r, g.w.reg, g.q, g.w.reg.policy)
+    with pytest.raises(NoCapableAgent, match="--template planner"):
+        goals.submit(BOB, "go", {})
+    assert goals.submit(ALICE, "go", {}).planner == "pl"
