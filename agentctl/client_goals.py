@@ -24,6 +24,7 @@ GOAL_OPTIONS = {
     "approve_plan": "b",
     "max_agents": "u",
     "plan": "s",
+    "sub_agents": "b",
 }
 
 
@@ -66,7 +67,8 @@ class GoalCalls:
     _match_owner_changed: Callable[[Callable[[Any], None]], Awaitable[Any]]
 
     async def submit_goal(self, intent: str, options: Mapping[str, Any] | None = None) -> int:
-        """A new goal's id; OPTIONS: planner, project, approve_plan, max_agents."""
+        """A new goal's id; OPTIONS: planner, project, approve_plan, max_agents,
+        plan, sub_agents (None values are left out)."""
         opts = variants(dict(options or {}), GOAL_OPTIONS, "goal option")
         return int(await self._translated(self.goals.submit_goal(intent, opts)))
 

@@ -40,6 +40,7 @@ from .eventlog import EventLog
 from .events import AgentRemoved, Events, UnitStateChanged
 from .goals.runner import GoalRunner
 from .goals.service import Goals
+from .goals.subagents import SubAgents
 from .homes import Pruned, Retention
 from .memory import model as memory_model
 from .memory.memories import Memories, ModelEmbedder
@@ -217,7 +218,8 @@ async def serve(cfg: config_mod.Config) -> None:
     events.subscribe(AgentRemoved, forget_sessions)
     # goals (issue 14): after the queue, so that a goal reconciled at start
     # finds its tasks as the queue left them
-    runner = GoalRunner(store, queue, catalog, audit, events)
+    crew = SubAgents(store, registry, queue.router, catalog, audit, cfg.state_dir / "goals")
+    runner = GoalRunner(store, queue, catalog, audit, events, subagents=crew)
     runner.reconcile()
     goals = GoalsObject(Goals(runner, registry, queue, policy), callers)
     goals.subscribe(events)

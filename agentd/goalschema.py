@@ -60,3 +60,31 @@ MIGRATION_12 = """
     CREATE INDEX goal_agents_goal ON goal_agents(goal_id);
     CREATE INDEX usage_task ON usage(task_id) WHERE task_id IS NOT NULL;
 """
+
+# 13: sub-agents made for a goal's steps (agentd.goals.subagents). goal_agents
+# of migration 12 was never written (no release made sub-agents): it is made
+# again with the step each agent was made for, the states a creation can end
+# in, and when; goals gain `sub_agents` (0: a person's "--no-sub-agents").
+# - 'creating': the intent, written before the agent exists, so a crash leaves
+#   a row that says what to look for (agentd.goals.subagents.reconcile);
+# - 'present': made, and the goal's for its steps alone;
+# - 'refused': agentd would not make it (the owner's limits, a name in use);
+#   the error says why, and the goal makes no more (backpressure, not failure);
+# - 'removed': the goal ended, its artifacts were copied, the agent is gone.
+MIGRATION_13 = """
+    DROP TABLE goal_agents;
+    CREATE TABLE goal_agents (
+        name        TEXT PRIMARY KEY,
+        goal_id     INTEGER NOT NULL REFERENCES goals(id),
+        template    TEXT NOT NULL,
+        step        TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('creating', 'present', 'refused',
+                        'removed')),
+        error       TEXT,
+        created_at  REAL NOT NULL,
+        ready_at    REAL,
+        removed_at  REAL
+    );
+    CREATE INDEX goal_agents_goal ON goal_agents(goal_id, state);
+    ALTER TABLE goals ADD COLUMN sub_agents INTEGER NOT NULL DEFAULT 1;
+"""

@@ -283,11 +283,7 @@ class Policy:
         """A person's creation: refuse one who may not own agents (rule.creator),
         or who creates faster than creates_per_second (LimitExceeded)."""
         if rule.creator:
-            group = self.limits.creator_group
-            gid = self._gid(group) if group else None
-            reason = creator_refusal(caller.uid, caller.gids, gid, self.logins)
-            if reason:
-                self._deny(caller, action, None, f"{reason}: may not create agents")
+            self.check_creator(caller, action)
         if not self.rates.take("create", caller.uid):
             wait = self.rates.wait("create", caller.uid)
             self.refuse(
@@ -298,6 +294,18 @@ class Policy:
                     f"(creates_per_second); try again in {wait:.1f} s"
                 ),
             )
+
+    def check_creator(self, caller: Caller, action: str) -> None:
+        """Refuse (audited) a person who may not own agents: outside creator_group,
+        or, with none set, not a person with a login (agentd.limits). Also asked
+        when agentd makes an agent for a person (a goal's sub-agents)."""
+        if self.role(caller, action) is not Role.USER:
+            return
+        group = self.limits.creator_group
+        gid = self._gid(group) if group else None
+        reason = creator_refusal(caller.uid, caller.gids, gid, self.logins)
+        if reason:
+            self._deny(caller, action, None, f"{reason}: may not create agents")
 
     @staticmethod
     def _gid(group: str) -> int:

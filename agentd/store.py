@@ -289,6 +289,8 @@ MIGRATIONS: tuple[str, ...] = (
     sessionschema.MIGRATION_11,
     # 12: goals, the tasks they made, their sub-agents (agentd.goalschema).
     goalschema.MIGRATION_12,
+    # 13: goals' sub-agents with their step; goals.sub_agents (agentd.goalschema).
+    goalschema.MIGRATION_13,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

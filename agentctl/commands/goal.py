@@ -71,9 +71,14 @@ def goal() -> None:
     steps (what to do, the capabilities each needs, which steps' results it
     needs); agentd checks the plan (a graph without cycles, capabilities
     some template provides) and asks again with the errors if it is wrong.
-    Each step then runs as a task of yours on one of your capable agents,
+    Each step then runs as a task of yours on one of your capable agents
+    with room, else on a sub-agent agentd makes for the goal from a template
+    that can run it (your agent, named after the goal and step: g3-1-fetch),
     with the results of the steps it needs in its prompt; independent steps
-    run at once, up to --max-agents. A failed step skips the steps that need
+    run at once, up to --max-agents. Sub-agents count against your agent
+    limits; a refusal only makes steps wait. When the goal ends, their
+    artifacts are copied to the goal (`task artifact` still reads them) and
+    they are removed. A failed step skips the steps that need
     it, and the planner is asked once to plan the rest around it. When all
     steps are done, the planner writes the goal's result.
     """
@@ -94,6 +99,12 @@ def goal() -> None:
     help="Steps running at once; the others wait (nothing fails for it).",
 )
 @click.option(
+    "--sub-agents/--no-sub-agents",
+    default=True,
+    show_default=True,
+    help="Let agentd make agents for steps none of yours can take now.",
+)
+@click.option(
     "--plan",
     "plan_file",
     type=click.File("r", encoding="utf-8"),
@@ -109,6 +120,7 @@ def goal_submit(
     project: str | None,
     approve_plan: bool,
     max_agents: int,
+    sub_agents: bool,
     plan_file: Any,
     then_watch: bool,
     as_json: bool,
@@ -119,6 +131,7 @@ def goal_submit(
         "project": project,
         "approve_plan": approve_plan or None,
         "max_agents": max_agents,
+        "sub_agents": None if sub_agents else False,
         "plan": plan_file.read() if plan_file is not None else None,
     }
 
@@ -175,6 +188,15 @@ def goal_show(goal_id: int, as_json: bool) -> None:
     print_fields(info, FIELDS)
     console = Console(highlight=False, soft_wrap=True)
     console.print(tree(info))
+    if info.get("agents"):
+        click.echo("\nSub-agents:")
+        print_table(
+            ("NAME", "TEMPLATE", "STEP", "STATE", "ERROR"),
+            (
+                (a["name"], a["template"], a["step"], a["state"], a.get("error") or "")
+                for a in info["agents"]
+            ),
+        )
     if info.get("result"):
         click.echo(f"\nResult:\n{info['result']}")
 

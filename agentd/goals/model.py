@@ -49,6 +49,7 @@ class Goal:
     updated_at: float
     finished_at: float | None
     version: int
+    sub_agents: int = 1  # whether agentd may make sub-agents for its steps (migration 13)
 
     @property
     def open(self) -> bool:
@@ -65,6 +66,7 @@ class Goal:
             "round": self.round,
             "approve_plan": bool(self.approve_plan),
             "max_agents": self.max_agents,
+            "sub_agents": bool(self.sub_agents),
             "result": self.result,
             "error": self.error,
             "created": self.created_at,

@@ -33,9 +33,10 @@ from ..tasks.model import Task
 from ..tasks.queue import TaskQueue
 from ..templates import Catalog
 from . import prompt
-from .model import MAX_ANSWERS, MAX_ROUNDS, PLAN_CAPABILITY, Goal, GoalTask
+from .model import FINAL, MAX_ANSWERS, MAX_ROUNDS, PLAN_CAPABILITY, Goal, GoalTask
 from .plan import MAX_STEPS, InvalidPlan, Plan, Step, load, parse, schema
 from .store import GoalStore, StaleGoal
+from .subagents import Make, Pin, Placing, Route, SubAgents, Wait
 
 ENDING = ("task.completed", "task.failed", "task.cancelled", "task.dead_lettered")
 
@@ -49,6 +50,7 @@ class GoalRunner:
         audit: AuditLog,
         events: Events,
         max_steps: int = MAX_STEPS,
+        subagents: SubAgents | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -60,6 +62,10 @@ class GoalRunner:
         self._draining = False
         events.subscribe(TaskChanged, self._on_task)
         queue.loop.extra.append(self.context_for)
+        self.subagents = subagents
+        if subagents is not None:
+            subagents.advance = self._schedule  # a sub-agent made (or refused)
+            events.subscribe(GoalChanged, self._on_goal)
 
     def context_for(self, task: Task) -> dict[str, Any]:
         """What a goal's task says to its agent's loop beyond any task's context:
@@ -70,8 +76,7 @@ class GoalRunner:
         goal_id, role, step = row
         said: dict[str, Any] = {"id": goal_id, "role": role}
         if role == "plan":
-            owner = self.goals.get(goal_id).owner_uid
-            said["schema"] = schema(self.offered(owner), self.max_steps)
+            said["schema"] = schema(self.offered_to(self.goals.get(goal_id)), self.max_steps)
         elif step:
             said["step"] = step
         return {"goal": said}
@@ -83,6 +88,10 @@ class GoalRunner:
         goal_id = self.goals.goal_of(event.task.id)
         if goal_id is not None:
             self._schedule(goal_id)
+
+    def _on_goal(self, event: GoalChanged) -> None:
+        if event.goal.state in FINAL and self.subagents is not None:
+            self.subagents.kick()  # its sub-agents removed
 
     def _schedule(self, goal_id: int) -> None:
         """Advance GOAL_ID soon: on the next turn of the event loop (not inside the
@@ -107,6 +116,8 @@ class GoalRunner:
         """At start: every open goal looked at once (an event lost in a crash)."""
         for goal_id in self.goals.open_ids():
             self.advance(goal_id)
+        if self.subagents is not None:
+            self.subagents.kick()  # made, or removed, what a crash left half-done
 
     # -- what people ask (once the caller's rights are checked) --------------------------------
     def create(
@@ -119,13 +130,14 @@ class GoalRunner:
         approve_plan: bool = False,
         max_agents: int = 4,
         plan: Plan | None = None,
+        sub_agents: bool = True,
     ) -> Goal:
         """A goal in state planning, with its planner's first task: both or
         neither. With PLAN (a person's, checked by the caller), the goal starts
         from it (running, or held with APPROVE_PLAN), and the planner only reports."""
         with self.store.transaction():
             goal = self.goals.insert(
-                owner_uid, intent, project_id, planner, approve_plan, max_agents
+                owner_uid, intent, project_id, planner, approve_plan, max_agents, sub_agents
             )
             self.audit.append("goal.created", actor_uid=owner_uid, goal=goal.id, planner=planner)
             if plan is None:
@@ -203,7 +215,7 @@ class GoalRunner:
         try:
             if latest.lost:  # a cut or failed answer counts as a wrong one
                 raise InvalidPlan([f"your last answer failed: {latest.error or latest.status}"])
-            plan = parse(latest.answer(), self.offered(goal.owner_uid), self.max_steps, done)
+            plan = parse(latest.answer(), self.offered_to(goal), self.max_steps, done)
         except InvalidPlan as e:
             if goal.answers + 1 >= MAX_ANSWERS:
                 raise _Failed(f"no valid plan in {MAX_ANSWERS} answers: {e}") from None
@@ -230,15 +242,25 @@ class GoalRunner:
             return
         blocked = {d for s in lost for d in plan.dependents(s.id)}
         open_ = sum(1 for t in now.values() if t.open)
+        placing = self.subagents.placing(goal) if self.subagents is not None else None
+        stalled: list[Step] = []
         for step in plan.steps:
             if open_ >= goal.max_agents:
                 break
             if step.id in now or step.id in blocked or not set(step.depends_on) <= done:
                 continue
+            where = placing.place(step) if placing is not None else Route()
+            if isinstance(where, (Make, Wait)):
+                open_ += isinstance(where, Make) or where.counts
+                stalled += [step] if isinstance(where, Wait) and not where.counts else []
+                continue
             after = [(now.get(d) or before[d]).task_id for d in step.depends_on]
-            if not self._submit_step(goal, step, after, open_):
+            pin = where.agent if isinstance(where, Pin) else None
+            if not self._submit_step(goal, step, after, open_, pin):
                 break
             open_ += 1
+        if not open_ and stalled:  # nothing will wake this goal: say why it cannot go on
+            raise _Failed(self._stall(placing, stalled[0]))
         if open_ or not lost:
             return
         # Nothing of the goal runs and a step failed: re-plan once, or fail.
@@ -282,22 +304,25 @@ class GoalRunner:
             done = [(s, before[s.id].answer()) for s in load(goal.plan).steps if s.id in before]
         spec = {
             "title": f"Plan goal {goal.id}",
-            "description": prompt.plan_request(
-                goal, self.offered(goal.owner_uid), self.max_steps, done
-            ),
+            "description": prompt.plan_request(goal, self.offered_to(goal), self.max_steps, done),
             "agent": goal.planner,
         }
         self._submit(goal, "plan", None, spec)
 
-    def _submit_step(self, goal: Goal, step: Step, after: list[int], open_: int) -> bool:
-        """Whether STEP's task was submitted: the owner's queued-tasks limit is
-        backpressure while some of the goal's steps are open, a failure if none is."""
-        spec = {
+    def _submit_step(
+        self, goal: Goal, step: Step, after: list[int], open_: int, pin: str | None
+    ) -> bool:
+        """Whether STEP's task was submitted (to PIN, else to whichever of the
+        owner's agents takes it): the owner's queued-tasks limit is backpressure
+        while some of the goal's steps are open, a failure if none is."""
+        spec: dict[str, Any] = {
             "title": step.title,
             "description": prompt.step_request(goal, step),
             "needs": list(step.needs),
             "after": after,
         }
+        if pin is not None:
+            spec["agent"] = pin
         if step.exec:
             spec["exec"] = step.exec
         try:
@@ -340,15 +365,28 @@ class GoalRunner:
                 if task is not None:
                     self.queue.lifecycle.cancel(task, goal.owner_uid)
 
+    @staticmethod
+    def _stall(placing: Placing | None, step: Step) -> str:
+        refused = [s.error for s in placing.subs if s.state == "refused"] if placing else []
+        if refused:
+            return f"no agent can run step {step.id!r}: a sub-agent was refused: {refused[0]}"
+        needs = ", ".join(step.needs) or "nothing"
+        return f"no agent can run step {step.id!r} (needs {needs}), and none can be made for it"
+
     # -- reading ------------------------------------------------------------------------------
-    def offered(self, owner_uid: int) -> dict[str, str]:
+    def offered_to(self, goal: Goal) -> dict[str, str]:
+        return self.offered(goal.owner_uid, bool(goal.sub_agents))
+
+    def offered(self, owner_uid: int, sub_agents: bool = True) -> dict[str, str]:
         """Capability -> what the templates providing it are for: the templates of
-        OWNER_UID's agents, who run the steps (the planner's own capability left
-        out: steps are work, not plans)."""
+        OWNER_UID's agents, who run the steps, and, when agentd may make
+        sub-agents, every template (the planner's own capability left out: steps
+        are work, not plans)."""
         names = {a.template for a in self.queue.registry.agents() if a.owner_uid == owner_uid}
+        anyone = sub_agents and self.subagents is not None
         offered: dict[str, list[str]] = {}
         for t in self.catalog.templates():
-            if t.name not in names:
+            if t.name not in names and not anyone:
                 continue
             for cap in t.capabilities:
                 if cap != PLAN_CAPABILITY:

@@ -21,10 +21,11 @@ from ..tasks.spec import project_name, text
 from .model import INTENT_BYTES, PLAN_CAPABILITY, Goal, GoalTask
 from .plan import InvalidPlan, load, parse
 from .runner import GoalRunner
+from .subagents import SubAgent
 
 MAX_AGENTS = 100  # the most steps of one goal open at once (issue 14: 100+ sub-agents)
 DEFAULT_AGENTS = 4
-OPTIONS = {"planner", "project", "approve_plan", "max_agents", "plan"}
+OPTIONS = {"planner", "project", "approve_plan", "max_agents", "plan", "sub_agents"}
 MAX_STEPS_GIVEN = 1000  # the steps of a plan a person gives (a planner's: plan.MAX_STEPS)
 REASON_BYTES = 4096
 PLAN_BYTES = 1 << 20  # a person's plan (options "plan"): 1,000 steps of ~1 KiB
@@ -67,6 +68,9 @@ class Goals:
         approve = options.get("approve_plan", False)
         if not isinstance(approve, bool):
             raise InvalidArgument("approve_plan must be a boolean")
+        subs = options.get("sub_agents", True)
+        if not isinstance(subs, bool):
+            raise InvalidArgument("sub_agents must be a boolean")
         project_id = None
         if options.get("project"):
             name = project_name(options["project"])
@@ -77,7 +81,7 @@ class Goals:
             if not isinstance(options["plan"], str):
                 raise InvalidArgument("plan must be JSON text")
             try:
-                offered = self.runner.offered(caller.uid)
+                offered = self.runner.offered(caller.uid, subs)
                 plan = parse(options["plan"], offered, MAX_STEPS_GIVEN, commands=True)
             except InvalidPlan as e:
                 raise InvalidArgument(f"the plan is not one agentd can run: {e}") from None
@@ -89,6 +93,7 @@ class Goals:
             approve_plan=approve,
             max_agents=most,
             plan=plan,
+            sub_agents=subs,
         )
 
     def _planner(self, caller: Caller, name: object) -> Agent:
@@ -136,7 +141,13 @@ class Goals:
     def show(self, caller: Caller, goal_id: int) -> dict[str, Any]:
         goal = self._visible(caller, goal_id, "goal.show")
         tasks = self.store.tasks(goal.id)
-        return {**goal.as_dict(), "steps": _steps(goal, tasks), "tasks": [_task(t) for t in tasks]}
+        subs = self.runner.subagents.of_goal(goal.id) if self.runner.subagents else []
+        return {
+            **goal.as_dict(),
+            "steps": _steps(goal, tasks),
+            "tasks": [_task(t) for t in tasks],
+            "agents": [_sub_agent(a) for a in subs],
+        }
 
     # -- answering ----------------------------------------------------------------------------
     def approve(self, caller: Caller, goal_id: int) -> Goal:
@@ -202,6 +213,19 @@ def _steps(goal: Goal, tasks: list[GoalTask]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _sub_agent(a: SubAgent) -> dict[str, Any]:
+    return {
+        "name": a.name,
+        "template": a.template,
+        "step": a.step,
+        "state": a.state,
+        "error": a.error,
+        "created": a.created_at,
+        "ready": a.ready_at,
+        "removed": a.removed_at,
+    }
 
 
 def _task(t: GoalTask) -> dict[str, Any]:

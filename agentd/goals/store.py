@@ -34,12 +34,24 @@ class GoalStore:
         planner: str,
         approve_plan: bool,
         max_agents: int,
+        sub_agents: bool = True,
     ) -> Goal:
         now = time.time()
         self.store.execute(
             "INSERT INTO goals (owner_uid, intent, project_id, planner, state, approve_plan,"
-            " max_agents, created_at, updated_at) VALUES (?, ?, ?, ?, 'planning', ?, ?, ?, ?)",
-            (owner_uid, intent, project_id, planner, int(approve_plan), max_agents, now, now),
+            " max_agents, sub_agents, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, 'planning', ?, ?, ?, ?, ?)",
+            (
+                owner_uid,
+                intent,
+                project_id,
+                planner,
+                int(approve_plan),
+                max_agents,
+                int(sub_agents),
+                now,
+                now,
+            ),
         )
         goal = self.get(int(self.store.scalar("SELECT last_insert_rowid()")))
         self.changed(goal, "goal.created")

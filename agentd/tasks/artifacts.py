@@ -35,6 +35,7 @@ import re
 import stat
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 from ..agent import Agent
 from ..errors import AgentdError, Busy, Conflict, InvalidArgument, PermissionDenied
@@ -293,6 +294,45 @@ def read(art: Artifact) -> bytes:
             f"artifact {art.name!r} is {art.size} bytes, more than the {MAX_ARTIFACT_READ} "
             f"a D-Bus message may carry; as root, read {art.path}"
         )
+    fd = _open_registered(art)
+    try:
+        data = _read_at_most(fd, art.size)
+    finally:
+        os.close(fd)
+    if hashlib.sha256(data).hexdigest() != art.sha256:
+        raise Conflict(f"artifact {art.name!r} changed since it was registered")
+    return data
+
+
+def copy(art: Artifact, dest: Path) -> str:
+    """Copy ART into directory DEST (made root-only) and return the copy's path:
+    opened as read() opens it, and kept only if it still hashes as registered.
+    For the artifacts of a goal's sub-agent, which outlive its home."""
+    fd = _open_registered(art)
+    try:
+        dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+        final = dest / art.name  # a checked name (_ARTIFACT_RE): one component
+        part = dest / f".{art.name}.part"
+        digest = hashlib.sha256()
+        with open(part, "wb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW, 0o600)) as out:
+            left = art.size
+            while left and (chunk := os.read(fd, min(_CHUNK, left))):
+                digest.update(chunk)
+                out.write(chunk)
+                left -= len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        os.close(fd)
+    if digest.hexdigest() != art.sha256:
+        part.unlink(missing_ok=True)
+        raise Conflict(f"artifact {art.name!r} changed since it was registered")
+    os.replace(part, final)
+    return str(final)
+
+
+def _open_registered(art: Artifact) -> int:
+    """ART's file, opened from / with no link followed, still its registered size."""
     if not art.path.startswith("/"):
         raise Conflict(f"artifact {art.name!r} has no absolute path on record")
     rootfd = os.open("/", _BASE_FLAGS)
@@ -308,12 +348,10 @@ def read(art: Artifact) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size != art.size:
             raise Conflict(f"artifact {art.name!r} changed since it was registered")
-        data = _read_at_most(fd, art.size)
-    finally:
+    except BaseException:
         os.close(fd)
-    if hashlib.sha256(data).hexdigest() != art.sha256:
-        raise Conflict(f"artifact {art.name!r} changed since it was registered")
-    return data
+        raise
+    return fd
 
 
 def _read_at_most(fd: int, limit: int) -> bytes:

@@ -24,7 +24,7 @@ Row = dict[str, Any]
 _OPEN = "('pending', 'in_progress')"
 
 
-_COLUMNS = "id, agent_id, needs, exec, priority"
+_COLUMNS = "id, agent_id, pinned_agent_id, needs, exec, priority"
 _ASSIGNED = (
     f"SELECT {_COLUMNS} FROM tasks WHERE agent_id=? AND status='pending' "
     "AND not_before<=? ORDER BY priority DESC, id LIMIT {limit}"

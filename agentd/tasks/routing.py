@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..agent import Agent
@@ -55,6 +55,9 @@ class Router:
         self.catalog = catalog
         self.policy = policy
         self._swept = False  # tasks pinned by a name nobody had: failed at the first pass
+        # Agents that run only tasks pinned to them (a goal's sub-agents: set by
+        # agentd.goals.subagents): they never take their owner's other work.
+        self.only_pinned: Callable[[Agent], bool] = lambda _agent: False
 
     # -- what an agent can do --------------------------------------------------------------
     def missing(self, agent: Agent, needs: Sequence[str], needs_shell: bool) -> list[str]:
@@ -99,7 +102,8 @@ class Router:
         agent, or None for "any of the owner's"."""
         if pinned is not None:
             return self._pinned(caller, pinned, needs, needs_shell)
-        if not any(not self.missing(a, needs, needs_shell) for a in self.agents_of(caller.uid)):
+        mine = [a for a in self.agents_of(caller.uid) if not self.only_pinned(a)]
+        if not any(not self.missing(a, needs, needs_shell) for a in mine):
             what = ", ".join([*needs, *(["the shell tool"] if needs_shell else [])]) or "anything"
             raise NoCapableAgent(f"none of your agents has {what}")
         return None
@@ -146,10 +150,11 @@ class Router:
             return []
         now = time.time()
         taken: list[Task] = []
+        pinned_only = self.only_pinned(agent)
         for row in self.repo.claimable(agent.id, agent.owner_uid, now):
             if len(taken) >= n:
                 break
-            if not self._may_take(agent, row) or self.repo.waits(row["id"]):
+            if not self._may_take(agent, row, pinned_only) or self.repo.waits(row["id"]):
                 continue
             task = self.repo.find(row["id"])  # the full row only for a candidate
             if task is None:
@@ -160,9 +165,12 @@ class Router:
                 continue
         return taken
 
-    def _may_take(self, agent: Agent, row: Row) -> bool:
-        """Assigned to AGENT already, or AGENT has what it needs."""
-        return row["agent_id"] is not None or not self.missing(
+    def _may_take(self, agent: Agent, row: Row, pinned_only: bool) -> bool:
+        """Assigned to AGENT already, or AGENT has what it needs (and takes more
+        than what is pinned to it)."""
+        if row["agent_id"] is not None or row["pinned_agent_id"] == agent.id:
+            return True
+        return not pinned_only and not self.missing(
             agent, json.loads(row["needs"]), bool(row["exec"])
         )
 
@@ -211,8 +219,9 @@ class Router:
         return placed
 
     def _place_one(self, agent: Agent, now: float) -> bool:
+        pinned_only = self.only_pinned(agent)
         for row in self.repo.unassigned_for(agent.id, agent.owner_uid, now):
-            if not self._may_take(agent, row) or self.repo.waits(row["id"]):
+            if not self._may_take(agent, row, pinned_only) or self.repo.waits(row["id"]):
                 continue
             task = self.repo.find(row["id"])
             if task is None:

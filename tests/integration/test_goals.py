@@ -4,7 +4,10 @@ their results, and the planner (its own UID, the planner template) reports; a
 goal the real default model plans ends with its plan tasks answered under the
 schema; a held plan is rejected back to the planner and cancelled; agentd
 killed mid-goal finishes it with no step run twice; another user can neither
-see nor cancel the goal. Real agents, units, bus and model."""
+see nor cancel the goal; steps none of the owner's agents can run go to
+sub-agents agentd makes (real users, homes, units), which leave nothing behind
+but their artifacts, kept with the goal, even with agentd killed mid-goal.
+Real agents, units, bus and model."""
 
 from __future__ import annotations
 
@@ -158,7 +161,7 @@ def test_the_default_model_plans_a_goal_under_the_schema(goals: Agentd) -> None:
     (the model's free-form work) are not waited for: the goal is cancelled,
     and every task of it with it."""
     a = goals
-    goal = submit(a, "Write a two-line poem about the sea", "--max-agents", "2")
+    goal = submit(a, "Write a two-line poem about the sea", "--max-agents", "2", "--no-sub-agents")
     planned = wait_for(
         lambda: (g := show(a, goal))["state"] != "planning" and g, 600, "the goal planned"
     )
@@ -190,3 +193,75 @@ def test_kill_9_of_agentd_mid_goal_runs_no_completed_step_again(goals: Agentd) -
     steps = [t for t in done["tasks"] if t["role"] == "step"]
     assert sorted(t["step"] for t in steps) == ["a", "b", "c"]  # one task per step
     assert all(task(a, t["task"])["status"] == "completed" for t in steps)
+
+
+# Steps needing "monitor" (the ops template's, which none of alice's agents
+# has): agentd makes a sub-agent of alice's for each of a and b.
+SUB_PLAN = {
+    "steps": [
+        {
+            "id": sid,
+            "title": f"Check {sid}",
+            "instructions": "Report.",
+            "needs": ["monitor"],
+            "depends_on": deps,
+            "exec": cmd,
+        }
+        for sid, deps, cmd in (
+            ("a", [], "sleep 8; id -u; echo from-a > artifacts/out-a.txt"),
+            ("b", [], "sleep 8; id -u"),
+            ("c", ["a", "b"], "id -u"),
+        )
+    ]
+}
+
+
+def gone(a: Agentd, name: str) -> bool:
+    """No user, group, home or unit of NAME is left."""
+    user = a.sh(["getent", "passwd", account(name)], check=False).returncode
+    group = a.sh(["getent", "group", account(name)], check=False).returncode
+    home = a.sh(["test", "-e", f"/home/agents/{name}"], check=False).returncode
+    unit = a.show(f"agent-{name}.service", "LoadState")["LoadState"]
+    return (user, group, home, unit) == (2, 2, 1, "not-found")
+
+
+def test_sub_agents_run_steps_and_leave_only_artifacts_even_after_kill_9(goals: Agentd) -> None:
+    a = goals
+    goal = submit(a, "Check the machine", "--max-agents", "2", plan=SUB_PLAN)
+    running = wait_for(
+        lambda: (
+            (g := show(a, goal))["agents"]
+            and all(x["state"] == "present" for x in g["agents"])
+            and any(s["state"] == "in_progress" for s in g["steps"])
+            and g
+        ),
+        300,
+        "sub-agents made and a step running",
+    )
+    names = sorted(x["name"] for x in running["agents"])
+    assert names == [f"g{goal}-1-a", f"g{goal}-2-b"], running["agents"]
+    assert all(x["template"] == "ops" for x in running["agents"])
+    for name in names:  # alice's agents, real users, running as themselves
+        assert a.ctl_json("agent", "show", name, user="alice")["owner_uid"] == a.uid_of("alice")
+    wait_restarted(a, kill_agentd(a))  # mid-goal, steps running under the sub-agents
+    done = watch(a, goal)
+    assert done["state"] == "completed", done
+    steps = {s["id"]: task(a, s["task"]) for s in done["steps"]}
+    assert {steps[k]["agent"] for k in "ab"} == set(names)  # one each, at the same time
+    sa, sb = steps["a"], steps["b"]
+    assert sa["started_at"] < sb["finished_at"] and sb["started_at"] < sa["finished_at"]
+    ran_as = {int(json.loads(t["result"])["stdout"].split()[0]) for t in (sa, sb)}
+    assert len(ran_as) == 2 and all(uid >= 70000 for uid in ran_as), ran_as
+    # at the end: removed, with nothing left; a's artifact kept with the goal
+    ended = wait_for(
+        lambda: all(x["state"] == "removed" for x in (g := show(a, goal))["agents"]) and g,
+        120,
+        "sub-agents removed",
+    )
+    assert all(gone(a, name) for name in names), ended["agents"]
+    out = a.ctl("task", "artifact", str(sa["id"]), "out-a.txt", user="alice").stdout
+    assert out == "from-a\n"
+    kept = a.sh(["stat", "-c", "%U %a", f"/var/lib/agentd/goals/{goal}/{sa['id']}/out-a.txt"])
+    assert kept.stdout.split() == ["root", "600"]
+    removed = [r["agent"] for r in a.audit("goal.sub_agent_removed")]
+    assert set(names) <= set(removed)

@@ -94,7 +94,16 @@ def test_submit_sends_the_options_and_the_plan_file(tmp_path: Path) -> None:
     plan.write_text('{"steps": []}')
     fake = GoalsFake(goal("running", []))
     r = invoke(
-        fake, "goal", "submit", "Pick", "--max-agents", "2", "--approve-plan", "--plan", str(plan)
+        fake,
+        "goal",
+        "submit",
+        "Pick",
+        "--max-agents",
+        "2",
+        "--approve-plan",
+        "--no-sub-agents",
+        "--plan",
+        str(plan),
     )
     assert (r.exit_code, r.output) == (0, "3\n"), r.stderr
     [(_, intent, options)] = [c for c in fake.calls if c[0] == "submit_goal"]
@@ -104,6 +113,7 @@ def test_submit_sends_the_options_and_the_plan_file(tmp_path: Path) -> None:
         "project": None,
         "approve_plan": True,
         "max_agents": 2,
+        "sub_agents": False,
         "plan": '{"steps": []}',
     }
     r = invoke(fake, "goal", "submit", "Pick", "--json")
