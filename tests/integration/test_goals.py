@@ -253,12 +253,11 @@ def test_sub_agents_run_steps_and_leave_only_artifacts_even_after_kill_9(goals: 
     ran_as = {int(json.loads(t["result"])["stdout"].split()[0]) for t in (sa, sb)}
     assert len(ran_as) == 2 and all(uid >= 70000 for uid in ran_as), ran_as
     # at the end: removed, with nothing left; a's artifact kept with the goal
-    ended = wait_for(
-        lambda: all(x["state"] == "removed" for x in (g := show(a, goal))["agents"]) and g,
-        120,
-        "sub-agents removed",
-    )
-    assert all(gone(a, name) for name in names), ended["agents"]
+    def removed() -> bool:
+        return all(x["state"] == "removed" for x in show(a, goal)["agents"])
+
+    wait_for(removed, 120, "sub-agents removed")
+    assert all(gone(a, name) for name in names), show(a, goal)["agents"]
     out = a.ctl("task", "artifact", str(sa["id"]), "out-a.txt", user="alice").stdout
     assert out == "from-a\n"
     kept = a.sh(["stat", "-c", "%U %a", f"/var/lib/agentd/goals/{goal}/{sa['id']}/out-a.txt"])

@@ -166,7 +166,7 @@ def test_a_refused_sub_agent_is_backpressure_and_a_goal_with_none_fails_saying_w
         # the three steps run one after another on the one sub-agent
         [made] = [n for n, st in s.rows(goal.id).items() if st == "present"]
         for _ in range(3):
-            [t] = await s.answer(made)
+            assert len(await s.answer(made)) == 1  # one step at a time
             await s.settle()
         await s.answer("pl", "report")
         await s.settle()
