@@ -252,6 +252,7 @@ def test_sub_agents_run_steps_and_leave_only_artifacts_even_after_kill_9(goals: 
     assert sa["started_at"] < sb["finished_at"] and sb["started_at"] < sa["finished_at"]
     ran_as = {int(json.loads(t["result"])["stdout"].split()[0]) for t in (sa, sb)}
     assert len(ran_as) == 2 and all(uid >= 70000 for uid in ran_as), ran_as
+
     # at the end: removed, with nothing left; a's artifact kept with the goal
     def removed() -> bool:
         return all(x["state"] == "removed" for x in show(a, goal)["agents"])
