@@ -139,13 +139,21 @@ class Reservation:
         status: str,
         duration_s: float,
         task_id: int | None = None,
+        first_token_s: float | None = None,
     ) -> None:
         """Charge what was computed (nothing: no row) and let go of the hold,
         in one step: no admission sees the tokens both held and used."""
         try:
             if prompt_tokens or completion_tokens or status == "ok":
                 self.meter.record(
-                    self.agent, kind, prompt_tokens, completion_tokens, status, duration_s, task_id
+                    self.agent,
+                    kind,
+                    prompt_tokens,
+                    completion_tokens,
+                    status,
+                    duration_s,
+                    task_id,
+                    first_token_s,
                 )
         finally:
             self._release()
@@ -285,12 +293,13 @@ class Meter:
         status: str,
         duration_s: float,
         task_id: int | None = None,
+        first_token_s: float | None = None,
     ) -> None:
         with self.store.transaction():
             self.store.execute(
                 "INSERT INTO usage (ts, agent, agent_uid, owner_uid, kind, task_id, "
-                "prompt_tokens, completion_tokens, status, duration_s) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "prompt_tokens, completion_tokens, status, duration_s, first_token_s) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     time.time(),
                     agent.name,
@@ -302,6 +311,7 @@ class Meter:
                     completion_tokens,
                     status,
                     duration_s,
+                    first_token_s,
                 ),
             )
 

@@ -291,6 +291,8 @@ MIGRATIONS: tuple[str, ...] = (
     goalschema.MIGRATION_12,
     # 13: goals' sub-agents with their step; goals.sub_agents (agentd.goalschema).
     goalschema.MIGRATION_13,
+    # 14: usage.first_token_s (agentd.usageschema).
+    usageschema.MIGRATION_14,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

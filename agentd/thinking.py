@@ -171,6 +171,7 @@ class Thinking:
         away or timed out, which cancels the request in the service)."""
         started = time.monotonic()
         prompt = completion = streamed = 0
+        first: float | None = None  # seconds to the first token, as agentd saw it
         status = "cancelled"
         try:
             async with contextlib.aclosing(self.client.request(request)) as events:
@@ -179,6 +180,8 @@ class Thinking:
                         prompt = int(event.get("prompt_tokens", 0))
                         hold.correct(prompt)  # QuotaExceeded: stopped before a token
                     elif event.get("event") == "token":
+                        if not streamed:
+                            first = time.monotonic() - started
                         streamed += 1
                     elif event.get("event") == "done":
                         prompt = int(event.get("prompt_tokens", prompt))
@@ -196,7 +199,8 @@ class Thinking:
         finally:
             if status != "ok":
                 completion = streamed
-            hold.settle(kind, prompt, completion, status, time.monotonic() - started, task_id)
+            spent = time.monotonic() - started
+            hold.settle(kind, prompt, completion, status, spent, task_id, first)
 
     async def think(
         self,

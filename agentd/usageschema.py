@@ -29,3 +29,10 @@ MIGRATION_10 = """
     CREATE INDEX usage_owner ON usage(owner_uid, ts);
     CREATE INDEX usage_agent_owner ON usage(agent, owner_uid, ts);
     """
+
+# 14: when a model call's first token reached agentd (seconds after the call
+# began; NULL for a call that streamed none, and for rows before it): the
+# "first model token" of issue 14's spawn-to-first-token (bench/goals.py).
+MIGRATION_14 = """
+    ALTER TABLE usage ADD COLUMN first_token_s REAL;
+"""
