@@ -38,6 +38,7 @@ from .diskwatch import DiskWatch, StartGuard, mechanism
 from .errors import AgentdError, InvalidConfig
 from .eventlog import EventLog
 from .events import AgentRemoved, Events, UnitStateChanged
+from .goals.delegation import Delegation
 from .goals.runner import GoalRunner
 from .goals.service import Goals
 from .goals.subagents import SubAgents
@@ -221,6 +222,7 @@ async def serve(cfg: config_mod.Config) -> None:
     crew = SubAgents(store, registry, queue.router, catalog, audit, cfg.state_dir / "goals")
     runner = GoalRunner(store, queue, catalog, audit, events, subagents=crew)
     runner.reconcile()
+    runtime.delegation = Delegation(store, queue, catalog, audit, events)
     goals = GoalsObject(Goals(runner, registry, queue, policy), callers)
     goals.subscribe(events)
     objects = [manager, runtime, tasks, model, approvals_obj, goals]

@@ -88,3 +88,18 @@ MIGRATION_13 = """
     CREATE INDEX goal_agents_goal ON goal_agents(goal_id, state);
     ALTER TABLE goals ADD COLUMN sub_agents INTEGER NOT NULL DEFAULT 1;
 """
+
+# 15: delegation (agentd.goals.delegation): the child tasks an agent handed
+# out from its running task (Runtime.Delegate), keyed by child, so a child's
+# end finds its parent with one look-up; depth 1 for a person's task's
+# children, 2 for theirs (the bound: agentd.goals.delegation.MAX_DEPTH).
+MIGRATION_15 = """
+    CREATE TABLE delegations (
+        task_id     INTEGER PRIMARY KEY REFERENCES tasks(id),
+        parent_id   INTEGER NOT NULL REFERENCES tasks(id),
+        depth       INTEGER NOT NULL,
+        agent       TEXT NOT NULL,
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX delegations_parent ON delegations(parent_id);
+"""

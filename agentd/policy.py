@@ -137,6 +137,8 @@ RULES: dict[str, Rule] = {
     "runtime.record_step": Rule(Scope.SELF),
     "runtime.ask_owner": Rule(Scope.SELF),
     "runtime.defer": Rule(Scope.SELF),
+    "runtime.delegate": Rule(Scope.SELF),
+    "runtime.delegated": Rule(Scope.SELF),
     "runtime.request_approval": Rule(Scope.SELF),  # approval gates (agentd.approvals)
     "runtime.use_approval": Rule(Scope.SELF),
     "runtime.approvals": Rule(Scope.SELF),

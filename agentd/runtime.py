@@ -274,6 +274,13 @@ class RuntimeHost:
     async def use_approval(self, approval: int, attempt: int) -> None:
         await self._call("use_approval", approval, attempt)
 
+    async def delegate(self, task: int, attempt: int, steps: list[dict[str, str]]) -> list[int]:
+        return [int(i) for i in await self._call("delegate", task, attempt, json.dumps(steps))]
+
+    async def delegated(self, task: int, timeout_ms: int) -> dict[str, Any]:
+        got = json.loads(await self._call("delegated", task, timeout_ms) or "{}")
+        return got if isinstance(got, dict) else {}
+
     async def remember(self, text: str, kind: str, task: int) -> dict[str, Any]:
         result = json.loads(await self._call("remember", text, kind, task) or "{}")
         return result if isinstance(result, dict) else {}

@@ -293,6 +293,8 @@ MIGRATIONS: tuple[str, ...] = (
     goalschema.MIGRATION_13,
     # 14: usage.first_token_s (agentd.usageschema).
     usageschema.MIGRATION_14,
+    # 15: delegations, an agent's child tasks (agentd.goalschema).
+    goalschema.MIGRATION_15,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -64,6 +64,14 @@ class TaskHost(Protocol):
         """granted -> used, committed before the reply; raises if not granted."""
         ...
 
+    async def delegate(self, task: int, attempt: int, steps: list[dict[str, str]]) -> list[int]:
+        """Runtime.Delegate: STEPS ([{title, instructions}]) as child tasks; their ids."""
+        ...
+
+    async def delegated(self, task: int, timeout_ms: int) -> dict[str, Any]:
+        """Runtime.Delegated: {done, children: [{id, title, status, result, error}]}."""
+        ...
+
     async def remember(self, text: str, kind: str, task: int) -> dict[str, Any]:
         """Runtime.Remember: TEXT into the agent's own memory as KIND (fact or
         lesson), from TASK; {"added", "skipped", "tokens", "ids"}."""

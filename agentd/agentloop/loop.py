@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..chat import TOO_LONG
-from . import checks, planning, prompt
+from . import checks, delegate, planning, prompt
 from .host import ModelError, Outcome, TaskHost
 from .memory import Memory, is_auto
 from .prompt import chain_of, match_replies, offered
@@ -124,9 +124,8 @@ class _Run:
         self.memory = Memory(self)  # recalled notes, the recall tool, the lesson
 
     async def go(self) -> Outcome:
-        # The prompt tells the model to write under artifacts/: it must exist, or
-        # `cmd > artifacts/x` fails and small models go astray (they then wrote
-        # to other paths; tools/loop_try.py, 2026-11-30), as --exec tasks have it.
+        # The prompt says to write under artifacts/: it must exist, or `cmd > artifacts/x`
+        # fails and small models write elsewhere (tools/loop_try.py, 2026-11-30).
         with contextlib.suppress(OSError):
             (self.loop.home / ARTIFACTS_DIR).mkdir(exist_ok=True)
         ctx = await self.host.context(self.tid)
@@ -279,6 +278,11 @@ class _Run:
             if done is not None:
                 return done
 
+    async def _tool(self, tool: str, args: dict[str, Any]) -> str:
+        if tool == "delegate":  # through agentd, not in the home (agentd.agentloop.delegate)
+            return await delegate.run(self.host, self.tid, self.attempt, args)
+        return await self.loop.toolbox.run(self.tid, tool, args)
+
     async def _act(
         self,
         tool: str,
@@ -303,7 +307,7 @@ class _Run:
         why = self.loop.gate(rules, tool, args)
         recorded = tool
         if why is None:
-            result = await self.loop.toolbox.run(self.tid, tool, args)
+            result = await self._tool(tool, args)
         else:
             approval = self._approval(tool, args)
             status = approval.get("status") if approval else None
@@ -311,7 +315,7 @@ class _Run:
                 assert approval is not None
                 self.used.add(int(approval["id"]))
                 await self.host.use_approval(int(approval["id"]), self.attempt)
-                result = await self.loop.toolbox.run(self.tid, tool, args)
+                result = await self._tool(tool, args)
             elif status == "denied":
                 assert approval is not None
                 reason = str(approval.get("reason") or "no reason given")
@@ -331,10 +335,7 @@ class _Run:
                 await self.host.request_approval(self.tid, self.attempt, tool, args)
                 return Outcome("released", reason=note)
         self.outputs[checks.action(tool, args)] = result
-        if recorded == "denied":
-            rec_args: dict[str, Any] = {"tool": tool, "arguments": args}
-        else:
-            rec_args = args
+        rec_args = {"tool": tool, "arguments": args} if recorded == "denied" else args
         await self._record(
             recorded, rec_args, result, usage if not resumed else {}, started, thought
         )

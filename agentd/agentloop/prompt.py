@@ -55,6 +55,7 @@ TOOL_ARGS: dict[str, dict[str, Any]] = {
     "fetch": {"url": _text()},
     "recall": {"query": _text()},
     "ask_owner": {"question": _text()},
+    "delegate": {"steps": {"type": "array", "minItems": 1, "maxItems": 4, "items": _text()}},
     "finish": {"answer": _text()},
 }
 TOOLS = tuple(TOOL_ARGS)
@@ -89,6 +90,9 @@ def describe(tool: str, shell_timeout: float) -> str:
         "fetch": 'fetch {"url"}: HTTP GET a web page (http or https only), shown as text',
         "recall": 'recall {"query"}: search your memory (lessons from your earlier tasks) '
         "and your owner's notes for what is relevant to the query",
+        "delegate": 'delegate {"steps"}: give 1 to 4 independent parts of the task (each '
+        "an instruction another agent can follow alone) to other agents; you wait, then "
+        "see their results",
         "ask_owner": 'ask_owner {"question"}: ask your owner, only if you cannot go on '
         "without them; the task waits for the answer",
         "finish": 'finish {"answer"}: end the task; the answer is its result: what you '
@@ -347,8 +351,8 @@ class Conversation:
 # ------------------------------------------------------------------ resuming
 def offered(tools: list[str], profile: str | None, memory: bool = False) -> list[str]:
     """The tools a template's names give: files -> read/list/write, shell, web ->
-    fetch (not offline); recall when the agent has a memory; then ask_owner and
-    finish always."""
+    fetch (not offline); recall when the agent has a memory; delegate; then
+    ask_owner and finish always."""
     out = []
     if "shell" in tools:
         out.append("shell")
@@ -358,6 +362,8 @@ def offered(tools: list[str], profile: str | None, memory: bool = False) -> list
         out.append("fetch")
     if memory:
         out.append("recall")
+    if "delegate" in tools:
+        out.append("delegate")
     return [*out, "ask_owner", "finish"]
 
 

@@ -21,6 +21,7 @@ from sdbus import dbus_method_async_override
 from ..agent import Agent
 from ..approvals import MAX_ARGUMENTS, Approvals
 from ..errors import InvalidArgument, MemoryUnavailable
+from ..goals.delegation import STEPS_BYTES, Delegation
 from ..limits import SHORT, TEXT, Bound
 from ..memory.memories import MAX_QUERY, MAX_REMEMBER, Memories
 from ..policy import Caller
@@ -39,6 +40,7 @@ MAX_CLAIM_WAIT_MS = 60_000
 class RuntimeObject(RuntimeInterface):
     approvals: Approvals | None = None  # set by agentd.daemon (approval gates)
     memories: Memories | None = None  # set by agentd.daemon (issue 13: memory)
+    delegation: Delegation | None = None  # set by agentd.daemon (issue 14: delegation)
 
     def __init__(
         self, registry: Registry, queue: TaskQueue, callers: Callers, thinking: Thinking
@@ -48,6 +50,20 @@ class RuntimeObject(RuntimeInterface):
         self.queue = queue
         self.callers = callers
         self.thinking = thinking
+
+    @dbus_method_async_override()
+    @rule("runtime.delegate", limits={"steps_json": Bound(STEPS_BYTES)})
+    async def delegate(self, task: int, attempt: int, steps_json: str) -> list[int]:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        assert self.delegation is not None
+        return self.delegation.delegate(agent, task, attempt, steps_json)
+
+    @dbus_method_async_override()
+    @rule("runtime.delegated")
+    async def delegated(self, task: int, timeout_ms: int) -> str:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        assert self.delegation is not None
+        return json.dumps(await self.delegation.wait(agent, task, _wait(timeout_ms)))
 
     @dbus_method_async_override()
     @rule("runtime.register")

@@ -34,6 +34,7 @@ from agentd.approvalrules import ApprovalRules
 from agentd.approvals import Approvals
 from agentd.errors import PermissionDenied
 from agentd.eventlog import EventLog
+from agentd.goals.delegation import Delegation
 from agentd.goals.runner import GoalRunner
 from agentd.goals.service import Goals
 from agentd.memory import MemoryService
@@ -176,6 +177,9 @@ class Api:
         runtime = RuntimeObject(self.w.reg, self.queue, callers, self.thinking)
         runtime.approvals = self.approvals
         runtime.memories = self.memories
+        runtime.delegation = Delegation(
+            self.w.store, self.queue, self.w.reg.catalog, self.w.audit, self.w.reg.events
+        )
         return {
             "manager": ManagerObject(
                 self.w.reg, EventLog(self.w.audit, self.w.reg, self.w.reg.policy), callers, None
@@ -226,6 +230,8 @@ class Api:
             ("runtime", "record_step"): (t, 1, "{}"),
             ("runtime", "ask_owner"): (t, 1, "which?"),
             ("runtime", "defer_task"): (t, 1, 1.0, "later"),
+            ("runtime", "delegate"): (t, 1, '[{"title": "a", "instructions": "b"}]'),
+            ("runtime", "delegated"): (t, 0),
             ("runtime", "request_approval"): (t, 1, "shell", '{"command": "ls"}'),
             ("runtime", "use_approval"): (ap, 1),
             ("runtime", "task_approvals"): (t,),

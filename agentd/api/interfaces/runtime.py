@@ -216,6 +216,37 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
         seconds (0..86400), the attempt not counted against max_attempts."""
         raise NotImplementedError
 
+    # -- delegation (issue 14; agentd.goals.delegation) ----------------------------------
+    @dbus_method_async(
+        "tus",
+        "at",
+        flags=U,
+        method_name="Delegate",
+        input_args_names=("task", "attempt", "steps_json"),
+        result_args_names=("children",),
+    )
+    async def delegate(self, task: int, attempt: int, steps_json: str) -> list[int]:
+        """Hand sub-steps of the caller's running task to other agents: STEPS_JSON
+        is [{title, instructions}] (1..8); each becomes a task of the task's
+        owner, with the task's capabilities as its needs. Only for templates
+        that allow the delegate tool; at most 8 children per task and 2 levels
+        below a person's task (LimitExceeded). Returns the children's ids."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "tu",
+        "s",
+        flags=U,
+        method_name="Delegated",
+        input_args_names=("task", "timeout_ms"),
+        result_args_names=("children_json",),
+    )
+    async def delegated(self, task: int, timeout_ms: int) -> str:
+        """The children of the caller's running task: {done, children: [{id,
+        title, status, agent, result, error}]}, once all have ended or after
+        TIMEOUT_MS (bounded as ClaimTask's), whichever is first."""
+        raise NotImplementedError
+
     # -- approval gates (issue 12; agentd.approvals) --------------------------------------
     @dbus_method_async(
         "tuss",
