@@ -82,7 +82,8 @@ class Executor:
         artifacts = self.home / ARTIFACTS_DIR
         artifacts.mkdir(exist_ok=True)
         before = _snapshot(artifacts)
-        result = await self.shell.run(task_id, task["exec"], shell_env(self.home, task_id))
+        env = shell_env(self.home, task_id, int(task.get("attempt", 0)))
+        result = await self.shell.run(task_id, task["exec"], env)
         found, left_out = collect(self.home, before)
         if left_out:  # agentd would refuse the whole report: say what stays behind instead
             result["artifacts_left_out"] = left_out

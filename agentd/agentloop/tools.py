@@ -183,14 +183,19 @@ class FilesTool:
         return len(data)
 
 
-def shell_env(home: Path, task_id: int) -> dict[str, str]:
-    return {
+def shell_env(home: Path, task_id: int, attempt: int | None = None) -> dict[str, str]:
+    """A command's environment: the task it serves (and, for an --exec task, its
+    attempt, which Runtime calls about the task take) and where artifacts go."""
+    env = {
         "HOME": str(home),
         "PATH": PATH,
         "LANG": "C.UTF-8",
         "AGENTD_TASK_ID": str(task_id),
         "AGENTD_ARTIFACTS": str(home / ARTIFACTS_DIR),
     }
+    if attempt is not None:
+        env["AGENTD_TASK_ATTEMPT"] = str(attempt)
+    return env
 
 
 class Toolbox:

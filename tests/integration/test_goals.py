@@ -265,3 +265,66 @@ def test_sub_agents_run_steps_and_leave_only_artifacts_even_after_kill_9(goals: 
     assert kept.stdout.split() == ["root", "600"]
     removed = [r["agent"] for r in a.audit("goal.sub_agent_removed")]
     assert set(names) <= set(removed)
+
+
+DELEGATOR = """description = "hands parts of its tasks to other agents"
+capabilities = ["general"]
+tools = ["shell", "delegate"]
+profile = "offline"
+concurrency = 2
+"""
+
+
+def delegating(steps: list[dict[str, str]], task: str = "$AGENTD_TASK_ID") -> str:
+    """An --exec command: Runtime.Delegate from inside the agent, as its loop calls it."""
+    return (
+        "busctl --system --json=short call org.agentos.agentd1 /org/agentos/agentd1 "
+        f'org.agentos.agentd1.Runtime Delegate tus {task} "$AGENTD_TASK_ATTEMPT" '
+        f"'{json.dumps(steps)}'"
+    )
+
+
+def ran(a: Agentd, tid: int) -> dict[str, Any]:
+    a.ctl("task", "wait", str(tid), "--timeout", "120", user="alice", check=False, timeout=180)
+    t = task(a, tid)
+    assert t["status"] in ("completed", "failed"), t
+    return {**t, "out": json.loads(t["result"])}
+
+
+def test_delegation_from_inside_an_agent_is_the_owners_and_bounded(goals: Agentd) -> None:
+    a = goals
+    a.sh(["mkdir", "-p", "/etc/agentd/templates"])
+    a.m.write_file("/etc/agentd/templates/delegator.toml", DELEGATOR, mode=0o644)
+    a.create("gl-boss", template="delegator", user="alice")
+    parts = [{"title": f"part {x}", "instructions": f"Say {x}."} for x in "ab"]
+    # handed out: two tasks of alice's, with the parent's needs, audited
+    t = ran(a, a.submit("Split", "--agent", "gl-boss", "--exec", delegating(parts)))
+    assert t["status"] == "completed", t["out"]
+    children = json.loads(t["out"]["stdout"])["data"][0]
+    assert len(children) == 2
+    for cid in children:
+        child = task(a, cid)
+        assert child["owner_uid"] == a.uid_of("alice") and child["needs"] == ["general"], child
+        assert "Delegated by agent gl-boss" in child["description"]
+        # the parent ended at once (its command did not wait): its children went with it
+        wait_for(lambda c=cid: task(a, c)["status"] == "cancelled", 60, "child cancelled")
+    [row] = [
+        r
+        for r in a.audit("task.delegated")
+        if t["id"] in (r.get("task_id"), r["detail"].get("task_id"))
+    ]
+    assert row["agent"] == "gl-boss" and row["detail"]["children"] == children, row
+    # fan-out: nine parts are more than a task may hand out; nothing is made
+    nine = [{"title": f"p{i}", "instructions": "x"} for i in range(9)]
+    t = ran(a, a.submit("Too many", "--agent", "gl-boss", "--exec", delegating(nine)))
+    assert t["status"] == "failed" and "1..8" in t["out"]["stderr"], t["out"]
+    # a template without the tool, and another agent's task: refused, audited
+    t = ran(a, a.submit("Not mine", "--agent", "gl-w1", "--exec", delegating(parts)))
+    assert t["status"] == "failed" and "does not allow the 'delegate' tool" in t["out"]["stderr"]
+    held = a.submit("Hold", "--agent", "gl-boss", "--exec", "sleep 30")
+    wait_for(lambda: task(a, held)["status"] == "in_progress", 60, "held")
+    t = ran(a, a.submit("Theirs", "--agent", "gl-w1", "--exec", delegating(parts, str(held))))
+    assert t["status"] == "failed", t["out"]
+    denied = [r for r in a.audit("runtime.delegate") if r["result"] == "denied"]
+    assert {r["agent"] for r in denied} >= {"gl-w1"}, denied
+    a.ctl("task", "cancel", str(held), user="alice")
