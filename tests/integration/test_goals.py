@@ -12,6 +12,7 @@ Real agents, units, bus and model."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,8 @@ from agentd_helpers import Agentd, kill_agentd, wait_for, wait_restarted
 from agentd.names import account_name as account
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+CAPABLE = "qwen2.5-coder-1.5b"
 
 # A person's plan of commands (the default model's free-form work is not
 # predictable enough to wait for: it may ask its owner and block): a and b
@@ -328,3 +331,41 @@ def test_delegation_from_inside_an_agent_is_the_owners_and_bounded(goals: Agentd
     denied = [r for r in a.audit("runtime.delegate") if r["result"] == "denied"]
     assert {r["agent"] for r in denied} >= {"gl-w1"}, denied
     a.ctl("task", "cancel", str(held), user="alice")
+
+
+@pytest.mark.slow
+def test_the_capable_model_plans_a_goal_that_runs_in_parallel_to_its_result(
+    goals: Agentd,
+) -> None:
+    """Qwen2.5-Coder-1.5B (`tools/test.sh --slow`) plans the intent; its
+    independent steps run at once under different agents' UIDs (alice's own
+    and sub-agents agentd makes), and the planner writes the result."""
+    a = goals
+    cache = REPO / "build" / "model-cache"
+    a.m.run(["agentctl", "model", "install", CAPABLE, "--from", str(cache)], timeout=1800)
+    a.m.run(["agentctl", "model", "use", CAPABLE], timeout=1200)
+    try:
+        intent = (
+            "Write one sentence about the sea, one about a mountain and one about a city, "
+            "each on its own and at the same time; then join the three into one paragraph."
+        )
+        goal = submit(a, intent, "--max-agents", "3")
+        done = watch(a, goal, timeout=2400)
+        steps = {s["id"]: s for s in done["steps"]}
+        print(json.dumps({"plan": done["plan"], "state": done["state"], "steps": steps}))
+        assert done["state"] == "completed" and done["result"], done
+        ran = [task(a, s["task"]) for s in steps.values()]
+        overlap = {
+            (x["agent"], y["agent"])
+            for x in ran
+            for y in ran
+            if x["agent"] != y["agent"]
+            and x["started_at"] < y["finished_at"]
+            and y["started_at"] < x["finished_at"]
+        }
+        assert overlap, [(t["agent"], t["started_at"], t["finished_at"]) for t in ran]
+        made = {r["agent"]: r["agent_uid"] for r in a.audit("agent.create") if r["agent_uid"]}
+        uids = {made[t["agent"]] for t in ran}  # sub-agents are gone by now: their rows
+        assert len(uids) >= 2, uids
+    finally:
+        a.m.run(["agentctl", "model", "use", "smollm2-135m"], timeout=600, check=False)
