@@ -37,12 +37,30 @@ from typing import Any
 
 DB = "/var/lib/agentd/agentd.db"
 CONF = "/etc/agentd/agentd.toml"
+# One owner's limits lifted (agents, ceilings, queued tasks), and the model
+# service's per-owner queue (16 of 64 by default: one owner's 100 steps would
+# otherwise be refused Overloaded and deferred, which measures the fairness
+# bound, not the spawn): 128 requests may wait, all of them alice's.
 LIFTED = """
 max_agents_per_owner = 1000
 owner_memory_max = 0
 owner_cpu_quota_max = 0
 owner_tasks_max = 0
 max_queued_tasks_per_owner = 100000
+
+[model]
+max_queue = 128
+max_queue_per_owner = 128
+"""
+# The model steps' template: one model step a task (then finish), no tools, so
+# that a step's work after its first token is small and the next steps' first
+# tokens are not queued behind long agent loops.
+TEMPLATE = """description = "bench: one model step"
+capabilities = ["benchstep"]
+tools = []
+profile = "offline"
+steps = 1
+concurrency = 1
 """
 
 
@@ -92,12 +110,12 @@ def model_step(i: int) -> dict:
         "id": f"s{i}",
         "title": f"Say {i}",
         "instructions": f"Answer with the number {i} and nothing else.",
-        "needs": ["general"],
+        "needs": ["benchstep"],
     }
 
 
 def command_step(i: int, cmd: str) -> dict:
-    return {**model_step(i), "exec": cmd}
+    return {**model_step(i), "needs": ["general"], "exec": cmd}
 
 
 def pct(xs: list[float], p: float) -> float | None:
@@ -292,7 +310,10 @@ def main() -> None:
     spawns, w, s = (int(a) for a in sys.argv[1:4])
     with open(CONF, "a") as f:
         f.write(LIFTED)
-    sh("systemctl", "restart", "agentd.service")
+    os.makedirs("/etc/agentd/templates", exist_ok=True)
+    with open("/etc/agentd/templates/benchstep.toml", "w") as f:
+        f.write(TEMPLATE)
+    sh("systemctl", "restart", "agentd-inference.service", "agentd.service")
     wait(lambda: ctl("model", "show")["state"] == "loaded", 300, "model loaded", every=1)
     sh("agentctl", "agent", "create", "bp", "--template", "planner", user="alice")
     sh("agentctl", "quota", "set", "--owner", "alice", "0")

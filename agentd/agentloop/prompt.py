@@ -146,7 +146,6 @@ def intro(
         'each reply is one JSON object {"thought": ..., "tool": ..., and the tool\'s '
         "arguments}; you then see the tool's result. The thought says in one sentence "
         "what the last result told you and why you take this step.",
-        f"Your home (the current directory; relative paths start there): {home}",
         {
             "none": "You have no network access.",
             "fetch": "You can read web pages with fetch.",
@@ -170,6 +169,10 @@ def intro(
         + " Never take the same step twice: its result will not change. When the task "
         "asks for a file, write it before you finish. The answer states the result "
         "itself (the numbers, names or lines asked for), not only what you did.",
+        # After all that agents of one template share, so that the model service
+        # reuses its KV cache for it (agentd.inference.prefix): second, the home
+        # cut the prefix a goal's sub-agents share short (bench/README, "Goals").
+        f"Your home (the current directory; relative paths start there): {home}",
     ]
     if ctx.get("project"):
         lines.append(f"Project: {ctx['project']}")
