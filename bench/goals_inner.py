@@ -19,6 +19,10 @@ model installed and a user alice. Goals with injected plans (no planning):
           and the most sub-agents alive, sampled; wall time.
   serial  the same 40 command steps (`sleep 1`) with --no-sub-agents on 1 of
           alice's agents and on 8: the speed-up of 8 over 1 (wall time).
+  capable (only when asked: K > 0) with Qwen2.5-Coder-1.5B in use, one goal of
+          K independent model steps (a sentence each) with --max-agents K, and
+          the same goal with --max-agents 1 (one step after another): wall
+          time from submit to the goal's result, and the speed-up.
 
 Times come from agentd's own database (read-only) and audit log. Prints JSON.
 """
@@ -33,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 DB = "/var/lib/agentd/agentd.db"
@@ -306,8 +311,42 @@ def serial() -> dict[str, Any]:
     return out
 
 
+SENTENCES = ("the sea", "a mountain", "a city", "a forest", "a river", "the moon", "a bird", "rain")
+
+
+def capable(k: int) -> dict[str, Any]:
+    cache = str(Path(__file__).resolve().parents[1] / "build" / "model-cache")
+    sh("agentctl", "model", "install", "qwen2.5-coder-1.5b", "--from", cache)
+    sh("agentctl", "model", "use", "qwen2.5-coder-1.5b")
+    wait(lambda: ctl("model", "show")["state"] == "loaded", 600, "1.5B loaded", every=1)
+    steps = [
+        {**model_step(i), "instructions": f"Write one sentence about {SENTENCES[i % 8]}."}
+        for i in range(k)
+    ]
+    out: dict[str, Any] = {"steps": k, "model": "qwen2.5-coder-1.5b"}
+    for most in (k, 1):
+        t = time.monotonic()
+        goal = submit(steps, "--max-agents", str(most))
+        wait(
+            lambda g=goal: (
+                q("SELECT state FROM goals WHERE id=?", (g,))[0]["state"]
+                in ("completed", "failed", "cancelled")
+            ),
+            3600,
+            "the goal's end",
+            every=1,
+        )
+        out[f"max_agents_{most}_s"] = round(time.monotonic() - t, 1)
+        out[f"max_agents_{most}_state"] = q("SELECT state FROM goals WHERE id=?", (goal,))[0][
+            "state"
+        ]
+        wait(lambda g=goal: subs_gone(g), 600, "sub-agents removed", every=1)
+    out["speedup"] = round(out["max_agents_1_s"] / out[f"max_agents_{k}_s"], 2)
+    return out
+
+
 def main() -> None:
-    spawns, w, s = (int(a) for a in sys.argv[1:4])
+    spawns, w, s, k = (int(a) for a in sys.argv[1:5])
     with open(CONF, "a") as f:
         f.write(LIFTED)
     os.makedirs("/etc/agentd/templates", exist_ok=True)
@@ -318,12 +357,16 @@ def main() -> None:
     sh("agentctl", "agent", "create", "bp", "--template", "planner", user="alice")
     sh("agentctl", "quota", "set", "--owner", "alice", "0")
     report: dict[str, Any] = {"cpus": os.cpu_count()}
-    report["spawn"] = spawn(spawns)
+    if spawns:
+        report["spawn"] = spawn(spawns)
     if w:
         report["wide"] = wide(w)
     if s:
         report["many"] = many(s)
-    report["serial"] = serial()
+    if spawns:
+        report["serial"] = serial()
+    if k:
+        report["capable"] = capable(k)
     print(json.dumps(report))
 
 
