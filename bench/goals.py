@@ -3,7 +3,7 @@ with the default model, runs goals_inner.py inside as root, prints its report.
 
     python3 bench/goals.py [--spawns 20] [--wide 100] [--steps 300] [--capable K] [--json F]
 
---spawns 0 --wide 0 --steps 0 --capable 4: only the 1.5B phase (make model-1.5b).
+--spawns 0 --wide 0 --steps 0 --capable 4: the 1.5B phase (make model-1.5b) and serial.
 
 Plans are injected (`goal submit --plan`), so the model's planning is not
 measured; see goals_inner.py for the phases.
@@ -28,6 +28,7 @@ def main() -> int:
     parser.add_argument("--spawns", type=int, default=20, help="one sub-agent at a time, N times")
     parser.add_argument("--wide", type=int, default=100, help="independent model steps at once")
     parser.add_argument("--steps", type=int, default=300, help="command steps, max-agents 100")
+    parser.add_argument("--no-serial", action="store_true", help="skip 40 steps on 1 vs 8")
     parser.add_argument(
         "--capable", type=int, default=0, help="K model steps at once vs one by one, 1.5B model"
     )
@@ -43,6 +44,7 @@ def main() -> int:
                 str(args.wide),
                 str(args.steps),
                 str(args.capable),
+                str(int(not args.no_serial)),
             ],
             timeout=7200,
         )

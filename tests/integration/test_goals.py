@@ -301,7 +301,8 @@ def test_delegation_from_inside_an_agent_is_the_owners_and_bounded(goals: Agentd
     a.create("gl-boss", template="delegator", user="alice")
     parts = [{"title": f"part {x}", "instructions": f"Say {x}."} for x in "ab"]
     # handed out: two tasks of alice's, with the parent's needs, audited
-    t = ran(a, a.submit("Split", "--agent", "gl-boss", "--exec", delegating(parts)))
+    split = ("Split", "--agent", "gl-boss", "--needs", "general", "--exec", delegating(parts))
+    t = ran(a, a.submit(*split))
     assert t["status"] == "completed", t["out"]
     children = json.loads(t["out"]["stdout"])["data"][0]
     assert len(children) == 2
