@@ -30,6 +30,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=300, help="command steps, max-agents 100")
     parser.add_argument("--no-serial", action="store_true", help="skip 40 steps on 1 vs 8")
     parser.add_argument(
+        "--serial-model", type=int, default=0, help="N model steps on 1 agent vs on 8"
+    )
+    parser.add_argument(
         "--capable", type=int, default=0, help="K model steps at once vs one by one, 1.5B model"
     )
     parser.add_argument("--json", type=Path, help="also write the report here")
@@ -45,6 +48,7 @@ def main() -> int:
                 str(args.steps),
                 str(args.capable),
                 str(int(not args.no_serial)),
+                str(args.serial_model),
             ],
             timeout=7200,
         )

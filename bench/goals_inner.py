@@ -21,6 +21,8 @@ model installed and a user alice. Goals with injected plans (no planning):
           alice's agents and on 8 (created and online first): the speed-up of
           8 over 1, from submit to the last step's end (the planner's report,
           the same model work in both, is timed apart).
+  serial_model  (when asked: N > 0) the same with N model steps (the bench
+          template) on 1 agent of it and on 8.
   capable (only when asked: K > 0) with Qwen2.5-Coder-1.5B in use, one goal of
           K independent model steps (a sentence each) with --max-agents K, and
           the same goal with --max-agents 1 (one step after another): wall
@@ -295,13 +297,12 @@ def online(name: str) -> bool:
     return bool(q("SELECT 1 FROM audit WHERE action='agent.online' AND agent=? LIMIT 1", (name,)))
 
 
-def serial() -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    steps = [command_step(i, "sleep 1") for i in range(40)]
+def serial(steps: list[dict], template: str, tag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"steps": len(steps), "template": template}
     for n in (1, 8):
-        names = [f"bs{n}-{i}" for i in range(n)]
+        names = [f"{tag}{n}-{i}" for i in range(n)]
         for name in names:
-            sh("agentctl", "agent", "create", name, "--template", "sandbox", user="alice")
+            sh("agentctl", "agent", "create", name, "--template", template, user="alice")
             sh("agentctl", "agent", "start", name, user="alice")
         wait(lambda ns=names: all(online(x) for x in ns), 120, "agents online")
         goal = submit(steps, "--max-agents", "100", "--no-sub-agents")
@@ -360,7 +361,7 @@ def capable(k: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    spawns, w, s, k, serially = (int(a) for a in sys.argv[1:6])
+    spawns, w, s, k, serially, by_model = (int(a) for a in sys.argv[1:7])
     with open(CONF, "a") as f:
         f.write(LIFTED)
     os.makedirs("/etc/agentd/templates", exist_ok=True)
@@ -378,7 +379,10 @@ def main() -> None:
     if s:
         report["many"] = many(s)
     if serially:
-        report["serial"] = serial()
+        commands = [command_step(i, "sleep 1") for i in range(40)]
+        report["serial"] = serial(commands, "sandbox", "bs")
+    if by_model:
+        report["serial_model"] = serial([model_step(i) for i in range(by_model)], "benchstep", "bm")
     if k:
         report["capable"] = capable(k)
     print(json.dumps(report))
