@@ -86,6 +86,7 @@ MIGRATION_13 = """
         removed_at  REAL
     );
     CREATE INDEX goal_agents_goal ON goal_agents(goal_id, state);
+    CREATE INDEX goal_agents_live ON goal_agents(state) WHERE state IN ('creating', 'present');
     ALTER TABLE goals ADD COLUMN sub_agents INTEGER NOT NULL DEFAULT 1;
 """
 
