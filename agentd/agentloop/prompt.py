@@ -181,8 +181,10 @@ def intro(
         lines.append("Results of the tasks this one depends on:")
         for d in deps:
             result = clip(str(d.get("result") or "(none)"), DEPEND_CHARS)
+            files = ", ".join(str(n) for n in d.get("artifacts") or [])
+            made = f" [its files, kept for your owner: {files}]" if files else ""
             lines.append(
-                f"- task {d.get('id')} {d.get('title', '')!r} ({d.get('status')}): {result}"
+                f"- task {d.get('id')} {d.get('title', '')!r} ({d.get('status')}): {result}{made}"
             )
     notes = [str(n) for n in (ctx.get("notes") or task.get("notes") or [])][:10]
     if notes:

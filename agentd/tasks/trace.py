@@ -193,6 +193,8 @@ class TaskLoop:
             "title": dep.title,
             "status": dep.status,
             "result": (dep.result or "")[:MAX_DEP_RESULT],
+            # names only: the files are in the other agent's home, out of reach
+            "artifacts": [a.name for a in self.repo.artifacts(dep.id)],
         }
 
     def _count(self, table: str, task_id: int) -> int:

@@ -101,7 +101,15 @@ def test_a_tool_the_schema_did_not_offer_is_an_invalid_step(tmp_path: Path) -> N
 def test_the_prompt_says_where_the_agent_is(tmp_path: Path) -> None:
     ctx = {
         "project": "backups",
-        "depends": [{"id": 3, "title": "list disks", "status": "completed", "result": "sda sdb"}],
+        "depends": [
+            {
+                "id": 3,
+                "title": "list disks",
+                "status": "completed",
+                "result": "sda sdb",
+                "artifacts": ["disks.txt"],
+            }
+        ],
         "notes": ["keep it short"],
         "last_error": "command exited with status 2",
         "replies": [{"question": "which disk?", "answer": "sdb", "at": 1.0}],
@@ -114,6 +122,7 @@ def test_the_prompt_says_where_the_agent_is(tmp_path: Path) -> None:
     for needle in (
         "Project: backups",
         "sda sdb",
+        "[its files, kept for your owner: disks.txt]",
         "keep it short",
         "status 2",
         "sdb",

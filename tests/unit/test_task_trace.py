@@ -14,6 +14,7 @@ from world import ALICE, BOB, ROOT, World
 from agentd.agent import Agent
 from agentd.api.access import GROUPED
 from agentd.errors import Busy, InvalidArgument, LeaseExpired, PermissionDenied
+from agentd.tasks.model import Artifact
 from agentd.tasks.queue import TaskQueue
 from agentd.tasks.trace import MAX_DEP_RESULT, MAX_STEP, MAX_STEPS
 
@@ -189,6 +190,7 @@ def test_context_has_depends_notes_last_error_project_and_budget(tmp_path: Path)
     dep = q.submit(ALICE, {"title": "fetch", "agent": "a1"}).id
     q.claim(a1)
     w.run(q.complete(a1, dep, 1, json.dumps({"answer": "x" * 5000}), []))
+    q.repo.add_artifact(dep, Artifact(dep, "out.csv", "text/csv", "/h/out.csv", 1, "0" * 64), 0.0)
     tid = q.submit(ALICE, {"title": "use it", "agent": "a1", "after": [dep], "project": "site"}).id
     q.claim(a1)
     w.run(q.fail(a1, tid, 1, "the model could not produce a valid step", "", []))
@@ -199,6 +201,7 @@ def test_context_has_depends_notes_last_error_project_and_budget(tmp_path: Path)
     (d,) = ctx["depends"]
     assert (d["id"], d["title"], d["status"]) == (dep, "fetch", "completed")
     assert len(d["result"]) == MAX_DEP_RESULT
+    assert d["artifacts"] == ["out.csv"]  # the names a dependent step's prompt shows
     assert ctx["last_error"] == "failed: the model could not produce a valid step"
     assert ctx["trace"] == [] and ctx["replies"] == []
 
