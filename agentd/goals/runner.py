@@ -259,7 +259,8 @@ class GoalRunner:
             if not self._submit_step(goal, step, after, open_, pin):
                 break
             open_ += 1
-        if not open_ and stalled:  # nothing will wake this goal: say why it cannot go on
+        making = placing is not None and placing.making()
+        if not open_ and stalled and not making:  # nothing will wake this goal: say why
             raise _Failed(self._stall(placing, stalled[0]))
         if open_ or not lost:
             return

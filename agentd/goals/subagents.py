@@ -323,6 +323,11 @@ class Placing:
         found = (subagents.registry.find(n) for n in present)
         self.ready = [a for a in found if a is not None and a.state == "present"]
 
+    def making(self) -> bool:
+        """Whether a sub-agent of the goal is being made (its readiness advances
+        the goal again)."""
+        return any(s.state == "creating" for s in self.subs)
+
     def place(self, step: Step) -> Placement:
         router, shell = self.s.router, bool(step.exec)
         own = [a for a in self.own if not router.missing(a, step.needs, shell)]
