@@ -52,6 +52,13 @@ def step_request(goal: Goal, step: Step) -> str:
     )
 
 
+# The steps' results in a report request, all lines together: with the planner's
+# prompt and its 512 answer tokens, within a 4,096-token sequence. Uncut, 100
+# steps asked for 17,250 tokens and the report failed (bench/goals.py).
+REPORT_CHARS = 7000
+MIN_LINE = 60  # below, the first steps are shown and the rest counted
+
+
 def report_request(goal: Goal, plan_steps: Sequence[Step], tasks: Sequence[GoalTask]) -> str:
     """The planner's last task: the goal's result from its steps' results."""
     answers = {t.step: t.answer() for t in tasks if t.role == "step" and t.done}
@@ -60,7 +67,12 @@ def report_request(goal: Goal, plan_steps: Sequence[Step], tasks: Sequence[GoalT
         "",
         "Its steps are done. Their results:",
     ]
-    lines += [f"- {s.id} ({s.title}): {clip(answers.get(s.id, ''))}" for s in plan_steps]
+    per = min(RESULT_CHARS, REPORT_CHARS // max(1, len(plan_steps)))
+    shown = plan_steps if per >= MIN_LINE else plan_steps[: REPORT_CHARS // MIN_LINE]
+    per = max(per, MIN_LINE)
+    lines += [clip(f"- {s.id} ({s.title}): {answers.get(s.id, '')}", per) for s in shown]
+    if len(shown) < len(plan_steps):
+        lines.append(f"(and {len(plan_steps) - len(shown)} more steps, done; not shown)")
     lines += ["", "Write the goal's result for the person who asked, from these results."]
     return "\n".join(lines)
 

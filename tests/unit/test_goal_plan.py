@@ -141,3 +141,42 @@ def test_a_command_step_is_a_person_s_alone() -> None:
         load(plan.to_json()) == plan
         and "exec" not in parse({"steps": [step("b")]}, CAPS).as_dict()["steps"][0]
     )
+
+
+def test_a_report_request_fits_a_sequence_however_many_steps() -> None:
+    from agentd.goals.model import Goal, GoalTask
+    from agentd.goals.plan import Step
+    from agentd.goals.prompt import REPORT_CHARS, report_request
+
+    goal = Goal(
+        1,
+        1000,
+        "Say many things",
+        None,
+        "pl",
+        "running",
+        None,
+        1,
+        0,
+        "",
+        0,
+        100,
+        None,
+        None,
+        0.0,
+        0.0,
+        None,
+        1,
+    )
+    for n, shown in ((3, 3), (100, 100), (1000, 116)):
+        steps = [Step(f"s{i}", f"Step {i}", "say") for i in range(n)]
+        tasks = [
+            GoalTask(
+                i, "step", 1, f"s{i}", "completed", '{"answer": "' + "x" * 3000 + '"}', None, "w"
+            )
+            for i in range(n)
+        ]
+        text = report_request(goal, steps, tasks)
+        assert sum(line.startswith("- s") for line in text.splitlines()) == shown
+        assert len(text) < REPORT_CHARS + 400 + 30 * (n > 116), len(text)
+        assert ("more steps, done; not shown" in text) == (shown < n)
