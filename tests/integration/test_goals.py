@@ -374,17 +374,20 @@ def test_the_capable_model_plans_a_goal_that_runs_in_parallel_to_its_result(
 
 
 def run_answering(a: Agentd, goal: int, timeout: float) -> dict[str, Any]:
-    """GOAL to its end, each question a step's agent asks answered once (the
-    model may ask its owner; the loop then waits for a person)."""
-    answered: set[int] = set()
+    """GOAL to its end, the questions a step's agent asks answered, three a
+    task at most (the model may ask its owner, again; the loop then waits for a
+    person)."""
+    answered: dict[int, int] = {}
 
     def ended() -> dict[str, Any] | None:
         g = show(a, goal)
         for t in g["tasks"]:
             info = task(a, t["task"]) if t["status"] == "blocked" else None
-            if info and t["task"] not in answered and info["block_reason"].startswith("question"):
-                a.ctl("task", "reply", str(t["task"]), "Decide yourself and finish.", user="alice")
-                answered.add(t["task"])
+            asked = info and info["block_reason"].startswith("question")
+            if asked and answered.get(t["task"], 0) < 3:
+                reply = "Use what you know; do not ask again. Finish now with your answer."
+                a.ctl("task", "reply", str(t["task"]), reply, user="alice")
+                answered[t["task"]] = answered.get(t["task"], 0) + 1
         if g["state"] in ("completed", "failed", "cancelled"):
             return g
         time.sleep(5)  # the CLI's calls would share the model's 2 cores
