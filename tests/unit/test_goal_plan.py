@@ -111,14 +111,17 @@ def test_the_schema_bounds_what_the_model_may_write() -> None:
     assert isinstance(parse({"steps": [step("a")]}, []), Plan)
 
 
-def test_a_re_plan_builds_on_done_steps_and_may_not_reuse_their_ids() -> None:
+def test_a_re_plan_builds_on_done_steps_and_drops_those_it_restates() -> None:
     plan = parse(
         {"steps": [step("c", after=["a"]), step("d", after=["c", "b"])]}, CAPS, done=["a", "b"]
     )
     assert [s.id for s in plan.steps] == ["c", "d"]
+    again = parse({"steps": [step("a"), step("c", after=["a"])]}, CAPS, done=["a"])
+    assert [s.id for s in again.steps] == ["c"]  # "a" is done: restated, dropped
     errs = errors_of_done({"steps": [step("a"), step("e", after=["zz"])]}, done=["a"])
-    assert "step id 'a' is a step already done: give the new step another id" in errs
-    assert "step 'e' depends on 'zz', which is not a step" in errs
+    assert errs == ("step 'e' depends on 'zz', which is not a step",)
+    errs = errors_of_done({"steps": [step("a")]}, done=["a"])
+    assert errs == ("every step of this plan is already done: plan the remaining work",)
 
 
 def errors_of_done(answer: dict, done: list[str]) -> tuple:
