@@ -81,29 +81,22 @@ class Delegation:
                 )
             with self.store.transaction():
                 ids = [self._child(task, agent, s, depth) for s in steps]
-                self.audit.append(
-                    "task.delegated",
-                    actor_uid=agent.uid,
-                    agent=agent.name,
-                    agent_uid=agent.uid,
-                    task_id=task.id,
-                    children=ids,
-                    depth=depth,
-                )
+                self._audit(agent, task.id, children=ids, depth=depth)
         except AgentdError as e:
-            if not isinstance(e, PermissionDenied):
-                self.audit.append(
-                    "task.delegated",
-                    actor_uid=agent.uid,
-                    agent=agent.name,
-                    agent_uid=agent.uid,
-                    task_id=task.id,
-                    result="refused",
-                    error=e.name,
-                    reason=str(e),
-                )
+            if not isinstance(e, PermissionDenied):  # a denial is audited by the policy
+                self._audit(agent, task.id, result="refused", error=e.name, reason=str(e))
             raise
         return ids
+
+    def _audit(self, agent: Agent, task_id: int, **detail: Any) -> None:
+        self.audit.append(
+            "task.delegated",
+            actor_uid=agent.uid,
+            agent=agent.name,
+            agent_uid=agent.uid,
+            task_id=task_id,
+            **detail,
+        )
 
     def _allowed(self, agent: Agent, task_id: int) -> None:
         if TOOL not in self.catalog.template(agent.template).tools:
