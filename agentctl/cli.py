@@ -1,11 +1,12 @@
 """agentctl: manage agentd's agents, templates, tasks and audit trail from a shell.
 
 A click command tree in the style of simonw/llm: noun groups (agent, template,
-audit, project, task, approval, goal, memory, knowledge, session, model, quota)
-with one small verb set (create, add, list, show, search, start, stop, rm, logs, ...),
-plus `status`, `events`, `chat` and `usage`. Every command takes --json. On a
-terminal the output is rich tables and colour; otherwise it is plain
-tab-separated text without headers, so `agentctl agent list | cut -f1` works.
+audit, project, task, approval, goal, team, msg, memory, knowledge, session,
+model, quota) with one small verb set (create, add, list, show, search, start,
+stop, rm, logs, ...), plus `status`, `events`, `chat` and `usage`. Every
+command takes --json. On a terminal the output is rich tables and colour;
+otherwise it is plain tab-separated text without headers, so `agentctl agent
+list | cut -f1` works.
 
 This module is the one place the tree is assembled: the root group `cli` and
 the entry point `main` (/usr/bin/agentctl runs agentctl.cli:main) live here,
@@ -36,10 +37,12 @@ from .commands import (
     knowledge,
     memory,
     model,
+    msg,
     project,
     session,
     status,
     task,
+    team,
     template,
     usage,
 )
@@ -59,6 +62,8 @@ Examples:
   agentctl task wait "$id" && agentctl task show "$id"
   agentctl events -f --type 'task.*'
   agentctl memory add scout docs/*.md && agentctl memory search scout "deploy"
+  agentctl team create research && agentctl team add research scout --restart
+  agentctl msg send scout "Use the staging database" && agentctl msg follow scout
 \b
 Exit status: 0 on success, 1 on failure, 2 on a usage error, 69 if agentd
 is not running (or has no model, embedding model or memory to serve the
@@ -98,6 +103,8 @@ COMMANDS: tuple[click.Command, ...] = (
     task.task,
     approval.approval,
     goal.goal,
+    team.team,
+    msg.msg,
     memory.memory,
     knowledge.knowledge,
     model.model,

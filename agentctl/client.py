@@ -6,8 +6,9 @@ and the translation of D-Bus errors into one ClientError type: every call goes
 through _call, the one translation point. What a value looks like on the wire
 (a{sv}, the row types of agentd.api.rows) is agentctl.marshal's business; what
 agentd pushes (signals for `task wait`, JSON-line streams) is collected by
-agentctl.client_streams; the Memory and Sessions calls are mixins
-(agentctl.client_memory, .client_sessions) given _call through the class.
+agentctl.client_streams; the Memory, Sessions, Goals, Teams and Messages, and
+Model calls are mixins (agentctl.client_memory, .client_sessions,
+.client_goals, .client_teams, .client_model) given _call through the class.
 The CLI (and its tests, which inject a fake with the same methods) never sees
 sdbus nor a proxy; this is agentctl's only sdbus import.
 """
@@ -51,13 +52,16 @@ from agentd.api.interfaces.goals import GoalsInterface
 from agentd.api.interfaces.manager import REMOVE_FORCE
 from agentd.api.interfaces.memory import MemoryInterface
 from agentd.api.interfaces.sessions import SessionsInterface
+from agentd.api.interfaces.teams import MessagesInterface, TeamsInterface
 
 from . import marshal
 from .client_goals import GoalCalls
 from .client_memory import MemoryCalls
+from .client_model import ModelCalls
 from .client_sessions import SessionCalls
 from .client_streams import TaskWatch, json_lines
-from .marshal import CHAT_OPTIONS, TASK_FILTER, TASK_SPEC, limit_variants, unwrap, variants
+from .client_teams import TeamCalls
+from .marshal import TASK_FILTER, TASK_SPEC, limit_variants, unwrap, variants
 
 T = TypeVar("T")
 
@@ -158,7 +162,7 @@ def _json(text: str, shape: type[T], method: str) -> T:
     return value
 
 
-class AgentdClient(MemoryCalls, SessionCalls, GoalCalls):
+class AgentdClient(MemoryCalls, SessionCalls, GoalCalls, TeamCalls, ModelCalls):
     """One connection to agentd on the system bus."""
 
     _translated = staticmethod(_call)  # the mixins' way to the one translation point
@@ -175,6 +179,8 @@ class AgentdClient(MemoryCalls, SessionCalls, GoalCalls):
         self.memory = MemoryInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
         self.sessions = SessionsInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
         self.goals = GoalsInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
+        self.teams = TeamsInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
+        self.messages = MessagesInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
 
     @classmethod
     def connect(cls) -> AgentdClient:
@@ -448,39 +454,6 @@ class AgentdClient(MemoryCalls, SessionCalls, GoalCalls):
             "n_online": await _call(m.n_online),
             "config": dict(await _call(m.config)),
         }
-
-    # -- the model ------------------------------------------------------------------
-    async def describe_model(self) -> dict[str, Any]:
-        return unwrap(await _call(self.model.describe()))
-
-    async def reload_model(self, path: str = "") -> AsyncIterator[dict[str, Any]]:
-        """Progress events, then done (or a ClientError)."""
-        async for event in _json_stream(await _call(self.model.reload(path))):
-            yield event
-
-    async def chat(
-        self, agent: str, messages: list[dict[str, str]], options: Mapping[str, Any] | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """queued, token... then done; an error line becomes a ClientError."""
-        fd = await _call(
-            self.model.chat(
-                agent, json.dumps(messages), variants(options or {}, CHAT_OPTIONS, "chat option")
-            )
-        )
-        async for event in _json_stream(fd):
-            yield event
-
-    async def list_quotas(self) -> list[dict[str, Any]]:
-        return marshal.quotas(await _call(self.model.list_quotas()))
-
-    async def list_usage(self, days: int = 7) -> list[dict[str, Any]]:
-        return marshal.usage(await _call(self.model.list_usage(days)))
-
-    async def set_quota(self, kind: str, subject: str, tokens: int, period: str) -> None:
-        await _call(self.model.set_quota(kind, subject, tokens, period))
-
-    async def reset_quota(self, kind: str, subject: str) -> None:
-        await _call(self.model.reset_quota(kind, subject))
 
 
 async def _json_stream(fd: int) -> AsyncIterator[dict[str, Any]]:

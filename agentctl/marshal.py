@@ -82,6 +82,7 @@ TASK_SPEC = {
     "priority": "s",
     "after": "at",
     "agent": "s",
+    "team": "s",
     "max_attempts": "u",
     "exec": "s",
 }

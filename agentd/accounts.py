@@ -138,6 +138,15 @@ class Accounts:
                 await _run("groupdel", name)
                 raise SystemError_(f"useradd {name} failed: {out}")
 
+    async def add_group(self, name: str) -> int:
+        """System group NAME (a team's: agentd.teams), its GID chosen by groupadd."""
+        async with self.lock:
+            rc, out = await _run("groupadd", "--system", name)
+        gid = self.group_gid(name)
+        if rc or gid is None:
+            raise SystemError_(f"groupadd {name} failed: {out}")
+        return gid
+
     async def delete(self, name: str) -> None:
         """Remove user and group NAME; absent ones are fine (idempotent)."""
         async with self.lock:

@@ -98,6 +98,11 @@ class Config:
     denied_calls_burst: int = 100
     creates_per_second: int = 5
     creates_burst: int = 50
+    # Messages each sender (agent or person) may send (agentd.messages; 0: no
+    # limit): 20/s with a burst of 100 is far above a chatting agent's pace (a
+    # model step takes seconds) and keeps a runaway loop from filling the store.
+    messages_per_second: int = 20
+    messages_burst: int = 100
     # Per owner (administrators are not limited): active projects, and tasks
     # not yet final (pending, in_progress, blocked).
     max_projects_per_owner: int = 100
@@ -176,6 +181,8 @@ _INT_BOUNDS = {
     "denied_calls_burst": (1, 1000000),
     "creates_per_second": (0, 100000),
     "creates_burst": (1, 1000000),
+    "messages_per_second": (0, 100000),
+    "messages_burst": (1, 1000000),
     "max_projects_per_owner": (0, 1000000),
     "max_queued_tasks_per_owner": (0, 10000000),
     "owner_memory_max": (0, 1 << 60),

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import __version__, buspolicy, names, sd
 from . import config as config_mod
@@ -32,6 +33,7 @@ from .api.polkit import Polkit
 from .api.runtime import RuntimeObject
 from .api.sessions import SessionsObject
 from .api.tasks import TasksObject
+from .api.teams import MessagesObject, TeamsObject
 from .approvals import Approvals
 from .audit import AuditLog
 from .diskwatch import DiskWatch, StartGuard, mechanism
@@ -46,6 +48,7 @@ from .homes import Pruned, Retention
 from .memory import model as memory_model
 from .memory.memories import Memories, ModelEmbedder
 from .memory.service import MemoryService
+from .messages import Mailbox
 from .modelclient import ModelClient
 from .models.admin import ModelAdmin
 from .models.fetch import UnitFetcher
@@ -56,6 +59,7 @@ from .sessions import Sessions
 from .store import Store
 from .systemd import Systemd
 from .tasks.queue import TaskQueue
+from .teams import TeamDirs, Teams
 from .templates import Catalog
 from .thinking import Thinking
 
@@ -166,9 +170,8 @@ async def serve(cfg: config_mod.Config) -> None:
     systemd = Systemd(bus)
     await systemd.connect()
     units = StartGuard(systemd)  # a home over its limit refuses the start (diskwatch)
-    registry = Registry(
-        cfg, store, audit, Accounts(cfg.agents_group), homes, units, catalog, events=events
-    )
+    accounts = Accounts(cfg.agents_group)
+    registry = Registry(cfg, store, audit, accounts, homes, units, catalog, events=events)
     policy = registry.policy  # the registry answers the policy's "is this UID an agent?"
     watch = DiskWatch(registry, homes)
     units.guard = watch.check_start
@@ -225,7 +228,25 @@ async def serve(cfg: config_mod.Config) -> None:
     runtime.delegation = Delegation(store, queue, catalog, audit, events)
     goals = GoalsObject(Goals(runner, registry, queue, policy), callers)
     goals.subscribe(events)
-    objects = [manager, runtime, tasks, model, approvals_obj, goals]
+    # teams and messages (issue 15)
+    teams = Teams(
+        store,
+        registry,
+        accounts,
+        TeamDirs(cfg.home_root / ".teams", cfg.archive_dir),
+        audit,
+        events,
+    )
+    for line in await teams.reconcile():
+        log.warning("reconcile: %s", line)
+    queue.router.teams = teams
+    mailbox = Mailbox(store, registry, audit, events, share_team=teams.share)
+    runtime.mailbox = mailbox
+    queue.loop.extra.append(lambda task: inbox(mailbox, registry, task))
+    teams_obj = TeamsObject(teams, callers)
+    teams_obj.subscribe(events)
+    objects = [manager, runtime, tasks, model, approvals_obj, goals, teams_obj]
+    objects.append(MessagesObject(mailbox, callers))
     objects.append(SessionsObject(sessions, callers, model.streams))
     if memories is not None:
         objects.append(MemoryObject(memories, callers))
@@ -286,6 +307,7 @@ async def serve(cfg: config_mod.Config) -> None:
         except TimeoutError:
             registry.sweep()
             approvals.expire()  # unanswered past the deadline: denied
+            mailbox.prune()  # acknowledged messages past their keep
     sd.notify("STOPPING=1")
     scheduling.cancel()
     watching.cancel()
@@ -301,6 +323,12 @@ async def serve(cfg: config_mod.Config) -> None:
     audit.append("agentd.stop", actor_uid=0)
     store.close()
     audit.close()
+
+
+def inbox(mailbox: Mailbox, registry: Registry, task: Any) -> dict[str, Any]:
+    """A task's context gets its agent's unread messages (its first prompt shows them)."""
+    agent = registry.find(task.agent) if task.agent else None
+    return {"messages": mailbox.unread(agent)} if agent is not None else {}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -209,3 +209,18 @@ class NoSuchGoal(AgentdError):
 
 
 ALL_ERRORS += (NoSuchGoal,)
+
+
+class NoSuchTeam(AgentdError):
+    """No team with that name (or not one the caller may see)."""
+
+    name = "NoSuchTeam"
+
+
+class NoSuchMessage(AgentdError):
+    """No message with that id addressed to the caller."""
+
+    name = "NoSuchMessage"
+
+
+ALL_ERRORS += (NoSuchTeam, NoSuchMessage)

@@ -74,6 +74,17 @@ class GoalChanged(Event):
 
 
 @dataclass(frozen=True)
+class TeamChanged(Event):
+    team: str  # its name
+    event: str  # created, members, removed
+
+
+@dataclass(frozen=True)
+class MessageSent(Event):
+    message: Any  # agentd.messages.Message, as committed
+
+
+@dataclass(frozen=True)
 class AuditAppended(Event):
     entry: Any  # agentd.audit.Entry
 

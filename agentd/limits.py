@@ -275,6 +275,8 @@ class CallerLimits:
     creates_per_second: int = Config.creates_per_second
     creates_burst: int = Config.creates_burst
     creator_group: str = Config.creator_group
+    messages_per_second: int = Config.messages_per_second
+    messages_burst: int = Config.messages_burst
 
     @classmethod
     def from_config(cls, cfg: Config) -> CallerLimits:
@@ -284,12 +286,17 @@ class CallerLimits:
             cfg.creates_per_second,
             cfg.creates_burst,
             cfg.creator_group,
+            cfg.messages_per_second,
+            cfg.messages_burst,
         )
 
     def rate(self, kind: str) -> tuple[float, float]:
-        """(tokens per second, bucket size) of KIND: "denied" or "create"; rate 0: no limit."""
+        """(tokens per second, bucket size) of KIND: "denied", "create" or
+        "message"; rate 0: no limit."""
         if kind == "denied":
             return self.denied_calls_per_second, self.denied_calls_burst
+        if kind == "message":
+            return self.messages_per_second, self.messages_burst
         return self.creates_per_second, self.creates_burst
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, TypedDict
 
 from . import accountnames, ceilings, names, recovery
@@ -37,7 +38,7 @@ from .events import (
 )
 from .limits import CallerLimits
 from .policy import Caller, Policy, Role
-from .sandbox import AgentIdentity, UnitProperty, unit_properties
+from .sandbox import AgentIdentity, TeamMount, UnitProperty, unit_properties
 from .store import Store
 from .templates import Catalog, Limits
 from .units import UnitStatus
@@ -88,6 +89,8 @@ class Registry(AgentTable):
         self._alloc_lock = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
         self.removals = recovery.Removals(self)
+        # The teams an agent is in, bound into its unit at start (agentd.teams sets it).
+        self.team_mounts: Callable[[Agent], list[TeamMount]] = lambda _agent: []
 
     def _is_agent_uid(self, uid: int) -> bool:
         """Whether UID is a live agent's, whatever the configured range is now:
@@ -265,6 +268,7 @@ class Registry(AgentTable):
             slice_=self.cfg.slice,
             heartbeat_interval=self.cfg.heartbeat_interval,
             agents_group=self.cfg.agents_group,
+            teams=self.team_mounts(agent),
         )
 
     async def start(self, caller: Caller, name: str) -> str:

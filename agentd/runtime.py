@@ -255,7 +255,20 @@ class RuntimeHost:
             gates = {}
         ctx["rules"] = gates.get("rules") or {}
         ctx["approvals"] = gates.get("approvals") or []
+        shown = [m["id"] for m in ctx.get("messages") or [] if isinstance(m, dict)]
+        if shown:  # in the task's first prompt from now on: read
+            await self.ack(shown)
         return ctx
+
+    async def send(self, to: str, subject: str, body: str) -> int:
+        return int(await self._call("send", to, subject, body))
+
+    async def receive(self, most: int, timeout_ms: int) -> list[dict[str, Any]]:
+        got = json.loads(await self._call("receive", most, timeout_ms) or "[]")
+        return got if isinstance(got, list) else []
+
+    async def ack(self, ids: list[int]) -> int:
+        return int(await self._call("ack", ids))
 
     async def record_step(self, task: int, attempt: int, step: dict[str, Any]) -> None:
         await self._call("record_step", task, attempt, json.dumps(step))

@@ -88,7 +88,7 @@ Left open, documented in the profile:
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +109,30 @@ class AgentIdentity:
     uid: int
     gid: int
     home: Path
+
+
+@dataclass(frozen=True)
+class TeamMount:
+    """A team the agent is in (agentd.teams): its group and shared directory."""
+
+    group: str
+    directory: Path
+
+
+def _teams(teams: Sequence[TeamMount], agents_group: str) -> list[UnitProperty]:
+    """A member's teams: their groups, their directories bound read-write (the
+    only place members' files meet; /home is a tmpfs otherwise), and UMask
+    0007 so what a member writes there its team can read. The umask opens
+    nothing else: the agent's home is 0700 and its own files' group is its
+    private group agent-NAME, which has no other member."""
+    if not teams:
+        return []
+    binds = [(str(t.directory), str(t.directory), False, MS_REC) for t in teams]
+    return [
+        ("SupplementaryGroups", ("as", [agents_group, *(t.group for t in teams)])),
+        ("BindPaths", ("a(ssbt)", binds)),
+        ("UMask", ("u", 0o007)),
+    ]
 
 
 def _hardening(home: Path) -> list[UnitProperty]:
@@ -226,8 +250,10 @@ def unit_properties(
     slice_: str,
     heartbeat_interval: int,
     agents_group: str = "agentd-agents",
+    teams: Sequence[TeamMount] = (),
 ) -> list[UnitProperty]:
-    """All properties of agent-NAME.service, in the order systemd applies them."""
+    """All properties of agent-NAME.service, in the order systemd applies them
+    (a property given twice: the later one wins, or adds for lists)."""
     base: list[UnitProperty] = [
         ("Description", ("s", f"agentd agent {ident.name}")),
         ("Slice", ("s", slice_)),
@@ -262,4 +288,5 @@ def unit_properties(
         # stop (and a removal, which waits for it) never takes long.
         ("TimeoutStopUSec", ("t", 10_000_000)),
     ]
-    return base + _limits(limits) + _hardening(ident.home) + _network(profile)
+    hardening = _hardening(ident.home) + _teams(teams, agents_group)
+    return base + _limits(limits) + hardening + _network(profile)

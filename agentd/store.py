@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 import apsw
 
-from . import approvalschema, goalschema, sessionschema, usageschema
+from . import approvalschema, goalschema, sessionschema, teamschema, usageschema
 from .errors import InvalidConfig, NoSpace
 
 SqlValue = int | float | str | bytes | None  # what SQLite stores (bool is an int)
@@ -295,6 +295,8 @@ MIGRATIONS: tuple[str, ...] = (
     usageschema.MIGRATION_14,
     # 15: delegations, an agent's child tasks (agentd.goalschema).
     goalschema.MIGRATION_15,
+    # 16: teams, their members and tasks; messages (agentd.teamschema).
+    teamschema.MIGRATION_16,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

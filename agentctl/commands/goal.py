@@ -105,6 +105,11 @@ def goal() -> None:
     help="Let agentd make agents for steps none of yours can take now.",
 )
 @click.option(
+    "--team",
+    metavar="TEAM",
+    help="Run the steps on TEAM's members only (no sub-agents; see `agentctl team`).",
+)
+@click.option(
     "--plan",
     "plan_file",
     type=click.File("r", encoding="utf-8"),
@@ -121,6 +126,7 @@ def goal_submit(
     approve_plan: bool,
     max_agents: int,
     sub_agents: bool,
+    team: str | None,
     plan_file: Any,
     then_watch: bool,
     as_json: bool,
@@ -132,6 +138,7 @@ def goal_submit(
         "approve_plan": approve_plan or None,
         "max_agents": max_agents,
         "sub_agents": None if sub_agents else False,
+        "team": team,
         "plan": plan_file.read() if plan_file is not None else None,
     }
 

@@ -75,6 +75,7 @@ Examples:
   agentctl task submit "Summarise the report" --needs read --needs summarise
   id=$(agentctl task submit "Deploy" --after 41 --after 42 --priority high)
   agentctl task submit "Nightly tests" --exec 'make check' --max-attempts 1
+  agentctl task submit "Survey the field" --team research --needs summarise
   agentctl task submit "Triage" -p website --json | jq .status""",
 )
 @click.argument("title")
@@ -103,6 +104,11 @@ Examples:
 )
 @click.option("--agent", metavar="NAME", help="Assign the task to agent NAME.")
 @click.option(
+    "--team",
+    metavar="TEAM",
+    help="Give the task only to a capable member of team TEAM (not with --agent).",
+)
+@click.option(
     "--max-attempts",
     type=click.IntRange(min=1),
     metavar="N",
@@ -123,6 +129,7 @@ def task_submit(
     priority: str | None,
     after: list[int],
     agent: str | None,
+    team: str | None,
     max_attempts: int | None,
     exec_: str | None,
     as_json: bool,
@@ -133,7 +140,9 @@ def task_submit(
     agent must exist and be yours, somebody you own must have the capabilities
     in --needs (NoCapableAgent otherwise), and every --after must name an
     existing task of yours (NoSuchTask otherwise; so no dependency cycle can
-    ever form).
+    ever form). With --team, only the team's members are considered: one of
+    them must have the capabilities (see `agentctl team`); --agent and
+    --team together are refused.
 
     With --exec, the agent's shell tool runs COMMAND in the agent's home, in
     its sandbox: the exit status decides completed or failed, the output
@@ -152,6 +161,7 @@ def task_submit(
         "priority": priority,
         "after": after or None,
         "agent": agent,
+        "team": team,
         "max_attempts": max_attempts,
         "exec": exec_,
     }

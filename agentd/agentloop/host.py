@@ -72,6 +72,18 @@ class TaskHost(Protocol):
         """Runtime.Delegated: {done, children: [{id, title, status, result, error}]}."""
         ...
 
+    async def send(self, to: str, subject: str, body: str) -> int:
+        """Runtime.Send: a message to agent TO (or "@owner"); its id."""
+        ...
+
+    async def receive(self, most: int, timeout_ms: int) -> list[dict[str, Any]]:
+        """Runtime.Receive: up to MOST unacknowledged messages, oldest first."""
+        ...
+
+    async def ack(self, ids: list[int]) -> int:
+        """Runtime.Ack: those messages are read."""
+        ...
+
     async def remember(self, text: str, kind: str, task: int) -> dict[str, Any]:
         """Runtime.Remember: TEXT into the agent's own memory as KIND (fact or
         lesson), from TASK; {"added", "skipped", "tokens", "ids"}."""

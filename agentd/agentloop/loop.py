@@ -21,11 +21,9 @@ Invariants, and why:
   the first step are recorded once and rebuilt on resume; a task that ended
   leaves a lesson, or a step saying why not.
 
-Tried and left out: a plan before the first step (tools/loop_try.py,
-Qwen2.5-Coder-1.5B, 2026-11-30). Asked in plain text, the model wrote steps
-and their made-up results; asked as JSON (requirements, steps), it restated
-"02:30" and still wrote "0 2 * * 1-5", and the plan's unbounded string arrays
-under the grammar took minutes on the shared CPUs.
+Tried and left out: a plan before the first step (tools/loop_try.py, 1.5B
+model, 2026-11-30): in plain text the model wrote steps and made-up results;
+as JSON it still wrote "0 2 * * 1-5" for "02:30", and its arrays took minutes.
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..chat import TOO_LONG
-from . import checks, delegate, planning, prompt
+from . import checks, delegate, messages, planning, prompt
 from .host import ModelError, Outcome, TaskHost
 from .memory import Memory, is_auto
 from .prompt import chain_of, match_replies, offered
@@ -281,6 +279,8 @@ class _Run:
     async def _tool(self, tool: str, args: dict[str, Any]) -> str:
         if tool == "delegate":  # through agentd, not in the home (agentd.agentloop.delegate)
             return await delegate.run(self.host, self.tid, self.attempt, args)
+        if tool in messages.TOOLS:  # so are messages (agentd.agentloop.messages)
+            return await messages.TOOLS[tool](self.host, args)
         return await self.loop.toolbox.run(self.tid, tool, args)
 
     async def _act(

@@ -39,6 +39,7 @@ KEEP_LAST = 2  # steps whose output is trimmed last
 TRIM_TO = 0.8  # of the room, when trimming is needed
 THOUGHT_CHARS = 300
 DEPEND_CHARS = 800  # of each dependency's result in the first message
+MESSAGE_CHARS = 600  # of each message's body, in the prompt and read_messages
 TASK_MARKER = "\n\nTask: "  # where the first message's task begins (Conversation.messages)
 RELEASE_MARKERS = ("ask_owner", "approval", "deferred")  # steps that let the task go
 
@@ -56,6 +57,8 @@ TOOL_ARGS: dict[str, dict[str, Any]] = {
     "recall": {"query": _text()},
     "ask_owner": {"question": _text()},
     "delegate": {"steps": {"type": "array", "minItems": 1, "maxItems": 4, "items": _text()}},
+    "send_message": {"to": _text(), "subject": {"type": "string"}, "body": _text()},
+    "read_messages": {},
     "finish": {"answer": _text()},
 }
 TOOLS = tuple(TOOL_ARGS)
@@ -93,6 +96,10 @@ def describe(tool: str, shell_timeout: float) -> str:
         "delegate": 'delegate {"steps"}: give 1 to 4 independent parts of the task (each '
         "an instruction another agent can follow alone) to other agents; you wait, then "
         "see their results",
+        "send_message": 'send_message {"to", "subject", "body"}: write to another agent '
+        'of your team or owner by its name, or to your owner ("to": "@owner")',
+        "read_messages": "read_messages {}: show the messages other agents and your owner "
+        "sent you since",
         "ask_owner": 'ask_owner {"question"}: ask your owner, only if you cannot go on '
         "without them; the task waits for the answer",
         "finish": 'finish {"answer"}: end the task; the answer is its result: what you '
@@ -186,6 +193,10 @@ def intro(
             lines.append(
                 f"- task {d.get('id')} {d.get('title', '')!r} ({d.get('status')}): {result}{made}"
             )
+    mail = [m for m in ctx.get("messages") or [] if isinstance(m, dict)]
+    if mail:
+        lines.append("Messages to you, unread until now:")
+        lines += [f"- {shown_message(m)}" for m in mail]
     notes = [str(n) for n in (ctx.get("notes") or task.get("notes") or [])][:10]
     if notes:
         lines += ["Your owner's notes:", *[f"- {clip(n, 500)}" for n in notes]]
@@ -353,6 +364,13 @@ class Conversation:
             longest.shown = clip(longest.shown, keep, tail)
 
 
+def shown_message(m: dict[str, Any]) -> str:
+    """One message as the model sees it: who wrote, the subject, the body (cut)."""
+    subject = str(m.get("subject") or "").strip()
+    head = f"from {m.get('from')}" + (f" ({clip(subject, 120)})" if subject else "")
+    return f"{head}: {clip(str(m.get('body') or ''), MESSAGE_CHARS)}"
+
+
 # ------------------------------------------------------------------ resuming
 def offered(tools: list[str], profile: str | None, memory: bool = False) -> list[str]:
     """The tools a template's names give: files -> read/list/write, shell, web ->
@@ -369,6 +387,8 @@ def offered(tools: list[str], profile: str | None, memory: bool = False) -> list
         out.append("recall")
     if "delegate" in tools:
         out.append("delegate")
+    if "messages" in tools:
+        out += ["send_message", "read_messages"]
     return [*out, "ask_owner", "finish"]
 
 

@@ -34,7 +34,8 @@ from sdbus import DbusFailedError, SdBus, get_current_message
 
 from ..errors import AgentdError, InvalidArgument
 from ..limits import Bound, Violation, arguments
-from ..policy import RULES, Caller, Policy
+from ..policy import Caller, Policy
+from ..rules import RULES
 from ..store import Store
 from .callers import BusDriver
 from .errors import AgentdDbusError, to_dbus

@@ -22,8 +22,9 @@ from ..agent import Agent
 from ..approvals import MAX_ARGUMENTS, Approvals
 from ..errors import InvalidArgument, MemoryUnavailable
 from ..goals.delegation import STEPS_BYTES, Delegation
-from ..limits import SHORT, TEXT, Bound
+from ..limits import NAME, SHORT, TEXT, Bound
 from ..memory.memories import MAX_QUERY, MAX_REMEMBER, Memories
+from ..messages import BODY_CHARS, MAX_RECEIVE, SUBJECT_CHARS, Mailbox
 from ..policy import Caller
 from ..registry import Registry
 from ..tasks.model import Task
@@ -41,6 +42,7 @@ class RuntimeObject(RuntimeInterface):
     approvals: Approvals | None = None  # set by agentd.daemon (approval gates)
     memories: Memories | None = None  # set by agentd.daemon (issue 13: memory)
     delegation: Delegation | None = None  # set by agentd.daemon (issue 14: delegation)
+    mailbox: Mailbox | None = None  # set by agentd.daemon (issue 15: messages)
 
     def __init__(
         self, registry: Registry, queue: TaskQueue, callers: Callers, thinking: Thinking
@@ -65,6 +67,34 @@ class RuntimeObject(RuntimeInterface):
         assert self.delegation is not None
         return json.dumps(await self.delegation.wait(agent, task, _wait(timeout_ms)))
 
+    # -- messages (issue 15; agentd.messages) ------------------------------------------
+    def _mailbox(self) -> Mailbox:
+        if self.mailbox is None:
+            raise InvalidArgument("messages are not enabled in this agentd")
+        return self.mailbox
+
+    @dbus_method_async_override()
+    @rule(
+        "runtime.send",
+        limits={"to": NAME, "subject": Bound(SUBJECT_CHARS), "body": Bound(BODY_CHARS)},
+    )
+    async def send(self, to: str, subject: str, body: str) -> int:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        return self._mailbox().send_from_agent(agent, to, subject, body)
+
+    @dbus_method_async_override()
+    @rule("runtime.receive")
+    async def receive(self, max: int, timeout_ms: int) -> str:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        got = await self._mailbox().receive(agent, max, _wait(timeout_ms))
+        return json.dumps(got, ensure_ascii=False)
+
+    @dbus_method_async_override()
+    @rule("runtime.receive", limits={"messages": Bound(0, items=MAX_RECEIVE, depth=1)})
+    async def ack(self, messages: list[int]) -> int:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        return self._mailbox().ack(agent, list(messages))
+
     @dbus_method_async_override()
     @rule("runtime.register")
     async def register(self) -> tuple[str, str, dict[str, Variant]]:
@@ -74,6 +104,8 @@ class RuntimeObject(RuntimeInterface):
     def _register(self, caller: Caller) -> Agent:
         agent = self.registry.register_runtime(caller)
         self.queue.release(agent)  # a fresh runtime: earlier claims died with its predecessor
+        if self.mailbox is not None:  # and what it received but did not acknowledge
+            self.mailbox.release(agent)
         return agent
 
     @dbus_method_async_override()

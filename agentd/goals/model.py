@@ -50,6 +50,7 @@ class Goal:
     finished_at: float | None
     version: int
     sub_agents: int = 1  # whether agentd may make sub-agents for its steps (migration 13)
+    team_id: int | None = None  # the team whose members run its steps (migration 16)
 
     @property
     def open(self) -> bool:
@@ -67,6 +68,7 @@ class Goal:
             "approve_plan": bool(self.approve_plan),
             "max_agents": self.max_agents,
             "sub_agents": bool(self.sub_agents),
+            "team_id": self.team_id,
             "result": self.result,
             "error": self.error,
             "created": self.created_at,

@@ -131,15 +131,27 @@ class GoalRunner:
         max_agents: int = 4,
         plan: Plan | None = None,
         sub_agents: bool = True,
+        team_id: int | None = None,
     ) -> Goal:
         """A goal in state planning, with its planner's first task: both or
         neither. With PLAN (a person's, checked by the caller), the goal starts
-        from it (running, or held with APPROVE_PLAN), and the planner only reports."""
+        from it (running, or held with APPROVE_PLAN), and the planner only reports.
+        With TEAM_ID, the team's members run its steps (agentd makes no sub-agents)."""
         with self.store.transaction():
             goal = self.goals.insert(
-                owner_uid, intent, project_id, planner, approve_plan, max_agents, sub_agents
+                owner_uid,
+                intent,
+                project_id,
+                planner,
+                approve_plan,
+                max_agents,
+                sub_agents and team_id is None,
+                team_id,
             )
-            self.audit.append("goal.created", actor_uid=owner_uid, goal=goal.id, planner=planner)
+            team: dict[str, Any] = {} if team_id is None else {"team_id": team_id}
+            self.audit.append(
+                "goal.created", actor_uid=owner_uid, goal=goal.id, planner=planner, **team
+            )
             if plan is None:
                 self._ask_plan(goal, [])
             else:
@@ -324,6 +336,8 @@ class GoalRunner:
         }
         if pin is not None:
             spec["agent"] = pin
+        elif goal.team_id is not None:  # one of the team's members takes it
+            spec["team"] = self.queue.router.teams.name_of(goal.team_id)
         if step.exec:
             spec["exec"] = step.exec
         try:
@@ -376,14 +390,19 @@ class GoalRunner:
 
     # -- reading ------------------------------------------------------------------------------
     def offered_to(self, goal: Goal) -> dict[str, str]:
-        return self.offered(goal.owner_uid, bool(goal.sub_agents))
+        return self.offered(goal.owner_uid, bool(goal.sub_agents), goal.team_id)
 
-    def offered(self, owner_uid: int, sub_agents: bool = True) -> dict[str, str]:
+    def offered(
+        self, owner_uid: int, sub_agents: bool = True, team_id: int | None = None
+    ) -> dict[str, str]:
         """Capability -> what the templates providing it are for: the templates of
-        OWNER_UID's agents, who run the steps, and, when agentd may make
-        sub-agents, every template (the planner's own capability left out: steps
-        are work, not plans)."""
-        names = {a.template for a in self.queue.registry.agents() if a.owner_uid == owner_uid}
+        OWNER_UID's agents (a team's goal: its members'), who run the steps, and,
+        when agentd may make sub-agents, every template (the planner's own
+        capability left out: steps are work, not plans)."""
+        agents = self.queue.registry.agents()
+        if team_id is not None:
+            agents = self.queue.router.teams.members(team_id)
+        names = {a.template for a in agents if team_id is not None or a.owner_uid == owner_uid}
         anyone = sub_agents and self.subagents is not None
         offered: dict[str, list[str]] = {}
         for t in self.catalog.templates():

@@ -25,7 +25,7 @@ from .subagents import SubAgent
 
 MAX_AGENTS = 100  # the most steps of one goal open at once (issue 14: 100+ sub-agents)
 DEFAULT_AGENTS = 4
-OPTIONS = {"planner", "project", "approve_plan", "max_agents", "plan", "sub_agents"}
+OPTIONS = {"planner", "project", "approve_plan", "max_agents", "plan", "sub_agents", "team"}
 MAX_STEPS_GIVEN = 1000  # the steps of a plan a person gives (a planner's: plan.MAX_STEPS)
 REASON_BYTES = 4096
 PLAN_BYTES = 1 << 20  # a person's plan (options "plan"): 1,000 steps of ~1 KiB
@@ -76,12 +76,18 @@ class Goals:
             name = project_name(options["project"])
             project_id = self.queue._project(caller, name, "goal.create")["id"]
         planner = self._planner(caller, options.get("planner") or None)
+        team_id = None
+        if options.get("team"):  # its members run the steps (agentd.teams)
+            if self.queue.router.teams is None:
+                raise InvalidArgument("teams are not enabled in this agentd")
+            team_id = self.queue.router.teams.task_team(caller, options["team"]).id
+            subs = False
         plan = None
         if options.get("plan"):  # the person's own plan, checked as a planner's is
             if not isinstance(options["plan"], str):
                 raise InvalidArgument("plan must be JSON text")
             try:
-                offered = self.runner.offered(caller.uid, subs)
+                offered = self.runner.offered(caller.uid, subs, team_id)
                 plan = parse(options["plan"], offered, MAX_STEPS_GIVEN, commands=True)
             except InvalidPlan as e:
                 raise InvalidArgument(f"the plan is not one agentd can run: {e}") from None
@@ -94,6 +100,7 @@ class Goals:
             max_agents=most,
             plan=plan,
             sub_agents=subs,
+            team_id=team_id,
         )
 
     def _planner(self, caller: Caller, name: object) -> Agent:

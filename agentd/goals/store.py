@@ -35,12 +35,13 @@ class GoalStore:
         approve_plan: bool,
         max_agents: int,
         sub_agents: bool = True,
+        team_id: int | None = None,
     ) -> Goal:
         now = time.time()
         self.store.execute(
             "INSERT INTO goals (owner_uid, intent, project_id, planner, state, approve_plan,"
-            " max_agents, sub_agents, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, 'planning', ?, ?, ?, ?, ?)",
+            " max_agents, sub_agents, team_id, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, 'planning', ?, ?, ?, ?, ?, ?)",
             (
                 owner_uid,
                 intent,
@@ -49,6 +50,7 @@ class GoalStore:
                 int(approve_plan),
                 max_agents,
                 int(sub_agents),
+                team_id,
                 now,
                 now,
             ),

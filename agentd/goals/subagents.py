@@ -150,6 +150,8 @@ class SubAgents:
             for a in self.registry.agents()
             if a.owner_uid == goal.owner_uid and a.name not in reserved
         ]
+        if goal.team_id is not None:  # a team's goal: its members run the steps
+            own = self.router.teams.members(goal.team_id)
         return Placing(self, goal, own, subs, self.router.repo.load())
 
     def template_for(self, owner_uid: int, step: Step) -> Template | None:

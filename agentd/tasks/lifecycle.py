@@ -58,6 +58,7 @@ class Lifecycle:
     def create(self, owner_uid: int, new: NewTask) -> Task:
         status = next_status(None, "task.created")
         now = time.time()
+        team: dict[str, Any] = {} if new.team_id is None else {"team_id": new.team_id}
         with self.store.transaction():
             self.store.execute(
                 "INSERT INTO tasks (title, description, project_id, owner_uid, needs, priority,"
@@ -82,6 +83,8 @@ class Lifecycle:
             task_id = self.store.db.last_insert_rowid()
             for dep in new.after:
                 self.store.execute("INSERT INTO task_deps VALUES (?,?)", (task_id, dep))
+            if new.team_id is not None:
+                self.store.execute("INSERT INTO team_tasks VALUES (?,?)", (task_id, new.team_id))
             self.audit.append(
                 "task.created",
                 actor_uid=owner_uid,
@@ -91,6 +94,7 @@ class Lifecycle:
                 needs=list(new.needs),
                 after=list(new.after),
                 exec=bool(new.exec),
+                **team,
             )
         return self._published(task_id, "task.created")
 

@@ -31,6 +31,7 @@ STATUSES = (
 FINAL = frozenset(("completed", "failed", "cancelled", "dead_lettered"))
 # What SubmitTask's spec and ListTasks' filter may hold (docs/dbus-api.md).
 SPEC_KEYS = {
+    "team",  # a team's members run it (agentd.teams)
     "title",
     "description",
     "project",

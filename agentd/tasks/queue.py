@@ -42,6 +42,7 @@ from ..errors import (
     NoCapableAgent,
     NoSuchProject,
     NoSuchTask,
+    NoSuchTeam,
 )
 from ..events import Events, TaskChanged, UnitStateChanged
 from ..policy import Caller, Policy, Resource, Role
@@ -62,7 +63,14 @@ from .trace import TaskLoop
 __all__ = ["Artifact", "Task", "TaskQueue"]
 
 # The refusals of a bad submission (audited as task.create "refused").
-_SUBMIT_ERRORS = (InvalidArgument, NoSuchProject, NoSuchTask, NoCapableAgent, InvalidName)
+_SUBMIT_ERRORS = (
+    InvalidArgument,
+    NoSuchProject,
+    NoSuchTask,
+    NoCapableAgent,
+    InvalidName,
+    NoSuchTeam,
+)
 
 
 class TaskQueue:
@@ -254,6 +262,11 @@ class TaskQueue:
         if spec.get("project"):
             project_id = self._project(caller, project_name(spec["project"]), "task.create")["id"]
         after = self._deps(caller, spec.get("after", []))
+        if spec.get("team"):
+            if spec.get("agent"):
+                raise InvalidArgument("a task goes to an agent or to a team, not both")
+            team = self.router.route_team(caller, spec["team"], new.needs, bool(new.exec))
+            return dataclasses.replace(new, project_id=project_id, after=after, team_id=team)
         agent = self.router.route(caller, spec.get("agent") or None, new.needs, bool(new.exec))
         return dataclasses.replace(
             new,

@@ -24,7 +24,10 @@ Row = dict[str, Any]
 _OPEN = "('pending', 'in_progress')"
 
 
-_COLUMNS = "id, agent_id, pinned_agent_id, needs, exec, priority"
+_COLUMNS = (
+    "id, agent_id, pinned_agent_id, needs, exec, priority, "
+    "(SELECT team_id FROM team_tasks WHERE task_id = tasks.id) AS team_id"
+)
 _ASSIGNED = (
     f"SELECT {_COLUMNS} FROM tasks WHERE agent_id=? AND status='pending' "
     "AND not_before<=? ORDER BY priority DESC, id LIMIT {limit}"
@@ -37,6 +40,15 @@ _UNASSIGNED_FOR = (
     "AND status='pending' AND pinned_agent IS NULL AND agent_id IS NULL "
     "AND not_before<=? ORDER BY priority DESC, id LIMIT {limit}) "
     "ORDER BY priority DESC, id LIMIT {limit}"
+)
+# Team tasks (agentd.teams) of teams AGENT is in whose owner is not its own (an
+# administrator's team of several owners' agents; its owner's own agents find
+# them above). Only such memberships are walked: usually none.
+_FOREIGN_TEAMS_FOR = (
+    f"SELECT {_COLUMNS} FROM tasks WHERE id IN (SELECT tt.task_id FROM team_members m "
+    "JOIN teams tm ON tm.id = m.team_id JOIN team_tasks tt ON tt.team_id = m.team_id "
+    "WHERE m.agent_id=? AND tm.owner_uid != ?) AND status='pending' AND agent_id IS NULL "
+    "AND pinned_agent IS NULL AND not_before<=? ORDER BY priority DESC, id LIMIT {limit}"
 )
 
 # Loose index scans: the next distinct value after the last, one seek each in
@@ -172,7 +184,38 @@ class Repository:
         """Unassigned runnable tasks agent AGENT_ID may take, best first: pinned to
         it, or its owner's unpinned ones, each read from its own index in claim
         order (one query with OR walked every unassigned task of everyone)."""
-        return self._window(_UNASSIGNED_FOR, (agent_id, now, owner_uid, now))
+        yield from self._window(_UNASSIGNED_FOR, (agent_id, now, owner_uid, now))
+        if self.in_foreign_team(agent_id, owner_uid):
+            yield from self._window(_FOREIGN_TEAMS_FOR, (agent_id, owner_uid, now))
+
+    def in_foreign_team(self, agent_id: int, owner_uid: int) -> bool:
+        """Whether agent AGENT_ID is in a team another owner has (an index look-up)."""
+        return bool(
+            self.store.scalar(
+                "SELECT 1 FROM team_members m JOIN teams t ON t.id = m.team_id "
+                "WHERE m.agent_id=? AND t.owner_uid != ? LIMIT 1",
+                (agent_id, owner_uid),
+            )
+        )
+
+    def is_member(self, team_id: int, agent_id: int) -> bool:
+        return bool(
+            self.store.scalar(
+                "SELECT 1 FROM team_members WHERE team_id=? AND agent_id=?", (team_id, agent_id)
+            )
+        )
+
+    def foreign_members(self) -> set[int]:
+        """Agents in a team of another owner than theirs: candidates for that
+        team's tasks in the scheduler's pass (usually none)."""
+        return {
+            r["agent_id"]
+            for r in self.store.query(
+                "SELECT m.agent_id FROM team_members m JOIN teams t ON t.id = m.team_id "
+                "JOIN agents a ON a.id = m.agent_id WHERE a.owner_uid != t.owner_uid "
+                "AND t.state = 'present'"
+            )
+        }
 
     def _window(self, sql: str, params: tuple[Any, ...]) -> Iterator[Row]:
         """SQL's first 4 rows, then, if the caller wants more, its first 64 again

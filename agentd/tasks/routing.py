@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..agent import Agent
 from ..config import Config
-from ..errors import Conflict, InvalidConfig, NoCapableAgent, NoSuchTemplate
+from ..errors import Conflict, InvalidArgument, InvalidConfig, NoCapableAgent, NoSuchTemplate
 from ..policy import Caller, Policy
 from ..registry import Registry
 from .lifecycle import Lifecycle
@@ -58,6 +58,7 @@ class Router:
         # Agents that run only tasks pinned to them (a goal's sub-agents: set by
         # agentd.goals.subagents): they never take their owner's other work.
         self.only_pinned: Callable[[Agent], bool] = lambda _agent: False
+        self.teams: Any = None  # agentd.teams.Teams, set by agentd.daemon (team tasks)
 
     # -- what an agent can do --------------------------------------------------------------
     def missing(self, agent: Agent, needs: Sequence[str], needs_shell: bool) -> list[str]:
@@ -107,6 +108,20 @@ class Router:
             what = ", ".join([*needs, *(["the shell tool"] if needs_shell else [])]) or "anything"
             raise NoCapableAgent(f"none of your agents has {what}")
         return None
+
+    def route_team(
+        self, caller: Caller, name: object, needs: Sequence[str], needs_shell: bool
+    ) -> int:
+        """A team's task: the team must be one CALLER may use, and one of its
+        members able to run it (else NoCapableAgent at once). The team's id."""
+        if self.teams is None:
+            raise InvalidArgument("teams are not enabled in this agentd")
+        team = self.teams.task_team(caller, name)
+        members = self.teams.members(team.id)
+        if not any(not self.missing(a, needs, needs_shell) for a in members):
+            what = ", ".join([*needs, *(["the shell tool"] if needs_shell else [])]) or "anything"
+            raise NoCapableAgent(f"no member of team {team.name!r} has {what}")
+        return int(team.id)
 
     def _pinned(
         self, caller: Caller, pinned: object, needs: Sequence[str], needs_shell: bool
@@ -167,9 +182,11 @@ class Router:
 
     def _may_take(self, agent: Agent, row: Row, pinned_only: bool) -> bool:
         """Assigned to AGENT already, or AGENT has what it needs (and takes more
-        than what is pinned to it)."""
+        than what is pinned to it; and is in the team, for a team's task)."""
         if row["agent_id"] is not None or row["pinned_agent_id"] == agent.id:
             return True
+        if row["team_id"] is not None and not self.repo.is_member(row["team_id"], agent.id):
+            return False
         return not pinned_only and not self.missing(
             agent, json.loads(row["needs"]), bool(row["exec"])
         )
@@ -197,6 +214,8 @@ class Router:
             self._swept = True
         candidates = self.registry.present_of(owners) if owners else {}
         candidates.update((aid, a) for aid, a in live.items() if aid in pinned)
+        if owners:  # members of another owner's team may run its tasks
+            candidates.update(self.registry.present(self.repo.foreign_members()))
         placed = self._place(candidates, now) if candidates else set()
         waiting = {live[aid].name for aid in self.repo.waiting_agents(now) if aid in live}
         return waiting | {candidates[aid].name for aid in placed}

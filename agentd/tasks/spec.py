@@ -36,6 +36,7 @@ class NewTask:
     after: tuple[int, ...] = ()
     agent: str | None = None
     agent_id: int | None = None
+    team_id: int | None = None  # routed only to this team's members
 
 
 def text(value: object, what: str, limit: int = MAX_TEXT, required: bool = False) -> str:

@@ -58,6 +58,18 @@ class FakeAccounts:
         self.users.pop(name, None)
         self.groups.pop(name, None)
 
+    # a team's group (agentd.teams)
+    def group_gid(self, name: str) -> int | None:
+        return self.groups.get(name)
+
+    async def add_group(self, name: str) -> int:
+        gid = 900 + len(self.groups)
+        self.groups[name] = gid
+        return gid
+
+    async def delete_group(self, name: str) -> None:
+        self.groups.pop(name, None)
+
 
 class FakeHomes:
     """Homes as a dict name -> owner UID. ``fail`` makes archive/remove raise

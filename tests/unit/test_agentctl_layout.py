@@ -152,11 +152,13 @@ def test_the_root_has_exactly_the_listed_commands() -> None:
         "knowledge",
         "memory",
         "model",
+        "msg",
         "project",
         "quota",
         "session",
         "status",
         "task",
+        "team",
         "template",
         "usage",
     ]

@@ -102,6 +102,8 @@ def test_submit_sends_the_options_and_the_plan_file(tmp_path: Path) -> None:
         "2",
         "--approve-plan",
         "--no-sub-agents",
+        "--team",
+        "crew",
         "--plan",
         str(plan),
     )
@@ -114,6 +116,7 @@ def test_submit_sends_the_options_and_the_plan_file(tmp_path: Path) -> None:
         "approve_plan": True,
         "max_agents": 2,
         "sub_agents": False,
+        "team": "crew",
         "plan": '{"steps": []}',
     }
     r = invoke(fake, "goal", "submit", "Pick", "--json")

@@ -238,3 +238,33 @@ def test_a_sub_agent_is_named_after_its_goal_and_step(
     goal: int, n: int, step: str, name: str
 ) -> None:
     assert sub_agent_name(goal, n, step) == name
+
+
+def test_a_teams_goal_runs_its_steps_on_the_members_only(tmp_path: Path) -> None:
+    from agentd.teams import TeamDirs, Teams
+
+    s = S(tmp_path)
+    teams = Teams(
+        s.w.store,
+        s.w.reg,
+        s.w.accounts,
+        TeamDirs(tmp_path / "teams", tmp_path / "archive"),
+        s.w.audit,
+        s.w.reg.events,
+    )
+    s.q.router.teams = teams
+    for name in ("m1", "out"):
+        s.w.run(s.w.reg.create(ALICE, name, "sandbox"))
+    s.w.run(teams.create(ALICE, "crew", ""))
+    s.w.run(teams.add(ALICE, "crew", ["m1"], restart=False))
+    team_id = teams.find("crew").id
+    goal = s.goal("a", "b", "c", team_id=team_id, max_agents=3)
+    assert goal.team_id == team_id and not goal.sub_agents
+    tasks = [s.q.find(t.task_id) for t in s.r.goals.tasks(goal.id) if t.role == "step"]
+    assert len(tasks) == 3
+    for t in tasks:  # pinned to the member while it has room, else to the team
+        team = s.w.store.scalar("SELECT team_id FROM team_tasks WHERE task_id=?", (t.id,))
+        assert t.pinned_agent == "m1" or team == team_id, t
+    assert s.q.claim_many(s.w.reg.find("out"), 10) == []
+    assert len(s.q.claim_many(s.w.reg.find("m1"), 10)) >= 1
+    assert s.rows(goal.id) == {}  # no sub-agent was made

@@ -43,6 +43,7 @@ from agentd.api.interfaces.approvals import APPROVALS_INTERFACE
 from agentd.api.interfaces.goals import GOALS_INTERFACE
 from agentd.api.interfaces.memory import MEMORY_INTERFACE
 from agentd.api.interfaces.sessions import SESSIONS_INTERFACE
+from agentd.api.interfaces.teams import MESSAGES_INTERFACE, TEAMS_INTERFACE
 from agentd.api.introspection import (
     DOC_ANNOTATION,
     INTERFACE_CLASSES,
@@ -133,6 +134,8 @@ def test_every_interface_class_is_rendered() -> None:
         MEMORY_INTERFACE,  # issue 13: memory
         SESSIONS_INTERFACE,  # issue 13: chat sessions
         GOALS_INTERFACE,  # issue 14: goals
+        TEAMS_INTERFACE,  # issue 15: teams
+        MESSAGES_INTERFACE,  # issue 15: messages
     ]
 
 

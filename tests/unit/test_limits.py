@@ -231,12 +231,24 @@ def too_long(sig: str, bound: Bound) -> object:
         return ["x"] * (bound.items + 1)
     if sig == "a(ss)":
         return [("x", "y")] * (bound.items + 1)
+    if sig == "at":
+        return [1] * (bound.items + 1)
     assert sig == "a{sv}", sig
     return {f"k{i}": ("s", "v") for i in range(bound.items + 1)}
 
 
 def valid(sig: str) -> object:
-    return {"s": "x", "b": False, "t": 1, "u": 1, "d": 1.0, "as": [], "a(ss)": [], "a{sv}": {}}[sig]
+    return {
+        "s": "x",
+        "b": False,
+        "t": 1,
+        "u": 1,
+        "d": 1.0,
+        "as": [],
+        "at": [],
+        "a(ss)": [],
+        "a{sv}": {},
+    }[sig]
 
 
 def test_every_bounded_argument_over_its_bound_is_refused_first(tmp_path: Path) -> None:

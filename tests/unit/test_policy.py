@@ -30,6 +30,7 @@ from agentd.api.model import ModelObject, Streams
 from agentd.api.runtime import RuntimeObject
 from agentd.api.sessions import SessionsObject
 from agentd.api.tasks import TasksObject
+from agentd.api.teams import MessagesObject, TeamsObject
 from agentd.approvalrules import ApprovalRules
 from agentd.approvals import Approvals
 from agentd.errors import PermissionDenied
@@ -39,12 +40,15 @@ from agentd.goals.runner import GoalRunner
 from agentd.goals.service import Goals
 from agentd.memory import MemoryService
 from agentd.memory.memories import Memories
+from agentd.messages import Mailbox
 from agentd.modelclient import ModelClient
 from agentd.models.admin import ModelAdmin
-from agentd.policy import RULES, Caller, Policy, Scope
+from agentd.policy import Caller, Policy
 from agentd.quotas import Meter
+from agentd.rules import RULES, Scope
 from agentd.sessions import Sessions
 from agentd.tasks.queue import TaskQueue
+from agentd.teams import TeamDirs, Teams
 from agentd.thinking import Thinking
 
 SERVICES = {
@@ -57,6 +61,8 @@ SERVICES = {
     interfaces.MemoryInterface: MemoryObject,
     interfaces.SessionsInterface: SessionsObject,
     interfaces.GoalsInterface: GoalsObject,
+    interfaces.TeamsInterface: TeamsObject,
+    interfaces.MessagesInterface: MessagesObject,
 }
 
 
@@ -171,6 +177,20 @@ class Api:
         asyncio.run(self.w.reg.create(ALICE, "pl", "planner"))
         self.goal = runner.create(ALICE.uid, "apples", "pl", approve_plan=True).id
         runner.goals.update(runner.goals.get(self.goal), state="awaiting_approval")
+        # a team of alice's with a1 in it, and a mailbox (issue 15)
+        self.teams = Teams(
+            self.w.store,
+            self.w.reg,
+            self.w.accounts,
+            TeamDirs(tmp_path / "teams", tmp_path / "archive"),
+            self.w.audit,
+            self.w.reg.events,
+        )
+        asyncio.run(self.teams.create(ALICE, "t1", ""))
+        asyncio.run(self.teams.add(ALICE, "t1", ["a1"], restart=False))
+        self.mailbox = Mailbox(
+            self.w.store, self.w.reg, self.w.audit, self.w.reg.events, self.teams.share
+        )
 
     def objects(self, caller: Caller, grants: set[str] = frozenset()) -> dict[str, Any]:
         callers = FixedCallers(self.w.reg.policy, caller, grants)
@@ -180,6 +200,7 @@ class Api:
         runtime.delegation = Delegation(
             self.w.store, self.queue, self.w.reg.catalog, self.w.audit, self.w.reg.events
         )
+        runtime.mailbox = self.mailbox
         return {
             "manager": ManagerObject(
                 self.w.reg, EventLog(self.w.audit, self.w.reg, self.w.reg.policy), callers, None
@@ -192,6 +213,8 @@ class Api:
             "memory": MemoryObject(self.memories, callers),
             "sessions": SessionsObject(self.sessions, callers, Streams()),
             "goals": GoalsObject(self.goals, callers),
+            "teams": TeamsObject(self.teams, callers),
+            "messages": MessagesObject(self.mailbox, callers),
         }
 
     def calls(self) -> dict[tuple[str, str], tuple]:
@@ -232,6 +255,9 @@ class Api:
             ("runtime", "defer_task"): (t, 1, 1.0, "later"),
             ("runtime", "delegate"): (t, 1, '[{"title": "a", "instructions": "b"}]'),
             ("runtime", "delegated"): (t, 0),
+            ("runtime", "send"): ("a2", "s", "hi"),
+            ("runtime", "receive"): (1, 0),
+            ("runtime", "ack"): ([],),
             ("runtime", "request_approval"): (t, 1, "shell", '{"command": "ls"}'),
             ("runtime", "use_approval"): (ap, 1),
             ("runtime", "task_approvals"): (t,),
@@ -286,6 +312,14 @@ class Api:
             ("goals", "approve_goal"): (self.goal,),
             ("goals", "reject_goal"): (self.goal, "no"),
             ("goals", "cancel_goal"): (self.goal,),
+            ("teams", "create_team"): ("t2", ""),
+            ("teams", "remove_team"): ("t1", False),
+            ("teams", "add_members"): ("t1", ["a1"], False),
+            ("teams", "remove_members"): ("t1", ["a1"], False),
+            ("teams", "list_teams"): (),
+            ("teams", "get_team"): ("t1",),
+            ("messages", "send_message"): ("a1", "s", "hi"),
+            ("messages", "list_messages"): ("a1", {}),
         }
 
     def call(self, caller: Caller, obj: str, method: str, grants: set[str] = frozenset()) -> str:
@@ -324,6 +358,8 @@ def _object_key(service: type) -> str:
         MemoryObject: "memory",
         SessionsObject: "sessions",
         GoalsObject: "goals",
+        TeamsObject: "teams",
+        MessagesObject: "messages",
     }[service]
 
 
@@ -344,6 +380,8 @@ def _scope(obj: str, method: str) -> Scope:
             MemoryObject: "memory",
             SessionsObject: "sessions",
             GoalsObject: "goals",
+            TeamsObject: "teams",
+            MessagesObject: "messages",
         }.items()
     }[obj]
     return RULES[declared(service, method) or ""].scope

@@ -56,6 +56,7 @@ LAZY = {
     "agentd.api.interfaces.sessions",
     "agentd.api.interfaces.goals",
     "agentd.api.interfaces.tasks",
+    "agentd.api.interfaces.teams",
     "agentd.api.rows",
     "agentd.nobind",
     "agentd.tasks",
@@ -136,7 +137,7 @@ def test_the_interface_classes_load_together_on_first_use() -> None:
     mods = loaded_after(
         "from agentd.api.interfaces import ModelInterface\n"
         "import agentd.api.interfaces as i\n"
-        "assert len([v for v in vars(i).values() if isinstance(v, type)]) == 9"
+        "assert len([v for v in vars(i).values() if isinstance(v, type)]) == 11"
     )
     assert {m for m in LAZY if m.startswith("agentd.api.interfaces.")} <= mods
 
@@ -153,6 +154,8 @@ def test_the_package_still_names_every_interface_in_order() -> None:
         "MemoryInterface",
         "SessionsInterface",
         "GoalsInterface",
+        "TeamsInterface",
+        "MessagesInterface",
     ]
     assert interfaces.RuntimeInterface is interfaces.INTERFACES[1]
     for name in interfaces.__all__:

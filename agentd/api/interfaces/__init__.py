@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .runtime import RuntimeInterface
     from .sessions import SessionsInterface
     from .tasks import TasksInterface
+    from .teams import MessagesInterface, TeamsInterface
 
     # Every interface agentd serves (the introspection files and the policy test walk it).
     INTERFACES: tuple[type[DbusInterfaceCommonAsync], ...]
@@ -59,6 +60,8 @@ _CLASSES = {
     "MemoryInterface": "memory",  # issue 13: memory and knowledge
     "SessionsInterface": "sessions",  # issue 13: chat sessions
     "GoalsInterface": "goals",  # issue 14: goals
+    "TeamsInterface": "teams",  # issue 15: teams
+    "MessagesInterface": "teams",  # issue 15: messages
 }
 
 
@@ -87,9 +90,11 @@ __all__ = [
     "GoalsInterface",
     "ManagerInterface",
     "MemoryInterface",
+    "MessagesInterface",
     "ModelInterface",
     "RuntimeInterface",
     "SessionsInterface",
     "TasksInterface",
+    "TeamsInterface",
     "agent_path",
 ]

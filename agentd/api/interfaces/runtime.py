@@ -247,6 +247,52 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
         TIMEOUT_MS (bounded as ClaimTask's), whichever is first."""
         raise NotImplementedError
 
+    # -- messages (issue 15; agentd.messages) ---------------------------------------------
+    @dbus_method_async(
+        "sss",
+        "t",
+        flags=U,
+        method_name="Send",
+        input_args_names=("to", "subject", "body"),
+        result_args_names=("message",),
+    )
+    async def send(self, to: str, subject: str, body: str) -> int:
+        """Write to agent TO, one of the caller's owner or of a team the caller is
+        in, or to "@owner". SUBJECT up to 200 characters, BODY 1..65,536.
+        Durable when this returns; the message's id. PermissionDenied (audited)
+        for any other agent; LimitExceeded past the sender's rate or a full inbox."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "uu",
+        "s",
+        flags=U,
+        method_name="Receive",
+        input_args_names=("max", "timeout_ms"),
+        result_args_names=("messages_json",),
+    )
+    async def receive(self, max: int, timeout_ms: int) -> str:
+        """Up to MAX (1..100; 0: 100) of the caller's unacknowledged messages,
+        oldest first, waiting up to TIMEOUT_MS (bounded as ClaimTask's) for one.
+        A message not acknowledged (Ack) within 60 s, or when the runtime
+        registers again, is received again: at least once. JSON list as
+        Messages.ListMessages gives."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "at",
+        "u",
+        flags=U,
+        method_name="Ack",
+        input_args_names=("messages",),
+        result_args_names=("acknowledged",),
+    )
+    async def ack(self, messages: list[int]) -> int:
+        """Acknowledge received MESSAGES (at most 100; again is harmless): they are
+        not received again. InvalidArgument if one is not the caller's. How many
+        were acknowledged now."""
+        raise NotImplementedError
+
     # -- approval gates (issue 12; agentd.approvals) --------------------------------------
     @dbus_method_async(
         "tuss",
