@@ -149,7 +149,8 @@ def test_size_and_rate_limits_hold(crew: Agentd) -> None:
         burst = run(a, "tm-a", sends([("n", f"m{i}") for i in range(6)], "tm-b"))
         assert burst["status"] == "failed" and "LimitExceeded" in burst["out"]["stderr"]
     got = received(a, "tm-b")
-    assert [m["body"] for m in got] == ["m0", "m1", "m2", "m3"]
+    # the burst of 4 passes (a fifth only if a second went by: 1 a second), no more
+    assert 4 <= len(got) < 6 and [m["body"] for m in got] == [f"m{i}" for i in range(len(got))]
     refused = [r for r in a.audit("runtime.send") if r["result"] == "refused"]
     assert any(r["detail"].get("error") == "LimitExceeded" for r in refused), refused
 

@@ -206,3 +206,14 @@ def test_the_loops_tools_send_read_and_show_refusals() -> None:
         "finish",
     ]
     assert "send_message" not in offered(["files"], "offline")
+
+
+def test_unread_messages_are_in_the_first_prompt() -> None:
+    from agentd.agentloop.prompt import intro
+
+    ctx = {"messages": [{"id": 3, "from": "a1", "subject": "db", "body": "use staging"}]}
+    limits = {"shell_timeout": 60, "steps": 10, "tokens": 1000}
+    first = intro({"title": "t"}, ctx, ["finish"], Path("/h"), "none", limits, [])
+    assert "Messages to you, unread until now:\n- from a1 (db): use staging" in first
+    plain = intro({"title": "t"}, {}, ["finish"], Path("/h"), "none", limits, [])
+    assert "Messages to you" not in plain
