@@ -116,6 +116,7 @@ class SubAgents:
         self.archive = archive  # state_dir/goals: the artifacts of removed sub-agents
         self.advance: Callable[[int], None] = lambda _goal_id: None  # set by the runner
         self._jobs: dict[str, asyncio.Task[None]] = {}
+        self.retiring: set[str] = set()  # idle sub-agents being removed to make room
         self.caller_of: Callable[[int], Caller] = owner_caller  # the owner, as a caller
         router.only_pinned = self.only_pinned
 
@@ -246,6 +247,34 @@ class SubAgents:
             )
         self.advance(goal.id)
 
+    def retire(self, goal_id: int, name: str) -> None:
+        """Remove GOAL_ID's idle sub-agent NAME, its artifacts kept as at the
+        goal's end, after the caller's commit; the goal is advanced once it is
+        gone (Placing._make_room)."""
+
+        async def job() -> None:
+            try:
+                await self._remove(name)
+            finally:
+                self.retiring.discard(name)
+            self.advance(goal_id)
+
+        def start() -> None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            if name in self._jobs:  # still being made: look again once it is
+                self._jobs[name].add_done_callback(lambda _task: self.advance(goal_id))
+                return
+            self.retiring.add(name)
+            task = loop.create_task(job(), name=f"goal-agent {name}")
+            self._jobs[name] = task
+            self.registry.track(task)
+            task.add_done_callback(functools.partial(self._ended, name))
+
+        self.store.after_commit(start)
+
     async def _remove(self, name: str) -> None:
         _, goal = self._row(name)
         agent = self.registry.find(name)
@@ -322,8 +351,11 @@ class Placing:
         self.subs = subs
         self.load = load
         present = [s.name for s in subs if s.state == "present"]
-        found = (subagents.registry.find(n) for n in present)
-        self.ready = [a for a in found if a is not None and a.state == "present"]
+        found = [subagents.registry.find(n) for n in present]
+        live = [a for a in found if a is not None and a.state == "present"]
+        # one being removed to make room (retire()) takes no step, and still counts
+        self.retiring = [a for a in live if a.name in subagents.retiring]
+        self.ready = [a for a in live if a.name not in subagents.retiring]
 
     def making(self) -> bool:
         """Whether a sub-agent of the goal is being made (its readiness advances
@@ -348,7 +380,7 @@ class Placing:
         creating = [s for s in self.subs if s.state == "creating"]
         if any(s.step == step.id for s in creating):
             return Wait(counts=True)  # its sub-agent is being made
-        live = len(self.ready) + len(creating)
+        live = len(self.ready) + len(creating) + len(self.retiring)
         refused = any(s.state == "refused" for s in self.subs)
         if self.goal.sub_agents and not refused and live < self.goal.max_agents:
             template = self.s.template_for(self.goal.owner_uid, step)
@@ -362,7 +394,25 @@ class Placing:
                 return Make(template.name)
         if own:
             return Route()
+        if self.goal.sub_agents and not refused:
+            return self._make_room(step)
         return Wait(counts=False)
+
+    def _make_room(self, step: Step) -> Placement:
+        """At max_agents, with every sub-agent unable to run STEP: an idle one
+        is removed (retired) so that one which can is made once it is gone.
+        Measured: the 1.5B model planned three "general" steps and a "shell"
+        one after them; with --max-agents 3 the goal failed with three idle
+        sandbox sub-agents and no room for an ops one."""
+        if self.retiring:
+            return Wait(counts=True)  # its removal advances the goal again
+        idle = [a for a in self.ready if not self.load.get(a.id, 0)]
+        if not idle or self.s.template_for(self.goal.owner_uid, step) is None:
+            return Wait(counts=False)
+        self.s.retire(self.goal.id, idle[0].name)
+        self.ready.remove(idle[0])
+        self.retiring.append(idle[0])
+        return Wait(counts=True)
 
 
 def sub_agent_name(goal_id: int, n: int, step_id: str) -> str:

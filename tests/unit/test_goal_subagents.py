@@ -268,3 +268,32 @@ def test_a_teams_goal_runs_its_steps_on_the_members_only(tmp_path: Path) -> None
     assert s.q.claim_many(s.w.reg.find("out"), 10) == []
     assert len(s.q.claim_many(s.w.reg.find("m1"), 10)) >= 1
     assert s.rows(goal.id) == {}  # no sub-agent was made
+
+
+def test_at_max_agents_an_idle_sub_agent_makes_room_for_one_that_can_run_the_step(
+    tmp_path: Path,
+) -> None:
+    """The 1.5B model's plan that failed a goal: general steps, then a step
+    needing shell, with max_agents as many as the general steps."""
+    from agentd.goals.plan import parse
+
+    s = S(tmp_path)
+    steps = [step("a"), {**step("b"), "needs": ["shell"], "depends_on": ["a"]}]
+    plan = parse(json.dumps({"steps": steps}), s.r.offered(ALICE.uid), 100)
+
+    async def run() -> None:
+        goal = s.r.create(ALICE.uid, "Do things", "pl", plan=plan, max_agents=1)
+        await s.settle()
+        first = f"g{goal.id}-1-a"
+        assert s.rows(goal.id) == {first: "present"}
+        await s.answer(first)
+        await s.settle()
+        # the sandbox one (idle, cannot run b) was removed, an ops one made for b
+        assert s.rows(goal.id) == {first: "removed", f"g{goal.id}-2-b": "present"}
+        assert s.w.reg.find(first) is None
+        assert s.w.reg.find(f"g{goal.id}-2-b").template == "ops"
+        [b] = await s.answer(f"g{goal.id}-2-b")
+        assert b.title == "b"
+        assert s.r.goals.get(goal.id).state == "running"  # the report is the planner's next
+
+    asyncio.run(run())
