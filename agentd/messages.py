@@ -30,7 +30,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from .agent import Agent, resource
 from .audit import AuditLog
@@ -207,7 +207,7 @@ class Mailbox:
         sender: Agent | None,
         target: Agent | None = None,
         action: str = "runtime.send",
-    ) -> Any:
+    ) -> NoReturn:
         self.policy.refuse(
             caller,
             action,

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from ..agent import Agent, resource
 from ..audit import AuditLog
@@ -258,7 +258,7 @@ class Teams:
 
     def _refused(
         self, caller: Caller, action: str, team: str, error: AgentdError, result: str = "refused"
-    ) -> Any:
+    ) -> NoReturn:
         self.audit.append(
             action,
             actor_uid=caller.uid,
