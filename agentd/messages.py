@@ -120,7 +120,6 @@ class Mailbox:
         target = self.registry.find(to) if isinstance(to, str) else None
         if target is None or target.state != "present":
             self._refuse(caller, NoSuchAgent(f"no agent named {str(to)[:64]!r}"), agent)
-        assert target is not None
         if target.id == agent.id:
             self._refuse(caller, InvalidArgument("an agent does not write to itself"), agent)
         if target.owner_uid != agent.owner_uid and not self.share_team(agent.id, target.id):
