@@ -16,9 +16,11 @@ then deleted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
+import subprocess
 import time
 from pathlib import Path
 from typing import Protocol
@@ -72,20 +74,44 @@ class TeamDirs:
         return self.root / name
 
     def make(self, name: str, gid: int) -> Path:
-        """The team's empty directory; AlreadyExists if anything is at its path
-        (agentd does not adopt a directory it did not make)."""
-        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
-        os.chmod(self.root, 0o711)
+        """The team's empty directory, root:GID 2770; AlreadyExists if anything is
+        at its path (agentd does not adopt a directory it did not make).
+
+        agentd's own unit has RestrictSUIDSGID=yes: it may not set a setgid bit
+        (chmod, mkdir with it: EPERM, measured in the machine). So ROOT is setgid
+        (2711, made by the package's tmpfiles.d) and the directory is made by a
+        child with umask 007 (0770, never agentd's umask, which other threads
+        share): the kernel gives it the setgid bit of its parent, and chown
+        keeps it on a directory."""
+        self._root()
         path = self.path(name)
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
+        if os.path.lexists(path):
             raise AlreadyExists(
                 f"{path} already exists: agentd does not adopt a directory it did not make"
-            ) from None
+            )
+        made = subprocess.run(
+            ["mkdir", "--", str(path)], umask=0o007, capture_output=True, text=True, check=False
+        )
+        if made.returncode:
+            raise SystemError_(f"mkdir {path} failed: {made.stderr.strip()}")
         os.chown(path, 0, gid, follow_symlinks=False)
-        os.chmod(path, DIR_MODE, follow_symlinks=False)  # mkdir's mode drops setgid
+        if stat.S_IMODE(os.lstat(path).st_mode) != DIR_MODE:
+            try:
+                os.chmod(path, DIR_MODE, follow_symlinks=False)  # outside agentd's unit
+            except PermissionError:
+                path.rmdir()
+                raise SystemError_(
+                    f"{self.root} is not setgid, and agentd may not make {path} so: run "
+                    "`systemd-tmpfiles --create agentd.conf` (or chmod 2711 it)"
+                ) from None
         return path
+
+    def _root(self) -> None:
+        """ROOT, 0711 and setgid where agentd may say so (its tmpfiles.d does)."""
+        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        if stat.S_IMODE(os.lstat(self.root).st_mode) != 0o2711:
+            with contextlib.suppress(PermissionError):  # EPERM in agentd's own unit
+                os.chmod(self.root, 0o2711)
 
     def is_ours(self, name: str, gid: int | None) -> bool:
         """A real directory, root's, of group GID at the team's path."""

@@ -57,7 +57,7 @@ def test_members_share_the_team_directory_and_nobody_else_reaches_it(crew: Agent
     gid = gid_of(a, "agentd-team-crew")
     uid, group, mode = stat_of(a, f"{TEAMS}/crew")
     assert (uid, group, mode) == (0, gid, 0o2770)
-    assert stat_of(a, TEAMS)[2] == 0o711
+    assert stat_of(a, TEAMS)[2] == 0o2711
     wrote = run(a, "tm-a", f"echo hello > {TEAMS}/crew/from-a.txt && mkdir {TEAMS}/crew/sub")
     assert wrote["status"] == "completed", wrote["out"]
     # the file is tm-a's, the team's group, readable and writable by the team only

@@ -62,7 +62,7 @@ def test_a_team_is_a_group_and_a_setgid_directory_nobody_else_enters(t: T) -> No
     st = os.stat(t.root / "build")
     assert (team.gid, st.st_uid, st.st_gid) == (gid, 0, gid)
     assert stat.S_IMODE(st.st_mode) == 0o2770
-    assert stat.S_IMODE(os.stat(t.root).st_mode) == 0o711
+    assert stat.S_IMODE(os.stat(t.root).st_mode) == 0o2711  # setgid: see TeamDirs.make
     [row] = t.w.audit_rows("team.created")
     assert (row.actor_uid, row.detail["team"], row.detail["gid"]) == (ALICE.uid, "build", gid)
 
