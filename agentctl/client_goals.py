@@ -25,6 +25,7 @@ GOAL_OPTIONS = {
     "max_agents": "u",
     "plan": "s",
     "sub_agents": "b",
+    "team": "s",
 }
 
 

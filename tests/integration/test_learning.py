@@ -115,7 +115,8 @@ def test_the_capable_model_uses_a_fact_it_learned_in_an_earlier_task(mem: Agentd
         first, steps = run_task(
             a, "learn-q", "Read servers.txt and tell me the name of our backup server."
         )
-        assert first["status"] == "completed" and "vault-7" in answer(first), steps
+        said = [(s["tool"], s.get("arguments"), str(s.get("result", ""))[:200]) for s in steps]
+        assert first["status"] == "completed" and "vault-7" in answer(first), said
         a.m.run(["rm", "/home/agents/learn-q/servers.txt"])
         later, steps = run_task(
             a, "learn-q", "What is the name of our backup server? Answer with the name only."

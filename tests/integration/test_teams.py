@@ -129,7 +129,7 @@ def test_messages_between_members_arrive_in_order_across_a_restart(crew: Agentd)
 
 def test_another_owners_agent_is_refused_and_audited(crew: Agentd) -> None:
     a = crew
-    tried = run(a, "tm-x", sends([("hi", "from bob's agent")], "tm-b"), user="bob")
+    tried = run(a, "tm-x", sends([("hi", "from the agent of bob")], "tm-b"), user="bob")
     assert tried["status"] == "failed", tried["out"]
     assert (
         "PermissionDenied" in tried["out"]["stderr"] or "may not write" in tried["out"]["stderr"]
@@ -147,7 +147,8 @@ def test_size_and_rate_limits_hold(crew: Agentd) -> None:
     assert big.returncode != 0 and "too long" in big.stderr, big.stderr
     with a.configured("messages_per_second = 1\nmessages_burst = 4\n"):
         burst = run(a, "tm-a", sends([("n", f"m{i}") for i in range(6)], "tm-b"))
-        assert burst["status"] == "failed" and "LimitExceeded" in burst["out"]["stderr"]
+        assert burst["status"] == "failed", burst["out"]
+        assert "messages_per_second" in burst["out"]["stderr"], burst["out"]
     got = received(a, "tm-b")
     # the burst of 4 passes (a fifth only if a second went by: 1 a second), no more
     assert 4 <= len(got) < 6 and [m["body"] for m in got] == [f"m{i}" for i in range(len(got))]
