@@ -153,6 +153,11 @@ def intro(
         'each reply is one JSON object {"thought": ..., "tool": ..., and the tool\'s '
         "arguments}; you then see the tool's result. The thought says in one sentence "
         "what the last result told you and why you take this step.",
+        # Said here, without the path: the 1.5B model told it only at the end (for
+        # the prefix below) asked its owner instead of reading servers.txt, twice
+        # (tests/integration/test_learning.py, slow, 2026-12-01).
+        "Your home is the current directory: relative paths start there, and the "
+        "files a task names are there.",
         {
             "none": "You have no network access.",
             "fetch": "You can read web pages with fetch.",
@@ -179,7 +184,7 @@ def intro(
         # After all that agents of one template share, so that the model service
         # reuses its KV cache for it (agentd.inference.prefix): second, the home
         # cut the prefix a goal's sub-agents share short (bench/README, "Goals").
-        f"Your home (the current directory; relative paths start there): {home}",
+        f"Your home: {home}",
     ]
     if ctx.get("project"):
         lines.append(f"Project: {ctx['project']}")
