@@ -41,6 +41,8 @@ ON_ROOT = {
     f"{BUS}.Memory",  # when agentd's memory opened (it does here: sqlite-vec is vendored)
     f"{BUS}.Sessions",
     f"{BUS}.Goals",
+    f"{BUS}.Teams",
+    f"{BUS}.Messages",
 }
 ON_AGENT = {f"{BUS}.Agent"}
 
