@@ -176,6 +176,8 @@ def make_call(gen: Gen, spec: dict[str, Any]) -> dict[str, Any]:
         args[1] %= 2000
     if member == "CompleteAndClaim" and types == ["t", "u", "s", "a(ss)", "u", "u"]:
         args[5] %= 2000
+    if member == "Receive" and types == ["u", "u"]:  # a long poll too (messages)
+        args[1] %= 2000
     sig = "".join(types)
     return dict(path=path, iface=iface, member=member, sig=sig, args=args, kind=kind)
 
