@@ -374,13 +374,18 @@ def test_the_capable_model_plans_a_goal_that_runs_in_parallel_to_its_result(
 
 
 def run_answering(a: Agentd, goal: int, timeout: float) -> dict[str, Any]:
-    """GOAL to its end, the questions a step's agent asks answered, three a
-    task at most (the model may ask its owner, again; the loop then waits for a
-    person)."""
+    """GOAL to its end, as its owner would see it through: the questions a
+    step's agent asks answered, three a task at most (the model may ask its
+    owner, again; the loop then waits for a person), and the commands its
+    template gates (ops: shell) approved (a run of 2026-12-01 waited on one)."""
     answered: dict[int, int] = {}
 
     def ended() -> dict[str, Any] | None:
         g = show(a, goal)
+        mine = {t["task"] for t in g["tasks"]}
+        for ap in a.ctl_json("approval", "list", "--status", "pending", user="alice"):
+            if ap.get("task") in mine:
+                a.ctl("approval", "grant", str(ap["id"]), user="alice")
         for t in g["tasks"]:
             info = task(a, t["task"]) if t["status"] == "blocked" else None
             asked = info and info["block_reason"].startswith("question")
