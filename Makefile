@@ -11,6 +11,7 @@
 #   make interfaces the D-Bus interfaces as introspection XML, into build/interfaces
 #   make check      unit tests;  make test: the whole suite (root: boots a testbed)
 #   make lint       ruff
+#   make test-clients  the openai Python client, for the endpoint's tests only
 #   make vendor-llama  build llama-cpp-python from source into build/vendor-llama
 #                      (the inference engine, agentd/inference; `make install` and
 #                      the packages carry it, for agentd-inference.service)
@@ -48,7 +49,7 @@ GGUF_VERSION := 0.19.0
 VENDOR      := build/vendor
 PYPKGS      := agentd agentctl
 
-.PHONY: vendor-llama model model-1.5b model-minilm
+.PHONY: vendor-llama model model-1.5b model-minilm test-clients
 .PHONY: all vendor completion man interfaces install uninstall deb rpm dist check test lint lint-tools clean
 
 all: vendor
@@ -168,9 +169,10 @@ install: vendor vendor-llama completion interfaces
 	$(call launcher,$(LIBEXECDIR)/agentd,agentd.daemon)
 	$(call launcher,$(LIBEXECDIR)/agentd-runtime,agentd.runtime)
 	$(call launcher,$(LIBEXECDIR)/agentd-inference,agentd.inference.service)
+	$(call launcher,$(LIBEXECDIR)/agentd-metrics,agentctl.metricsd)
 	$(call launcher,$(BINDIR)/agentctl,agentctl.cli)
 	install -m 0644 units/agentd.service units/agentd-inference.service units/agents.slice \
-	    $(DESTDIR)$(UNITDIR)/
+	    units/agentd-metrics.socket units/agentd-metrics@.service $(DESTDIR)$(UNITDIR)/
 	install -m 0644 units/agentd.sysusers $(DESTDIR)$(SYSUSERSDIR)/agentd.conf
 	install -m 0644 units/agentd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/agentd.conf
 	install -m 0644 policies/org.agentos.agentd1.conf $(DESTDIR)$(DBUSPOLICYDIR)/
@@ -199,6 +201,7 @@ uninstall:
 	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
 	rm -f $(DESTDIR)$(BINDIR)/agentctl $(DESTDIR)$(UNITDIR)/agentd.service \
 	    $(DESTDIR)$(UNITDIR)/agentd-inference.service $(DESTDIR)$(UNITDIR)/agents.slice \
+	    $(DESTDIR)$(UNITDIR)/agentd-metrics.socket $(DESTDIR)$(UNITDIR)/agentd-metrics@.service \
 	    $(DESTDIR)$(SYSUSERSDIR)/agentd.conf \
 	    $(DESTDIR)$(TMPFILESDIR)/agentd.conf \
 	    $(DESTDIR)$(DBUSPOLICYDIR)/org.agentos.agentd1.conf \
@@ -267,6 +270,20 @@ test:
 RUFF_VERSION := 0.17.6
 MYPY_VERSION := 1.13.0
 LINT        := build/lint
+
+# The official OpenAI Python client and its dependencies, for the tests of the
+# agents' OpenAI-compatible endpoint only (tests/unit/test_endpoint.py,
+# tests/integration/test_openai_endpoint.py); never installed nor packaged.
+OPENAI_VERSION := 3.57.0
+TEST_CLIENTS := build/test-clients
+test-clients: $(TEST_CLIENTS)/.stamp-openai$(OPENAI_VERSION)
+
+$(TEST_CLIENTS)/.stamp-openai$(OPENAI_VERSION):
+	rm -rf $(TEST_CLIENTS)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+	    --target $(TEST_CLIENTS) openai==$(OPENAI_VERSION)
+	chmod -R a+rX $(TEST_CLIENTS)
+	touch $@
 
 lint-tools: $(LINT)/.stamp
 

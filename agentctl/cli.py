@@ -2,7 +2,7 @@
 
 A click command tree in the style of simonw/llm: noun groups (agent, template,
 audit, project, task, approval, goal, team, msg, memory, knowledge, session,
-model, quota) with one small verb set (create, add, list, show, search, start,
+model, quota, plan) with one small verb set (create, add, list, show, search, start,
 stop, rm, logs, ...), plus `status`, `events`, `chat` and `usage`. Every
 command takes --json. On a terminal the output is rich tables and colour;
 otherwise it is plain tab-separated text without headers, so `agentctl agent
@@ -36,14 +36,18 @@ from .commands import (
     goal,
     knowledge,
     memory,
+    metrics,
     model,
     msg,
+    plan,
     project,
+    serve,
     session,
     status,
     task,
     team,
     template,
+    top,
     usage,
 )
 
@@ -109,10 +113,14 @@ COMMANDS: tuple[click.Command, ...] = (
     knowledge.knowledge,
     model.model,
     chat.chat,
+    serve.serve,
     session.session,
     usage.usage,
     usage.quota,
+    plan.plan,
     status.status,
+    top.top,
+    metrics.metrics,
 )
 for _command in COMMANDS:
     cli.add_command(_command)

@@ -51,6 +51,7 @@ from agentd.api.interfaces.approvals import ApprovalsInterface
 from agentd.api.interfaces.goals import GoalsInterface
 from agentd.api.interfaces.manager import REMOVE_FORCE
 from agentd.api.interfaces.memory import MemoryInterface
+from agentd.api.interfaces.observe import ObserveInterface
 from agentd.api.interfaces.sessions import SessionsInterface
 from agentd.api.interfaces.teams import MessagesInterface, TeamsInterface
 
@@ -58,6 +59,7 @@ from . import marshal
 from .client_goals import GoalCalls
 from .client_memory import MemoryCalls
 from .client_model import ModelCalls
+from .client_observe import ObserveCalls
 from .client_sessions import SessionCalls
 from .client_streams import TaskWatch, json_lines
 from .client_teams import TeamCalls
@@ -162,7 +164,7 @@ def _json(text: str, shape: type[T], method: str) -> T:
     return value
 
 
-class AgentdClient(MemoryCalls, SessionCalls, GoalCalls, TeamCalls, ModelCalls):
+class AgentdClient(MemoryCalls, SessionCalls, GoalCalls, TeamCalls, ModelCalls, ObserveCalls):
     """One connection to agentd on the system bus."""
 
     _translated = staticmethod(_call)  # the mixins' way to the one translation point
@@ -181,6 +183,7 @@ class AgentdClient(MemoryCalls, SessionCalls, GoalCalls, TeamCalls, ModelCalls):
         self.goals = GoalsInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
         self.teams = TeamsInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
         self.messages = MessagesInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
+        self.observe = ObserveInterface.new_proxy(BUS_NAME, ROOT_PATH, bus)
 
     @classmethod
     def connect(cls) -> AgentdClient:

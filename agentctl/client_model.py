@@ -1,5 +1,5 @@
-"""AgentdClient's calls of the Model interface (the model, chat, quotas and
-usage), as a mixin.
+"""AgentdClient's calls of the Model interface (the model, chat, quotas, quota
+plans and usage), as a mixin.
 
 Split out of agentctl.client to keep it under the 500-line house limit. Like
 agentctl.client_sessions: every call goes through agentctl.client's _call (the
@@ -24,6 +24,7 @@ class ModelCalls:
     model: Any  # the ModelInterface proxy, made by AgentdClient
     _translated: Callable[[Awaitable[Any]], Awaitable[Any]]
     _stream: Callable[[int], AsyncIterator[dict[str, Any]]]
+    _reply: Callable[[str, type[Any], str], Any]
 
     async def describe_model(self) -> dict[str, Any]:
         return unwrap(await self._translated(self.model.describe()))
@@ -56,3 +57,22 @@ class ModelCalls:
 
     async def reset_quota(self, kind: str, subject: str) -> None:
         await self._translated(self.model.reset_quota(kind, subject))
+
+    # -- quota plans (agentd.plans) -------------------------------------------------
+    async def list_plans(self) -> dict[str, Any]:
+        """plans, default_plan, yours and (for an administrator) assignments."""
+        found: dict[str, Any] = self._reply(
+            await self._translated(self.model.list_plans()), dict, "ListPlans"
+        )
+        return found
+
+    async def describe_plan(self, plan: str = "", user: str = "") -> dict[str, Any]:
+        """Plan PLAN; or, PLAN empty, USER's plan (empty: the caller's)."""
+        found: dict[str, Any] = self._reply(
+            await self._translated(self.model.describe_plan(plan, user)), dict, "DescribePlan"
+        )
+        return found
+
+    async def assign_plan(self, kind: str, subject: str, plan: str) -> None:
+        """Give user or group SUBJECT PLAN ("": take its plan away)."""
+        await self._translated(self.model.assign_plan(kind, subject, plan))

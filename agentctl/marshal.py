@@ -88,7 +88,13 @@ TASK_SPEC = {
 }
 TASK_FILTER = {"status": "s", "project": "s", "agent": "s", "priority": "s", "limit": "u"}
 # Chat's options
-CHAT_OPTIONS = {"max_tokens": "u", "temperature": "d", "json_schema": "s", "persona": "b"}
+CHAT_OPTIONS = {
+    "max_tokens": "u",
+    "temperature": "d",
+    "json_schema": "s",
+    "persona": "b",
+    "stop": "as",
+}
 
 
 def json_detail(text: str) -> Any:

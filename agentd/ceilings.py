@@ -94,11 +94,13 @@ def check(
     agents: Iterable[HasLimits],
     asked: Limits,
     replacing: str | None = None,
+    note: str = "",
 ) -> None:
     """LimitExceeded if OWNER_UID's AGENTS (its agents not removed) plus one
     more with ASKED limits (or, REPLACING: that agent's limits changed to ASKED)
     would pass a ceiling; the message names the ceiling, the owner's sum and
-    what was asked. Every ceiling passed is named, the first one first."""
+    what was asked. Every ceiling passed is named, the first one first. CFG is
+    the owner's (its quota plan's, agentd.plans); NOTE says where it came from."""
     agents = list(agents)
     held = totals(agents, replacing)
     count = sum(1 for a in agents if a.name != replacing)
@@ -110,7 +112,7 @@ def check(
             over.append(
                 f"{c.what}: its {count} agent(s) hold {c.show(have)}, this agent asks "
                 f"{c.show(want)}, {c.show(have + want)} in all, over the ceiling of "
-                f"{c.show(most)} ({c.key}={most})"
+                f"{c.show(most)} ({c.key}={most}{note})"
             )
     if over:
         raise LimitExceeded(f"uid {owner_uid} would pass a per-owner ceiling: " + "; ".join(over))

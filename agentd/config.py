@@ -25,6 +25,10 @@ each 0 for "no limit"; sizes may be written as integers (bytes) or as "16G":
 Approval policy (issue 12): an ``[approval]`` table, the same shape as a
 template's (tools, shell_allow, timeout), adds requirements to every
 template's; it can never waive one (agentd.approvalrules says how they merge).
+
+Quota plans (issue 16): ``[plans.NAME]`` tables (agentd.plandefs parses them,
+after the settings their left-out keys default to) and ``default_plan``, which
+must name one of them; agentd.plans assigns them to users and groups.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Any
 from . import sizes
 from .approvalrules import ApprovalRules, parse_table
 from .errors import InvalidConfig
+from .plandefs import Plan, parse_plans
 
 DEFAULT_CONFIG_FILE = Path("/etc/agentd/agentd.toml")
 
@@ -141,6 +146,10 @@ class Config:
     memory_owner_chunks: int = 100_000
     memory_owner_bytes: int = 64 << 20
     approval: ApprovalRules = field(default_factory=ApprovalRules)  # the admin's [approval]
+    # Quota plans (agentd.plandefs, agentd.plans): [plans.NAME] tables, in the order
+    # written, and the plan of every owner no assignment names ("": none).
+    plans: tuple[Plan, ...] = ()
+    default_plan: str = ""
     config_file: Path | None = field(default=None, compare=False)
 
     @property
@@ -163,6 +172,8 @@ class Config:
             value = getattr(self, f.name)
             if isinstance(value, ApprovalRules):
                 value = f"tools={list(value.tools)} shell_allow={list(value.shell_allow)}"
+            elif f.name == "plans":
+                value = ",".join(p.name for p in value)
             out[f.name] = value if isinstance(value, int) else str(value)
         return out
 
@@ -239,6 +250,12 @@ def _coerce(key: str, value: object, default: object) -> object:
     return value
 
 
+def plan_defaults(cfg: Config) -> tuple[Plan, tuple[str, ...]]:
+    """What a plan's left-out keys are (the settings for every owner), and its periods."""
+    tokens, period = cfg.owner_token_quota, cfg.token_quota_period
+    return Plan("", tokens, period, cfg.max_agents_per_owner, cfg.owner_memory_max), QUOTA_PERIODS
+
+
 def check_uid_range(lo: int, hi: int) -> None:
     """Refuse an agent ID range that is empty or overlaps a documented range."""
     if lo > hi:
@@ -262,7 +279,7 @@ def load(
             raise InvalidConfig(f"{path}: {e}") from None
     data = {**data, **(overrides or {})}
     defaults = Config()
-    known = {f.name for f in dataclasses.fields(Config)} - {"config_file", "approval"}
+    known = {f.name for f in dataclasses.fields(Config)} - {"config_file", "approval", "plans"}
     # Any: one value per field, each of its field's type (_coerce checks it against
     # the default), which no single static type says for all the fields at once.
     values: dict[str, Any] = {}
@@ -276,10 +293,18 @@ def load(
         if key == "approval":
             values[key] = parse_table(str(path), value)
             continue
+        if key == "plans":
+            continue  # below, over the settings they default to
         if key not in known:
             raise InvalidConfig(f"{path}: unknown setting {key!r}")
         values[key] = _coerce(key, value, getattr(defaults, key))
     cfg = dataclasses.replace(defaults, config_file=path, **values)
+    if "plans" in data:
+        cfg = dataclasses.replace(
+            cfg, plans=parse_plans(str(path), data["plans"], *plan_defaults(cfg))
+        )
+    if cfg.default_plan and cfg.default_plan not in {p.name for p in cfg.plans}:
+        raise InvalidConfig(f"{path}: default_plan: no plan named {cfg.default_plan!r} in [plans]")
     check_uid_range(cfg.uid_min, cfg.uid_max)
     if cfg.token_quota_period not in QUOTA_PERIODS:
         raise InvalidConfig(

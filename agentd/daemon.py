@@ -29,6 +29,7 @@ from .api.interfaces import BUS_NAME, ROOT_PATH
 from .api.manager import ManagerObject
 from .api.memory import MemoryObject
 from .api.model import ModelObject
+from .api.observe import ObserveObject
 from .api.polkit import Polkit
 from .api.runtime import RuntimeObject
 from .api.sessions import SessionsObject
@@ -40,6 +41,7 @@ from .diskwatch import DiskWatch, StartGuard, mechanism
 from .errors import AgentdError, InvalidConfig
 from .eventlog import EventLog
 from .events import AgentRemoved, Events, UnitStateChanged
+from .fleet import Fleet
 from .goals.delegation import Delegation
 from .goals.runner import GoalRunner
 from .goals.service import Goals
@@ -49,6 +51,7 @@ from .memory import model as memory_model
 from .memory.memories import Memories, ModelEmbedder
 from .memory.service import MemoryService
 from .messages import Mailbox
+from .metrics import Counters, Metrics
 from .modelclient import ModelClient
 from .models.admin import ModelAdmin
 from .models.fetch import UnitFetcher
@@ -245,9 +248,17 @@ async def serve(cfg: config_mod.Config) -> None:
     queue.loop.extra.append(lambda task: inbox(mailbox, registry, task))
     teams_obj = TeamsObject(teams, callers)
     teams_obj.subscribe(events)
+    runtime.streams = model.streams
     objects = [manager, runtime, tasks, model, approvals_obj, goals, teams_obj]
     objects.append(MessagesObject(mailbox, callers))
     objects.append(SessionsObject(sessions, callers, model.streams))
+    # agentctl top, agent ps and metrics (issue 16): reads, on the root object
+    fleet = Fleet(store, registry, policy, systemd, manager.state_of, thinking.show)
+    counters = Counters()
+    counters.errors = callers.failures
+    counters.subscribe(events)
+    metrics = Metrics(fleet, store, policy, counters, lambda: audit.head()[0])
+    objects.append(ObserveObject(fleet, metrics, callers))
     if memories is not None:
         objects.append(MemoryObject(memories, callers))
         events.subscribe(AgentRemoved, lambda e: forget(memories, e.agent))

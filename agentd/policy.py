@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import grp
+import pwd
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +105,14 @@ class AuditSink(Protocol):
     ) -> object: ...
 
 
+def _account_uid(name: str) -> int | None:
+    """The UID of system account NAME (a rule's ``account``), None if it has none."""
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
 class Policy:
     def __init__(
         self,
@@ -144,6 +153,8 @@ class Policy:
         rule = RULES.get(action or "")
         if rule is not None and rule.polkit is not None and rule.polkit in caller.admin_for:
             return Role.ADMIN
+        if rule is not None and rule.account and caller.uid == _account_uid(rule.account):
+            return Role.ADMIN
         return Role.USER
 
     def needs_polkit(self, caller: Caller, action: str) -> str | None:
@@ -152,7 +163,7 @@ class Policy:
         rule = RULES.get(action)
         if rule is None or rule.polkit is None:
             return None
-        if self.role(caller) is not Role.USER:
+        if self.role(caller, action if rule.account else None) is not Role.USER:
             return None
         return rule.polkit
 

@@ -6,7 +6,8 @@ agent and per owner. A quota is a number of tokens per period (daily, weekly,
 monthly, in UTC calendar terms), for an agent or for an owner (all their
 agents together). An agent's quota is, first found: an admin's
 `agentctl quota set`, its template's token_budget, the configured default;
-an owner's is an admin's setting or the configured default. 0 is unlimited.
+an owner's is an admin's setting, its quota plan's tokens (agentd.plans, decided
+afresh on each request), or the configured default. 0 is unlimited.
 
 Invariant: used + held <= limit, for every quota, at every moment (unless an
 admin lowers the limit). A request is admitted only if the tokens it may cost
@@ -76,7 +77,7 @@ class Quota:
     subject: str  # agent name, or owner UID in decimal
     limit: int  # tokens per period; 0: unlimited
     period: str
-    source: str  # admin | template | config
+    source: str  # admin | template | plan | config
     used: int
     resets_at: float  # end of the current period
 
@@ -233,6 +234,9 @@ class Meter:
     def owner_quota(self, owner_uid: int, now: float | None = None) -> Quota:
         now = time.time() if now is None else now
         default = (self.cfg.owner_token_quota, self.cfg.token_quota_period, "config")
+        plan = self.registry.plans.effective(owner_uid)
+        if plan is not None:
+            default = (plan.plan.tokens, plan.plan.period, "plan")
         return self._quota("owner", str(owner_uid), owner_uid, default, now)
 
     def held(self, agent: Agent, ignore: _Hold | None = None) -> tuple[int, int]:

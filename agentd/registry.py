@@ -37,6 +37,7 @@ from .events import (
     UnitStateChanged,
 )
 from .limits import CallerLimits
+from .plans import Plans
 from .policy import Caller, Policy, Role
 from .sandbox import AgentIdentity, TeamMount, UnitProperty, unit_properties
 from .store import Store
@@ -84,6 +85,7 @@ class Registry(AgentTable):
             cfg.admin_group, self._is_agent_uid, audit, limits=CallerLimits.from_config(cfg)
         )
         self.events = events if events is not None else audit.events
+        self.plans = Plans(cfg, store, audit, self.policy)  # quota plans: agentd.plans
         self._jobs: set[asyncio.Task[Any]] = set()
         self.online: set[str] = set()
         self._alloc_lock = asyncio.Lock()
@@ -155,6 +157,7 @@ class Registry(AgentTable):
         try:
             names.check_syntax(name)
             tmpl = self.catalog.template(template)
+            self.plans.check_template(caller, role, name, tmpl.name)
             limits = tmpl.limits.with_overrides(overrides or {})
             agent = await self._reserve(caller, role, name, tmpl.name, tmpl.profile, limits)
         except PermissionDenied:
@@ -208,17 +211,18 @@ class Registry(AgentTable):
                     "directory it did not make (an administrator may move it away)"
                 )
             if role is Role.USER:
+                bound, plan = self.plans.limits(caller.uid)  # its plan's, or agentd.toml's
                 owned = self.store.scalar(
                     "SELECT count(*) FROM agents WHERE owner_uid=? AND state!='removed'",
                     (caller.uid,),
                 )
-                if owned >= self.cfg.max_agents_per_owner:
+                if owned >= bound.max_agents_per_owner:
                     raise LimitExceeded(
                         f"uid {caller.uid} already owns {owned} agents, the most allowed "
-                        f"(max_agents_per_owner={self.cfg.max_agents_per_owner})"
+                        f"(max_agents_per_owner={bound.max_agents_per_owner}{plan})"
                     )
                 mine = self._live("owner_uid = ?", (caller.uid,))  # agentd.ceilings: the sums
-                ceilings.check(self.cfg, caller.uid, mine, limits)
+                ceilings.check(bound, caller.uid, mine, limits, note=plan)
             uid = self._free_uid()
             with self.store.transaction():
                 self.store.execute(

@@ -41,6 +41,9 @@ class Rule:
     what: str = ""  # for "only administrators may WHAT"
     creates: bool = False  # a creation: rate-limited per UID (creates_per_second)
     creator: bool = False  # only people who may own agents (creator_group, login shell)
+    # a system account made an administrator for this action alone, as a polkit
+    # grant makes a person one (metrics.read: the metrics unit's agentd-metrics)
+    account: str = ""
 
 
 _M, _T = MANAGER_ONLY_PEOPLE, TASKS_ONLY_PEOPLE
@@ -133,4 +136,14 @@ RULES: dict[str, Rule] = {
     "usage.list": Rule(Scope.ANYONE, MANAGE),
     "quota.set": Rule(Scope.ADMIN, QUOTA, what="change quotas"),
     "quota.reset": Rule(Scope.ADMIN, QUOTA, what="change quotas"),
+    # observing (issue 16; agentd.fleet, agentd.metrics): reads, rows filtered per caller
+    "fleet.read": Rule(Scope.PERSON, MANAGE, "agents may not watch the fleet"),
+    "agent.ps": Rule(Scope.OWNER, MANAGE, _M),
+    "metrics.read": Rule(
+        Scope.PERSON, MANAGE, "agents may not read metrics", account="agentd-metrics"
+    ),
+    # quota plans (issue 16; agentd.plans): people read them; administrators assign them
+    "plan.list": Rule(Scope.PERSON, MANAGE, "agents may not read plans"),
+    "plan.show": Rule(Scope.OWNER, MANAGE, "agents may not read plans"),
+    "plan.assign": Rule(Scope.ADMIN, QUOTA, what="assign plans"),
 }

@@ -27,7 +27,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdbus import DbusFailedError, SdBusBaseError, sd_bus_open_system, set_default_bus
 
@@ -36,6 +36,9 @@ from .api.interfaces.common import BUS_NAME, ROOT_PATH
 from .api.interfaces.runtime import RuntimeInterface  # not the package's other four
 from .api.marshal import plain
 from .executor import Executor, HostError, ModelError, Outcome, Think
+
+if TYPE_CHECKING:
+    from .endpoint.app import Endpoint
 
 CLAIM_WAIT_MS = 20_000  # under sd-bus's 25 s default method timeout
 FINAL_ERRORS = ("LeaseExpired", "PermissionDenied", "NoSuchTask", "InvalidArgument")
@@ -190,11 +193,46 @@ class Runtime:
             executor.abort(tid)  # unfinished claims expire and are retried elsewhere
 
 
+ENDPOINT_ADDRESS = ("127.0.0.1", 8080)  # the agent's own loopback (its network namespace)
+
+
+async def serve_endpoint(proxy: RuntimeInterface, name: str) -> Endpoint | None:
+    """The agent's OpenAI-compatible endpoint (agentd.endpoint), with a key made
+    now and given only to the processes the runtime starts (their environment:
+    the agent's UID alone may read it). None where the unit may not listen (an
+    online profile: no listen(), no loopback; docs/openai.md)."""
+    from .endpoint.app import BackendError, Endpoint, fd_events
+
+    sig = {"max_tokens": "u", "temperature": "d", "json_schema": "s", "stop": "as", "persona": "b"}
+
+    async def backend(messages: list[dict[str, str]], options: dict[str, Any]) -> Any:
+        wire = {k: (sig[k], v) for k, v in options.items() if k in sig}
+        try:
+            return fd_events(await proxy.think_stream(json.dumps(messages), wire))
+        except DbusFailedError as e:
+            raise BackendError(_errors.short_name(e), _message(e)) from None
+        except SdBusBaseError as e:
+            raise BackendError("ModelUnavailable", _message(e)) from None
+
+    key = "sk-agent-" + os.urandom(24).hex()
+    endpoint = Endpoint(backend, key, f"agent {name}")
+    host, port = os.environ.get("AGENTD_OPENAI_HOST", ENDPOINT_ADDRESS[0]), ENDPOINT_ADDRESS[1]
+    try:
+        port = await endpoint.start(host, int(os.environ.get("AGENTD_OPENAI_PORT", port)))
+    except OSError as e:
+        log(f"OpenAI-compatible endpoint not served: {e.strerror or e}")
+        return None
+    os.environ["OPENAI_BASE_URL"] = f"http://{host}:{port}/v1"
+    os.environ["OPENAI_API_KEY"] = key
+    log(f"OpenAI-compatible endpoint on http://{host}:{port}/v1")
+    return endpoint
+
+
 def thinker(proxy: RuntimeInterface) -> Think:
     """Runtime.Think as the executor's think(messages, options)."""
 
     async def think(messages: list[dict[str, str]], options: dict[str, Any]) -> dict[str, Any]:
-        sig = {"max_tokens": "u", "temperature": "d", "json_schema": "s", "task": "t"}
+        sig = {"max_tokens": "u", "temperature": "d", "json_schema": "s", "task": "t", "stop": "as"}
         wire = {k: (sig[k], v) for k, v in options.items() if k in sig}
         try:
             answer: dict[str, Any] = json.loads(await proxy.think(json.dumps(messages), wire))
@@ -322,8 +360,10 @@ async def run() -> int:
         loop.add_signal_handler(sig, runtime.stop.set)
     if not await runtime.register():
         return 0
+    endpoint = await serve_endpoint(runtime.proxy, runtime.name)
+    home = Path(os.environ.get("HOME", os.getcwd()))
     executor = Executor(
-        Path(os.environ.get("HOME", os.getcwd())),
+        home,
         list(runtime.settings.get("tools", [])),
         RuntimeHost(runtime.proxy),
         runtime.settings,
@@ -332,12 +372,22 @@ async def run() -> int:
         loop.create_task(runtime.heartbeat(executor)),
         loop.create_task(runtime.work(executor)),
     ]
+    program = None
+    if runtime.settings.get("program"):  # the template's program (agentd.program)
+        from .program import Program
+
+        program = Program(home, runtime.name, list(runtime.settings["program"]), log)
+        workers.append(loop.create_task(program.supervise()))
     await runtime.stop.wait()
     log(f"agent {runtime.name} stopping")
+    if program is not None:
+        await program.stop()
     await runtime.shutdown(executor)
     for w in workers:
         w.cancel()
     await asyncio.wait(workers, timeout=2)  # a D-Bus call in flight must not hold us
+    if endpoint is not None:
+        await endpoint.close()
     return 0
 
 

@@ -87,6 +87,7 @@ Left open, documented in the profile:
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -183,6 +184,7 @@ def online_denied(profile: Profile) -> list[IPNetwork]:
 
 
 RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 LANDLOCK_SYSCALLS = ["landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"]
 # IORING_OP_BIND and _LISTEN (Linux 6.11) bind and listen past seccomp; systemd
 # 252's @system-service allows io_uring, and nothing in an agent's unit needs it.
@@ -191,11 +193,14 @@ IO_URING_SYSCALLS = ["io_uring_setup", "io_uring_enter", "io_uring_register"]
 
 def _network(profile: Profile) -> list[UnitProperty]:
     if profile.network == "none":
-        # AF_UNIX stays: the runtime reaches agentd over the system bus socket.
+        # AF_UNIX: the runtime reaches agentd over the system bus socket. AF_INET(6)
+        # and loopback: the agent's OpenAI-compatible endpoint (agentd.endpoint), on
+        # the loopback of its own namespace, the only interface there is.
         return [
             ("PrivateNetwork", ("b", True)),
             ("IPAddressDeny", ("a(iayu)", [(2, bytes(4), 0), (10, bytes(16), 0)])),
-            ("RestrictAddressFamilies", ("(bas)", (True, ["AF_UNIX"]))),
+            ("IPAddressAllow", ("a(iayu)", _addresses(LOOPBACK))),
+            ("RestrictAddressFamilies", ("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6"]))),
         ]
     props: list[UnitProperty] = [
         ("RestrictAddressFamilies", ("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6"]))),

@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 import apsw
 
-from . import approvalschema, goalschema, sessionschema, teamschema, usageschema
+from . import approvalschema, goalschema, planschema, sessionschema, teamschema, usageschema
 from .errors import InvalidConfig, NoSpace
 
 SqlValue = int | float | str | bytes | None  # what SQLite stores (bool is an int)
@@ -297,6 +297,7 @@ MIGRATIONS: tuple[str, ...] = (
     goalschema.MIGRATION_15,
     # 16: teams, their members and tasks; messages (agentd.teamschema).
     teamschema.MIGRATION_16,
+    planschema.MIGRATION_17,  # 17: quota plans' assignments (agentd.planschema).
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -384,9 +385,8 @@ class Store:
             hook()
 
     def _abort(self, e: BaseException) -> NoReturn:
-        # A failed COMMIT (a full disk) leaves the transaction open: roll it back
-        # too, and drop its hooks, or the next commit would announce rows that
-        # were never stored.
+        # A failed COMMIT (a full disk) leaves the transaction open: roll it back too,
+        # and drop its hooks, or the next commit would announce rows never stored.
         if not self.db.getautocommit():
             self.db.execute("ROLLBACK")
         self._after_commit.clear()

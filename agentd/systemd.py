@@ -26,7 +26,7 @@ from sdbus.sd_bus_internals import SdBusMessage
 
 from .errors import SystemError_
 from .sandbox import UnitProperty
-from .units import UnitStatus
+from .units import UnitStatus, UnitUsage
 
 # ListUnits' struct: name, description, load, active and sub state, the unit it
 # follows, its object path, then its job's id, type and object path.
@@ -107,6 +107,9 @@ class _Service(DbusInterfaceCommonAsync, interface_name="org.freedesktop.systemd
 
 class _ServiceUnit(_Unit, _Service):
     pass
+
+
+SERVICE_INTERFACE = "org.freedesktop.systemd1.Service"
 
 
 UNSET = 2**64 - 1  # systemd's "no value" for counters
@@ -259,6 +262,31 @@ class Systemd:
             )
         except DbusFailedError:  # collected between the two calls
             return UnitStatus()
+
+    async def usage(self, unit: str) -> UnitUsage:
+        """What UNIT uses now, in one round trip (GetAll of its Service
+        properties at its object path; UnitUsage() if it is not loaded)."""
+        path = f"{SYSTEMD_PATH}/unit/{_escape(unit)}"
+        proxy = _Service.new_proxy(SYSTEMD, path, self.bus)
+        try:
+            props = await proxy._properties_get_all(SERVICE_INTERFACE)
+        except DbusFailedError:
+            return UnitUsage()
+
+        def value(key: str, default: object) -> object:
+            return props.get(key, ("", default))[1]
+
+        def counter(key: str) -> int | None:
+            found = value(key, UNSET)
+            return _counter(found) if isinstance(found, int) else None
+
+        return UnitUsage(
+            main_pid=int(str(value("MainPID", 0))),
+            control_group=str(value("ControlGroup", "")),
+            memory_current=counter("MemoryCurrent"),
+            cpu_usage_nsec=counter("CPUUsageNSec"),
+            tasks_current=counter("TasksCurrent"),
+        )
 
     async def list_units(self, pattern: str) -> list[tuple[str, str]]:
         """(name, active_state) of loaded units matching PATTERN."""

@@ -138,6 +138,10 @@ class Template:
     approval: ApprovalRules = field(default_factory=ApprovalRules)  # agentd.approvalrules
     steps: int = 10  # model steps per task (issue 12)
     task_tokens: int = 20000  # the token budget of one task
+    # a program the runtime keeps running as the agent (agentd.program), e.g. a
+    # script in its home built on an agent framework: argv, argv[0] absolute or
+    # relative to the home
+    program: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -159,6 +163,7 @@ class Template:
             "approval_timeout": self.approval.timeout,
             "steps": self.steps,
             "task_tokens": self.task_tokens,
+            "program": list(self.program),
         }
 
 
@@ -212,6 +217,7 @@ def parse_template(path: Path) -> Template:
         approval=parse_table(str(path), data.pop("approval", {})),
         steps=_typed(path, data, "steps", int, 10),
         task_tokens=_typed(path, data, "task_tokens", int, 20000),
+        program=_program(path, data.pop("program", [])),
     )
     if not 1 <= t.steps <= 100:
         raise InvalidConfig(f"{path}: steps must be 1..100")
@@ -226,6 +232,27 @@ def parse_template(path: Path) -> Template:
     if data:
         raise InvalidConfig(f"{path}: unknown key(s) {', '.join(sorted(data))}")
     return t
+
+
+PROGRAM_ARGS = 64
+PROGRAM_ARG_CHARS = 4096
+
+
+def _program(path: Path, value: object) -> tuple[str, ...]:
+    """program = ["python3", "bot.py", ...]: argv, nothing else."""
+    if (
+        not isinstance(value, list)
+        or len(value) > PROGRAM_ARGS
+        or not all(isinstance(v, str) and 0 < len(v) <= PROGRAM_ARG_CHARS for v in value)
+        or any("\0" in v for v in value)
+    ):
+        raise InvalidConfig(
+            f"{path}: program must be a list of at most {PROGRAM_ARGS} non-empty strings "
+            f"of {PROGRAM_ARG_CHARS} characters (its argv)"
+        )
+    if value and ".." in Path(value[0]).parts:
+        raise InvalidConfig(f"{path}: program's first word may not contain '..'")
+    return tuple(value)
 
 
 ONLINE_KEYS = ("deny_private", "ip_deny", "ip_allow", "require_landlock")

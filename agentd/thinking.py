@@ -55,16 +55,23 @@ class Options:
     temperature: float = 0.0
     json_schema: dict[str, Any] | None = None
     persona: bool = True
+    stop: tuple[str, ...] = ()  # the answer ends before the first of these
 
     def wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature}
         if self.json_schema is not None:
             out["json_schema"] = self.json_schema
+        if self.stop:
+            out["stop"] = list(self.stop)
         return out
 
 
+MAX_STOP = 16  # the inference service's own bound (agentd.inference.protocol)
+MAX_STOP_CHARS = 256
+
+
 def parse_options(raw: dict[str, Any]) -> Options:
-    unknown = set(raw) - {"max_tokens", "temperature", "json_schema", "persona"}
+    unknown = set(raw) - {"max_tokens", "temperature", "json_schema", "persona", "stop"}
     if unknown:
         raise InvalidArgument(f"unknown option(s): {', '.join(sorted(unknown))}")
     max_tokens = raw.get("max_tokens", 256)
@@ -81,7 +88,24 @@ def parse_options(raw: dict[str, Any]) -> Options:
             raise InvalidArgument(f"json_schema is not JSON: {e}") from None
     if schema is not None and not isinstance(schema, dict):
         raise InvalidArgument("json_schema must be a JSON object")
-    return Options(max_tokens, float(temperature), schema, bool(raw.get("persona", True)))
+    persona = bool(raw.get("persona", True))
+    return Options(max_tokens, float(temperature), schema, persona, _stop(raw.get("stop")))
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) > MAX_STOP
+        or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in value)
+    ):
+        raise InvalidArgument(
+            f"stop must be at most {MAX_STOP} non-empty strings of {MAX_STOP_CHARS} characters"
+        )
+    return tuple(value)
 
 
 def prompt_estimate(messages: list[dict[str, str]]) -> int:

@@ -20,3 +20,14 @@ class UnitStatus:
     @property
     def active(self) -> bool:
         return self.active_state in ("active", "activating", "reloading")
+
+
+@dataclass(frozen=True)
+class UnitUsage:
+    """What a running unit uses now (systemd's counters; None: not counted)."""
+
+    main_pid: int = 0
+    control_group: str = ""
+    memory_current: int | None = None
+    cpu_usage_nsec: int | None = None
+    tasks_current: int | None = None

@@ -17,7 +17,9 @@ PKGS=(python3 python3-pip python3-apsw python3-click python3-rich
       python3-numpy python3-jinja2 python3-typing-extensions python3-diskcache
       cmake g++
       # gguf (vendored) writes the embedding model's GGUF: numpy and yaml
-      python3-yaml)
+      python3-yaml
+      # agentctl top's test drives it under tmux; the metrics test scrapes with curl
+      tmux curl)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

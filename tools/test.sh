@@ -28,6 +28,7 @@ make --no-print-directory vendor-llama   # llama.cpp for agentd/inference
 make --no-print-directory model          # the default GGUF (build/models, build/model-cache)
 make --no-print-directory model-minilm   # the embedding model (memory), converted to GGUF
 make --no-print-directory lint-tools     # ruff, mypy (build/lint)
+make --no-print-directory test-clients   # the openai client (build/test-clients)
 export PYTHONPATH="$PWD/build/vendor${PYTHONPATH:+:$PYTHONPATH}"
 export AGENTD_LLAMA_VENDOR="$PWD/build/vendor-llama"
 PYTEST=(/usr/bin/python3 -m pytest -p no:cacheprovider -ra)

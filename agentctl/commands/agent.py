@@ -16,6 +16,8 @@ from ..app import EX_UNAVAILABLE, AliasGroup, env, fail, json_option, run
 from ..client import AgentdClient, ClientError
 from ..output import (
     Field,
+    fmt_bytes,
+    fmt_list_time,
     fmt_mib,
     fmt_percent,
     fmt_time,
@@ -216,6 +218,53 @@ def agent_stop(name: str, no_block: bool, as_json: bool) -> None:
     success; with --json, the agent after the stop.
     """
     _job(name, "stop", no_block, as_json)
+
+
+PS_COLUMNS = ("PID", "PPID", "USER", "STATE", "THREADS", "RSS", "CPU", "STARTED", "COMMAND")
+
+
+@agent.command(
+    "ps",
+    short_help="List the processes in an agent's unit.",
+    epilog="""\b
+Examples:
+  agentctl agent ps scout
+  agentctl agent ps scout --json | jq '.[] | select(.rss_bytes > 100e6)'""",
+)
+@click.argument("name")
+@json_option
+def agent_ps(name: str, as_json: bool) -> None:
+    """List the processes in agent NAME's unit now, as ps would: each one's
+    PID, parent, user (the agent's, for every process it runs), state, threads,
+    resident memory, CPU time (user and system, seconds), start and command.
+
+    agentd reads them from the unit's cgroup (systemd's ControlGroup) and /proc,
+    so a process the agent started in the background is listed and one outside
+    the unit never is. Nothing is listed when the agent is not running. For the
+    agent's owner and administrators. --json gives rss_bytes, cpu_seconds and
+    started_at (Unix time) as numbers.
+    """
+    found = run(lambda c: c.list_processes(name))
+    if as_json:
+        print_json(found)
+        return
+    print_table(
+        PS_COLUMNS,
+        (
+            (
+                p["pid"],
+                p["ppid"],
+                user_name(p["uid"]) or p["uid"],
+                p["state"],
+                p["threads"],
+                fmt_bytes(p["rss_bytes"]),
+                f"{p['cpu_seconds']:.2f}",
+                fmt_list_time(p["started_at"]),
+                p["command"],
+            )
+            for p in found
+        ),
+    )
 
 
 @agent.command(

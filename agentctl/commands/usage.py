@@ -2,8 +2,9 @@
 
 agentd meters every model request (chats and agents' own thinking) in tokens,
 per agent and per owner, and refuses requests over a quota. `usage` shows
-both (bars on a terminal, warnings for quotas nearly used up); `quota` sets
-and resets them (administrators).
+both (bars on a terminal, warnings for quotas nearly used up) and the
+caller's quota plan (agentctl.commands.plan); `quota` sets and resets them
+(administrators).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from agentd.config import QUOTA_PERIODS
 from ..app import AliasGroup, env, json_option, run
 from ..client import AgentdClient
 from ..output import fmt_time, fmt_user, plain_line, print_json, print_table
+from ..plans_view import describe, fmt_source
 
-LOW_SHARE = 0.10  # `usage` warns when less than this share of a quota is left
+# `usage` warns when less than this share of a quota, or fewer tokens than this, are left
+LOW_SHARE = 0.10
+LOW_TOKENS = 50
 
 
 def _subject_label(q: dict[str, Any]) -> str:
@@ -40,7 +44,7 @@ def _bar_rows(quotas: list[dict[str, Any]]) -> None:
     for q in quotas:
         limit = q["limit"]
         share = q["used"] / limit if limit else 0
-        style = "red" if share >= 1 else "yellow" if share >= 1 - LOW_SHARE else "green"
+        style = "red" if share >= 1 else "yellow" if low(q) else "green"
         bar = (
             ProgressBar(
                 total=limit,
@@ -64,15 +68,35 @@ def _bar_rows(quotas: list[dict[str, Any]]) -> None:
     Console(highlight=False).print(table)
 
 
-def _warnings(quotas: list[dict[str, Any]]) -> None:
-    for q in quotas:
-        if q["limit"] and q["limit"] - q["used"] < LOW_SHARE * q["limit"]:
-            left = max(0, q["limit"] - q["used"])
-            click.echo(
-                f"warning: {_subject_label(q)} has {left:,} of its {q['limit']:,} "
-                f"{q['period']} tokens left (resets {fmt_time(q['resets_at'])})",
-                err=True,
-            )
+def low(q: dict[str, Any]) -> bool:
+    """Whether quota Q has less than 10% or fewer than 50 tokens left."""
+    left = q["limit"] - q["used"]
+    return bool(q["limit"]) and (left < LOW_TOKENS or left < LOW_SHARE * q["limit"])
+
+
+def _warnings(quotas: list[dict[str, Any]], mine: dict[str, Any]) -> None:
+    """One line on stderr per quota nearly used up; the caller's own names its plan."""
+    plan = mine.get("plan") or {}
+    for q in filter(low, quotas):
+        left = max(0, q["limit"] - q["used"])
+        of = "its"
+        if q["kind"] == "owner" and q["source"] == "plan" and q["subject"] == str(mine["uid"]):
+            of = f"plan {plan.get('name', '?')}'s"
+        click.echo(
+            f"warning: {_subject_label(q)} has {left:,} of {of} {q['limit']:,} "
+            f"{q['period']} tokens left (resets {fmt_time(q['resets_at'])})",
+            err=True,
+        )
+
+
+def _plan_line(mine: dict[str, Any]) -> None:
+    """The caller's plan: a sentence on a terminal (first), a `plan` line in a pipe
+    (last: `plan NAME`, or `plan -` for none)."""
+    plan = mine.get("plan")
+    if env().is_tty():
+        click.echo(f"Plan {describe(plan)} (from {fmt_source(plan)})" if plan else "Plan: none")
+    else:
+        click.echo(plain_line(("plan", plan["name"] if plan else "-")))
 
 
 @click.command(
@@ -97,15 +121,19 @@ def usage(days: int, as_json: bool) -> None:
     Every model request (chats and agents' own thinking) is metered, prompt
     and completion tokens, per agent and per owner. Quotas are per period
     (daily, weekly or monthly, UTC) and come from an administrator's
-    setting, the agent's template (token_budget) or agentd.toml. A warning
-    is printed only for quotas with less than 10% left. You see your own
-    agents; administrators see all.
+    setting, your quota plan (`agentctl plan`), the agent's template
+    (token_budget) or agentd.toml. Your plan is shown first. A warning is
+    printed, on standard error, for each quota with less than 10% or fewer
+    than 50 tokens left. You see your own agents; administrators see all.
     """
-    quotas, days_rows = run(lambda c: asyncio.gather(c.list_quotas(), c.list_usage(days)))
+    quotas, days_rows, mine = run(
+        lambda c: asyncio.gather(c.list_quotas(), c.list_usage(days), c.describe_plan())
+    )
     if as_json:
-        print_json({"quotas": quotas, "days": days_rows})
+        print_json({"quotas": quotas, "days": days_rows, "plan": mine["plan"]})
         return
     if env().is_tty():
+        _plan_line(mine)
         _bar_rows(quotas)
         click.echo()
     else:
@@ -141,7 +169,8 @@ def usage(days: int, as_json: bool) -> None:
     else:
         for row in rows:
             click.echo(plain_line(("day", *row)))
-    _warnings(quotas)
+        _plan_line(mine)
+    _warnings(quotas, mine)
 
 
 @click.group(

@@ -183,6 +183,9 @@ class FilesTool:
         return len(data)
 
 
+ENDPOINT_ENV = ("OPENAI_BASE_URL", "OPENAI_API_KEY")
+
+
 def shell_env(home: Path, task_id: int, attempt: int | None = None) -> dict[str, str]:
     """A command's environment: the task it serves (and, for an --exec task, its
     attempt, which Runtime calls about the task take) and where artifacts go."""
@@ -195,6 +198,9 @@ def shell_env(home: Path, task_id: int, attempt: int | None = None) -> dict[str,
     }
     if attempt is not None:
         env["AGENTD_TASK_ATTEMPT"] = str(attempt)
+    for name in ENDPOINT_ENV:  # the agent's OpenAI-compatible endpoint (agentd.runtime)
+        if name in os.environ:
+            env[name] = os.environ[name]
     return env
 
 

@@ -25,7 +25,7 @@ import functools
 import inspect
 import logging
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any, Concatenate, NoReturn, ParamSpec, Protocol, TypeVar
@@ -81,6 +81,7 @@ class Callers:
         self.cache: OrderedDict[str, Caller] = OrderedDict()
         self.size = size
         self.store = store  # when a reply may go: after the commit of what it says
+        self.failures: Counter[str] = Counter()  # error replies by name (agentd.metrics)
 
     async def credentials(self) -> Caller:
         sender = get_current_message().sender
@@ -209,6 +210,13 @@ async def _durably(store: Store | None, action: str, call: Awaitable[T]) -> T:
     return result
 
 
+def _count(callers: Callers, name: str) -> None:
+    """One more error reply named NAME (Callers of tests may keep no count)."""
+    failures = getattr(callers, "failures", None)
+    if failures is not None:
+        failures[name] += 1
+
+
 def rule(
     action: str, limits: Mapping[str, Bound] | None = None
 ) -> Callable[[Method[S, P, T]], Method[S, P, T]]:
@@ -235,6 +243,7 @@ def rule(
                 finally:
                     _current.reset(token)
             except AgentdError as e:
+                _count(self.callers, e.name)
                 raise to_dbus(e) from None
             except DbusFailedError:
                 raise
@@ -242,6 +251,7 @@ def rule(
                 # A bug, not a caller's mistake: full detail to the journal, a typed
                 # error without Python internals to the caller.
                 log.exception("internal error in %s", fn.__name__)
+                _count(self.callers, "Internal")
                 raise AgentdDbusError(
                     f"internal error in agentd while serving {fn.__name__}; "
                     "see journalctl -u agentd"

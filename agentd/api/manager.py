@@ -261,6 +261,10 @@ class ManagerObject(ManagerInterface):
     def _on_job(self, event: JobFinished) -> None:
         self.job_removed.emit((event.agent.name, event.job, event.operation, event.result))
 
+    def state_of(self, agent: Agent) -> str:
+        """AGENT's unit state as agentd follows it (agentd.fleet asks)."""
+        return self._state(agent)
+
     def _state(self, agent: Agent) -> str:
         """The unit's ActiveState, or "removing" while the agent is (its unit is gone)."""
         if agent.state == "removing":

@@ -1,24 +1,18 @@
 """The Model interface: the shared model, chat, usage and quotas.
 
-A stream (chat tokens, reload progress) goes back as the read end of a fresh
-socketpair; agentd writes JSON lines on its end from a background task. If
-the caller closes its end, the next write fails, the stream is closed, and the
-request is cancelled in the inference service.
+A stream (chat tokens, reload progress) goes back as a file descriptor
+(agentd.api.streams).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import logging
-import socket
 from typing import Any
 
 from sdbus import dbus_method_async_override
 
 from ..errors import AgentdError
-from ..modelclient import ModelStream
+from ..limits import NAME, SHORT
 from ..models.admin import ModelAdmin
 from ..quotas import Meter
 from ..thinking import Thinking, parse_messages, parse_options
@@ -26,8 +20,7 @@ from .access import Callers, rule
 from .interfaces import ModelInterface
 from .marshal import Variant, plain, variants
 from .rows import QuotaRow, UsageRow
-
-log = logging.getLogger("agentd")
+from .streams import Streams
 
 
 def flatten(show: dict[str, Any]) -> dict[str, Any]:
@@ -39,58 +32,6 @@ def flatten(show: dict[str, Any]) -> dict[str, Any]:
     for key, value in (show.get("embedding") or {}).items():
         out[f"embedding_{key}"] = value
     return out
-
-
-class Streams:
-    """Background writers of JSON-line streams handed out as file descriptors."""
-
-    def __init__(self) -> None:
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def open(self, events: ModelStream) -> int:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        theirs.shutdown(socket.SHUT_WR)  # the caller only reads
-        ours.shutdown(socket.SHUT_RD)
-        task = asyncio.get_running_loop().create_task(self._pump(ours, events))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        fd = theirs.detach()
-        # sd-bus duplicates the descriptor into the reply, which is built once
-        # this method returns: close ours on the next loop turn.
-        asyncio.get_running_loop().call_soon(_close, fd)
-        return fd
-
-    async def _pump(self, sock: socket.socket, events: ModelStream) -> None:
-        _reader, writer = await asyncio.open_connection(sock=sock)
-        try:
-            async with contextlib.aclosing(events):
-                try:
-                    async for event in events:
-                        writer.write(json.dumps(event).encode() + b"\n")
-                        await writer.drain()
-                except AgentdError as e:
-                    error = {"event": "error", "error": e.name, "message": str(e)}
-                    writer.write(json.dumps(error).encode() + b"\n")
-                    await writer.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the caller went away: closing the events cancels the request
-        except Exception:
-            log.exception("stream writer failed")
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-    async def close(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        if self.tasks:
-            await asyncio.wait(self.tasks, timeout=2)
-
-
-def _close(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        socket.close(fd)
 
 
 class ModelObject(ModelInterface):
@@ -186,3 +127,20 @@ class ModelObject(ModelInterface):
     @rule("quota.reset")
     async def reset_quota(self, kind: str, subject: str) -> None:
         self.meter.reset(await self.callers.current(), kind, subject)
+
+    @dbus_method_async_override()
+    @rule("plan.list")
+    async def list_plans(self) -> str:
+        plans = self.meter.registry.plans
+        return json.dumps(plans.listing(await self.callers.current()), ensure_ascii=False)
+
+    @dbus_method_async_override()
+    @rule("plan.show", limits={"plan": NAME, "user": NAME})
+    async def describe_plan(self, plan: str, user: str) -> str:
+        plans = self.meter.registry.plans
+        return json.dumps(plans.show(await self.callers.current(), plan, user), ensure_ascii=False)
+
+    @dbus_method_async_override()
+    @rule("plan.assign", limits={"kind": SHORT, "subject": NAME, "plan": NAME})
+    async def assign_plan(self, kind: str, subject: str, plan: str) -> None:
+        self.meter.registry.plans.assign(await self.callers.current(), kind, subject, plan)

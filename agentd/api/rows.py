@@ -172,7 +172,7 @@ class QuotaRow(
     )
 ):
     """ListQuotas: kind (agent|owner), subject, tokens per period (0: unlimited),
-    used, period, resets at (Unix time), source (admin|template|config)."""
+    used, period, resets at (Unix time), source (admin|template|plan|config)."""
 
     __slots__ = ()
     SIGNATURE: ClassVar[str] = "(ssttsds)"

@@ -34,6 +34,7 @@ from ..thinking import Thinking, parse_messages, parse_options
 from .access import Callers, rule
 from .interfaces import RuntimeInterface, agent_path
 from .marshal import Variant, plain, variants
+from .streams import Streams
 
 MAX_CLAIM_WAIT_MS = 60_000
 
@@ -43,6 +44,7 @@ class RuntimeObject(RuntimeInterface):
     memories: Memories | None = None  # set by agentd.daemon (issue 13: memory)
     delegation: Delegation | None = None  # set by agentd.daemon (issue 14: delegation)
     mailbox: Mailbox | None = None  # set by agentd.daemon (issue 15: messages)
+    streams: Streams | None = None  # set by agentd.daemon: ThinkStream's writers
 
     def __init__(
         self, registry: Registry, queue: TaskQueue, callers: Callers, thinking: Thinking
@@ -214,6 +216,19 @@ class RuntimeObject(RuntimeInterface):
             agent, parse_messages(messages), parse_options(raw), task
         )
         return json.dumps(answer)
+
+    @dbus_method_async_override()
+    @rule("model.think")
+    async def think_stream(self, messages: str, options: dict[str, Variant]) -> int:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        raw = plain(options)
+        if "task" in raw:
+            raise InvalidArgument("a streamed think is not metered against a task")
+        assert self.streams is not None
+        events = self.thinking.generate(
+            agent, agent.uid, "think", parse_messages(messages), parse_options(raw)
+        )
+        return self.streams.open(events)
 
     # -- the agent loop (agentd.tasks.trace) ----------------------------------------------
     @dbus_method_async_override()

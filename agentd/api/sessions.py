@@ -18,7 +18,7 @@ from ..thinking import parse_options
 from .access import Callers, rule
 from .interfaces.sessions import SessionsInterface
 from .marshal import Variant, plain
-from .model import Streams
+from .streams import Streams
 
 NAME = Bound(64)
 

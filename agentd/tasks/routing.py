@@ -90,6 +90,7 @@ class Router:
             "persona": template.system_prompt,  # the loop's system prompt begins with it
             "heartbeat_interval": cfg.heartbeat_interval,
             "lease_seconds": cfg.lease_seconds,
+            "program": list(template.program),  # kept running by the runtime (agentd.program)
         }
 
     def agents_of(self, owner_uid: int) -> list[Agent]:

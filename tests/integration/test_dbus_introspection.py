@@ -43,6 +43,7 @@ ON_ROOT = {
     f"{BUS}.Goals",
     f"{BUS}.Teams",
     f"{BUS}.Messages",
+    f"{BUS}.Observe",
 }
 ON_AGENT = {f"{BUS}.Agent"}
 

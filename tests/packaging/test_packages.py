@@ -69,7 +69,13 @@ PAYLOAD = [
     "/usr/lib/agentd/python/llama_cpp_python-0.3.36.dist-info/METADATA",
     *(f"/usr/lib/agentd/python/llama_cpp/lib/{lib}" for lib in LLAMA_LIBS),
 ]
-UNITS = ("agentd.service", "agentd-inference.service", "agents.slice")
+UNITS = (
+    "agentd.service",
+    "agentd-inference.service",
+    "agents.slice",
+    "agentd-metrics.socket",  # issue 16: the metrics endpoint, not enabled
+    "agentd-metrics@.service",
+)
 RUNTIME_DEPS = [
     "python3-apsw",
     "python3-click",

@@ -117,6 +117,7 @@ def test_agentctl_loads_no_engine() -> None:
         "agentd.errors",
         "agentd.config",
         "agentd.approvalrules",  # agentd.config's [approval] table: stdlib only
+        "agentd.plandefs",  # agentd.config's [plans] tables: stdlib and agentd.sizes
         "agentd.api",
         "agentd.api.errors",
         "agentd.api.interfaces",
@@ -151,14 +152,18 @@ def test_the_root_has_exactly_the_listed_commands() -> None:
         "goal",
         "knowledge",
         "memory",
+        "metrics",
         "model",
         "msg",
+        "plan",
         "project",
         "quota",
+        "serve",
         "session",
         "status",
         "task",
         "team",
         "template",
+        "top",
         "usage",
     ]

@@ -48,6 +48,7 @@ class ModelFake:
             },
         ]
         self.fail: Exception | None = None
+        self.plan: dict[str, Any] | None = None  # DescribePlan's: the caller's quota plan
 
     async def chat(
         self, agent: str, messages: list[dict[str, str]], options: dict[str, Any]
@@ -133,6 +134,9 @@ class ModelFake:
 
     async def list_agents(self) -> list[dict[str, Any]]:
         return [{"name": "scout"}]
+
+    async def describe_plan(self, plan: str = "", user: str = "") -> dict[str, Any]:
+        return {"uid": 0, "user": "root", "plan": self.plan}
 
     async def set_quota(self, kind: str, subject: str, tokens: int, period: str) -> None:
         self.calls.append(("set_quota", kind, subject, tokens, period))

@@ -247,7 +247,7 @@ def methods() -> dict[str, DbusMethodAsync]:
 
 
 def test_there_are_interfaces_and_list_methods_to_check() -> None:
-    assert len(interface_classes()) == 11
+    assert len(interface_classes()) == 12
     assert {
         "Approvals.ListApprovals",
         "Manager.ListAgents",

@@ -42,6 +42,7 @@ from agentd.api import interfaces
 from agentd.api.interfaces.approvals import APPROVALS_INTERFACE
 from agentd.api.interfaces.goals import GOALS_INTERFACE
 from agentd.api.interfaces.memory import MEMORY_INTERFACE
+from agentd.api.interfaces.observe import OBSERVE_INTERFACE
 from agentd.api.interfaces.sessions import SESSIONS_INTERFACE
 from agentd.api.interfaces.teams import MESSAGES_INTERFACE, TEAMS_INTERFACE
 from agentd.api.introspection import (
@@ -136,6 +137,7 @@ def test_every_interface_class_is_rendered() -> None:
         GOALS_INTERFACE,  # issue 14: goals
         TEAMS_INTERFACE,  # issue 15: teams
         MESSAGES_INTERFACE,  # issue 15: messages
+        OBSERVE_INTERFACE,  # issue 16: top, agent ps, metrics
     ]
 
 

@@ -27,6 +27,7 @@ from agentd.api.goals import GoalsObject
 from agentd.api.manager import AgentObject, ManagerObject
 from agentd.api.memory import MemoryObject
 from agentd.api.model import ModelObject, Streams
+from agentd.api.observe import ObserveObject
 from agentd.api.runtime import RuntimeObject
 from agentd.api.sessions import SessionsObject
 from agentd.api.tasks import TasksObject
@@ -35,12 +36,14 @@ from agentd.approvalrules import ApprovalRules
 from agentd.approvals import Approvals
 from agentd.errors import PermissionDenied
 from agentd.eventlog import EventLog
+from agentd.fleet import Fleet
 from agentd.goals.delegation import Delegation
 from agentd.goals.runner import GoalRunner
 from agentd.goals.service import Goals
 from agentd.memory import MemoryService
 from agentd.memory.memories import Memories
 from agentd.messages import Mailbox
+from agentd.metrics import Counters, Metrics
 from agentd.modelclient import ModelClient
 from agentd.models.admin import ModelAdmin
 from agentd.policy import Caller, Policy
@@ -50,6 +53,7 @@ from agentd.sessions import Sessions
 from agentd.tasks.queue import TaskQueue
 from agentd.teams import TeamDirs, Teams
 from agentd.thinking import Thinking
+from agentd.units import UnitUsage
 
 SERVICES = {
     interfaces.ManagerInterface: ManagerObject,
@@ -63,6 +67,7 @@ SERVICES = {
     interfaces.GoalsInterface: GoalsObject,
     interfaces.TeamsInterface: TeamsObject,
     interfaces.MessagesInterface: MessagesObject,
+    interfaces.ObserveInterface: ObserveObject,
 }
 
 
@@ -123,6 +128,13 @@ class _People:
 
     def shell(self, uid: int) -> str | None:
         return "/bin/bash" if uid in (ALICE.uid, BOB.uid) else None
+
+
+class _Idle:
+    """Units as agentd.fleet reads them: none uses anything."""
+
+    async def usage(self, unit: str) -> UnitUsage:
+        return UnitUsage()
 
 
 class Api:
@@ -191,6 +203,11 @@ class Api:
         self.mailbox = Mailbox(
             self.w.store, self.w.reg, self.w.audit, self.w.reg.events, self.teams.share
         )
+        # top, agent ps and metrics (issue 16): units that use nothing
+        self.fleet = Fleet(
+            self.w.store, self.w.reg, self.w.reg.policy, _Idle(), lambda a: "inactive"
+        )
+        self.metrics = Metrics(self.fleet, self.w.store, self.w.reg.policy, Counters(), lambda: 0)
 
     def objects(self, caller: Caller, grants: set[str] = frozenset()) -> dict[str, Any]:
         callers = FixedCallers(self.w.reg.policy, caller, grants)
@@ -215,6 +232,7 @@ class Api:
             "goals": GoalsObject(self.goals, callers),
             "teams": TeamsObject(self.teams, callers),
             "messages": MessagesObject(self.mailbox, callers),
+            "observe": ObserveObject(self.fleet, self.metrics, callers),
         }
 
     def calls(self) -> dict[tuple[str, str], tuple]:
@@ -249,6 +267,7 @@ class Api:
             ("runtime", "fail_task"): (t, 1, "no", "", []),
             ("runtime", "block_task"): (t, 1, "why"),
             ("runtime", "think"): (hello, {}),
+            ("runtime", "think_stream"): (hello, {}),
             ("runtime", "task_context"): (t,),
             ("runtime", "record_step"): (t, 1, "{}"),
             ("runtime", "ask_owner"): (t, 1, "which?"),
@@ -302,6 +321,9 @@ class Api:
             ("model", "list_usage"): (7,),
             ("model", "set_quota"): ("agent", "a1", 5, "daily"),
             ("model", "reset_quota"): ("agent", "a1"),
+            ("model", "list_plans"): (),
+            ("model", "describe_plan"): ("", str(ALICE.uid)),
+            ("model", "assign_plan"): ("user", str(ALICE.uid), ""),
             ("sessions", "chat_in_session"): ("a1", self.session, "hi", {}),
             ("sessions", "list_sessions"): ("",),
             ("sessions", "get_session"): (self.session,),
@@ -320,6 +342,9 @@ class Api:
             ("teams", "get_team"): ("t1",),
             ("messages", "send_message"): ("a1", "s", "hi"),
             ("messages", "list_messages"): ("a1", {}),
+            ("observe", "fleet"): (),
+            ("observe", "list_processes"): ("a1",),
+            ("observe", "metrics"): (),
         }
 
     def call(self, caller: Caller, obj: str, method: str, grants: set[str] = frozenset()) -> str:
@@ -360,6 +385,7 @@ def _object_key(service: type) -> str:
         GoalsObject: "goals",
         TeamsObject: "teams",
         MessagesObject: "messages",
+        ObserveObject: "observe",
     }[service]
 
 
@@ -382,6 +408,7 @@ def _scope(obj: str, method: str) -> Scope:
             GoalsObject: "goals",
             TeamsObject: "teams",
             MessagesObject: "messages",
+            ObserveObject: "observe",
         }.items()
     }[obj]
     return RULES[declared(service, method) or ""].scope

@@ -57,6 +57,7 @@ LAZY = {
     "agentd.api.interfaces.goals",
     "agentd.api.interfaces.tasks",
     "agentd.api.interfaces.teams",
+    "agentd.api.interfaces.observe",
     "agentd.api.rows",
     "agentd.nobind",
     "agentd.tasks",
@@ -137,7 +138,7 @@ def test_the_interface_classes_load_together_on_first_use() -> None:
     mods = loaded_after(
         "from agentd.api.interfaces import ModelInterface\n"
         "import agentd.api.interfaces as i\n"
-        "assert len([v for v in vars(i).values() if isinstance(v, type)]) == 11"
+        "assert len([v for v in vars(i).values() if isinstance(v, type)]) == 12"
     )
     assert {m for m in LAZY if m.startswith("agentd.api.interfaces.")} <= mods
 
@@ -156,6 +157,7 @@ def test_the_package_still_names_every_interface_in_order() -> None:
         "GoalsInterface",
         "TeamsInterface",
         "MessagesInterface",
+        "ObserveInterface",
     ]
     assert interfaces.RuntimeInterface is interfaces.INTERFACES[1]
     for name in interfaces.__all__:

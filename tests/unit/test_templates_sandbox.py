@@ -47,6 +47,10 @@ def test_admin_override_replaces_vendor_template(tmp_path: Path) -> None:
         '[limits]\nmemory_max = "1K"\n',
         "[limits]\ntasks_max = 1\n",
         "[limits]\nswap = 1\n",
+        'program = "bot.py"\n',
+        'program = ["python3", ""]\n',
+        'program = ["../other/bot"]\n',
+        "program = [" + ", ".join(['"a"'] * 65) + "]\n",
     ],
 )
 def test_bad_templates_are_refused_by_file_name(tmp_path: Path, body: str) -> None:
@@ -54,6 +58,14 @@ def test_bad_templates_are_refused_by_file_name(tmp_path: Path, body: str) -> No
     (tmp_path / "templates" / "bad.toml").write_text(body)
     with pytest.raises(InvalidConfig, match=r"bad\.toml"):
         catalog(tmp_path).template("bad")
+
+
+def test_a_template_program_reaches_the_runtime_settings(tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "bot.toml").write_text('program = ["python3", "bot.py", "-v"]\n')
+    t = catalog(tmp_path).template("bot")
+    assert t.program == ("python3", "bot.py", "-v")
+    assert t.as_dict()["program"] == ["python3", "bot.py", "-v"]
 
 
 def test_unknown_template_and_profile(tmp_path: Path) -> None:
@@ -118,14 +130,19 @@ def test_unit_properties_carry_limits_identity_and_hardening() -> None:
     assert p["BindPaths"][0][1][0][:2] == ("/home/agents/web-1", "/home/agents/web-1")
     assert p["CapabilityBoundingSet"] == [("t", 0)]
     assert p["PrivateNetwork"] == [("b", True)]
-    assert p["RestrictAddressFamilies"] == [("(bas)", (True, ["AF_UNIX"]))]
+    # inet for the OpenAI-compatible endpoint, on the namespace's own loopback only
+    assert p["RestrictAddressFamilies"] == [("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6"]))]
     assert ("a(iayu)", [(2, bytes(4), 0), (10, bytes(16), 0)]) in p["IPAddressDeny"]
+    assert p["IPAddressAllow"] == [
+        ("a(iayu)", [(2, bytes([127, 0, 0, 0]), 8), (10, bytes(15) + b"\x01", 128)])
+    ]
     assert ("(bas)", (True, ["@system-service"])) in p["SystemCallFilter"]
 
 
 def test_network_profile_opens_only_inet() -> None:
     p = _props("full")
     assert "PrivateNetwork" not in p
+    assert "IPAddressAllow" not in p  # loopback stays denied: the host's, not its own
     assert p["RestrictAddressFamilies"] == [("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6"]))]
 
 
@@ -191,7 +208,8 @@ def test_offline_unit_keeps_its_private_network_and_direct_exec() -> None:
     p = _props("none")
     assert p["ExecStart"] == [("a(sasb)", [(RUNTIME, [RUNTIME], False)])]
     assert ("(bas)", (False, ["listen"])) not in p["SystemCallFilter"]
-    assert "BindReadOnlyPaths" not in p and "IPAddressAllow" not in p
+    assert "BindReadOnlyPaths" not in p
+    assert p["IPAddressAllow"] == [("a(iayu)", sandbox._addresses(sandbox.LOOPBACK))]
 
 
 def test_online_unit_starts_the_runtime_through_confine_exec(tmp_path: Path) -> None:

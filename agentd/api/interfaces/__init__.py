@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .manager import ManagerInterface
     from .memory import MemoryInterface
     from .model import ModelInterface
+    from .observe import ObserveInterface
     from .runtime import RuntimeInterface
     from .sessions import SessionsInterface
     from .tasks import TasksInterface
@@ -62,6 +63,7 @@ _CLASSES = {
     "GoalsInterface": "goals",  # issue 14: goals
     "TeamsInterface": "teams",  # issue 15: teams
     "MessagesInterface": "teams",  # issue 15: messages
+    "ObserveInterface": "observe",  # issue 16: top, agent ps, metrics
 }
 
 
@@ -92,6 +94,7 @@ __all__ = [
     "MemoryInterface",
     "MessagesInterface",
     "ModelInterface",
+    "ObserveInterface",
     "RuntimeInterface",
     "SessionsInterface",
     "TasksInterface",

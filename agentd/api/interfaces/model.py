@@ -99,6 +99,35 @@ class ModelInterface(DbusInterfaceCommonAsync, interface_name=MODEL_INTERFACE):
         """Admin: count the current period's usage from now on (the limit stays)."""
         raise NotImplementedError
 
+    # -- quota plans (agentd.plans) ----------------------------------------------------
+    @dbus_method_async("", "s", flags=U, method_name="ListPlans", result_args_names=("plans",))
+    async def list_plans(self) -> str:
+        """The plans of agentd.toml, the caller's own plan and, for an admin,
+        every assignment (JSON object: plans, default_plan, yours, assignments)."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "ss",
+        "s",
+        flags=U,
+        method_name="DescribePlan",
+        input_args_names=("plan", "user"),
+        result_args_names=("plan",),
+    )
+    async def describe_plan(self, plan: str, user: str) -> str:
+        """Plan PLAN (with its assignments, for an admin); or, PLAN empty, the plan
+        of USER (a user name or UID: the caller's own, anyone's for an admin;
+        empty: the caller) and where it comes from (JSON)."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "sss", "", flags=U, method_name="AssignPlan", input_args_names=("kind", "subject", "plan")
+    )
+    async def assign_plan(self, kind: str, subject: str, plan: str) -> None:
+        """Admin: give KIND user|group SUBJECT (a name or UID/GID) PLAN, or take
+        its plan away (PLAN empty). Effective at once; audited as plan.assign."""
+        raise NotImplementedError
+
     # -- the catalog: admin operations as jobs (agentd.models.admin) -------------
     @dbus_method_async("", "s", flags=U, method_name="ListModels", result_args_names=("models",))
     async def list_models(self) -> str:

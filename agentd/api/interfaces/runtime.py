@@ -33,7 +33,8 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
     )
     async def register(self) -> tuple[str, str, dict[str, tuple[str, object]]]:
         """settings: wip (t), tools (as), profile (s), heartbeat_interval (t),
-        lease_seconds (t), steps (t), task_tokens (t)."""
+        lease_seconds (t), steps (t), task_tokens (t), program (as: the
+        template's program, which the runtime keeps running; empty: none)."""
         raise NotImplementedError
 
     @dbus_method_async(
@@ -159,6 +160,23 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
         one is given. options: max_tokens (u), temperature (d), json_schema (s:
         JSON Schema; the answer is constrained to it), task (t: for metering).
         answer: JSON {"text", "finish_reason", "prompt_tokens", "completion_tokens"}."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "sa{sv}",
+        "h",
+        flags=U,
+        method_name="ThinkStream",
+        input_args_names=("messages", "options"),
+        result_args_names=("stream",),
+    )
+    async def think_stream(self, messages: str, options: dict[str, tuple[str, object]]) -> int:
+        """Think, streamed (the agent's OpenAI-compatible endpoint): the read end
+        of a socket of JSON lines, as Model.Chat's (queued, token..., then done
+        or error). Options as Think's, plus stop (as) and persona (b: false
+        sends the messages as they are). Refused before any stream (an error of
+        the call) when the quotas cannot hold it; closing the stream cancels
+        the request."""
         raise NotImplementedError
 
     # -- the agent loop (issue 12; agentd.tasks.trace) ------------------------------------

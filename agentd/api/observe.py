@@ -1,0 +1,42 @@
+"""The Observe object: `agentctl top`, `agentctl agent ps` and the metrics.
+
+Thin, as every api module: each method declares its action (fleet.read,
+agent.ps, metrics.read; agentd.rules), calls one engine method (agentd.fleet,
+agentd.metrics) and carries its answer as JSON or text.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sdbus import dbus_method_async_override
+
+from ..fleet import FLEET, PS, Fleet
+from ..limits import NAME
+from ..metrics import METRICS, Metrics
+from .access import Callers, rule
+from .interfaces.observe import ObserveInterface
+
+
+class ObserveObject(ObserveInterface):
+    def __init__(self, fleet: Fleet, metrics: Metrics, callers: Callers) -> None:
+        super().__init__()
+        self.fleet_view = fleet
+        self.metrics_view = metrics
+        self.callers = callers
+
+    @dbus_method_async_override()
+    @rule(FLEET)
+    async def fleet(self) -> str:
+        return json.dumps(await self.fleet_view.snapshot(await self.callers.current()))
+
+    @dbus_method_async_override()
+    @rule(PS, limits={"name": NAME})
+    async def list_processes(self, name: str) -> str:
+        rows = await self.fleet_view.processes(await self.callers.current(), name)
+        return json.dumps([p.as_dict() for p in rows])
+
+    @dbus_method_async_override()
+    @rule(METRICS)
+    async def metrics(self) -> str:
+        return await self.metrics_view.text(await self.callers.current())
