@@ -104,6 +104,7 @@ RULES: dict[str, Rule] = {
     "memory.write": Rule(Scope.OWNER, MANAGE, "agents remember through the Runtime interface"),
     "runtime.remember": Rule(Scope.SELF),
     "runtime.recall": Rule(Scope.SELF),
+    "runtime.embed": Rule(Scope.SELF),  # its endpoint's /v1/embeddings (agentd.endpoint)
     # chat sessions (issue 13; agentd.sessions): talking in one is model.chat
     "session.list": Rule(Scope.PERSON, MANAGE, "agents may not read chat sessions"),
     "session.show": Rule(Scope.OWNER, MANAGE, "agents may not read chat sessions"),

@@ -26,6 +26,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -205,17 +206,28 @@ async def serve_endpoint(proxy: RuntimeInterface, name: str) -> Endpoint | None:
 
     sig = {"max_tokens": "u", "temperature": "d", "json_schema": "s", "stop": "as", "persona": "b"}
 
-    async def backend(messages: list[dict[str, str]], options: dict[str, Any]) -> Any:
-        wire = {k: (sig[k], v) for k, v in options.items() if k in sig}
+    @contextlib.contextmanager
+    def refusals() -> Iterator[None]:
+        """agentd's refusals as the endpoint's BackendError (one translation)."""
         try:
-            return fd_events(await proxy.think_stream(json.dumps(messages), wire))
+            yield
         except DbusFailedError as e:
             raise BackendError(_errors.short_name(e), _message(e)) from None
         except SdBusBaseError as e:
             raise BackendError("ModelUnavailable", _message(e)) from None
 
+    async def backend(messages: list[dict[str, str]], options: dict[str, Any]) -> Any:
+        wire = {k: (sig[k], v) for k, v in options.items() if k in sig}
+        with refusals():
+            return fd_events(await proxy.think_stream(json.dumps(messages), wire))
+
+    async def embedder(texts: list[str]) -> dict[str, Any]:
+        with refusals():
+            result: dict[str, Any] = json.loads(await proxy.embed(texts))
+        return result
+
     key = "sk-agent-" + os.urandom(24).hex()
-    endpoint = Endpoint(backend, key, f"agent {name}")
+    endpoint = Endpoint(backend, key, f"agent {name}", embedder)
     host, port = os.environ.get("AGENTD_OPENAI_HOST", ENDPOINT_ADDRESS[0]), ENDPOINT_ADDRESS[1]
     try:
         port = await endpoint.start(host, int(os.environ.get("AGENTD_OPENAI_PORT", port)))

@@ -108,6 +108,18 @@ def _stop(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+MAX_EMBED_TEXTS = 64  # the inference service's bounds (docs/inference-protocol.md)
+MAX_EMBED_TEXT_BYTES = 8192
+EMBED_TEXT_TOKENS = 256  # what the service keeps of one text
+
+
+def _check_texts(texts: list[str]) -> None:
+    if not 1 <= len(texts) <= MAX_EMBED_TEXTS:
+        raise InvalidArgument(f"give 1..{MAX_EMBED_TEXTS} texts to embed")
+    if any(len(t.encode()) > MAX_EMBED_TEXT_BYTES for t in texts):
+        raise InvalidArgument(f"a text to embed is over {MAX_EMBED_TEXT_BYTES} bytes of UTF-8")
+
+
 def prompt_estimate(messages: list[dict[str, str]]) -> int:
     """At least the tokens the service will count for MESSAGES (see PROMPT_FRAME)."""
     return PROMPT_FRAME + sum(MESSAGE_FRAME + len(m["content"].encode()) for m in messages)
@@ -275,6 +287,26 @@ class Thinking:
                 if attempt == THINK_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
+
+    async def embed(self, agent: Agent, texts: list[str]) -> dict[str, Any]:
+        """Sentence vectors of TEXTS for AGENT's own use (its endpoint's
+        /v1/embeddings), metered as the memory's are (usage kind embed): checked
+        against its quotas at an upper bound of the tokens first (QuotaExceeded),
+        charged what the service counted."""
+        _check_texts(texts)
+        # the service cuts each text at EMBED_TEXT_TOKENS; a token is at least a byte
+        bound = sum(min(len(t.encode()), EMBED_TEXT_TOKENS) + 2 for t in texts)
+        self.meter.check(agent, agent.uid, bound)
+        started = time.monotonic()
+        got = await self.client.embed(texts, agent=agent.name, owner=str(agent.owner_uid))
+        self.meter.record(agent, "embed", got.tokens, 0, "ok", time.monotonic() - started)
+        return {
+            "model": got.model,
+            "dimensions": got.dimensions,
+            "embeddings": got.vectors,
+            "tokens": got.tokens,
+            "truncated": got.truncated,
+        }
 
     async def show(self) -> dict[str, Any]:
         info = await self.client.call({"op": "show"})

@@ -30,13 +30,25 @@ from ..registry import Registry
 from ..tasks.model import Task
 from ..tasks.queue import TaskQueue
 from ..tasks.trace import MAX_QUESTION, MAX_STEP
-from ..thinking import Thinking, parse_messages, parse_options
+from ..thinking import (
+    MAX_EMBED_TEXT_BYTES,
+    MAX_EMBED_TEXTS,
+    Thinking,
+    parse_messages,
+    parse_options,
+)
 from .access import Callers, rule
 from .interfaces import RuntimeInterface, agent_path
 from .marshal import Variant, plain, variants
 from .streams import Streams
 
 MAX_CLAIM_WAIT_MS = 60_000
+EMBED_TEXTS = Bound(
+    MAX_EMBED_TEXT_BYTES,
+    items=MAX_EMBED_TEXTS,
+    depth=1,
+    total=MAX_EMBED_TEXTS * MAX_EMBED_TEXT_BYTES,
+)
 
 
 class RuntimeObject(RuntimeInterface):
@@ -216,6 +228,12 @@ class RuntimeObject(RuntimeInterface):
             agent, parse_messages(messages), parse_options(raw), task
         )
         return json.dumps(answer)
+
+    @dbus_method_async_override()
+    @rule("runtime.embed", limits={"texts": EMBED_TEXTS})
+    async def embed(self, texts: list[str]) -> str:
+        agent = self.registry.runtime_agent(await self.callers.current())
+        return json.dumps(await self.thinking.embed(agent, list(texts)))
 
     @dbus_method_async_override()
     @rule("model.think")

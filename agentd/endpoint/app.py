@@ -28,6 +28,8 @@ Events = AsyncGenerator[dict[str, Any], None]
 # (messages, Think options) -> the service's events (queued, token..., done);
 # raises BackendError for a refusal before any event.
 Backend = Callable[[list[dict[str, str]], dict[str, Any]], Awaitable[Events]]
+# texts -> agentd's Embed result ({model, dimensions, embeddings, tokens, ...})
+Embedder = Callable[[list[str]], Awaitable[dict[str, Any]]]
 LINE_LIMIT = 1 << 20
 
 
@@ -63,8 +65,11 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 class Endpoint:
     """The /v1 routes over BACKEND, for whoever holds KEY."""
 
-    def __init__(self, backend: Backend, key: str, owned_by: str) -> None:
+    def __init__(
+        self, backend: Backend, key: str, owned_by: str, embedder: Embedder | None = None
+    ) -> None:
         self.backend = backend
+        self.embedder = embedder
         self.key = key
         self.owned_by = owned_by
         self.server = Server(self.handle, error_body)
@@ -103,6 +108,7 @@ class Endpoint:
         routes: dict[str, tuple[str, Callable[..., Awaitable[Response | None]]]] = {
             "/v1/models": ("GET", self._models),
             "/v1/chat/completions": ("POST", self._chat),
+            "/v1/embeddings": ("POST", self._embeddings),
         }
         if path.startswith("/v1/models/"):
             return await self._model(request, path.removeprefix("/v1/models/"))
@@ -124,12 +130,18 @@ class Endpoint:
             raise openai.ApiError(404, f"The model '{name}' does not exist", code="model_not_found")
         return json_response(200, listed[0])
 
-    async def _chat(self, request: Request, stream: EventStream) -> Response | None:
+    async def _embeddings(self, request: Request, _stream: EventStream) -> Response:
+        if self.embedder is None:
+            raise openai.ApiError(404, "embeddings are not served here", code="not_found")
+        texts, encoding = openai.embedding_request(_json(request))
         try:
-            body = request.json()
-        except (ValueError, RecursionError):
-            raise openai.bad("the request body is not JSON") from None
-        chat = openai.chat_request(body)
+            result = await self.embedder(texts)
+        except BackendError as e:
+            raise openai.from_agentd(e.name, str(e)) from None
+        return json_response(200, openai.embeddings(result, encoding))
+
+    async def _chat(self, request: Request, stream: EventStream) -> Response | None:
+        chat = openai.chat_request(_json(request))
         events = await self._open(chat)
         async with contextlib.aclosing(events):
             if chat.stream:
@@ -189,6 +201,13 @@ class Endpoint:
     @staticmethod
     async def _send(out: EventStream, value: dict[str, Any]) -> None:
         await out.send(json.dumps(value, ensure_ascii=False))
+
+
+def _json(request: Request) -> Any:
+    try:
+        return request.json()
+    except (ValueError, RecursionError):
+        raise openai.bad("the request body is not JSON") from None
 
 
 def _role() -> dict[str, str]:

@@ -71,6 +71,7 @@ _AGENTD: dict[str, tuple[int, str, str | None]] = {
     "Overloaded": (503, "server_error", "overloaded"),
     "ModelUnavailable": (503, "server_error", "model_unavailable"),
     "PermissionDenied": (403, "permission_error", None),
+    "NoEmbeddingModel": (503, "server_error", "no_embedding_model"),
 }
 
 
@@ -283,6 +284,48 @@ def chunk(
     if used is not None:
         out["usage"] = used
     return out
+
+
+# -- embeddings --------------------------------------------------------------------
+
+
+def embedding_request(body: Any) -> tuple[list[str], str]:
+    """A POST /v1/embeddings body: the texts and the encoding_format."""
+    if not isinstance(body, dict):
+        raise bad("the request body must be a JSON object")
+    unknown = sorted(set(body) - {"input", "model", "encoding_format", "dimensions", "user"})
+    if unknown:
+        raise bad(f"Unrecognized request argument supplied: {', '.join(unknown)}", unknown[0])
+    texts = body.get("input")
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise bad("input must be a string or an array of strings (not tokens)", "input")
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise bad("encoding_format must be float or base64", "encoding_format")
+    if body.get("dimensions") is not None:
+        raise bad("dimensions cannot be chosen: the model's are given", "dimensions")
+    return texts, encoding
+
+
+def embeddings(result: dict[str, Any], encoding: str) -> dict[str, Any]:
+    """agentd's Embed result as OpenAI's embeddings list (base64: the float32
+    little-endian bytes, as OpenAI sends them)."""
+    vectors = result["embeddings"]
+    if encoding == "base64":
+        import base64
+        import struct
+
+        vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
+        ],
+        "model": result.get("model") or MODEL_ID,
+        "usage": {"prompt_tokens": result["tokens"], "total_tokens": result["tokens"]},
+    }
 
 
 def models(owned_by: str) -> dict[str, Any]:

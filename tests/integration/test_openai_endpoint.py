@@ -52,7 +52,9 @@ def curl(body: dict[str, Any]) -> str:
     )
 
 
-def test_the_official_openai_client_in_the_unit_chats_streams_and_gets_json(pair: Agentd) -> None:
+def test_the_official_openai_client_in_the_unit_chats_streams_makes_json_and_embeds(
+    pair: Agentd,
+) -> None:
     a = pair
     before = sum(r["completion_tokens"] for r in usage_of(a, "oa-a"))
     got = run(a, "oa-a", f"PYTHONPATH={CLIENTS} python3 {CLIENT}", "alice")
@@ -76,6 +78,9 @@ def test_the_official_openai_client_in_the_unit_chats_streams_and_gets_json(pair
     too_long = seen["too_long"]
     assert too_long["status"] == 400 and too_long["code"] == "context_length_exceeded"
     assert "maximum context length" in too_long["message"]
+    vectors = seen["embeddings"]  # the memory's embedding model (all-MiniLM-L6-v2)
+    assert vectors["dimensions"] == [384, 384] and vectors["tokens"] > 0
+    assert all(abs(n - 1) < 1e-3 for n in vectors["norms"]) and vectors["cosine"] > 0.5
     # the tokens are the agent's, metered as its thinking
     after = sum(r["completion_tokens"] for r in usage_of(a, "oa-a"))
     assert (

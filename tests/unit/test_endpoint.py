@@ -68,8 +68,8 @@ class Script:
             self.closed.set()
 
 
-async def serving(script: Script, body: Any) -> Any:
-    endpoint = Endpoint(script, KEY, "agent test")
+async def serving(script: Script, body: Any, embedder: Any = None) -> Any:
+    endpoint = Endpoint(script, KEY, "agent test", embedder)
     port = await endpoint.start("127.0.0.1", 0)
     client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
     try:
@@ -79,8 +79,8 @@ async def serving(script: Script, body: Any) -> Any:
         await endpoint.close()
 
 
-def run(script: Script, body: Any) -> Any:
-    return asyncio.run(serving(script, body))
+def run(script: Script, body: Any, embedder: Any = None) -> Any:
+    return asyncio.run(serving(script, body, embedder))
 
 
 def test_a_chat_with_the_official_client_gives_the_answer_and_its_usage() -> None:
@@ -264,6 +264,56 @@ def test_an_error_in_the_middle_of_a_stream_is_its_last_event() -> None:
         return e.value
 
     assert "restarted" in str(run(script, body))
+
+
+class Embedder:
+    def __init__(self, refuse: BackendError | None = None) -> None:
+        self.refuse = refuse
+        self.asked: list[list[str]] = []
+
+    async def __call__(self, texts: list[str]) -> dict[str, Any]:
+        self.asked.append(texts)
+        if self.refuse is not None:
+            raise self.refuse
+        vectors = [[0.5, -0.25, float(i)] for i in range(len(texts))]
+        return {"model": "mini", "dimensions": 3, "embeddings": vectors, "tokens": 7}
+
+
+def test_embeddings_in_both_encodings_the_client_decodes() -> None:
+    embedder = Embedder()
+
+    async def body(client: Any, _port: int) -> Any:
+        default = await client.embeddings.create(model="m", input=["a", "b"])  # base64
+        floats = await client.embeddings.create(model="m", input="c", encoding_format="float")
+        return default, floats
+
+    default, floats = run(Script(), body, embedder)
+    assert [d.embedding for d in default.data] == [[0.5, -0.25, 0.0], [0.5, -0.25, 1.0]]
+    assert default.usage.prompt_tokens == 7 and default.model == "mini"
+    assert floats.data[0].embedding == [0.5, -0.25, 0.0]
+    assert embedder.asked == [["a", "b"], ["c"]]
+
+
+def test_embeddings_refusals_and_absence() -> None:
+    async def tokens(client: Any, _port: int) -> Any:
+        with pytest.raises(openai.BadRequestError) as e:
+            await client.embeddings.create(model="m", input=[[1, 2, 3]])
+        return e.value
+
+    async def refused(client: Any, _port: int) -> Any:
+        with pytest.raises(openai.InternalServerError) as e:
+            await client.embeddings.create(model="m", input="x")
+        return e.value
+
+    async def absent(client: Any, _port: int) -> Any:
+        with pytest.raises(openai.NotFoundError) as e:
+            await client.embeddings.create(model="m", input="x")
+        return e.value
+
+    assert run(Script(), tokens, Embedder()).param == "input"
+    none = Embedder(BackendError("NoEmbeddingModel", "model: no embedding model is loaded"))
+    assert run(Script(), refused, none).code == "no_embedding_model"
+    assert run(Script(), absent).status_code == 404
 
 
 # -- raw HTTP: what a client library does not show ----------------------------------

@@ -268,6 +268,7 @@ class Api:
             ("runtime", "block_task"): (t, 1, "why"),
             ("runtime", "think"): (hello, {}),
             ("runtime", "think_stream"): (hello, {}),
+            ("runtime", "embed"): (["a text"],),
             ("runtime", "task_context"): (t,),
             ("runtime", "record_step"): (t, 1, "{}"),
             ("runtime", "ask_owner"): (t, 1, "which?"),

@@ -179,6 +179,23 @@ class RuntimeInterface(DbusInterfaceCommonAsync, interface_name=RUNTIME_INTERFAC
         the request."""
         raise NotImplementedError
 
+    @dbus_method_async(
+        "as",
+        "s",
+        flags=U,
+        method_name="Embed",
+        input_args_names=("texts",),
+        result_args_names=("result",),
+    )
+    async def embed(self, texts: list[str]) -> str:
+        """Sentence vectors of texts (1..64, each at most 8,192 bytes of UTF-8;
+        the service keeps the first 256 tokens of each) with the embedding
+        model, as the calling agent, metered as usage of kind embed. result:
+        JSON {model, dimensions, embeddings (one L2-normalized vector per text,
+        in order), tokens, truncated (indexes of texts cut)}. NoEmbeddingModel
+        when the service has none."""
+        raise NotImplementedError
+
     # -- the agent loop (issue 12; agentd.tasks.trace) ------------------------------------
     @dbus_method_async(
         "t",

@@ -61,4 +61,14 @@ try:
 except openai.BadRequestError as e:
     out["too_long"] = {"status": e.status_code, "code": e.code, "message": e.message}
 
+vectors = client.embeddings.create(model="any", input=["the cat sat", "a cat was sitting"])
+out["embeddings"] = {
+    "dimensions": [len(d.embedding) for d in vectors.data],
+    "norms": [sum(x * x for x in d.embedding) ** 0.5 for d in vectors.data],
+    "cosine": sum(
+        a * b for a, b in zip(vectors.data[0].embedding, vectors.data[1].embedding, strict=True)
+    ),
+    "tokens": vectors.usage.prompt_tokens,
+}
+
 print(json.dumps(out))
