@@ -50,7 +50,7 @@ VENDOR      := build/vendor
 PYPKGS      := agentd agentctl
 
 .PHONY: vendor-llama model model-1.5b model-minilm test-clients
-.PHONY: all vendor completion man interfaces install uninstall deb rpm dist check test lint lint-tools clean
+.PHONY: all vendor completion man interfaces install install-cockpit uninstall deb rpm dist check test lint lint-tools clean
 
 all: vendor
 
@@ -197,7 +197,16 @@ install: vendor vendor-llama completion interfaces
 	    systemctl reload dbus.service || true; \
 	fi
 
+# The Cockpit page (cockpit/agentd: plain HTML and JavaScript over cockpit.js, no
+# build step), its own package (cockpit-agentd): Cockpit finds it by its manifest.
+COCKPITDIR  := $(PREFIX)/share/cockpit/agentd
+install-cockpit:
+	install -d -m 0755 $(DESTDIR)$(COCKPITDIR)
+	install -m 0644 cockpit/agentd/manifest.json cockpit/agentd/index.html \
+	    cockpit/agentd/agentd.js cockpit/agentd/agentd.css $(DESTDIR)$(COCKPITDIR)/
+
 uninstall:
+	rm -rf $(DESTDIR)$(COCKPITDIR)
 	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
 	rm -f $(DESTDIR)$(BINDIR)/agentctl $(DESTDIR)$(UNITDIR)/agentd.service \
 	    $(DESTDIR)$(UNITDIR)/agentd-inference.service $(DESTDIR)$(UNITDIR)/agents.slice \
@@ -221,6 +230,8 @@ VERSION     ?= $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' agentd/__init__
 DIST        := build/dist/agentd-$(VERSION)
 DEB         := build/agentd_$(VERSION)_amd64.deb
 RPM         := build/agentd-$(VERSION)-1.x86_64.rpm
+COCKPIT_DEB := build/cockpit-agentd_$(VERSION)_all.deb
+COCKPIT_RPM := build/cockpit-agentd-$(VERSION)-1.noarch.rpm
 PACKAGER    ?= agentd developers <agentd@agentos.example>
 
 dist: vendor vendor-llama
@@ -244,6 +255,7 @@ deb: dist
 	cd $(DIST) && dpkg-buildpackage --build=binary --no-sign >../deb-$(VERSION).log 2>&1 \
 	    || { tail -40 ../deb-$(VERSION).log; exit 1; }
 	mv build/dist/agentd_$(VERSION)_amd64.deb $(DEB)
+	mv build/dist/cockpit-agentd_$(VERSION)_all.deb $(COCKPIT_DEB)
 	rm -f build/dist/agentd_$(VERSION)_amd64.buildinfo build/dist/agentd_$(VERSION)_amd64.changes
 	@echo "built $(DEB)"
 
@@ -257,6 +269,7 @@ rpm: dist
 	    packaging/rpm/agentd.spec >build/rpm/rpmbuild.log 2>&1 \
 	    || { tail -40 build/rpm/rpmbuild.log; exit 1; }
 	mv build/rpm/RPMS/x86_64/agentd-$(VERSION)-1.x86_64.rpm $(RPM)
+	mv build/rpm/RPMS/noarch/cockpit-agentd-$(VERSION)-1.noarch.rpm $(COCKPIT_RPM)
 	@echo "built $(RPM)"
 
 check:

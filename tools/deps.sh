@@ -19,7 +19,12 @@ PKGS=(python3 python3-pip python3-apsw python3-click python3-rich
       # gguf (vendored) writes the embedding model's GGUF: numpy and yaml
       python3-yaml
       # agentctl top's test drives it under tmux; the metrics test scrapes with curl
-      tmux curl)
+      tmux curl
+      # the Cockpit page (cockpit/agentd): Cockpit itself, and the headless
+      # browser tests/integration/test_cockpit.py drives it with
+      cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver python3-selenium
+      # node --check parses the page's script (tests/unit/test_cockpit_page.py)
+      nodejs)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -119,10 +119,17 @@ def test_past_the_attempt_limit_a_task_is_dead_lettered(fast: Agentd) -> None:
 
 
 def test_kill_9_agentd_while_tasks_run_loses_and_duplicates_nothing(fast: Agentd) -> None:
-    cmd = "echo $AGENTD_TASK_ID >> $HOME/runs; sleep 1"
+    # Each task says it started (a line in runs), then works 3 s: 6 on a wip of 2
+    # take 9 s, longer than submitting them, so agentd is killed while they run.
+    # (Waiting for a status of in_progress instead missed them under load: with
+    # 1 s tasks all had ended by the time the six `task show` answered; CI run.)
+    runs = "/home/agents/tk-gen2/runs"
+    cmd = "echo $AGENTD_TASK_ID >> $HOME/runs; sleep 3"
     ids = [submit(fast, f"steady{i}", "--agent", "tk-gen2", "--exec", cmd) for i in range(6)]
-    wait_for(lambda: any(show(fast, t)["status"] == "in_progress" for t in ids), 30)
+    wait_for(lambda: _started(fast, runs, ids), 60, "a task running")
+    begun = _started(fast, runs, ids)
     fast.sh(["systemctl", "kill", "--signal=KILL", "agentd.service"])
+    assert begun < len(ids)  # killed with tasks still to run
     wait_for(
         lambda: fast.show("agentd.service", "ActiveState")["ActiveState"] == "active",
         30,
@@ -130,9 +137,15 @@ def test_kill_9_agentd_while_tasks_run_loses_and_duplicates_nothing(fast: Agentd
     )
     for t in ids:
         assert wait_task(fast, t, timeout=90) == 0, t
-    runs = fast.sh(["cat", "/home/agents/tk-gen2/runs"]).stdout.split()
-    assert sorted(int(r) for r in runs if int(r) in ids) == sorted(ids)  # each exactly once
+    ran = fast.sh(["cat", runs]).stdout.split()
+    assert sorted(int(r) for r in ran if int(r) in ids) == sorted(ids)  # each exactly once
     assert fast.ctl_json("audit", "verify")["ok"]
+
+
+def _started(a: Agentd, runs: str, ids: list[int]) -> int:
+    """How many of IDS have begun (their lines in RUNS)."""
+    out = a.sh(["cat", runs], check=False).stdout.split()
+    return sum(1 for r in out if int(r) in ids)
 
 
 def test_idle_units_stop_and_start_again_when_work_arrives(fast: Agentd) -> None:

@@ -31,7 +31,9 @@ def packages() -> Packages:
         rpm=BUILD / f"agentd-{version}-1.x86_64.rpm",
         next_version=nxt,
         next_deb=BUILD / f"agentd_{nxt}_amd64.deb",
+        cockpit_deb=BUILD / f"cockpit-agentd_{version}_all.deb",
+        cockpit_rpm=BUILD / f"cockpit-agentd-{version}-1.noarch.rpm",
     )
-    for p in (pkgs.deb, pkgs.rpm, pkgs.next_deb):
+    for p in (pkgs.deb, pkgs.rpm, pkgs.next_deb, pkgs.cockpit_deb, pkgs.cockpit_rpm):
         assert p.is_file(), f"make did not produce {p}"
     return pkgs

@@ -41,6 +41,8 @@ class Packages:
     rpm: Path
     next_version: str
     next_deb: Path
+    cockpit_deb: Path  # cockpit-agentd, the Cockpit page (issue 17)
+    cockpit_rpm: Path
 
 
 def make(*args: str) -> None:

@@ -110,6 +110,35 @@ def test_lintian_has_no_errors_or_warnings(packages: Packages) -> None:
     assert "unused-override" not in r.stdout and "mismatched-override" not in r.stdout, r.stdout
 
 
+COCKPIT_FILES = {
+    f"/usr/share/cockpit/agentd/{name}"
+    for name in ("manifest.json", "index.html", "agentd.js", "agentd.css")
+}
+
+
+def test_the_cockpit_page_is_its_own_package_lintian_clean(packages: Packages) -> None:
+    r = run(
+        "lintian", "--fail-on", "error,warning", "--display-info", str(packages.cockpit_deb),
+        check=False,
+    )  # fmt: skip
+    tags = [ln for ln in r.stdout.splitlines() if re.match(r"^[EW]: ", ln)]
+    assert not tags and r.returncode == 0, r.stdout + r.stderr
+    assert deb_files(packages.cockpit_deb) >= COCKPIT_FILES
+    assert not any(f.startswith("/usr/share/cockpit") for f in deb_files(packages.deb))
+    depends = deb_field(packages.cockpit_deb, "Depends")
+    assert f"agentd (>= {packages.version})" in depends and "cockpit-bridge" in depends
+    assert deb_field(packages.cockpit_deb, "Architecture") == "all"
+    rpm_files = set(run("rpm", "-qlp", str(packages.cockpit_rpm)).stdout.split())
+    assert rpm_files >= COCKPIT_FILES
+    requires = run("rpm", "-qRp", str(packages.cockpit_rpm)).stdout
+    assert "agentd =" in requires and "cockpit-bridge" in requires
+
+
+def deb_files(deb: Path) -> set[str]:
+    listing = run("dpkg-deb", "--contents", str(deb)).stdout
+    return {"/" + line.split()[-1].lstrip("./") for line in listing.splitlines()}
+
+
 def test_every_lintian_override_has_a_written_reason() -> None:
     lines = (REPO / "packaging/debian/agentd.lintian-overrides").read_text().splitlines()
     reason = False

@@ -1,0 +1,274 @@
+/* agentd's Cockpit page: the agents and the task board of the person logged in.
+
+   Invariant: every call is a D-Bus call to agentd made by Cockpit's bridge,
+   which runs as the logged-in user, so agentd's own policy decides (by UID)
+   what they see and may do; this page holds no rights of its own and shows
+   agentd's refusals as they are. Updates come from agentd's signals
+   (AgentNew, AgentRemoved, AgentChanged, TaskChanged, ApprovalRequested,
+   ApprovalAnswered): each one refreshes what it concerns; nothing polls. */
+"use strict";
+
+const BUS = "org.agentos.agentd1";
+const ROOT = "/org/agentos/agentd1";
+const client = cockpit.dbus(BUS, { bus: "system" });
+
+// The board's columns: agentd's task statuses (agentd/tasks/model.py) grouped.
+const COLUMNS = [
+    ["pending", "Pending", ["pending"]],
+    ["in_progress", "In progress", ["in_progress"]],
+    ["blocked", "Blocked or awaiting approval", ["blocked", "awaiting_approval"]],
+    ["done", "Done", ["completed"]],
+    ["failed", "Failed", ["failed", "cancelled", "dead_lettered"]],
+];
+
+function $(id) { return document.getElementById(id); }
+
+function call(iface, method, args) {
+    return client.call(ROOT, `${BUS}.${iface}`, method, args);
+}
+
+function showError(err) {
+    const box = $("error");
+    if (!err) {
+        box.hidden = true;
+        return;
+    }
+    const name = (err.name || "").replace(`${BUS}.Error.`, "");
+    box.textContent = name ? `${name}: ${err.message}` : String(err.message || err);
+    box.hidden = false;
+}
+
+function cell(text, cls) {
+    const td = document.createElement("td");
+    td.textContent = text === null || text === undefined ? "" : String(text);
+    if (cls)
+        td.className = cls;
+    return td;
+}
+
+function bytes(n) {
+    if (n === null || n === undefined)
+        return "";
+    const units = ["B", "KiB", "MiB", "GiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) {
+        n /= 1024;
+        i++;
+    }
+    return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+// -- agents ------------------------------------------------------------------------
+
+let agents = [];
+
+function agentButton(label, action) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = label;
+    b.addEventListener("click", () => action().then(() => showError(null), showError));
+    return b;
+}
+
+function renderAgents() {
+    const body = $("agents").querySelector("tbody");
+    body.replaceChildren();
+    for (const a of agents) {
+        const tr = document.createElement("tr");
+        tr.dataset.agent = a.name;
+        tr.append(
+            cell(a.name, "name"),
+            cell(a.state, a.state === "active" ? "state state-active" : "state"),
+            cell(a.template),
+            cell(a.owner),
+            cell(bytes(a.memory_current)),
+            cell(a.cpu_usage_nsec === null ? "" : `${(a.cpu_usage_nsec / 1e9).toFixed(1)} s`),
+            cell(a.tasks_current),
+            cell(a.task_title ? `#${a.task_id} ${a.task_title}` : ""),
+            cell(a.approvals_pending || ""),
+        );
+        const actions = document.createElement("td");
+        const running = a.state === "active" || a.state === "activating";
+        actions.append(
+            running
+                ? agentButton("Stop", () => call("Manager", "StopAgent", [a.name]))
+                : agentButton("Start", () => call("Manager", "StartAgent", [a.name])),
+            agentButton("Remove", () => call("Manager", "RemoveAgent", [a.name, false])),
+        );
+        tr.append(actions);
+        body.append(tr);
+    }
+    $("no-agents").hidden = agents.length > 0;
+    const select = $("submit-agent");
+    const chosen = select.value;
+    select.replaceChildren(new Option("any", ""));
+    for (const a of agents)
+        select.append(new Option(a.name, a.name));
+    select.value = chosen;
+}
+
+function refreshAgents() {
+    return call("Observe", "Fleet", [])
+            .then(([snapshot]) => {
+                agents = JSON.parse(snapshot).agents;
+                renderAgents();
+                $("status").textContent = `${agents.length} agent(s)`;
+            })
+            .catch(showError);
+}
+
+function loadTemplates() {
+    return call("Manager", "ListTemplates", [])
+            .then(([rows]) => {
+                const select = $("create-template");
+                select.replaceChildren();
+                for (const [name, description] of rows) {
+                    const option = new Option(name, name);
+                    option.title = description;
+                    select.append(option);
+                }
+            })
+            .catch(showError);
+}
+
+function createAgent(event) {
+    event.preventDefault();
+    const name = $("create-name").value.trim();
+    const start = $("create-start").checked;
+    call("Manager", "CreateAgent", [name, $("create-template").value, {}])
+            .then(() => (start ? call("Manager", "StartAgent", [name]) : null))
+            .then(() => {
+                $("create-name").value = "";
+                showError(null);
+            })
+            .catch(showError);
+}
+
+// -- tasks -------------------------------------------------------------------------
+
+let tasks = [];
+let approvals = []; // pending ones the user may answer (agentd filters)
+
+function approvalButtons(task) {
+    const out = [];
+    for (const ap of approvals) {
+        if (ap.task !== task.id || ap.status !== "pending")
+            continue;
+        const what = document.createElement("div");
+        what.className = "meta approval";
+        what.textContent = `${ap.tool}: ${JSON.stringify(ap.arguments)}`;
+        out.push(what,
+                 agentButton("Approve", () => call("Approvals", "GrantApproval", [ap.id, false])),
+                 agentButton("Deny", () => call("Approvals", "DenyApproval",
+                                                [ap.id, "denied from Cockpit"])));
+    }
+    return out;
+}
+
+function refreshApprovals() {
+    return call("Approvals", "ListApprovals", [])
+            .then(([text]) => {
+                approvals = JSON.parse(text);
+                renderBoard();
+            })
+            .catch(showError);
+}
+
+function renderBoard() {
+    const filter = $("task-filter").value.trim().toLowerCase();
+    const board = $("board");
+    board.replaceChildren();
+    for (const [key, label, statuses] of COLUMNS) {
+        const column = document.createElement("div");
+        column.className = "column";
+        column.dataset.column = key;
+        const title = document.createElement("h2");
+        title.textContent = label;
+        column.append(title);
+        for (const t of tasks) {
+            if (!statuses.includes(t.status))
+                continue;
+            if (filter && !`${t.title} ${t.agent} ${t.project}`.toLowerCase().includes(filter))
+                continue;
+            const card = document.createElement("div");
+            card.className = "card";
+            card.dataset.task = String(t.id);
+            card.dataset.status = t.status;
+            const head = document.createElement("div");
+            head.textContent = `#${t.id} ${t.title}`;
+            const meta = document.createElement("div");
+            meta.className = "meta";
+            meta.textContent = [t.status, t.agent, t.project, t.priority].filter(Boolean).join(" · ");
+            card.append(head, meta, ...approvalButtons(t));
+            column.append(card);
+        }
+        board.append(column);
+    }
+}
+
+function refreshTasks() {
+    return call("Tasks", "ListTasks", [{ limit: { t: "u", v: 500 } }])
+            .then(([rows]) => {
+                tasks = rows.map(([id, title, status, priority, project, agent]) => (
+                    { id: Number(id), title, status, priority, project, agent }));
+                renderBoard();
+            })
+            .catch(showError);
+}
+
+function submitTask(event) {
+    event.preventDefault();
+    const spec = { title: { t: "s", v: $("submit-title").value.trim() } };
+    const agent = $("submit-agent").value;
+    const exec = $("submit-exec").value.trim();
+    if (agent)
+        spec.agent = { t: "s", v: agent };
+    if (exec)
+        spec.exec = { t: "s", v: exec };
+    call("Tasks", "SubmitTask", [spec])
+            .then(() => {
+                $("submit-title").value = "";
+                $("submit-exec").value = "";
+                showError(null);
+                return refreshTasks();
+            })
+            .catch(showError);
+}
+
+// -- pages and signals ---------------------------------------------------------------
+
+function showPage(page) {
+    for (const tab of document.querySelectorAll(".tab"))
+        tab.setAttribute("aria-selected", String(tab.dataset.page === page));
+    $("page-agents").hidden = page !== "agents";
+    $("page-tasks").hidden = page !== "tasks";
+}
+
+function subscribe() {
+    const agentsChanged = () => refreshAgents();
+    for (const member of ["AgentNew", "AgentRemoved", "AgentChanged"])
+        client.subscribe({ interface: `${BUS}.Manager`, member }, agentsChanged);
+    client.subscribe({ interface: `${BUS}.Tasks`, member: "TaskChanged" }, () => {
+        refreshTasks();
+        refreshAgents(); // an agent's current task and step
+    });
+    for (const member of ["ApprovalRequested", "ApprovalAnswered"]) {
+        client.subscribe({ interface: `${BUS}.Approvals`, member }, () => {
+            refreshApprovals();
+            refreshAgents();
+        });
+    }
+}
+
+function init() {
+    for (const tab of document.querySelectorAll(".tab"))
+        tab.addEventListener("click", () => showPage(tab.dataset.page));
+    $("create").addEventListener("submit", createAgent);
+    $("submit").addEventListener("submit", submitTask);
+    $("task-filter").addEventListener("input", renderBoard);
+    subscribe();
+    Promise.all([loadTemplates(), refreshAgents(), refreshTasks(), refreshApprovals()])
+            .then(() => document.body.setAttribute("data-loaded", "true"));
+}
+
+init();

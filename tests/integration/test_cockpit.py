@@ -1,0 +1,91 @@
+"""agentd's Cockpit page in the machine (issue 17): cockpit.socket started, a
+real browser (Debian's chromium, headless, driven by selenium) logs in with
+Cockpit's PAM login as an ordinary user, sees only that user's agents,
+creates and starts one, submits a task and watches its card move across the
+board as agentd signals it, and another user's agent is refused to it; an
+administrator sees all. The page holds no rights: each call is made by
+Cockpit's bridge as the logged-in user, and agentd decides. Screenshots of
+each page go to build/screenshots (docs/screenshots has a set of them)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agentd_helpers import Agentd
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+BROWSER = ROOT / "tests" / "integration" / "clients" / "cockpit_browser.py"
+SHOTS = ROOT / "build" / "screenshots"
+PASSWORDS = {"alice": "alice-Cockpit-1", "bob": "bob-Cockpit-1", "carol": "carol-Cockpit-1"}
+COCKPIT_CONF = "[WebService]\nAllowUnencrypted = true\n"
+
+
+@pytest.fixture(scope="module")
+def cockpit(agentd: Agentd) -> Agentd:
+    a = agentd
+    package = os.environ.get("AGENTD_TEST_PACKAGE")
+    page = Path(package).parent / Path(package).name.replace("agentd_", "cockpit-agentd_").replace(
+        "_amd64", "_all"
+    ) if package else None  # fmt: skip
+    if page is not None and page.is_file():  # the package's page, as an operator installs it
+        a.sh(["dpkg", "-i", str(page)], timeout=300)
+    else:
+        a.sh(["make", "-C", str(ROOT), "--no-print-directory", "install-cockpit"])
+    a.sh(["chpasswd"], input="".join(f"{u}:{p}\n" for u, p in PASSWORDS.items()))
+    a.sh(["mkdir", "-p", "/etc/cockpit"])
+    a.m.write_file("/etc/cockpit/cockpit.conf", COCKPIT_CONF, mode=0o644)
+    a.sh(["systemctl", "start", "cockpit.socket"])
+    a.create("ck-pre", template="sandbox", user="alice")
+    a.create("ck-bob", template="sandbox", user="bob")
+    return a
+
+
+def browse(a: Agentd, user: str, action: str, *args: str) -> dict[str, Any]:
+    out = a.sh(
+        ["python3", str(BROWSER), user, PASSWORDS[user], str(SHOTS), action, *args], timeout=300
+    ).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def test_a_user_sees_only_their_own_agents(cockpit: Agentd) -> None:
+    seen = browse(cockpit, "alice", "agents")["agents"]
+    assert "ck-pre" in seen and "ck-bob" not in seen
+
+
+def test_a_user_creates_and_starts_an_agent_from_the_page(cockpit: Agentd) -> None:
+    a = cockpit
+    got = browse(a, "alice", "create", "ck-web", "sandbox")
+    assert got["error"] == "" and "ck-web" in got["agents"], got
+    # what the system shows: alice's agent, a user of its own, its unit running
+    shown = a.ctl_json("agent", "show", "ck-web", user="alice")
+    assert shown["owner_uid"] == a.uid_of("alice"), shown
+    assert a.sh(["getent", "passwd", "agent-ck-web"]).returncode == 0
+    assert a.show("agent-ck-web.service", "ActiveState")["ActiveState"] == "active"
+
+
+def test_a_task_submitted_on_the_board_moves_to_done(cockpit: Agentd) -> None:
+    a = cockpit
+    a.ctl("agent", "start", "ck-pre", user="alice")
+    a.wait_online("ck-pre")
+    got = browse(a, "alice", "submit", "board-move", "ck-pre", "sleep 3; echo moved")
+    assert got["error"] == "", got
+    assert got["columns"][-1] == "done" and len(got["columns"]) >= 2, got
+    tasks = a.ctl_json("task", "list", user="alice")
+    (task,) = [t for t in tasks if t["title"] == "board-move"]
+    assert task["status"] == "completed" and task["agent"] == "ck-pre"
+
+
+def test_another_users_agent_is_refused_and_an_admin_sees_all(cockpit: Agentd) -> None:
+    a = cockpit
+    bob = browse(a, "bob", "agents")["agents"]
+    assert "ck-bob" in bob and "ck-pre" not in bob
+    refused = browse(a, "bob", "stop", "ck-pre")["answer"]
+    assert refused.endswith(("PermissionDenied", "NoSuchAgent")), refused
+    assert a.show("agent-ck-pre.service", "ActiveState")["ActiveState"] == "active"
+    assert {"ck-bob", "ck-pre", "ck-web"} <= set(browse(a, "carol", "agents")["agents"])
