@@ -235,6 +235,81 @@ function submitTask(event) {
             .catch(showError);
 }
 
+// -- usage -------------------------------------------------------------------------
+
+const COLORS = ["#06c", "#3e8635", "#f0ab00", "#c9190b", "#5752d1", "#009596", "#ec7a08", "#8a8d90"];
+
+function renderQuotas(rows) {
+    const body = $("quotas").querySelector("tbody");
+    body.replaceChildren();
+    for (const [kind, subject, limit, used, period, resets, source] of rows) {
+        const tr = document.createElement("tr");
+        tr.append(cell(kind), cell(subject), cell(used), cell(limit ? limit : "unlimited"),
+                  cell(period), cell(new Date(resets * 1000).toLocaleString()), cell(source));
+        body.append(tr);
+    }
+}
+
+function renderUsage(rows) {
+    // rows: [day, agent, owner_uid, requests, prompt_tokens, completion_tokens]
+    const days = new Map();
+    const names = [];
+    for (const [day, agent, , , prompt, completion] of rows) {
+        if (!names.includes(agent))
+            names.push(agent);
+        const per = days.get(day) || new Map();
+        per.set(agent, (per.get(agent) || 0) + Number(prompt) + Number(completion));
+        days.set(day, per);
+    }
+    const most = Math.max(1, ...[...days.values()].map(per => [...per.values()].reduce((a, b) => a + b, 0)));
+    const chart = $("usage-chart");
+    chart.replaceChildren();
+    const legend = document.createElement("div");
+    legend.className = "legend";
+    legend.style.gridColumn = "1 / span 2";
+    names.forEach((name, i) => {
+        const item = document.createElement("span");
+        const swatch = document.createElement("i");
+        swatch.style.background = COLORS[i % COLORS.length];
+        item.append(swatch, name || "(knowledge)");
+        legend.append(item);
+    });
+    chart.append(legend);
+    for (const day of [...days.keys()].sort()) {
+        const label = document.createElement("div");
+        label.textContent = day;
+        const bar = document.createElement("div");
+        bar.className = "bar";
+        bar.dataset.day = day;
+        for (const [agent, tokens] of days.get(day)) {
+            const part = document.createElement("span");
+            part.style.width = `${(100 * tokens) / most}%`;
+            part.style.background = COLORS[names.indexOf(agent) % COLORS.length];
+            part.title = `${agent || "(knowledge)"}: ${tokens} tokens`;
+            part.dataset.agent = agent;
+            part.dataset.tokens = String(tokens);
+            bar.append(part);
+        }
+        chart.append(label, bar);
+    }
+}
+
+function refreshUsage() {
+    return Promise.all([
+        call("Model", "ListQuotas", []),
+        call("Model", "ListUsage", [14]),
+        call("Model", "DescribePlan", ["", ""]).catch(() => null),
+    ])
+            .then(([[quotas], [usage], plan]) => {
+                renderQuotas(quotas);
+                renderUsage(usage);
+                const mine = plan ? JSON.parse(plan[0]) : null;
+                const name = mine && mine.plan ? mine.plan.name : null;
+                $("plan").textContent = name ? `Your plan: ${name}` : "No quota plan";
+            })
+            .catch(showError);
+}
+
 // -- pages and signals ---------------------------------------------------------------
 
 function showPage(page) {
@@ -242,6 +317,9 @@ function showPage(page) {
         tab.setAttribute("aria-selected", String(tab.dataset.page === page));
     $("page-agents").hidden = page !== "agents";
     $("page-tasks").hidden = page !== "tasks";
+    $("page-usage").hidden = page !== "usage";
+    if (page === "usage")
+        refreshUsage(); // usage has no signal: read when shown
 }
 
 function subscribe() {

@@ -81,6 +81,21 @@ def test_a_task_submitted_on_the_board_moves_to_done(cockpit: Agentd) -> None:
     assert task["status"] == "completed" and task["agent"] == "ck-pre"
 
 
+def test_the_usage_chart_shows_the_tokens_agentd_metered(cockpit: Agentd) -> None:
+    a = cockpit
+    a.ctl("chat", "ck-pre", "-m", "Say hi.", "--max-tokens", "8", user="alice", timeout=300)
+    metered = sum(
+        r["prompt_tokens"] + r["completion_tokens"]
+        for r in a.ctl_json("usage", "--days", "1", user="alice")["days"]
+        if r["agent"] == "ck-pre"
+    )
+    got = browse(a, "alice", "usage")
+    assert got["error"] == "", got
+    shown = sum(b["tokens"] for b in got["bars"] if b["agent"] == "ck-pre")
+    assert metered > 0 and shown == metered, (metered, got)
+    assert all(b["agent"] != "ck-pre" for b in browse(a, "bob", "usage")["bars"])
+
+
 def test_another_users_agent_is_refused_and_an_admin_sees_all(cockpit: Agentd) -> None:
     a = cockpit
     bob = browse(a, "bob", "agents")["agents"]

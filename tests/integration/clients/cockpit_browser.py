@@ -13,6 +13,8 @@ opens agentd's page (/cockpit/@localhost/agentd/index.html) and does ACTION:
                       submit an --exec task on the Tasks tab, then follows its
                       card: the columns it was seen in, in order, until done
                       or failed (the board changes on agentd's signals)
+  usage               the Usage tab: its chart's bars (day, agent, tokens)
+                      and the plan line
   stop NAME           call Manager.StopAgent(NAME) from the page, as the page
                       does: agentd's answer (an error name, or "ok")
 
@@ -125,6 +127,20 @@ def submit(driver: webdriver.Chrome, title: str, agent: str, command: str) -> di
     return {"columns": seen, "error": error_text(driver)}
 
 
+def usage(driver: webdriver.Chrome) -> dict:
+    driver.find_element(By.CSS_SELECTOR, '.tab[data-page="usage"]').click()
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: error_text(d) or d.find_elements(By.CSS_SELECTOR, "#quotas tbody tr")
+    )
+    bars = driver.execute_script(
+        "return [...document.querySelectorAll('#usage-chart .bar span')].map(e =>"
+        " ({day: e.parentElement.dataset.day, agent: e.dataset.agent,"
+        " tokens: Number(e.dataset.tokens)}));"
+    )
+    return {"bars": bars, "plan": driver.find_element(By.ID, "plan").text,
+            "error": error_text(driver)}  # fmt: skip
+
+
 def stop(driver: webdriver.Chrome, name: str) -> dict:
     answer = driver.execute_async_script(
         """const done = arguments[arguments.length - 1];
@@ -154,6 +170,9 @@ def main(user: str, password: str, shots: str, action: str, *args: str) -> dict:
         elif action == "submit":
             out = submit(driver, *args)
             driver.save_screenshot(f"{shots}/{user}-{action}-tasks.png")
+        elif action == "usage":
+            out = usage(driver)
+            driver.save_screenshot(f"{shots}/{user}-{action}-usage.png")
         elif action == "stop":
             out = stop(driver, *args)
         else:
