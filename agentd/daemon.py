@@ -325,6 +325,7 @@ async def serve(cfg: config_mod.Config) -> None:
     for handle in exported:
         handle.stop()
     await model.streams.close()
+    await model.polled.close()
     if model.admin is not None:
         await model.admin.close()
     with contextlib.suppress(TimeoutError):  # let queued starts/stops be audited

@@ -133,6 +133,8 @@ RULES: dict[str, Rule] = {
     "model.use": Rule(Scope.ADMIN, RELOAD, what="choose the model"),
     "model.remove": Rule(Scope.ADMIN, RELOAD, what="remove models"),
     "model.chat": Rule(Scope.OWNER, MANAGE, "agents may not chat with agents"),
+    # ChatRead/ChatCancel: a stream is its starter's UID's alone (agentd.api.streams.Polled)
+    "model.chat_stream": Rule(Scope.PERSON, None, "agents may not chat with agents"),
     "quota.list": Rule(Scope.ANYONE, MANAGE),
     "usage.list": Rule(Scope.ANYONE, MANAGE),
     "quota.set": Rule(Scope.ADMIN, QUOTA, what="change quotas"),

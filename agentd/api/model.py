@@ -20,7 +20,9 @@ from .access import Callers, rule
 from .interfaces import ModelInterface
 from .marshal import Variant, plain, variants
 from .rows import QuotaRow, UsageRow
-from .streams import Streams
+from .streams import Polled, Streams
+
+MAX_CHAT_WAIT_MS = 20_000  # ChatRead's long poll: under sd-bus's 25 s default call timeout
 
 
 def flatten(show: dict[str, Any]) -> dict[str, Any]:
@@ -43,6 +45,7 @@ class ModelObject(ModelInterface):
         self.meter = meter
         self.callers = callers
         self.streams = Streams()
+        self.polled = Polled()  # ChatStart/ChatRead: Cockpit's page
         self.admin = admin  # agentd.models: the catalog's admin operations
 
     def job_event(self, event: dict[str, Any]) -> None:
@@ -107,6 +110,29 @@ class ModelObject(ModelInterface):
             target, caller.uid, "chat", parse_messages(messages), parse_options(plain(options))
         )
         return self.streams.open(events)
+
+    @dbus_method_async_override()
+    @rule("model.chat")
+    async def chat_start(self, agent: str, messages: str, options: dict[str, Variant]) -> int:
+        caller = await self.callers.current()
+        target = self.thinking.chat_agent(caller, agent)
+        self.polled.room(caller.uid)
+        events = self.thinking.generate(
+            target, caller.uid, "chat", parse_messages(messages), parse_options(plain(options))
+        )
+        return await self.polled.open(caller.uid, events)
+
+    @dbus_method_async_override()
+    @rule("model.chat_stream")
+    async def chat_read(self, stream: int, wait_ms: int) -> str:
+        caller = await self.callers.current()
+        wait_s = min(wait_ms, MAX_CHAT_WAIT_MS) / 1000
+        return json.dumps(await self.polled.read(caller.uid, stream, wait_s))
+
+    @dbus_method_async_override()
+    @rule("model.chat_stream")
+    async def chat_cancel(self, stream: int) -> None:
+        await self.polled.cancel((await self.callers.current()).uid, stream)
 
     @dbus_method_async_override()
     @rule("quota.list")

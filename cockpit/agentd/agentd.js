@@ -105,6 +105,11 @@ function renderAgents() {
     for (const a of agents)
         select.append(new Option(a.name, a.name));
     select.value = chosen;
+    const chat = $("chat-agent");
+    const talking = chat.value;
+    chat.replaceChildren(...agents.map(a => new Option(a.name, a.name)));
+    if (agents.some(a => a.name === talking))
+        chat.value = talking;
 }
 
 function refreshAgents() {
@@ -235,6 +240,76 @@ function submitTask(event) {
             .catch(showError);
 }
 
+// -- chat --------------------------------------------------------------------------
+// Model.Chat hands over a file descriptor, which Cockpit's D-Bus channel cannot
+// carry: ChatStart and ChatRead are the same request read by long polls.
+
+let conversation = { agent: "", messages: [] };
+let chatStream = null;
+
+function turn(cls, text) {
+    const div = document.createElement("div");
+    div.className = `turn ${cls}`;
+    div.textContent = text;
+    $("chat-log").append(div);
+    return div;
+}
+
+function readChat(sid, answer) {
+    return call("Model", "ChatRead", [sid, 15000]).then(([text]) => {
+        for (const event of JSON.parse(text)) {
+            if (event.event === "token") {
+                answer.textContent += event.text;
+            } else if (event.event === "done") {
+                conversation.messages.push({ role: "assistant", content: event.text });
+                turn("meta", `${event.prompt_tokens} + ${event.completion_tokens} tokens, ` +
+                             `${event.finish_reason}`).dataset.done = "true";
+                return null;
+            } else if (event.event === "error") {
+                throw { name: event.error, message: event.message };
+            }
+        }
+        return readChat(sid, answer); // the next long poll: returns as tokens come
+    });
+}
+
+function sendChat(event) {
+    event.preventDefault();
+    const agent = $("chat-agent").value;
+    if (agent !== conversation.agent) {
+        conversation = { agent, messages: [] };
+        $("chat-log").replaceChildren();
+    }
+    const text = $("chat-message").value;
+    conversation.messages.push({ role: "user", content: text });
+    turn("user", text);
+    const answer = turn("assistant", "");
+    $("chat-message").value = "";
+    $("chat-send").disabled = true;
+    $("chat-stop").disabled = false;
+    call("Model", "ChatStart", [agent, JSON.stringify(conversation.messages),
+        { max_tokens: { t: "u", v: 512 } }])
+            .then(([sid]) => {
+                chatStream = sid;
+                return readChat(sid, answer);
+            })
+            .then(() => showError(null))
+            .catch(err => {
+                conversation.messages.pop();
+                showError(err);
+            })
+            .finally(() => {
+                chatStream = null;
+                $("chat-send").disabled = false;
+                $("chat-stop").disabled = true;
+            });
+}
+
+function stopChat() {
+    if (chatStream !== null)
+        call("Model", "ChatCancel", [chatStream]).catch(showError);
+}
+
 // -- usage -------------------------------------------------------------------------
 
 const COLORS = ["#06c", "#3e8635", "#f0ab00", "#c9190b", "#5752d1", "#009596", "#ec7a08", "#8a8d90"];
@@ -318,6 +393,7 @@ function showPage(page) {
     $("page-agents").hidden = page !== "agents";
     $("page-tasks").hidden = page !== "tasks";
     $("page-usage").hidden = page !== "usage";
+    $("page-chat").hidden = page !== "chat";
     if (page === "usage")
         refreshUsage(); // usage has no signal: read when shown
 }
@@ -343,6 +419,8 @@ function init() {
         tab.addEventListener("click", () => showPage(tab.dataset.page));
     $("create").addEventListener("submit", createAgent);
     $("submit").addEventListener("submit", submitTask);
+    $("chat").addEventListener("submit", sendChat);
+    $("chat-stop").addEventListener("click", stopChat);
     $("task-filter").addEventListener("input", renderBoard);
     subscribe();
     Promise.all([loadTemplates(), refreshAgents(), refreshTasks(), refreshApprovals()])

@@ -81,6 +81,21 @@ def test_a_task_submitted_on_the_board_moves_to_done(cockpit: Agentd) -> None:
     assert task["status"] == "completed" and task["agent"] == "ck-pre"
 
 
+def test_a_chat_streams_its_answer_into_the_page(cockpit: Agentd) -> None:
+    a = cockpit
+    before = _chat_rows(a)
+    got = browse(a, "alice", "chat", "ck-pre", "Write a story of three paragraphs about a cat.")
+    assert got["error"] == "" and got["answer"], got
+    assert "tokens" in got["meta"], got  # the done event's counts
+    assert got["growth"] >= 2, got  # seen growing: streamed by ChatRead's long polls
+    assert _chat_rows(a) == before + 1  # metered as alice's chat with ck-pre
+
+
+def _chat_rows(a: Agentd) -> int:
+    rows = a.ctl_json("usage", "--days", "1", user="alice")["days"]
+    return sum(r["requests"] for r in rows if r["agent"] == "ck-pre")
+
+
 def test_the_usage_chart_shows_the_tokens_agentd_metered(cockpit: Agentd) -> None:
     a = cockpit
     a.ctl("chat", "ck-pre", "-m", "Say hi.", "--max-tokens", "8", user="alice", timeout=300)

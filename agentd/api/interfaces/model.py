@@ -57,6 +57,42 @@ class ModelInterface(DbusInterfaceCommonAsync, interface_name=MODEL_INTERFACE):
         raise NotImplementedError
 
     @dbus_method_async(
+        "ssa{sv}",
+        "t",
+        flags=U,
+        method_name="ChatStart",
+        input_args_names=("agent", "messages", "options"),
+        result_args_names=("stream",),
+    )
+    async def chat_start(
+        self, agent: str, messages: str, options: dict[str, tuple[str, object]]
+    ) -> int:
+        """Chat, for callers that cannot receive a file descriptor (Cockpit):
+        the same request, checked the same way, read with ChatRead. stream: an
+        id only the caller's UID can read or cancel; at most 8 open per UID
+        (LimitExceeded); one nobody reads for 60 s is cancelled."""
+        raise NotImplementedError
+
+    @dbus_method_async(
+        "tu",
+        "s",
+        flags=U,
+        method_name="ChatRead",
+        input_args_names=("stream", "wait_ms"),
+        result_args_names=("events",),
+    )
+    async def chat_read(self, stream: int, wait_ms: int) -> str:
+        """The stream's events since the last read, as a JSON list of Chat's
+        lines, waiting up to wait_ms (at most 20,000) for one; empty if none came.
+        After a done or error event the stream is gone."""
+        raise NotImplementedError
+
+    @dbus_method_async("t", "", flags=U, method_name="ChatCancel", input_args_names=("stream",))
+    async def chat_cancel(self, stream: int) -> None:
+        """Cancel the request and forget the stream."""
+        raise NotImplementedError
+
+    @dbus_method_async(
         "",
         "a" + QuotaRow.SIGNATURE,
         flags=U,

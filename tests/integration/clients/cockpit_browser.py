@@ -13,6 +13,8 @@ opens agentd's page (/cockpit/@localhost/agentd/index.html) and does ACTION:
                       submit an --exec task on the Tasks tab, then follows its
                       card: the columns it was seen in, in order, until done
                       or failed (the board changes on agentd's signals)
+  chat AGENT TEXT     send TEXT to AGENT on the Chat tab; the answer as it
+                      streamed in, and the tokens line at its end
   usage               the Usage tab: its chart's bars (day, agent, tokens)
                       and the plan line
   stop NAME           call Manager.StopAgent(NAME) from the page, as the page
@@ -141,6 +143,29 @@ def usage(driver: webdriver.Chrome) -> dict:
             "error": error_text(driver)}  # fmt: skip
 
 
+def chat(driver: webdriver.Chrome, agent: str, text: str) -> dict:
+    driver.find_element(By.CSS_SELECTOR, '.tab[data-page="chat"]').click()
+    Select(driver.find_element(By.ID, "chat-agent")).select_by_value(agent)
+    driver.find_element(By.ID, "chat-message").send_keys(text)
+    driver.find_element(By.ID, "chat-send").click()
+    seen: list[str] = []  # the answer as it grew: streamed, not all at once
+    deadline = time.monotonic() + WAIT_S * 4
+    while time.monotonic() < deadline and not error_text(driver):
+        answer = driver.execute_script(
+            "const a = document.querySelector('#chat-log .assistant');"
+            "return a ? a.textContent : '';"
+        )
+        if answer and (not seen or seen[-1] != answer):
+            seen.append(answer)
+        if driver.find_elements(By.CSS_SELECTOR, '#chat-log .meta[data-done="true"]'):
+            break
+        time.sleep(0.02)
+    meta = driver.find_elements(By.CSS_SELECTOR, "#chat-log .meta")
+    return {"answer": driver.find_element(By.CSS_SELECTOR, "#chat-log .assistant").text,
+            "growth": len(seen), "meta": meta[-1].text if meta else "",
+            "error": error_text(driver)}  # fmt: skip
+
+
 def stop(driver: webdriver.Chrome, name: str) -> dict:
     answer = driver.execute_async_script(
         """const done = arguments[arguments.length - 1];
@@ -170,6 +195,9 @@ def main(user: str, password: str, shots: str, action: str, *args: str) -> dict:
         elif action == "submit":
             out = submit(driver, *args)
             driver.save_screenshot(f"{shots}/{user}-{action}-tasks.png")
+        elif action == "chat":
+            out = chat(driver, *args)
+            driver.save_screenshot(f"{shots}/{user}-{action}-chat.png")
         elif action == "usage":
             out = usage(driver)
             driver.save_screenshot(f"{shots}/{user}-{action}-usage.png")
