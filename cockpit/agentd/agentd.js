@@ -240,6 +240,94 @@ function submitTask(event) {
             .catch(showError);
 }
 
+// -- goals -------------------------------------------------------------------------
+// A goal's plan is a DAG of steps; shown as a tree: each step under the last of
+// the steps it depends on (its other dependencies named beside it).
+
+function stepTree(steps) {
+    const byId = new Map(steps.map(s => [s.id, { ...s, children: [] }]));
+    const roots = [];
+    for (const s of byId.values()) {
+        const parents = (s.depends_on || []).filter(d => byId.has(d));
+        if (parents.length)
+            byId.get(parents[parents.length - 1]).children.push(s);
+        else
+            roots.push(s);
+    }
+    const list = nodes => {
+        const ul = document.createElement("ul");
+        for (const s of nodes) {
+            const li = document.createElement("li");
+            li.className = "step";
+            li.dataset.step = s.id;
+            li.dataset.state = s.state;
+            li.textContent = `${s.id}: ${s.title}`;
+            const meta = document.createElement("span");
+            meta.className = "meta";
+            const after = (s.depends_on || []).length > 1 ? ` · after ${s.depends_on.join(", ")}` : "";
+            meta.textContent = `${s.state}${s.task ? ` · task #${s.task}` : ""}${after}`;
+            li.append(meta);
+            if (s.children.length)
+                li.append(list(s.children));
+            ul.append(li);
+        }
+        return ul;
+    };
+    return list(roots);
+}
+
+function renderGoal(goal) {
+    const box = document.createElement("div");
+    box.className = "goal";
+    box.dataset.goal = String(goal.id);
+    box.dataset.state = goal.state;
+    const title = document.createElement("h2");
+    title.textContent = `#${goal.id} ${goal.intent}`;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    meta.textContent = `${goal.state} · planner ${goal.planner || "-"} · round ${goal.round}` +
+        (goal.error ? ` · ${goal.error}` : "");
+    box.append(title, meta);
+    if (goal.state === "awaiting_approval") {
+        box.append(agentButton("Approve plan", () => call("Goals", "ApproveGoal", [goal.id])),
+                   agentButton("Reject plan", () => call("Goals", "RejectGoal",
+                                                         [goal.id, "rejected from Cockpit"])));
+    } else if (!goal.finished) {
+        box.append(agentButton("Cancel", () => call("Goals", "CancelGoal", [goal.id])));
+    }
+    box.append(stepTree(goal.steps || []));
+    if (goal.result) {
+        const result = document.createElement("pre");
+        result.textContent = typeof goal.result === "string" ? goal.result : JSON.stringify(goal.result, null, 2);
+        box.append(result);
+    }
+    return box;
+}
+
+function refreshGoals() {
+    return call("Goals", "ListGoals", [])
+            .then(([text]) => Promise.all(JSON.parse(text).slice(0, 20).map(g =>
+                call("Goals", "GetGoal", [g.id]).then(([one]) => JSON.parse(one)))))
+            .then(goals => $("goals").replaceChildren(...goals.map(renderGoal)))
+            .catch(showError);
+}
+
+function submitGoal(event) {
+    event.preventDefault();
+    const options = {};
+    const plan = $("goal-plan").value.trim();
+    if (plan)
+        options.plan = { t: "s", v: plan };
+    call("Goals", "SubmitGoal", [$("goal-intent").value.trim(), options])
+            .then(() => {
+                $("goal-intent").value = "";
+                $("goal-plan").value = "";
+                showError(null);
+                return refreshGoals();
+            })
+            .catch(showError);
+}
+
 // -- chat --------------------------------------------------------------------------
 // Model.Chat hands over a file descriptor, which Cockpit's D-Bus channel cannot
 // carry: ChatStart and ChatRead are the same request read by long polls.
@@ -394,6 +482,7 @@ function showPage(page) {
     $("page-tasks").hidden = page !== "tasks";
     $("page-usage").hidden = page !== "usage";
     $("page-chat").hidden = page !== "chat";
+    $("page-goals").hidden = page !== "goals";
     if (page === "usage")
         refreshUsage(); // usage has no signal: read when shown
 }
@@ -405,7 +494,9 @@ function subscribe() {
     client.subscribe({ interface: `${BUS}.Tasks`, member: "TaskChanged" }, () => {
         refreshTasks();
         refreshAgents(); // an agent's current task and step
+        refreshGoals(); // a goal's steps are tasks
     });
+    client.subscribe({ interface: `${BUS}.Goals`, member: "GoalChanged" }, () => refreshGoals());
     for (const member of ["ApprovalRequested", "ApprovalAnswered"]) {
         client.subscribe({ interface: `${BUS}.Approvals`, member }, () => {
             refreshApprovals();
@@ -420,10 +511,12 @@ function init() {
     $("create").addEventListener("submit", createAgent);
     $("submit").addEventListener("submit", submitTask);
     $("chat").addEventListener("submit", sendChat);
+    $("goal").addEventListener("submit", submitGoal);
     $("chat-stop").addEventListener("click", stopChat);
     $("task-filter").addEventListener("input", renderBoard);
     subscribe();
-    Promise.all([loadTemplates(), refreshAgents(), refreshTasks(), refreshApprovals()])
+    Promise.all([loadTemplates(), refreshAgents(), refreshTasks(), refreshApprovals(),
+                 refreshGoals()])
             .then(() => document.body.setAttribute("data-loaded", "true"));
 }
 

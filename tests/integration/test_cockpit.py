@@ -2,8 +2,10 @@
 real browser (Debian's chromium, headless, driven by selenium) logs in with
 Cockpit's PAM login as an ordinary user, sees only that user's agents,
 creates and starts one, submits a task and watches its card move across the
-board as agentd signals it, and another user's agent is refused to it; an
-administrator sees all. The page holds no rights: each call is made by
+board as agentd signals it, submits a goal with a plan and watches it run as
+a tree of steps, chats with an agent and sees the answer stream in, sees on
+the Usage tab the tokens agentd metered, and another user's agent is
+refused to it; an administrator sees all. The page holds no rights: each call is made by
 Cockpit's bridge as the logged-in user, and agentd decides. Screenshots of
 each page go to build/screenshots (docs/screenshots has a set of them)."""
 
@@ -89,6 +91,29 @@ def test_a_chat_streams_its_answer_into_the_page(cockpit: Agentd) -> None:
     assert "tokens" in got["meta"], got  # the done event's counts
     assert got["growth"] >= 2, got  # seen growing: streamed by ChatRead's long polls
     assert _chat_rows(a) == before + 1  # metered as alice's chat with ck-pre
+
+
+PLAN = {
+    "steps": [
+        {"id": "a", "title": "First", "instructions": "Say one.", "needs": ["general"],
+         "depends_on": [], "exec": "sleep 2; echo one"},
+        {"id": "b", "title": "Second", "instructions": "Say two.", "needs": ["general"],
+         "depends_on": ["a"], "exec": "echo two"},
+    ]
+}  # fmt: skip
+
+
+def test_a_goal_runs_live_as_a_tree_of_its_steps(cockpit: Agentd) -> None:
+    a = cockpit
+    a.create("ck-plan", template="planner", user="alice")
+    got = browse(a, "alice", "goal", "Count to two", json.dumps(PLAN))
+    assert got["error"] == "", got
+    assert got["states"][-1] == "completed", got
+    steps = {s["id"]: s for s in got["goal"]["steps"]}
+    assert steps["b"]["parent"] == "a" and steps["a"]["parent"] is None  # b hangs under a
+    assert {s["state"] for s in steps.values()} == {"completed"}
+    (row,) = [g for g in a.ctl_json("goal", "list", user="alice") if g["intent"] == "Count to two"]
+    assert row["state"] == "completed"
 
 
 def _chat_rows(a: Agentd) -> int:

@@ -15,6 +15,9 @@ opens agentd's page (/cockpit/@localhost/agentd/index.html) and does ACTION:
                       or failed (the board changes on agentd's signals)
   chat AGENT TEXT     send TEXT to AGENT on the Chat tab; the answer as it
                       streamed in, and the tokens line at its end
+  goal INTENT PLAN    submit a goal with a plan of one's own (JSON) on the
+                      Goals tab; the goal's states as they changed, and its
+                      steps as the tree shows them (each with its parent)
   usage               the Usage tab: its chart's bars (day, agent, tokens)
                       and the plan line
   stop NAME           call Manager.StopAgent(NAME) from the page, as the page
@@ -166,6 +169,35 @@ def chat(driver: webdriver.Chrome, agent: str, text: str) -> dict:
             "error": error_text(driver)}  # fmt: skip
 
 
+def goal(driver: webdriver.Chrome, intent: str, plan: str) -> dict:
+    driver.find_element(By.CSS_SELECTOR, '.tab[data-page="goals"]').click()
+    driver.find_element(By.ID, "goal-intent").send_keys(intent)
+    driver.execute_script("document.getElementById('goal-plan').value = arguments[0];", plan)
+    driver.find_element(By.ID, "goal-submit").click()
+    states: list[str] = []
+    script = (
+        "const g = [...document.querySelectorAll('.goal')]"
+        ".find(e => e.querySelector('h2').textContent.includes(arguments[0]));"
+        "if (!g) return null;"
+        "return {state: g.dataset.state, steps: [...g.querySelectorAll('li.step')].map(li =>"
+        " ({id: li.dataset.step, state: li.dataset.state,"
+        " parent: li.parentElement.closest('li.step')?.dataset.step || null}))};"
+    )
+    found = None
+    deadline = time.monotonic() + WAIT_S * 5
+    while time.monotonic() < deadline and not error_text(driver):
+        try:
+            found = driver.execute_script(script, intent)
+        except StaleElementReferenceException:
+            continue
+        if found and (not states or states[-1] != found["state"]):
+            states.append(found["state"])
+        if found and found["state"] in ("completed", "failed", "cancelled"):
+            break
+        time.sleep(0.05)
+    return {"states": states, "goal": found, "error": error_text(driver)}
+
+
 def stop(driver: webdriver.Chrome, name: str) -> dict:
     answer = driver.execute_async_script(
         """const done = arguments[arguments.length - 1];
@@ -198,6 +230,9 @@ def main(user: str, password: str, shots: str, action: str, *args: str) -> dict:
         elif action == "chat":
             out = chat(driver, *args)
             driver.save_screenshot(f"{shots}/{user}-{action}-chat.png")
+        elif action == "goal":
+            out = goal(driver, *args)
+            driver.save_screenshot(f"{shots}/{user}-{action}-goals.png")
         elif action == "usage":
             out = usage(driver)
             driver.save_screenshot(f"{shots}/{user}-{action}-usage.png")
