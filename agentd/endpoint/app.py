@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -31,6 +32,7 @@ Backend = Callable[[list[dict[str, str]], dict[str, Any]], Awaitable[Events]]
 # texts -> agentd's Embed result ({model, dimensions, embeddings, tokens, ...})
 Embedder = Callable[[list[str]], Awaitable[dict[str, Any]]]
 LINE_LIMIT = 1 << 20
+log = logging.getLogger("agentd.endpoint")
 
 
 class BackendError(Exception):
@@ -81,6 +83,18 @@ class Endpoint:
         await self.server.close()
 
     async def handle(self, request: Request, stream: EventStream) -> Response | None:
+        try:
+            return await self._handle(request, stream)
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the client or the server went away: nothing to answer
+        except Exception as e:  # a bug, not the client's: say so, keep serving
+            log.exception("endpoint: %s %s failed", request.method, request.path)
+            error = openai.ApiError(500, f"internal error: {type(e).__name__}", "server_error")
+            if stream.started:
+                return None
+            return json_response(500, error.body())
+
+    async def _handle(self, request: Request, stream: EventStream) -> Response | None:
         try:
             self._authorize(request)
             return await self._route(request, stream)

@@ -194,11 +194,30 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
     }
     stop = body.get("stop")
     if stop is not None:
-        options["stop"] = [stop] if isinstance(stop, str) else stop
+        options["stop"] = _stop(stop)
     schema = _schema(body.get("response_format"))
     if schema is not None:
         options["json_schema"] = json.dumps(schema)
     return options
+
+
+MAX_STOP = 16  # agentd.thinking's bounds, checked here so a bad one is a 400
+MAX_STOP_CHARS = 256
+
+
+def _stop(value: Any) -> list[str]:
+    stops = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(stops, list)
+        or len(stops) > MAX_STOP
+        or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in stops)
+    ):
+        raise bad(
+            f"stop must be a string or at most {MAX_STOP} strings of 1..{MAX_STOP_CHARS} "
+            "characters",
+            "stop",
+        )
+    return stops
 
 
 def _schema(fmt: Any) -> dict[str, Any] | None:

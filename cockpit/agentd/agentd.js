@@ -38,6 +38,15 @@ function showError(err) {
     box.hidden = false;
 }
 
+function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls)
+        e.className = cls;
+    if (text !== undefined)
+        e.textContent = text;
+    return e;
+}
+
 function cell(text, cls) {
     const td = document.createElement("td");
     td.textContent = text === null || text === undefined ? "" : String(text);
@@ -195,16 +204,12 @@ function renderBoard() {
                 continue;
             if (filter && !`${t.title} ${t.agent} ${t.project}`.toLowerCase().includes(filter))
                 continue;
-            const card = document.createElement("div");
-            card.className = "card";
+            const card = el("div", "card");
             card.dataset.task = String(t.id);
             card.dataset.status = t.status;
-            const head = document.createElement("div");
-            head.textContent = `#${t.id} ${t.title}`;
-            const meta = document.createElement("div");
-            meta.className = "meta";
-            meta.textContent = [t.status, t.agent, t.project, t.priority].filter(Boolean).join(" · ");
-            card.append(head, meta, ...approvalButtons(t));
+            const meta = [t.status, t.agent, t.project, t.priority].filter(Boolean).join(" · ");
+            card.append(el("div", "", `#${t.id} ${t.title}`), el("div", "meta", meta),
+                        ...approvalButtons(t));
             column.append(card);
         }
         board.append(column);
@@ -277,17 +282,12 @@ function stepTree(steps) {
 }
 
 function renderGoal(goal) {
-    const box = document.createElement("div");
-    box.className = "goal";
+    const box = el("div", "goal");
     box.dataset.goal = String(goal.id);
     box.dataset.state = goal.state;
-    const title = document.createElement("h2");
-    title.textContent = `#${goal.id} ${goal.intent}`;
-    const meta = document.createElement("div");
-    meta.className = "meta";
-    meta.textContent = `${goal.state} · planner ${goal.planner || "-"} · round ${goal.round}` +
+    const meta = `${goal.state} · planner ${goal.planner || "-"} · round ${goal.round}` +
         (goal.error ? ` · ${goal.error}` : "");
-    box.append(title, meta);
+    box.append(el("h2", "", `#${goal.id} ${goal.intent}`), el("div", "meta", meta));
     if (goal.state === "awaiting_approval") {
         box.append(agentButton("Approve plan", () => call("Goals", "ApproveGoal", [goal.id])),
                    agentButton("Reject plan", () => call("Goals", "RejectGoal",
@@ -336,9 +336,7 @@ let conversation = { agent: "", messages: [] };
 let chatStream = null;
 
 function turn(cls, text) {
-    const div = document.createElement("div");
-    div.className = `turn ${cls}`;
-    div.textContent = text;
+    const div = el("div", `turn ${cls}`, text);
     $("chat-log").append(div);
     return div;
 }

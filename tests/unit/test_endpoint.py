@@ -232,6 +232,9 @@ def test_a_prompt_over_the_context_is_400_saying_the_sizes() -> None:
         ({"temperature": 3}, "temperature"),
         ({"frobnicate": 1}, "frobnicate"),
         ({"response_format": {"type": "xml"}}, "response_format"),
+        ({"stop": [1, None]}, "stop"),
+        ({"stop": ["x"] * 17}, "stop"),
+        ({"stop": [""]}, "stop"),
     ],
 )
 def test_what_agentd_cannot_do_is_refused_400_naming_the_parameter(
@@ -314,6 +317,23 @@ def test_embeddings_refusals_and_absence() -> None:
     none = Embedder(BackendError("NoEmbeddingModel", "model: no embedding model is loaded"))
     assert run(Script(), refused, none).code == "no_embedding_model"
     assert run(Script(), absent).status_code == 404
+
+
+def test_a_failure_of_the_endpoints_own_is_a_500_and_it_keeps_serving() -> None:
+    class Broken(Script):
+        async def __call__(self, messages: Any, options: Any) -> Any:
+            raise TypeError("a bug")
+
+    async def body(client: Any, _port: int) -> Any:
+        with pytest.raises(openai.InternalServerError) as e:
+            await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "x"}]
+            )
+        listed = await client.models.list()  # the server still answers
+        return e.value, [m.id for m in listed.data]
+
+    err, models = run(Broken(), body)
+    assert err.status_code == 500 and "TypeError" in err.message and models == ["agentd"]
 
 
 # -- raw HTTP: what a client library does not show ----------------------------------
