@@ -65,6 +65,7 @@ from .tasks.queue import TaskQueue
 from .teams import TeamDirs, Teams
 from .templates import Catalog
 from .thinking import Thinking
+from .usernet import UserNet
 
 log = logging.getLogger("agentd")
 
@@ -199,6 +200,7 @@ async def serve(cfg: config_mod.Config) -> None:
         registry, EventLog(audit, registry, policy), callers, bus, catalog=catalog, cfg=cfg
     )
     runtime = RuntimeObject(registry, queue, callers, thinking)
+    runtime.usernet = UserNet(systemd, audit, cfg.slice)  # online agents' egress
     tasks = TasksObject(queue, callers)
     approvals = Approvals(queue, catalog, cfg.approval)  # approval gates (issue 12)
     runtime.approvals = approvals

@@ -26,6 +26,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -358,6 +359,25 @@ def _message(e: BaseException) -> str:
     return str(args[-1]) if args else type(e).__name__
 
 
+USERNET_WAIT_S = 10.0  # agentd starts slirp4netns before Register answers: ms, measured
+
+
+async def wait_for_route(interface: str) -> bool:
+    """Whether INTERFACE got its default route (agentd.usernet's slirp4netns
+    configures it just after Register answers) before the first task."""
+    deadline = time.monotonic() + USERNET_WAIT_S
+    while True:
+        try:
+            routes = Path("/proc/net/route").read_text().splitlines()[1:]
+        except OSError:
+            routes = []
+        if any(r.split()[:2] == [interface, "00000000"] for r in routes):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+
+
 THINK_TIMEOUT_S = 180  # sd-bus's default 25 s method timeout is too short for Think
 
 
@@ -372,6 +392,9 @@ async def run() -> int:
         loop.add_signal_handler(sig, runtime.stop.set)
     if not await runtime.register():
         return 0
+    interface = os.environ.get("AGENTD_USERNET")  # agentd.sandbox: online, own namespace
+    if interface and not await wait_for_route(interface):
+        log(f"no route out through {interface} after {USERNET_WAIT_S} s: tasks run offline")
     endpoint = await serve_endpoint(runtime.proxy, runtime.name)
     home = Path(os.environ.get("HOME", os.getcwd()))
     executor = Executor(

@@ -6,7 +6,21 @@ baseline is as tight as the runtime allows (systemd-analyze security rates it
 beside systemd's best-hardened services); a profile only opens the network.
 
 Invariant of the online profile (network = "full"): the agent reaches the
-Internet and agentd's bus, and nothing of this host or its LAN. It is denied
+Internet and agentd's bus, and nothing of this host or its LAN.
+
+Its default (namespace = "own") gives the agent a network namespace of its own
+(PrivateNetwork=yes) whose only way out is agentd.usernet's user-mode NAT: a
+slirp4netns unit bound to the agent's, running in the host's namespace under
+the same IPAddressDeny, with the host's loopback turned off. The agent's
+loopback and abstract sockets are then its own, so the runtime listens there
+(its OpenAI-compatible endpoint, as offline agents do) and its tools are kept
+from binding by agentd.nobind alone; the unit's IPAddressDeny still holds the
+list below, and IPAddressAllow opens only the namespace's own loopback and
+IPv6 link-local (its tap's only peer is slirp4netns).
+
+What follows is namespace = "host", the agent sharing the host's namespace
+(what every online agent did before agentd.usernet, and the choice where
+slirp4netns or /dev/net/tun is missing). It is denied
 this host's loopback, link-local (cloud metadata at 169.254.169.254),
 multicast and, unless the profile says otherwise, private ranges
 (templates.HOST_LOCAL, templates.PRIVATE), in both directions; it may not
@@ -62,8 +76,8 @@ at /sys/fs/cgroup/unified), measured with transient units:
   MainPID and Type=exec are unchanged). On an older kernel (Debian 12's stock
   6.1 has ABI 3) it logs a warning and goes on, or, with the profile's
   require_landlock = true, exits EX_CONFIG (RestartPreventExitStatus keeps
-  systemd from retrying). Full isolation there needs a network namespace with
-  its own egress (a veth and NAT that agentd would set up): not done.
+  systemd from retrying). Full isolation needs a network namespace with its
+  own egress: namespace = "own" (above).
 
 Left open, documented in the profile:
 
@@ -172,7 +186,7 @@ def _hardening(home: Path) -> list[UnitProperty]:
     ]
 
 
-def _addresses(nets: Iterable[IPNetwork]) -> list[tuple[int, bytes, int]]:
+def addresses(nets: Iterable[IPNetwork]) -> list[tuple[int, bytes, int]]:
     """IPAddressDeny/IPAddressAllow's a(iayu): (AF_INET or AF_INET6, address, prefix)."""
     return [(2 if n.version == 4 else 10, n.network_address.packed, n.prefixlen) for n in nets]
 
@@ -185,6 +199,15 @@ def online_denied(profile: Profile) -> list[IPNetwork]:
 
 RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+USERNET_ENV, USERNET_IF = "AGENTD_USERNET", "tap0"  # agentd.usernet's interface
+# IPv6 on that tap needs slirp4netns's router advertisements (fe80::2 to ff02::1)
+# and neighbour discovery in its network, fd00::/64 (its gateway is fd00::2).
+# The namespace's own kernel sockets are the unit's (made by its first process),
+# so IPAddressDeny filters them too: with link-local denied the agent got no
+# IPv6 route, with fc00::/7 denied no answer through it (measured). Its only
+# peer on that link is slirp4netns, whose gateway is not the host and whose
+# own sockets carry the whole deny list (agentd.usernet).
+TAP_LINK = tuple(ipaddress.ip_network(n) for n in ("fe80::/10", "ff02::/16", "fd00::/64"))
 LANDLOCK_SYSCALLS = ["landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"]
 # IORING_OP_BIND and _LISTEN (Linux 6.11) bind and listen past seccomp; systemd
 # 252's @system-service allows io_uring, and nothing in an agent's unit needs it.
@@ -199,12 +222,23 @@ def _network(profile: Profile) -> list[UnitProperty]:
         return [
             ("PrivateNetwork", ("b", True)),
             ("IPAddressDeny", ("a(iayu)", [(2, bytes(4), 0), (10, bytes(16), 0)])),
-            ("IPAddressAllow", ("a(iayu)", _addresses(LOOPBACK))),
+            ("IPAddressAllow", ("a(iayu)", addresses(LOOPBACK))),
             ("RestrictAddressFamilies", ("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6"]))),
+        ]
+    if profile.usernet:
+        return [
+            ("PrivateNetwork", ("b", True)),
+            ("RestrictAddressFamilies", ("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6"]))),
+            ("IPAddressDeny", ("a(iayu)", addresses(online_denied(profile)))),
+            ("IPAddressAllow", ("a(iayu)", addresses([*LOOPBACK, *TAP_LINK, *profile.ip_allow]))),
+            ("SystemCallFilter", ("(bas)", (False, IO_URING_SYSCALLS))),
+            ("BindReadOnlyPaths", ("a(ssbt)", [(RESOLVED_UPSTREAM, "/etc/resolv.conf", True, 0)])),
+            # The runtime waits for agentd.usernet's interface before its first task.
+            ("Environment", ("as", [f"{USERNET_ENV}={USERNET_IF}"])),
         ]
     props: list[UnitProperty] = [
         ("RestrictAddressFamilies", ("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6"]))),
-        ("IPAddressDeny", ("a(iayu)", _addresses(online_denied(profile)))),
+        ("IPAddressDeny", ("a(iayu)", addresses(online_denied(profile)))),
         ("SystemCallFilter", ("(bas)", (True, LANDLOCK_SYSCALLS))),
         ("SystemCallFilter", ("(bas)", (False, ["listen"]))),
         ("SystemCallFilter", ("(bas)", (False, IO_URING_SYSCALLS))),
@@ -214,7 +248,7 @@ def _network(profile: Profile) -> list[UnitProperty]:
         ("BindReadOnlyPaths", ("a(ssbt)", [(RESOLVED_UPSTREAM, "/etc/resolv.conf", True, 0)])),
     ]
     if profile.ip_allow:
-        props.append(("IPAddressAllow", ("a(iayu)", _addresses(profile.ip_allow))))
+        props.append(("IPAddressAllow", ("a(iayu)", addresses(profile.ip_allow))))
     return props
 
 
@@ -228,7 +262,7 @@ PYTHON = sys.executable or "/usr/bin/python3"
 
 def _exec_start(command: Path, profile: Profile) -> list[tuple[str, list[str], bool]]:
     cmd = str(command)
-    if profile.network == "none":
+    if profile.network == "none" or profile.usernet:
         return [(cmd, [cmd], False)]  # PrivateNetwork already hides abstract sockets
     mode = "required" if profile.require_landlock else "best-effort"
     return [(PYTHON, [PYTHON, "-I", "-S", CONFINE, mode, cmd], False)]

@@ -108,8 +108,11 @@ class Profile:
 
     For network = "full" only: deny_private, ip_deny and ip_allow shape what the
     agent may reach (HOST_LOCAL is always denied, ip_allow may not reopen it);
-    require_landlock refuses to start the agent where the kernel cannot keep it
-    from the host's abstract Unix sockets (agentd.sandbox says why).
+    namespace = "own" gives the agent a network namespace of its own, its egress
+    through user-mode NAT (agentd.usernet), so it can serve itself on its own
+    loopback; "host" shares the host's, where require_landlock refuses to start
+    the agent if the kernel cannot keep it from the host's abstract Unix sockets
+    (agentd.sandbox says why).
     """
 
     name: str
@@ -119,7 +122,13 @@ class Profile:
     ip_deny: tuple[IPNetwork, ...] = ()
     ip_allow: tuple[IPNetwork, ...] = ()
     require_landlock: bool = False
+    namespace: str = "own"
     source: str = ""
+
+    @property
+    def usernet(self) -> bool:
+        """Online in a namespace of its own: egress through agentd.usernet."""
+        return self.network == "full" and self.namespace == "own"
 
 
 @dataclass(frozen=True)
@@ -255,7 +264,8 @@ def _program(path: Path, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-ONLINE_KEYS = ("deny_private", "ip_deny", "ip_allow", "require_landlock")
+ONLINE_KEYS = ("deny_private", "ip_deny", "ip_allow", "require_landlock", "namespace")
+NAMESPACES = ("own", "host")
 
 
 def _cidrs(path: Path, key: str, value: object) -> tuple[IPNetwork, ...]:
@@ -282,8 +292,11 @@ def parse_profile(path: Path) -> Profile:
         ip_deny=_cidrs(path, "ip_deny", data.pop("ip_deny", [])),
         ip_allow=_cidrs(path, "ip_allow", data.pop("ip_allow", [])),
         require_landlock=_typed(path, data, "require_landlock", bool, False),
+        namespace=_typed(path, data, "namespace", str, "own"),
         source=str(path),
     )
+    if p.namespace not in NAMESPACES:
+        raise InvalidConfig(f"{path}: namespace must be one of {', '.join(NAMESPACES)}")
     reopened = [str(a) for a in p.ip_allow for h in HOST_LOCAL if a.overlaps(h)]
     if reopened:
         raise InvalidConfig(

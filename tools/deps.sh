@@ -5,6 +5,8 @@ set -euo pipefail
 PKGS=(python3 python3-pip python3-apsw python3-click python3-rich
       python3-systemd python3-pytest make systemd dbus passwd util-linux procps tar
       libglib2.0-bin sqlite3
+      # online agents' own network namespace gets its way out through it (agentd.usernet)
+      slirp4netns
       # polkit: agentd asks polkitd about its administrative actions
       # (policies/org.agentos.agentd1.policy; pkaction in the tests); xmllint
       # checks that file against polkit's DTD (tests/unit/test_introspection.py)

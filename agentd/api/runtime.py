@@ -37,6 +37,7 @@ from ..thinking import (
     parse_messages,
     parse_options,
 )
+from ..usernet import UserNet
 from .access import Callers, rule
 from .interfaces import RuntimeInterface, agent_path
 from .marshal import Variant, plain, variants
@@ -56,6 +57,7 @@ class RuntimeObject(RuntimeInterface):
     memories: Memories | None = None  # set by agentd.daemon (issue 13: memory)
     delegation: Delegation | None = None  # set by agentd.daemon (issue 14: delegation)
     mailbox: Mailbox | None = None  # set by agentd.daemon (issue 15: messages)
+    usernet: UserNet | None = None  # set by agentd.daemon: online agents' egress
     streams: Streams | None = None  # set by agentd.daemon: ThinkStream's writers
 
     def __init__(
@@ -113,6 +115,7 @@ class RuntimeObject(RuntimeInterface):
     @rule("runtime.register")
     async def register(self) -> tuple[str, str, dict[str, Variant]]:
         agent = self._register(await self.callers.current())
+        await self._network(agent)
         return agent.name, agent_path(agent.name), variants(self.queue.settings(agent))
 
     def _register(self, caller: Caller) -> Agent:
@@ -121,6 +124,13 @@ class RuntimeObject(RuntimeInterface):
         if self.mailbox is not None:  # and what it received but did not acknowledge
             self.mailbox.release(agent)
         return agent
+
+    async def _network(self, agent: Agent) -> None:
+        """An online agent in a namespace of its own gets its way out
+        (agentd.usernet) before its runtime is told it is registered."""
+        if self.usernet is not None:
+            profile = self.registry.catalog.profile(agent.profile)
+            await self.usernet.attach(agent.name, agent.unit, profile)
 
     @dbus_method_async_override()
     @rule("runtime.heartbeat")
@@ -135,6 +145,7 @@ class RuntimeObject(RuntimeInterface):
     ) -> tuple[str, str, dict[str, Variant], list[dict[str, Variant]]]:
         caller = await self.callers.current()
         agent = self._register(caller)
+        await self._network(agent)
         self.queue.policy.screen(caller, "task.claim")  # what ClaimTasks would be asked
         settings = variants(self.queue.settings(agent))
         tasks = self._tasks(self.queue.claim_many(agent, max))

@@ -23,8 +23,13 @@ probe leaves the machine, and none goes to a real metadata service.
 - 10.213.47.2, 172.31.213.2, 192.168.213.2, fd53:47::2: private;
 - 169.254.213.2, fe80::47:2: link-local (where cloud metadata lives).
 
-A second agent, with an admin profile `lan` (deny_private = false, ip_deny =
-the public-like 198.18.47.2), shows the profile's knobs reach the kernel.
+The vendor profile gives the agent a network namespace of its own, its egress
+through agentd.usernet's slirp4netns unit (net-a); a second agent has an admin
+profile `hostns` (namespace = "host": the host's namespace, where Landlock and
+the unit's seccomp do the work) and runs the same probes; a third, with an
+admin profile `lan` (deny_private = false, ip_deny = the public-like
+198.18.47.2, its own namespace), shows the profile's knobs reach the kernel
+and that slirp4netns's gateway does not lead to the host's loopback.
 """
 
 from __future__ import annotations
@@ -209,6 +214,18 @@ ip_deny = ["198.18.47.2/32"]
 """
 
 
+HOST_PROFILE = """description = "test: online in the host's network namespace"
+network = "full"
+namespace = "host"
+"""
+GATEWAY = {"gateway": "10.0.2.2"}  # slirp4netns's: the host's loopback, were it enabled
+AGENTS = {"net-a": "netprobe", "net-host": "netprobe-host", "net-lan": "netprobe-lan"}
+# In its own namespace the loopback is the agent's: nothing listens there.
+OWN_LOOPBACK = "err:ECONNREFUSED"
+# nor is the host's link (the probe's scope id) there
+NO_HOST_LINK = (*DENIED, "err:ENETUNREACH", "err:ENODEV")
+
+
 def template(profile: str) -> str:
     return (
         f'description = "network probe"\nprofile = "{profile}"\n'
@@ -285,23 +302,25 @@ def net(agentd: Agentd) -> Iterator[dict[str, Any]]:
         agentd.sh(["mkdir", "-p", "/run/systemd/resolve"])
         agentd.m.write_file("/run/systemd/resolve/resolv.conf", RESOLV_MARK + "\n")
         agentd.m.write_file("/etc/agentd/profiles/lan.toml", LAN_PROFILE)
+        agentd.m.write_file("/etc/agentd/profiles/hostns.toml", HOST_PROFILE)
         agentd.m.write_file("/etc/agentd/templates/netprobe.toml", template("online"))
         agentd.m.write_file("/etc/agentd/templates/netprobe-lan.toml", template("lan"))
-        for name, tmpl in (("net-a", "netprobe"), ("net-lan", "netprobe-lan")):
+        agentd.m.write_file("/etc/agentd/templates/netprobe-host.toml", template("hostns"))
+        for name, tmpl in AGENTS.items():
             agentd.create(name, template=tmpl, user="alice", start=True)
-        for name in ("net-a", "net-lan"):
+        for name in AGENTS:
             wait_online(agentd, name)
         ctx: dict[str, Any] = {"port": port, "abstract": abstract}
         ctx["control"] = wait_for(lambda: control(agentd, ctx), 30, "the test's listeners")
         yield ctx
     finally:
-        for name in ("net-a", "net-lan"):
+        for name in AGENTS:
             agentd.ctl("agent", "rm", name, user="alice", check=False)
         agentd.sh(
             "systemctl stop agentd-nettest-host agentd-nettest-ns; "
             f"ip netns del {NS}; ip link del {HOST_IF}; "
-            f"rm -f /run/systemd/resolve/resolv.conf /etc/agentd/profiles/lan.toml "
-            "/etc/agentd/templates/netprobe.toml /etc/agentd/templates/netprobe-lan.toml",
+            "rm -f /run/systemd/resolve/resolv.conf /etc/agentd/profiles/lan.toml "
+            "/etc/agentd/profiles/hostns.toml /etc/agentd/templates/netprobe*.toml",
             check=False,
         )
 
@@ -315,11 +334,12 @@ def wait_online(a: Agentd, name: str) -> None:
         raise AssertionError(f"agent {name} not online:\n{log.stdout}") from None
 
 
-def probe_argv(ctx: dict[str, Any]) -> list[str]:
+def probe_argv(ctx: dict[str, Any], extra: dict[str, str] | None = None) -> list[str]:
     """The link-local target carries its scope as a number: naming the interface
     would make the agent look it up, and a failed look-up is no proof of denial."""
     scope = socket.if_nametoindex(HOST_IF)  # this process shares the machine's netns
     targets = {k: f"{v}%{scope}" if v.startswith("fe80:") else v for k, v in TARGETS.items()}
+    targets.update(extra or {})
     udp = {k: targets[k] for k in UDP_TARGETS}
     return [
         "python3",
@@ -353,7 +373,7 @@ def version_latency(a: Agentd) -> float:
 
 def attack(a: Agentd, agent: str, ctx: dict[str, Any]) -> tuple[dict[str, str], list[float]]:
     """Run the probe as AGENT's exec task; meanwhile time agentd answering bob."""
-    command = " ".join(f"'{arg}'" for arg in probe_argv(ctx))
+    command = " ".join(f"'{arg}'" for arg in probe_argv(ctx, GATEWAY))
     out = a.ctl(
         "task", "submit", f"probe {agent}", "--agent", agent, "--exec", command, user="alice"
     )
@@ -377,91 +397,144 @@ def online(net: dict[str, Any], agentd: Agentd) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def hostns(net: dict[str, Any], agentd: Agentd) -> dict[str, Any]:
+    got, latencies = attack(agentd, "net-host", net)
+    return {"got": got, "latencies": latencies}
+
+
+@pytest.fixture(scope="module")
 def lan(net: dict[str, Any], agentd: Agentd) -> dict[str, Any]:
     got, latencies = attack(agentd, "net-lan", net)
     return {"got": got, "latencies": latencies}
 
 
+@pytest.fixture(params=["own", "host"])
+def probed(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The probes' outcome in either namespace, with the mode under "mode"."""
+    got = request.getfixturevalue("online" if request.param == "own" else "hostns")
+    return {**got, "mode": request.param}
+
+
+def net_units(a: Agentd, agent: str) -> list[str]:
+    out = a.sh(f"systemctl list-units --plain --no-legend 'agentd-net-{agent}-*'").stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
 def test_the_unit_carries_the_deny_list(agentd: Agentd, net: dict[str, Any]) -> None:
-    p = agentd.show("agent-net-a.service", "IPAddressDeny", "RestrictAddressFamilies")
-    for cidr in ("127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "10.0.0.0/8"):
+    for unit, own in (("agent-net-a.service", True), ("agent-net-host.service", False)):
+        p = agentd.show(unit, "IPAddressDeny", "RestrictAddressFamilies", "PrivateNetwork")
+        for cidr in ("127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "10.0.0.0/8"):
+            assert cidr in p["IPAddressDeny"].split(), (unit, p)
+        assert "AF_INET" in p["RestrictAddressFamilies"], p
+        assert p["PrivateNetwork"] == ("yes" if own else "no"), (unit, p)
+
+
+def test_its_own_namespace_leaves_through_a_unit_with_the_same_deny_list(
+    agentd: Agentd, net: dict[str, Any]
+) -> None:
+    """agentd.usernet: one slirp4netns unit per runtime, bound to the agent's
+    unit, joined to its main process's namespace, under the profile's deny list."""
+    pid = agentd.show("agent-net-a.service", "MainPID")["MainPID"]
+    assert net_units(agentd, "net-a") == [f"agentd-net-net-a-{pid}.service"]
+    assert net_units(agentd, "net-host") == []  # the host's namespace: nothing to carry
+    p = agentd.show(
+        f"agentd-net-net-a-{pid}.service", "IPAddressDeny", "BindsTo", "ActiveState", "MainPID"
+    )
+    assert p["ActiveState"] == "active" and p["BindsTo"] == "agent-net-a.service", p
+    for cidr in ("127.0.0.0/8", "::1/128", "169.254.0.0/16", "10.0.0.0/8", "192.168.0.0/16"):
         assert cidr in p["IPAddressDeny"].split(), p
-    assert "PrivateNetwork" not in p and "AF_INET" in p["RestrictAddressFamilies"]
+    argv = agentd.sh(f"tr '\\0' ' ' < /proc/{p['MainPID']}/cmdline").stdout.split()
+    assert argv[-2:] == [pid, "tap0"] and "--disable-host-loopback" in argv, argv
+    caps = agentd.sh(f"grep CapEff /proc/{p['MainPID']}/status").stdout.split()[1]
+    assert int(caps, 16) == 1 << 10, caps  # --enable-sandbox: CAP_NET_BIND_SERVICE alone
 
 
 @pytest.mark.parametrize("target", sorted({**LOOPBACK, **LINK_LOCAL, **PRIVATE}))
 def test_online_agent_cannot_reach_host_link_local_or_private(
-    online: dict[str, Any], target: str
+    probed: dict[str, Any], target: str
 ) -> None:
-    assert online["got"][target] in DENIED, (target, online["got"])
+    got = probed["got"][target]
+    if probed["mode"] == "own" and target in LOOPBACK:
+        assert got == OWN_LOOPBACK, (target, probed["got"])
+    elif probed["mode"] == "own" and target == "link_local6":
+        assert got in NO_HOST_LINK, probed["got"]
+    else:
+        assert got in DENIED, (target, probed["mode"], probed["got"])
 
 
 @pytest.mark.parametrize("target", ["public4", "public6", "udp_public4", "udp_public6"])
-def test_online_agent_still_reaches_the_internet(online: dict[str, Any], target: str) -> None:
+def test_online_agent_still_reaches_the_internet(probed: dict[str, Any], target: str) -> None:
     """TCP connect and UDP sendto/recvfrom: clients need no bind()."""
-    assert online["got"][target] == "ok:hello", online["got"]
+    assert probed["got"][target] == "ok:hello", (probed["mode"], probed["got"])
 
 
 @pytest.mark.parametrize("target", ["udp_loopback4", "udp_loopback6"])
-def test_online_agent_cannot_send_udp_to_the_host(online: dict[str, Any], target: str) -> None:
-    assert online["got"][target] in DENIED, online["got"]
+def test_online_agent_cannot_send_udp_to_the_host(probed: dict[str, Any], target: str) -> None:
+    expected = (OWN_LOOPBACK, "timeout") if probed["mode"] == "own" else DENIED
+    assert probed["got"][target] in expected, (probed["mode"], probed["got"])
 
 
 @pytest.mark.parametrize("how", ["listen_tcp", "listen_unix"])
-def test_online_agent_cannot_listen(online: dict[str, Any], how: str) -> None:
+def test_online_agent_cannot_listen(probed: dict[str, Any], how: str) -> None:
     """listen_tcp listens unbound (the kernel would autobind an ephemeral port);
-    listen_unix binds a path in its home and listens."""
-    assert online["got"][how] == "err:EPERM", online["got"]
+    listen_unix binds a path in its home and listens. In its own namespace the
+    tool filter (agentd.nobind) refuses; in the host's, the unit's seccomp too."""
+    assert probed["got"][how] == "err:EPERM", (probed["mode"], probed["got"])
 
 
 @pytest.mark.parametrize("how", ["bind_udp", "bind_udp6", "bind_tcp", "bind_unix"])
 def test_online_agents_code_cannot_bind(
-    net: dict[str, Any], online: dict[str, Any], how: str
+    net: dict[str, Any], probed: dict[str, Any], how: str
 ) -> None:
     """UDP on 0.0.0.0 and [::], TCP on 0.0.0.0 (no listen), each on a port the
     kernel picks (a fixed one, in the namespace the machine shares with the host,
     was once taken by another socket: EADDRINUSE in the control), and a path in
     its home: the tool filter (agentd.nobind) refuses the bind itself."""
     assert net["control"][how].startswith("ok:"), net["control"]  # root could, outside
-    assert online["got"][how] == "err:EPERM", online["got"]
+    assert probed["got"][how] == "err:EPERM", (probed["mode"], probed["got"])
 
 
 def test_online_agents_code_cannot_use_io_uring(
-    net: dict[str, Any], online: dict[str, Any]
+    net: dict[str, Any], probed: dict[str, Any]
 ) -> None:
     """IORING_OP_BIND and _LISTEN would bind and listen past seccomp."""
     if net["control"]["io_uring"] != "ok:ring":
         pytest.skip(f"no io_uring on this kernel: {net['control']['io_uring']}")
-    assert online["got"]["io_uring"] == "err:EPERM", online["got"]
+    assert probed["got"]["io_uring"] == "err:EPERM", (probed["mode"], probed["got"])
 
 
-def test_online_agents_code_cannot_write_the_runtime(online: dict[str, Any]) -> None:
+def test_online_agents_code_cannot_write_the_runtime(probed: dict[str, Any]) -> None:
     """The runtime may bind (sd-bus): its tools, same UID, must not be able to
     write its memory. A child of the tool is writable (the attack is real
     here); the runtime is not (non-dumpable: hidden, or EACCES)."""
-    got = online["got"]
+    got = probed["got"]
     assert got["runtime_alive"] == "ok:alive" and got["child_mem"] == "ok:opened", got
     assert got["runtime_mem"] in ("err:ENOENT", "err:EACCES", "err:EPERM"), got
 
 
 def test_online_agent_cannot_reach_host_abstract_sockets(
-    net: dict[str, Any], online: dict[str, Any]
+    net: dict[str, Any], probed: dict[str, Any]
 ) -> None:
+    """Its own namespace has abstract sockets of its own: the host's name is
+    not there. In the host's, Landlock scopes them."""
+    if probed["mode"] == "own":
+        assert probed["got"]["abstract"] == "err:ECONNREFUSED", probed["got"]
+        return
     # The kernel's ABI as root sees it, outside the sandbox: a unit that lost
     # its Landlock set-up must fail here, not skip.
     abi = int(net["control"]["landlock_abi"].removeprefix("ok:"))
     if abi < 6:
         pytest.skip(f"kernel Landlock ABI {abi} < 6: abstract sockets not isolated (documented)")
-    assert online["got"]["abstract"] == "err:EPERM", online["got"]
+    assert probed["got"]["abstract"] == "err:EPERM", probed["got"]
 
 
-def test_online_agent_keeps_the_bus_and_gets_resolveds_upstream(online: dict[str, Any]) -> None:
-    assert online["got"]["bus"] == "ok:pong", online["got"]
-    assert online["got"]["resolv"] == f"ok:{RESOLV_MARK}"
+def test_online_agent_keeps_the_bus_and_gets_resolveds_upstream(probed: dict[str, Any]) -> None:
+    assert probed["got"]["bus"] == "ok:pong", probed["got"]
+    assert probed["got"]["resolv"] == f"ok:{RESOLV_MARK}"
 
 
-def test_agentd_answers_another_user_within_1s_meanwhile(online: dict[str, Any]) -> None:
-    assert online["latencies"] and max(online["latencies"]) < 1.0, online["latencies"]
+def test_agentd_answers_another_user_within_1s_meanwhile(probed: dict[str, Any]) -> None:
+    assert probed["latencies"] and max(probed["latencies"]) < 1.0, probed["latencies"]
 
 
 def test_profile_knobs_reach_the_kernel(lan: dict[str, Any]) -> None:
@@ -470,6 +543,70 @@ def test_profile_knobs_reach_the_kernel(lan: dict[str, Any]) -> None:
         assert got[target] == "ok:hello", (target, got)  # deny_private = false
     assert got["public4"] in DENIED, got  # ip_deny
     assert got["public6"] == "ok:hello", got
-    for target in (*LOOPBACK, *LINK_LOCAL):
-        assert got[target] in DENIED, (target, got)  # never reopened
+    for target in LOOPBACK:
+        assert got[target] == OWN_LOOPBACK, (target, got)  # its own, empty
+    assert got["link_local4"] in DENIED, got  # never reopened
+    assert got["link_local6"] in NO_HOST_LINK, got
     assert max(lan["latencies"]) < 1.0, lan["latencies"]
+
+
+def test_the_gateway_does_not_lead_to_the_hosts_loopback(
+    net: dict[str, Any], lan: dict[str, Any]
+) -> None:
+    """With private ranges allowed, the agent may talk to slirp4netns's gateway
+    (10.0.2.2): it must not be the host's 127.0.0.1, where the test listens."""
+    assert net["control"]["loopback4"] == "ok:hello", net["control"]
+    # slirp4netns answers a connection to its host-loopback-disabled gateway with
+    # ICMP "network unreachable"; the unit's IPAddressDeny would drop it anyway
+    assert lan["got"]["gateway"] in (*DENIED, "err:ENETUNREACH"), lan["got"]
+
+
+def run_exec(a: Agentd, agent: str, command: str) -> dict[str, Any]:
+    """COMMAND as AGENT's exec task: its result (exit_code, stdout, stderr)."""
+    tid = a.ctl("task", "submit", "exec", "--agent", agent, "--exec", command, user="alice")
+    tid = tid.stdout.strip()
+    ended = ("completed", "failed")
+    wait_for(lambda: a.ctl_json("task", "show", tid, user="alice")["status"] in ended, 60, tid)
+    return dict(json.loads(a.ctl_json("task", "show", tid, user="alice")["result"]))
+
+
+def test_an_online_agent_serves_its_endpoint_to_itself_alone(
+    agentd: Agentd, net: dict[str, Any]
+) -> None:
+    """Issue 16: an online agent's runtime serves the OpenAI-compatible endpoint
+    on its own loopback; the host's 127.0.0.1:8080 has nothing."""
+    curl = (
+        'echo "${OPENAI_BASE_URL:-none}"; curl -sS -m 10 -o /dev/null -w %{http_code} '
+        '-H "Authorization: Bearer $OPENAI_API_KEY" "$OPENAI_BASE_URL/models"'
+    )
+    expect = {"net-a": "http://127.0.0.1:8080/v1\n200", "net-host": "none\n000"}
+    for agent, expected in expect.items():
+        result = run_exec(agentd, agent, curl)
+        assert result["stdout"].strip() == expected, (agent, result)
+    host = agentd.sh("curl -sS -m 5 http://127.0.0.1:8080/v1/models", check=False)
+    assert host.returncode == 7, host  # connection refused: nothing of it on the host
+
+
+def test_a_new_runtime_gets_a_new_way_out_and_a_stop_takes_it(
+    agentd: Agentd, net: dict[str, Any], lan: dict[str, Any]
+) -> None:
+    """Restart=on-failure makes a new namespace: its runtime registers again and
+    gets a slirp4netns of its own, the old one stopped; agentd restarting keeps
+    it (same runtime); stopping the agent stops it (BindsTo)."""
+    first = net_units(agentd, "net-lan")
+    assert len(first) == 1, first
+    agentd.sh("systemctl restart agentd")
+    agentd.wait_online("net-lan")
+    assert net_units(agentd, "net-lan") == first
+    old_pid = agentd.show("agent-net-lan.service", "MainPID")["MainPID"]
+    agentd.sh("systemctl kill -s KILL agent-net-lan.service")
+
+    def moved() -> list[str] | None:
+        pid = agentd.show("agent-net-lan.service", "MainPID")["MainPID"]
+        units = net_units(agentd, "net-lan")
+        fresh = pid not in ("0", old_pid) and units == [f"agentd-net-net-lan-{pid}.service"]
+        return units if fresh else None
+
+    wait_for(moved, 60, "a new slirp4netns for the new runtime, the old one gone")
+    agentd.ctl("agent", "stop", "net-lan", user="alice")
+    wait_for(lambda: net_units(agentd, "net-lan") == [], 30, "no slirp4netns once stopped")

@@ -177,7 +177,8 @@ def test_deb_identity_and_dependencies(packages: Packages) -> None:
     assert deb_field(packages.deb, "Version") == packages.version
     assert deb_field(packages.deb, "Architecture") == "amd64"
     depends = [d.strip() for d in deb_field(packages.deb, "Depends").split(",")]
-    for dep in [*RUNTIME_DEPS, "passwd", "python3 (>= 3.11)"]:
+    # slirp4netns: online agents' own network namespace gets its way out (agentd.usernet)
+    for dep in [*RUNTIME_DEPS, "passwd", "slirp4netns", "python3 (>= 3.11)"]:
         assert dep in depends, depends
     # ${shlibs:Depends}, from llama.cpp's libraries (dh_shlibdeps found the private
     # ones they need in their own directory, so it did not fail on them).
@@ -380,7 +381,7 @@ def test_rpm_admin_config_is_noreplace(packages: Packages) -> None:
 
 def test_rpm_requires_and_provides(packages: Packages) -> None:
     requires = rpmq(packages.rpm, "--requires").splitlines()
-    for dep in [*RUNTIME_DEPS, "python3 >= 3.11", "shadow-utils", "tar"]:
+    for dep in [*RUNTIME_DEPS, "python3 >= 3.11", "shadow-utils", "tar", "slirp4netns"]:
         assert dep in requires, requires
     provides = rpmq(packages.rpm, "--provides").splitlines()
     assert f"agentd = {packages.version}-1" in provides

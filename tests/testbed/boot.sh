@@ -135,6 +135,13 @@ inner() {
         touch "$R/dev/$b"
         mount --bind "/dev/$b" "$R/dev/$b"
     done
+    # /dev/net/tun: online agents' user-mode network (slirp4netns) makes its tap there,
+    # as on any real machine.
+    if [ -c /dev/net/tun ]; then
+        mkdir -m 755 "$R/dev/net"
+        touch "$R/dev/net/tun"
+        mount --bind /dev/net/tun "$R/dev/net/tun"
+    fi
     touch "$R/dev/console"   # systemd and services may open it: let it swallow output
     mount --bind /dev/null "$R/dev/console"
     mkdir -m 755 "$R/dev/pts"

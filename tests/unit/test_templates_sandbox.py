@@ -98,14 +98,14 @@ def test_limits_overrides_are_bounded() -> None:
         parse_size("lots")
 
 
-def _props(network: str) -> dict[str, list]:
+def _props(network: str, namespace: str = "own") -> dict[str, list]:
     from agentd.templates import Profile
 
     ident = sandbox.AgentIdentity("web-1", 70001, 70001, Path("/home/agents/web-1"))
     props = sandbox.unit_properties(
         ident,
         Limits(256 << 20, 50, 32),
-        Profile("p", network=network),
+        Profile("p", network=network, namespace=namespace),
         runtime_command=Path("/usr/libexec/agentd/agentd-runtime"),
         slice_="agents.slice",
         heartbeat_interval=10,
@@ -140,7 +140,7 @@ def test_unit_properties_carry_limits_identity_and_hardening() -> None:
 
 
 def test_network_profile_opens_only_inet() -> None:
-    p = _props("full")
+    p = _props("full", namespace="host")
     assert "PrivateNetwork" not in p
     assert "IPAddressAllow" not in p  # loopback stays denied: the host's, not its own
     assert p["RestrictAddressFamilies"] == [("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6"]))]
@@ -150,6 +150,7 @@ def test_network_profile_opens_only_inet() -> None:
 RUNTIME = "/usr/libexec/agentd/agentd-runtime"
 HOST = {"127.0.0.0/8", "::1/128", "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10"}
 MULTI = {"224.0.0.0/4", "ff00::/8", "255.255.255.255/32"}
+TAP = {"fe80::/10", "ff02::/16", "fd00::/64"}  # its own namespace: slirp4netns's link
 PRIVATE = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"}
 
 
@@ -187,13 +188,35 @@ def test_vendor_online_profile_denies_host_link_local_and_private(tmp_path: Path
     online = catalog(tmp_path).profile("online")
     assert online.network == "full" and online.deny_private and not online.require_landlock
     assert online.ip_deny == () and online.ip_allow == ()
+    assert online.namespace == "own" and online.usernet
     p = _profile_props(online)
     assert _decoded(p["IPAddressDeny"]) == HOST | MULTI | PRIVATE
-    assert "IPAddressAllow" not in p and "PrivateNetwork" not in p
+    # its own namespace: the loopback it may reach is its own (the endpoint's)
+    assert _decoded(p["IPAddressAllow"]) == {"127.0.0.0/8", "::1/128", *TAP}
+    assert p["PrivateNetwork"] == [("b", True)]
 
 
-def test_online_unit_may_not_listen_but_may_use_landlock(tmp_path: Path) -> None:
-    p = _online(tmp_path, "")
+def test_online_unit_in_its_own_namespace_waits_for_usernet_and_may_listen(
+    tmp_path: Path,
+) -> None:
+    """Its loopback and abstract sockets are its own: the runtime listens there
+    (its endpoint), is exec'd directly, and waits for agentd.usernet's tap."""
+    p = _online(tmp_path, 'ip_allow = ["198.51.100.0/24"]\n')
+    assert ("(bas)", (False, ["listen"])) not in p["SystemCallFilter"]
+    assert ("(bas)", (False, sandbox.IO_URING_SYSCALLS)) in p["SystemCallFilter"]
+    assert p["ExecStart"] == [("a(sasb)", [(RUNTIME, [RUNTIME], False)])]
+    assert ("as", ["AGENTD_USERNET=tap0"]) in p["Environment"]
+    assert _decoded(p["IPAddressAllow"]) == {"127.0.0.0/8", "::1/128", "198.51.100.0/24", *TAP}
+    assert p["RestrictAddressFamilies"] == [("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6"]))]
+    ro = p["BindReadOnlyPaths"][0][1]
+    assert ro == [("/run/systemd/resolve/resolv.conf", "/etc/resolv.conf", True, 0)]
+
+
+def test_online_unit_in_the_hosts_namespace_may_not_listen_but_may_use_landlock(
+    tmp_path: Path,
+) -> None:
+    p = _online(tmp_path, 'namespace = "host"\n')
+    assert "PrivateNetwork" not in p and "IPAddressAllow" not in p
     filters = p["SystemCallFilter"]
     assert filters[0] == ("(bas)", (True, ["@system-service"]))
     assert ("(bas)", (False, ["listen"])) in filters  # not bind: sd-bus binds
@@ -209,16 +232,17 @@ def test_offline_unit_keeps_its_private_network_and_direct_exec() -> None:
     assert p["ExecStart"] == [("a(sasb)", [(RUNTIME, [RUNTIME], False)])]
     assert ("(bas)", (False, ["listen"])) not in p["SystemCallFilter"]
     assert "BindReadOnlyPaths" not in p
-    assert p["IPAddressAllow"] == [("a(iayu)", sandbox._addresses(sandbox.LOOPBACK))]
+    assert p["IPAddressAllow"] == [("a(iayu)", sandbox.addresses(sandbox.LOOPBACK))]
 
 
 def test_online_unit_starts_the_runtime_through_confine_exec(tmp_path: Path) -> None:
-    ((sig, [(path, argv, ignore)]),) = _online(tmp_path, "")["ExecStart"]
+    host = 'namespace = "host"\n'
+    ((sig, [(path, argv, ignore)]),) = _online(tmp_path, host)["ExecStart"]
     assert sig == "a(sasb)" and path == argv[0] == sandbox.PYTHON and ignore is False
     assert argv[1:] == ["-I", "-S", sandbox.CONFINE, "best-effort", RUNTIME]
     assert Path(sandbox.CONFINE).is_file()
     assert not set("$%") & set(" ".join(argv))  # systemd would expand them
-    ((_sig, [(_p, argv, _i)]),) = _online(tmp_path, "require_landlock = true\n")["ExecStart"]
+    ((_sig, [(_p, argv, _i)]),) = _online(tmp_path, host + "require_landlock = true\n")["ExecStart"]
     assert argv[4:] == ["required", RUNTIME]
 
 
@@ -229,8 +253,8 @@ def test_private_ranges_and_extra_cidrs_are_configurable(tmp_path: Path) -> None
         'ip_allow = ["198.51.100.0/24"]\n',
     )
     assert _decoded(p["IPAddressDeny"]) == HOST | MULTI | {"203.0.113.7/32", "2001:db8::/32"}
-    assert _decoded(p["IPAddressAllow"]) == {"198.51.100.0/24"}
-    p = _online(tmp_path, 'ip_allow = ["10.255.255.53/32"]\n')
+    assert _decoded(p["IPAddressAllow"]) == {"198.51.100.0/24", "127.0.0.0/8", "::1/128", *TAP}
+    p = _online(tmp_path, 'namespace = "host"\nip_allow = ["10.255.255.53/32"]\n')
     assert _decoded(p["IPAddressDeny"]) >= PRIVATE
     assert _decoded(p["IPAddressAllow"]) == {"10.255.255.53/32"}
 
@@ -252,6 +276,9 @@ def test_private_ranges_and_extra_cidrs_are_configurable(tmp_path: Path) -> None
         ("none", 'ip_deny = ["10.0.0.0/8"]\n', 'apply to network = "full" only'),
         ("none", "deny_private = false\n", 'apply to network = "full" only'),
         ("full", "listen = true\n", "unknown key"),
+        ("full", 'namespace = "shared"\n', "namespace must be one of own, host"),
+        ("full", "namespace = 1\n", "namespace must be of type str"),
+        ("none", 'namespace = "host"\n', 'apply to network = "full" only'),
     ],
 )
 def test_bad_network_settings_are_refused_by_file_name(
