@@ -203,7 +203,9 @@ COCKPITDIR  := $(PREFIX)/share/cockpit/agentd
 install-cockpit:
 	install -d -m 0755 $(DESTDIR)$(COCKPITDIR)
 	install -m 0644 cockpit/agentd/manifest.json cockpit/agentd/index.html \
-	    cockpit/agentd/agentd.js cockpit/agentd/agentd.css $(DESTDIR)$(COCKPITDIR)/
+	    cockpit/agentd/agentd.js cockpit/agentd/agent.js cockpit/agentd/task.js \
+	    cockpit/agentd/agentd.css \
+	    $(DESTDIR)$(COCKPITDIR)/
 
 uninstall:
 	rm -rf $(DESTDIR)$(COCKPITDIR)

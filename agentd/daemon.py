@@ -47,6 +47,7 @@ from .goals.runner import GoalRunner
 from .goals.service import Goals
 from .goals.subagents import SubAgents
 from .homes import Pruned, Retention
+from .journal import AgentJournal
 from .memory import model as memory_model
 from .memory.memories import Memories, ModelEmbedder
 from .memory.service import MemoryService
@@ -260,7 +261,7 @@ async def serve(cfg: config_mod.Config) -> None:
     counters.errors = callers.failures
     counters.subscribe(events)
     metrics = Metrics(fleet, store, policy, counters, lambda: audit.head()[0])
-    objects.append(ObserveObject(fleet, metrics, callers))
+    objects.append(ObserveObject(fleet, metrics, callers, AgentJournal(registry)))
     if memories is not None:
         objects.append(MemoryObject(memories, callers))
         events.subscribe(AgentRemoved, lambda e: forget(memories, e.agent))

@@ -142,6 +142,7 @@ RULES: dict[str, Rule] = {
     # observing (issue 16; agentd.fleet, agentd.metrics): reads, rows filtered per caller
     "fleet.read": Rule(Scope.PERSON, MANAGE, "agents may not watch the fleet"),
     "agent.ps": Rule(Scope.OWNER, MANAGE, _M),
+    "agent.journal": Rule(Scope.OWNER, MANAGE, _M),
     "metrics.read": Rule(
         Scope.PERSON, MANAGE, "agents may not read metrics", account="agentd-metrics"
     ),

@@ -5,7 +5,9 @@
    what they see and may do; this page holds no rights of its own and shows
    agentd's refusals as they are. Updates come from agentd's signals
    (AgentNew, AgentRemoved, AgentChanged, TaskChanged, ApprovalRequested,
-   ApprovalAnswered): each one refreshes what it concerns; nothing polls. */
+   ApprovalAnswered): each one refreshes what it concerns; nothing polls (a
+   chat's stream and an agent's journal are long polls, answered as soon as
+   there is something). agent.js and task.js hold the details panels. */
 "use strict";
 
 const BUS = "org.agentos.agentd1";
@@ -85,8 +87,10 @@ function renderAgents() {
     for (const a of agents) {
         const tr = document.createElement("tr");
         tr.dataset.agent = a.name;
+        const name = cell(a.name, "name");
+        name.addEventListener("click", () => showAgent(a.name)); // agent.js
         tr.append(
-            cell(a.name, "name"),
+            name,
             cell(a.state, a.state === "active" ? "state state-active" : "state"),
             cell(a.template),
             cell(a.owner),
@@ -126,6 +130,7 @@ function refreshAgents() {
             .then(([snapshot]) => {
                 agents = JSON.parse(snapshot).agents;
                 renderAgents();
+                refreshAgentDetails(); // agent.js
                 $("status").textContent = `${agents.length} agent(s)`;
             })
             .catch(showError);
@@ -190,6 +195,8 @@ function refreshApprovals() {
 
 function renderBoard() {
     const filter = $("task-filter").value.trim().toLowerCase();
+    const project = $("filter-project").value;
+    const agent = $("filter-agent").value;
     const board = $("board");
     board.replaceChildren();
     for (const [key, label, statuses] of COLUMNS) {
@@ -202,11 +209,16 @@ function renderBoard() {
         for (const t of tasks) {
             if (!statuses.includes(t.status))
                 continue;
+            if ((project && t.project !== project) || (agent && t.agent !== agent))
+                continue;
             if (filter && !`${t.title} ${t.agent} ${t.project}`.toLowerCase().includes(filter))
                 continue;
             const card = el("div", "card");
             card.dataset.task = String(t.id);
+            card.addEventListener("click", () => showTask(t.id)); // task.js
             card.dataset.status = t.status;
+            card.dataset.agent = t.agent;
+            card.dataset.project = t.project;
             const meta = [t.status, t.agent, t.project, t.priority].filter(Boolean).join(" · ");
             card.append(el("div", "", `#${t.id} ${t.title}`), el("div", "meta", meta),
                         ...approvalButtons(t));
@@ -216,11 +228,22 @@ function renderBoard() {
     }
 }
 
+// A filter's choices: the values the board's tasks have (the one chosen stays).
+function fillFilter(id, values) {
+    const select = $(id);
+    const chosen = select.value;
+    const names = [...new Set(values.filter(Boolean))].sort();
+    select.replaceChildren(new Option("all", ""), ...names.map(n => new Option(n, n)));
+    select.value = names.includes(chosen) ? chosen : "";
+}
+
 function refreshTasks() {
     return call("Tasks", "ListTasks", [{ limit: { t: "u", v: 500 } }])
             .then(([rows]) => {
                 tasks = rows.map(([id, title, status, priority, project, agent]) => (
                     { id: Number(id), title, status, priority, project, agent }));
+                fillFilter("filter-project", tasks.map(t => t.project));
+                fillFilter("filter-agent", tasks.map(t => t.agent));
                 renderBoard();
             })
             .catch(showError);
@@ -493,6 +516,7 @@ function subscribe() {
         refreshTasks();
         refreshAgents(); // an agent's current task and step
         refreshGoals(); // a goal's steps are tasks
+        refreshTaskDetails(); // the task shown under the board (task.js)
     });
     client.subscribe({ interface: `${BUS}.Goals`, member: "GoalChanged" }, () => refreshGoals());
     for (const member of ["ApprovalRequested", "ApprovalAnswered"]) {
@@ -512,6 +536,10 @@ function init() {
     $("goal").addEventListener("submit", submitGoal);
     $("chat-stop").addEventListener("click", stopChat);
     $("task-filter").addEventListener("input", renderBoard);
+    $("filter-project").addEventListener("change", renderBoard);
+    $("filter-agent").addEventListener("change", renderBoard);
+    $("task-close").addEventListener("click", closeTask);
+    $("agent-close").addEventListener("click", closeAgent);
     subscribe();
     Promise.all([loadTemplates(), refreshAgents(), refreshTasks(), refreshApprovals(),
                  refreshGoals()])

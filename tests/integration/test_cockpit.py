@@ -4,7 +4,8 @@ Cockpit's PAM login as an ordinary user, sees only that user's agents,
 creates and starts one, submits a task and watches its card move across the
 board as agentd signals it, submits a goal with a plan and watches it run as
 a tree of steps, chats with an agent and sees the answer stream in, sees on
-the Usage tab the tokens agentd metered, and another user's agent is
+the Usage tab the tokens agentd metered, opens an agent's details with its
+journal and a task's steps and artifacts, and another user's agent is
 refused to it; an administrator sees all. The page holds no rights: each call is made by
 Cockpit's bridge as the logged-in user, and agentd decides. Screenshots of
 each page go to build/screenshots (docs/screenshots has a set of them)."""
@@ -71,6 +72,27 @@ def test_a_user_creates_and_starts_an_agent_from_the_page(cockpit: Agentd) -> No
     assert a.show("agent-ck-web.service", "ActiveState")["ActiveState"] == "active"
 
 
+def test_an_agents_details_follow_its_journal_live(cockpit: Agentd) -> None:
+    """Its owner cannot read the agent's journal with journalctl (the lines are
+    the agent UID's and PID 1's); the page shows them through agentd, and a
+    line the runtime writes when the page stops it arrives while shown. Bob's
+    call for them is refused."""
+    a = cockpit
+    a.wait_online("ck-web")
+    own = a.sh(
+        ["runuser", "-u", "alice", "--", "journalctl", "-q", "--no-pager", "-u", "agent-ck-web"],
+        check=False,
+    )
+    assert "online as uid" not in own.stdout, own.stdout
+    got = browse(a, "alice", "journal", "ck-web")
+    assert got["error"] == "", got
+    assert any("agent ck-web online as uid" in line for line in got["before"]), got
+    assert any("agent ck-web stopping" in line for line in got["after"]), got
+    assert "agent-ck-web.service" in got["facts"], got
+    refused = browse(a, "bob", "call", "Observe", "ReadAgentJournal", '["ck-web", "", 10, 0]')
+    assert refused["answer"].endswith(("PermissionDenied", "NoSuchAgent")), refused
+
+
 def test_a_task_submitted_on_the_board_moves_to_done(cockpit: Agentd) -> None:
     a = cockpit
     a.ctl("agent", "start", "ck-pre", user="alice")
@@ -81,6 +103,47 @@ def test_a_task_submitted_on_the_board_moves_to_done(cockpit: Agentd) -> None:
     tasks = a.ctl_json("task", "list", user="alice")
     (task,) = [t for t in tasks if t["title"] == "board-move"]
     assert task["status"] == "completed" and task["agent"] == "ck-pre"
+
+
+def test_a_tasks_steps_and_artifacts_show_under_the_board(cockpit: Agentd) -> None:
+    """A free-form task run by the agent loop on the default model (its steps
+    recorded through RecordStep), and a command task that leaves an artifact:
+    the page shows what agentd has of each, and an artifact's text as read back
+    through ReadArtifact."""
+    a = cockpit
+    a.wait_online("ck-pre")
+    loop = a.submit("Suggest a name for a backup script", "--agent", "ck-pre")
+    made = a.submit(
+        "leave a note",
+        "--agent",
+        "ck-pre",
+        "--exec",
+        "echo 'hello from ck-pre' > artifacts/note.txt",
+    )
+    for task in (loop, made):
+        a.ctl("task", "wait", str(task), "--timeout", "300", user="alice", check=False, timeout=330)
+    steps = a.ctl_json("task", "log", str(loop), user="alice")
+    got = browse(a, "alice", "details", str(loop))
+    assert got["error"] == "" and got["title"].startswith(f"#{loop} Suggest"), got
+    assert got["status"] in ("completed", "failed"), got
+    assert steps and got["steps"] == [s["tool"] for s in steps], (got, steps)
+    got = browse(a, "alice", "details", str(made), "note.txt")
+    assert got["error"] == "" and got["status"] == "completed", got
+    assert got["steps"] == [] and got["artifacts"] == ["note.txt"], got
+    assert got["artifact_text"] == "hello from ck-pre", got
+
+
+def test_the_board_filters_by_agent_and_project(cockpit: Agentd) -> None:
+    a = cockpit
+    a.ctl("project", "create", "ck-proj", user="alice")
+    held = a.submit("in a project", "--project", "ck-proj", "--agent", "ck-pre", "--exec", "true")
+    tasks = a.ctl_json("task", "list", user="alice")
+    got = browse(a, "alice", "filter", "agent", "ck-pre")
+    mine = sorted(str(t["id"]) for t in tasks if t["agent"] == "ck-pre")
+    assert got["error"] == "" and sorted(c[0] for c in got["cards"]) == mine, (got, mine)
+    assert {c[1] for c in got["cards"]} == {"ck-pre"}, got
+    got = browse(a, "alice", "filter", "project", "ck-proj")
+    assert got["cards"] == [[str(held), "ck-pre", "ck-proj"]], got
 
 
 def test_a_chat_streams_its_answer_into_the_page(cockpit: Agentd) -> None:

@@ -178,6 +178,8 @@ def make_call(gen: Gen, spec: dict[str, Any]) -> dict[str, Any]:
         args[5] %= 2000
     if member == "Receive" and types == ["u", "u"]:  # a long poll too (messages)
         args[1] %= 2000
+    if member == "ReadAgentJournal" and types == ["s", "s", "u", "u"]:  # and an agent's journal
+        args[3] %= 2000
     sig = "".join(types)
     return dict(path=path, iface=iface, member=member, sig=sig, args=args, kind=kind)
 

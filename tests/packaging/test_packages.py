@@ -112,7 +112,7 @@ def test_lintian_has_no_errors_or_warnings(packages: Packages) -> None:
 
 COCKPIT_FILES = {
     f"/usr/share/cockpit/agentd/{name}"
-    for name in ("manifest.json", "index.html", "agentd.js", "agentd.css")
+    for name in ("manifest.json", "index.html", "agentd.js", "agent.js", "task.js", "agentd.css")
 }
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from agentd.api.introspection import INTERFACE_CLASSES, interface_element
 
 PAGE = Path(__file__).resolve().parents[2] / "cockpit" / "agentd"
-SCRIPT = (PAGE / "agentd.js").read_text()
+SCRIPTS = sorted(PAGE.glob("*.js"))
+SCRIPT = "\n".join(p.read_text() for p in SCRIPTS)
 HTML = (PAGE / "index.html").read_text()
 
 
@@ -28,6 +29,7 @@ def test_the_manifest_puts_the_page_in_cockpits_menu() -> None:
 def test_the_page_loads_its_files_and_cockpits_api() -> None:
     loaded = re.findall(r'(?:src|href)="([^"]+)"', HTML)
     assert "../base1/cockpit.js" in loaded
+    assert {p.name for p in SCRIPTS} <= set(loaded)
     for name in loaded:
         if not name.startswith("../"):
             assert (PAGE / name).is_file(), name
@@ -42,7 +44,9 @@ def test_every_element_the_script_looks_up_is_in_the_page() -> None:
 def test_the_script_parses() -> None:
     node = shutil.which("node") or shutil.which("nodejs")
     assert node is not None, "node is not installed (tools/deps.sh installs nodejs)"
-    subprocess.run([node, "--check", str(PAGE / "agentd.js")], check=True)
+    assert [p.name for p in SCRIPTS] == ["agent.js", "agentd.js", "task.js"]
+    for script in SCRIPTS:
+        subprocess.run([node, "--check", str(script)], check=True)
 
 
 def _in_args() -> dict[tuple[str, str], int]:

@@ -40,6 +40,7 @@ from agentd.fleet import Fleet
 from agentd.goals.delegation import Delegation
 from agentd.goals.runner import GoalRunner
 from agentd.goals.service import Goals
+from agentd.journal import AgentJournal
 from agentd.memory import MemoryService
 from agentd.memory.memories import Memories
 from agentd.messages import Mailbox
@@ -232,7 +233,7 @@ class Api:
             "goals": GoalsObject(self.goals, callers),
             "teams": TeamsObject(self.teams, callers),
             "messages": MessagesObject(self.mailbox, callers),
-            "observe": ObserveObject(self.fleet, self.metrics, callers),
+            "observe": ObserveObject(self.fleet, self.metrics, callers, AgentJournal(self.w.reg)),
         }
 
     def calls(self) -> dict[tuple[str, str], tuple]:
@@ -348,6 +349,7 @@ class Api:
             ("messages", "list_messages"): ("a1", {}),
             ("observe", "fleet"): (),
             ("observe", "list_processes"): ("a1",),
+            ("observe", "read_agent_journal"): ("a1", "", 10, 0),
             ("observe", "metrics"): (),
         }
 

@@ -39,6 +39,24 @@ class ObserveInterface(DbusInterfaceCommonAsync, interface_name=OBSERVE_INTERFAC
         command. Empty if the agent is not running."""
         raise NotImplementedError
 
+    @dbus_method_async(
+        "ssuu",
+        "ss",
+        flags=U,
+        method_name="ReadAgentJournal",
+        input_args_names=("name", "cursor", "lines", "wait_ms"),
+        result_args_names=("entries", "next_cursor"),
+    )
+    async def read_agent_journal(
+        self, name: str, cursor: str, lines: int, wait_ms: int
+    ) -> tuple[str, str]:
+        """Agent NAME's journal (its owner or an admin), the lines `agentctl agent
+        logs` shows: JSON list of {at, priority, identifier, pid, message}. With
+        an empty CURSOR the last LINES (at most 500); else those after it, and
+        if there are none yet, waits up to WAIT_MS (at most 20,000) for more.
+        NEXT_CURSOR is where to ask from next."""
+        raise NotImplementedError
+
     @dbus_method_async("", "s", flags=U, method_name="Metrics", result_args_names=("text",))
     async def metrics(self) -> str:
         """Prometheus text exposition (format 0.0.4) of what the caller may see:

@@ -13,6 +13,13 @@ opens agentd's page (/cockpit/@localhost/agentd/index.html) and does ACTION:
                       submit an --exec task on the Tasks tab, then follows its
                       card: the columns it was seen in, in order, until done
                       or failed (the board changes on agentd's signals)
+  details TASK [ARTIFACT]
+                      click task TASK's card on the Tasks tab: the details shown
+                      under the board (title, status, result, the steps' tools,
+                      the artifacts' names) and ARTIFACT's text, shown by its
+                      Show button
+  filter KIND VALUE   choose VALUE in the Tasks tab's KIND filter (project or
+                      agent): the cards left (task, agent, project)
   chat AGENT TEXT     send TEXT to AGENT on the Chat tab; the answer as it
                       streamed in, and the tokens line at its end
   goal INTENT PLAN    submit a goal with a plan of one's own (JSON) on the
@@ -22,6 +29,12 @@ opens agentd's page (/cockpit/@localhost/agentd/index.html) and does ACTION:
                       and the plan line
   stop NAME           call Manager.StopAgent(NAME) from the page, as the page
                       does: agentd's answer (an error name, or "ok")
+  call IFACE METHOD ARGS
+                      any call of agentd's from the page (ARGS: a JSON list):
+                      agentd's answer (an error name, or "ok")
+  journal NAME        click agent NAME's name: its details and journal; then
+                      its Stop button, and wait for the runtime's "stopping"
+                      line to arrive in the journal shown (followed live)
 
 Prints one JSON object; saves a screenshot of each page it shows into
 SCREENSHOTS as USER-ACTION-PAGE.png.
@@ -132,6 +145,49 @@ def submit(driver: webdriver.Chrome, title: str, agent: str, command: str) -> di
     return {"columns": seen, "error": error_text(driver)}
 
 
+def details(driver: webdriver.Chrome, task: str, artifact: str = "") -> dict:
+    driver.find_element(By.CSS_SELECTOR, '.tab[data-page="tasks"]').click()
+    card = f'.card[data-task="{task}"]'
+    WebDriverWait(driver, WAIT_S).until(ec.element_to_be_clickable((By.CSS_SELECTOR, card)))
+    driver.find_element(By.CSS_SELECTOR, card).click()
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: error_text(d) or d.find_element(By.ID, "task-details").is_displayed()
+    )
+    out = {
+        "error": error_text(driver),
+        "title": driver.find_element(By.ID, "task-title").text,
+        "status": driver.find_element(By.ID, "task-details").get_attribute("data-status"),
+        "result": driver.find_element(By.ID, "task-result").text,
+        "steps": [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#task-steps .tool")],
+        "artifacts": [
+            e.get_attribute("data-artifact")
+            for e in driver.find_elements(By.CSS_SELECTOR, "#task-artifacts tbody tr")
+        ],
+    }
+    if artifact:
+        row = f'#task-artifacts tr[data-artifact="{artifact}"] button'
+        driver.find_element(By.CSS_SELECTOR, row).click()  # Show (before Download)
+        view = driver.find_element(By.ID, "artifact-view")
+        WebDriverWait(driver, WAIT_S).until(
+            lambda d: error_text(d) or view.get_attribute("data-artifact") == artifact
+        )
+        out["artifact_text"] = view.text
+        out["error"] = error_text(driver)
+    return out
+
+
+def filter_board(driver: webdriver.Chrome, kind: str, value: str) -> dict:
+    driver.find_element(By.CSS_SELECTOR, '.tab[data-page="tasks"]').click()
+    select = f'#filter-{kind} option[value="{value}"]'
+    WebDriverWait(driver, WAIT_S).until(ec.presence_of_element_located((By.CSS_SELECTOR, select)))
+    Select(driver.find_element(By.ID, f"filter-{kind}")).select_by_value(value)
+    cards = driver.execute_script(
+        "return [...document.querySelectorAll('.card')]"
+        ".map(c => [c.dataset.task, c.dataset.agent, c.dataset.project]);"
+    )
+    return {"error": error_text(driver), "cards": cards}
+
+
 def usage(driver: webdriver.Chrome) -> dict:
     driver.find_element(By.CSS_SELECTOR, '.tab[data-page="usage"]').click()
     WebDriverWait(driver, WAIT_S).until(
@@ -198,6 +254,41 @@ def goal(driver: webdriver.Chrome, intent: str, plan: str) -> dict:
     return {"states": states, "goal": found, "error": error_text(driver)}
 
 
+def journal(driver: webdriver.Chrome, name: str) -> dict:
+    row = f'#agents tr[data-agent="{name}"]'
+    driver.find_element(By.CSS_SELECTOR, f"{row} td.name").click()
+    log = driver.find_element(By.ID, "agent-journal")
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: error_text(d) or log.get_attribute("data-loaded") == "true"
+    )
+
+    def lines() -> list[str]:
+        return [e.text for e in log.find_elements(By.CSS_SELECTOR, ".line")]
+
+    before = lines()
+    driver.find_element(By.CSS_SELECTOR, f"{row} button").click()  # Stop: it is running
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: error_text(d) or any("stopping" in x for x in lines()[len(before) :])
+    )
+    facts = driver.find_element(By.ID, "agent-facts").text
+    return {"error": error_text(driver), "before": before, "after": lines()[len(before) :],
+            "facts": facts}  # fmt: skip
+
+
+def call(driver: webdriver.Chrome, iface: str, method: str, args: str) -> dict:
+    answer = driver.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+        const bus = cockpit.dbus("org.agentos.agentd1", { bus: "system" });
+        bus.call("/org/agentos/agentd1", "org.agentos.agentd1." + arguments[0], arguments[1],
+                 JSON.parse(arguments[2]))
+            .then(() => done("ok"), err => done(err.name || String(err)));""",
+        iface,
+        method,
+        args,
+    )
+    return {"answer": answer}
+
+
 def stop(driver: webdriver.Chrome, name: str) -> dict:
     answer = driver.execute_async_script(
         """const done = arguments[arguments.length - 1];
@@ -227,6 +318,12 @@ def main(user: str, password: str, shots: str, action: str, *args: str) -> dict:
         elif action == "submit":
             out = submit(driver, *args)
             driver.save_screenshot(f"{shots}/{user}-{action}-tasks.png")
+        elif action == "details":
+            out = details(driver, *args)
+            driver.save_screenshot(f"{shots}/{user}-{action}-task.png")
+        elif action == "filter":
+            out = filter_board(driver, *args)
+            driver.save_screenshot(f"{shots}/{user}-{action}-tasks.png")
         elif action == "chat":
             out = chat(driver, *args)
             driver.save_screenshot(f"{shots}/{user}-{action}-chat.png")
@@ -238,6 +335,11 @@ def main(user: str, password: str, shots: str, action: str, *args: str) -> dict:
             driver.save_screenshot(f"{shots}/{user}-{action}-usage.png")
         elif action == "stop":
             out = stop(driver, *args)
+        elif action == "call":
+            out = call(driver, *args)
+        elif action == "journal":
+            out = journal(driver, *args)
+            driver.save_screenshot(f"{shots}/{user}-{action}-agent.png")
         else:
             raise SystemExit(f"unknown action {action}")
     except Exception:
