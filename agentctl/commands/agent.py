@@ -2,8 +2,9 @@
 
 An agent is a Unix user in its own unit (agent-NAME.service); these commands
 ask agentd to make and manage them (CreateAgent, StartAgent, ...). Starting
-and stopping wait for systemd's job like systemctl does; `agent logs` is the
-one command that leaves agentd out: it execs journalctl.
+and stopping wait for systemd's job like systemctl does; `agent logs` reads
+the agent's journal through agentd (its owner cannot read it with journalctl),
+or, with --journalctl, execs journalctl.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import click
 
+from .. import journal_view
 from ..app import EX_UNAVAILABLE, AliasGroup, env, fail, json_option, run
 from ..client import AgentdClient, ClientError
 from ..output import (
@@ -373,24 +375,44 @@ def agent_show(name: str, as_json: bool) -> None:
 Examples:
   agentctl agent logs scout -n 50
   agentctl agent logs scout -f
+  agentctl agent logs scout --journalctl --since today
 \b
-Reading the journal of system units needs membership of the systemd-journal
-or adm group (or root); journalctl says so when lines are hidden.""",
+agentd reads the journal for you: an agent's lines are its own UID's and
+PID 1's, which a person reads with journalctl only as a member of the
+systemd-journal or adm group (the whole system's journal). --journalctl runs
+journalctl itself: every field and the whole history, for those who may.""",
 )
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they arrive.")
 @click.option(
-    "-n", "--lines", type=click.IntRange(min=0), metavar="N", help="Show only the last N lines."
+    "-n",
+    "--lines",
+    type=click.IntRange(min=1, max=journal_view.BATCH),
+    metavar="N",
+    help="Show the last N lines (default 50, at most 500).",
+)
+@click.option(
+    "--journalctl",
+    "use_journalctl",
+    is_flag=True,
+    help="Exec journalctl instead (needs systemd-journal or adm membership, or root).",
 )
 @json_option
-def agent_logs(name: str, follow: bool, lines: int | None, as_json: bool) -> None:
+def agent_logs(
+    name: str, follow: bool, lines: int | None, use_journalctl: bool, as_json: bool
+) -> None:
     """Show agent NAME's journal: its unit's output and agentd's audit events about it.
 
-    Runs journalctl on the agent's unit (agent-NAME.service: what the agent
-    wrote, and systemd's messages about the unit) together with the audit
-    lines agentd logged with AGENT_NAME=NAME, interleaved by time, in
-    short-iso format (--json: journalctl's JSON, one object per line).
+    The lines are its unit's (agent-NAME.service: what the agent wrote, and
+    systemd's messages about the unit) and those root wrote about it
+    (AGENT_NAME=NAME: agentd's audit, its network unit), interleaved by time,
+    as TIME IDENTIFIER[PID]: MESSAGE (--json: one object per line, with at,
+    priority, identifier, pid and message). You must own the agent or be an
+    administrator.
     """
+    if not use_journalctl:
+        run(lambda c: journal_view.show(c, name, lines or 50, follow, as_json))
+        return
     run(lambda c: c.get_agent(name))  # a typed NoSuchAgent/PermissionDenied first
     unit = f"agent-{name}.service"
     argv = ["journalctl", "-o", "json" if as_json else "short-iso"]

@@ -124,6 +124,16 @@ def test_start_runs_the_runtime_in_a_hardened_unit(agentd: Agentd) -> None:
     assert info["main_pid"] == pid and info["memory_current"] > 0
     out = agentd.ctl("agent", "logs", "it-run", "-n", "50", user="root").stdout
     assert "online" in out
+    # its owner reads them through agentd, though journalctl shows her none of them
+    own = agentd.sh(
+        ["runuser", "-u", "alice", "--", "journalctl", "-q", "--no-pager", "-u", "agent-it-run"],
+        check=False,
+    )
+    assert "online as uid" not in own.stdout
+    out = agentd.ctl("agent", "logs", "it-run", "-n", "50", user="alice").stdout
+    assert f"agent it-run online as uid {uid}" in out, out
+    refused = agentd.ctl("agent", "logs", "it-run", user="bob", check=False)
+    assert refused.returncode == 77, refused
 
 
 def test_stop_and_remove_leave_nothing_behind(agentd: Agentd) -> None:

@@ -79,6 +79,11 @@ def matches(e: dict[str, Any], types: Sequence[str]) -> bool:
     return not types or any(fnmatch.fnmatchcase(e["action"], t) for t in types)
 
 
+def journal_entry(i: int, message: str) -> dict[str, Any]:
+    return {"at": 1796150000.0 + i, "priority": 6, "identifier": "agent-scout", "pid": 42,
+            "message": message}  # fmt: skip
+
+
 class FakeClient:
     """The AgentdClient methods, answering from canned data and recording calls."""
 
@@ -102,6 +107,17 @@ class FakeClient:
     async def get_agent(self, name: str) -> str:
         self._record("get_agent", name)
         return f"/org/agentos/agentd1/agent/{name}"
+
+    async def read_agent_journal(
+        self, name: str, cursor: str, lines: int, wait_ms: int
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Two lines, then (following) a third, then the end of the test."""
+        self._record("read_agent_journal", name, cursor, lines, wait_ms)
+        if not cursor:
+            return [journal_entry(1, "agent scout online"), journal_entry(2, "working")], "c2"
+        if cursor == "c2":
+            return [journal_entry(3, "agent scout stopping")], "c3"
+        raise KeyboardInterrupt  # what ends a real follow: Ctrl-C
 
     async def list_agents(self) -> list[dict[str, Any]]:
         self._record("list_agents")

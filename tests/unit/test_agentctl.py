@@ -293,6 +293,7 @@ def test_logs_execs_journalctl_after_checking_the_agent(fake: FakeClient) -> Non
         "agent",
         "logs",
         "scout",
+        "--journalctl",
         "-f",
         "-n",
         "20",
@@ -314,10 +315,35 @@ def test_logs_execs_journalctl_after_checking_the_agent(fake: FakeClient) -> Non
     assert "+" in argv and "AGENT_NAME=scout" in argv
 
 
+def test_logs_through_agentd_print_the_last_lines_and_follow(fake: FakeClient) -> None:
+    r = invoke(fake, "agent", "logs", "scout", "-n", "20")
+    assert r.exit_code == 0, r.stderr
+    assert fake.calls == [("read_agent_journal", "scout", "", 20, 0)]
+    first, second = r.stdout.splitlines()
+    assert first.endswith(" agent-scout[42]: agent scout online") and first[:4].isdigit()
+    assert second.endswith(": working")
+    fake.calls.clear()
+    r = invoke(fake, "agent", "logs", "scout", "-f", "--json")
+    assert [json.loads(x)["message"] for x in r.stdout.splitlines()] == [
+        "agent scout online",
+        "working",
+        "agent scout stopping",
+    ]
+    assert fake.calls[1] == ("read_agent_journal", "scout", "c2", 500, 15000)  # a long poll
+
+
+def test_logs_refused_through_agentd(fake: FakeClient) -> None:
+    fake.fail["read_agent_journal"] = ClientError(
+        "alice may not manage x", "PermissionDenied", kind="denied"
+    )
+    r = invoke(fake, "agent", "logs", "x")
+    assert r.exit_code == 77 and "PermissionDenied" in r.stderr, (r.exit_code, r.stderr)
+
+
 def test_logs_of_unknown_agent_does_not_exec(fake: FakeClient) -> None:
     fake.fail["get_agent"] = ClientError("no agent named 'x'", "NoSuchAgent")
     seen: list[Any] = []
-    r = invoke(fake, "agent", "logs", "x", execvp=lambda *a: seen.append(a))
+    r = invoke(fake, "agent", "logs", "x", "--journalctl", execvp=lambda *a: seen.append(a))
     assert r.exit_code == 1 and seen == []
     assert r.stderr == "agentctl: no agent named 'x' (NoSuchAgent)\n"
 
@@ -326,7 +352,7 @@ def test_logs_without_journalctl(fake: FakeClient) -> None:
     def missing(file: str, argv: list[str]) -> None:
         raise FileNotFoundError(2, "No such file or directory")
 
-    r = invoke(fake, "agent", "logs", "scout", execvp=missing)
+    r = invoke(fake, "agent", "logs", "scout", "--journalctl", execvp=missing)
     assert r.exit_code == 69
     assert r.stderr == "agentctl: cannot run journalctl: No such file or directory\n"
 
