@@ -25,11 +25,22 @@ namespace it joins), and keeps this invariant:
   it with the unit; a runtime started again (Restart=on-failure: a new
   namespace) registers again, gets a new one, and the old one is stopped. A
   re-registration of the same runtime (after agentd restarts) keeps it.
-- Its privileges are the ones it needs to set up (joining the namespace:
+- Its capabilities are the ones it needs to set up (joining the namespace:
   CAP_SYS_ADMIN and CAP_SYS_PTRACE, the agent's runtime being another UID and
-  non-dumpable; the tap: CAP_NET_ADMIN; /dev/net/tun alone among devices);
-  once set up, --enable-sandbox gives up its capabilities and moves it into a
-  mount namespace of its own, and --enable-seccomp limits its system calls.
+  non-dumpable; the tap: CAP_NET_ADMIN; /dev/net/tun alone among devices).
+  Once set up, --enable-sandbox gives them all up but CAP_NET_BIND_SERVICE and
+  pivots into a root of its own holding only /etc and /run, which the unit
+  has made empty (but the loader's cache): no file of the host's, no bus, no
+  systemd socket. --enable-seccomp limits its system calls.
+- Left open, and why: it runs as UID 0. slirp4netns 1.2.0 run as another
+  user joins the target's user namespace first, which fails for a namespace
+  of the init user namespace (measured: "setns(CLONE_NEWUSER): Operation not
+  permitted" under DynamicUser=yes with the capabilities above); and a
+  Landlock scope on its abstract sockets (agentd.confine) also stops it
+  opening /proc/PID/ns/net (Landlock's ptrace rule; measured). So were the
+  agent's traffic ever to take over libslirp, the process would hold no
+  capability and no file, but could still connect to the host's abstract
+  Unix sockets as UID 0, where an IPAddressDeny does not reach.
 """
 
 from __future__ import annotations
@@ -41,7 +52,6 @@ from typing import Protocol
 from .audit import AuditLog
 from .errors import AgentdError
 from .sandbox import (
-    RESOLVED_UPSTREAM,
     USERNET_IF,
     UnitProperty,
     addresses,
@@ -58,8 +68,9 @@ PREFIX = "agentd-net-"
 # throughput of the 1500 default; the agent's side is a tap, nothing fragments.
 MTU = 65520
 # CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_ADMIN:
-# the set-up's (see above); --enable-sandbox needs the first to empty its bounding
-# set and keeps the second alone (it forwards no port, so binds none).
+# the set-up's (see above); --enable-sandbox needs CAP_SETPCAP to empty its
+# bounding set and keeps CAP_NET_BIND_SERVICE alone (it forwards no port, so
+# binds none).
 CAPABILITIES = (8, 10, 12, 19, 21)
 MS_PRIVATE = 1 << 18
 # RestrictNamespaces= is the set of namespace types allowed: a mount namespace
@@ -120,11 +131,10 @@ def net_properties(
         ("LogExtraFields", ("aay", [f"AGENT_NAME={agent}".encode()])),
         ("IPAddressDeny", ("a(iayu)", addresses(online_denied(profile)))),
         ("IPAddressAllow", ("a(iayu)", addresses(profile.ip_allow))),
-        ("BindReadOnlyPaths", ("a(ssbt)", [(RESOLVED_UPSTREAM, "/etc/resolv.conf", True, 0)])),
-        (
-            "CapabilityBoundingSet",
-            ("t", sum(1 << cap for cap in CAPABILITIES)),
-        ),
+        ("CapabilityBoundingSet", ("t", sum(1 << cap for cap in CAPABILITIES))),
+        # what --enable-sandbox carries into its own root: nothing of the host's
+        ("TemporaryFileSystem", ("a(ss)", [("/etc", "ro"), ("/run", "ro")])),
+        ("BindReadOnlyPaths", ("a(ssbt)", [("/etc/ld.so.cache", "/etc/ld.so.cache", True, 0)])),
         # --enable-sandbox's pivot_root refuses shared mounts (systemd's default)
         ("MountFlags", ("t", MS_PRIVATE)),
         ("RestrictNamespaces", ("t", CLONE_NEWNS | CLONE_NEWNET)),

@@ -445,8 +445,13 @@ def test_its_own_namespace_leaves_through_a_unit_with_the_same_deny_list(
         assert cidr in p["IPAddressDeny"].split(), p
     argv = agentd.sh(f"tr '\\0' ' ' < /proc/{p['MainPID']}/cmdline").stdout.split()
     assert argv[-2:] == [pid, "tap0"] and "--disable-host-loopback" in argv, argv
-    caps = agentd.sh(f"grep CapEff /proc/{p['MainPID']}/status").stdout.split()[1]
-    assert int(caps, 16) == 1 << 10, caps  # --enable-sandbox: CAP_NET_BIND_SERVICE alone
+    status = agentd.proc_status(int(p["MainPID"]))
+    assert int(status["CapEff"], 16) == 1 << 10, status  # the sandbox: CAP_NET_BIND_SERVICE
+    root = f"/proc/{p['MainPID']}/root"  # what its sandbox left it: no host file, no bus
+    etc = agentd.sh(f"ls -A {root}/etc").stdout.split()
+    assert etc == ["ld.so.cache"], etc
+    sockets = agentd.sh(f"find {root}/run -type s").stdout.split()
+    assert sockets == [], sockets  # neither the bus nor systemd's private socket
 
 
 @pytest.mark.parametrize("target", sorted({**LOOPBACK, **LINK_LOCAL, **PRIVATE}))

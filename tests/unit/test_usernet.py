@@ -131,6 +131,8 @@ def test_the_unit_carries_the_profiles_deny_and_allow_lists() -> None:
     caps = p["CapabilityBoundingSet"][0]
     assert caps == (1 << 8) | (1 << 10) | (1 << 12) | (1 << 19) | (1 << 21)
     assert p["NoNewPrivileges"] == [True] and p["ProtectSystem"] == ["strict"]
+    # what its sandbox takes along: no host file, no bus, no systemd socket
+    assert p["TemporaryFileSystem"] == [[("/etc", "ro"), ("/run", "ro")]]
 
 
 @pytest.mark.parametrize(
