@@ -376,7 +376,8 @@ def test_the_capable_model_plans_a_goal_that_runs_in_parallel_to_its_result(
 def run_answering(a: Agentd, goal: int, timeout: float) -> dict[str, Any]:
     """GOAL to its end, as its owner would see it through: the questions a
     step's agent asks answered, three a task at most (the model may ask its
-    owner, again; the loop then waits for a person), and the commands its
+    owner, again; the loop then waits for a person: a fourth question fails
+    the test at once, not at the timeout 30 min later), and the commands its
     template gates (ops: shell) approved (a run of 2026-12-01 waited on one)."""
     answered: dict[int, int] = {}
 
@@ -389,7 +390,9 @@ def run_answering(a: Agentd, goal: int, timeout: float) -> dict[str, Any]:
         for t in g["tasks"]:
             info = task(a, t["task"]) if t["status"] == "blocked" else None
             asked = info and info["block_reason"].startswith("question")
-            if asked and answered.get(t["task"], 0) < 3:
+            if asked and answered.get(t["task"], 0) >= 3:  # fail now, not at the timeout
+                raise AssertionError(f"task {t['task']} asked its owner a 4th time: {info}")
+            if asked:
                 reply = "Use what you know; do not ask again. Finish now with your answer."
                 a.ctl("task", "reply", str(t["task"]), reply, user="alice")
                 answered[t["task"]] = answered.get(t["task"], 0) + 1
