@@ -1,8 +1,10 @@
-"""The Observe object: `agentctl top`, `agentctl agent ps` and the metrics.
+"""The Observe object: `agentctl top`, `agentctl agent ps`, an agent's journal
+(`agentctl agent logs`, the Cockpit page) and the metrics.
 
 Thin, as every api module: each method declares its action (fleet.read,
-agent.ps, metrics.read; agentd.rules), calls one engine method (agentd.fleet,
-agentd.metrics) and carries its answer as JSON or text.
+agent.ps, agent.journal, metrics.read; agentd.rules), calls one engine method
+(agentd.fleet, agentd.journal, agentd.metrics) and carries its answer as JSON
+or text.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The Observe interface on /org/agentos/agentd1: the fleet at a glance (issue 16).
 
 Reads only: a snapshot of the caller's agents for `agentctl top`, the
-processes of one agent's unit for `agentctl agent ps`, and Prometheus metrics
+processes of one agent's unit for `agentctl agent ps`, one agent's journal
+(`agentctl agent logs`, the Cockpit page), and Prometheus metrics
 for the metrics unit (agentd-metrics@.service) and `agentctl metrics`. What a
 caller sees is filtered as ListAgents filters (docs/dbus-api.md).
 """
