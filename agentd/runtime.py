@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -61,11 +62,16 @@ class Runtime:
         self.first: list[dict[str, Any]] = []  # the tasks RegisterAndClaim gave
         self.freed = asyncio.Event()  # a task ended: its slot is free
 
-    async def register(self) -> bool:
+    async def register(self, claim: bool = True) -> bool:
+        """Register (with CLAIM, taking the first tasks in the same call: not
+        when the runtime must wait for its network before it can work on any)."""
         delay = 0.5
         while not self.stop.is_set():
             try:
-                self.name, path, settings, tasks = await self.proxy.register_and_claim(0)
+                if claim:
+                    self.name, path, settings, tasks = await self.proxy.register_and_claim(0)
+                else:
+                    (self.name, path, settings), tasks = await self.proxy.register(), []
                 self.settings = plain(settings)
                 self.first = [plain(t) for t in tasks]
                 log(
@@ -360,22 +366,29 @@ def _message(e: BaseException) -> str:
 
 
 USERNET_WAIT_S = 10.0  # agentd starts slirp4netns before Register answers: ms, measured
+ROUTE_PROBE = ("192.0.2.1", 9)  # TEST-NET-1 (RFC 5737): looked up, never sent to
 
 
-async def wait_for_route(interface: str) -> bool:
-    """Whether INTERFACE got its default route (agentd.usernet's slirp4netns
-    configures it just after Register answers) before the first task."""
-    deadline = time.monotonic() + USERNET_WAIT_S
-    while True:
-        try:
-            routes = Path("/proc/net/route").read_text().splitlines()[1:]
-        except OSError:
-            routes = []
-        if any(r.split()[:2] == [interface, "00000000"] for r in routes):
-            return True
-        if time.monotonic() > deadline:
-            return False
+async def wait_for_route() -> float | None:
+    """Seconds until a route out exists (agentd.usernet's slirp4netns configures
+    it just after Register answers), or None after USERNET_WAIT_S. A UDP
+    connect() looks the route up and sends nothing; /proc/net is not in the
+    unit (ProcSubset=pid)."""
+    started = time.monotonic()
+    while not route_exists():
+        if time.monotonic() - started > USERNET_WAIT_S:
+            return None
         await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+def route_exists() -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(ROUTE_PROBE)
+            return True
+        except OSError:  # ENETUNREACH: not yet
+            return False
 
 
 THINK_TIMEOUT_S = 180  # sd-bus's default 25 s method timeout is too short for Think
@@ -390,11 +403,15 @@ async def run() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.stop.set)
-    if not await runtime.register():
-        return 0
     interface = os.environ.get("AGENTD_USERNET")  # agentd.sandbox: online, own namespace
-    if interface and not await wait_for_route(interface):
-        log(f"no route out through {interface} after {USERNET_WAIT_S} s: tasks run offline")
+    if not await runtime.register(claim=not interface):
+        return 0
+    if interface:  # its tasks are claimed once the way out is up (or given up on)
+        waited = await wait_for_route()
+        if waited is None:
+            log(f"no route out through {interface} after {USERNET_WAIT_S:.0f} s: offline")
+        else:
+            log(f"network up through {interface} after {waited * 1000:.0f} ms")
     endpoint = await serve_endpoint(runtime.proxy, runtime.name)
     home = Path(os.environ.get("HOME", os.getcwd()))
     executor = Executor(

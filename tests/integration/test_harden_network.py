@@ -443,6 +443,8 @@ def test_its_own_namespace_leaves_through_a_unit_with_the_same_deny_list(
     assert p["ActiveState"] == "active" and p["BindsTo"] == "agent-net-a.service", p
     for cidr in ("127.0.0.0/8", "::1/128", "169.254.0.0/16", "10.0.0.0/8", "192.168.0.0/16"):
         assert cidr in p["IPAddressDeny"].split(), p
+    log = agentd.sh("journalctl -q -o cat -u agent-net-a.service").stdout
+    assert "network up through tap0 after" in log, log  # before it claimed any task
     argv = agentd.sh(f"tr '\\0' ' ' < /proc/{p['MainPID']}/cmdline").stdout.split()
     assert argv[-2:] == [pid, "tap0"] and "--disable-host-loopback" in argv, argv
     status = agentd.proc_status(int(p["MainPID"]))

@@ -241,6 +241,54 @@ def test_register_retries_until_agentd_answers_and_keeps_the_settings() -> None:
     asyncio.run(main())
 
 
+def test_a_runtime_that_waits_for_its_network_registers_without_claiming() -> None:
+    """An online agent in its own namespace (agentd.usernet) must not hold a
+    lease while its way out comes up: plain Register, no first tasks."""
+
+    async def main() -> None:
+        class Plain(FakeProxy):
+            async def register(self) -> Any:
+                self.registers += 1
+                return "scribe", "/org/agentos/agentd1/agent/scribe", variants(self.settings)
+
+            async def register_and_claim(self, max: int) -> Any:
+                raise AssertionError("claimed before its network was up")
+
+        runtime = Runtime(Plain())  # type: ignore[arg-type]
+        assert await runtime.register(claim=False) is True
+        assert runtime.name == "scribe" and runtime.first == []
+
+    asyncio.run(main())
+
+
+def test_the_route_wait_looks_the_route_up_until_there_is_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Asked until slirp4netns has set the route; None once USERNET_WAIT_S passed."""
+    answers = [False, False, False, True]
+    monkeypatch.setattr(runtime_mod, "route_exists", lambda: answers.pop(0))
+    waited = asyncio.run(runtime_mod.wait_for_route())
+    assert waited is not None and answers == []
+    monkeypatch.setattr(runtime_mod, "route_exists", lambda: False)
+    monkeypatch.setattr(runtime_mod, "USERNET_WAIT_S", 0.05)
+    assert asyncio.run(runtime_mod.wait_for_route()) is None
+
+
+def test_a_route_lookup_sends_nothing_and_says_unreachable_without_a_route() -> None:
+    """A UDP connect() in a namespace with no route: ENETUNREACH, so False;
+    run in a fresh network namespace where one can be made (root here)."""
+    import subprocess
+    import sys
+
+    code = "from agentd.runtime import route_exists; print(route_exists())"
+    r = subprocess.run(
+        ["unshare", "--net", sys.executable, "-c", code], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"no network namespace here: {r.stderr.strip()}")
+    assert r.stdout.strip() == "False"  # only loopback: no route to 192.0.2.1
+
+
 def test_register_gives_up_when_stopped_while_agentd_is_away() -> None:
     async def main() -> None:
         class Away(FakeProxy):
