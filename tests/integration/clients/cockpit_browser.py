@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -76,8 +76,13 @@ def login(driver: webdriver.Chrome, user: str, password: str) -> None:
     driver.find_element(By.ID, "login-password-input").send_keys(password)
     button = driver.find_element(By.ID, "login-button")
     button.click()
-    # the login page goes away when Cockpit's shell loads (or says why not)
-    wait.until(lambda d: _gone(button) or d.find_element(By.ID, "login-error-message").text)
+    # the login page goes away when Cockpit's shell loads (or says why not); the
+    # message element can be read just as the page is replaced (a CI run of
+    # 2026-12-01 got StaleElementReferenceException there): read it again
+    stale = (NoSuchElementException, StaleElementReferenceException)
+    WebDriverWait(driver, WAIT_S, ignored_exceptions=stale).until(
+        lambda d: _gone(button) or d.find_element(By.ID, "login-error-message").text
+    )
     message = driver.find_elements(By.ID, "login-error-message")
     if message and message[0].is_displayed() and message[0].text:
         raise SystemExit(f"cockpit login refused: {message[0].text}")
