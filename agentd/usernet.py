@@ -47,8 +47,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
 
+from .agent import UnitsAPI
 from .audit import AuditLog
 from .errors import AgentdError
 from .sandbox import (
@@ -58,7 +58,6 @@ from .sandbox import (
     online_denied,
 )
 from .templates import Profile
-from .units import UnitStatus
 
 log = logging.getLogger("agentd.usernet")
 
@@ -77,14 +76,6 @@ MS_PRIVATE = 1 << 18
 # (--enable-sandbox) and joining the agent's network namespace.
 CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
 FAMILIES = ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"]  # netlink: --configure
-
-
-class UnitsAPI(Protocol):
-    async def start_transient(self, unit: str, properties: list[UnitProperty]) -> str: ...
-    async def stop(self, unit: str, wait: bool = True) -> str: ...
-    async def wait_job(self, job: str) -> str: ...
-    async def status(self, unit: str) -> UnitStatus: ...
-    async def list_units(self, pattern: str) -> list[tuple[str, str]]: ...
 
 
 def net_unit(agent: str, pid: int) -> str:
